@@ -1,0 +1,213 @@
+"""`ameide-migrate`: a thin command line over the verbs and flows.
+
+A user's mistake prints `FAILED: <what and what to do>` and exits non-zero, never a traceback:
+0 success, 1 a database or step failed, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+import typer
+from pydantic import SecretStr
+from rich.console import Console
+
+from ameide_migrate import environments, flyway, local
+from ameide_migrate.catalog import load_catalog
+from ameide_migrate.errors import MigrateError, RunFailed
+from ameide_migrate.settings import Settings, get_settings
+
+app = typer.Typer(
+    help="Run, verify and watch every schema change of every database, with Prefect and Flyway.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+flyway_app = typer.Typer(help="Provision and inspect the real Flyway this project runs.", no_args_is_help=True)
+local_app = typer.Typer(help="The embedded local environment: its PostgreSQL and Prefect server.", no_args_is_help=True)
+app.add_typer(flyway_app, name="flyway")
+app.add_typer(local_app, name="local")
+
+console = Console()
+err_console = Console(stderr=True)
+
+EnvOption = Annotated[
+    str, typer.Option("--env", "-e", help="Environment: local, staging or prod.")
+]
+DbOption = Annotated[
+    list[str] | None,
+    typer.Option("--db", "-d", help="Target only this database; repeat for several. Default: all."),
+]
+
+
+def main() -> None:
+    try:
+        app()
+    except MigrateError as error:
+        err_console.print(f"[bold red]FAILED:[/] {error}", highlight=False)
+        raise SystemExit(error.exit_code) from None
+
+
+def _ensure_flyway(settings: Settings, version: str | None = None) -> flyway.Installation:
+    chosen = version or settings.flyway_version
+    home = (settings.cache_dir / "flyway" / chosen).resolve()
+    inst, changed = flyway.install(
+        home,
+        chosen,
+        driver_version=settings.postgresql_driver_version,
+        java=settings.java,
+        maven=settings.maven,
+        progress=lambda m: err_console.print(f"[dim]{m}[/]"),
+    )
+    if changed:
+        err_console.print(f"Flyway {chosen} installed in {home}")
+    return inst
+
+
+def _use_prefect_api(settings: Settings) -> str | None:
+    """Point this process at PREFECT_API_URL when set, else at the local Prefect server (started
+    when needed); the UI address of the local server, or None.
+
+    Set before Prefect is imported: its log and event workers read it at import and flush after
+    the flow, when a temporary setting would already have ended.
+    """
+    from ameide_migrate import prefect_api
+
+    if os.environ.get("PREFECT_API_URL"):
+        return None
+    server = prefect_api.ensure_server(settings.state_dir / "prefect")
+    os.environ["PREFECT_API_URL"] = server.api_url
+    return server.ui_url
+
+
+@app.command()
+def run(
+    env: EnvOption = "local",
+    db: DbOption = None,
+    admin_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="AMEIDE_LOCAL_ADMIN_URL",
+            help="Local only: superuser URL of an existing PostgreSQL to use instead of the "
+            "embedded cluster.",
+            show_envvar=True,
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Databases migrated at once (AMEIDE_MAX_CONCURRENCY).")
+    ] = None,
+) -> None:
+    """Migrate the environment's databases to the latest version, then prove it (flyway info)."""
+    settings = get_settings()
+    environments.check(env)
+    catalog = load_catalog(settings.sql_dir, placeholders=environments.placeholders(env))
+    targets = [d.name for d in catalog.select(db)]
+    _ensure_flyway(settings)
+    if env == "local":
+        local.up(
+            settings.state_dir,
+            catalog.databases,
+            admin_url=SecretStr(admin_url) if admin_url else settings.local_admin_url,
+            database_prefix=settings.local_database_prefix,
+            progress=lambda m: err_console.print(f"[dim]{m}[/]"),
+        )
+    ui_url = _use_prefect_api(settings)
+    if ui_url:
+        err_console.print(f"Prefect UI: {ui_url}")
+    from ameide_migrate import report
+    from flows.migrate import migrate_flow
+
+    state: Any = migrate_flow(
+        environment=env, databases=targets if db else None, concurrency=concurrency,
+        return_state=True,
+    )
+    outcome = state.result(raise_on_failure=False)
+    if ui_url:
+        err_console.print(f"Flow run: {ui_url}/runs/flow-run/{state.state_details.flow_run_id}")
+    if isinstance(outcome, RunFailed):
+        report.print_run(outcome.report, console)  # type: ignore[arg-type]
+        raise outcome
+    if isinstance(outcome, BaseException):
+        raise outcome
+    report.print_run(outcome, console)
+
+
+@app.command()
+def repair(env: EnvOption, db: Annotated[list[str], typer.Option("--db", "-d", help="Database to repair; repeatable.")]) -> None:
+    """Flyway repair: remove failed rows and realign checksums of the named databases."""
+    from ameide_migrate import migrate
+
+    settings = get_settings()
+    placeholders = environments.placeholders(env)
+    catalog = load_catalog(settings.sql_dir, placeholders=placeholders)
+    targets = catalog.select(db)
+    names = [d.name for d in targets]
+    ctx = migrate.RunContext(
+        environment=env,
+        databases={d.name: d for d in targets},
+        credentials=environments.load_credentials(env, settings, names),
+        installation=_ensure_flyway(settings),
+        placeholders=placeholders,
+        table=settings.flyway_table,
+        connect_timeout=settings.connect_timeout_seconds,
+        lock_retry_count=settings.lock_retry_count,
+    )
+    try:
+        for name in names:
+            migrate.repair(ctx, name, lambda _level, message: err_console.print(f"[dim]{name}: {message}[/]"))
+            console.print(f"{name}: repaired")
+    finally:
+        ctx.close()
+
+
+@app.command("catalog")
+def show_catalog(env: EnvOption = "local") -> None:
+    """List the databases of the SQL tree with their migrations and latest version."""
+    from rich.table import Table
+
+    settings = get_settings()
+    catalog = load_catalog(settings.sql_dir, placeholders=environments.placeholders(environments.check(env)))
+    table = Table(title=f"SQL tree {catalog.root}", title_justify="left")
+    for column in ("database", "versioned", "repeatable", "latest"):
+        table.add_column(column)
+    for d in catalog.databases.values():
+        table.add_row(d.name, str(len(d.versioned)), str(len(d.repeatables)), str(d.latest_version or "-"))
+    console.print(table)
+
+
+@flyway_app.command("install")
+def flyway_install(
+    version: Annotated[
+        str | None, typer.Option(help="Flyway version (AMEIDE_FLYWAY_VERSION); default the pinned one.")
+    ] = None,
+) -> None:
+    """Resolve Flyway from Maven Central into the git-ignored cache; quick when already there."""
+    inst = _ensure_flyway(get_settings(), version)
+    console.print(f"Flyway {inst.version}: {inst.home} (command line: {inst.home / 'bin' / 'flyway'})")
+
+
+@local_app.command("up")
+def local_up() -> None:
+    """Start the local PostgreSQL and Prefect server and seed the local credentials."""
+    settings = get_settings()
+    catalog = load_catalog(settings.sql_dir)
+    env = local.up(
+        settings.state_dir, catalog.databases, admin_url=settings.local_admin_url,
+        database_prefix=settings.local_database_prefix,
+    )
+    from ameide_migrate import prefect_api
+
+    server = prefect_api.ensure_server(settings.state_dir / "prefect")
+    console.print(f"PostgreSQL: {env.admin.host}:{env.admin.port}  Prefect UI: {server.ui_url}")
+
+
+@local_app.command("down")
+def local_down() -> None:
+    """Stop the local PostgreSQL and Prefect server; their data stays for the next run."""
+    stopped = local.down(get_settings().state_dir)
+    console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""One exception base for the project; each subclass is named after the condition it reports.
+
+Every message says what happened, where (environment, database, path) and what to do next.
+`transient` marks the faults worth retrying: the same call may succeed a few seconds later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class MigrateError(Exception):
+    """Base of every error this project raises on purpose."""
+
+    transient: bool = False
+    exit_code: int = 1
+
+
+class UsageError(MigrateError):
+    """The command was asked for something that does not exist or cannot be combined."""
+
+    exit_code = 2
+
+
+class UnknownDatabase(UsageError):
+    def __init__(self, names: Iterable[str], valid: Iterable[str]) -> None:
+        self.names = sorted(names)
+        self.valid = sorted(valid)
+        super().__init__(
+            f"unknown database {', '.join(self.names)}: "
+            f"choose from {', '.join(self.valid)} (the folders under db/flyway/sql)"
+        )
+
+
+class UnknownEnvironment(UsageError):
+    def __init__(self, name: str, valid: Iterable[str]) -> None:
+        super().__init__(f"unknown environment {name!r}: choose from {', '.join(sorted(valid))}")
+
+
+class CatalogError(MigrateError):
+    """The SQL tree cannot be read as Flyway migrations."""
+
+
+class FlywayNotInstalled(MigrateError):
+    pass
+
+
+class FlywayInstallFailed(MigrateError):
+    pass
+
+
+class FlywayEngineCrashed(MigrateError):
+    """The engine JVM died; a retry starts a fresh one."""
+
+    transient = True
+
+
+class FlywayCommandFailed(MigrateError):
+    """Flyway reported an error; `flyway_message` is Flyway's own text."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        database: str,
+        command: str,
+        flyway_message: str,
+        error_code: str | None = None,
+        sql_states: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.database = database
+        self.command = command
+        self.flyway_message = flyway_message
+        self.error_code = error_code
+        self.sql_states = sql_states
+
+
+class TransientFlywayFault(FlywayCommandFailed):
+    """Connection refused or reset, a lock wait: retried with backoff."""
+
+    transient = True
+
+
+class ValidationFailed(FlywayCommandFailed):
+    pass
+
+
+class ChecksumMismatch(ValidationFailed):
+    pass
+
+
+class MigrationFailed(FlywayCommandFailed):
+    pass
+
+
+class DatabaseUnreachable(MigrateError):
+    transient = True
+
+
+class DatabaseError(MigrateError):
+    pass
+
+
+class CredentialsMissing(MigrateError):
+    pass
+
+
+class LocalClusterFailed(MigrateError):
+    pass
+
+
+class PrefectServerFailed(MigrateError):
+    pass
+
+
+class SmokeCheckFailed(MigrateError):
+    pass
+
+
+class RunFailed(MigrateError):
+    """At least one database failed; `report` holds the outcome of every database."""
+
+    def __init__(self, message: str, report: object) -> None:
+        super().__init__(message)
+        self.report = report

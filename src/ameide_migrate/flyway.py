@@ -1,0 +1,381 @@
+"""Flyway: provisioning the real Flyway, and running its commands.
+
+Two ways to run it, both the real Flyway:
+- `FlywayEngine`: one JVM that serves validate/migrate/info for many databases at once through
+  Flyway's Java API (`java/FlywayEngine.java`), answering with Flyway's own result objects as JSON.
+  A JVM start is most of the cost of a Flyway command; the engine pays it once per run.
+- `command_line()`: Flyway's own command line (`org.flywaydb.commandline.Main`), for comparisons
+  and for people who want to type `flyway` themselves.
+
+Why Maven and not the command-line tarball: the tarball is about 180 MB with a bundled JRE and
+drivers for every database; the jars Flyway needs for PostgreSQL are under 5 MB, and Maven (on
+these machines already) resolves them from Maven Central with checksums.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from ameide_migrate.errors import (
+    ChecksumMismatch,
+    FlywayCommandFailed,
+    FlywayEngineCrashed,
+    FlywayInstallFailed,
+    FlywayNotInstalled,
+    MigrationFailed,
+    TransientFlywayFault,
+    ValidationFailed,
+)
+
+ENGINE_CLASS = "ameide.FlywayEngine"
+CLI_CLASS = "org.flywaydb.commandline.Main"
+JVM_OPTIONS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xmx256m", "-Xss1m")
+
+# SQLSTATE classes and codes that say "try again": connection trouble, the server starting or
+# shutting down, too many clients, a lock wait or a deadlock.
+_TRANSIENT_SQLSTATE_PREFIXES = ("08", "57P")
+_TRANSIENT_SQLSTATES = frozenset({"53300", "55P03", "40P01", "40001"})
+_TRANSIENT_CAUSES = ("java.net.ConnectException", "Connection reset", "java.io.EOFException")
+_LOCK_WAIT = "advisory lock"
+
+LogSink = Callable[[str, str], None]
+"""Receives (level, message) for every line Flyway logs while serving one request."""
+
+
+@dataclass(frozen=True)
+class Installation:
+    home: Path
+    version: str
+    java: str
+
+    @property
+    def classpath(self) -> str:
+        return f"{self.home / 'engine'}{os.pathsep}{self.home / 'lib'}/*"
+
+
+def _engine_source() -> bytes:
+    return resources.files("ameide_migrate").joinpath("java/FlywayEngine.java").read_bytes()
+
+
+def _pom(version: str, driver_version: str) -> str:
+    # The command line's own jar without its transitive drivers for every other database.
+    return f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>dev.ameide</groupId><artifactId>flyway-runtime</artifactId><version>1</version>
+  <dependencies>
+    <dependency>
+      <groupId>org.flywaydb</groupId><artifactId>flyway-commandline</artifactId>
+      <version>{version}</version>
+      <exclusions><exclusion><groupId>*</groupId><artifactId>*</artifactId></exclusion></exclusions>
+    </dependency>
+    <dependency>
+      <groupId>org.flywaydb</groupId><artifactId>flyway-core</artifactId><version>{version}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.flywaydb</groupId><artifactId>flyway-database-postgresql</artifactId>
+      <version>{version}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.postgresql</groupId><artifactId>postgresql</artifactId>
+      <version>{driver_version}</version>
+    </dependency>
+  </dependencies>
+</project>
+"""
+
+
+def _fingerprint(version: str, driver_version: str) -> str:
+    digest = hashlib.sha256(_pom(version, driver_version).encode() + _engine_source())
+    return digest.hexdigest()
+
+
+def installation(home: Path, version: str, java: str) -> Installation:
+    """The installed Flyway at `home`, or a FlywayNotInstalled error saying how to install it."""
+    if not (home / "installed.json").is_file():
+        raise FlywayNotInstalled(
+            f"Flyway {version} is not installed in {home}: run `ameide-migrate flyway install`"
+        )
+    return Installation(home=home, version=version, java=java)
+
+
+def install(
+    home: Path,
+    version: str,
+    *,
+    driver_version: str,
+    java: str = "java",
+    maven: str = "mvn",
+    progress: Callable[[str], None] = lambda _: None,
+) -> tuple[Installation, bool]:
+    """Resolve Flyway's jars with Maven into `home` and compile the engine; (installation, changed).
+
+    Idempotent: when `home` already holds this version built from the same engine source, it
+    returns at once.
+    """
+    marker = home / "installed.json"
+    fingerprint = _fingerprint(version, driver_version)
+    if marker.is_file() and json.loads(marker.read_text()).get("fingerprint") == fingerprint:
+        return Installation(home=home, version=version, java=java), False
+
+    for tool in (maven, java):
+        if shutil.which(tool) is None:
+            raise FlywayInstallFailed(
+                f"{tool!r} is not on PATH: install Maven and a Java 17+ JDK "
+                "(Debian: apt-get install maven openjdk-17-jdk-headless)"
+            )
+    javac = shutil.which("javac", path=str(Path(shutil.which(java) or java).resolve().parent))
+    javac = javac or shutil.which("javac")
+    if javac is None:
+        raise FlywayInstallFailed("javac is not on PATH: install a Java 17+ JDK, not only a JRE")
+
+    home.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="flyway-install-", dir=home) as scratch:
+        work = Path(scratch)
+        (work / "pom.xml").write_text(_pom(version, driver_version))
+        lib = work / "lib"
+        progress(f"resolving Flyway {version} from Maven Central")
+        _run(
+            [maven, "-q", "-B", "-f", str(work / "pom.xml"), "dependency:copy-dependencies",
+             f"-DoutputDirectory={lib}", "-DincludeScope=runtime"],
+            f"Maven could not resolve Flyway {version}; check the version exists on Maven "
+            "Central (org.flywaydb:flyway-commandline) and that Maven can reach its repository",
+        )
+        source = work / "src" / "FlywayEngine.java"
+        source.parent.mkdir()
+        source.write_bytes(_engine_source())
+        progress("compiling the Flyway engine")
+        _run(
+            [javac, "-nowarn", "-d", str(work / "engine"), "-cp", f"{lib}/*", str(source)],
+            f"the Flyway engine does not compile against Flyway {version}",
+        )
+        for name in ("lib", "engine"):
+            target = home / name
+            if target.exists():
+                shutil.rmtree(target)
+            (work / name).rename(target)
+    launcher = home / "bin" / "flyway"
+    launcher.parent.mkdir(exist_ok=True)
+    launcher.write_text(
+        "#!/bin/sh\n# Flyway's own command line, on the jars resolved by ameide-migrate.\n"
+        f'exec "{java}" {" ".join(JVM_OPTIONS)} -cp "{home / "lib"}/*" {CLI_CLASS} '
+        '-skipCheckForUpdate "$@"\n'
+    )
+    launcher.chmod(0o755)
+    marker.write_text(json.dumps({"version": version, "fingerprint": fingerprint}))
+    return Installation(home=home, version=version, java=java), True
+
+
+def _run(command: list[str], failure: str) -> None:
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+        raise FlywayInstallFailed(f"{failure}:\n{tail}")
+
+
+def command_line(inst: Installation) -> list[str]:
+    """Flyway's own command line, with the update check off (pods and CI have no egress)."""
+    return [inst.java, *JVM_OPTIONS, "-cp", f"{inst.home / 'lib'}/*", CLI_CLASS,
+            "-skipCheckForUpdate"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one database lives and who connects to it; the password stays secret."""
+
+    jdbc_url: str
+    user: str
+    password: SecretStr
+
+
+@dataclass(frozen=True)
+class Request:
+    command: str
+    database: str
+    locations: tuple[str, ...]
+    placeholders: Mapping[str, str]
+    table: str
+    ignore_migration_patterns: tuple[str, ...] | None = None
+    lock_retry_count: int | None = None
+
+
+def _target_key(database: str) -> str:
+    return database.upper().replace("-", "_")
+
+
+class FlywayEngine:
+    """A running engine JVM; thread-safe: many requests may be in flight at once."""
+
+    def __init__(self, inst: Installation, targets: Mapping[str, Target]) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AMEIDE_TARGET_")}
+        for database, target in targets.items():
+            prefix = f"AMEIDE_TARGET_{_target_key(database)}_"
+            env[prefix + "URL"] = target.jdbc_url
+            env[prefix + "USER"] = target.user
+            env[prefix + "PASSWORD"] = target.password.get_secret_value()
+        self._process = subprocess.Popen(
+            [inst.java, *JVM_OPTIONS, "-cp", inst.classpath, ENGINE_CLASS],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+            encoding="utf-8",
+        )
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._pending: dict[int, tuple[Future[dict[str, Any]], LogSink]] = {}
+        self._stderr: deque[str] = deque(maxlen=20)
+        self._ready = threading.Event()
+        threading.Thread(target=self._read_stdout, daemon=True, name="flyway-engine").start()
+        threading.Thread(target=self._read_stderr, daemon=True, name="flyway-stderr").start()
+
+    @property
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
+    def run(self, request: Request, on_log: LogSink = lambda _l, _m: None) -> dict[str, Any]:
+        """Run one Flyway command; Flyway's result object, or a FlywayCommandFailed subclass."""
+        message: dict[str, Any] = {
+            "command": request.command,
+            "target": _target_key(request.database),
+            "locations": list(request.locations),
+            "placeholders": dict(request.placeholders),
+            "table": request.table,
+        }
+        if request.ignore_migration_patterns is not None:
+            message["ignoreMigrationPatterns"] = list(request.ignore_migration_patterns)
+        if request.lock_retry_count is not None:
+            message["lockRetryCount"] = request.lock_retry_count
+        future: Future[dict[str, Any]] = Future()
+        with self._lock:
+            if not self.alive or self._process.stdin is None:
+                raise self._crashed()
+            request_id = next(self._ids)
+            message["id"] = request_id
+            self._pending[request_id] = (future, on_log)
+            try:
+                self._process.stdin.write(json.dumps(message) + "\n")
+                self._process.stdin.flush()
+            except OSError:
+                del self._pending[request_id]
+                raise self._crashed() from None
+        answer = future.result()
+        if answer.get("ok"):
+            result: dict[str, Any] = answer["result"]
+            return result
+        raise classify(request, answer.get("error") or {})
+
+    def close(self) -> None:
+        if self._process.stdin is not None and not self._process.stdin.closed:
+            self._process.stdin.close()
+        try:
+            self._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+    def _crashed(self) -> FlywayEngineCrashed:
+        return FlywayEngineCrashed(
+            f"the Flyway engine JVM exited (code {self._process.poll()}); "
+            f"its last output: {' | '.join(self._stderr) or 'none'}. A retry starts a new one; "
+            "if it keeps failing, check that `java -version` is 17 or newer"
+        )
+
+    def _read_stdout(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            event = json.loads(line)
+            if event.get("event") == "ready":
+                self._ready.set()
+                continue
+            with self._lock:
+                entry = self._pending.get(event.get("id", -1))
+            if event.get("event") == "log":
+                if entry is not None:
+                    entry[1](event.get("level", "info"), event.get("message", ""))
+                continue
+            with self._lock:
+                entry = self._pending.pop(event["id"], None)
+            if entry is not None:
+                entry[0].set_result(event)
+        self._process.wait()
+        with self._lock:
+            orphans = list(self._pending.values())
+            self._pending.clear()
+        for future, _ in orphans:
+            future.set_exception(self._crashed())
+
+    def _read_stderr(self) -> None:
+        assert self._process.stderr is not None
+        for line in self._process.stderr:
+            self._stderr.append(line.rstrip())
+
+
+def classify(request: Request, error: Mapping[str, Any]) -> FlywayCommandFailed:
+    """Turn the engine's description of a Flyway exception into the project's error."""
+    flyway_message = str(error.get("message", "")).strip()
+    states = tuple(str(s) for s in error.get("sqlStates", ()))
+    causes = " ".join(str(c) for c in error.get("causes", ()))
+    transient = (
+        any(s.startswith(_TRANSIENT_SQLSTATE_PREFIXES) or s in _TRANSIENT_SQLSTATES for s in states)
+        or any(c in causes for c in _TRANSIENT_CAUSES)
+        or _LOCK_WAIT in flyway_message
+    )
+    cls: type[FlywayCommandFailed]
+    if transient:
+        cls = TransientFlywayFault
+    elif request.command == "validate":
+        cls = ChecksumMismatch if "checksum mismatch" in flyway_message.lower() else ValidationFailed
+    elif request.command == "migrate":
+        cls = MigrationFailed
+    else:
+        cls = FlywayCommandFailed
+    first_line = flyway_message.splitlines()[0] if flyway_message else "no message"
+    return cls(
+        f"flyway {request.command} failed for database {request.database}: {first_line}",
+        database=request.database,
+        command=request.command,
+        flyway_message=flyway_message,
+        error_code=error.get("errorCode"),
+        sql_states=states,
+    )
+
+
+def validation_error(request: Request, result: Mapping[str, Any]) -> ValidationFailed | None:
+    """Flyway's validate reports problems in its result rather than by raising; None when valid."""
+    if result.get("validationSuccessful", False):
+        return None
+    details = result.get("errorDetails") or {}
+    flyway_message = str(details.get("errorMessage") or "validation failed")
+    codes = {
+        str((m.get("errorDetails") or {}).get("errorCode"))
+        for m in result.get("invalidMigrations") or ()
+    }
+    cls = ChecksumMismatch if "CHECKSUM_MISMATCH" in codes else ValidationFailed
+    return cls(
+        f"flyway validate failed for database {request.database}: {flyway_message}",
+        database=request.database,
+        command="validate",
+        flyway_message=flyway_message,
+        error_code=details.get("errorCode"),
+    )
+
+
+def placeholders_arguments(placeholders: Mapping[str, str]) -> Sequence[str]:
+    return [f"-placeholders.{k}={v}" for k, v in sorted(placeholders.items())]

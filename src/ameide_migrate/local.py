@@ -1,0 +1,107 @@
+"""The embedded local default: a PostgreSQL and a Prefect server of its own, kept between runs.
+
+`up` is idempotent and quick once everything is running: the second run of
+`ameide-migrate run --env local` spends its time migrating (or finding nothing to do), not setting up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import stat
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from ameide_migrate import credentials, postgres, prefect_api
+from ameide_migrate.postgres import Cluster, Credentials
+
+
+@dataclass(frozen=True)
+class LocalEnvironment:
+    admin: Credentials
+    owners: dict[str, Credentials]
+    cluster_dir: Path | None
+
+
+def cluster_dir(state_dir: Path) -> Path:
+    """Where the local cluster lives: the state folder, unless the server's user cannot reach it.
+
+    As root the server runs as `postgres`, which cannot enter a home folder of mode 0700; the
+    cluster then lives under the system's temporary folder, named after the state folder.
+    """
+    preferred = state_dir.resolve() / "postgres"
+    if os.geteuid() != 0 or _world_traversable(preferred.parent):
+        return preferred
+    tag = hashlib.sha256(str(preferred).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"ameide-migrate-{tag}" / "postgres"
+
+
+def _world_traversable(path: Path) -> bool:
+    for part in (path, *path.parents):
+        if part.exists() and not part.stat().st_mode & stat.S_IXOTH:
+            return False
+    return True
+
+
+def _admin_password(state_dir: Path) -> SecretStr:
+    path = state_dir / "postgres-admin-password"
+    if not path.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(24))
+    return SecretStr(path.read_text().strip())
+
+
+def local_cluster(state_dir: Path) -> Cluster:
+    return Cluster(cluster_dir(state_dir), _admin_password(state_dir))
+
+
+def up(
+    state_dir: Path,
+    databases: Iterable[str],
+    *,
+    admin_url: SecretStr | None = None,
+    database_prefix: str = "",
+    progress: Callable[[str], None] = lambda _: None,
+) -> LocalEnvironment:
+    """Make the local PostgreSQL serve every database with its deterministic owner, and seed the
+    local secret store with their credentials."""
+    directory: Path | None = None
+    if admin_url is not None:
+        admin = Credentials.from_url(admin_url.get_secret_value()).with_database("postgres")
+    else:
+        cluster = local_cluster(state_dir)
+        directory = cluster.directory
+        if not cluster.initialised():
+            progress(f"creating the local PostgreSQL cluster in {cluster.directory}")
+            cluster.init()
+        if not cluster.running():
+            progress(f"starting the local PostgreSQL on 127.0.0.1:{cluster.port}")
+            cluster.start()
+        admin = cluster.admin
+    owners = {
+        db: credentials.local_credentials(db, host=admin.host, port=admin.port, prefix=database_prefix)
+        for db in databases
+    }
+    if postgres.ensure_roles_and_databases(admin, list(owners.values())):
+        progress(f"created databases and owners on {admin.host}:{admin.port}")
+    credentials.write_local_store(state_dir, owners)
+    return LocalEnvironment(admin=admin, owners=owners, cluster_dir=directory)
+
+
+def down(state_dir: Path) -> list[str]:
+    """Stop the local Prefect server and PostgreSQL; data stays for the next `up`."""
+    stopped = []
+    if prefect_api.stop_server(state_dir / "prefect"):
+        stopped.append("Prefect server")
+    cluster = local_cluster(state_dir)
+    if cluster.initialised() and cluster.running():
+        cluster.stop()
+        stopped.append("PostgreSQL")
+    return stopped

@@ -1,0 +1,344 @@
+"""The migrate verbs as plain functions: inspect, validate, migrate, smoke-check, repair.
+
+Flows and the CLI are thin wrappers over these; they can be tested without Prefect.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from ameide_migrate import flyway, postgres
+from ameide_migrate.catalog import DatabaseCatalog, Version
+from ameide_migrate.errors import (
+    ChecksumMismatch,
+    FlywayCommandFailed,
+    FlywayNotInstalled,
+    MigrateError,
+    MigrationFailed,
+    SmokeCheckFailed,
+    ValidationFailed,
+)
+from ameide_migrate.flyway import FlywayEngine, Installation, LogSink, Request
+from ameide_migrate.postgres import Credentials, HistoryRow
+
+# Flyway's info states that mean "applied and nothing left to do".
+SETTLED_STATES = frozenset({"Success", "Baseline", "Below Baseline", "Superseded"})
+_VERSIONED_TYPES = frozenset({"SQL", "JDBC", "SPRING_JDBC", "SCRIPT"})
+
+
+class OutcomeState(str, Enum):
+    MIGRATED = "migrated"
+    UP_TO_DATE = "up to date"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What the history table says, read without Flyway."""
+
+    version: str | None
+    up_to_date: bool
+    reason: str
+
+
+@dataclass
+class DatabaseOutcome:
+    database: str
+    state: OutcomeState
+    before: str | None
+    after: str | None
+    latest: str | None
+    applied: int
+    duration_s: float
+    message: str = ""
+    recovery: str = ""
+    flyway_used: bool = False
+
+
+@dataclass(frozen=True)
+class SmokeResult:
+    database: str
+    version: str | None
+    latest: str | None
+    problems: tuple[str, ...]
+    source: str
+    """'flyway info' when Flyway answered, 'history' when read natively."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class RunReport:
+    environment: str
+    outcomes: list[DatabaseOutcome] = field(default_factory=list)
+    smoke: list[SmokeResult] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[DatabaseOutcome]:
+        return [o for o in self.outcomes if o.state is OutcomeState.FAILED]
+
+    @property
+    def smoke_failures(self) -> list[SmokeResult]:
+        return [s for s in self.smoke if not s.ok]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.smoke_failures
+
+    def summary(self) -> str:
+        counts = {state: 0 for state in OutcomeState}
+        for outcome in self.outcomes:
+            counts[outcome.state] += 1
+        parts = [f"{n} {state.value}" for state, n in counts.items() if n]
+        lines = [f"environment {self.environment}: {', '.join(parts) or 'nothing targeted'}"]
+        lines += [f"- {o.database}: {o.message} {o.recovery}".rstrip() for o in self.failed]
+        lines += [f"- {s.database}: smoke check: {'; '.join(s.problems)}" for s in self.smoke_failures]
+        return "\n".join(lines)
+
+
+class DatabaseFailed(MigrateError):
+    """One database failed; carries its outcome so the run can report it beside the others."""
+
+    def __init__(self, outcome: DatabaseOutcome) -> None:
+        super().__init__(f"{outcome.database}: {outcome.message}")
+        self.outcome = outcome
+
+
+class RunContext:
+    """Everything one run needs, shared by its tasks: catalog, credentials and the Flyway engine.
+
+    The engine JVM starts on first use, so a run where every database is already current starts
+    none; a crashed engine is replaced on the next request.
+    """
+
+    def __init__(
+        self,
+        *,
+        environment: str,
+        databases: Mapping[str, DatabaseCatalog],
+        credentials: Mapping[str, Credentials],
+        installation: Installation | None,
+        placeholders: Mapping[str, str],
+        table: str,
+        connect_timeout: int,
+        lock_retry_count: int,
+    ) -> None:
+        self.environment = environment
+        self.databases = dict(databases)
+        self.credentials = dict(credentials)
+        self.installation = installation
+        self.placeholders = dict(placeholders)
+        self.table = table
+        self.connect_timeout = connect_timeout
+        self.lock_retry_count = lock_retry_count
+        self._engine: FlywayEngine | None = None
+        self._engine_lock = threading.Lock()
+
+    @property
+    def engine_started(self) -> bool:
+        return self._engine is not None
+
+    def engine(self) -> FlywayEngine:
+        with self._engine_lock:
+            if self._engine is None or not self._engine.alive:
+                if self.installation is None:
+                    raise FlywayNotInstalled(
+                        "Flyway is not installed: run `ameide-migrate flyway install`"
+                    )
+                targets = {
+                    db: flyway.Target(c.jdbc_url, c.user, c.password)
+                    for db, c in self.credentials.items()
+                }
+                self._engine = FlywayEngine(self.installation, targets)
+            return self._engine
+
+    def close(self) -> None:
+        with self._engine_lock:
+            if self._engine is not None:
+                self._engine.close()
+                self._engine = None
+
+    def request(self, command: str, database: str, **options: Any) -> Request:
+        return Request(
+            command=command,
+            database=database,
+            locations=(f"filesystem:{self.databases[database].directory}",),
+            placeholders=self.placeholders,
+            table=self.table,
+            **options,
+        )
+
+
+def compare(db: DatabaseCatalog, history: list[HistoryRow] | None) -> Inspection:
+    """Whether the history already holds every migration of the catalog, unchanged.
+
+    Conservative: anything unusual (a failed row, a version the catalog lacks, a checksum that
+    differs, a placeholder only Flyway can resolve) answers "not up to date", and Flyway decides.
+    """
+    if history is None:
+        return Inspection(None, False, "no schema history yet")
+    version = current_version(history)
+    failed = [r for r in history if not r.success]
+    if failed:
+        return Inspection(version, False, f"a failed migration is recorded ({failed[-1].script})")
+    baseline = max(
+        (Version.parse(r.version) for r in history if r.type == "BASELINE" and r.version),
+        default=None,
+    )
+    applied = {
+        Version.parse(r.version): r
+        for r in history
+        if r.version is not None and r.type in _VERSIONED_TYPES
+    }
+    known = {m.version for m in db.versioned}
+    for m in db.versioned:
+        assert m.version is not None
+        if baseline is not None and m.version <= baseline:
+            continue
+        row = applied.get(m.version)
+        if row is None:
+            return Inspection(version, False, f"pending: {m.script}")
+        if row.checksum != m.checksum or row.description != m.description:
+            return Inspection(version, False, f"{m.script} differs from what was applied")
+    unknown = [str(v) for v in applied if v not in known]
+    if unknown:
+        return Inspection(version, False, f"applied version {unknown[0]} is not in the repository")
+    latest_repeatable: dict[str, HistoryRow] = {}
+    for r in history:
+        if r.version is None and r.type in _VERSIONED_TYPES:
+            latest_repeatable[r.description] = r
+    for m in db.repeatables:
+        row = latest_repeatable.pop(m.description, None)
+        if m.checksum is None:
+            return Inspection(version, False, f"{m.script} needs Flyway to resolve its placeholders")
+        if row is None or row.checksum != m.checksum:
+            return Inspection(version, False, f"pending: {m.script}")
+    if latest_repeatable:
+        return Inspection(version, False, "an applied repeatable is not in the repository")
+    return Inspection(version, True, "at the latest version")
+
+
+def current_version(history: list[HistoryRow]) -> str | None:
+    versions = [
+        Version.parse(r.version)
+        for r in history
+        if r.success and r.version is not None and (r.type in _VERSIONED_TYPES or r.type == "BASELINE")
+    ]
+    return str(max(versions)) if versions else None
+
+
+def inspect(ctx: RunContext, database: str) -> Inspection:
+    history = postgres.read_history(
+        ctx.credentials[database], ctx.table, timeout=ctx.connect_timeout
+    )
+    return compare(ctx.databases[database], history)
+
+
+def validate(ctx: RunContext, database: str, on_log: LogSink) -> None:
+    """Flyway validate of what is applied; pending migrations are expected here, not errors."""
+    request = ctx.request(
+        "validate", database, ignore_migration_patterns=("*:pending", "*:future")
+    )
+    result = ctx.engine().run(request, on_log)
+    problem = flyway.validation_error(request, result)
+    if problem is not None:
+        raise problem
+
+
+@dataclass(frozen=True)
+class MigrateSummary:
+    before: str | None
+    after: str | None
+    applied: int
+
+
+def migrate(ctx: RunContext, database: str, on_log: LogSink) -> MigrateSummary:
+    request = ctx.request("migrate", database, lock_retry_count=ctx.lock_retry_count)
+    result = ctx.engine().run(request, on_log)
+    before = result.get("initialSchemaVersion")
+    return MigrateSummary(
+        before=before,
+        after=result.get("targetSchemaVersion") or before,
+        applied=int(result.get("migrationsExecuted", 0)),
+    )
+
+
+def repair(ctx: RunContext, database: str, on_log: LogSink) -> dict[str, Any]:
+    return ctx.engine().run(ctx.request("repair", database), on_log)
+
+
+def smoke(ctx: RunContext, database: str) -> SmokeResult:
+    """Read-only proof that the database is at the catalog's latest version, nothing pending.
+
+    Asks Flyway (`info`) when this run already has its JVM; otherwise reads the history natively,
+    which reaches the same verdict without starting one.
+    """
+    db = ctx.databases[database]
+    latest = str(db.latest_version) if db.latest_version else None
+    problems: list[str] = []
+    if ctx.engine_started:
+        info = ctx.engine().run(ctx.request("info", database))
+        version = info.get("schemaVersion")
+        for m in info.get("migrations") or ():
+            if m.get("state") not in SETTLED_STATES:
+                label = m.get("version") or m.get("description")
+                problems.append(f"{m.get('category', '').lower()} {label} is {m.get('state')}")
+        source = "flyway info"
+    else:
+        inspection = inspect(ctx, database)
+        version = inspection.version
+        if not inspection.up_to_date:
+            problems.append(inspection.reason)
+        source = "history"
+    if version != latest:
+        problems.insert(0, f"at version {version or 'none'}, expected {latest}")
+    return SmokeResult(database, version, latest, tuple(problems), source)
+
+
+def require_smoke(results: list[SmokeResult]) -> None:
+    bad = [r for r in results if not r.ok]
+    if bad:
+        raise SmokeCheckFailed(
+            "smoke check failed: " + "; ".join(f"{r.database}: {', '.join(r.problems)}" for r in bad)
+        )
+
+
+def rerun_command(environment: str, database: str) -> str:
+    return f"ameide-migrate run --env {environment} --db {database}"
+
+
+def recovery(environment: str, database: str, error: MigrateError, before: str | None) -> str:
+    """What to do next after `error`, ending with the command that reruns only this database."""
+    rerun = rerun_command(environment, database)
+    repair_cmd = f"ameide-migrate repair --env {environment} --db {database}"
+    if isinstance(error, ChecksumMismatch):
+        return (
+            "An applied migration was edited after it ran. Restore the file to what was applied "
+            f"(see its git history) and rerun `{rerun}`; if the edit is intended and changes no "
+            f"schema, realign the recorded checksums with `{repair_cmd}`."
+        )
+    if isinstance(error, ValidationFailed):
+        return f"Fix what Flyway reports above, then rerun `{rerun}`."
+    if isinstance(error, MigrationFailed):
+        return (
+            "PostgreSQL rolled the failed migration back (Flyway runs each one in a transaction), "
+            f"so the database stays at version {before or 'none'}. Fix the migration forward and "
+            f"rerun `{rerun}`. If it was non-transactional and Flyway recorded it as failed, undo "
+            f"its partial changes, run `{repair_cmd}` to remove the failed row, then rerun."
+        )
+    if error.transient:
+        return f"It kept failing after every retry: check the server and the network, then rerun `{rerun}`."
+    return f"Rerun `{rerun}` once the cause is fixed."
+
+
+def failure_message(error: MigrateError) -> str:
+    if isinstance(error, FlywayCommandFailed):
+        return f"flyway {error.command}: {error.flyway_message}"
+    return str(error)
+

@@ -1,0 +1,319 @@
+"""PostgreSQL: throwaway and local clusters, roles and databases, and Flyway's history table.
+
+Everything that talks to PostgreSQL without Flyway lives here. SQL is composed with
+`psycopg.sql`, never by formatting strings.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
+
+import psycopg
+from psycopg import sql
+from pydantic import SecretStr
+
+from ameide_migrate.errors import DatabaseError, DatabaseUnreachable, LocalClusterFailed
+
+_SERVER_DIRS = ("/usr/lib/postgresql",)
+
+
+@dataclass(frozen=True)
+class ServerAddress:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How one role connects to one database; `url` carries no password."""
+
+    host: str
+    port: int
+    database: str
+    user: str
+    password: SecretStr
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.host}:{self.port}/{self.database}"
+
+    @property
+    def jdbc_url(self) -> str:
+        return f"jdbc:postgresql://{self.host}:{self.port}/{self.database}"
+
+    def conninfo(self, connect_timeout: int) -> dict[str, str | int]:
+        return {
+            "host": self.host,
+            "port": self.port,
+            "dbname": self.database,
+            "user": self.user,
+            "password": self.password.get_secret_value(),
+            "connect_timeout": connect_timeout,
+            "application_name": "ameide-migrate",
+        }
+
+    @classmethod
+    def from_url(cls, url: str, *, user: str | None = None, password: str | None = None) -> Credentials:
+        """Parse `postgresql://[user[:password]@]host[:port]/database`."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+            raise ValueError("expected postgresql://host:port/database")
+        database = unquote(parts.path.lstrip("/"))
+        if not database:
+            raise ValueError("the URL names no database (postgresql://host:port/DATABASE)")
+        return cls(
+            host=parts.hostname,
+            port=parts.port or 5432,
+            database=database,
+            user=user or unquote(parts.username or ""),
+            password=SecretStr(password if password is not None else unquote(parts.password or "")),
+        )
+
+    def with_database(self, database: str) -> Credentials:
+        return Credentials(self.host, self.port, database, self.user, self.password)
+
+    def redacted(self) -> str:
+        return f"postgresql://{quote(self.user)}:***@{self.host}:{self.port}/{self.database}"
+
+
+def _is_transient(error: psycopg.OperationalError) -> bool:
+    state = error.sqlstate or ""
+    return state == "" or state.startswith(("08", "57P")) or state == "53300"
+
+
+@contextmanager
+def connect(creds: Credentials, *, timeout: int = 5, read_only: bool = False) -> Iterator[psycopg.Connection]:
+    """A connection, or DatabaseUnreachable (transient) / DatabaseError naming the database."""
+    try:
+        conn = psycopg.connect(**creds.conninfo(timeout), autocommit=not read_only)  # type: ignore[arg-type]
+    except psycopg.OperationalError as e:
+        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        if _is_transient(e):
+            raise DatabaseUnreachable(
+                f"database {creds.database} at {creds.host}:{creds.port} is unreachable: {reason}. "
+                "Check that the server is up and the address is right"
+            ) from None
+        raise DatabaseError(
+            f"cannot connect to database {creds.database} at {creds.host}:{creds.port} "
+            f"as {creds.user}: {reason}"
+        ) from None
+    try:
+        if read_only:
+            conn.read_only = True
+            with conn.cursor() as cur:
+                cur.execute("SET statement_timeout = '10s'")
+                cur.execute("SET lock_timeout = '2s'")
+        yield conn
+    finally:
+        conn.close()
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    installed_rank: int
+    version: str | None
+    description: str
+    type: str
+    script: str
+    checksum: int | None
+    success: bool
+
+
+def read_history(creds: Credentials, table: str, *, timeout: int = 5) -> list[HistoryRow] | None:
+    """Flyway's schema history of the database, read-only; None when the table does not exist."""
+    with connect(creds, timeout=timeout, read_only=True) as conn, conn.cursor() as cur:
+        try:
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (sql.Identifier(table).as_string(conn),))
+            row = cur.fetchone()
+            if not row or not row[0]:
+                return None
+            cur.execute(
+                sql.SQL(
+                    "SELECT installed_rank, version, description, type, script, checksum, success "
+                    "FROM {} ORDER BY installed_rank"
+                ).format(sql.Identifier(table))
+            )
+            return [HistoryRow(*r) for r in cur.fetchall()]
+        except psycopg.errors.OperationalError as e:
+            raise DatabaseUnreachable(
+                f"database {creds.database}: reading {table} was interrupted: {e}"
+            ) from None
+        except psycopg.Error as e:
+            raise DatabaseError(f"database {creds.database}: cannot read {table}: {e}") from None
+
+
+def ensure_roles_and_databases(admin: Credentials, owners: list[Credentials]) -> bool:
+    """Create (or re-password) each owner's role and database; True when something was created."""
+    created = False
+    with connect(admin) as conn, conn.cursor() as cur:
+        for owner in owners:
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (owner.user,))
+            exists = cur.fetchone() is not None
+            created |= not exists
+            cur.execute(
+                sql.SQL("{} ROLE {} LOGIN PASSWORD {}").format(
+                    sql.SQL("ALTER" if exists else "CREATE"),
+                    sql.Identifier(owner.user),
+                    sql.Literal(owner.password.get_secret_value()),
+                )
+            )
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (owner.database,))
+            if cur.fetchone() is None:
+                cur.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                        sql.Identifier(owner.database), sql.Identifier(owner.user)
+                    )
+                )
+                created = True
+    return created
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def server_binaries() -> Path:
+    """The folder holding initdb and pg_ctl: PATH first, then Debian's versioned folders."""
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    for base in _SERVER_DIRS:
+        versions = sorted(Path(base).glob("*/bin/pg_ctl"), key=lambda p: int(p.parent.parent.name))
+        if versions:
+            return versions[-1].parent
+    raise LocalClusterFailed(
+        "PostgreSQL server binaries (initdb, pg_ctl) are not installed: install them "
+        "(Debian: apt-get install postgresql) or pass --admin-url to use an existing server"
+    )
+
+
+class Cluster:
+    """A PostgreSQL cluster in a folder of ours, on loopback, password-protected.
+
+    As root the server runs as an unprivileged user (PostgreSQL refuses to run as root); the folder
+    must then be reachable by that user.
+    """
+
+    SUPERUSER = "postgres"
+
+    def __init__(self, directory: Path, password: SecretStr) -> None:
+        self.directory = directory
+        self.data = directory / "data"
+        self.password = password
+        self.bin = server_binaries()
+        self._user = _server_user()
+
+    @property
+    def port(self) -> int:
+        return int((self.directory / "port").read_text())
+
+    @property
+    def admin(self) -> Credentials:
+        return Credentials("127.0.0.1", self.port, "postgres", self.SUPERUSER, self.password)
+
+    def initialised(self) -> bool:
+        return (self.data / "PG_VERSION").is_file()
+
+    def init(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        pwfile = self.directory / "pwfile"
+        pwfile.write_text(self.password.get_secret_value())
+        (self.directory / "port").write_text(str(free_port()))
+        self._chown()
+        try:
+            self._as_server_user(
+                [str(self.bin / "initdb"), "-D", str(self.data), "-U", self.SUPERUSER,
+                 "-E", "UTF8", "--locale=C", "--auth-local=scram-sha-256",
+                 "--auth-host=scram-sha-256", f"--pwfile={pwfile}"],
+                "initdb",
+            )
+        finally:
+            pwfile.unlink()
+
+    def running(self) -> bool:
+        done = self._as_server_user([str(self.bin / "pg_ctl"), "-D", str(self.data), "status"], None)
+        return done.returncode == 0
+
+    def start(self) -> None:
+        if self.running():
+            return
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
+            "-c max_connections=200 -c fsync=off -c synchronous_commit=off"
+        )
+        self._as_server_user(
+            [str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options,
+             "-l", str(self.directory / "server.log"), "-w", "-t", "60", "start"],
+            "pg_ctl start",
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        if self.initialised() and self.running():
+            self._as_server_user(
+                [str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"],
+                "pg_ctl stop",
+            )
+
+    def _chown(self) -> None:
+        if self._user is not None:
+            for path in (self.directory, *self.directory.rglob("*")):
+                shutil.chown(path, self._user.pw_uid, self._user.pw_gid)
+
+    def _as_server_user(self, command: list[str], action: str | None) -> subprocess.CompletedProcess[str]:
+        preexec = None
+        if self._user is not None:
+            uid, gid = self._user.pw_uid, self._user.pw_gid
+
+            def preexec() -> None:
+                os.setgid(gid)
+                os.setuid(uid)
+
+        env = {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C", "HOME": str(self.directory)}
+        done = subprocess.run(
+            command, capture_output=True, text=True, check=False, preexec_fn=preexec, env=env,
+            cwd=self.directory, start_new_session=True,
+        )
+        if action is not None and done.returncode != 0:
+            log = self.directory / "server.log"
+            tail = log.read_text(errors="replace").splitlines()[-10:] if log.exists() else []
+            raise LocalClusterFailed(
+                f"{action} failed for the PostgreSQL cluster in {self.directory}: "
+                f"{(done.stderr or done.stdout).strip()} {' '.join(tail)}".strip()
+            )
+        return done
+
+
+def _server_user() -> pwd.struct_passwd | None:
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    raise LocalClusterFailed("running as root and no unprivileged user (postgres, nobody) exists")
+
+
+def wait_until_reachable(creds: Credentials, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with connect(creds, timeout=2):
+                return
+        except DatabaseUnreachable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

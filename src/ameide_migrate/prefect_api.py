@@ -1,0 +1,113 @@
+"""The Prefect API: a local server kept running beside the local cluster, and how to reach it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from ameide_migrate.errors import PrefectServerFailed
+from ameide_migrate.postgres import free_port
+
+QUIET_ENV = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_UI_ENABLED": "true",
+}
+
+
+@dataclass(frozen=True)
+class Server:
+    api_url: str
+    ui_url: str
+    pid: int | None
+
+
+def healthy(api_url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=timeout) as response:  # noqa: S310
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def ensure_server(home: Path, *, timeout: float = 90.0) -> Server:
+    """The server whose state lives in `home`, started when it is not running.
+
+    It keeps running after this process exits, so the next run (and the UI) find it.
+    """
+    record = home / "server.json"
+    if record.exists():
+        known = json.loads(record.read_text())
+        if _alive(known["pid"]) and healthy(known["api_url"]):
+            return Server(known["api_url"], known["ui_url"], known["pid"])
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, **QUIET_ENV, "PREFECT_HOME": str(home)}
+    env.pop("PREFECT_API_URL", None)
+    log = (home / "server.log").open("ab")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "prefect"), "server", "start",
+         "--host", "127.0.0.1", "--port", str(port)],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout
+    while not healthy(api_url, timeout=1.0):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            tail = (home / "server.log").read_text(errors="replace").splitlines()[-10:]
+            raise PrefectServerFailed(
+                f"the local Prefect server did not start within {timeout:.0f}s "
+                f"(log {home / 'server.log'}): {' | '.join(tail)}. "
+                "Or point PREFECT_API_URL at a running server"
+            )
+        time.sleep(0.3)
+    server = Server(api_url, f"http://127.0.0.1:{port}", process.pid)
+    record.write_text(json.dumps({"api_url": api_url, "ui_url": server.ui_url, "pid": process.pid}))
+    return server
+
+
+def stop_server(home: Path) -> bool:
+    """Stop the server recorded in `home`; True when one was running."""
+    record = home / "server.json"
+    if not record.exists():
+        return False
+    pid = json.loads(record.read_text())["pid"]
+    record.unlink()
+    if not _alive(pid):
+        return False
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours counts as gone.
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return waited == 0
+
+
+def ui_address_of_flow_run(ui_url: str, flow_run_id: str) -> str:
+    return f"{ui_url}/runs/flow-run/{flow_run_id}"

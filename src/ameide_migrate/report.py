@@ -1,0 +1,67 @@
+"""A run's results as people like to read them: a rich table, artifact rows, a markdown summary."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from ameide_migrate.migrate import OutcomeState, RunReport
+
+_STYLE = {
+    OutcomeState.MIGRATED: "green",
+    OutcomeState.UP_TO_DATE: "cyan",
+    OutcomeState.FAILED: "bold red",
+}
+
+
+def artifact_rows(run: RunReport) -> list[dict[str, str]]:
+    smoke = {s.database: s for s in run.smoke}
+    rows = []
+    for o in run.outcomes:
+        check = smoke.get(o.database)
+        rows.append(
+            {
+                "database": o.database,
+                "before": o.before or "empty",
+                "after": o.after or "empty",
+                "latest": o.latest or "-",
+                "applied": str(o.applied),
+                "duration": f"{o.duration_s:.2f}s",
+                "state": o.state.value,
+                "smoke": "-" if check is None else ("ok" if check.ok else "; ".join(check.problems)),
+                "message": o.message.splitlines()[0] if o.message else "",
+            }
+        )
+    return rows
+
+
+def markdown_summary(run: RunReport) -> str:
+    lines = [f"### Migrate `{run.environment}`: {'success' if run.ok else 'FAILED'}", ""]
+    lines.append(run.summary().splitlines()[0])
+    for o in run.failed:
+        lines += ["", f"**{o.database}** failed:", "", "```", o.message, "```", "", o.recovery]
+    for s in run.smoke_failures:
+        lines += ["", f"**{s.database}** smoke check: {'; '.join(s.problems)}"]
+    return "\n".join(lines)
+
+
+def print_run(run: RunReport, console: Console) -> None:
+    smoke = {s.database: s for s in run.smoke}
+    table = Table(title=f"Migrations: {run.environment}", title_justify="left")
+    for column in ("database", "before", "after", "applied", "duration", "state", "smoke"):
+        table.add_column(column, justify="right" if column in ("applied", "duration") else "left")
+    for o in run.outcomes:
+        check = smoke.get(o.database)
+        table.add_row(
+            o.database,
+            o.before or "empty",
+            o.after or "empty",
+            str(o.applied),
+            f"{o.duration_s:.2f}s",
+            f"[{_STYLE[o.state]}]{o.state.value}[/]",
+            "-" if check is None else ("[green]ok[/]" if check.ok else "[red]" + "; ".join(check.problems) + "[/]"),
+        )
+    console.print(table)
+    for o in run.failed:
+        console.print(f"[bold red]{o.database}[/]: {o.message}")
+        console.print(f"  [yellow]next:[/] {o.recovery}")

@@ -1,0 +1,69 @@
+"""The one settings object: every knob comes in here, from `AMEIDE_*` variables or arguments."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_FLYWAY_VERSION = "10.17.0"
+DEFAULT_POSTGRESQL_DRIVER_VERSION = "42.7.4"
+
+
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "ameide-migrate"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AMEIDE_", extra="ignore")
+
+    sql_dir: Path = Field(
+        default=Path("db/flyway/sql"),
+        description="Root of the SQL tree: one folder per database.",
+    )
+    state_dir: Path = Field(
+        default_factory=_default_state_dir,
+        description="Local state: the embedded PostgreSQL, Prefect server and local secret store.",
+    )
+    cache_dir: Path = Field(
+        default=Path(".cache"),
+        description="Downloads and builds kept between runs (Flyway's jars); git-ignored.",
+    )
+    flyway_version: str = DEFAULT_FLYWAY_VERSION
+    postgresql_driver_version: str = DEFAULT_POSTGRESQL_DRIVER_VERSION
+    java: str = Field(default="java", description="The Java 17+ launcher that runs Flyway.")
+    maven: str = Field(default="mvn", description="Maven, used once to resolve Flyway's jars.")
+    flyway_table: str = "flyway_schema_history"
+
+    local_admin_url: SecretStr | None = Field(
+        default=None,
+        description="Superuser URL of an existing PostgreSQL for the local environment; "
+        "when unset the local environment runs its own cluster.",
+    )
+    local_database_prefix: str = Field(
+        default="",
+        description="Local only: prefix of every physical database name, to share one server "
+        "between several stacks.",
+    )
+    max_concurrency: int = Field(default=4, ge=1, description="Databases migrated at once.")
+    retries: int = Field(default=4, ge=0, description="Retries of a transient fault per step.")
+    retry_delay_seconds: float = Field(
+        default=1.0, gt=0, description="First retry delay; doubles every retry."
+    )
+    connect_timeout_seconds: int = Field(default=5, ge=1)
+    lock_retry_count: int = Field(
+        default=10, ge=0, description="Seconds Flyway waits for another run's lock before failing."
+    )
+
+    @property
+    def flyway_home(self) -> Path:
+        return (self.cache_dir / "flyway" / self.flyway_version).resolve()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
