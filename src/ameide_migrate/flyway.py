@@ -242,8 +242,12 @@ class FlywayEngine:
         self._pending: dict[int, tuple[Future[dict[str, Any]], LogSink]] = {}
         self._stderr: deque[str] = deque(maxlen=20)
         self._ready = threading.Event()
-        threading.Thread(target=self._read_stdout, daemon=True, name="flyway-engine").start()
-        threading.Thread(target=self._read_stderr, daemon=True, name="flyway-stderr").start()
+        self._readers = [
+            threading.Thread(target=self._read_stdout, daemon=True, name="flyway-engine"),
+            threading.Thread(target=self._read_stderr, daemon=True, name="flyway-stderr"),
+        ]
+        for reader in self._readers:
+            reader.start()
 
     @property
     def alive(self) -> bool:
@@ -289,6 +293,11 @@ class FlywayEngine:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
+        for reader in self._readers:
+            reader.join(timeout=5)
+        for stream in (self._process.stdout, self._process.stderr):
+            if stream is not None:
+                stream.close()
 
     def _crashed(self) -> FlywayEngineCrashed:
         return FlywayEngineCrashed(
@@ -362,11 +371,13 @@ def validation_error(request: Request, result: Mapping[str, Any]) -> ValidationF
     if result.get("validationSuccessful", False):
         return None
     details = result.get("errorDetails") or {}
-    flyway_message = str(details.get("errorMessage") or "validation failed")
-    codes = {
-        str((m.get("errorDetails") or {}).get("errorCode"))
-        for m in result.get("invalidMigrations") or ()
-    }
+    invalid = [m.get("errorDetails") or {} for m in result.get("invalidMigrations") or ()]
+    # Flyway's summary line, then each invalid migration's own message (as its CLI prints them).
+    flyway_message = "\n".join(
+        [str(details.get("errorMessage") or "validation failed")]
+        + [str(d["errorMessage"]) for d in invalid if d.get("errorMessage")]
+    )
+    codes = {str(d.get("errorCode")) for d in invalid}
     cls = ChecksumMismatch if "CHECKSUM_MISMATCH" in codes else ValidationFailed
     return cls(
         f"flyway validate failed for database {request.database}: {flyway_message}",

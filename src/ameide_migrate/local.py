@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import secrets
@@ -71,7 +72,20 @@ def up(
     progress: Callable[[str], None] = lambda _: None,
 ) -> LocalEnvironment:
     """Make the local PostgreSQL serve every database with its deterministic owner, and seed the
-    local secret store with their credentials."""
+    local secret store with their credentials. Two runs started at once take turns here."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with (state_dir / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _up(state_dir, databases, admin_url, database_prefix, progress)
+
+
+def _up(
+    state_dir: Path,
+    databases: Iterable[str],
+    admin_url: SecretStr | None,
+    database_prefix: str,
+    progress: Callable[[str], None],
+) -> LocalEnvironment:
     directory: Path | None = None
     if admin_url is not None:
         admin = Credentials.from_url(admin_url.get_secret_value()).with_database("postgres")

@@ -23,6 +23,11 @@ QUIET_ENV = {
 }
 
 
+# Servers started by this process outlive it on purpose; holding them here keeps Python from
+# reaping (and warning about) a child that is meant to keep running.
+_DETACHED: list[subprocess.Popen[bytes]] = []
+
+
 @dataclass(frozen=True)
 class Server:
     api_url: str
@@ -38,7 +43,7 @@ def healthy(api_url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def ensure_server(home: Path, *, timeout: float = 90.0) -> Server:
+def ensure_server(home: Path, *, port: int | None = None, timeout: float = 90.0) -> Server:
     """The server whose state lives in `home`, started when it is not running.
 
     It keeps running after this process exits, so the next run (and the UI) find it.
@@ -49,17 +54,18 @@ def ensure_server(home: Path, *, timeout: float = 90.0) -> Server:
         if _alive(known["pid"]) and healthy(known["api_url"]):
             return Server(known["api_url"], known["ui_url"], known["pid"])
     home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, **QUIET_ENV, "PREFECT_HOME": str(home)}
     env.pop("PREFECT_API_URL", None)
-    log = (home / "server.log").open("ab")
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "prefect"), "server", "start",
-         "--host", "127.0.0.1", "--port", str(port)],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-        start_new_session=True,
-    )
+    with (home / "server.log").open("ab") as log:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "prefect"), "server", "start",
+             "--host", "127.0.0.1", "--port", str(port)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,
+        )
+    _DETACHED.append(process)
     deadline = time.monotonic() + timeout
     while not healthy(api_url, timeout=1.0):
         if process.poll() is not None or time.monotonic() > deadline:
@@ -91,6 +97,9 @@ def stop_server(home: Path) -> bool:
         time.sleep(0.2)
     if _alive(pid):
         os.killpg(pid, signal.SIGKILL)
+    for process in [p for p in _DETACHED if p.pid == pid]:
+        process.wait()
+        _DETACHED.remove(process)
     return True
 
 

@@ -1,0 +1,100 @@
+"""The sample platform on the test server: a copy of the SQL tree, seeded local credentials, and
+a helper that runs the real migrate flow against them through the session's Prefect server."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+import pytest
+from pydantic import SecretStr
+
+from ameide_migrate import local, postgres
+from ameide_migrate.catalog import PLATFORM_DATABASES
+from ameide_migrate.flyway import Installation
+from ameide_migrate.migrate import RunReport
+from ameide_migrate.postgres import Credentials
+from ameide_migrate.prefect_api import Server
+from ameide_migrate.settings import get_settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Platform:
+    sql_dir: Path
+    state_dir: Path
+    prefix: str
+    owners: dict[str, Credentials]
+    admin: Credentials
+
+    def run(self, databases: list[str] | None = None, **params: Any) -> tuple[Any, RunReport]:
+        """Run the migrate flow in this process; (final state, report of every database)."""
+        from flows.migrate import migrate_flow
+
+        state = migrate_flow(environment="local", databases=databases, return_state=True, **params)
+        result = state.result(raise_on_failure=False)
+        report = getattr(result, "report", result)
+        assert isinstance(report, RunReport), f"the flow ended without a report: {result!r}"
+        return state, report
+
+    def history(self, database: str) -> list[postgres.HistoryRow] | None:
+        return postgres.read_history(self.owners[database], "flyway_schema_history")
+
+    def versions(self, database: str) -> list[str]:
+        return [r.version for r in self.history(database) or [] if r.version and r.success]
+
+    def query(self, database: str, statement: str) -> list[tuple[Any, ...]]:
+        with postgres.connect(self.owners[database]) as conn:
+            return conn.execute(statement).fetchall()  # type: ignore[arg-type]
+
+    def table_exists(self, database: str, table: str) -> bool:
+        with postgres.connect(self.owners[database]) as conn:
+            row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+        return bool(row and row[0])
+
+
+@pytest.fixture
+def platform(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    pg_admin: Credentials,
+    db_prefix: str,
+    prefect_server: Server,
+    flyway_installation: Installation,
+) -> Iterator[Platform]:
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(REPO / "db" / "flyway" / "sql", sql_dir)
+    state_dir = tmp_path / "state"
+    monkeypatch.setenv("AMEIDE_SQL_DIR", str(sql_dir))
+    monkeypatch.setenv("AMEIDE_STATE_DIR", str(state_dir))
+    monkeypatch.setenv("AMEIDE_LOCAL_DATABASE_PREFIX", db_prefix)
+    monkeypatch.setenv("AMEIDE_CACHE_DIR", str(REPO / ".cache"))
+    admin_url = admin_url_of(pg_admin)
+    monkeypatch.setenv("AMEIDE_LOCAL_ADMIN_URL", admin_url.get_secret_value())
+    get_settings.cache_clear()
+    env = local.up(
+        state_dir,
+        PLATFORM_DATABASES,
+        admin_url=admin_url,
+        database_prefix=db_prefix,
+    )
+    yield Platform(sql_dir, state_dir, db_prefix, env.owners, pg_admin)
+    get_settings.cache_clear()
+    with psycopg.connect(**pg_admin.conninfo(5), autocommit=True) as conn:  # type: ignore[arg-type]
+        for owner in env.owners.values():
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(owner.database))
+            )
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(owner.user)))
+
+
+def admin_url_of(creds: Credentials) -> SecretStr:
+    return SecretStr(
+        f"postgresql://{creds.user}:{creds.password.get_secret_value()}@{creds.host}:{creds.port}/postgres"
+    )

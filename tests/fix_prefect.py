@@ -1,0 +1,41 @@
+"""One real Prefect server (`prefect server start`, SQLite) for the whole session.
+
+Prefect reads its settings when it is imported, so this plugin sets PREFECT_HOME and
+PREFECT_API_URL (on a port chosen now) before any test imports it; the server itself starts on
+first use.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ameide_migrate import prefect_api
+from ameide_migrate.postgres import free_port
+
+_HOME = Path(tempfile.mkdtemp(prefix="ameide-prefect-"))
+_PORT = free_port()
+os.environ.update(prefect_api.QUIET_ENV)
+os.environ["PREFECT_HOME"] = str(_HOME)
+os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{_PORT}/api"
+os.environ.setdefault("AMEIDE_RETRY_DELAY_SECONDS", "0.5")
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[prefect_api.Server]:
+    server = prefect_api.ensure_server(_HOME / "server", port=_PORT)
+    try:
+        yield server
+    finally:
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=10)
+        EventsWorker.drain_all(timeout=10)
+        prefect_api.stop_server(_HOME / "server")
+        shutil.rmtree(_HOME, ignore_errors=True)

@@ -1,0 +1,166 @@
+"""The migrate flow end to end: real PostgreSQL, real Flyway, a real Prefect server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+from ameide_migrate.catalog import PLATFORM_DATABASES, load_catalog
+from ameide_migrate.credentials import write_local_store
+from ameide_migrate.local import up
+from ameide_migrate.migrate import OutcomeState
+from ameide_migrate.postgres import Cluster
+
+from .fix_platform import REPO, Platform, admin_url_of
+
+LATEST = {db.name: str(db.latest_version) for db in load_catalog(REPO / "db/flyway/sql").databases.values()}
+
+
+def test_fresh_run_migrates_all_eight_databases_to_the_latest_version(platform: Platform) -> None:
+    state, report = platform.run()
+
+    assert state.is_completed()
+    assert [o.database for o in report.outcomes] == list(PLATFORM_DATABASES)
+    assert {o.database: o.state for o in report.outcomes} == dict.fromkeys(
+        PLATFORM_DATABASES, OutcomeState.MIGRATED
+    )
+    for db in PLATFORM_DATABASES:
+        assert platform.versions(db)[-1] == LATEST[db], db
+        assert all(r.success for r in platform.history(db) or [])
+    outcome = {o.database: o for o in report.outcomes}
+    assert outcome["threads"].before is None
+    assert outcome["threads"].after == LATEST["threads"]
+    assert outcome["workflows"].applied == 4  # three versions and the placeholder repeatable
+    assert platform.table_exists("threads", "threads")
+    assert platform.query("workflows", "SELECT environment FROM workflows_runtime_environment") == [("local",)]
+    assert all(s.ok and s.source == "flyway info" for s in report.smoke)
+
+
+def test_results_artifact_lists_every_database_with_before_after_and_state(platform: Platform) -> None:
+    state, _ = platform.run(databases=["threads", "graph"])
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["migrate-local"]))
+        )
+    mine = [a for a in artifacts if a.flow_run_id == state.state_details.flow_run_id]
+    assert len(mine) == 1
+    rows = json.loads(str(mine[0].data))
+    assert {r["database"]: (r["before"], r["after"], r["state"]) for r in rows} == {
+        "threads": ("empty", LATEST["threads"], "migrated"),
+        "graph": ("empty", LATEST["graph"], "migrated"),
+    }
+
+
+def test_second_run_is_a_no_op_without_a_jvm(platform: Platform) -> None:
+    platform.run()
+    ranks_before = {db: len(platform.history(db) or []) for db in PLATFORM_DATABASES}
+
+    state, report = platform.run()
+
+    assert state.is_completed()
+    assert all(o.state is OutcomeState.UP_TO_DATE and o.applied == 0 for o in report.outcomes)
+    assert not any(o.flyway_used for o in report.outcomes)
+    assert all(s.ok and s.source == "history" for s in report.smoke)
+    assert {db: len(platform.history(db) or []) for db in PLATFORM_DATABASES} == ranks_before
+
+
+def test_targeted_run_touches_only_its_database(platform: Platform) -> None:
+    state, report = platform.run(databases=["threads"])
+
+    assert state.is_completed()
+    assert [o.database for o in report.outcomes] == ["threads"]
+    assert platform.versions("threads")[-1] == LATEST["threads"]
+    for db in PLATFORM_DATABASES:
+        if db != "threads":
+            assert platform.history(db) is None, f"{db} was touched"
+
+
+def test_broken_migration_fails_its_database_and_the_others_are_migrated(platform: Platform) -> None:
+    broken = platform.sql_dir / "graph" / "V9__graph_broken.sql"
+    broken.write_text("CREATE TABLE graph_broken (id int);\nSELECT * FROM no_such_table;\n")
+
+    state, report = platform.run()
+
+    assert state.is_failed()
+    outcome = {o.database: o for o in report.outcomes}
+    assert outcome["graph"].state is OutcomeState.FAILED
+    assert 'relation "no_such_table" does not exist' in outcome["graph"].message
+    assert "ameide-migrate run --env local --db graph" in outcome["graph"].recovery
+    # Flyway applied graph's good migrations before the broken one; the broken one rolled back.
+    assert platform.versions("graph")[-1] == LATEST["graph"]
+    assert not platform.table_exists("graph", "graph_broken")
+    assert all(r.success for r in platform.history("graph") or [])
+    for db in PLATFORM_DATABASES:
+        if db != "graph":
+            assert outcome[db].state is OutcomeState.MIGRATED, db
+            assert platform.versions(db)[-1] == LATEST[db], db
+
+    broken.write_text("CREATE TABLE graph_fixed (id int);\n")
+    state, report = platform.run(databases=["graph"])
+    assert state.is_completed()
+    assert platform.versions("graph")[-1] == "9"
+
+
+def test_edited_applied_migration_fails_validation_and_nothing_is_migrated(platform: Platform) -> None:
+    platform.run(databases=["threads"])
+    applied = platform.sql_dir / "threads" / "V1__threads_initial_schema.sql"
+    applied.write_text(applied.read_text() + "\n-- edited after it ran\n")
+    (platform.sql_dir / "threads" / "V5__threads_more.sql").write_text("CREATE TABLE more (id int);\n")
+
+    state, report = platform.run(databases=["threads"])
+
+    assert state.is_failed()
+    (outcome,) = report.outcomes
+    assert outcome.state is OutcomeState.FAILED
+    assert "checksum mismatch" in outcome.message.lower()
+    assert "flyway validate" in outcome.message
+    assert "repair" in outcome.recovery
+    assert platform.versions("threads")[-1] == LATEST["threads"]
+    assert not platform.table_exists("threads", "more")
+
+
+def test_database_down_at_start_succeeds_through_retries(
+    platform: Platform, spare_cluster: Cluster
+) -> None:
+    # threads lives on a server of its own that is down when the run starts.
+    env = up(platform.state_dir, ["threads"], admin_url=admin_url_of(spare_cluster.admin),
+             database_prefix=platform.prefix)
+    write_local_store(platform.state_dir, env.owners)
+    spare_cluster.stop()
+    restarter = threading.Timer(3.0, spare_cluster.start)
+    restarter.start()
+    started = time.monotonic()
+
+    state, report = platform.run(databases=["threads"])
+
+    restarter.join()
+    assert state.is_completed(), report.summary()
+    assert report.outcomes[0].state is OutcomeState.MIGRATED
+    assert time.monotonic() - started > 3.0
+    platform.owners["threads"] = env.owners["threads"]
+    assert platform.versions("threads")[-1] == LATEST["threads"]
+
+
+@pytest.mark.slow
+def test_two_runs_at_once_apply_each_migration_exactly_once(platform: Platform, tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "ameide_migrate.cli", "run", "--env", "local", "--db", "threads", "--db", "graph"]
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+            for _ in range(2)]
+    outputs = [r.communicate(timeout=300)[0] for r in runs]
+
+    assert [r.returncode for r in runs] == [0, 0], outputs
+    for db in ("threads", "graph"):
+        history = platform.history(db) or []
+        scripts = [r.script for r in history]
+        assert len(scripts) == len(set(scripts)), f"{db}: applied twice: {scripts}"
+        assert all(r.success for r in history)
+        assert platform.versions(db)[-1] == LATEST[db]
