@@ -134,14 +134,11 @@ def _checksum_of_text(text: str) -> int:
 
 
 def _replace_placeholders(
-    text: str, placeholders: Mapping[str, str], database: str, script: str, table: str
+    text: str, placeholders: Mapping[str, str], script: str, table: str
 ) -> str | None:
-    known = {
-        **placeholders,
-        "flyway:database": database,
-        "flyway:filename": script,
-        "flyway:table": table,
-    }
+    # Flyway's own placeholders that do not depend on the connection; the others (database,
+    # user, timestamp...) are known only to Flyway at run time.
+    known = {**placeholders, "flyway:filename": script, "flyway:table": table}
     unresolved = False
 
     def substitute(match: re.Match[str]) -> str:
@@ -206,7 +203,7 @@ def _load_database(directory: Path, placeholders: Mapping[str, str], table: str)
             )
         elif repeatable := _REPEATABLE.match(name):
             text = data.decode("utf-8")
-            replaced = _replace_placeholders(text, placeholders, directory.name, name, table)
+            replaced = _replace_placeholders(text, placeholders, name, table)
             migrations.append(
                 Migration(
                     Kind.REPEATABLE,

@@ -6,6 +6,7 @@ A user's mistake prints `FAILED: <what and what to do>` and exits non-zero, neve
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Annotated, Any
 
@@ -81,6 +82,24 @@ def _use_prefect_api(settings: Settings) -> str | None:
     return server.ui_url
 
 
+class _NoTracebackForExpectedFailures(logging.Filter):
+    """A failed migration is news, not a crash: show Prefect's message without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], MigrateError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _quiet_console_tracebacks() -> None:
+    import prefect.main  # noqa: F401  (sets up Prefect's logging handlers)
+
+    for handler in logging.getLogger().handlers + logging.getLogger("prefect").handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.addFilter(_NoTracebackForExpectedFailures())
+
+
 @app.command()
 def run(
     env: EnvOption = "local",
@@ -118,6 +137,7 @@ def run(
     from ameide_migrate import report
     from flows.migrate import migrate_flow
 
+    _quiet_console_tracebacks()
     state: Any = migrate_flow(
         environment=env, databases=targets if db else None, concurrency=concurrency,
         return_state=True,

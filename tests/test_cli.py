@@ -1,0 +1,93 @@
+"""The command line as a user meets it: help on every verb, exit codes, the table, the local default."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from ameide_migrate.cli import app
+
+from .fix_platform import REPO, Platform
+
+
+def ameide(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ameide_migrate.cli", *args],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout, check=False,
+    )
+
+
+def _paths(command: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    paths = [prefix]
+    if hasattr(command, "commands"):
+        for name, sub in command.commands.items():
+            paths += _paths(sub, (*prefix, name))
+    return paths
+
+
+def test_every_verb_has_help() -> None:
+    paths = _paths(typer.main.get_command(app))
+    assert ("run",) in paths and ("flyway", "install") in paths and ("local", "down") in paths
+    for path in paths:
+        result = CliRunner().invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        assert "Usage:" in result.output
+
+
+def test_unknown_database_is_a_usage_error_listing_the_valid_ones() -> None:
+    done = ameide("run", "--env", "local", "--db", "thread")
+
+    assert done.returncode == 2
+    assert "FAILED: unknown database thread: choose from" in done.stderr
+    assert "threads" in done.stderr and "agents_runtime" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_unknown_environment_is_a_usage_error() -> None:
+    done = ameide("run", "--env", "qa")
+
+    assert done.returncode == 2
+    assert "unknown environment 'qa': choose from local, prod, staging" in done.stderr
+
+
+def test_failed_database_exits_1_with_the_table_and_the_rerun_command(platform: Platform) -> None:
+    (platform.sql_dir / "agents" / "V9__agents_broken.sql").write_text("ALTER TABLE nope ADD x int;\n")
+
+    done = ameide("run", "--env", "local", "--db", "agents", "--db", "threads")
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Migrations: local" in done.stdout
+    assert "threads" in done.stdout and "migrated" in done.stdout
+    assert 'relation "nope" does not exist' in done.stdout
+    assert "ameide-migrate run --env local --db agents" in done.stdout
+    assert "FAILED:" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_local_default_runs_its_own_postgres_and_prefect_then_a_fast_no_op(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AMEIDE_", "PREFECT_API_URL"))}
+    env["AMEIDE_STATE_DIR"] = str(tmp_path / "state")
+    try:
+        first = ameide("run", "--env", "local", env=env)
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "Prefect UI: http://127.0.0.1:" in first.stderr
+        assert first.stdout.count("migrated") == 8
+        for database in ("platform", "agents_runtime", "langgraph"):
+            assert database in first.stdout
+
+        second = ameide("run", "--env", "local", "--db", "threads", env=env)
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert "up to date" in second.stdout
+        assert "creating the local PostgreSQL cluster" not in second.stderr
+    finally:
+        down = ameide("local", "down", env=env)
+    assert down.returncode == 0
+    assert "PostgreSQL" in down.stdout and "Prefect server" in down.stdout
