@@ -14,15 +14,20 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import TaskRun
-from prefect.states import State
+from prefect.client.schemas.objects import State, TaskRun
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import Task, exponential_backoff
 
 from ameide_migrate import environments, flyway, migrate, report
 from ameide_migrate.catalog import load_catalog
 from ameide_migrate.errors import FlywayNotInstalled, MigrateError, RunFailed
-from ameide_migrate.migrate import DatabaseFailed, DatabaseOutcome, OutcomeState, RunContext, RunReport
+from ameide_migrate.migrate import (
+    DatabaseFailed,
+    DatabaseOutcome,
+    OutcomeState,
+    RunContext,
+    RunReport,
+)
 from ameide_migrate.settings import Settings, get_settings
 
 
@@ -42,7 +47,9 @@ def _retrying(name: str, settings: Settings) -> dict[str, Any]:
     }
 
 
-def _flyway_log(logger: logging.LoggerAdapter[logging.Logger], database: str) -> Callable[[str, str], None]:
+def _flyway_log(
+    logger: logging.LoggerAdapter[logging.Logger], database: str
+) -> Callable[[str, str], None]:
     levels = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
     def sink(level: str, message: str) -> None:
@@ -71,7 +78,7 @@ def apply(ctx: RunContext, database: str) -> migrate.MigrateSummary:
 
 @task(name="database", cache_policy=NO_CACHE, task_run_name="{database}")
 def migrate_database(ctx: RunContext, database: str) -> DatabaseOutcome:
-    """One database from its applied version to the latest; raises DatabaseFailed with the outcome."""
+    """One database from its applied version to the latest; DatabaseFailed carries a failure."""
     logger = get_run_logger()
     started = time.monotonic()
     latest = ctx.databases[database].latest_version
@@ -83,7 +90,12 @@ def migrate_database(ctx: RunContext, database: str) -> DatabaseOutcome:
         if inspection.up_to_date:
             logger.info("%s: at %s, nothing to apply (no JVM needed)", database, before)
             return DatabaseOutcome(
-                database, OutcomeState.UP_TO_DATE, before, before, latest_text, 0,
+                database,
+                OutcomeState.UP_TO_DATE,
+                before,
+                before,
+                latest_text,
+                0,
                 time.monotonic() - started,
             )
         logger.info("%s: %s; validating with Flyway", database, inspection.reason)
@@ -91,7 +103,12 @@ def migrate_database(ctx: RunContext, database: str) -> DatabaseOutcome:
         summary = apply(ctx, database)
     except MigrateError as error:
         outcome = DatabaseOutcome(
-            database, OutcomeState.FAILED, before, before, latest_text, 0,
+            database,
+            OutcomeState.FAILED,
+            before,
+            before,
+            latest_text,
+            0,
             time.monotonic() - started,
             message=migrate.failure_message(error),
             recovery=migrate.recovery(ctx.environment, database, error, before),
@@ -100,11 +117,21 @@ def migrate_database(ctx: RunContext, database: str) -> DatabaseOutcome:
         logger.error("%s failed: %s\n%s", database, outcome.message, outcome.recovery)
         raise DatabaseFailed(outcome) from None
     logger.info(
-        "%s: %s -> %s, %d applied", database, summary.before or "empty", summary.after, summary.applied
+        "%s: %s -> %s, %d applied",
+        database,
+        summary.before or "empty",
+        summary.after,
+        summary.applied,
     )
     return DatabaseOutcome(
-        database, OutcomeState.MIGRATED, summary.before, summary.after, latest_text,
-        summary.applied, time.monotonic() - started, flyway_used=True,
+        database,
+        OutcomeState.MIGRATED,
+        summary.before,
+        summary.after,
+        latest_text,
+        summary.applied,
+        time.monotonic() - started,
+        flyway_used=True,
     )
 
 
@@ -114,7 +141,8 @@ def smoke_check(ctx: RunContext, databases: list[str]) -> list[migrate.SmokeResu
     results = [migrate.smoke(ctx, db) for db in databases]
     for result in results:
         get_run_logger().info(
-            "%s: %s (%s)", result.database,
+            "%s: %s (%s)",
+            result.database,
             "at latest " + str(result.latest) if result.ok else "; ".join(result.problems),
             result.source,
         )
@@ -158,7 +186,10 @@ def migrate_flow(
     )
     run = RunReport(environment)
     try:
-        with ThreadPoolTaskRunner(max_workers=concurrency or settings.max_concurrency) as runner:
+        runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(
+            max_workers=concurrency or settings.max_concurrency
+        )
+        with runner:
             futures = [
                 runner.submit(migrate_database, {"ctx": ctx, "database": db}) for db in names
             ]

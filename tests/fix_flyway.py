@@ -1,4 +1,4 @@
-"""Real Flyway, installed once into the project's cache (the same as `ameide-migrate flyway install`)."""
+"""Real Flyway, installed once into the project's cache, as `ameide-migrate flyway install` does."""
 
 from __future__ import annotations
 

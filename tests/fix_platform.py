@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
 import pytest
+from psycopg import sql
 from pydantic import SecretStr
 
 from ameide_migrate import local, postgres
@@ -51,7 +51,7 @@ class Platform:
 
     def query(self, database: str, statement: str) -> list[tuple[Any, ...]]:
         with postgres.connect(self.owners[database]) as conn:
-            return conn.execute(statement).fetchall()  # type: ignore[arg-type]
+            return conn.execute(statement).fetchall()
 
     def table_exists(self, database: str, table: str) -> bool:
         with postgres.connect(self.owners[database]) as conn:
@@ -89,7 +89,9 @@ def platform(
     with psycopg.connect(**pg_admin.conninfo(5), autocommit=True) as conn:  # type: ignore[arg-type]
         for owner in env.owners.values():
             conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(owner.database))
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(owner.database)
+                )
             )
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(owner.user)))
 

@@ -21,10 +21,15 @@ from .fix_platform import REPO
 TRICKY_FILES = {
     "V1__crlf.sql": b"CREATE TABLE crlf (id int);\r\n\r\nCOMMENT ON TABLE crlf IS 'windows';\r\n",
     "V2__bom.sql": b"\xef\xbb\xbfCREATE TABLE bom (id int);\n",
-    "V3__non_ascii.sql": "CREATE TABLE caf\u00e9 (\u540d\u524d text);\n-- \u00fcml\u00e4ut \U0001f680\n".encode(),
+    "V3__non_ascii.sql": (
+        "CREATE TABLE caf\u00e9 (\u540d\u524d text);\n-- \u00fcml\u00e4ut \U0001f680\n".encode()
+    ),
     "V4__no_final_newline_and_cr.sql": b"CREATE TABLE cr (id int);\r-- old mac line end\rSELECT 1;",
     "V5_1__dotted_version.sql": b"SELECT 1;\n",
-    "R__placeholder_view.sql": b"CREATE OR REPLACE VIEW env AS SELECT '${environment}'::text AS e, '${flyway:filename}'::text AS f;\n",
+    "R__placeholder_view.sql": (
+        b"CREATE OR REPLACE VIEW env AS\n"
+        b"SELECT '${environment}'::text AS e, '${flyway:filename}'::text AS f;\n"
+    ),
     "R__plain_view.sql": b"CREATE OR REPLACE VIEW plain AS SELECT 1 AS one;\n\n",
 }
 
@@ -52,13 +57,16 @@ def test_unknown_database_names_the_valid_ones() -> None:
     with pytest.raises(UnknownDatabase) as caught:
         catalog.select(["thread"])
     assert "unknown database thread" in str(caught.value)
-    assert "threads" in str(caught.value) and "platform" in str(caught.value)
+    assert "threads" in str(caught.value)
+    assert "platform" in str(caught.value)
 
 
 def test_a_file_that_is_not_a_migration_is_named_with_the_fix(tmp_path: Path) -> None:
     (tmp_path / "db1").mkdir()
     (tmp_path / "db1" / "V1_initial.sql").write_text("SELECT 1;\n")
-    with pytest.raises(CatalogError, match=r"V1_initial.sql is not a Flyway migration name; use V<version>__"):
+    with pytest.raises(
+        CatalogError, match=r"V1_initial.sql is not a Flyway migration name; use V<version>__"
+    ):
         load_catalog(tmp_path)
 
 
@@ -82,25 +90,44 @@ def test_checksums_equal_what_real_flyway_records(
     tree.mkdir(parents=True)
     for name, data in TRICKY_FILES.items():
         (tree / name).write_bytes(data)
-    owner = Credentials(pg_admin.host, pg_admin.port, f"{db_prefix}tricky", f"{db_prefix}tricky_owner",
-                        pg_admin.password)
+    owner = Credentials(
+        pg_admin.host,
+        pg_admin.port,
+        f"{db_prefix}tricky",
+        f"{db_prefix}tricky_owner",
+        pg_admin.password,
+    )
     postgres.ensure_roles_and_databases(pg_admin, [owner])
     placeholders = {"environment": "staging"}
-    engine = FlywayEngine(flyway_installation, {"tricky": Target(owner.jdbc_url, owner.user, owner.password)})
+    engine = FlywayEngine(
+        flyway_installation, {"tricky": Target(owner.jdbc_url, owner.user, owner.password)}
+    )
     try:
-        result = engine.run(Request("migrate", "tricky", (f"filesystem:{tree}",), placeholders, "flyway_schema_history"))
+        result = engine.run(
+            Request(
+                "migrate", "tricky", (f"filesystem:{tree}",), placeholders, "flyway_schema_history"
+            )
+        )
     finally:
         engine.close()
     assert result["migrationsExecuted"] == len(TRICKY_FILES)
 
-    recorded = {r.script: r.checksum for r in postgres.read_history(owner, "flyway_schema_history") or []}
-    catalog = load_catalog(tmp_path / "sql", placeholders=placeholders, table="flyway_schema_history")
+    recorded = {
+        r.script: r.checksum for r in postgres.read_history(owner, "flyway_schema_history") or []
+    }
+    catalog = load_catalog(
+        tmp_path / "sql", placeholders=placeholders, table="flyway_schema_history"
+    )
     computed = {m.script: m.checksum for m in catalog.databases["tricky"].migrations}
 
     assert computed == recorded
     # The placeholder's value is part of a repeatable's checksum, as Flyway reapplies on a change.
     other = load_catalog(tmp_path / "sql", placeholders={"environment": "prod"})
-    changed = {m.script: m.checksum for m in other.databases["tricky"].migrations if m.kind is Kind.REPEATABLE}
+    changed = {
+        m.script: m.checksum
+        for m in other.databases["tricky"].migrations
+        if m.kind is Kind.REPEATABLE
+    }
     assert changed["R__placeholder_view.sql"] != computed["R__placeholder_view.sql"]
     assert changed["R__plain_view.sql"] == computed["R__plain_view.sql"]
 
@@ -114,6 +141,10 @@ def test_unknown_placeholder_leaves_the_checksum_to_flyway(tmp_path: Path) -> No
 
 
 def test_flyway_command_line_is_the_real_one(flyway_installation: Installation) -> None:
-    done = subprocess.run([*flyway.command_line(flyway_installation), "--version"],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [*flyway.command_line(flyway_installation), "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert re.search(rf"Flyway \w+ Edition {re.escape(flyway_installation.version)}", done.stdout)

@@ -1,4 +1,5 @@
-"""The command line as a user meets it: help on every verb, exit codes, the table, the local default."""
+"""The command line as a user meets it: help on every verb, exit codes, the table, and the
+embedded local default."""
 
 from __future__ import annotations
 
@@ -17,10 +18,17 @@ from ameide_migrate.cli import app
 from .fix_platform import REPO, Platform
 
 
-def ameide(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def ameide(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ameide_migrate.cli", *args],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout, check=False,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -34,7 +42,9 @@ def _paths(command: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
 
 def test_every_verb_has_help() -> None:
     paths = _paths(typer.main.get_command(app))
-    assert ("run",) in paths and ("flyway", "install") in paths and ("local", "down") in paths
+    assert ("run",) in paths
+    assert ("flyway", "install") in paths
+    assert ("local", "down") in paths
     for path in paths:
         result = CliRunner().invoke(app, [*path, "--help"])
         assert result.exit_code == 0, (path, result.output)
@@ -46,7 +56,8 @@ def test_unknown_database_is_a_usage_error_listing_the_valid_ones() -> None:
 
     assert done.returncode == 2
     assert "FAILED: unknown database thread: choose from" in done.stderr
-    assert "threads" in done.stderr and "agents_runtime" in done.stderr
+    assert "threads" in done.stderr
+    assert "agents_runtime" in done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -58,13 +69,16 @@ def test_unknown_environment_is_a_usage_error() -> None:
 
 
 def test_failed_database_exits_1_with_the_table_and_the_rerun_command(platform: Platform) -> None:
-    (platform.sql_dir / "agents" / "V9__agents_broken.sql").write_text("ALTER TABLE nope ADD x int;\n")
+    (platform.sql_dir / "agents" / "V9__agents_broken.sql").write_text(
+        "ALTER TABLE nope ADD x int;\n"
+    )
 
     done = ameide("run", "--env", "local", "--db", "agents", "--db", "threads")
 
     assert done.returncode == 1, done.stdout + done.stderr
     assert "Migrations: local" in done.stdout
-    assert "threads" in done.stdout and "migrated" in done.stdout
+    assert "threads" in done.stdout
+    assert "migrated" in done.stdout
     assert 'relation "nope" does not exist' in done.stdout
     assert "ameide-migrate run --env local --db agents" in done.stdout
     assert "FAILED:" in done.stderr
@@ -90,4 +104,5 @@ def test_local_default_runs_its_own_postgres_and_prefect_then_a_fast_no_op(tmp_p
     finally:
         down = ameide("local", "down", env=env)
     assert down.returncode == 0
-    assert "PostgreSQL" in down.stdout and "Prefect server" in down.stdout
+    assert "PostgreSQL" in down.stdout
+    assert "Prefect server" in down.stdout

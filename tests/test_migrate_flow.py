@@ -21,7 +21,10 @@ from ameide_migrate.postgres import Cluster
 
 from .fix_platform import REPO, Platform, admin_url_of
 
-LATEST = {db.name: str(db.latest_version) for db in load_catalog(REPO / "db/flyway/sql").databases.values()}
+LATEST = {
+    db.name: str(db.latest_version)
+    for db in load_catalog(REPO / "db/flyway/sql").databases.values()
+}
 
 
 def test_fresh_run_migrates_all_eight_databases_to_the_latest_version(platform: Platform) -> None:
@@ -40,11 +43,15 @@ def test_fresh_run_migrates_all_eight_databases_to_the_latest_version(platform: 
     assert outcome["threads"].after == LATEST["threads"]
     assert outcome["workflows"].applied == 4  # three versions and the placeholder repeatable
     assert platform.table_exists("threads", "threads")
-    assert platform.query("workflows", "SELECT environment FROM workflows_runtime_environment") == [("local",)]
+    assert platform.query("workflows", "SELECT environment FROM workflows_runtime_environment") == [
+        ("local",)
+    ]
     assert all(s.ok and s.source == "flyway info" for s in report.smoke)
 
 
-def test_results_artifact_lists_every_database_with_before_after_and_state(platform: Platform) -> None:
+def test_results_artifact_lists_every_database_with_before_after_and_state(
+    platform: Platform,
+) -> None:
     state, _ = platform.run(databases=["threads", "graph"])
 
     with get_client(sync_client=True) as client:
@@ -84,7 +91,9 @@ def test_targeted_run_touches_only_its_database(platform: Platform) -> None:
             assert platform.history(db) is None, f"{db} was touched"
 
 
-def test_broken_migration_fails_its_database_and_the_others_are_migrated(platform: Platform) -> None:
+def test_broken_migration_fails_its_database_and_the_others_are_migrated(
+    platform: Platform,
+) -> None:
     broken = platform.sql_dir / "graph" / "V9__graph_broken.sql"
     broken.write_text("CREATE TABLE graph_broken (id int);\nSELECT * FROM no_such_table;\n")
 
@@ -110,11 +119,15 @@ def test_broken_migration_fails_its_database_and_the_others_are_migrated(platfor
     assert platform.versions("graph")[-1] == "9"
 
 
-def test_edited_applied_migration_fails_validation_and_nothing_is_migrated(platform: Platform) -> None:
+def test_edited_applied_migration_fails_validation_and_nothing_is_migrated(
+    platform: Platform,
+) -> None:
     platform.run(databases=["threads"])
     applied = platform.sql_dir / "threads" / "V1__threads_initial_schema.sql"
     applied.write_text(applied.read_text() + "\n-- edited after it ran\n")
-    (platform.sql_dir / "threads" / "V5__threads_more.sql").write_text("CREATE TABLE more (id int);\n")
+    (platform.sql_dir / "threads" / "V5__threads_more.sql").write_text(
+        "CREATE TABLE more (id int);\n"
+    )
 
     state, report = platform.run(databases=["threads"])
 
@@ -132,8 +145,12 @@ def test_database_down_at_start_succeeds_through_retries(
     platform: Platform, spare_cluster: Cluster
 ) -> None:
     # threads lives on a server of its own that is down when the run starts.
-    env = up(platform.state_dir, ["threads"], admin_url=admin_url_of(spare_cluster.admin),
-             database_prefix=platform.prefix)
+    env = up(
+        platform.state_dir,
+        ["threads"],
+        admin_url=admin_url_of(spare_cluster.admin),
+        database_prefix=platform.prefix,
+    )
     write_local_store(platform.state_dir, env.owners)
     spare_cluster.stop()
     restarter = threading.Timer(3.0, spare_cluster.start)
@@ -151,10 +168,27 @@ def test_database_down_at_start_succeeds_through_retries(
 
 
 @pytest.mark.slow
-def test_two_runs_at_once_apply_each_migration_exactly_once(platform: Platform, tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "ameide_migrate.cli", "run", "--env", "local", "--db", "threads", "--db", "graph"]
-    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
-            for _ in range(2)]
+def test_two_runs_at_once_apply_each_migration_exactly_once(
+    platform: Platform, tmp_path: Path
+) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "ameide_migrate.cli",
+        "run",
+        "--env",
+        "local",
+        "--db",
+        "threads",
+        "--db",
+        "graph",
+    ]
+    runs = [
+        subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO
+        )
+        for _ in range(2)
+    ]
     outputs = [r.communicate(timeout=300)[0] for r in runs]
 
     assert [r.returncode for r in runs] == [0, 0], outputs

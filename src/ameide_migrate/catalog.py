@@ -14,7 +14,7 @@ import re
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from functools import total_ordering
 from pathlib import Path
 
@@ -64,7 +64,7 @@ class Version:
         return ".".join(str(p) for p in self.parts)
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     VERSIONED = "versioned"
     REPEATABLE = "repeatable"
 
@@ -170,9 +170,7 @@ def load_catalog(
     folders = sorted(p for p in root.iterdir() if p.is_dir())
     rank = {name: i for i, name in enumerate(order)}
     folders.sort(key=lambda p: (rank.get(p.name, len(rank)), p.name))
-    databases = {
-        p.name: _load_database(p, placeholders or {}, table) for p in folders
-    }
+    databases = {p.name: _load_database(p, placeholders or {}, table) for p in folders}
     return Catalog(root=root, databases=databases)
 
 

@@ -25,17 +25,19 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-flyway_app = typer.Typer(help="Provision and inspect the real Flyway this project runs.", no_args_is_help=True)
-local_app = typer.Typer(help="The embedded local environment: its PostgreSQL and Prefect server.", no_args_is_help=True)
+flyway_app = typer.Typer(
+    help="Provision and inspect the real Flyway this project runs.", no_args_is_help=True
+)
+local_app = typer.Typer(
+    help="The embedded local environment: its PostgreSQL and Prefect server.", no_args_is_help=True
+)
 app.add_typer(flyway_app, name="flyway")
 app.add_typer(local_app, name="local")
 
 console = Console()
 err_console = Console(stderr=True)
 
-EnvOption = Annotated[
-    str, typer.Option("--env", "-e", help="Environment: local, staging or prod.")
-]
+EnvOption = Annotated[str, typer.Option("--env", "-e", help="Environment: local, staging or prod.")]
 DbOption = Annotated[
     list[str] | None,
     typer.Option("--db", "-d", help="Target only this database; repeat for several. Default: all."),
@@ -139,7 +141,9 @@ def run(
 
     _quiet_console_tracebacks()
     state: Any = migrate_flow(
-        environment=env, databases=targets if db else None, concurrency=concurrency,
+        environment=env,
+        databases=targets if db else None,
+        concurrency=concurrency,
         return_state=True,
     )
     outcome = state.result(raise_on_failure=False)
@@ -153,8 +157,15 @@ def run(
     report.print_run(outcome, console)
 
 
+def _print_flyway_log(database: str) -> flyway.LogSink:
+    return lambda _level, message: err_console.print(f"[dim]{database}: {message}[/]")
+
+
 @app.command()
-def repair(env: EnvOption, db: Annotated[list[str], typer.Option("--db", "-d", help="Database to repair; repeatable.")]) -> None:
+def repair(
+    env: EnvOption,
+    db: Annotated[list[str], typer.Option("--db", "-d", help="Database to repair; repeatable.")],
+) -> None:
     """Flyway repair: remove failed rows and realign checksums of the named databases."""
     from ameide_migrate import migrate
 
@@ -175,7 +186,7 @@ def repair(env: EnvOption, db: Annotated[list[str], typer.Option("--db", "-d", h
     )
     try:
         for name in names:
-            migrate.repair(ctx, name, lambda _level, message: err_console.print(f"[dim]{name}: {message}[/]"))
+            migrate.repair(ctx, name, _print_flyway_log(name))
             console.print(f"{name}: repaired")
     finally:
         ctx.close()
@@ -187,24 +198,31 @@ def show_catalog(env: EnvOption = "local") -> None:
     from rich.table import Table
 
     settings = get_settings()
-    catalog = load_catalog(settings.sql_dir, placeholders=environments.placeholders(environments.check(env)))
+    catalog = load_catalog(
+        settings.sql_dir, placeholders=environments.placeholders(environments.check(env))
+    )
     table = Table(title=f"SQL tree {catalog.root}", title_justify="left")
     for column in ("database", "versioned", "repeatable", "latest"):
         table.add_column(column)
     for d in catalog.databases.values():
-        table.add_row(d.name, str(len(d.versioned)), str(len(d.repeatables)), str(d.latest_version or "-"))
+        table.add_row(
+            d.name, str(len(d.versioned)), str(len(d.repeatables)), str(d.latest_version or "-")
+        )
     console.print(table)
 
 
 @flyway_app.command("install")
 def flyway_install(
     version: Annotated[
-        str | None, typer.Option(help="Flyway version (AMEIDE_FLYWAY_VERSION); default the pinned one.")
+        str | None,
+        typer.Option(help="Flyway version (AMEIDE_FLYWAY_VERSION); default the pinned one."),
     ] = None,
 ) -> None:
     """Resolve Flyway from Maven Central into the git-ignored cache; quick when already there."""
     inst = _ensure_flyway(get_settings(), version)
-    console.print(f"Flyway {inst.version}: {inst.home} (command line: {inst.home / 'bin' / 'flyway'})")
+    console.print(
+        f"Flyway {inst.version}: {inst.home} (command line: {inst.home / 'bin' / 'flyway'})"
+    )
 
 
 @local_app.command("up")
@@ -213,7 +231,9 @@ def local_up() -> None:
     settings = get_settings()
     catalog = load_catalog(settings.sql_dir)
     env = local.up(
-        settings.state_dir, catalog.databases, admin_url=settings.local_admin_url,
+        settings.state_dir,
+        catalog.databases,
+        admin_url=settings.local_admin_url,
         database_prefix=settings.local_database_prefix,
     )
     from ameide_migrate import prefect_api

@@ -151,8 +151,16 @@ def install(
         lib = work / "lib"
         progress(f"resolving Flyway {version} from Maven Central")
         _run(
-            [maven, "-q", "-B", "-f", str(work / "pom.xml"), "dependency:copy-dependencies",
-             f"-DoutputDirectory={lib}", "-DincludeScope=runtime"],
+            [
+                maven,
+                "-q",
+                "-B",
+                "-f",
+                str(work / "pom.xml"),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={lib}",
+                "-DincludeScope=runtime",
+            ],
             f"Maven could not resolve Flyway {version}; check the version exists on Maven "
             "Central (org.flywaydb:flyway-commandline) and that Maven can reach its repository",
         )
@@ -190,8 +198,14 @@ def _run(command: list[str], failure: str) -> None:
 
 def command_line(inst: Installation) -> list[str]:
     """Flyway's own command line, with the update check off (pods and CI have no egress)."""
-    return [inst.java, *JVM_OPTIONS, "-cp", f"{inst.home / 'lib'}/*", CLI_CLASS,
-            "-skipCheckForUpdate"]
+    return [
+        inst.java,
+        *JVM_OPTIONS,
+        "-cp",
+        f"{inst.home / 'lib'}/*",
+        CLI_CLASS,
+        "-skipCheckForUpdate",
+    ]
 
 
 @dataclass(frozen=True)
@@ -350,7 +364,9 @@ def classify(request: Request, error: Mapping[str, Any]) -> FlywayCommandFailed:
     if transient:
         cls = TransientFlywayFault
     elif request.command == "validate":
-        cls = ChecksumMismatch if "checksum mismatch" in flyway_message.lower() else ValidationFailed
+        cls = (
+            ChecksumMismatch if "checksum mismatch" in flyway_message.lower() else ValidationFailed
+        )
     elif request.command == "migrate":
         cls = MigrationFailed
     else:

@@ -1,7 +1,8 @@
 """The embedded local default: a PostgreSQL and a Prefect server of its own, kept between runs.
 
 `up` is idempotent and quick once everything is running: the second run of
-`ameide-migrate run --env local` spends its time migrating (or finding nothing to do), not setting up.
+`ameide-migrate run --env local` spends its time migrating (or finding nothing to do), not
+setting up.
 """
 
 from __future__ import annotations
@@ -100,7 +101,9 @@ def _up(
             cluster.start()
         admin = cluster.admin
     owners = {
-        db: credentials.local_credentials(db, host=admin.host, port=admin.port, prefix=database_prefix)
+        db: credentials.local_credentials(
+            db, host=admin.host, port=admin.port, prefix=database_prefix
+        )
         for db in databases
     }
     if postgres.ensure_roles_and_databases(admin, list(owners.values())):

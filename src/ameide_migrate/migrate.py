@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from ameide_migrate import flyway, postgres
@@ -30,7 +30,7 @@ SETTLED_STATES = frozenset({"Success", "Baseline", "Below Baseline", "Superseded
 _VERSIONED_TYPES = frozenset({"SQL", "JDBC", "SPRING_JDBC", "SCRIPT"})
 
 
-class OutcomeState(str, Enum):
+class OutcomeState(StrEnum):
     MIGRATED = "migrated"
     UP_TO_DATE = "up to date"
     FAILED = "failed"
@@ -98,7 +98,9 @@ class RunReport:
         parts = [f"{n} {state.value}" for state, n in counts.items() if n]
         lines = [f"environment {self.environment}: {', '.join(parts) or 'nothing targeted'}"]
         lines += [f"- {o.database}: {o.message} {o.recovery}".rstrip() for o in self.failed]
-        lines += [f"- {s.database}: smoke check: {'; '.join(s.problems)}" for s in self.smoke_failures]
+        lines += [
+            f"- {s.database}: smoke check: {'; '.join(s.problems)}" for s in self.smoke_failures
+        ]
         return "\n".join(lines)
 
 
@@ -216,7 +218,9 @@ def compare(db: DatabaseCatalog, history: list[HistoryRow] | None) -> Inspection
     for m in db.repeatables:
         row = latest_repeatable.pop(m.description, None)
         if m.checksum is None:
-            return Inspection(version, False, f"{m.script} needs Flyway to resolve its placeholders")
+            return Inspection(
+                version, False, f"{m.script} needs Flyway to resolve its placeholders"
+            )
         if row is None or row.checksum != m.checksum:
             return Inspection(version, False, f"pending: {m.script}")
     if latest_repeatable:
@@ -228,7 +232,9 @@ def current_version(history: list[HistoryRow]) -> str | None:
     versions = [
         Version.parse(r.version)
         for r in history
-        if r.success and r.version is not None and (r.type in _VERSIONED_TYPES or r.type == "BASELINE")
+        if r.success
+        and r.version is not None
+        and (r.type in _VERSIONED_TYPES or r.type == "BASELINE")
     ]
     return str(max(versions)) if versions else None
 
@@ -242,9 +248,7 @@ def inspect(ctx: RunContext, database: str) -> Inspection:
 
 def validate(ctx: RunContext, database: str, on_log: LogSink) -> None:
     """Flyway validate of what is applied; pending migrations are expected here, not errors."""
-    request = ctx.request(
-        "validate", database, ignore_migration_patterns=("*:pending", "*:future")
-    )
+    request = ctx.request("validate", database, ignore_migration_patterns=("*:pending", "*:future"))
     result = ctx.engine().run(request, on_log)
     problem = flyway.validation_error(request, result)
     if problem is not None:
@@ -305,7 +309,8 @@ def require_smoke(results: list[SmokeResult]) -> None:
     bad = [r for r in results if not r.ok]
     if bad:
         raise SmokeCheckFailed(
-            "smoke check failed: " + "; ".join(f"{r.database}: {', '.join(r.problems)}" for r in bad)
+            "smoke check failed: "
+            + "; ".join(f"{r.database}: {', '.join(r.problems)}" for r in bad)
         )
 
 
@@ -333,7 +338,10 @@ def recovery(environment: str, database: str, error: MigrateError, before: str |
             f"its partial changes, run `{repair_cmd}` to remove the failed row, then rerun."
         )
     if error.transient:
-        return f"It kept failing after every retry: check the server and the network, then rerun `{rerun}`."
+        return (
+            "It kept failing after every retry: check the server and the network, "
+            f"then rerun `{rerun}`."
+        )
     return f"Rerun `{rerun}` once the cause is fixed."
 
 
@@ -341,4 +349,3 @@ def failure_message(error: MigrateError) -> str:
     if isinstance(error, FlywayCommandFailed):
         return f"flyway {error.command}: {error.flyway_message}"
     return str(error)
-

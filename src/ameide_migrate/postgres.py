@@ -63,7 +63,9 @@ class Credentials:
         }
 
     @classmethod
-    def from_url(cls, url: str, *, user: str | None = None, password: str | None = None) -> Credentials:
+    def from_url(
+        cls, url: str, *, user: str | None = None, password: str | None = None
+    ) -> Credentials:
         """Parse `postgresql://[user[:password]@]host[:port]/database`."""
         parts = urlsplit(url)
         if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
@@ -92,7 +94,9 @@ def _is_transient(error: psycopg.OperationalError) -> bool:
 
 
 @contextmanager
-def connect(creds: Credentials, *, timeout: int = 5, read_only: bool = False) -> Iterator[psycopg.Connection]:
+def connect(
+    creds: Credentials, *, timeout: int = 5, read_only: bool = False
+) -> Iterator[psycopg.Connection]:
     """A connection, or DatabaseUnreachable (transient) / DatabaseError naming the database."""
     try:
         conn = psycopg.connect(**creds.conninfo(timeout), autocommit=not read_only)  # type: ignore[arg-type]
@@ -133,7 +137,9 @@ def read_history(creds: Credentials, table: str, *, timeout: int = 5) -> list[Hi
     """Flyway's schema history of the database, read-only; None when the table does not exist."""
     with connect(creds, timeout=timeout, read_only=True) as conn, conn.cursor() as cur:
         try:
-            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (sql.Identifier(table).as_string(conn),))
+            cur.execute(
+                "SELECT to_regclass(%s) IS NOT NULL", (sql.Identifier(table).as_string(conn),)
+            )
             row = cur.fetchone()
             if not row or not row[0]:
                 return None
@@ -235,16 +241,28 @@ class Cluster:
         self._chown()
         try:
             self._as_server_user(
-                [str(self.bin / "initdb"), "-D", str(self.data), "-U", self.SUPERUSER,
-                 "-E", "UTF8", "--locale=C", "--auth-local=scram-sha-256",
-                 "--auth-host=scram-sha-256", f"--pwfile={pwfile}"],
+                [
+                    str(self.bin / "initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    self.SUPERUSER,
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--auth-local=scram-sha-256",
+                    "--auth-host=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                ],
                 "initdb",
             )
         finally:
             pwfile.unlink()
 
     def running(self) -> bool:
-        done = self._as_server_user([str(self.bin / "pg_ctl"), "-D", str(self.data), "status"], None)
+        done = self._as_server_user(
+            [str(self.bin / "pg_ctl"), "-D", str(self.data), "status"], None
+        )
         return done.returncode == 0
 
     def start(self) -> None:
@@ -255,8 +273,19 @@ class Cluster:
             "-c max_connections=200 -c fsync=off -c synchronous_commit=off"
         )
         self._as_server_user(
-            [str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options,
-             "-l", str(self.directory / "server.log"), "-w", "-t", "60", "start"],
+            [
+                str(self.bin / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-o",
+                options,
+                "-l",
+                str(self.directory / "server.log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
             "pg_ctl start",
         )
 
@@ -272,7 +301,9 @@ class Cluster:
             for path in (self.directory, *self.directory.rglob("*")):
                 shutil.chown(path, self._user.pw_uid, self._user.pw_gid)
 
-    def _as_server_user(self, command: list[str], action: str | None) -> subprocess.CompletedProcess[str]:
+    def _as_server_user(
+        self, command: list[str], action: str | None
+    ) -> subprocess.CompletedProcess[str]:
         preexec = None
         if self._user is not None:
             uid, gid = self._user.pw_uid, self._user.pw_gid
@@ -283,8 +314,14 @@ class Cluster:
 
         env = {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C", "HOME": str(self.directory)}
         done = subprocess.run(
-            command, capture_output=True, text=True, check=False, preexec_fn=preexec, env=env,
-            cwd=self.directory, start_new_session=True,
+            command,
+            capture_output=True,
+            text=True,
+            check=False,
+            preexec_fn=preexec,
+            env=env,
+            cwd=self.directory,
+            start_new_session=True,
         )
         if action is not None and done.returncode != 0:
             log = self.directory / "server.log"

@@ -60,9 +60,19 @@ def ensure_server(home: Path, *, port: int | None = None, timeout: float = 90.0)
     env.pop("PREFECT_API_URL", None)
     with (home / "server.log").open("ab") as log:
         process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "prefect"), "server", "start",
-             "--host", "127.0.0.1", "--port", str(port)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+            [
+                str(Path(sys.executable).parent / "prefect"),
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
             start_new_session=True,
         )
     _DETACHED.append(process)

@@ -28,7 +28,9 @@ def artifact_rows(run: RunReport) -> list[dict[str, str]]:
                 "applied": str(o.applied),
                 "duration": f"{o.duration_s:.2f}s",
                 "state": o.state.value,
-                "smoke": "-" if check is None else ("ok" if check.ok else "; ".join(check.problems)),
+                "smoke": "-"
+                if check is None
+                else ("ok" if check.ok else "; ".join(check.problems)),
                 "message": o.message.splitlines()[0] if o.message else "",
             }
         )
@@ -59,7 +61,9 @@ def print_run(run: RunReport, console: Console) -> None:
             str(o.applied),
             f"{o.duration_s:.2f}s",
             f"[{_STYLE[o.state]}]{o.state.value}[/]",
-            "-" if check is None else ("[green]ok[/]" if check.ok else "[red]" + "; ".join(check.problems) + "[/]"),
+            "-"
+            if check is None
+            else ("[green]ok[/]" if check.ok else "[red]" + "; ".join(check.problems) + "[/]"),
         )
     console.print(table)
     for o in run.failed:
