@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from typing import Any
 
@@ -138,7 +139,8 @@ def migrate_database(ctx: RunContext, database: str) -> DatabaseOutcome:
 @task(**_retrying("smoke check", _settings))
 def smoke_check(ctx: RunContext, databases: list[str]) -> list[migrate.SmokeResult]:
     """Read-only: every database that migrated is at the latest version, nothing pending."""
-    results = [migrate.smoke(ctx, db) for db in databases]
+    with ThreadPoolExecutor(max_workers=max(1, len(databases))) as pool:
+        results = list(pool.map(lambda db: migrate.smoke(ctx, db), databases))
     for result in results:
         get_run_logger().info(
             "%s: %s (%s)",

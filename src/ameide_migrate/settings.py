@@ -49,7 +49,7 @@ class Settings(BaseSettings):
         description="Local only: prefix of every physical database name, to share one server "
         "between several stacks.",
     )
-    max_concurrency: int = Field(default=4, ge=1, description="Databases migrated at once.")
+    max_concurrency: int = Field(default=8, ge=1, description="Databases migrated at once.")
     retries: int = Field(default=4, ge=0, description="Retries of a transient fault per step.")
     retry_delay_seconds: float = Field(
         default=1.0, gt=0, description="First retry delay; doubles every retry."
