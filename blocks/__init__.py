@@ -1,0 +1,1 @@
+"""Prefect blocks: connection data only (the Vault connection comes with the Vault secret gate)."""

@@ -1,0 +1,1 @@
+"""Per-environment deployments of the flows, from one definition (local, staging, prod)."""

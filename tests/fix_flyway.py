@@ -1,21 +1,38 @@
-"""Real Flyway, installed once into the project's cache, as `ameide-migrate flyway install` does."""
+"""Real Flyway, installed into the project's cache as `ameide-migrate flyway install` does.
+
+`flyway_installation` is the pinned release; `newer_flyway` a newer one (AMEIDE_TEST_NEWER_FLYWAY,
+default 12.5.0), to prove upgrades keep working.
+"""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
 from ameide_migrate import flyway
 from ameide_migrate.settings import Settings
 
+NEWER_FLYWAY = os.environ.get("AMEIDE_TEST_NEWER_FLYWAY", "12.5.0")
 
-@pytest.fixture(scope="session")
-def flyway_installation() -> flyway.Installation:
-    settings = Settings()
+
+def install(version: str) -> flyway.Installation:
+    settings = Settings(flyway_version=version)
     inst, _ = flyway.install(
         settings.flyway_home,
-        settings.flyway_version,
+        version,
         driver_version=settings.postgresql_driver_version,
         java=settings.java,
         maven=settings.maven,
     )
     return inst
+
+
+@pytest.fixture(scope="session")
+def flyway_installation() -> flyway.Installation:
+    return install(Settings().flyway_version)
+
+
+@pytest.fixture(scope="session")
+def newer_flyway() -> flyway.Installation:
+    return install(NEWER_FLYWAY)

@@ -83,9 +83,19 @@ def test_missing_tree_says_how_to_point_at_one(tmp_path: Path) -> None:
         load_catalog(tmp_path / "nowhere")
 
 
+@pytest.mark.parametrize(
+    "release",
+    ["pinned", pytest.param("newer", marks=pytest.mark.slow)],
+)
 def test_checksums_equal_what_real_flyway_records(
-    tmp_path: Path, pg_admin: Credentials, db_prefix: str, flyway_installation: Installation
+    tmp_path: Path,
+    pg_admin: Credentials,
+    db_prefix: str,
+    release: str,
+    request: pytest.FixtureRequest,
 ) -> None:
+    fixture = "flyway_installation" if release == "pinned" else "newer_flyway"
+    flyway_installation: Installation = request.getfixturevalue(fixture)
     tree = tmp_path / "sql" / "tricky"
     tree.mkdir(parents=True)
     for name, data in TRICKY_FILES.items():

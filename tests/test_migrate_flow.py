@@ -15,9 +15,11 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from ameide_migrate.catalog import PLATFORM_DATABASES, load_catalog
 from ameide_migrate.credentials import write_local_store
+from ameide_migrate.flyway import Installation
 from ameide_migrate.local import up
 from ameide_migrate.migrate import OutcomeState
 from ameide_migrate.postgres import Cluster
+from ameide_migrate.settings import get_settings
 
 from .fix_platform import REPO, Platform, admin_url_of
 
@@ -198,3 +200,24 @@ def test_two_runs_at_once_apply_each_migration_exactly_once(
         assert len(scripts) == len(set(scripts)), f"{db}: applied twice: {scripts}"
         assert all(r.success for r in history)
         assert platform.versions(db)[-1] == LATEST[db]
+
+
+@pytest.mark.slow
+def test_a_newer_flyway_release_migrates_validates_and_smoke_checks(
+    platform: Platform, newer_flyway: Installation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AMEIDE_FLYWAY_VERSION", newer_flyway.version)
+    get_settings.cache_clear()
+    platform.run(databases=["threads"])
+    applied = platform.sql_dir / "threads" / "V2__threads_message_attachments_and_triggers.sql"
+    applied.write_text(applied.read_text() + "-- edited\n")
+
+    state, report = platform.run(databases=["threads", "workflows"])
+
+    assert state.is_failed()
+    outcome = {o.database: o for o in report.outcomes}
+    assert outcome["workflows"].state is OutcomeState.MIGRATED
+    assert "checksum mismatch" in outcome["threads"].message.lower()
+    (smoke,) = report.smoke
+    assert smoke.ok
+    assert smoke.source == "flyway info"

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 from pydantic import SecretStr
 
@@ -45,6 +46,8 @@ from ameide_migrate.errors import (
 
 ENGINE_CLASS = "ameide.FlywayEngine"
 CLI_CLASS = "org.flywaydb.commandline.Main"
+_INSTALL_LAYOUT = 2  # bump when what `install` puts in the cache changes
+GSON_VERSION = "2.11.0"  # the engine's JSON library; Flyway's own changed between releases
 JVM_OPTIONS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xmx256m", "-Xss1m")
 
 # SQLSTATE classes and codes that say "try again": connection trouble, the server starting or
@@ -73,35 +76,57 @@ def _engine_source() -> bytes:
     return resources.files("ameide_migrate").joinpath("java/FlywayEngine.java").read_bytes()
 
 
-def _pom(version: str, driver_version: str) -> str:
-    # The command line's own jar without its transitive drivers for every other database.
-    return f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>dev.ameide</groupId><artifactId>flyway-runtime</artifactId><version>1</version>
-  <dependencies>
-    <dependency>
-      <groupId>org.flywaydb</groupId><artifactId>flyway-commandline</artifactId>
-      <version>{version}</version>
-      <exclusions><exclusion><groupId>*</groupId><artifactId>*</artifactId></exclusion></exclusions>
-    </dependency>
-    <dependency>
-      <groupId>org.flywaydb</groupId><artifactId>flyway-core</artifactId><version>{version}</version>
-    </dependency>
-    <dependency>
-      <groupId>org.flywaydb</groupId><artifactId>flyway-database-postgresql</artifactId>
-      <version>{version}</version>
-    </dependency>
-    <dependency>
-      <groupId>org.postgresql</groupId><artifactId>postgresql</artifactId>
-      <version>{driver_version}</version>
-    </dependency>
-  </dependencies>
-</project>
-"""
+def _dependency(group: str, artifact: str, version: str, *, exclude_all: bool = False) -> str:
+    exclusions = (
+        "<exclusions><exclusion><groupId>*</groupId><artifactId>*</artifactId></exclusion>"
+        "</exclusions>"
+        if exclude_all
+        else ""
+    )
+    return (
+        f"<dependency><groupId>{group}</groupId><artifactId>{artifact}</artifactId>"
+        f"<version>{version}</version>{exclusions}</dependency>"
+    )
+
+
+def _pom(version: str, driver_version: str, command_line_modules: Sequence[str] = ()) -> str:
+    """Flyway for PostgreSQL: the command line's jar without the drivers for every other database
+    it pulls in (most of its 180 MB), plus the Flyway modules it needs to start."""
+    modules = dict.fromkeys(["flyway-core", "flyway-database-postgresql", *command_line_modules])
+    dependencies = [
+        _dependency("org.flywaydb", "flyway-commandline", version, exclude_all=True),
+        *(_dependency("org.flywaydb", m, version) for m in modules),
+        _dependency("org.postgresql", "postgresql", driver_version),
+        _dependency("com.google.code.gson", "gson", GSON_VERSION),
+    ]
+    return (
+        '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
+        "<groupId>dev.ameide</groupId><artifactId>flyway-runtime</artifactId><version>1</version>"
+        f"<dependencies>{''.join(dependencies)}</dependencies></project>\n"
+    )
+
+
+def _command_line_modules(pom: Path) -> list[str]:
+    """The Flyway modules the command line needs at compile scope (13 adds flyway-core-utilities
+    and flyway-command-mcp); its runtime-scope database drivers are left out."""
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    modules = []
+    # Maven Central's POM, fetched by Maven over TLS with checksums: not untrusted input.
+    root = ElementTree.parse(pom).getroot()  # noqa: S314
+    for dep in root.iterfind("m:dependencies/m:dependency", ns):
+        group = dep.findtext("m:groupId", "", ns)
+        scope = dep.findtext("m:scope", "compile", ns)
+        optional = dep.findtext("m:optional", "false", ns) == "true"
+        version = dep.findtext("m:version", "${project.version}", ns)
+        ours = group in ("org.flywaydb", "${project.groupId}") and "project.version" in version
+        if ours and scope == "compile" and not optional:
+            modules.append(dep.findtext("m:artifactId", "", ns))
+    return modules
 
 
 def _fingerprint(version: str, driver_version: str) -> str:
-    digest = hashlib.sha256(_pom(version, driver_version).encode() + _engine_source())
+    pinned = f"{_INSTALL_LAYOUT} {version} {driver_version} {GSON_VERSION}".encode()
+    digest = hashlib.sha256(pinned + _engine_source())
     return digest.hexdigest()
 
 
@@ -147,9 +172,22 @@ def install(
     home.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="flyway-install-", dir=home) as scratch:
         work = Path(scratch)
-        (work / "pom.xml").write_text(_pom(version, driver_version))
         lib = work / "lib"
         progress(f"resolving Flyway {version} from Maven Central")
+        _run(
+            [
+                maven,
+                "-q",
+                "-B",
+                "dependency:copy",
+                f"-Dartifact=org.flywaydb:flyway-commandline:{version}:pom",
+                f"-DoutputDirectory={work}",
+            ],
+            f"Maven could not find Flyway {version}; check that org.flywaydb:flyway-commandline "
+            f"{version} exists on Maven Central and that Maven can reach its repository",
+        )
+        modules = _command_line_modules(work / f"flyway-commandline-{version}.pom")
+        (work / "pom.xml").write_text(_pom(version, driver_version, modules))
         _run(
             [
                 maven,

@@ -9,24 +9,29 @@
 //
 // Credentials never travel over the pipe: a request names a target, and the engine reads
 // AMEIDE_TARGET_<TARGET>_URL, _USER and _PASSWORD from its own environment.
+//
+// JSON goes through Gson, which the installer adds to the class path itself: Flyway's own JSON
+// library changed between releases (Gson, then Jackson 2, then Jackson 3), and the engine must
+// keep working with newer Flyway releases.
 package ameide;
 
-import com.fasterxml.jackson.annotation.JsonAutoDetect;
-import com.fasterxml.jackson.annotation.PropertyAccessor;
-import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.ObjectMapper;
-import com.fasterxml.jackson.databind.SerializationFeature;
-import com.fasterxml.jackson.databind.node.ArrayNode;
-import com.fasterxml.jackson.databind.node.ObjectNode;
+import com.google.gson.FieldAttributes;
+import com.google.gson.ExclusionStrategy;
+import com.google.gson.Gson;
+import com.google.gson.GsonBuilder;
+import com.google.gson.JsonArray;
+import com.google.gson.JsonElement;
+import com.google.gson.JsonObject;
+import com.google.gson.JsonParser;
 import java.io.BufferedReader;
 import java.io.InputStreamReader;
 import java.io.PrintStream;
 import java.lang.reflect.Method;
+import java.lang.reflect.Modifier;
 import java.nio.charset.StandardCharsets;
 import java.sql.SQLException;
 import java.util.ArrayList;
 import java.util.HashMap;
-import java.util.Iterator;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ExecutorService;
@@ -42,10 +47,21 @@ import org.flywaydb.core.api.FlywayException;
 import org.flywaydb.core.api.configuration.FluentConfiguration;
 
 public final class FlywayEngine {
-    private static final ObjectMapper JSON = new ObjectMapper()
-            .setVisibility(PropertyAccessor.ALL, JsonAutoDetect.Visibility.NONE)
-            .setVisibility(PropertyAccessor.FIELD, JsonAutoDetect.Visibility.PUBLIC_ONLY)
-            .disable(SerializationFeature.FAIL_ON_EMPTY_BEANS);
+    // Flyway's result objects expose their data as public fields, as its command line prints them.
+    private static final Gson JSON = new GsonBuilder()
+            .serializeNulls()
+            .setExclusionStrategies(new ExclusionStrategy() {
+                @Override
+                public boolean shouldSkipField(FieldAttributes field) {
+                    return !field.hasModifier(Modifier.PUBLIC) || field.hasModifier(Modifier.STATIC);
+                }
+
+                @Override
+                public boolean shouldSkipClass(Class<?> clazz) {
+                    return Throwable.class.isAssignableFrom(clazz);
+                }
+            })
+            .create();
     private static final ThreadLocal<Long> REQUEST = new ThreadLocal<>();
     private static PrintStream protocol;
 
@@ -60,45 +76,57 @@ public final class FlywayEngine {
         root.addHandler(new ForwardingHandler());
 
         ExecutorService pool = Executors.newCachedThreadPool();
-        emit(JSON.createObjectNode().put("event", "ready"));
+        JsonObject ready = new JsonObject();
+        ready.addProperty("event", "ready");
+        emit(ready);
         BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
         String line;
         while ((line = in.readLine()) != null) {
             if (line.isBlank()) {
                 continue;
             }
-            JsonNode request = JSON.readTree(line);
+            JsonObject request = JsonParser.parseString(line).getAsJsonObject();
             pool.submit(() -> serve(request));
         }
         pool.shutdown();
         pool.awaitTermination(1, TimeUnit.DAYS);
     }
 
-    private static void serve(JsonNode request) {
-        long id = request.path("id").asLong();
+    private static String text(JsonObject object, String key, String fallback) {
+        JsonElement value = object.get(key);
+        return value == null || value.isJsonNull() ? fallback : value.getAsString();
+    }
+
+    private static void serve(JsonObject request) {
+        long id = request.get("id").getAsLong();
         REQUEST.set(id);
-        ObjectNode answer = JSON.createObjectNode().put("id", id);
+        JsonObject answer = new JsonObject();
+        answer.addProperty("id", id);
         try {
             Flyway flyway = configure(request).load();
-            Object result = switch (request.path("command").asText()) {
+            String command = text(request, "command", "");
+            Object result = switch (command) {
                 case "validate" -> flyway.validateWithResult();
                 case "migrate" -> flyway.migrate();
                 case "info" -> flyway.info().getInfoResult();
                 case "repair" -> flyway.repair();
-                default -> throw new IllegalArgumentException(
-                        "unknown command " + request.path("command").asText());
+                default -> throw new IllegalArgumentException("unknown command " + command);
             };
-            answer.put("ok", true).set("result", JSON.valueToTree(result));
-        } catch (Exception e) {
-            answer.put("ok", false).set("error", describe(e));
+            answer.addProperty("ok", true);
+            answer.add("result", JSON.toJsonTree(result));
+        } catch (Exception | LinkageError e) {
+            // A LinkageError means this Flyway release lacks something the engine uses: still
+            // answer, so the caller reports it instead of waiting forever.
+            answer.addProperty("ok", false);
+            answer.add("error", describe(e));
         } finally {
             REQUEST.remove();
         }
         emit(answer);
     }
 
-    private static FluentConfiguration configure(JsonNode request) {
-        String target = request.path("target").asText();
+    private static FluentConfiguration configure(JsonObject request) {
+        String target = text(request, "target", "");
         String prefix = "AMEIDE_TARGET_" + target + "_";
         String url = System.getenv(prefix + "URL");
         if (url == null) {
@@ -106,42 +134,44 @@ public final class FlywayEngine {
                     + ": the engine's environment lacks " + prefix + "URL");
         }
         Map<String, String> placeholders = new HashMap<>();
-        Iterator<Map.Entry<String, JsonNode>> fields = request.path("placeholders").fields();
-        while (fields.hasNext()) {
-            Map.Entry<String, JsonNode> field = fields.next();
-            placeholders.put(field.getKey(), field.getValue().asText());
+        if (request.has("placeholders")) {
+            for (Map.Entry<String, JsonElement> field : request.getAsJsonObject("placeholders").entrySet()) {
+                placeholders.put(field.getKey(), field.getValue().getAsString());
+            }
         }
         FluentConfiguration config = Flyway.configure()
                 .dataSource(url, System.getenv(prefix + "USER"), System.getenv(prefix + "PASSWORD"))
-                .locations(strings(request.path("locations")))
+                .locations(strings(request.getAsJsonArray("locations")))
                 .placeholders(placeholders)
-                .table(request.path("table").asText("flyway_schema_history"))
+                .table(text(request, "table", "flyway_schema_history"))
                 .connectRetries(0)
                 .cleanDisabled(true);
         if (request.has("ignoreMigrationPatterns")) {
-            config.ignoreMigrationPatterns(strings(request.path("ignoreMigrationPatterns")));
+            config.ignoreMigrationPatterns(strings(request.getAsJsonArray("ignoreMigrationPatterns")));
         }
         if (request.has("lockRetryCount")) {
-            config.lockRetryCount(request.path("lockRetryCount").asInt());
+            config.lockRetryCount(request.get("lockRetryCount").getAsInt());
         }
         return config;
     }
 
-    private static String[] strings(JsonNode array) {
+    private static String[] strings(JsonArray array) {
         List<String> values = new ArrayList<>();
-        array.forEach(node -> values.add(node.asText()));
+        array.forEach(element -> values.add(element.getAsString()));
         return values.toArray(new String[0]);
     }
 
-    private static ObjectNode describe(Exception e) {
-        ObjectNode error = JSON.createObjectNode()
-                .put("class", e.getClass().getName())
-                .put("message", String.valueOf(e.getMessage()));
+    private static JsonObject describe(Throwable e) {
+        JsonObject error = new JsonObject();
+        error.addProperty("class", e.getClass().getName());
+        error.addProperty("message", String.valueOf(e.getMessage()));
         if (e instanceof FlywayException fe && fe.getErrorCode() != null) {
-            error.put("errorCode", fe.getErrorCode().toString());
+            error.addProperty("errorCode", fe.getErrorCode().toString());
         }
-        ArrayNode states = error.putArray("sqlStates");
-        ArrayNode causes = error.putArray("causes");
+        JsonArray states = new JsonArray();
+        JsonArray causes = new JsonArray();
+        error.add("sqlStates", states);
+        error.add("causes", causes);
         for (Throwable t = e.getCause(); t != null && t != t.getCause(); t = t.getCause()) {
             causes.add(t.getClass().getName() + ": " + t.getMessage());
             if (t instanceof SQLException sql && sql.getSQLState() != null) {
@@ -151,21 +181,15 @@ public final class FlywayEngine {
         // Flyway's migrate failure carries the partial result (what was applied before the error).
         try {
             Method partial = e.getClass().getMethod("getErrorResult");
-            error.set("result", JSON.valueToTree(partial.invoke(e)));
+            error.add("result", JSON.toJsonTree(partial.invoke(e)));
         } catch (ReflectiveOperationException | IllegalArgumentException absent) {
             // Not a migrate failure: there is no partial result to report.
         }
         return error;
     }
 
-    private static void emit(ObjectNode message) {
-        String line;
-        try {
-            line = JSON.writeValueAsString(message);
-        } catch (Exception e) {
-            line = "{\"id\":" + message.path("id").asLong() + ",\"ok\":false,\"error\":{\"class\":\"serialization\",\"message\":"
-                    + JSON.getNodeFactory().textNode(String.valueOf(e.getMessage())) + "}}";
-        }
+    private static void emit(JsonObject message) {
+        String line = JSON.toJson(message);
         synchronized (FlywayEngine.class) {
             protocol.println(line);
             protocol.flush();
@@ -180,13 +204,13 @@ public final class FlywayEngine {
             }
             String level = record.getLevel().intValue() >= Level.SEVERE.intValue() ? "error"
                     : record.getLevel().intValue() >= Level.WARNING.intValue() ? "warning" : "info";
-            ObjectNode event = JSON.createObjectNode()
-                    .put("event", "log")
-                    .put("level", level)
-                    .put("message", record.getMessage());
+            JsonObject event = new JsonObject();
+            event.addProperty("event", "log");
+            event.addProperty("level", level);
+            event.addProperty("message", record.getMessage());
             Long id = REQUEST.get();
             if (id != null) {
-                event.put("id", id);
+                event.addProperty("id", id);
             }
             emit(event);
         }
