@@ -1,14 +1,14 @@
-"""Times the migrate run against the seed's way and against the floor, on the eight-database platform.
+"""Times the migrate run against the seed's way and the floor, on the eight-database platform.
 
     uv run python -m bench.migrate_bench [--rounds 3]
 
 In one run, on one throwaway PostgreSQL and the same Flyway:
   (a) `ameide-migrate run --env local`, from empty and again as a no-op;
-  (b) the seed's way: per database, in sequence, Flyway's command line as shipped (`flyway validate`,
-      `flyway migrate`, `flyway info`), from empty and again;
+  (b) the seed's way: per database, in sequence, Flyway's command line as shipped
+      (`flyway validate`, `flyway migrate`, `flyway info`), from empty and again;
   (c) the floor: every SQL file applied once with `psql -f`.
-It prints the median of each, the ratios a/b and a/c, and the peak memory of (a)'s whole process tree
-(the CLI and the Flyway JVM it starts; the PostgreSQL and Prefect servers are shared by all and
+It prints the median of each, the ratios a/b and a/c, and the peak memory of (a)'s whole process
+tree (the CLI and the Flyway JVM it starts; the PostgreSQL and Prefect servers are shared by all and
 not counted). Databases are created before each timed step, so no step pays for CREATE DATABASE.
 """
 
@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -83,7 +84,9 @@ def run_measured(command: list[str], env: dict[str, str]) -> tuple[float, int]:
     done.set()
     sampler.join()
     if process.returncode != 0:
-        sys.exit(f"FAILED: {' '.join(command[:4])}... exited {process.returncode}:\n{output.decode()}")
+        sys.exit(
+            f"FAILED: {' '.join(command[:4])}... exited {process.returncode}:\n{output.decode()}"
+        )
     return wall, peak
 
 
@@ -118,9 +121,27 @@ def psql_floor(owners: dict[str, Credentials], scratch: Path) -> None:
             script = scratch / migration.script
             script.write_text(migration.path.read_text().replace("${environment}", "local"))
             subprocess.run(
-                ["psql", "-q", "-X", "-v", "ON_ERROR_STOP=1", "-1", "-h", owner.host,
-                 "-p", str(owner.port), "-U", owner.user, "-d", owner.database, "-f", str(script)],
-                env=env, check=True, capture_output=True,
+                [
+                    "psql",
+                    "-q",
+                    "-X",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-1",
+                    "-h",
+                    owner.host,
+                    "-p",
+                    str(owner.port),
+                    "-U",
+                    owner.user,
+                    "-d",
+                    owner.database,
+                    "-f",
+                    str(script),
+                ],
+                env=env,
+                check=True,
+                capture_output=True,
             )
 
 
@@ -131,8 +152,10 @@ def main() -> None:
 
     settings = Settings()
     inst, _ = flyway.install(
-        settings.flyway_home, settings.flyway_version,
-        driver_version=settings.postgresql_driver_version, java=settings.java,
+        settings.flyway_home,
+        settings.flyway_version,
+        driver_version=settings.postgresql_driver_version,
+        java=settings.java,
     )
     scratch = Path(tempfile.mkdtemp(prefix="ameide-bench-"))
     os.chmod(scratch, 0o755)  # noqa: S103  (the server runs as another user when we are root)
@@ -156,7 +179,9 @@ def main() -> None:
     peaks: list[int] = []
 
     def fresh(prefix: str) -> dict[str, Credentials]:
-        return local.up(state, PLATFORM_DATABASES, admin_url=admin_url, database_prefix=prefix).owners
+        return local.up(
+            state, PLATFORM_DATABASES, admin_url=admin_url, database_prefix=prefix
+        ).owners
 
     try:
         for r in range(rounds):
@@ -168,12 +193,12 @@ def main() -> None:
                 times[key].append(wall)
                 peaks.append(peak)
             owners = fresh(f"bench_b{r}_")
-            times["b_empty"].append(timed(lambda: seed_loop(inst, owners)))
-            times["b_noop"].append(timed(lambda: seed_loop(inst, owners)))
+            times["b_empty"].append(timed(partial(seed_loop, inst, owners)))
+            times["b_noop"].append(timed(partial(seed_loop, inst, owners)))
             owners = fresh(f"bench_c{r}_")
             floor_dir = scratch / f"floor{r}"
             floor_dir.mkdir()
-            times["c_floor"].append(timed(lambda: psql_floor(owners, floor_dir)))
+            times["c_floor"].append(timed(partial(psql_floor, owners, floor_dir)))
     finally:
         prefect_api.stop_server(scratch / "prefect")
         cluster.stop("immediate")
@@ -182,7 +207,10 @@ def main() -> None:
     median = {k: statistics.median(v) for k, v in times.items()}
     print(f"\nEight databases, {rounds} rounds, Flyway {inst.version}, medians (min-max):")
     for key, label in TARGETS.items():
-        print(f"  {key:8} {median[key]:7.2f} s  ({min(times[key]):.2f}-{max(times[key]):.2f})  {label}")
+        print(
+            f"  {key:8} {median[key]:7.2f} s  "
+            f"({min(times[key]):.2f}-{max(times[key]):.2f})  {label}"
+        )
     print("\nRatios (target):")
     print(f"  from empty  a/b = {median['a_empty'] / median['b_empty']:.2f}  (<= 0.35)")
     print(f"  no-op       a/b = {median['a_noop'] / median['b_noop']:.2f}  (<= 0.20)")
