@@ -84,6 +84,7 @@ def platform(
         admin_url=admin_url,
         database_prefix=db_prefix,
     )
+    local.seed(state_dir, env.owners, None)
     yield Platform(sql_dir, state_dir, db_prefix, env.owners, pg_admin)
     get_settings.cache_clear()
     with psycopg.connect(**pg_admin.conninfo(5), autocommit=True) as conn:  # type: ignore[arg-type]

@@ -49,6 +49,7 @@ def test_fresh_run_migrates_all_eight_databases_to_the_latest_version(platform: 
         ("local",)
     ]
     assert all(s.ok and s.source == "flyway info" for s in report.smoke)
+    assert report.jvm_starts == 1
 
 
 def test_results_artifact_lists_every_database_with_before_after_and_state(
@@ -77,7 +78,7 @@ def test_second_run_is_a_no_op_without_a_jvm(platform: Platform) -> None:
 
     assert state.is_completed()
     assert all(o.state is OutcomeState.UP_TO_DATE and o.applied == 0 for o in report.outcomes)
-    assert not any(o.flyway_used for o in report.outcomes)
+    assert report.jvm_starts == 0
     assert all(s.ok and s.source == "history" for s in report.smoke)
     assert {db: len(platform.history(db) or []) for db in PLATFORM_DATABASES} == ranks_before
 
@@ -106,8 +107,12 @@ def test_broken_migration_fails_its_database_and_the_others_are_migrated(
     assert outcome["graph"].state is OutcomeState.FAILED
     assert 'relation "no_such_table" does not exist' in outcome["graph"].message
     assert "ameide-migrate run --env local --db graph" in outcome["graph"].recovery
-    # Flyway applied graph's good migrations before the broken one; the broken one rolled back.
+    # Flyway applied graph's good migrations before the broken one; the broken one rolled back,
+    # and the outcome says where the database really stands.
     assert platform.versions("graph")[-1] == LATEST["graph"]
+    assert outcome["graph"].after == LATEST["graph"]
+    assert outcome["graph"].applied == 3
+    assert f"stays at version {LATEST['graph']}" in outcome["graph"].recovery
     assert not platform.table_exists("graph", "graph_broken")
     assert all(r.success for r in platform.history("graph") or [])
     for db in PLATFORM_DATABASES:
@@ -125,12 +130,19 @@ def test_edited_applied_migration_fails_validation_and_nothing_is_migrated(
     platform: Platform,
 ) -> None:
     platform.run(databases=["threads"])
+    rows = platform.history("threads")
     applied = platform.sql_dir / "threads" / "V1__threads_initial_schema.sql"
     applied.write_text(applied.read_text() + "\n-- edited after it ran\n")
+
+    # Nothing pending: only the native check's checksum comparison can send it to Flyway.
+    state, report = platform.run(databases=["threads"])
+    assert state.is_failed()
+    assert "checksum mismatch" in report.outcomes[0].message.lower()
+    assert platform.history("threads") == rows
+
     (platform.sql_dir / "threads" / "V5__threads_more.sql").write_text(
         "CREATE TABLE more (id int);\n"
     )
-
     state, report = platform.run(databases=["threads"])
 
     assert state.is_failed()

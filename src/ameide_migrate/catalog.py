@@ -171,6 +171,15 @@ def load_catalog(
     rank = {name: i for i, name in enumerate(order)}
     folders.sort(key=lambda p: (rank.get(p.name, len(rank)), p.name))
     databases = {p.name: _load_database(p, placeholders or {}, table) for p in folders}
+    keys: dict[str, str] = {}
+    for name in databases:
+        key = name.upper().replace("-", "_")
+        if key in keys:
+            raise CatalogError(
+                f"databases {keys[key]} and {name} share the secret keys {key}_DATABASE_*: "
+                "rename one of the folders"
+            )
+        keys[key] = name
     return Catalog(root=root, databases=databases)
 
 
@@ -181,6 +190,13 @@ def _load_database(directory: Path, placeholders: Mapping[str, str], table: str)
         script = path.relative_to(directory).as_posix()
         name = path.name
         data = path.read_bytes()
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise CatalogError(
+                f"database {directory.name}: {script} is not UTF-8 (byte {e.start}): "
+                "save it as UTF-8, the encoding Flyway reads"
+            ) from None
         if versioned := _VERSIONED.match(name):
             version = Version.parse(versioned["version"])
             if version in seen_versions:

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 import typer
 from pydantic import SecretStr
 from rich.console import Console
 
-from ameide_migrate import environments, flyway, local
+from ameide_migrate import credential_gate, environments, flyway, local, prefect_api
 from ameide_migrate.catalog import load_catalog
 from ameide_migrate.errors import MigrateError, RunFailed
+from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import Settings, get_settings
 
 app = typer.Typer(
@@ -28,11 +30,16 @@ app = typer.Typer(
 flyway_app = typer.Typer(
     help="Provision and inspect the real Flyway this project runs.", no_args_is_help=True
 )
+secrets_app = typer.Typer(
+    help="Database credentials: verify them where they live, seed the local ones.",
+    no_args_is_help=True,
+)
 local_app = typer.Typer(
     help="The embedded local environment: its PostgreSQL and Prefect server.", no_args_is_help=True
 )
 app.add_typer(flyway_app, name="flyway")
 app.add_typer(local_app, name="local")
+app.add_typer(secrets_app, name="secrets")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -75,7 +82,6 @@ def _use_prefect_api(settings: Settings) -> str | None:
     Set before Prefect is imported: its log and event workers read it at import and flush after
     the flow, when a temporary setting would already have ended.
     """
-    from ameide_migrate import prefect_api
 
     if os.environ.get("PREFECT_API_URL"):
         return None
@@ -126,13 +132,7 @@ def run(
     targets = [d.name for d in catalog.select(db)]
     _ensure_flyway(settings)
     if env == "local":
-        local.up(
-            settings.state_dir,
-            catalog.databases,
-            admin_url=SecretStr(admin_url) if admin_url else settings.local_admin_url,
-            database_prefix=settings.local_database_prefix,
-            progress=lambda m: err_console.print(f"[dim]{m}[/]"),
-        )
+        _seed_local(settings, catalog.databases, SecretStr(admin_url) if admin_url else None)
     ui_url = _use_prefect_api(settings)
     if ui_url:
         err_console.print(f"Prefect UI: {ui_url}")
@@ -148,13 +148,23 @@ def run(
     )
     outcome = state.result(raise_on_failure=False)
     if ui_url:
-        err_console.print(f"Flow run: {ui_url}/runs/flow-run/{state.state_details.flow_run_id}")
+        flow_run = prefect_api.ui_address_of_flow_run(ui_url, str(state.state_details.flow_run_id))
+        err_console.print(f"Flow run: {flow_run}")
     if isinstance(outcome, RunFailed):
         report.print_run(outcome.report, console)  # type: ignore[arg-type]
         raise outcome
     if isinstance(outcome, BaseException):
         raise outcome
     report.print_run(outcome, console)
+
+
+def _verified_credentials(env: str, names: list[str], settings: Settings) -> dict[str, Credentials]:
+    """The secret gate from the command line: Vault from VAULT_ADDR and friends (flows also read
+    the Prefect block `vault-<env>`); for local without Vault, the local store."""
+    with environments.secret_source(env, settings) as source:
+        return credential_gate.verify_secrets(
+            source, names, connect_timeout=settings.connect_timeout_seconds
+        )
 
 
 def _print_flyway_log(database: str) -> flyway.LogSink:
@@ -170,19 +180,12 @@ def repair(
     from ameide_migrate import migrate
 
     settings = get_settings()
-    placeholders = environments.placeholders(env)
-    catalog = load_catalog(settings.sql_dir, placeholders=placeholders)
+    catalog = load_catalog(settings.sql_dir, placeholders=environments.placeholders(env))
     targets = catalog.select(db)
     names = [d.name for d in targets]
-    ctx = migrate.RunContext(
-        environment=env,
-        databases={d.name: d for d in targets},
-        credentials=environments.load_credentials(env, settings, names),
-        installation=_ensure_flyway(settings),
-        placeholders=placeholders,
-        table=settings.flyway_table,
-        connect_timeout=settings.connect_timeout_seconds,
-        lock_retry_count=settings.lock_retry_count,
+    _ensure_flyway(settings)
+    ctx = migrate.RunContext.create(
+        env, targets, _verified_credentials(env, names, settings), settings
     )
     try:
         for name in names:
@@ -225,18 +228,57 @@ def flyway_install(
     )
 
 
+def _seed_local(
+    settings: Settings, databases: Iterable[str], admin_url: SecretStr | None
+) -> tuple[local.LocalEnvironment, str]:
+    env = local.up(
+        settings.state_dir,
+        databases,
+        admin_url=admin_url or settings.local_admin_url,
+        database_prefix=settings.local_database_prefix,
+        progress=lambda m: err_console.print(f"[dim]{m}[/]"),
+    )
+    return env, local.seed(settings.state_dir, env.owners, settings.vault_connection())
+
+
+@secrets_app.command("verify")
+def secrets_verify(env: EnvOption, db: DbOption = None) -> None:
+    """Check every database's credentials: present, well-formed, and able to log in.
+
+    Reads Vault (VAULT_ADDR, VAULT_TOKEN or AMEIDE_VAULT_AUTH_METHOD...); for local without
+    Vault, the local store. Exits 1 listing every problem, each with its fix.
+    """
+    settings = get_settings()
+    catalog = load_catalog(settings.sql_dir, placeholders=environments.placeholders(env))
+    names = [d.name for d in catalog.select(db)]
+    found = _verified_credentials(environments.check(env), names, settings)
+    for name, creds in found.items():
+        console.print(f"[green]ok[/] {name}: {creds.user} @ {creds.url}")
+
+
+@secrets_app.command("seed-local")
+def secrets_seed_local(
+    admin_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="AMEIDE_LOCAL_ADMIN_URL",
+            help="Superuser URL of the PostgreSQL to use; default: the embedded cluster.",
+        ),
+    ] = None,
+) -> None:
+    """Create the local roles and databases with deterministic credentials and store them: in
+    Vault when VAULT_ADDR is set, else in the local store (mode 0600). Idempotent."""
+    settings = get_settings()
+    catalog = load_catalog(settings.sql_dir)
+    _, where = _seed_local(settings, catalog.databases, SecretStr(admin_url) if admin_url else None)
+    console.print(f"local credentials of {len(catalog.databases)} databases written to {where}")
+
+
 @local_app.command("up")
 def local_up() -> None:
     """Start the local PostgreSQL and Prefect server and seed the local credentials."""
     settings = get_settings()
-    catalog = load_catalog(settings.sql_dir)
-    env = local.up(
-        settings.state_dir,
-        catalog.databases,
-        admin_url=settings.local_admin_url,
-        database_prefix=settings.local_database_prefix,
-    )
-    from ameide_migrate import prefect_api
+    env, _ = _seed_local(settings, load_catalog(settings.sql_dir).databases, None)
 
     server = prefect_api.ensure_server(settings.state_dir / "prefect")
     console.print(f"PostgreSQL: {env.admin.host}:{env.admin.port}  Prefect UI: {server.ui_url}")

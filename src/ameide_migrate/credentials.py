@@ -10,12 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import SecretStr
 
-from ameide_migrate.errors import CredentialsMissing
 from ameide_migrate.postgres import Credentials
 
 STORE_NAME = "local-secrets.json"
@@ -46,47 +45,35 @@ def local_credentials(database: str, *, host: str, port: int, prefix: str = "") 
     )
 
 
+def secret_of(database: str, creds: Credentials) -> dict[str, str]:
+    """The secret as Vault and the local store hold it: `<DB>_DATABASE_URL`, `_USER`,
+    `_PASSWORD`."""
+    url_key, user_key, password_key = secret_keys(database)
+    return {
+        url_key: creds.url,
+        user_key: creds.user,
+        password_key: creds.password.get_secret_value(),
+    }
+
+
 def write_local_store(state_dir: Path, credentials: Mapping[str, Credentials]) -> Path:
     """Merge these databases' secrets into the local store; the file is created 0600."""
     path = state_dir / STORE_NAME
     state_dir.mkdir(parents=True, exist_ok=True)
-    stored: dict[str, dict[str, str]] = {}
-    if path.exists():
-        stored = json.loads(path.read_text())
+    stored: dict[str, dict[str, str]] = json.loads(path.read_text()) if path.exists() else {}
     for database, creds in credentials.items():
-        url_key, user_key, password_key = secret_keys(database)
-        stored[database] = {
-            url_key: creds.url,
-            user_key: creds.user,
-            password_key: creds.password.get_secret_value(),
-        }
-    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        stored[database] = secret_of(database, creds)
+    scratch = path.with_suffix(".tmp")
+    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(stored, f, indent=2, sort_keys=True)
-    path.with_suffix(".tmp").replace(path)
+    scratch.replace(path)
     return path
 
 
-def read_local_store(state_dir: Path, databases: Iterable[str]) -> dict[str, Credentials]:
-    """The stored credentials of each database, or CredentialsMissing listing what to run."""
+def read_local_entry(state_dir: Path, database: str) -> dict[str, str] | None:
     path = state_dir / STORE_NAME
-    stored: dict[str, dict[str, str]] = json.loads(path.read_text()) if path.exists() else {}
-    found: dict[str, Credentials] = {}
-    problems: list[str] = []
-    for database in databases:
-        url_key, user_key, password_key = secret_keys(database)
-        entry = stored.get(database, {})
-        missing = [k for k in (url_key, user_key, password_key) if not entry.get(k)]
-        if missing:
-            problems.append(f"{database}: {', '.join(missing)}")
-            continue
-        found[database] = Credentials.from_url(
-            entry[url_key], user=entry[user_key], password=entry[password_key]
-        )
-    if problems:
-        raise CredentialsMissing(
-            f"environment local: the local secret store {path} lacks "
-            f"{'; '.join(problems)}. Run `ameide-migrate run --env local` (it seeds them) "
-            "or `ameide-migrate local up`"
-        )
-    return found
+    if not path.exists():
+        return None
+    entry = json.loads(path.read_text()).get(database)
+    return None if entry is None else {str(k): str(v) for k, v in entry.items()}

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from ameide_migrate import credentials
+from ameide_migrate import vault
+from ameide_migrate.credential_gate import LocalStoreSource, SecretSource, VaultSource
 from ameide_migrate.errors import CredentialsMissing, UnknownEnvironment
-from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import Settings
 
 ENVIRONMENTS = ("local", "staging", "prod")
@@ -23,13 +24,23 @@ def placeholders(environment: str) -> dict[str, str]:
     return {"environment": environment}
 
 
-def load_credentials(
-    environment: str, settings: Settings, databases: Iterable[str]
-) -> dict[str, Credentials]:
-    if check(environment) == "local":
-        return credentials.read_local_store(settings.state_dir, databases)
-    raise CredentialsMissing(
-        f"environment {environment} reads its database credentials from Vault, and no Vault "
-        "connection is configured for it: register the Vault block for this environment "
-        "(see the README's Vault section), then rerun"
-    )
+@contextmanager
+def secret_source(
+    environment: str, settings: Settings, conn: vault.VaultConnection | None = None
+) -> Iterator[SecretSource]:
+    """Vault when a connection is given or configured; for local only, else the local store.
+
+    Staging and prod accept Vault only.
+    """
+    conn = conn or settings.vault_connection()
+    if conn is None:
+        if check(environment) == "local":
+            yield LocalStoreSource(settings.state_dir)
+            return
+        raise CredentialsMissing(
+            f"environment {environment} reads its database credentials from Vault only, and no "
+            f"Vault is configured: save the Prefect block vault-{environment} "
+            "(blocks/vault.py), or set VAULT_ADDR with VAULT_TOKEN (or AMEIDE_VAULT_AUTH_METHOD)"
+        )
+    with vault.session(conn) as client:
+        yield VaultSource(environment, conn, client)

@@ -114,13 +114,46 @@ class PrefectServerFailed(MigrateError):
     pass
 
 
-class SmokeCheckFailed(MigrateError):
-    pass
-
-
 class RunFailed(MigrateError):
     """At least one database failed; `report` holds the outcome of every database."""
 
     def __init__(self, message: str, report: object) -> None:
         super().__init__(message)
         self.report = report
+
+
+class VaultError(MigrateError):
+    """Vault could not give what was asked; subclasses name the condition."""
+
+
+class VaultUnreachable(VaultError):
+    """Connection refused, a timeout or a 5xx: worth retrying."""
+
+    transient = True
+
+
+class VaultSealed(VaultError):
+    pass
+
+
+class VaultAuthFailed(VaultError):
+    """The login was refused: a wrong or expired token, AppRole secret or Kubernetes binding."""
+
+
+class VaultPermissionDenied(VaultError):
+    pass
+
+
+class SecretMissing(MigrateError):
+    """No secret at the path (Vault) or entry (the local store)."""
+
+
+class SecretsInvalid(MigrateError):
+    """One or more databases' credentials are missing or do not work; `problems` lists each."""
+
+    def __init__(self, environment: str, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(
+            f"environment {environment}: {len(problems)} credential problem(s), "
+            "nothing was migrated:\n" + "\n".join(f"- {p}" for p in problems)
+        )

@@ -293,7 +293,6 @@ class FlywayEngine:
         self._lock = threading.Lock()
         self._pending: dict[int, tuple[Future[dict[str, Any]], LogSink]] = {}
         self._stderr: deque[str] = deque(maxlen=20)
-        self._ready = threading.Event()
         self._readers = [
             threading.Thread(target=self._read_stdout, daemon=True, name="flyway-engine"),
             threading.Thread(target=self._read_stderr, daemon=True, name="flyway-stderr"),
@@ -360,27 +359,34 @@ class FlywayEngine:
 
     def _read_stdout(self) -> None:
         assert self._process.stdout is not None
-        for line in self._process.stdout:
-            event = json.loads(line)
-            if event.get("event") == "ready":
-                self._ready.set()
-                continue
+        try:
+            for line in self._process.stdout:
+                self._dispatch(json.loads(line))
+        finally:
+            # The engine ended (or spoke garbage): every request still waiting fails now
+            # instead of waiting forever.
+            if self._process.poll() is None:
+                self._process.kill()
+            self._process.wait()
+            with self._lock:
+                orphans = list(self._pending.values())
+                self._pending.clear()
+            for future, _ in orphans:
+                future.set_exception(self._crashed())
+
+    def _dispatch(self, event: dict[str, Any]) -> None:
+        if event.get("event") == "ready":
+            return
+        if event.get("event") == "log":
             with self._lock:
                 entry = self._pending.get(event.get("id", -1))
-            if event.get("event") == "log":
-                if entry is not None:
-                    entry[1](event.get("level", "info"), event.get("message", ""))
-                continue
-            with self._lock:
-                entry = self._pending.pop(event["id"], None)
             if entry is not None:
-                entry[0].set_result(event)
-        self._process.wait()
+                entry[1](event.get("level", "info"), event.get("message", ""))
+            return
         with self._lock:
-            orphans = list(self._pending.values())
-            self._pending.clear()
-        for future, _ in orphans:
-            future.set_exception(self._crashed())
+            entry = self._pending.pop(event["id"], None)
+        if entry is not None:
+            entry[0].set_result(event)
 
     def _read_stderr(self) -> None:
         assert self._process.stderr is not None
@@ -440,7 +446,3 @@ def validation_error(request: Request, result: Mapping[str, Any]) -> ValidationF
         flyway_message=flyway_message,
         error_code=details.get("errorCode"),
     )
-
-
-def placeholders_arguments(placeholders: Mapping[str, str]) -> Sequence[str]:
-    return [f"-placeholders.{k}={v}" for k, v in sorted(placeholders.items())]

@@ -13,14 +13,15 @@ import os
 import secrets
 import stat
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import SecretStr
 
-from ameide_migrate import credentials, postgres, prefect_api
+from ameide_migrate import credentials, postgres, prefect_api, vault
 from ameide_migrate.postgres import Cluster, Credentials
+from ameide_migrate.vault import VaultConnection
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,8 @@ def up(
     database_prefix: str = "",
     progress: Callable[[str], None] = lambda _: None,
 ) -> LocalEnvironment:
-    """Make the local PostgreSQL serve every database with its deterministic owner, and seed the
-    local secret store with their credentials. Two runs started at once take turns here."""
+    """Make the local PostgreSQL serve every database with its deterministic owner (`seed` then
+    writes their credentials). Two runs started at once take turns here."""
     state_dir.mkdir(parents=True, exist_ok=True)
     with (state_dir / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -108,8 +109,21 @@ def _up(
     }
     if postgres.ensure_roles_and_databases(admin, list(owners.values())):
         progress(f"created databases and owners on {admin.host}:{admin.port}")
-    credentials.write_local_store(state_dir, owners)
     return LocalEnvironment(admin=admin, owners=owners, cluster_dir=directory)
+
+
+def seed(state_dir: Path, owners: Mapping[str, Credentials], conn: VaultConnection | None) -> str:
+    """Write the local credentials where the local environment reads them: Vault when one is
+    configured (KV v2, as the other environments), else the local store. Returns where."""
+    if conn is None:
+        return str(credentials.write_local_store(state_dir, owners))
+    with vault.session(conn) as client:
+        vault.ensure_kv_v2(client, conn)
+        for database, creds in owners.items():
+            vault.write_secret(
+                client, conn, conn.path("local", database), credentials.secret_of(database, creds)
+            )
+    return f"Vault {conn.address} {conn.display_path('local', '<database>')}"
 
 
 def down(state_dir: Path) -> list[str]:

@@ -5,13 +5,15 @@ Flows and the CLI are thin wrappers over these; they can be tested without Prefe
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
-from ameide_migrate import flyway, postgres
+from ameide_migrate import environments, flyway, postgres
 from ameide_migrate.catalog import DatabaseCatalog, Version
 from ameide_migrate.errors import (
     ChecksumMismatch,
@@ -19,15 +21,19 @@ from ameide_migrate.errors import (
     FlywayNotInstalled,
     MigrateError,
     MigrationFailed,
-    SmokeCheckFailed,
     ValidationFailed,
 )
 from ameide_migrate.flyway import FlywayEngine, Installation, LogSink, Request
 from ameide_migrate.postgres import Credentials, HistoryRow
+from ameide_migrate.settings import Settings
+
+T = TypeVar("T")
 
 # Flyway's info states that mean "applied and nothing left to do".
 SETTLED_STATES = frozenset({"Success", "Baseline", "Below Baseline", "Superseded"})
-_VERSIONED_TYPES = frozenset({"SQL", "JDBC", "SPRING_JDBC", "SCRIPT"})
+# History rows the native check understands; any other (DELETE after a repair, UNDO, JDBC...)
+# sends the database to Flyway.
+_UNDERSTOOD_TYPES = frozenset({"SQL", "BASELINE", "SCHEMA"})
 
 
 class OutcomeState(StrEnum):
@@ -43,6 +49,8 @@ class Inspection:
     version: str | None
     up_to_date: bool
     reason: str
+    applied_rows: int = 0
+    """Successful rows in the history: the difference across a run is what it applied."""
 
 
 @dataclass
@@ -56,7 +64,6 @@ class DatabaseOutcome:
     duration_s: float
     message: str = ""
     recovery: str = ""
-    flyway_used: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,7 @@ class RunReport:
     environment: str
     outcomes: list[DatabaseOutcome] = field(default_factory=list)
     smoke: list[SmokeResult] = field(default_factory=list)
+    jvm_starts: int = 0
 
     @property
     def failed(self) -> list[DatabaseOutcome]:
@@ -130,6 +138,7 @@ class RunContext:
         table: str,
         connect_timeout: int,
         lock_retry_count: int,
+        lock_timeout_seconds: int,
     ) -> None:
         self.environment = environment
         self.databases = dict(databases)
@@ -139,25 +148,60 @@ class RunContext:
         self.table = table
         self.connect_timeout = connect_timeout
         self.lock_retry_count = lock_retry_count
+        self.lock_timeout_seconds = lock_timeout_seconds
         self._engine: FlywayEngine | None = None
         self._engine_lock = threading.Lock()
+        self.engine_starts = 0
+
+    @classmethod
+    def create(
+        cls,
+        environment: str,
+        databases: list[DatabaseCatalog],
+        credentials: Mapping[str, Credentials],
+        settings: Settings,
+    ) -> RunContext:
+        try:
+            inst: Installation | None = flyway.installation(
+                settings.flyway_home, settings.flyway_version, settings.java
+            )
+        except FlywayNotInstalled:
+            inst = None  # a run with nothing to apply needs no Flyway; engine() says how to fix
+        return cls(
+            environment=environment,
+            databases={db.name: db for db in databases},
+            credentials=credentials,
+            installation=inst,
+            placeholders=environments.placeholders(environment),
+            table=settings.flyway_table,
+            connect_timeout=settings.connect_timeout_seconds,
+            lock_retry_count=settings.lock_retry_count,
+            lock_timeout_seconds=settings.lock_timeout_seconds,
+        )
 
     @property
     def engine_started(self) -> bool:
-        return self._engine is not None
+        return self.engine_starts > 0
 
     def engine(self) -> FlywayEngine:
         with self._engine_lock:
-            if self._engine is None or not self._engine.alive:
+            if self._engine is not None and not self._engine.alive:
+                self._engine.close()
+                self._engine = None
+            if self._engine is None:
                 if self.installation is None:
                     raise FlywayNotInstalled(
                         "Flyway is not installed: run `ameide-migrate flyway install`"
                     )
+                # A migration waiting on an application's lock fails after lock_timeout with
+                # SQLSTATE 55P03, a transient fault the task retries, instead of waiting forever.
+                options = f"?options=-c%20lock_timeout%3D{self.lock_timeout_seconds}s"
                 targets = {
-                    db: flyway.Target(c.jdbc_url, c.user, c.password)
+                    db: flyway.Target(c.jdbc_url + options, c.user, c.password)
                     for db, c in self.credentials.items()
                 }
                 self._engine = FlywayEngine(self.installation, targets)
+                self.engine_starts += 1
             return self._engine
 
     def close(self) -> None:
@@ -186,18 +230,22 @@ def compare(db: DatabaseCatalog, history: list[HistoryRow] | None) -> Inspection
     if history is None:
         return Inspection(None, False, "no schema history yet")
     version = current_version(history)
+    rows = sum(1 for r in history if r.success)
+
+    def needs_flyway(reason: str) -> Inspection:
+        return Inspection(version, False, reason, rows)
+
     failed = [r for r in history if not r.success]
     if failed:
-        return Inspection(version, False, f"a failed migration is recorded ({failed[-1].script})")
+        return needs_flyway(f"a failed migration is recorded ({failed[-1].script})")
+    unusual = [r for r in history if r.type not in _UNDERSTOOD_TYPES]
+    if unusual:
+        return needs_flyway(f"the history holds a {unusual[0].type} row ({unusual[0].script})")
     baseline = max(
         (Version.parse(r.version) for r in history if r.type == "BASELINE" and r.version),
         default=None,
     )
-    applied = {
-        Version.parse(r.version): r
-        for r in history
-        if r.version is not None and r.type in _VERSIONED_TYPES
-    }
+    applied = {Version.parse(r.version): r for r in history if r.version and r.type == "SQL"}
     known = {m.version for m in db.versioned}
     for m in db.versioned:
         assert m.version is not None
@@ -205,36 +253,29 @@ def compare(db: DatabaseCatalog, history: list[HistoryRow] | None) -> Inspection
             continue
         row = applied.get(m.version)
         if row is None:
-            return Inspection(version, False, f"pending: {m.script}")
+            return needs_flyway(f"pending: {m.script}")
         if row.checksum != m.checksum or row.description != m.description:
-            return Inspection(version, False, f"{m.script} differs from what was applied")
+            return needs_flyway(f"{m.script} differs from what was applied")
     unknown = [str(v) for v in applied if v not in known]
     if unknown:
-        return Inspection(version, False, f"applied version {unknown[0]} is not in the repository")
-    latest_repeatable: dict[str, HistoryRow] = {}
-    for r in history:
-        if r.version is None and r.type in _VERSIONED_TYPES:
-            latest_repeatable[r.description] = r
+        return needs_flyway(f"applied version {unknown[0]} is not in the repository")
+    latest_repeatable = {r.description: r for r in history if r.version is None and r.type == "SQL"}
     for m in db.repeatables:
         row = latest_repeatable.pop(m.description, None)
         if m.checksum is None:
-            return Inspection(
-                version, False, f"{m.script} needs Flyway to resolve its placeholders"
-            )
+            return needs_flyway(f"{m.script} needs Flyway to resolve its placeholders")
         if row is None or row.checksum != m.checksum:
-            return Inspection(version, False, f"pending: {m.script}")
+            return needs_flyway(f"pending: {m.script}")
     if latest_repeatable:
-        return Inspection(version, False, "an applied repeatable is not in the repository")
-    return Inspection(version, True, "at the latest version")
+        return needs_flyway("an applied repeatable is not in the repository")
+    return Inspection(version, True, "at the latest version", rows)
 
 
 def current_version(history: list[HistoryRow]) -> str | None:
     versions = [
         Version.parse(r.version)
         for r in history
-        if r.success
-        and r.version is not None
-        and (r.type in _VERSIONED_TYPES or r.type == "BASELINE")
+        if r.success and r.version is not None and r.type in ("SQL", "BASELINE")
     ]
     return str(max(versions)) if versions else None
 
@@ -273,6 +314,131 @@ def migrate(ctx: RunContext, database: str, on_log: LogSink) -> MigrateSummary:
     )
 
 
+@dataclass(frozen=True)
+class Steps:
+    """The steps of one database's migration; the flow passes its Prefect tasks (retries, run
+    records), tests and the CLI the plain verbs."""
+
+    inspect: Callable[[RunContext, str], Inspection]
+    validate: Callable[[RunContext, str], None]
+    migrate: Callable[[RunContext, str], MigrateSummary]
+
+
+Log = logging.LoggerAdapter[Any] | logging.Logger
+
+
+def _logged(
+    verb: Callable[[RunContext, str, LogSink], T], log: Log
+) -> Callable[[RunContext, str], T]:
+    return lambda ctx, database: verb(ctx, database, flyway_log_sink(log, database))
+
+
+def flyway_log_sink(log: Log, database: str) -> LogSink:
+    """Flyway's log lines, under the database they belong to."""
+    levels = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+    def sink(level: str, message: str) -> None:
+        log.log(levels.get(level, logging.INFO), "%s: %s", database, message)
+
+    return sink
+
+
+def direct_steps(log: Log) -> Steps:
+    return Steps(inspect, _logged(validate, log), _logged(migrate, log))
+
+
+def migrate_database(
+    ctx: RunContext,
+    database: str,
+    steps: Steps,
+    log: Log,
+) -> DatabaseOutcome:
+    """One database from its applied version to the latest: inspect, and when that is not
+    enough, validate and migrate. Raises DatabaseFailed carrying the outcome of a failure."""
+    started = time.monotonic()
+    latest = ctx.databases[database].latest_version
+    latest_text = str(latest) if latest else None
+    before: Inspection | None = None
+    try:
+        before = steps.inspect(ctx, database)
+        if before.up_to_date:
+            log.info("%s: at %s, nothing to apply (no JVM needed)", database, before.version)
+            return DatabaseOutcome(
+                database,
+                OutcomeState.UP_TO_DATE,
+                before.version,
+                before.version,
+                latest_text,
+                0,
+                time.monotonic() - started,
+            )
+        log.info("%s: %s; validating with Flyway", database, before.reason)
+        steps.validate(ctx, database)
+        summary = steps.migrate(ctx, database)
+    except Exception as error:
+        outcome = _failed(ctx, database, error, before, latest_text, time.monotonic() - started)
+        if isinstance(error, MigrateError):
+            log.error("%s failed: %s\n%s", database, outcome.message, outcome.recovery)
+        else:
+            log.exception("%s failed unexpectedly", database)
+        raise DatabaseFailed(outcome) from None
+    log.info(
+        "%s: %s -> %s, %d applied",
+        database,
+        summary.before or "empty",
+        summary.after,
+        summary.applied,
+    )
+    return DatabaseOutcome(
+        database,
+        OutcomeState.MIGRATED,
+        summary.before,
+        summary.after,
+        latest_text,
+        summary.applied,
+        time.monotonic() - started,
+    )
+
+
+def _failed(
+    ctx: RunContext,
+    database: str,
+    error: Exception,
+    before: Inspection | None,
+    latest: str | None,
+    duration: float,
+) -> DatabaseOutcome:
+    """The outcome of a failure, with where the database really stands now: PostgreSQL keeps
+    the migrations Flyway applied before the one that failed."""
+    after = before
+    if before is not None and isinstance(error, MigrationFailed):
+        try:
+            after = inspect(ctx, database)
+        except MigrateError:
+            after = before  # unreachable now: report what was last seen
+    reached = after.version if after else None
+    applied = (after.applied_rows - before.applied_rows) if after and before else 0
+    if isinstance(error, MigrateError):
+        message = failure_message(error)
+        next_step = recovery(ctx.environment, database, error, reached)
+    else:
+        message = f"unexpected {type(error).__name__}: {error}"
+        next_step = (
+            f"Report this with the run's logs; rerun `{rerun_command(ctx.environment, database)}`."
+        )
+    return DatabaseOutcome(
+        database,
+        OutcomeState.FAILED,
+        before.version if before else None,
+        reached,
+        latest,
+        applied,
+        duration,
+        message=message,
+        recovery=next_step,
+    )
+
+
 def repair(ctx: RunContext, database: str, on_log: LogSink) -> dict[str, Any]:
     return ctx.engine().run(ctx.request("repair", database), on_log)
 
@@ -288,7 +454,8 @@ def smoke(ctx: RunContext, database: str) -> SmokeResult:
     problems: list[str] = []
     if ctx.engine_started:
         info = ctx.engine().run(ctx.request("info", database))
-        version = info.get("schemaVersion")
+        shown = info.get("schemaVersion")  # Flyway's text: "1.0" or "001" for version 1
+        version = str(Version.parse(shown)) if shown else None
         for m in info.get("migrations") or ():
             if m.get("state") not in SETTLED_STATES:
                 label = m.get("version") or m.get("description")
@@ -303,15 +470,6 @@ def smoke(ctx: RunContext, database: str) -> SmokeResult:
     if version != latest:
         problems.insert(0, f"at version {version or 'none'}, expected {latest}")
     return SmokeResult(database, version, latest, tuple(problems), source)
-
-
-def require_smoke(results: list[SmokeResult]) -> None:
-    bad = [r for r in results if not r.ok]
-    if bad:
-        raise SmokeCheckFailed(
-            "smoke check failed: "
-            + "; ".join(f"{r.database}: {', '.join(r.problems)}" for r in bad)
-        )
 
 
 def rerun_command(environment: str, database: str) -> str:

@@ -73,9 +73,14 @@ class Credentials:
         database = unquote(parts.path.lstrip("/"))
         if not database:
             raise ValueError("the URL names no database (postgresql://host:port/DATABASE)")
+        try:
+            port = parts.port or 5432
+        except ValueError:
+            # urlsplit's own message would quote the netloc, password included.
+            raise ValueError("the URL's port is not a number (postgresql://host:PORT/db)") from None
         return cls(
             host=parts.hostname,
-            port=parts.port or 5432,
+            port=port,
             database=database,
             user=user or unquote(parts.username or ""),
             password=SecretStr(password if password is not None else unquote(parts.password or "")),
@@ -88,9 +93,31 @@ class Credentials:
         return f"postgresql://{quote(self.user)}:***@{self.host}:{self.port}/{self.database}"
 
 
+# libpq reports connection failures as text, without a SQLSTATE; these say "try again later".
+# Anything else (a wrong password, a missing database, pg_hba refusing) is not retried.
+_TRANSIENT_CONNECT = (
+    "connection refused",
+    "could not connect",
+    "timeout expired",
+    "connection timed out",
+    "server closed the connection unexpectedly",
+    "connection reset",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "too many clients",
+    "remaining connection slots are reserved",
+)
+
+
 def _is_transient(error: psycopg.OperationalError) -> bool:
-    state = error.sqlstate or ""
-    return state == "" or state.startswith(("08", "57P")) or state == "53300"
+    if error.sqlstate:
+        return error.sqlstate in ("57P01", "57P02", "57P03", "53300") or (
+            error.sqlstate.startswith("08") and error.sqlstate != "08004"
+        )
+    text = str(error).lower()
+    refused = ("password authentication failed", "does not exist", "no pg_hba.conf entry")
+    return not any(r in text for r in refused) and any(t in text for t in _TRANSIENT_CONNECT)
 
 
 @contextmanager
@@ -166,11 +193,16 @@ def ensure_roles_and_databases(admin: Credentials, owners: list[Credentials]) ->
             cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (owner.user,))
             exists = cur.fetchone() is not None
             created |= not exists
+            # A SCRAM verifier computed here: the plain password never reaches the server,
+            # its statistics or its logs.
+            verifier = conn.pgconn.encrypt_password(
+                owner.password.get_secret_value().encode(), owner.user.encode(), b"scram-sha-256"
+            )
             cur.execute(
                 sql.SQL("{} ROLE {} LOGIN PASSWORD {}").format(
                     sql.SQL("ALTER" if exists else "CREATE"),
                     sql.Identifier(owner.user),
-                    sql.Literal(owner.password.get_secret_value()),
+                    sql.Literal(verifier.decode()),
                 )
             )
             cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (owner.database,))
@@ -234,9 +266,17 @@ class Cluster:
         return (self.data / "PG_VERSION").is_file()
 
     def init(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        owner = self.directory.stat().st_uid
+        if owner not in (os.geteuid(), self._user.pw_uid if self._user else os.geteuid()):
+            raise LocalClusterFailed(
+                f"{self.directory} belongs to another user (uid {owner}): remove it or point "
+                "AMEIDE_STATE_DIR elsewhere"
+            )
         pwfile = self.directory / "pwfile"
-        pwfile.write_text(self.password.get_secret_value())
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.password.get_secret_value())
         (self.directory / "port").write_text(str(free_port()))
         self._chown()
         try:

@@ -99,7 +99,7 @@ def stop_server(home: Path) -> bool:
         return False
     pid = json.loads(record.read_text())["pid"]
     record.unlink()
-    if not _alive(pid):
+    if not _alive(pid) or not _is_prefect_server(pid):
         return False
     os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + 20
@@ -111,6 +111,15 @@ def stop_server(home: Path) -> bool:
         process.wait()
         _DETACHED.remove(process)
     return True
+
+
+def _is_prefect_server(pid: int) -> bool:
+    """The recorded pid is still our server, not a process that reused the number."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"server" in command and any(part.endswith(b"prefect") for part in command)
 
 
 def _alive(pid: int) -> bool:

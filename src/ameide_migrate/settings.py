@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ameide_migrate.vault import VaultConnection
 
 DEFAULT_FLYWAY_VERSION = "10.17.0"
 DEFAULT_POSTGRESQL_DRIVER_VERSION = "42.7.4"
@@ -55,9 +58,53 @@ class Settings(BaseSettings):
         default=1.0, gt=0, description="First retry delay; doubles every retry."
     )
     connect_timeout_seconds: int = Field(default=5, ge=1)
+    lock_timeout_seconds: int = Field(
+        default=30,
+        ge=1,
+        description="How long a migration may wait for a table lock before it fails with a "
+        "lock wait, which is retried.",
+    )
     lock_retry_count: int = Field(
         default=10, ge=0, description="Seconds Flyway waits for another run's lock before failing."
     )
+
+    # Vault, read from the variables Vault's own tools use, or AMEIDE_VAULT_*. The Prefect block
+    # `vault-<env>` (blocks/vault.py) takes precedence where it is registered.
+    vault_addr: str | None = Field(
+        default=None, validation_alias=AliasChoices("AMEIDE_VAULT_ADDR", "VAULT_ADDR")
+    )
+    vault_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("AMEIDE_VAULT_TOKEN", "VAULT_TOKEN")
+    )
+    vault_namespace: str | None = Field(
+        default=None, validation_alias=AliasChoices("AMEIDE_VAULT_NAMESPACE", "VAULT_NAMESPACE")
+    )
+    vault_cacert: Path | None = Field(
+        default=None, validation_alias=AliasChoices("AMEIDE_VAULT_CACERT", "VAULT_CACERT")
+    )
+    vault_kv_mount: str = "secret"
+    vault_path_template: str = "{environment}/databases/{database}"
+    vault_auth_method: Literal["token", "approle", "kubernetes"] = "token"
+    vault_role_id: str | None = None
+    vault_secret_id: SecretStr | None = None
+    vault_kubernetes_role: str | None = None
+
+    def vault_connection(self) -> VaultConnection | None:
+        if not self.vault_addr:
+            return None
+        return VaultConnection(
+            address=self.vault_addr,
+            namespace=self.vault_namespace,
+            kv_mount=self.vault_kv_mount,
+            path_template=self.vault_path_template,
+            auth_method=self.vault_auth_method,
+            token=self.vault_token,
+            role_id=self.vault_role_id,
+            secret_id=self.vault_secret_id,
+            kubernetes_role=self.vault_kubernetes_role,
+            ca_cert_path=self.vault_cacert,
+            timeout_seconds=float(self.connect_timeout_seconds),
+        )
 
     @property
     def flyway_home(self) -> Path:

@@ -114,11 +114,10 @@ public final class FlywayEngine {
             };
             answer.addProperty("ok", true);
             answer.add("result", JSON.toJsonTree(result));
-        } catch (Exception | LinkageError e) {
-            // A LinkageError means this Flyway release lacks something the engine uses: still
-            // answer, so the caller reports it instead of waiting forever.
-            answer.addProperty("ok", false);
-            answer.add("error", describe(e));
+        } catch (Throwable e) {
+            // Whatever happens (a LinkageError from a Flyway release that lacks something the
+            // engine uses, a StackOverflowError), the caller gets an answer, never silence.
+            answer = failure(id, e);
         } finally {
             REQUEST.remove();
         }
@@ -159,6 +158,23 @@ public final class FlywayEngine {
         List<String> values = new ArrayList<>();
         array.forEach(element -> values.add(element.getAsString()));
         return values.toArray(new String[0]);
+    }
+
+    private static JsonObject failure(long id, Throwable e) {
+        JsonObject answer = new JsonObject();
+        answer.addProperty("id", id);
+        answer.addProperty("ok", false);
+        try {
+            answer.add("error", describe(e));
+        } catch (RuntimeException | LinkageError unserializable) {
+            JsonObject error = new JsonObject();
+            error.addProperty("class", e.getClass().getName());
+            error.addProperty("message", String.valueOf(e.getMessage()));
+            error.add("sqlStates", new JsonArray());
+            error.add("causes", new JsonArray());
+            answer.add("error", error);
+        }
+        return answer;
     }
 
     private static JsonObject describe(Throwable e) {

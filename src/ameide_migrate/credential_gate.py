@@ -1,0 +1,215 @@
+"""The secret gate: every targeted database's credentials are verified before Flyway runs.
+
+The seed's rule: secrets originate from Vault (or, for the local environment without Vault, the
+local store); this only reads and verifies them. Every database is checked and every problem
+reported at once, each naming the environment, the database, the path, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from ameide_migrate import credentials, postgres, vault
+from ameide_migrate.errors import (
+    DatabaseError,
+    DatabaseUnreachable,
+    SecretMissing,
+    SecretsInvalid,
+    VaultPermissionDenied,
+)
+from ameide_migrate.postgres import Credentials
+
+
+class SecretSource(Protocol):
+    environment: str
+
+    def location(self, database: str) -> str:
+        """Where the database's secret lives, for messages."""
+
+    def fetch(self, database: str) -> dict[str, str]:
+        """The secret's keys; SecretMissing or VaultPermissionDenied for that database alone."""
+
+    def fix(self, database: str, key: str | None) -> str:
+        """What to do when the secret (or `key`) is missing or wrong."""
+
+
+@dataclass
+class LocalStoreSource:
+    """The local environment without Vault: the 0600 file that `secrets seed-local` writes."""
+
+    state_dir: Path
+    environment: str = "local"
+
+    def location(self, database: str) -> str:
+        return f"{self.state_dir / credentials.STORE_NAME} [{database}]"
+
+    def fetch(self, database: str) -> dict[str, str]:
+        entry = credentials.read_local_entry(self.state_dir, database)
+        if entry is None:
+            raise SecretMissing(f"no entry for {database} in {self.location(database)}")
+        return entry
+
+    def fix(self, database: str, key: str | None) -> str:
+        return "run `ameide-migrate secrets seed-local` to write the local credentials"
+
+
+class VaultSource:
+    """One KV v2 secret per database, read through a logged-in session."""
+
+    def __init__(self, environment: str, conn: vault.VaultConnection, client: object) -> None:
+        self.environment = environment
+        self.conn = conn
+        self._client = client
+
+    def location(self, database: str) -> str:
+        return f"Vault {self.conn.address} {self.conn.display_path(self.environment, database)}"
+
+    def fetch(self, database: str) -> dict[str, str]:
+        return vault.read_secret(
+            self._client,
+            self.conn,
+            self.conn.path(self.environment, database),
+        )
+
+    def fix(self, database: str, key: str | None) -> str:
+        if self.environment == "local":
+            return "run `ameide-migrate secrets seed-local` (with VAULT_ADDR set) to write it"
+        what = f"key {key}" if key else "the secret"
+        return (
+            f"reconcile the secret bundle of {self.environment} (vault-secrets-platform, Layer 15) "
+            f"so that it writes {what} at {self.conn.display_path(self.environment, database)}"
+        )
+
+
+@dataclass(frozen=True)
+class Problem:
+    database: str
+    location: str
+    key: str | None
+    what: str
+    fix: str
+
+    def __str__(self) -> str:
+        key = f" key {self.key}" if self.key else ""
+        return f"{self.database}: {self.what} ({self.location}{key}); fix: {self.fix}"
+
+
+def _names_database(url_database: str, database: str) -> bool:
+    """The URL's database is this one, possibly under a prefix (`t1_threads`, `ameide-threads`)."""
+    return re.fullmatch(rf"(?:.*[_\-.])?{re.escape(database)}", url_database) is not None
+
+
+def _parse(
+    source: SecretSource, database: str, secret: Mapping[str, str]
+) -> tuple[Credentials | None, list[Problem]]:
+    url_key, user_key, password_key = credentials.secret_keys(database)
+    where = source.location(database)
+    problems = [
+        Problem(database, where, key, "missing or empty", source.fix(database, key))
+        for key in (url_key, user_key, password_key)
+        if not secret.get(key, "").strip()
+    ]
+    if problems:
+        return None, problems
+    try:
+        creds = Credentials.from_url(
+            secret[url_key], user=secret[user_key], password=secret[password_key]
+        )
+    except ValueError as e:
+        return None, [
+            Problem(
+                database,
+                where,
+                url_key,
+                f"not a PostgreSQL URL: {e}",
+                source.fix(database, url_key),
+            )
+        ]
+    if not _names_database(creds.database, database):
+        return None, [
+            Problem(
+                database,
+                where,
+                url_key,
+                f"names database {creds.database!r}, not {database}",
+                source.fix(database, url_key),
+            )
+        ]
+    return creds, []
+
+
+def verify_secrets(
+    source: SecretSource, databases: list[str], *, connect_timeout: int = 5
+) -> dict[str, Credentials]:
+    """Read, check and try every database's credentials; SecretsInvalid lists every problem.
+
+    Vault-wide faults (unreachable, sealed, a refused login) are raised as they come: they are
+    not one database's problem.
+    """
+    problems: list[Problem] = []
+    found: dict[str, Credentials] = {}
+    for database in databases:
+        try:
+            secret = source.fetch(database)
+        except SecretMissing:
+            problems.append(
+                Problem(
+                    database,
+                    source.location(database),
+                    None,
+                    "no secret",
+                    source.fix(database, None),
+                )
+            )
+            continue
+        except VaultPermissionDenied as e:
+            problems.append(
+                Problem(
+                    database,
+                    source.location(database),
+                    None,
+                    str(e),
+                    "grant the migration role's policy read on that path",
+                )
+            )
+            continue
+        creds, bad = _parse(source, database, secret)
+        problems += bad
+        if creds is not None:
+            found[database] = creds
+
+    def try_login(item: tuple[str, Credentials]) -> Problem | DatabaseUnreachable | None:
+        database, creds = item
+        try:
+            with postgres.connect(creds, timeout=connect_timeout):
+                return None
+        except DatabaseUnreachable as down:
+            return down
+        except DatabaseError as e:
+            url_key, user_key, password_key = credentials.secret_keys(database)
+            return Problem(
+                database,
+                source.location(database),
+                None,
+                f"the credentials do not work: {e}",
+                f"check {url_key}, {user_key} and {password_key} against the server; "
+                + source.fix(database, None),
+            )
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(found)))) as pool:
+        logins = list(pool.map(try_login, found.items()))
+    problems += [p for p in logins if isinstance(p, Problem)]
+    if problems:
+        order = {db: i for i, db in enumerate(databases)}
+        problems.sort(key=lambda p: order[p.database])
+        raise SecretsInvalid(source.environment, [str(p) for p in problems])
+    # A server that is down says nothing about the credentials: transient, so the step retries.
+    unreachable = [p for p in logins if isinstance(p, DatabaseUnreachable)]
+    if unreachable:
+        raise unreachable[0]
+    return found

@@ -1,0 +1,240 @@
+"""Vault (or OpenBao, the same API): logging in and reading the databases' KV v2 secrets.
+
+The only module that imports hvac. Every Vault failure is mapped to a named error in one place
+(`_translate`), following hvac's own table: 400/401 a failed login, 403 permission denied (or an
+expired token), 404 a missing path, 503 sealed or down; connection failures and 5xx are transient.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import hvac
+import hvac.exceptions
+import requests
+from pydantic import SecretStr
+
+from ameide_migrate.errors import (
+    SecretMissing,
+    VaultAuthFailed,
+    VaultError,
+    VaultPermissionDenied,
+    VaultSealed,
+    VaultUnreachable,
+)
+
+AuthMethod = Literal["token", "approle", "kubernetes"]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class VaultConnection:
+    """Where Vault is and how to log in; secrets stay `SecretStr` until the HTTP call."""
+
+    address: str
+    kv_mount: str = "secret"
+    path_template: str = "{environment}/databases/{database}"
+    namespace: str | None = None
+    auth_method: AuthMethod = "token"
+    token: SecretStr | None = None
+    approle_mount: str = "approle"
+    role_id: str | None = None
+    secret_id: SecretStr | None = None
+    kubernetes_mount: str = "kubernetes"
+    kubernetes_role: str | None = None
+    service_account_token_path: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    verify_tls: bool = True
+    ca_cert_path: Path | None = None
+    timeout_seconds: float = 5.0
+
+    def path(self, environment: str, database: str) -> str:
+        return self.path_template.format(environment=environment, database=database)
+
+    def display_path(self, environment: str, database: str) -> str:
+        return f"{self.kv_mount}/{self.path(environment, database)}"
+
+    @property
+    def who(self) -> str:
+        """The identity used to log in, for messages."""
+        if self.auth_method == "approle":
+            return f"AppRole role_id {self.role_id} (mount {self.approle_mount})"
+        if self.auth_method == "kubernetes":
+            return f"Kubernetes role {self.kubernetes_role} (mount {self.kubernetes_mount})"
+        return "the configured token"
+
+
+def _service_account(jwt: str) -> str:
+    """`namespace/name` of a service-account token, read from its (unverified) claims."""
+    try:
+        payload = jwt.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return "an unreadable service-account token"
+    k8s = claims.get("kubernetes.io", {})
+    if k8s:
+        return f"service account {k8s['serviceaccount']['name']} in namespace {k8s['namespace']}"
+    return f"subject {claims.get('sub', 'unknown')}"
+
+
+def _translate(conn: VaultConnection, action: str, call: Callable[[], T]) -> T:
+    try:
+        return call()
+    except requests.exceptions.ConnectionError as e:
+        raise VaultUnreachable(
+            f"Vault at {conn.address} is unreachable while {action}: {type(e).__name__}. "
+            "Check VAULT_ADDR and that Vault is running"
+        ) from None
+    except requests.exceptions.Timeout:
+        raise VaultUnreachable(
+            f"Vault at {conn.address} did not answer within {conn.timeout_seconds:g}s "
+            f"while {action}"
+        ) from None
+    except hvac.exceptions.VaultDown as e:
+        if "sealed" in str(e).lower():
+            raise VaultSealed(
+                f"Vault at {conn.address} is sealed ({action}): unseal it "
+                "(`bao operator unseal` / `vault operator unseal`) and rerun"
+            ) from None
+        raise VaultUnreachable(f"Vault at {conn.address} is down while {action}: {e}") from None
+    except (hvac.exceptions.InternalServerError, hvac.exceptions.BadGateway) as e:
+        raise VaultUnreachable(f"Vault at {conn.address} failed while {action}: {e}") from None
+    except hvac.exceptions.InvalidPath:
+        raise SecretMissing(f"nothing at that path ({action})") from None
+    except hvac.exceptions.Forbidden as e:
+        raise VaultPermissionDenied(f"permission denied while {action}: {e}") from None
+    except (hvac.exceptions.Unauthorized, hvac.exceptions.InvalidRequest) as e:
+        raise VaultAuthFailed(f"Vault refused {action}: {e}") from None
+
+
+@contextmanager
+def session(conn: VaultConnection) -> Iterator[hvac.Client]:
+    """A logged-in client; VaultAuthFailed names the identity and how to fix it."""
+    verify: bool | str = str(conn.ca_cert_path) if conn.ca_cert_path else conn.verify_tls
+    client = hvac.Client(
+        url=conn.address, namespace=conn.namespace, verify=verify, timeout=conn.timeout_seconds
+    )
+    try:
+        _login(conn, client)
+        yield client
+    finally:
+        client.adapter.close()
+
+
+def _login(conn: VaultConnection, client: hvac.Client) -> None:
+    if conn.auth_method == "token":
+        if conn.token is None:
+            raise VaultAuthFailed(
+                f"no Vault token for {conn.address}: set VAULT_TOKEN or the block's token"
+            )
+        client.token = conn.token.get_secret_value()
+        try:
+            _translate(conn, "checking the token", client.auth.token.lookup_self)
+        except VaultPermissionDenied:
+            raise VaultAuthFailed(
+                f"Vault at {conn.address} does not accept the token (expired or revoked): "
+                "log in again (`bao login` / `vault login`) and set VAULT_TOKEN"
+            ) from None
+        return
+    if conn.auth_method == "approle":
+        secret_id = conn.secret_id.get_secret_value() if conn.secret_id else None
+        try:
+            _translate(
+                conn,
+                "logging in with AppRole",
+                lambda: client.auth.approle.login(
+                    role_id=conn.role_id, secret_id=secret_id, mount_point=conn.approle_mount
+                ),
+            )
+        except (VaultAuthFailed, VaultPermissionDenied) as e:
+            raise VaultAuthFailed(
+                f"AppRole login to {conn.address} failed for {conn.who}: {e}. Check the role_id "
+                "and issue a fresh secret_id (`bao write -f auth/approle/role/<role>/secret-id`)"
+            ) from None
+        return
+    token_path = conn.service_account_token_path
+    try:
+        jwt = token_path.read_text().strip()
+    except OSError as e:
+        raise VaultAuthFailed(
+            f"cannot read the service-account token at {token_path} ({e.strerror}): run in a pod "
+            "whose service account token is mounted, or set the block's token path"
+        ) from None
+    try:
+        _translate(
+            conn,
+            "logging in with Kubernetes auth",
+            lambda: client.auth.kubernetes.login(
+                role=conn.kubernetes_role, jwt=jwt, mount_point=conn.kubernetes_mount
+            ),
+        )
+    except (VaultAuthFailed, VaultPermissionDenied) as e:
+        raise VaultAuthFailed(
+            f"Kubernetes login to {conn.address} as {_service_account(jwt)} failed for role "
+            f"{conn.kubernetes_role}: {e}. Bind the service account and namespace to the role "
+            f"(bound_service_account_names / bound_service_account_namespaces of "
+            f"auth/{conn.kubernetes_mount}/role/{conn.kubernetes_role})"
+        ) from None
+
+
+def read_secret(client: hvac.Client, conn: VaultConnection, path: str) -> dict[str, str]:
+    """The latest version of a KV v2 secret; SecretMissing when there is none."""
+    where = f"{conn.kv_mount}/{path}"
+    try:
+        response = _translate(
+            conn,
+            f"reading {where}",
+            lambda: client.secrets.kv.v2.read_secret_version(
+                path=path, mount_point=conn.kv_mount, raise_on_deleted_version=True
+            ),
+        )
+    except SecretMissing:
+        raise SecretMissing(f"no secret at {where}") from None
+    except VaultPermissionDenied:
+        raise VaultPermissionDenied(
+            f"{conn.who} may not read {where}: grant its policy `read` on "
+            f"{conn.kv_mount}/data/{path}"
+        ) from None
+    data = response["data"]["data"] or {}
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def write_secret(
+    client: hvac.Client, conn: VaultConnection, path: str, secret: Mapping[str, str]
+) -> None:
+    _translate(
+        conn,
+        f"writing {conn.kv_mount}/{path}",
+        lambda: client.secrets.kv.v2.create_or_update_secret(
+            path=path, secret=dict(secret), mount_point=conn.kv_mount
+        ),
+    )
+
+
+def ensure_kv_v2(client: hvac.Client, conn: VaultConnection) -> None:
+    """Enable the KV v2 engine at the mount when nothing is mounted there (local seeding)."""
+    mounts = _translate(conn, "listing secret engines", client.sys.list_mounted_secrets_engines)
+    if f"{conn.kv_mount}/" not in mounts.get("data", mounts):
+        _translate(
+            conn,
+            f"enabling KV v2 at {conn.kv_mount}",
+            lambda: client.sys.enable_secrets_engine(
+                "kv", path=conn.kv_mount, options={"version": "2"}
+            ),
+        )
+
+
+__all__ = [
+    "AuthMethod",
+    "VaultConnection",
+    "VaultError",
+    "ensure_kv_v2",
+    "read_secret",
+    "session",
+    "write_secret",
+]
