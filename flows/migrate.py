@@ -57,7 +57,7 @@ def migrate_database(ctx: RunContext, database: str) -> DatabaseOutcome:
     return migrate.migrate_database(ctx, database, TASK_STEPS, get_run_logger())
 
 
-@task(**retrying("smoke check", _settings))
+@task(**retrying("smoke check", _settings), task_run_name="smoke check")
 def smoke_check(ctx: RunContext, databases: list[str]) -> list[migrate.SmokeResult]:
     """Read-only: every database that migrated is at the latest version, nothing pending."""
     with ThreadPoolExecutor(max_workers=max(1, len(databases))) as pool:

@@ -19,6 +19,8 @@ from ameide_migrate import prefect_api
 from ameide_migrate.postgres import free_port
 
 _HOME = Path(tempfile.mkdtemp(prefix="ameide-prefect-"))
+SERVER_HOME = _HOME / "server"
+"""The server's PREFECT_HOME: its SQLite database lives here."""
 _PORT = free_port()
 os.environ.update(prefect_api.QUIET_ENV)
 os.environ["PREFECT_HOME"] = str(_HOME)
@@ -28,7 +30,7 @@ os.environ.setdefault("AMEIDE_RETRY_DELAY_SECONDS", "0.5")
 
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[prefect_api.Server]:
-    server = prefect_api.ensure_server(_HOME / "server", port=_PORT)
+    server = prefect_api.ensure_server(SERVER_HOME, port=_PORT)
     try:
         yield server
     finally:
@@ -37,5 +39,5 @@ def prefect_server() -> Iterator[prefect_api.Server]:
 
         APILogWorker.drain_all(timeout=10)
         EventsWorker.drain_all(timeout=10)
-        prefect_api.stop_server(_HOME / "server")
+        prefect_api.stop_server(SERVER_HOME)
         shutil.rmtree(_HOME, ignore_errors=True)

@@ -10,6 +10,7 @@ known token is authenticated as its service account, anything else is not.
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import os
 import secrets
@@ -29,14 +30,17 @@ from typing import Any
 import hvac
 import pytest
 import requests
-from cryptography.hazmat.primitives import hashes
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
 from ameide_migrate.postgres import free_port
 from ameide_migrate.vault import VaultConnection
 
 READ_POLICY = "db-read"
+AUDIENCE = "https://kubernetes.default.svc.cluster.local"
 
 
 def bao_binary() -> str:
@@ -169,6 +173,24 @@ class ServiceAccountToken:
     jwt: str = ""
 
 
+def self_signed_ca(key: rsa.RSAPrivateKey) -> str:
+    """A CA certificate for Vault's Kubernetes config, which insists on one even over HTTP."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubernetes-test-ca")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
 @dataclass
 class TokenReview:
     url: str
@@ -177,6 +199,10 @@ class TokenReview:
         default_factory=lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)
     )
 
+    @property
+    def ca_pem(self) -> str:
+        return self_signed_ca(self._key)
+
     def issue(self, namespace: str, name: str) -> ServiceAccountToken:
         """A projected service-account token, signed as a cluster would sign it."""
         account = ServiceAccountToken(namespace, name)
@@ -184,7 +210,7 @@ class TokenReview:
         claims = {
             "iss": "https://kubernetes.default.svc.cluster.local",
             "sub": f"system:serviceaccount:{namespace}:{name}",
-            "aud": ["https://kubernetes.default.svc.cluster.local"],
+            "aud": [AUDIENCE],
             "iat": now,
             "nbf": now,
             "exp": now + 3600,
@@ -214,11 +240,16 @@ def token_review() -> Iterator[TokenReview]:
             if self.path != "/apis/authentication.k8s.io/v1/tokenreviews":
                 self.send_error(404)
                 return
-            account = review.known.get(body.get("spec", {}).get("token", ""))
+            spec = body.get("spec", {})
+            account = review.known.get(spec.get("token", ""))
             status: dict[str, Any] = {"authenticated": False}
             if account is not None:
+                # As the apiserver: the requested audiences the token carries; none requested
+                # means the token's own.
+                requested = spec.get("audiences") or [AUDIENCE]
                 status = {
                     "authenticated": True,
+                    "audiences": [a for a in requested if a == AUDIENCE],
                     "user": {
                         "username": f"system:serviceaccount:{account.namespace}:{account.name}",
                         "uid": account.uid,
