@@ -15,6 +15,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -279,3 +280,43 @@ def token_review() -> Iterator[TokenReview]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+class LateListener:
+    """A loopback port that refuses connections (nothing listens) until `open()`, then forwards
+    to Vault: Vault's address down, then up."""
+
+    def __init__(self, target: str) -> None:
+        self.port = free_port()
+        self.address = f"http://127.0.0.1:{self.port}"
+        host, port = target.removeprefix("http://").split(":")
+        self._target = (host, int(port))
+        self._server: socket.socket | None = None
+
+    def open(self) -> None:
+        server = socket.create_server(("127.0.0.1", self.port))
+        self._server = server
+        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self._target)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with source, sink:
+            try:
+                while data := source.recv(65536):
+                    sink.sendall(data)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()

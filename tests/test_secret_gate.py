@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,7 +40,7 @@ from ameide_migrate.vault import VaultConnection
 
 from .fix_platform import REPO, Platform
 from .fix_prefect import SERVER_HOME
-from .fix_vault import READ_POLICY, TokenReview, Vault, approle
+from .fix_vault import READ_POLICY, LateListener, TokenReview, Vault, approle
 
 
 @pytest.fixture
@@ -229,6 +230,25 @@ def test_unreachable_vault_is_transient_and_retried(
         == get_settings().retries + 1
     )
     assert vault_platform.history("threads") is None
+
+
+def test_vault_down_then_up_succeeds_through_retries(
+    vault_platform: Platform, vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    late = LateListener(vault.address)
+    monkeypatch.setenv("VAULT_ADDR", late.address)
+    get_settings.cache_clear()
+    opener = threading.Timer(2.0, late.open)
+    opener.start()
+    try:
+        state, _ = flow_outcome(["threads"])
+    finally:
+        opener.join()
+        late.close()
+
+    assert state.is_completed()
+    assert task_run_counts(state.state_details.flow_run_id)["verify credentials"] > 1
+    assert vault_platform.versions("threads")
 
 
 def test_a_sealed_vault_says_to_unseal(own_vault: Vault) -> None:

@@ -1,0 +1,63 @@
+"""The Vault block meets Prefect's block standards, registers, and is what the flow reads."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from prefect.client.orchestration import get_client
+from pydantic import SecretStr
+
+from ameide_migrate.prefect_api import Server
+from blocks.vault import VaultDatabaseSecrets
+from flows.secrets import vault_block_connection
+
+from .fix_platform import REPO
+
+
+def test_block_has_description_logo_and_code_example() -> None:
+    assert VaultDatabaseSecrets._description
+    assert str(VaultDatabaseSecrets._logo_url).startswith("https://")
+    assert "VaultDatabaseSecrets(" in str(VaultDatabaseSecrets._code_example)
+    fields = VaultDatabaseSecrets.model_fields
+    assert fields["token"].annotation == SecretStr | None
+    assert fields["secret_id"].annotation == SecretStr | None
+
+
+def test_block_type_registers_with_prefect(prefect_server: Server) -> None:
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "prefect"), "block", "register", "-m", "blocks.vault"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    with get_client(sync_client=True) as client:
+        block_type = client.read_block_type_by_slug("vault-database-secrets")
+    assert block_type.name == "Vault Database Secrets"
+
+
+def test_the_flow_reads_the_saved_block_and_the_token_stays_secret(prefect_server: Server) -> None:
+    VaultDatabaseSecrets(
+        address="https://vault.example:8200",
+        auth_method="token",
+        token=SecretStr("s.block-token-value"),
+        kv_mount="kv",
+    ).save("vault-prod", overwrite=True)
+
+    conn = vault_block_connection("prod")
+
+    assert conn is not None
+    assert conn.address == "https://vault.example:8200"
+    assert conn.kv_mount == "kv"
+    assert conn.token is not None
+    assert conn.token.get_secret_value() == "s.block-token-value"
+    assert "block-token-value" not in repr(conn)
+    with get_client(sync_client=True) as client:
+        stored = client.read_block_document_by_name(
+            "vault-prod", "vault-database-secrets", include_secrets=False
+        )
+    assert "block-token-value" not in str(stored.data)
+    assert vault_block_connection("staging") is None
