@@ -1,0 +1,305 @@
+"""Schema drift without a JVM: each database's `flyway_schema_history` against the catalog,
+state for state as `flyway info` reports it, and the problems `flyway validate` would raise.
+
+The states follow Flyway's `MigrationInfoImpl.getState()`: an applied versioned migration is
+Success, Failed, Out of Order, or, when the repository lacks it, Missing (below the latest
+resolved version) or Future (above it); a resolved one not applied is Pending, or Ignored when a
+later version is already applied, or Below Baseline; of a repeatable's runs the latest is Success
+or Outdated (its file changed since) and the older ones Superseded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from ameide_migrate.catalog import DatabaseCatalog, Migration, Version
+from ameide_migrate.postgres import HistoryRow
+
+SETTLED = frozenset({"Success", "Baseline", "Below Baseline", "Superseded"})
+PENDING = frozenset({"Pending", "Outdated"})
+
+
+class Verdict(StrEnum):
+    IN_SYNC = "in sync"
+    BEHIND = "behind"
+    DRIFTED = "drifted"
+    UNREACHABLE = "unreachable"
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    category: str  # "Versioned" or "Repeatable", as Flyway prints it
+    version: str | None
+    description: str
+    state: str
+    script: str
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.category, self.version or "", self.description, self.state)
+
+
+@dataclass
+class DatabaseDrift:
+    database: str
+    verdict: Verdict
+    version: str | None = None
+    latest: str | None = None
+    migrations: list[MigrationStatus] = field(default_factory=list)
+    problems: dict[str, str] = field(default_factory=dict)
+    """What `flyway validate` would report (pending and future aside): migration -> reason."""
+    fix: str = ""
+    engine: str = "native"
+
+    @property
+    def pending(self) -> int:
+        return sum(1 for m in self.migrations if m.state in PENDING)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "database": self.database,
+            "verdict": self.verdict.value,
+            "version": self.version,
+            "latest": self.latest,
+            "pending": self.pending,
+            "problems": list(self.problems.values()),
+            "fix": self.fix,
+            "engine": self.engine,
+            "migrations": [m.__dict__ for m in self.migrations],
+        }
+
+
+def _parse(version: str | None) -> Version | None:
+    return Version.parse(version) if version else None
+
+
+def native_info(db: DatabaseCatalog, history: list[HistoryRow] | None) -> list[MigrationStatus]:
+    """Flyway's `info` of this database, computed from its history and the catalog."""
+    rows = history or []
+    versioned: dict[Version, Migration] = {m.version: m for m in db.versioned if m.version}
+    repeatable = {m.description: m for m in db.repeatables}
+    baseline = max(
+        (Version.parse(r.version) for r in rows if r.type == "BASELINE" and r.version),
+        default=None,
+    )
+    applied_versions = [
+        (r, v) for r in rows if r.version and r.type not in ("SCHEMA",) and (v := _parse(r.version))
+    ]
+    last_applied = max((v for _, v in applied_versions), default=None)
+    last_resolved = max(versioned, default=None)
+    latest_run = {r.description: r.installed_rank for r in rows if r.version is None}
+
+    statuses: list[MigrationStatus] = []
+    highest: Version | None = None
+    for row in rows:
+        version = _parse(row.version)
+        if version is None:
+            statuses.append(_repeatable_state(row, repeatable.get(row.description), latest_run))
+            continue
+        resolved = versioned.get(version)
+        out_of_order = highest is not None and version < highest and row.type == "SQL"
+        if row.type in ("SQL", "BASELINE"):
+            highest = version if highest is None else max(highest, version)
+        statuses.append(_versioned_state(row, version, resolved, out_of_order, last_resolved))
+
+    applied = {v for _, v in applied_versions}
+    for version, migration in sorted(versioned.items()):
+        if version in applied:
+            continue
+        if baseline is not None and version < baseline:
+            state = "Below Baseline"
+        elif last_applied is not None and version < last_applied:
+            state = "Ignored"
+        else:
+            state = "Pending"
+        statuses.append(
+            MigrationStatus(
+                "Versioned", str(version), migration.description, state, migration.script
+            )
+        )
+    applied_repeatables = {r.description: r for r in rows if r.version is None}
+    for description, migration in sorted(repeatable.items()):
+        run = applied_repeatables.get(description)
+        if run is None or (run.success and run.checksum != migration.checksum):
+            statuses.append(
+                MigrationStatus("Repeatable", None, description, "Pending", migration.script)
+            )
+    return statuses
+
+
+def _versioned_state(
+    row: HistoryRow,
+    version: Version,
+    resolved: Migration | None,
+    out_of_order: bool,
+    last_resolved: Version | None,
+) -> MigrationStatus:
+    if resolved is None:
+        if row.type == "SCHEMA":
+            state = "Success"
+        elif row.type == "BASELINE":
+            state = "Baseline"
+        elif last_resolved is not None and version < last_resolved:
+            state = "Missing" if row.success else "Failed (Missing)"
+        else:
+            state = "Future" if row.success else "Failed (Future)"
+    elif not row.success:
+        state = "Failed"
+    elif out_of_order:
+        state = "Out of Order"
+    else:
+        state = "Success"
+    return MigrationStatus("Versioned", str(version), row.description, state, row.script)
+
+
+def _repeatable_state(
+    row: HistoryRow, resolved: Migration | None, latest_run: Mapping[str, int]
+) -> MigrationStatus:
+    if resolved is None:
+        state = "Missing" if row.success else "Failed (Missing)"
+    elif not row.success:
+        state = "Failed"
+    elif latest_run.get(row.description) == row.installed_rank:
+        state = "Success" if row.checksum == resolved.checksum else "Outdated"
+    else:
+        state = "Superseded"
+    return MigrationStatus("Repeatable", None, row.description, state, row.script)
+
+
+def validate_problems(
+    db: DatabaseCatalog, history: list[HistoryRow] | None, statuses: list[MigrationStatus]
+) -> dict[str, str]:
+    """What `flyway validate` reports, pending and future migrations allowed: the invalid
+    migration (its version, or a repeatable's description) to the reason."""
+    problems: dict[str, str] = {}
+    versioned = {m.version: m for m in db.versioned if m.version}
+    for status in statuses:
+        label = status.version or status.description
+        if status.state in ("Failed", "Failed (Missing)"):
+            problems[label] = f"failed migration {label} ({status.script})"
+        elif status.state == "Missing" and status.version:
+            problems[label] = (
+                f"applied migration {label} is not in the repository ({status.script})"
+            )
+        elif status.state == "Ignored":
+            problems[label] = (
+                f"migration {label} is not applied but a later one is ({status.script})"
+            )
+    for row in history or []:
+        version = _parse(row.version)
+        resolved = versioned.get(version) if version else None
+        if resolved is None or not row.success or row.type != "SQL" or str(version) in problems:
+            continue
+        if row.checksum != resolved.checksum:
+            problems[str(version)] = (
+                f"checksum mismatch for version {version}: {resolved.script} was edited after it "
+                f"was applied (applied {row.checksum}, now {resolved.checksum})"
+            )
+        elif row.description != resolved.description:
+            problems[str(version)] = (
+                f"description mismatch for version {version} ({resolved.script})"
+            )
+    return problems
+
+
+def verdict(statuses: list[MigrationStatus], problems: Mapping[str, str]) -> Verdict:
+    if problems or any(s.state not in SETTLED | PENDING for s in statuses):
+        return Verdict.DRIFTED
+    if any(s.state in PENDING for s in statuses):
+        return Verdict.BEHIND
+    return Verdict.IN_SYNC
+
+
+def fix_for(environment: str, database: str, drift: DatabaseDrift) -> str:
+    """The command (or file to restore) that brings this database back."""
+    rerun = f"ameide-migrate run --env {environment} --db {database}"
+    repair = f"ameide-migrate repair --env {environment} --db {database}"
+    if drift.verdict is Verdict.BEHIND:
+        return f"apply what is pending: `{rerun}`"
+    if drift.verdict is Verdict.UNREACHABLE:
+        return "check the server and the credentials (`ameide-migrate secrets verify`)"
+    if drift.verdict is Verdict.IN_SYNC:
+        return ""
+    steps = []
+    states = {s.state for s in drift.migrations}
+    edited = [
+        p.split(": ", 1)[1].split(" was edited")[0]
+        for p in drift.problems.values()
+        if p.startswith("checksum mismatch")
+    ]
+    if edited:
+        steps.append(
+            f"restore {', '.join(edited)} to what was applied (git history), or if the edit is "
+            f"intended, `{repair}` to realign checksums"
+        )
+    if states & {"Failed", "Failed (Missing)", "Failed (Future)"}:
+        steps.append(f"undo the failed migration's partial changes, then `{repair}` and `{rerun}`")
+    if "Missing" in states:
+        steps.append(f"restore the missing file, or `{repair}` to mark it deleted")
+    if "Ignored" in states:
+        steps.append(
+            "a migration below the applied version is not recorded: if its changes are in the "
+            f"database, restore its history row; if not, renumber it above the applied ones and "
+            f"`{rerun}`"
+        )
+    if "Future" in states or "Out of Order" in states:
+        steps.append("deploy the SQL tree this database was migrated from")
+    return "; ".join(steps) or f"inspect with `flyway info`, then `{rerun}`"
+
+
+def check(environment: str, db: DatabaseCatalog, history: list[HistoryRow] | None) -> DatabaseDrift:
+    statuses = native_info(db, history)
+    problems = validate_problems(db, history, statuses)
+    # Flyway's current version: the highest of the applied ones, failed ones included.
+    applied = [
+        Version.parse(s.version)
+        for s in statuses
+        if s.version and s.state not in ("Pending", "Ignored", "Below Baseline")
+    ]
+    drift = DatabaseDrift(
+        database=db.name,
+        verdict=verdict(statuses, problems),
+        version=str(max(applied)) if applied else None,
+        latest=str(db.latest_version) if db.latest_version else None,
+        migrations=statuses,
+        problems=problems,
+    )
+    drift.fix = fix_for(environment, db.name, drift)
+    return drift
+
+
+def from_flyway(
+    environment: str, db: DatabaseCatalog, info: Mapping[str, Any], validation: Mapping[str, Any]
+) -> DatabaseDrift:
+    """The same report from Flyway's own `info` and `validate` results."""
+    statuses = [
+        MigrationStatus(
+            m.get("category", ""),
+            m.get("version") or None,
+            m.get("description", ""),
+            m.get("state", ""),
+            (m.get("filepath") or "").rsplit("/", 1)[-1],
+        )
+        for m in info.get("migrations") or ()
+    ]
+    problems = {
+        str(m.get("version") or m.get("description")): str(
+            (m.get("errorDetails") or {}).get("errorMessage", "")
+        )
+        for m in validation.get("invalidMigrations") or ()
+    }
+    shown = info.get("schemaVersion")
+    drift = DatabaseDrift(
+        database=db.name,
+        verdict=verdict(statuses, problems),
+        version=str(Version.parse(shown)) if shown else None,
+        latest=str(db.latest_version) if db.latest_version else None,
+        migrations=statuses,
+        problems=problems,
+        engine="flyway",
+    )
+    drift.fix = fix_for(environment, db.name, drift)
+    return drift

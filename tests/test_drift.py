@@ -1,0 +1,141 @@
+"""The native drift check agrees with real Flyway (`info` and `validate`) on tampered databases."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from ameide_migrate import drift, environments, migrate, postgres
+from ameide_migrate.catalog import load_catalog
+from ameide_migrate.drift import Verdict
+from ameide_migrate.settings import get_settings
+
+from .fix_platform import Platform
+
+Tamper = Callable[[Platform], None]
+
+
+def _history_sql(platform: Platform, database: str, statement: str, *params: object) -> None:
+    with postgres.connect(platform.owners[database]) as conn:
+        conn.execute(statement, params)  # type: ignore[arg-type]
+
+
+def edit_applied_file(p: Platform) -> None:
+    path = p.sql_dir / "threads" / "V2__threads_message_attachments_and_triggers.sql"
+    path.write_text(path.read_text() + "-- edited by hand\n")
+
+
+def delete_history_row(p: Platform) -> None:
+    _history_sql(p, "threads", "DELETE FROM flyway_schema_history WHERE version = '2'")
+
+
+def add_failed_row(p: Platform) -> None:
+    _history_sql(
+        p,
+        "threads",
+        "INSERT INTO flyway_schema_history (installed_rank, version, description, type, script, "
+        "checksum, installed_by, execution_time, success) "
+        "SELECT max(installed_rank) + 1, '9', 'broken', 'SQL', 'V9__broken.sql', 1, 'me', 1, false "
+        "FROM flyway_schema_history",
+    )
+
+
+def apply_unknown_versions(p: Platform) -> None:
+    for version, script in (("2.5", "V2_5__by_hand.sql"), ("12", "V12__from_a_branch.sql")):
+        _history_sql(
+            p,
+            "threads",
+            "INSERT INTO flyway_schema_history (installed_rank, version, description, type, "
+            "script, checksum, installed_by, execution_time, success) "
+            "SELECT max(installed_rank) + 1, %s, 'unknown', 'SQL', %s, 7, 'me', 1, true "
+            "FROM flyway_schema_history",
+            version,
+            script,
+        )
+
+
+def apply_out_of_order(p: Platform) -> None:
+    _history_sql(
+        p,
+        "threads",
+        "UPDATE flyway_schema_history SET installed_rank = "
+        "(SELECT max(installed_rank) + 1 FROM flyway_schema_history) WHERE version = '2'",
+    )
+
+
+def change_repeatable(p: Platform) -> None:
+    path = p.sql_dir / "threads" / "R__threads_recent.sql"
+    path.write_text("CREATE OR REPLACE VIEW threads_recent AS SELECT 2 AS two;\n")
+
+
+def remove_file(p: Platform) -> None:
+    (p.sql_dir / "threads" / "V3__threads_add_tenant_metadata_columns.sql").unlink()
+
+
+TAMPERINGS: dict[str, tuple[Tamper, Verdict]] = {
+    "untouched": (lambda p: None, Verdict.IN_SYNC),
+    "edited applied file": (edit_applied_file, Verdict.DRIFTED),
+    "deleted history row": (delete_history_row, Verdict.DRIFTED),
+    "failed row": (add_failed_row, Verdict.DRIFTED),
+    "versions the repository lacks": (apply_unknown_versions, Verdict.DRIFTED),
+    "out of order": (apply_out_of_order, Verdict.DRIFTED),
+    "changed repeatable": (change_repeatable, Verdict.BEHIND),
+    "file removed": (remove_file, Verdict.DRIFTED),
+}
+
+
+@pytest.mark.parametrize("tampering", list(TAMPERINGS))
+def test_native_report_agrees_with_flyway(platform: Platform, tampering: str) -> None:
+    (platform.sql_dir / "threads" / "R__threads_recent.sql").write_text(
+        "CREATE OR REPLACE VIEW threads_recent AS SELECT 1 AS one;\n"
+    )
+    platform.run(databases=["threads"])
+    tamper, expected = TAMPERINGS[tampering]
+    tamper(platform)
+
+    catalog = load_catalog(platform.sql_dir, placeholders=environments.placeholders("local"))
+    db = catalog.databases["threads"]
+    native = drift.check(
+        "local", db, postgres.read_history(platform.owners["threads"], "flyway_schema_history")
+    )
+    ctx = migrate.RunContext.create(
+        "local", [db], {"threads": platform.owners["threads"]}, get_settings()
+    )
+    try:
+        info = ctx.engine().run(ctx.request("info", "threads"))
+        validation = ctx.engine().run(
+            ctx.request("validate", "threads", ignore_migration_patterns=("*:pending", "*:future"))
+        )
+    finally:
+        ctx.close()
+    flyway = drift.from_flyway("local", db, info, validation)
+
+    assert sorted(m.key for m in native.migrations) == sorted(m.key for m in flyway.migrations)
+    assert set(native.problems) == set(flyway.problems), (native.problems, flyway.problems)
+    assert native.verdict is flyway.verdict is expected
+    assert native.version == flyway.version
+    if expected is not Verdict.IN_SYNC:
+        assert "ameide-migrate" in native.fix or "restore" in native.fix or "deploy" in native.fix
+
+
+def test_fix_names_the_file_to_restore_and_repair(platform: Platform) -> None:
+    platform.run(databases=["threads"])
+    edit_applied_file(platform)
+    catalog = load_catalog(platform.sql_dir, placeholders=environments.placeholders("local"))
+    report = drift.check(
+        "local",
+        catalog.databases["threads"],
+        postgres.read_history(platform.owners["threads"], "flyway_schema_history"),
+    )
+    assert report.verdict is Verdict.DRIFTED
+    assert "restore V2__threads_message_attachments_and_triggers.sql" in report.fix
+    assert "ameide-migrate repair --env local --db threads" in report.fix
+
+
+def test_a_database_never_migrated_is_behind(platform: Platform) -> None:
+    catalog = load_catalog(platform.sql_dir, placeholders=environments.placeholders("local"))
+    report = drift.check("local", catalog.databases["graph"], None)
+    assert report.verdict is Verdict.BEHIND
+    assert report.pending == len(catalog.databases["graph"].migrations)
+    assert report.fix == "apply what is pending: `ameide-migrate run --env local --db graph`"
