@@ -24,8 +24,11 @@ def vault_block_connection(environment: str) -> VaultConnection | None:
 
 
 @task(**retrying("verify credentials", get_settings()), task_run_name="verify credentials")
-def verify_credentials(environment: str, databases: list[str]) -> dict[str, Credentials]:
-    """Every database's `<DB>_DATABASE_URL/_USER/_PASSWORD`: present, well-formed, working."""
+def verify_credentials(
+    environment: str, databases: list[str], login: bool = True
+) -> dict[str, Credentials]:
+    """Every database's `<DB>_DATABASE_URL/_USER/_PASSWORD`: present, well-formed, and (with
+    `login`) working."""
     settings = get_settings()
     conn = vault_block_connection(environment)
     with environments.secret_source(environment, settings, conn) as source:
@@ -33,5 +36,5 @@ def verify_credentials(environment: str, databases: list[str]) -> dict[str, Cred
             "verifying %d databases' credentials in %s", len(databases), source.location("<db>")
         )
         return credential_gate.verify_secrets(
-            source, databases, connect_timeout=settings.connect_timeout_seconds
+            source, databases, connect_timeout=settings.connect_timeout_seconds, login=login
         )

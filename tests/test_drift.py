@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from ameide_migrate import drift, environments, migrate, postgres
 from ameide_migrate.catalog import load_catalog
+from ameide_migrate.credentials import write_local_store
 from ameide_migrate.drift import Verdict
+from ameide_migrate.local import up
+from ameide_migrate.postgres import Cluster
 from ameide_migrate.settings import get_settings
 
-from .fix_platform import Platform
+from .fix_platform import REPO, Platform, admin_url_of
 
 Tamper = Callable[[Platform], None]
 
 
 def _history_sql(platform: Platform, database: str, statement: str, *params: object) -> None:
     with postgres.connect(platform.owners[database]) as conn:
-        conn.execute(statement, params)  # type: ignore[arg-type]
+        conn.execute(statement, params)
 
 
 def edit_applied_file(p: Platform) -> None:
@@ -139,3 +147,81 @@ def test_a_database_never_migrated_is_behind(platform: Platform) -> None:
     assert report.verdict is Verdict.BEHIND
     assert report.pending == len(catalog.databases["graph"].migrations)
     assert report.fix == "apply what is pending: `ameide-migrate run --env local --db graph`"
+
+
+def drift_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ameide_migrate.cli", "drift", "--env", "local", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+
+
+def test_drift_command_exits_0_in_sync_and_3_on_drift_with_the_same_verdicts_either_engine(
+    platform: Platform,
+) -> None:
+    platform.run()
+    clean = drift_cli("--json")
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert {d["verdict"] for d in json.loads(clean.stdout)} == {"in sync"}
+
+    edit_applied_file(platform)
+    (platform.sql_dir / "graph" / "V9__graph_more.sql").write_text("CREATE TABLE more (id int);\n")
+    verdicts = {}
+    for engine in ("native", "flyway"):
+        done = drift_cli("--json", "--engine", engine)
+        assert done.returncode == 3, done.stdout + done.stderr
+        verdicts[engine] = {d["database"]: d["verdict"] for d in json.loads(done.stdout)}
+    assert verdicts["native"] == verdicts["flyway"]
+    assert verdicts["native"]["threads"] == "drifted"
+    assert verdicts["native"]["graph"] == "behind"
+    assert verdicts["native"]["platform"] == "in sync"
+
+    table = drift_cli("--db", "threads")
+    assert table.returncode == 3
+    assert "restore V2__threads_message_attachments_and_triggers.sql" in table.stdout
+
+
+def test_drift_flow_artifact_names_the_drift_and_the_fix(platform: Platform) -> None:
+    from flows.drift import drift_flow
+
+    platform.run(databases=["threads", "graph"])
+    edit_applied_file(platform)
+
+    state = drift_flow(environment="local", databases=["threads", "graph"], return_state=True)
+
+    assert state.is_failed()
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["drift-local-summary"]))
+        )
+    mine = [a for a in artifacts if a.flow_run_id == state.state_details.flow_run_id]
+    assert len(mine) == 1
+    markdown = str(mine[0].data)
+    assert "**threads**: drifted" in markdown
+    assert "checksum mismatch for version 2" in markdown
+    assert "ameide-migrate repair --env local --db threads" in markdown
+    assert "**graph**" not in markdown
+
+
+def test_an_unreachable_database_is_reported_and_exits_1(
+    platform: Platform, spare_cluster: Cluster
+) -> None:
+    env = up(
+        platform.state_dir,
+        ["threads"],
+        admin_url=admin_url_of(spare_cluster.admin),
+        database_prefix=platform.prefix,
+    )
+    write_local_store(platform.state_dir, env.owners)
+    spare_cluster.stop()
+
+    done = drift_cli("--json", "--db", "threads", "--db", "graph")
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    verdicts = {d["database"]: d for d in json.loads(done.stdout)}
+    assert verdicts["threads"]["verdict"] == "unreachable"
+    assert "unreachable" in verdicts["threads"]["problems"][0]
+    assert verdicts["graph"]["verdict"] == "behind"

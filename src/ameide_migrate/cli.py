@@ -6,6 +6,7 @@ A user's mistake prints `FAILED: <what and what to do>` and exits non-zero, neve
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterable
@@ -15,7 +16,7 @@ import typer
 from pydantic import SecretStr
 from rich.console import Console
 
-from ameide_migrate import credential_gate, environments, flyway, local, prefect_api
+from ameide_migrate import credential_gate, environments, flyway, local, prefect_api, report
 from ameide_migrate.catalog import load_catalog
 from ameide_migrate.errors import MigrateError, RunFailed
 from ameide_migrate.postgres import Credentials
@@ -136,7 +137,6 @@ def run(
     ui_url = _use_prefect_api(settings)
     if ui_url:
         err_console.print(f"Prefect UI: {ui_url}")
-    from ameide_migrate import report
     from flows.migrate import migrate_flow
 
     _quiet_console_tracebacks()
@@ -169,6 +169,54 @@ def _verified_credentials(env: str, names: list[str], settings: Settings) -> dic
 
 def _print_flyway_log(database: str) -> flyway.LogSink:
     return lambda _level, message: err_console.print(f"[dim]{database}: {message}[/]")
+
+
+@app.command()
+def drift(
+    env: EnvOption = "local",
+    db: DbOption = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    engine: Annotated[
+        str, typer.Option(help="native: read the history table, no JVM; flyway: Flyway's info.")
+    ] = "native",
+) -> None:
+    """Check the databases against the SQL tree, read-only.
+
+    Exits 0 when every database is in sync, 3 when any has drifted or has pending migrations,
+    1 on an error (an unreachable database, a Vault fault).
+    """
+    from ameide_migrate.drift import DriftReport
+    from ameide_migrate.errors import DriftFound, UsageError
+
+    if engine not in ("native", "flyway"):
+        raise UsageError(f"unknown engine {engine!r}: choose native or flyway")
+    settings = get_settings()
+    catalog = load_catalog(settings.sql_dir, placeholders=environments.placeholders(env))
+    targets = [d.name for d in catalog.select(db)]
+    if engine == "flyway":
+        _ensure_flyway(settings)
+    _use_prefect_api(settings)
+    from flows.drift import drift_flow
+
+    _quiet_console_tracebacks()
+    state: Any = drift_flow(
+        environment=environments.check(env),
+        databases=targets if db else None,
+        engine=engine,
+        return_state=True,
+    )
+    outcome = state.result(raise_on_failure=False)
+    found = outcome.report if isinstance(outcome, DriftFound) else outcome
+    if not isinstance(found, DriftReport):
+        raise found if isinstance(found, BaseException) else RuntimeError(repr(found))
+    if json_output:
+        typer.echo(json.dumps([d.as_json() for d in found.databases], indent=2))
+    else:
+        report.print_drift(found, console)
+    if found.unreachable:
+        raise SystemExit(1)
+    if not found.in_sync:
+        raise SystemExit(3)
 
 
 @app.command()

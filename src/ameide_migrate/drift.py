@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from ameide_migrate import postgres
 from ameide_migrate.catalog import DatabaseCatalog, Migration, Version
+from ameide_migrate.migrate import RunContext
 from ameide_migrate.postgres import HistoryRow
 
 SETTLED = frozenset({"Success", "Baseline", "Below Baseline", "Superseded"})
@@ -303,3 +305,90 @@ def from_flyway(
     )
     drift.fix = fix_for(environment, db.name, drift)
     return drift
+
+
+@dataclass
+class DriftReport:
+    environment: str
+    databases: list[DatabaseDrift] = field(default_factory=list)
+
+    @property
+    def in_sync(self) -> bool:
+        return all(d.verdict is Verdict.IN_SYNC for d in self.databases)
+
+    @property
+    def unreachable(self) -> list[DatabaseDrift]:
+        return [d for d in self.databases if d.verdict is Verdict.UNREACHABLE]
+
+    def summary(self) -> str:
+        counts: dict[str, int] = {}
+        for d in self.databases:
+            counts[d.verdict.value] = counts.get(d.verdict.value, 0) + 1
+        head = ", ".join(f"{n} {v}" for v, n in counts.items())
+        lines = [f"environment {self.environment}: {head}"]
+        lines += [
+            f"- {d.database}: {d.verdict.value}; fix: {d.fix}"
+            for d in self.databases
+            if d.verdict is not Verdict.IN_SYNC
+        ]
+        return "\n".join(lines)
+
+    def rows(self) -> list[dict[str, str]]:
+        return [
+            {
+                "database": d.database,
+                "verdict": d.verdict.value,
+                "version": d.version or "empty",
+                "latest": d.latest or "-",
+                "pending": str(d.pending),
+                "problems": "; ".join(d.problems.values()),
+                "fix": d.fix,
+                "engine": d.engine,
+            }
+            for d in self.databases
+        ]
+
+    def markdown(self) -> str:
+        lines = [f"### Schema drift `{self.environment}`", "", self.summary().splitlines()[0], ""]
+        for d in self.databases:
+            if d.verdict is Verdict.IN_SYNC:
+                continue
+            lines += [
+                f"**{d.database}**: {d.verdict.value} (at {d.version or 'empty'}, "
+                f"latest {d.latest})",
+                "",
+            ]
+            odd = [m for m in d.migrations if m.state not in SETTLED]
+            lines += [
+                f"- {m.category.lower()} {m.version or m.description}: {m.state} ({m.script})"
+                for m in odd
+            ]
+            lines += [f"- {p}" for p in d.problems.values()]
+            lines += ["", f"Fix: {d.fix}", ""]
+        return "\n".join(lines)
+
+
+def unreachable(environment: str, db: DatabaseCatalog, reason: str) -> DatabaseDrift:
+    report = DatabaseDrift(
+        database=db.name,
+        verdict=Verdict.UNREACHABLE,
+        latest=str(db.latest_version) if db.latest_version else None,
+        problems={"connection": reason},
+    )
+    report.fix = fix_for(environment, db.name, report)
+    return report
+
+
+def check_database(ctx: RunContext, database: str, engine: str = "native") -> DatabaseDrift:
+    """One database's report: natively from its history, or from Flyway's own info/validate."""
+    db = ctx.databases[database]
+    if engine == "flyway":
+        info = ctx.engine().run(ctx.request("info", database))
+        validation = ctx.engine().run(
+            ctx.request("validate", database, ignore_migration_patterns=("*:pending", "*:future"))
+        )
+        return from_flyway(ctx.environment, db, info, validation)
+    history = postgres.read_history(
+        ctx.credentials[database], ctx.table, timeout=ctx.connect_timeout
+    )
+    return check(ctx.environment, db, history)

@@ -157,3 +157,13 @@ class SecretsInvalid(MigrateError):
             f"environment {environment}: {len(problems)} credential problem(s), "
             "nothing was migrated:\n" + "\n".join(f"- {p}" for p in problems)
         )
+
+
+class DriftFound(MigrateError):
+    """A drift check found databases not in sync; `report` holds every database's verdict."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, report: object) -> None:
+        super().__init__(message)
+        self.report = report

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from ameide_migrate.drift import DriftReport, Verdict
 from ameide_migrate.migrate import OutcomeState, RunReport
 
 _STYLE = {
@@ -69,3 +70,31 @@ def print_run(run: RunReport, console: Console) -> None:
     for o in run.failed:
         console.print(f"[bold red]{o.database}[/]: {o.message}")
         console.print(f"  [yellow]next:[/] {o.recovery}")
+
+
+_VERDICT_STYLE = {
+    Verdict.IN_SYNC: "green",
+    Verdict.BEHIND: "yellow",
+    Verdict.DRIFTED: "bold red",
+    Verdict.UNREACHABLE: "bold red",
+}
+
+
+def print_drift(found: DriftReport, console: Console) -> None:
+    table = Table(title=f"Schema drift: {found.environment}", title_justify="left")
+    for column in ("database", "verdict", "version", "latest", "pending"):
+        table.add_column(column, justify="right" if column == "pending" else "left")
+    for d in found.databases:
+        table.add_row(
+            d.database,
+            f"[{_VERDICT_STYLE[d.verdict]}]{d.verdict.value}[/]",
+            d.version or "empty",
+            d.latest or "-",
+            str(d.pending),
+        )
+    console.print(table)
+    for d in found.databases:
+        for problem in d.problems.values():
+            console.print(f"[red]{d.database}[/]: {problem}", soft_wrap=True)
+        if d.fix:
+            console.print(f"[yellow]{d.database} fix:[/] {d.fix}", soft_wrap=True)

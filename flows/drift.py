@@ -1,0 +1,82 @@
+"""The drift flow: every database of an environment checked concurrently, read-only; a table
+artifact and a markdown summary; Failed when anything is not in sync."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from ameide_migrate import drift, environments
+from ameide_migrate.catalog import load_catalog
+from ameide_migrate.drift import DatabaseDrift, DriftReport
+from ameide_migrate.errors import DriftFound, MigrateError
+from ameide_migrate.migrate import RunContext
+from ameide_migrate.settings import get_settings
+from flows.retrying import retrying
+from flows.secrets import verify_credentials
+
+_settings = get_settings()
+
+
+@task(**retrying("check", _settings), task_run_name="check {database}")
+def check_database(ctx: RunContext, database: str, engine: str) -> DatabaseDrift:
+    return drift.check_database(ctx, database, engine)
+
+
+@flow(name="drift", log_prints=False, validate_parameters=True)
+def drift_flow(
+    environment: str = "local",
+    databases: list[str] | None = None,
+    engine: Literal["native", "flyway"] = "native",
+    concurrency: int | None = None,
+) -> DriftReport:
+    """Compare every database's schema history with the SQL tree being deployed.
+
+    Args:
+        environment: local, staging or prod.
+        databases: the databases to check; all of them when empty.
+        engine: native reads the history table directly (no JVM); flyway runs Flyway's info.
+        concurrency: databases checked at once; AMEIDE_MAX_CONCURRENCY when empty.
+    """
+    settings = get_settings()
+    catalog = load_catalog(
+        settings.sql_dir,
+        placeholders=environments.placeholders(environments.check(environment)),
+        table=settings.flyway_table,
+    )
+    targets = catalog.select(databases)
+    names = [db.name for db in targets]
+    credentials = verify_credentials(environment, names, login=False)
+    ctx = RunContext.create(environment, targets, credentials, settings)
+    report = DriftReport(environment)
+    runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(
+        max_workers=concurrency or settings.max_concurrency
+    )
+    try:
+        with runner:
+            futures = {
+                name: runner.submit(
+                    check_database, {"ctx": ctx, "database": name, "engine": engine}
+                )
+                for name in names
+            }
+            for name, future in futures.items():
+                future.wait()
+                result = future.state.result(raise_on_failure=False)
+                if isinstance(result, MigrateError):
+                    result = drift.unreachable(environment, catalog.databases[name], str(result))
+                if not isinstance(result, DatabaseDrift):
+                    raise result if isinstance(result, BaseException) else RuntimeError(result)
+                report.databases.append(result)
+    finally:
+        ctx.close()
+    create_table_artifact(
+        key=f"drift-{environment}", table=report.rows(), description=report.summary()
+    )
+    create_markdown_artifact(key=f"drift-{environment}-summary", markdown=report.markdown())
+    if not report.in_sync:
+        raise DriftFound(report.summary(), report)
+    return report
