@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from ameide_migrate import drift, environments
+from ameide_migrate import drift, environments, metrics
 from ameide_migrate.catalog import load_catalog
 from ameide_migrate.drift import DatabaseDrift, DriftReport
 from ameide_migrate.errors import DriftFound, MigrateError
@@ -77,6 +77,10 @@ def drift_flow(
         key=f"drift-{environment}", table=report.rows(), description=report.summary()
     )
     create_markdown_artifact(key=f"drift-{environment}-summary", markdown=report.markdown())
+    where = metrics.export(
+        report, textfile=settings.metrics_path, pushgateway=settings.pushgateway_url
+    )
+    get_run_logger().info("metrics: %s", where)
     if not report.in_sync:
         raise DriftFound(report.summary(), report)
     return report

@@ -6,10 +6,12 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prometheus_client.parser import text_string_to_metric_families
 
 from ameide_migrate import drift, environments, migrate, postgres
 from ameide_migrate.catalog import load_catalog
@@ -225,3 +227,31 @@ def test_an_unreachable_database_is_reported_and_exits_1(
     assert verdicts["threads"]["verdict"] == "unreachable"
     assert "unreachable" in verdicts["threads"]["problems"][0]
     assert verdicts["graph"]["verdict"] == "behind"
+
+
+def test_drift_check_writes_prometheus_metrics(
+    platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.drift import drift_flow
+
+    textfile = tmp_path / "metrics" / "ameide.prom"
+    monkeypatch.setenv("AMEIDE_METRICS_TEXTFILE", str(textfile))
+    get_settings.cache_clear()
+    platform.run(databases=["threads", "graph"])
+    edit_applied_file(platform)
+    (platform.sql_dir / "graph" / "V9__graph_more.sql").write_text("CREATE TABLE more (id int);\n")
+
+    drift_flow(environment="local", databases=["threads", "graph"], return_state=True)
+
+    samples = {
+        (s.name, s.labels["database"]): s.value
+        for family in text_string_to_metric_families(textfile.read_text())
+        for s in family.samples
+    }
+    assert samples[("ameide_migrate_schema_version", "threads")] == 4.0
+    assert samples[("ameide_migrate_drift", "threads")] == 1.0
+    assert samples[("ameide_migrate_drift", "graph")] == 0.0
+    assert samples[("ameide_migrate_pending_migrations", "graph")] == 1.0
+    assert samples[("ameide_migrate_latest_version", "graph")] == 9.0
+    assert samples[("ameide_migrate_last_check_timestamp_seconds", "graph")] > 1.7e9
+    assert samples[("ameide_migrate_check_duration_seconds", "graph")] > 0

@@ -10,6 +10,7 @@ or Outdated (its file changed since) and the older ones Superseded.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -55,6 +56,8 @@ class DatabaseDrift:
     """What `flyway validate` would report (pending and future aside): migration -> reason."""
     fix: str = ""
     engine: str = "native"
+    checked_at: float = 0.0
+    duration_s: float = 0.0
 
     @property
     def pending(self) -> int:
@@ -372,6 +375,7 @@ def unreachable(environment: str, db: DatabaseCatalog, reason: str) -> DatabaseD
     report = DatabaseDrift(
         database=db.name,
         verdict=Verdict.UNREACHABLE,
+        checked_at=time.time(),
         latest=str(db.latest_version) if db.latest_version else None,
         problems={"connection": reason},
     )
@@ -382,13 +386,17 @@ def unreachable(environment: str, db: DatabaseCatalog, reason: str) -> DatabaseD
 def check_database(ctx: RunContext, database: str, engine: str = "native") -> DatabaseDrift:
     """One database's report: natively from its history, or from Flyway's own info/validate."""
     db = ctx.databases[database]
+    checked_at, started = time.time(), time.monotonic()
     if engine == "flyway":
         info = ctx.engine().run(ctx.request("info", database))
         validation = ctx.engine().run(
             ctx.request("validate", database, ignore_migration_patterns=("*:pending", "*:future"))
         )
-        return from_flyway(ctx.environment, db, info, validation)
-    history = postgres.read_history(
-        ctx.credentials[database], ctx.table, timeout=ctx.connect_timeout
-    )
-    return check(ctx.environment, db, history)
+        report = from_flyway(ctx.environment, db, info, validation)
+    else:
+        history = postgres.read_history(
+            ctx.credentials[database], ctx.table, timeout=ctx.connect_timeout
+        )
+        report = check(ctx.environment, db, history)
+    report.checked_at, report.duration_s = checked_at, time.monotonic() - started
+    return report

@@ -68,6 +68,15 @@ class Settings(BaseSettings):
         default=10, ge=0, description="Seconds Flyway waits for another run's lock before failing."
     )
 
+    metrics_textfile: Path | None = Field(
+        default=None,
+        description="Where the drift check writes Prometheus metrics (node_exporter textfile "
+        "collector); default <state_dir>/metrics/ameide_migrate.prom.",
+    )
+    pushgateway_url: str | None = Field(
+        default=None, description="Push the drift metrics to this Pushgateway instead."
+    )
+
     # Vault, read from the variables Vault's own tools use, or AMEIDE_VAULT_*. The Prefect block
     # `vault-<env>` (blocks/vault.py) takes precedence where it is registered.
     vault_addr: str | None = Field(
@@ -105,6 +114,10 @@ class Settings(BaseSettings):
             ca_cert_path=self.vault_cacert,
             timeout_seconds=float(self.connect_timeout_seconds),
         )
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.metrics_textfile or self.state_dir / "metrics" / "ameide_migrate.prom"
 
     @property
     def flyway_home(self) -> Path:

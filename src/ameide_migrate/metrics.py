@@ -1,0 +1,82 @@
+"""Prometheus: each drift check's figures for dashboards and alerts.
+
+Per database: applied version, pending migrations, a drift flag, when it was last checked and
+how long that took. Pushed to a Pushgateway when one is configured, else written to a textfile
+for node_exporter's textfile collector (written atomically, so it is never read half-written).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
+
+from ameide_migrate.catalog import Version
+from ameide_migrate.drift import DriftReport, Verdict
+
+JOB = "ameide_migrate_drift"
+
+
+def _version_number(version: str | None) -> float:
+    """A version as a number a graph can plot: 3.1 stays 3.1; none is 0."""
+    if not version:
+        return 0.0
+    parts = Version.parse(version).parts
+    return float(f"{parts[0]}.{''.join(f'{p:03d}' for p in parts[1:]) or '0'}")
+
+
+def registry_for(report: DriftReport) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    labels = ["environment", "database"]
+    version = Gauge(
+        "ameide_migrate_schema_version", "Applied schema version", labels, registry=registry
+    )
+    latest = Gauge(
+        "ameide_migrate_latest_version", "Latest version in the SQL tree", labels, registry=registry
+    )
+    pending = Gauge(
+        "ameide_migrate_pending_migrations", "Migrations not yet applied", labels, registry=registry
+    )
+    drifted = Gauge(
+        "ameide_migrate_drift",
+        "1 when the database drifted or is unreachable",
+        labels,
+        registry=registry,
+    )
+    checked = Gauge(
+        "ameide_migrate_last_check_timestamp_seconds",
+        "When the check ran",
+        labels,
+        registry=registry,
+    )
+    duration = Gauge(
+        "ameide_migrate_check_duration_seconds",
+        "How long the check took",
+        labels,
+        registry=registry,
+    )
+    for d in report.databases:
+        key = (report.environment, d.database)
+        version.labels(*key).set(_version_number(d.version))
+        latest.labels(*key).set(_version_number(d.latest))
+        pending.labels(*key).set(d.pending)
+        drifted.labels(*key).set(1 if d.verdict in (Verdict.DRIFTED, Verdict.UNREACHABLE) else 0)
+        checked.labels(*key).set(d.checked_at)
+        duration.labels(*key).set(d.duration_s)
+    return registry
+
+
+def export(report: DriftReport, *, textfile: Path, pushgateway: str | None) -> str:
+    """Push or write the report's metrics; returns where they went."""
+    registry = registry_for(report)
+    if pushgateway:
+        push_to_gateway(
+            pushgateway,
+            job=JOB,
+            registry=registry,
+            grouping_key={"environment": report.environment},
+        )
+        return f"pushgateway {pushgateway}"
+    textfile.parent.mkdir(parents=True, exist_ok=True)
+    write_to_textfile(str(textfile), registry)
+    return str(textfile)
