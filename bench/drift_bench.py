@@ -69,7 +69,10 @@ def native_check(db: DatabaseCatalog, targets: list[Credentials]) -> tuple[float
     started = time.perf_counter()
 
     def one(creds: Credentials) -> drift.DatabaseDrift:
-        return drift.check("bench", db, postgres.read_history(creds, TABLE))
+        # What the drift flow does per database: the history, and the schema's fingerprint.
+        history = postgres.read_history(creds, TABLE)
+        recorded, live = postgres.read_fingerprints(creds, TABLE)
+        return drift.check("bench", db, history, recorded, live)
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         reports = list(pool.map(one, targets))

@@ -12,6 +12,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prometheus_client.parser import text_string_to_metric_families
+from psycopg import sql
 
 from ameide_migrate import drift, environments, migrate, postgres
 from ameide_migrate.catalog import load_catalog
@@ -255,3 +256,21 @@ def test_drift_check_writes_prometheus_metrics(
     assert samples[("ameide_migrate_latest_version", "graph")] == 9.0
     assert samples[("ameide_migrate_last_check_timestamp_seconds", "graph")] > 1.7e9
     assert samples[("ameide_migrate_check_duration_seconds", "graph")] > 0
+
+
+def test_changes_made_outside_flyway_are_named(platform: Platform) -> None:
+    platform.run(databases=["threads"])
+    creds = platform.owners["threads"]
+    index = "threads_agent_id_idx"
+    with postgres.connect(creds) as conn:
+        conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(index)))
+        conn.execute("ALTER TABLE threads ADD COLUMN added_by_hand text")
+
+    done = drift_cli("--json", "--db", "threads")
+
+    assert done.returncode == 3, done.stdout + done.stderr
+    (report,) = json.loads(done.stdout)
+    assert report["verdict"] == "drifted"
+    assert f"index public.{index} dropped outside Flyway" in report["schema_changes"]
+    assert "column public.threads.added_by_hand added outside Flyway" in report["schema_changes"]
+    assert "capture the change in a new migration" in report["fix"]

@@ -19,7 +19,7 @@ from typing import Any
 from ameide_migrate import postgres
 from ameide_migrate.catalog import DatabaseCatalog, Migration, Version
 from ameide_migrate.migrate import RunContext
-from ameide_migrate.postgres import HistoryRow
+from ameide_migrate.postgres import Fingerprint, HistoryRow
 
 SETTLED = frozenset({"Success", "Baseline", "Below Baseline", "Superseded"})
 PENDING = frozenset({"Pending", "Outdated"})
@@ -56,6 +56,8 @@ class DatabaseDrift:
     """What `flyway validate` would report (pending and future aside): migration -> reason."""
     fix: str = ""
     engine: str = "native"
+    schema_changes: dict[str, str] = field(default_factory=dict)
+    """Objects changed outside Flyway since the fingerprint recorded after the last migrate."""
     checked_at: float = 0.0
     duration_s: float = 0.0
 
@@ -71,6 +73,7 @@ class DatabaseDrift:
             "latest": self.latest,
             "pending": self.pending,
             "problems": list(self.problems.values()),
+            "schema_changes": list(self.schema_changes.values()),
             "fix": self.fix,
             "engine": self.engine,
             "migrations": [m.__dict__ for m in self.migrations],
@@ -230,6 +233,11 @@ def fix_for(environment: str, database: str, drift: DatabaseDrift) -> str:
         return ""
     steps = []
     states = {s.state for s in drift.migrations}
+    if drift.schema_changes:
+        steps.append(
+            f"undo {', '.join(drift.schema_changes)} by hand, or capture the change in a new "
+            f"migration and `{rerun}` (which records the schema again)"
+        )
     edited = [
         p.split(": ", 1)[1].split(" was edited")[0]
         for p in drift.problems.values()
@@ -255,7 +263,28 @@ def fix_for(environment: str, database: str, drift: DatabaseDrift) -> str:
     return "; ".join(steps) or f"inspect with `flyway info`, then `{rerun}`"
 
 
-def check(environment: str, db: DatabaseCatalog, history: list[HistoryRow] | None) -> DatabaseDrift:
+def schema_changes(recorded: Fingerprint | None, live: Mapping[str, str]) -> dict[str, str]:
+    """What changed in the live schema since Flyway left it: added, dropped, altered objects."""
+    if recorded is None:
+        return {}
+    was = recorded.objects
+    changes = {name: f"{name} dropped outside Flyway" for name in was.keys() - live.keys()}
+    changes |= {name: f"{name} added outside Flyway" for name in live.keys() - was.keys()}
+    changes |= {
+        name: f"{name} changed outside Flyway: was {was[name]!r}, now {live[name]!r}"
+        for name in was.keys() & live.keys()
+        if was[name] != live[name]
+    }
+    return dict(sorted(changes.items()))
+
+
+def check(
+    environment: str,
+    db: DatabaseCatalog,
+    history: list[HistoryRow] | None,
+    fingerprint: Fingerprint | None = None,
+    live: Mapping[str, str] | None = None,
+) -> DatabaseDrift:
     statuses = native_info(db, history)
     problems = validate_problems(db, history, statuses)
     # Flyway's current version: the highest of the applied ones, failed ones included.
@@ -272,6 +301,11 @@ def check(environment: str, db: DatabaseCatalog, history: list[HistoryRow] | Non
         migrations=statuses,
         problems=problems,
     )
+    # A fingerprint of another version was not taken by our last migrate: nothing to compare.
+    if fingerprint is not None and live is not None and fingerprint.version == drift.version:
+        drift.schema_changes = schema_changes(fingerprint, live)
+        if drift.schema_changes:
+            drift.verdict = Verdict.DRIFTED
     drift.fix = fix_for(environment, db.name, drift)
     return drift
 
@@ -344,7 +378,7 @@ class DriftReport:
                 "version": d.version or "empty",
                 "latest": d.latest or "-",
                 "pending": str(d.pending),
-                "problems": "; ".join(d.problems.values()),
+                "problems": "; ".join([*d.problems.values(), *d.schema_changes.values()]),
                 "fix": d.fix,
                 "engine": d.engine,
             }
@@ -367,6 +401,7 @@ class DriftReport:
                 for m in odd
             ]
             lines += [f"- {p}" for p in d.problems.values()]
+            lines += [f"- {c}" for c in d.schema_changes.values()]
             lines += ["", f"Fix: {d.fix}", ""]
         return "\n".join(lines)
 
@@ -394,9 +429,9 @@ def check_database(ctx: RunContext, database: str, engine: str = "native") -> Da
         )
         report = from_flyway(ctx.environment, db, info, validation)
     else:
-        history = postgres.read_history(
-            ctx.credentials[database], ctx.table, timeout=ctx.connect_timeout
-        )
-        report = check(ctx.environment, db, history)
+        creds = ctx.credentials[database]
+        history = postgres.read_history(creds, ctx.table, timeout=ctx.connect_timeout)
+        recorded, live = postgres.read_fingerprints(creds, ctx.table, timeout=ctx.connect_timeout)
+        report = check(ctx.environment, db, history, recorded, live)
     report.checked_at, report.duration_s = checked_at, time.monotonic() - started
     return report

@@ -307,10 +307,14 @@ def migrate(ctx: RunContext, database: str, on_log: LogSink) -> MigrateSummary:
     request = ctx.request("migrate", database, lock_retry_count=ctx.lock_retry_count)
     result = ctx.engine().run(request, on_log)
     before = result.get("initialSchemaVersion")
+    after = result.get("targetSchemaVersion") or before
+    # The schema as Flyway left it: the drift check names what changes outside Flyway later.
+    version = str(Version.parse(after)) if after else None
+    postgres.record_fingerprint(
+        ctx.credentials[database], version, ctx.table, timeout=ctx.connect_timeout
+    )
     return MigrateSummary(
-        before=before,
-        after=result.get("targetSchemaVersion") or before,
-        applied=int(result.get("migrationsExecuted", 0)),
+        before=before, after=after, applied=int(result.get("migrationsExecuted", 0))
     )
 
 

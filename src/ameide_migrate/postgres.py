@@ -20,6 +20,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 from pydantic import SecretStr
 
 from ameide_migrate.errors import DatabaseError, DatabaseUnreachable, LocalClusterFailed
@@ -394,3 +395,94 @@ def wait_until_reachable(creds: Credentials, timeout: float) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+# Every object a migration defines, in the schemas Flyway manages (all but the system's and our
+# own bookkeeping), each with a definition that changes when the object does.
+_FINGERPRINT_SQL = """
+WITH s AS (
+    SELECT oid, nspname FROM pg_namespace
+    WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'ameide_migrate')
+      AND nspname NOT LIKE 'pg_temp_%%' AND nspname NOT LIKE 'pg_toast_temp_%%'
+)
+SELECT 'table ' || s.nspname || '.' || c.relname, c.relkind::text
+FROM pg_class c JOIN s ON s.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'm', 'S') AND c.relname <> %(history)s
+UNION ALL
+SELECT 'column ' || s.nspname || '.' || c.relname || '.' || a.attname,
+       format_type(a.atttypid, a.atttypmod) || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
+       || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '')
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid JOIN s ON s.oid = c.relnamespace
+LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE c.relkind IN ('r', 'p', 'v', 'm') AND a.attnum > 0 AND NOT a.attisdropped
+  AND c.relname <> %(history)s
+UNION ALL
+SELECT 'index ' || s.nspname || '.' || c.relname, pg_get_indexdef(c.oid)
+FROM pg_class c JOIN s ON s.oid = c.relnamespace JOIN pg_index i ON i.indexrelid = c.oid
+JOIN pg_class t ON t.oid = i.indrelid
+WHERE c.relkind IN ('i', 'I') AND t.relname <> %(history)s
+UNION ALL
+SELECT 'constraint ' || s.nspname || '.' || t.relname || '.' || k.conname,
+       pg_get_constraintdef(k.oid)
+FROM pg_constraint k JOIN pg_class t ON t.oid = k.conrelid JOIN s ON s.oid = t.relnamespace
+WHERE t.relname <> %(history)s
+UNION ALL
+SELECT 'function ' || s.nspname || '.' || p.proname
+       || '(' || pg_get_function_identity_arguments(p.oid) || ')',
+       md5(pg_get_functiondef(p.oid))
+FROM pg_proc p JOIN s ON s.oid = p.pronamespace WHERE p.prokind IN ('f', 'p')
+UNION ALL
+SELECT 'view ' || s.nspname || '.' || c.relname, md5(pg_get_viewdef(c.oid))
+FROM pg_class c JOIN s ON s.oid = c.relnamespace WHERE c.relkind = 'v'
+UNION ALL
+SELECT 'trigger ' || s.nspname || '.' || c.relname || '.' || tg.tgname, pg_get_triggerdef(tg.oid)
+FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid JOIN s ON s.oid = c.relnamespace
+WHERE NOT tg.tgisinternal
+"""
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    version: str | None
+    recorded_at: str
+    objects: dict[str, str]
+
+
+def live_fingerprint(conn: psycopg.Connection, history_table: str) -> dict[str, str]:
+    rows = conn.execute(_FINGERPRINT_SQL, {"history": history_table}).fetchall()
+    return {str(name): str(definition) for name, definition in rows}
+
+
+def record_fingerprint(
+    creds: Credentials, version: str | None, history_table: str, *, timeout: int = 5
+) -> None:
+    """Keep the schema as Flyway left it, to tell later what changed outside Flyway."""
+    with connect(creds, timeout=timeout) as conn:
+        conn.execute("CREATE SCHEMA IF NOT EXISTS ameide_migrate")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS ameide_migrate.schema_fingerprint ("
+            " recorded_at timestamptz NOT NULL DEFAULT now(), version text, objects jsonb NOT NULL)"
+        )
+        conn.execute(
+            "INSERT INTO ameide_migrate.schema_fingerprint (version, objects) VALUES (%s, %s)",
+            (version, Jsonb(live_fingerprint(conn, history_table))),
+        )
+
+
+def read_fingerprints(
+    creds: Credentials, history_table: str, *, timeout: int = 5
+) -> tuple[Fingerprint | None, dict[str, str]]:
+    """(the fingerprint recorded after the last migrate, the live schema's), read-only."""
+    with connect(creds, timeout=timeout, read_only=True) as conn:
+        live = live_fingerprint(conn, history_table)
+        exists = conn.execute("SELECT to_regclass('ameide_migrate.schema_fingerprint')").fetchone()
+        if not exists or exists[0] is None:
+            return None, live
+        row = conn.execute(
+            "SELECT version, recorded_at::text, objects FROM ameide_migrate.schema_fingerprint "
+            "ORDER BY recorded_at DESC LIMIT 1"
+        ).fetchone()
+    if row is None:
+        return None, live
+    return Fingerprint(row[0], row[1], dict(row[2])), live

@@ -94,7 +94,7 @@ def print_drift(found: DriftReport, console: Console) -> None:
         )
     console.print(table)
     for d in found.databases:
-        for problem in d.problems.values():
+        for problem in [*d.problems.values(), *d.schema_changes.values()]:
             console.print(f"[red]{d.database}[/]: {problem}", soft_wrap=True)
         if d.fix:
             console.print(f"[yellow]{d.database} fix:[/] {d.fix}", soft_wrap=True)
