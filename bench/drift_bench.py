@@ -14,22 +14,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from psycopg import sql
-from pydantic import SecretStr
 
 from ameide_migrate import drift, environments, flyway, postgres
 from ameide_migrate.catalog import DatabaseCatalog, load_catalog
 from ameide_migrate.flyway import FlywayEngine, Request, Target
-from ameide_migrate.postgres import Cluster, Credentials
-from ameide_migrate.settings import Settings
+from ameide_migrate.postgres import Credentials
+from bench.common import pinned_flyway, throwaway_cluster
 
 REPO = Path(__file__).resolve().parent.parent
 TABLE = "flyway_schema_history"
@@ -54,6 +51,8 @@ def create_databases(
         )
     finally:
         engine.close()
+    # As after a migrate by the flow: the clones carry the fingerprint the drift check compares.
+    postgres.record_fingerprint(template, str(db.latest_version), TABLE)
     targets = [admin.with_database(f"bench_{n}_{i}") for i in range(n)]
     with postgres.connect(admin) as conn:
         for target in targets:
@@ -70,9 +69,8 @@ def native_check(db: DatabaseCatalog, targets: list[Credentials]) -> tuple[float
 
     def one(creds: Credentials) -> drift.DatabaseDrift:
         # What the drift flow does per database: the history, and the schema's fingerprint.
-        history = postgres.read_history(creds, TABLE)
-        recorded, live = postgres.read_fingerprints(creds, TABLE)
-        return drift.check("bench", db, history, recorded, live)
+        state = postgres.read_schema_state(creds, TABLE)
+        return drift.check("bench", db, state.history, state.recorded, state.live)
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         reports = list(pool.map(one, targets))
@@ -104,23 +102,11 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[8, 100])
     sizes = parser.parse_args().sizes
 
-    settings = Settings()
-    inst, _ = flyway.install(
-        settings.flyway_home,
-        settings.flyway_version,
-        driver_version=settings.postgresql_driver_version,
-        java=settings.java,
-    )
-    db = load_catalog(
-        REPO / "db/flyway/sql", placeholders=environments.placeholders("local")
-    ).databases["threads"]
-    scratch = Path(tempfile.mkdtemp(prefix="ameide-drift-bench-"))
-    os.chmod(scratch, 0o755)  # noqa: S103  (the server runs as another user when we are root)
-    cluster = Cluster(scratch / "pg", SecretStr("bench-admin"))
-    cluster.init()
-    cluster.start()
+    inst = pinned_flyway()
+    catalog = load_catalog(REPO / "db/flyway/sql", placeholders=environments.placeholders("local"))
+    db = catalog.databases["threads"]
     rows = []
-    try:
+    with throwaway_cluster() as (cluster, _):
         for n in sizes:
             print(f"creating {n} databases", file=sys.stderr)
             targets = create_databases(cluster.admin, db, inst, n)
@@ -129,9 +115,6 @@ def main() -> None:
             print(f"flyway info over {n} databases", file=sys.stderr)
             loop = flyway_info_loop(inst, db, targets)
             rows.append((n, native, loop, verdicts))
-    finally:
-        cluster.stop("immediate")
-        shutil.rmtree(scratch, ignore_errors=True)
 
     print(f"\nDrift check, Flyway {inst.version}, one run:")
     print(f"  {'databases':>9}  {'native':>9}  {'flyway info loop':>16}  {'ratio':>6}  verdicts")

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -32,7 +30,7 @@ from pydantic import SecretStr
 from ameide_migrate import environments, flyway, local, prefect_api
 from ameide_migrate.catalog import PLATFORM_DATABASES, load_catalog
 from ameide_migrate.postgres import Cluster, Credentials
-from ameide_migrate.settings import Settings
+from bench.common import ADMIN_PASSWORD, pinned_flyway, throwaway_cluster
 
 REPO = Path(__file__).resolve().parent.parent
 SQL = REPO / "db" / "flyway" / "sql"
@@ -150,20 +148,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="repetitions; medians are quoted")
     rounds = parser.parse_args().rounds
 
-    settings = Settings()
-    inst, _ = flyway.install(
-        settings.flyway_home,
-        settings.flyway_version,
-        driver_version=settings.postgresql_driver_version,
-        java=settings.java,
-    )
-    scratch = Path(tempfile.mkdtemp(prefix="ameide-bench-"))
-    os.chmod(scratch, 0o755)  # noqa: S103  (the server runs as another user when we are root)
-    cluster = Cluster(scratch / "pg", SecretStr("bench-admin"))
-    cluster.init()
-    cluster.start()
+    inst = pinned_flyway()
+    with throwaway_cluster() as (cluster, scratch):
+        times, peaks = run_rounds(rounds, inst, cluster, scratch)
+    report(rounds, inst, times, peaks)
+
+
+def run_rounds(
+    rounds: int, inst: flyway.Installation, cluster: Cluster, scratch: Path
+) -> tuple[dict[str, list[float]], list[int]]:
     admin = cluster.admin
-    admin_url = SecretStr(f"postgresql://postgres:bench-admin@{admin.host}:{admin.port}/postgres")
+    admin_url = SecretStr(
+        f"postgresql://postgres:{ADMIN_PASSWORD}@{admin.host}:{admin.port}/postgres"
+    )
     state = scratch / "state"
     server = prefect_api.ensure_server(scratch / "prefect")
     env = {
@@ -201,9 +198,12 @@ def main() -> None:
             times["c_floor"].append(timed(partial(psql_floor, owners, floor_dir)))
     finally:
         prefect_api.stop_server(scratch / "prefect")
-        cluster.stop("immediate")
-        shutil.rmtree(scratch, ignore_errors=True)
+    return times, peaks
 
+
+def report(
+    rounds: int, inst: flyway.Installation, times: dict[str, list[float]], peaks: list[int]
+) -> None:
     median = {k: statistics.median(v) for k, v in times.items()}
     print(f"\nEight databases, {rounds} rounds, Flyway {inst.version}, medians (min-max):")
     for key, label in TARGETS.items():

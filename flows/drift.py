@@ -10,8 +10,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from ameide_migrate import drift, environments, metrics
-from ameide_migrate.catalog import load_catalog
-from ameide_migrate.drift import DatabaseDrift, DriftReport
+from ameide_migrate.drift import DatabaseDrift, DriftReport, Verdict
 from ameide_migrate.errors import DriftFound, MigrateError
 from ameide_migrate.migrate import RunContext
 from ameide_migrate.settings import get_settings
@@ -42,11 +41,7 @@ def drift_flow(
         concurrency: databases checked at once; AMEIDE_MAX_CONCURRENCY when empty.
     """
     settings = get_settings()
-    catalog = load_catalog(
-        settings.sql_dir,
-        placeholders=environments.placeholders(environments.check(environment)),
-        table=settings.flyway_table,
-    )
+    catalog = environments.catalog(environment, settings)
     targets = catalog.select(databases)
     names = [db.name for db in targets]
     credentials = verify_credentials(environment, names, login=False)
@@ -71,8 +66,13 @@ def drift_flow(
                 if not isinstance(result, DatabaseDrift):
                     raise result if isinstance(result, BaseException) else RuntimeError(result)
                 report.databases.append(result)
+        reachable = [d.database for d in report.databases if d.verdict is not Verdict.UNREACHABLE]
+        report.servers = drift.server_support(ctx, reachable)
     finally:
         ctx.close()
+    for server in report.servers:
+        if server.warning:
+            get_run_logger().warning("%s", server.warning)
     create_table_artifact(
         key=f"drift-{environment}", table=report.rows(), description=report.summary()
     )

@@ -16,7 +16,6 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from ameide_migrate import environments, migrate, report
-from ameide_migrate.catalog import load_catalog
 from ameide_migrate.errors import RunFailed
 from ameide_migrate.migrate import (
     DatabaseFailed,
@@ -93,11 +92,7 @@ def migrate_flow(
         concurrency: databases migrated at once; the setting AMEIDE_MAX_CONCURRENCY when empty.
     """
     settings = get_settings()
-    catalog = load_catalog(
-        settings.sql_dir,
-        placeholders=environments.placeholders(environments.check(environment)),
-        table=settings.flyway_table,
-    )
+    catalog = environments.catalog(environment, settings)
     targets = catalog.select(databases)
     names = [db.name for db in targets]
     ctx = RunContext.create(environment, targets, verify_credentials(environment, names), settings)

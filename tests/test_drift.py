@@ -18,6 +18,7 @@ from ameide_migrate import drift, environments, migrate, postgres
 from ameide_migrate.catalog import load_catalog
 from ameide_migrate.credentials import write_local_store
 from ameide_migrate.drift import Verdict
+from ameide_migrate.flyway import Installation
 from ameide_migrate.local import up
 from ameide_migrate.postgres import Cluster
 from ameide_migrate.settings import get_settings
@@ -274,3 +275,24 @@ def test_changes_made_outside_flyway_are_named(platform: Platform) -> None:
     assert f"index public.{index} dropped outside Flyway" in report["schema_changes"]
     assert "column public.threads.added_by_hand added outside Flyway" in report["schema_changes"]
     assert "capture the change in a new migration" in report["fix"]
+
+
+def test_server_support_is_read_from_flyway_and_warns_before_an_upgrade_leaves_it(
+    flyway_installation: Installation, platform: Platform
+) -> None:
+    from flows.drift import drift_flow
+
+    supported = flyway_installation.postgresql_support
+    assert supported == (10, 16)  # Flyway 10.17's own check: newer than 16 is untested
+    seventeen = drift.ServerSupport("db:5432", 17, flyway_installation.version, supported)
+    assert seventeen.warning is not None
+    assert "PostgreSQL 17 is newer than Flyway 10.17.0 supports (10 to 16)" in seventeen.warning
+    assert "newest" in str(drift.ServerSupport("db:5432", 16, "10.17.0", supported).warning)
+    assert drift.ServerSupport("db:5432", 15, "10.17.0", supported).warning is None
+
+    platform.run(databases=["threads"])
+    state = drift_flow(environment="local", databases=["threads"], return_state=True)
+    report = state.result()
+    (server,) = report.servers
+    assert server.major == 15
+    assert server.supported == (10, 16)

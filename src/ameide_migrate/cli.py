@@ -129,7 +129,7 @@ def run(
     """Migrate the environment's databases to the latest version, then prove it (flyway info)."""
     settings = get_settings()
     environments.check(env)
-    catalog = load_catalog(settings.sql_dir, placeholders=environments.placeholders(env))
+    catalog = environments.catalog(env, settings)
     targets = [d.name for d in catalog.select(db)]
     _ensure_flyway(settings)
     if env == "local":
@@ -191,7 +191,7 @@ def drift(
     if engine not in ("native", "flyway"):
         raise UsageError(f"unknown engine {engine!r}: choose native or flyway")
     settings = get_settings()
-    catalog = load_catalog(settings.sql_dir, placeholders=environments.placeholders(env))
+    catalog = environments.catalog(env, settings)
     targets = [d.name for d in catalog.select(db)]
     if engine == "flyway":
         _ensure_flyway(settings)
@@ -228,7 +228,7 @@ def repair(
     from ameide_migrate import migrate
 
     settings = get_settings()
-    catalog = load_catalog(settings.sql_dir, placeholders=environments.placeholders(env))
+    catalog = environments.catalog(env, settings)
     targets = catalog.select(db)
     names = [d.name for d in targets]
     _ensure_flyway(settings)
@@ -297,7 +297,7 @@ def secrets_verify(env: EnvOption, db: DbOption = None) -> None:
     Vault, the local store. Exits 1 listing every problem, each with its fix.
     """
     settings = get_settings()
-    catalog = load_catalog(settings.sql_dir, placeholders=environments.placeholders(env))
+    catalog = environments.catalog(env, settings)
     names = [d.name for d in catalog.select(db)]
     found = _verified_credentials(environments.check(env), names, settings)
     for name, creds in found.items():

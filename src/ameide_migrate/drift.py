@@ -344,10 +344,45 @@ def from_flyway(
     return drift
 
 
+@dataclass(frozen=True)
+class ServerSupport:
+    """A PostgreSQL server's major version against the range the pinned Flyway supports."""
+
+    server: str
+    major: int
+    flyway: str
+    supported: tuple[int, int] | None
+
+    @property
+    def warning(self) -> str | None:
+        if self.supported is None:
+            return (
+                f"{self.server}: PostgreSQL {self.major}; Flyway {self.flyway}'s range is unknown"
+            )
+        oldest, newest = self.supported
+        if self.major > newest:
+            return (
+                f"{self.server}: PostgreSQL {self.major} is newer than Flyway {self.flyway} "
+                f"supports ({oldest} to {newest}): upgrade Flyway (AMEIDE_FLYWAY_VERSION)"
+            )
+        if self.major < oldest:
+            return (
+                f"{self.server}: PostgreSQL {self.major} is older than Flyway {self.flyway}'s "
+                f"open-source edition supports ({oldest} to {newest}): upgrade the server"
+            )
+        if self.major == newest:
+            return (
+                f"{self.server}: PostgreSQL {self.major} is the newest Flyway {self.flyway} "
+                "supports: upgrade Flyway before the next PostgreSQL major"
+            )
+        return None
+
+
 @dataclass
 class DriftReport:
     environment: str
     databases: list[DatabaseDrift] = field(default_factory=list)
+    servers: list[ServerSupport] = field(default_factory=list)
 
     @property
     def in_sync(self) -> bool:
@@ -387,6 +422,7 @@ class DriftReport:
 
     def markdown(self) -> str:
         lines = [f"### Schema drift `{self.environment}`", "", self.summary().splitlines()[0], ""]
+        lines += [f"- warning: {s.warning}" for s in self.servers if s.warning]
         for d in self.databases:
             if d.verdict is Verdict.IN_SYNC:
                 continue
@@ -429,9 +465,28 @@ def check_database(ctx: RunContext, database: str, engine: str = "native") -> Da
         )
         report = from_flyway(ctx.environment, db, info, validation)
     else:
-        creds = ctx.credentials[database]
-        history = postgres.read_history(creds, ctx.table, timeout=ctx.connect_timeout)
-        recorded, live = postgres.read_fingerprints(creds, ctx.table, timeout=ctx.connect_timeout)
-        report = check(ctx.environment, db, history, recorded, live)
+        state = postgres.read_schema_state(
+            ctx.credentials[database], ctx.table, timeout=ctx.connect_timeout
+        )
+        report = check(ctx.environment, db, state.history, state.recorded, state.live)
     report.checked_at, report.duration_s = checked_at, time.monotonic() - started
     return report
+
+
+def server_support(ctx: RunContext, reachable: list[str]) -> list[ServerSupport]:
+    """One check per PostgreSQL server behind these databases."""
+    supported = ctx.installation.postgresql_support if ctx.installation else None
+    flyway_version = ctx.installation.version if ctx.installation else "unknown"
+    servers: dict[str, str] = {}
+    for database in reachable:
+        creds = ctx.credentials[database]
+        servers.setdefault(f"{creds.host}:{creds.port}", database)
+    return [
+        ServerSupport(
+            server,
+            postgres.server_major(ctx.credentials[database], timeout=ctx.connect_timeout),
+            flyway_version,
+            supported,
+        )
+        for server, database in servers.items()
+    ]

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ameide_migrate import vault
+from ameide_migrate.catalog import Catalog, load_catalog
 from ameide_migrate.credential_gate import LocalStoreSource, SecretSource, VaultSource
 from ameide_migrate.errors import CredentialsMissing, UnknownEnvironment
 from ameide_migrate.settings import Settings
@@ -22,6 +23,15 @@ def check(name: str) -> str:
 def placeholders(environment: str) -> dict[str, str]:
     """Flyway placeholders every database of `environment` sees."""
     return {"environment": environment}
+
+
+def catalog(environment: str, settings: Settings) -> Catalog:
+    """The SQL tree as this environment's Flyway sees it (its placeholders, its history table)."""
+    return load_catalog(
+        settings.sql_dir,
+        placeholders=placeholders(check(environment)),
+        table=settings.flyway_table,
+    )
 
 
 @contextmanager

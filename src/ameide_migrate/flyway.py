@@ -18,6 +18,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -46,7 +47,7 @@ from ameide_migrate.errors import (
 
 ENGINE_CLASS = "ameide.FlywayEngine"
 CLI_CLASS = "org.flywaydb.commandline.Main"
-_INSTALL_LAYOUT = 2  # bump when what `install` puts in the cache changes
+_INSTALL_LAYOUT = 3  # bump when what `install` puts in the cache changes
 GSON_VERSION = "2.11.0"  # the engine's JSON library; Flyway's own changed between releases
 JVM_OPTIONS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xmx256m", "-Xss1m")
 
@@ -70,6 +71,12 @@ class Installation:
     @property
     def classpath(self) -> str:
         return f"{self.home / 'engine'}{os.pathsep}{self.home / 'lib'}/*"
+
+    @property
+    def postgresql_support(self) -> tuple[int, int] | None:
+        """(oldest, newest) PostgreSQL major this Flyway supports, as read from Flyway itself."""
+        support = json.loads((self.home / "installed.json").read_text()).get("postgresql")
+        return (int(support[0]), int(support[1])) if support else None
 
 
 def _engine_source() -> bytes:
@@ -223,7 +230,10 @@ def install(
         '-skipCheckForUpdate "$@"\n'
     )
     launcher.chmod(0o755)
-    marker.write_text(json.dumps({"version": version, "fingerprint": fingerprint}))
+    support = _postgresql_support(home / "lib", javac)
+    marker.write_text(
+        json.dumps({"version": version, "fingerprint": fingerprint, "postgresql": support})
+    )
     return Installation(home=home, version=version, java=java), True
 
 
@@ -232,6 +242,30 @@ def _run(command: list[str], failure: str) -> None:
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
         raise FlywayInstallFailed(f"{failure}:\n{tail}")
+
+
+def _postgresql_support(lib: Path, javac: str) -> list[str] | None:
+    """Read the PostgreSQL range out of Flyway's own check (`PostgreSQLDatabase.ensureSupported`:
+    the oldest major of its open-source edition, the newest it was tested with), so the drift
+    check warns before a server upgrade leaves it. None when this Flyway's code reads otherwise."""
+    javap = Path(javac).with_name("javap")
+    done = subprocess.run(
+        [
+            str(javap),
+            "-c",
+            "-p",
+            "-constants",
+            "-cp",
+            f"{lib}/*",
+            "org.flywaydb.database.postgresql.PostgreSQLDatabase",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    body = done.stdout.split("ensureSupported", 1)[-1].split("public ", 1)[0]
+    versions = re.findall(r"// String (\d+)(?:\.\d+)?\s*$", body, flags=re.MULTILINE)
+    return versions[-2:] if done.returncode == 0 and len(versions) >= 3 else None
 
 
 def command_line(inst: Installation) -> list[str]:

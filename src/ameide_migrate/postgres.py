@@ -163,8 +163,13 @@ class HistoryRow:
 
 def read_history(creds: Credentials, table: str, *, timeout: int = 5) -> list[HistoryRow] | None:
     """Flyway's schema history of the database, read-only; None when the table does not exist."""
-    with connect(creds, timeout=timeout, read_only=True) as conn, conn.cursor() as cur:
-        try:
+    with connect(creds, timeout=timeout, read_only=True) as conn:
+        return _history(conn, creds, table)
+
+
+def _history(conn: psycopg.Connection, creds: Credentials, table: str) -> list[HistoryRow] | None:
+    try:
+        with conn.cursor() as cur:
             cur.execute(
                 "SELECT to_regclass(%s) IS NOT NULL", (sql.Identifier(table).as_string(conn),)
             )
@@ -178,12 +183,12 @@ def read_history(creds: Credentials, table: str, *, timeout: int = 5) -> list[Hi
                 ).format(sql.Identifier(table))
             )
             return [HistoryRow(*r) for r in cur.fetchall()]
-        except psycopg.errors.OperationalError as e:
-            raise DatabaseUnreachable(
-                f"database {creds.database}: reading {table} was interrupted: {e}"
-            ) from None
-        except psycopg.Error as e:
-            raise DatabaseError(f"database {creds.database}: cannot read {table}: {e}") from None
+    except psycopg.errors.OperationalError as e:
+        raise DatabaseUnreachable(
+            f"database {creds.database}: reading {table} was interrupted: {e}"
+        ) from None
+    except psycopg.Error as e:
+        raise DatabaseError(f"database {creds.database}: cannot read {table}: {e}") from None
 
 
 def ensure_roles_and_databases(admin: Credentials, owners: list[Credentials]) -> bool:
@@ -470,19 +475,33 @@ def record_fingerprint(
         )
 
 
-def read_fingerprints(
-    creds: Credentials, history_table: str, *, timeout: int = 5
-) -> tuple[Fingerprint | None, dict[str, str]]:
-    """(the fingerprint recorded after the last migrate, the live schema's), read-only."""
+@dataclass(frozen=True)
+class SchemaState:
+    """What the drift check reads of a database, in one read-only connection."""
+
+    history: list[HistoryRow] | None
+    recorded: Fingerprint | None
+    """The fingerprint recorded after the last migrate."""
+    live: dict[str, str]
+
+
+def read_schema_state(creds: Credentials, history_table: str, *, timeout: int = 5) -> SchemaState:
     with connect(creds, timeout=timeout, read_only=True) as conn:
+        history = _history(conn, creds, history_table)
         live = live_fingerprint(conn, history_table)
         exists = conn.execute("SELECT to_regclass('ameide_migrate.schema_fingerprint')").fetchone()
-        if not exists or exists[0] is None:
-            return None, live
-        row = conn.execute(
-            "SELECT version, recorded_at::text, objects FROM ameide_migrate.schema_fingerprint "
-            "ORDER BY recorded_at DESC LIMIT 1"
-        ).fetchone()
-    if row is None:
-        return None, live
-    return Fingerprint(row[0], row[1], dict(row[2])), live
+        row = None
+        if exists and exists[0] is not None:
+            row = conn.execute(
+                "SELECT version, recorded_at::text, objects FROM ameide_migrate.schema_fingerprint "
+                "ORDER BY recorded_at DESC LIMIT 1"
+            ).fetchone()
+    recorded = Fingerprint(row[0], row[1], dict(row[2])) if row else None
+    return SchemaState(history, recorded, live)
+
+
+def server_major(creds: Credentials, *, timeout: int = 5) -> int:
+    """The server's PostgreSQL major version (15 for 15.18)."""
+    with connect(creds, timeout=timeout, read_only=True) as conn:
+        row = conn.execute("SHOW server_version_num").fetchone()
+    return int(row[0]) // 10000 if row else 0

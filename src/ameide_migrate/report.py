@@ -93,6 +93,9 @@ def print_drift(found: DriftReport, console: Console) -> None:
             str(d.pending),
         )
     console.print(table)
+    for server in found.servers:
+        if server.warning:
+            console.print(f"[yellow]warning:[/] {server.warning}", soft_wrap=True)
     for d in found.databases:
         for problem in [*d.problems.values(), *d.schema_changes.values()]:
             console.print(f"[red]{d.database}[/]: {problem}", soft_wrap=True)
