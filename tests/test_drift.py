@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,7 @@ from ameide_migrate.credentials import write_local_store
 from ameide_migrate.drift import Verdict
 from ameide_migrate.flyway import Installation
 from ameide_migrate.local import up
-from ameide_migrate.postgres import Cluster
+from ameide_migrate.postgres import Cluster, free_port
 from ameide_migrate.settings import get_settings
 
 from .fix_platform import REPO, Platform, admin_url_of
@@ -275,6 +277,7 @@ def test_changes_made_outside_flyway_are_named(platform: Platform) -> None:
     assert f"index public.{index} dropped outside Flyway" in report["schema_changes"]
     assert "column public.threads.added_by_hand added outside Flyway" in report["schema_changes"]
     assert "capture the change in a new migration" in report["fix"]
+    assert report["known_good"]  # when the schema was last as Flyway left it
 
 
 def test_server_support_is_read_from_flyway_and_warns_before_an_upgrade_leaves_it(
@@ -296,3 +299,53 @@ def test_server_support_is_read_from_flyway_and_warns_before_an_upgrade_leaves_i
     (server,) = report.servers
     assert server.major == 15
     assert server.supported == (10, 16)
+
+
+@pytest.fixture
+def pushgateway(tmp_path: Path) -> Iterator[str]:
+    """Debian's prometheus-pushgateway on a loopback port of its own."""
+    port = free_port()
+    process = subprocess.Popen(
+        ["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/-/ready", timeout=1).close()  # noqa: S310
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise
+            time.sleep(0.1)
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_drift_metrics_are_pushed_to_a_pushgateway_when_configured(
+    platform: Platform, pushgateway: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.drift import drift_flow
+
+    monkeypatch.setenv("AMEIDE_PUSHGATEWAY_URL", pushgateway)
+    get_settings.cache_clear()
+    platform.run(databases=["threads"])
+    edit_applied_file(platform)
+
+    drift_flow(environment="local", databases=["threads"], return_state=True)
+
+    with urllib.request.urlopen(f"{pushgateway}/metrics", timeout=5) as response:  # noqa: S310
+        exposed = response.read().decode()
+    pushed = {
+        (s.name, s.labels.get("database"), s.labels.get("job")): s.value
+        for family in text_string_to_metric_families(exposed)
+        for s in family.samples
+    }
+    assert pushed[("ameide_migrate_drift", "threads", "ameide_migrate_drift")] == 1.0
+    assert pushed[("ameide_migrate_schema_version", "threads", "ameide_migrate_drift")] == 4.0

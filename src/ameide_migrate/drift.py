@@ -58,6 +58,8 @@ class DatabaseDrift:
     engine: str = "native"
     schema_changes: dict[str, str] = field(default_factory=dict)
     """Objects changed outside Flyway since the fingerprint recorded after the last migrate."""
+    known_good: str | None = None
+    """When the schema was last recorded as Flyway left it: drift happened since then."""
     checked_at: float = 0.0
     duration_s: float = 0.0
 
@@ -74,6 +76,7 @@ class DatabaseDrift:
             "pending": self.pending,
             "problems": list(self.problems.values()),
             "schema_changes": list(self.schema_changes.values()),
+            "known_good": self.known_good,
             "fix": self.fix,
             "engine": self.engine,
             "migrations": [m.__dict__ for m in self.migrations],
@@ -303,6 +306,7 @@ def check(
     )
     # A fingerprint of another version was not taken by our last migrate: nothing to compare.
     if fingerprint is not None and live is not None and fingerprint.version == drift.version:
+        drift.known_good = fingerprint.recorded_at
         drift.schema_changes = schema_changes(fingerprint, live)
         if drift.schema_changes:
             drift.verdict = Verdict.DRIFTED
@@ -426,9 +430,10 @@ class DriftReport:
         for d in self.databases:
             if d.verdict is Verdict.IN_SYNC:
                 continue
+            since = f"; as Flyway left it at {d.known_good}" if d.known_good else ""
             lines += [
                 f"**{d.database}**: {d.verdict.value} (at {d.version or 'empty'}, "
-                f"latest {d.latest})",
+                f"latest {d.latest}{since})",
                 "",
             ]
             odd = [m for m in d.migrations if m.state not in SETTLED]
