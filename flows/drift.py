@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from ameide_migrate import drift, environments, metrics
@@ -14,6 +15,7 @@ from ameide_migrate.drift import DatabaseDrift, DriftReport, Verdict
 from ameide_migrate.errors import DriftFound, MigrateError
 from ameide_migrate.migrate import RunContext
 from ameide_migrate.settings import get_settings
+from ameide_migrate.triggering import DRIFTED_STATE
 from flows.retrying import retrying
 from flows.secrets import verify_credentials
 
@@ -82,5 +84,8 @@ def drift_flow(
     )
     get_run_logger().info("metrics: %s", where)
     if not report.in_sync:
-        raise DriftFound(report.summary(), report)
+        # A named state, so that a trigger tells drift (exit 3) from a crash (exit 1).
+        return Failed(  # type: ignore[return-value]
+            name=DRIFTED_STATE, message=report.summary(), data=DriftFound(report.summary(), report)
+        )
     return report

@@ -220,6 +220,65 @@ def drift(
 
 
 @app.command()
+def deploy(
+    env: EnvOption,
+    image: Annotated[
+        str | None,
+        typer.Option(help="Kubernetes pools: the migrations image, pinned by digest."),
+    ] = None,
+) -> None:
+    """Register migrate/<env> and drift/<env> with the Prefect API in PREFECT_API_URL.
+
+    Idempotent: running it again updates the same two deployments.
+    """
+    from deployments.definitions import deployments_for, environment
+
+    settings = get_settings()
+    target = environment(env)
+    catalog = environments.catalog(env, settings)
+    prefect_api.ensure_work_pool(target.work_pool, target.pool_type)
+    for deployment in deployments_for(env, catalog, image):
+        deployment_id = deployment.apply()
+        console.print(f"{deployment.flow_name}/{deployment.name}: {deployment_id}")
+
+
+@app.command()
+def trigger(
+    env: EnvOption,
+    db: DbOption = None,
+    flow: Annotated[str, typer.Option(help="migrate or drift.")] = "migrate",
+    wait: Annotated[bool, typer.Option(help="Follow the run's state and logs to the end.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 3600,
+) -> None:
+    """Start a run of the environment's deployment through the Prefect API (for CI).
+
+    Exits 0 completed, 1 failed, crashed or cancelled, 3 drift found, 4 timed out (the run keeps
+    going).
+    """
+    from ameide_migrate import triggering
+    from ameide_migrate.errors import UsageError
+
+    if flow not in ("migrate", "drift"):
+        raise UsageError(f"unknown flow {flow!r}: choose migrate or drift")
+    settings = get_settings()
+    catalog = environments.catalog(env, settings)
+    parameters: dict[str, Any] = {"databases": [d.name for d in catalog.select(db)] if db else None}
+    flow_run_id = triggering.start(f"{flow}/{env}", parameters)
+    ui = prefect_api.ui_address_of_flow_run(prefect_api.ui_url(), str(flow_run_id))
+    console.print(f"flow run {flow_run_id}: {ui}")
+    if not wait:
+        return
+    outcome = triggering.follow(
+        flow_run_id,
+        timeout,
+        on_log=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True),
+        on_state=lambda name: console.print(f"[bold]state:[/] {name}"),
+    )
+    console.print(f"{outcome.state}: {outcome.message}", markup=False, soft_wrap=True)
+    raise SystemExit(outcome.exit_code)
+
+
+@app.command()
 def repair(
     env: EnvOption,
     db: Annotated[list[str], typer.Option("--db", "-d", help="Database to repair; repeatable.")],

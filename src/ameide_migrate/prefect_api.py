@@ -139,3 +139,27 @@ def _alive(pid: int) -> bool:
 
 def ui_address_of_flow_run(ui_url: str, flow_run_id: str) -> str:
     return f"{ui_url}/runs/flow-run/{flow_run_id}"
+
+
+def ui_url() -> str:
+    """The UI address of the API this process talks to (PREFECT_UI_URL, else derived)."""
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    if settings.ui_url:
+        return str(settings.ui_url)
+    api = str(settings.api.url or "")
+    return api.removesuffix("/api")
+
+
+def ensure_work_pool(name: str, pool_type: str) -> None:
+    """Create the work pool when the API has none of that name."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(name)
+        except ObjectNotFound:
+            client.create_work_pool(WorkPoolCreate(name=name, type=pool_type))

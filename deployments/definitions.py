@@ -1,0 +1,112 @@
+"""Every environment's deployments, from one definition: `migrate/<env>` and `drift/<env>`.
+
+Flows are referenced by module path (`flows.migrate.migrate_flow`), so a worker runs the code it
+has installed: the process worker's virtualenv locally, the migrations image on Kubernetes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.client.schemas.schedules import CronSchedule
+from prefect.deployments.runner import RunnerDeployment
+from prefect.types.entrypoint import EntrypointType
+
+from ameide_migrate.catalog import Catalog
+from ameide_migrate.errors import UnknownEnvironment
+from flows.drift import drift_flow
+from flows.migrate import migrate_flow
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str
+    work_pool: str
+    pool_type: str
+    drift_cron: str
+    timezone: str = "UTC"
+    tags: tuple[str, ...] = ()
+    job_variables: dict[str, Any] = field(default_factory=dict)
+
+
+ENVIRONMENTS = {
+    "local": Environment("local", "ameide-local", "process", "0 3 * * *", tags=("local",)),
+    "staging": Environment(
+        "staging",
+        "ameide-kubernetes",
+        "kubernetes",
+        "0 2 * * *",
+        "Europe/Zurich",
+        tags=("staging",),
+        job_variables={"namespace": "ameide-staging", "service_account_name": "db-migrations"},
+    ),
+    "prod": Environment(
+        "prod",
+        "ameide-kubernetes",
+        "kubernetes",
+        "30 2 * * *",
+        "Europe/Zurich",
+        tags=("prod",),
+        job_variables={"namespace": "ameide-prod", "service_account_name": "db-migrations"},
+    ),
+}
+
+
+def environment(name: str) -> Environment:
+    if name not in ENVIRONMENTS:
+        raise UnknownEnvironment(name, ENVIRONMENTS)
+    return ENVIRONMENTS[name]
+
+
+def _offer_databases(deployment: RunnerDeployment, catalog: Catalog) -> RunnerDeployment:
+    """The UI form offers the catalog's databases as a multi-select."""
+    schema = deployment._parameter_openapi_schema.model_dump()
+    databases = schema["properties"]["databases"]
+    databases["anyOf"] = [
+        {
+            "type": "array",
+            "items": {"type": "string", "enum": list(catalog.databases)},
+            "uniqueItems": True,
+        },
+        {"type": "null"},
+    ]
+    deployment._parameter_openapi_schema = type(deployment._parameter_openapi_schema)(**schema)
+    return deployment
+
+
+def deployments_for(
+    name: str, catalog: Catalog, image: str | None = None
+) -> list[RunnerDeployment]:
+    env = environment(name)
+    job_variables = dict(env.job_variables)
+    if image:
+        job_variables["image"] = image
+    common: dict[str, Any] = {
+        "work_pool_name": env.work_pool,
+        "tags": [*env.tags, "ameide-migrate"],
+        "job_variables": job_variables,
+        "entrypoint_type": EntrypointType.MODULE_PATH,
+    }
+    migrate = migrate_flow.to_deployment(
+        name,
+        parameters={"environment": name},
+        description=f"Migrate the databases of {name} to the latest version.",
+        # Two migrate runs of one environment never overlap: the second waits its turn.
+        concurrency_limit=ConcurrencyLimitConfig(
+            limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
+        ),
+        **common,
+    )
+    drift = drift_flow.to_deployment(
+        name,
+        parameters={"environment": name},
+        description=f"Nightly schema-drift check of {name}.",
+        schedules=[CronSchedule(cron=env.drift_cron, timezone=env.timezone)],
+        **common,
+    )
+    return [
+        _offer_databases(cast(RunnerDeployment, migrate), catalog),
+        _offer_databases(cast(RunnerDeployment, drift), catalog),
+    ]

@@ -1,0 +1,122 @@
+"""Deployments on a real Prefect server, run by a real process worker, triggered like CI does."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+
+from ameide_migrate.catalog import PLATFORM_DATABASES
+from ameide_migrate.prefect_api import Server
+
+from .fix_platform import REPO, Platform
+
+BIN = Path(sys.executable).parent
+
+
+def ameide(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ameide_migrate.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture
+def deployed(platform: Platform) -> Platform:
+    done = ameide("deploy", "--env", "local")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return platform
+
+
+@pytest.fixture
+def process_worker(deployed: Platform, tmp_path: Path) -> Iterator[Platform]:
+    """A process worker of the local pool, with the test's environment (its SQL tree, its store)."""
+    log = (tmp_path / "worker.log").open("w")
+    worker = subprocess.Popen(
+        [str(BIN / "prefect"), "worker", "start", "--pool", "ameide-local", "--type", "process"],
+        env={
+            **os.environ,
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+        },
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+    )
+    try:
+        yield deployed
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        log.close()
+
+
+def test_deploy_registers_both_deployments_and_a_second_run_changes_nothing(
+    deployed: Platform, prefect_server: Server
+) -> None:
+    with get_client(sync_client=True) as client:
+        first = {
+            name: client.read_deployment_by_name(name) for name in ("migrate/local", "drift/local")
+        }
+    again = ameide("deploy", "--env", "local")
+    assert again.returncode == 0, again.stderr
+    with get_client(sync_client=True) as client:
+        second = {name: client.read_deployment_by_name(name) for name in first}
+
+    assert {n: d.id for n, d in first.items()} == {n: d.id for n, d in second.items()}
+    drift = second["drift/local"]
+    assert [s.schedule.cron for s in drift.schedules] == ["0 3 * * *"]  # type: ignore[union-attr]
+    migrate = second["migrate/local"]
+    assert migrate.global_concurrency_limit is not None
+    assert migrate.global_concurrency_limit.limit == 1
+    assert migrate.concurrency_options is not None
+    assert migrate.concurrency_options.collision_strategy.value == "ENQUEUE"
+    schema = migrate.parameter_openapi_schema or {}
+    choices = schema["properties"]["databases"]["anyOf"][0]["items"]
+    assert choices["enum"] == list(PLATFORM_DATABASES)
+    assert migrate.work_pool_name == "ameide-local"
+
+
+def test_trigger_waits_for_the_run_and_exits_0_when_it_completes(process_worker: Platform) -> None:
+    done = ameide("trigger", "--env", "local", "--db", "threads", "--wait", "--timeout", "240")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "/runs/flow-run/" in done.stdout
+    assert "state: Completed" in done.stdout
+    assert "threads: empty -> 4, 4 applied" in done.stdout
+    assert process_worker.versions("threads")[-1] == "4"
+
+
+def test_trigger_exit_codes_for_failure_drift_and_timeout(process_worker: Platform) -> None:
+    (process_worker.sql_dir / "graph" / "V9__graph_broken.sql").write_text("SELECT * FROM nope;\n")
+    failed = ameide("trigger", "--env", "local", "--db", "graph", "--wait", "--timeout", "240")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "Failed" in failed.stdout
+
+    drift = ameide(
+        "trigger",
+        "--env",
+        "local",
+        "--flow",
+        "drift",
+        "--db",
+        "graph",
+        "--wait",
+        "--timeout",
+        "240",
+    )
+    assert drift.returncode == 3, drift.stdout + drift.stderr
+    assert "state: Drifted" in drift.stdout
+
+    slow = ameide("trigger", "--env", "local", "--db", "threads", "--wait", "--timeout", "0.1")
+    assert slow.returncode == 4, slow.stdout + slow.stderr
+    assert "the run keeps going" in slow.stdout
