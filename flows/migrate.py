@@ -15,7 +15,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from ameide_migrate import environments, migrate, report
+from ameide_migrate import drift, environments, migrate, report
 from ameide_migrate.errors import RunFailed
 from ameide_migrate.migrate import (
     DatabaseFailed,
@@ -56,6 +56,14 @@ def migrate_database(ctx: RunContext, database: str) -> DatabaseOutcome:
     return migrate.migrate_database(ctx, database, TASK_STEPS, get_run_logger())
 
 
+@task(**retrying("plan", _settings), task_run_name="plan {database}")
+def plan_database(ctx: RunContext, database: str) -> DatabaseOutcome:
+    """Dry run: what would be applied, read-only."""
+    outcome = drift.plan(ctx, database)
+    get_run_logger().info("%s: %s %s", database, outcome.state.value, outcome.message)
+    return outcome
+
+
 @task(**retrying("smoke check", _settings), task_run_name="smoke check")
 def smoke_check(ctx: RunContext, databases: list[str]) -> list[migrate.SmokeResult]:
     """Read-only: every database that migrated is at the latest version, nothing pending."""
@@ -83,6 +91,7 @@ def migrate_flow(
     environment: str = "local",
     databases: list[str] | None = None,
     concurrency: int | None = None,
+    dry_run: bool = False,
 ) -> RunReport:
     """Migrate the environment's databases (all, or those named) to the latest version.
 
@@ -90,6 +99,7 @@ def migrate_flow(
         environment: local, staging or prod.
         databases: the databases to migrate; all of them when empty.
         concurrency: databases migrated at once; the setting AMEIDE_MAX_CONCURRENCY when empty.
+        dry_run: list what would be applied and change nothing.
     """
     settings = get_settings()
     catalog = environments.catalog(environment, settings)
@@ -102,10 +112,11 @@ def migrate_flow(
     )
     try:
         with runner:
-            futures = [runner.submit(migrate_database, {"ctx": ctx, "database": n}) for n in names]
+            step = plan_database if dry_run else migrate_database
+            futures = [runner.submit(step, {"ctx": ctx, "database": n}) for n in names]
             run.outcomes = [_outcome(f) for f in futures]
         settled = [o.database for o in run.outcomes if o.state is not OutcomeState.FAILED]
-        if settled:
+        if settled and not dry_run:
             run.smoke = smoke_check(ctx, settled)
     finally:
         ctx.close()

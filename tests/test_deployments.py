@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 from prefect.client.orchestration import get_client
@@ -120,3 +122,24 @@ def test_trigger_exit_codes_for_failure_drift_and_timeout(process_worker: Platfo
     slow = ameide("trigger", "--env", "local", "--db", "threads", "--wait", "--timeout", "0.1")
     assert slow.returncode == 4, slow.stdout + slow.stderr
     assert "the run keeps going" in slow.stdout
+
+
+def test_two_triggers_of_one_environment_run_one_after_the_other(process_worker: Platform) -> None:
+    first = ameide("trigger", "--env", "local", "--db", "threads")
+    second = ameide("trigger", "--env", "local", "--db", "graph")
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    ids = [line.split()[2].rstrip(":") for line in (first.stdout, second.stdout)]
+
+    deadline = time.monotonic() + 240
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = [client.read_flow_run(UUID(i)) for i in ids]
+            if all(r.state is not None and r.state.is_final() for r in runs):
+                break
+            assert time.monotonic() < deadline, [r.state for r in runs]
+            time.sleep(1)
+    assert all(r.state is not None and r.state.is_completed() for r in runs)
+    spans = sorted((r.start_time, r.end_time) for r in runs if r.start_time and r.end_time)
+    assert len(spans) == 2
+    (_, first_end), (second_start, _) = spans
+    assert first_end <= second_start, "the two migrate runs overlapped"

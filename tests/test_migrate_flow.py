@@ -233,3 +233,20 @@ def test_a_newer_flyway_release_migrates_validates_and_smoke_checks(
     (smoke,) = report.smoke
     assert smoke.ok
     assert smoke.source == "flyway info"
+
+
+def test_dry_run_lists_what_would_be_applied_and_changes_nothing(platform: Platform) -> None:
+    state, report = platform.run(databases=["threads", "workflows"], dry_run=True)
+
+    assert state.is_completed()
+    outcome = {o.database: o for o in report.outcomes}
+    assert outcome["threads"].state is OutcomeState.WOULD_APPLY
+    assert outcome["threads"].applied == 4
+    assert "V3__threads_add_tenant_metadata_columns.sql" in outcome["threads"].message
+    assert "R__workflows_environment_settings.sql" in outcome["workflows"].message
+    assert platform.history("threads") is None
+    assert report.jvm_starts == 0
+
+    platform.run(databases=["threads"])
+    _, again = platform.run(databases=["threads"], dry_run=True)
+    assert again.outcomes[0].state is OutcomeState.UP_TO_DATE

@@ -125,6 +125,9 @@ def run(
     concurrency: Annotated[
         int | None, typer.Option(min=1, help="Databases migrated at once (AMEIDE_MAX_CONCURRENCY).")
     ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be applied; change nothing.")
+    ] = False,
 ) -> None:
     """Migrate the environment's databases to the latest version, then prove it (flyway info)."""
     settings = get_settings()
@@ -144,6 +147,7 @@ def run(
         environment=env,
         databases=targets if db else None,
         concurrency=concurrency,
+        dry_run=dry_run,
         return_state=True,
     )
     outcome = state.result(raise_on_failure=False)
@@ -247,6 +251,9 @@ def trigger(
     env: EnvOption,
     db: DbOption = None,
     flow: Annotated[str, typer.Option(help="migrate or drift.")] = "migrate",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="migrate: list what would be applied, change nothing.")
+    ] = False,
     wait: Annotated[bool, typer.Option(help="Follow the run's state and logs to the end.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 3600,
 ) -> None:
@@ -263,6 +270,10 @@ def trigger(
     settings = get_settings()
     catalog = environments.catalog(env, settings)
     parameters: dict[str, Any] = {"databases": [d.name for d in catalog.select(db)] if db else None}
+    if dry_run:
+        if flow != "migrate":
+            raise UsageError("--dry-run applies to the migrate flow only")
+        parameters["dry_run"] = True
     flow_run_id = triggering.start(f"{flow}/{env}", parameters)
     ui = prefect_api.ui_address_of_flow_run(prefect_api.ui_url(), str(flow_run_id))
     console.print(f"flow run {flow_run_id}: {ui}")

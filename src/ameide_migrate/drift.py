@@ -18,7 +18,7 @@ from typing import Any
 
 from ameide_migrate import postgres
 from ameide_migrate.catalog import DatabaseCatalog, Migration, Version
-from ameide_migrate.migrate import RunContext
+from ameide_migrate.migrate import DatabaseOutcome, OutcomeState, RunContext
 from ameide_migrate.postgres import Fingerprint, HistoryRow
 
 SETTLED = frozenset({"Success", "Baseline", "Below Baseline", "Superseded"})
@@ -495,3 +495,37 @@ def server_support(ctx: RunContext, reachable: list[str]) -> list[ServerSupport]
         )
         for server, database in servers.items()
     ]
+
+
+def plan(ctx: RunContext, database: str) -> DatabaseOutcome:
+    """A dry run: what a migrate would apply to this database, read-only and without Flyway."""
+    started = time.monotonic()
+    db = ctx.databases[database]
+    history = postgres.read_history(
+        ctx.credentials[database], ctx.table, timeout=ctx.connect_timeout
+    )
+    report = check(ctx.environment, db, history)
+    pending = [m.script for m in report.migrations if m.state in PENDING]
+    latest = str(db.latest_version) if db.latest_version else None
+    if report.verdict is Verdict.DRIFTED:
+        return DatabaseOutcome(
+            database,
+            OutcomeState.FAILED,
+            report.version,
+            report.version,
+            latest,
+            0,
+            time.monotonic() - started,
+            message="; ".join(report.problems.values()) or "drifted",
+            recovery=report.fix,
+        )
+    return DatabaseOutcome(
+        database,
+        OutcomeState.WOULD_APPLY if pending else OutcomeState.UP_TO_DATE,
+        report.version,
+        latest if pending else report.version,
+        latest,
+        len(pending),
+        time.monotonic() - started,
+        message=", ".join(pending),
+    )

@@ -40,6 +40,7 @@ class OutcomeState(StrEnum):
     MIGRATED = "migrated"
     UP_TO_DATE = "up to date"
     FAILED = "failed"
+    WOULD_APPLY = "would apply"
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ _STYLE = {
     OutcomeState.MIGRATED: "green",
     OutcomeState.UP_TO_DATE: "cyan",
     OutcomeState.FAILED: "bold red",
+    OutcomeState.WOULD_APPLY: "yellow",
 }
 
 
@@ -67,6 +68,9 @@ def print_run(run: RunReport, console: Console) -> None:
             else ("[green]ok[/]" if check.ok else "[red]" + "; ".join(check.problems) + "[/]"),
         )
     console.print(table)
+    for o in run.outcomes:
+        if o.state is OutcomeState.WOULD_APPLY:
+            console.print(f"{o.database} would apply: {o.message}", soft_wrap=True)
     for o in run.failed:
         console.print(f"[bold red]{o.database}[/]: {o.message}")
         console.print(f"  [yellow]next:[/] {o.recovery}")
