@@ -236,11 +236,13 @@ def deploy(
     Idempotent: running it again updates the same two deployments.
     """
     from deployments.definitions import deployments_for, environment
+    from deployments.kubernetes import job_template
 
     settings = get_settings()
     target = environment(env)
     catalog = environments.catalog(env, settings)
-    prefect_api.ensure_work_pool(target.work_pool, target.pool_type)
+    template = job_template() if target.pool_type == "kubernetes" else None
+    prefect_api.ensure_work_pool(target.work_pool, target.pool_type, template)
     for deployment in deployments_for(env, catalog, image):
         deployment_id = deployment.apply()
         console.print(f"{deployment.flow_name}/{deployment.name}: {deployment_id}")

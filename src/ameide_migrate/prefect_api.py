@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ameide_migrate.errors import PrefectServerFailed
 from ameide_migrate.postgres import free_port
@@ -152,8 +153,10 @@ def ui_url() -> str:
     return api.removesuffix("/api")
 
 
-def ensure_work_pool(name: str, pool_type: str) -> None:
-    """Create the work pool when the API has none of that name."""
+def ensure_work_pool(
+    name: str, pool_type: str, base_job_template: dict[str, Any] | None = None
+) -> None:
+    """Create the work pool when the API has none of that name (with this job template)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectNotFound
@@ -162,4 +165,6 @@ def ensure_work_pool(name: str, pool_type: str) -> None:
         try:
             client.read_work_pool(name)
         except ObjectNotFound:
-            client.create_work_pool(WorkPoolCreate(name=name, type=pool_type))
+            client.create_work_pool(
+                WorkPoolCreate(name=name, type=pool_type, base_job_template=base_job_template or {})
+            )

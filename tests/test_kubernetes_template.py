@@ -1,0 +1,95 @@
+"""The exact Job prefect-kubernetes's worker would submit for a staging run, rendered with its own
+job-configuration code and validated against the Kubernetes API types."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from typing import Any
+from uuid import uuid4
+
+import kubernetes_validate
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
+from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
+
+from ameide_migrate.prefect_api import Server
+from deployments.definitions import ENVIRONMENTS
+from deployments.kubernetes import RUN_AS_USER, job_template
+
+from .fix_platform import REPO
+
+KUBERNETES_VERSION = "1.34.0"
+
+
+def render(values: dict[str, Any]) -> dict[str, Any]:
+    config = asyncio.run(
+        KubernetesWorkerJobConfiguration.from_template_and_values(job_template(), values)
+    )
+    config.prepare_for_flow_run(FlowRun(id=uuid4(), flow_id=uuid4(), name="calm-otter"))
+    manifest: dict[str, Any] = config.job_manifest
+    return manifest
+
+
+def test_staging_job_is_hardened_and_valid() -> None:
+    staging = ENVIRONMENTS["staging"]
+    image = "registry.internal/ameide-migrations@sha256:" + "ab" * 32
+    job = render({**staging.job_variables, "image": image})
+
+    kubernetes_validate.validate(job, KUBERNETES_VERSION, strict=True)
+    assert job["metadata"]["namespace"] == "ameide-staging"
+    spec = job["spec"]
+    assert spec["backoffLimit"] == 0
+    assert spec["ttlSecondsAfterFinished"] == 3600
+    assert spec["activeDeadlineSeconds"] == 3600
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == "db-migrations"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == RUN_AS_USER
+    (container,) = pod["containers"]
+    assert container["image"] == image
+    assert container["securityContext"] == {
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert container["resources"]["limits"]["memory"] == "1Gi"
+    assert any(e["name"] == "PREFECT__FLOW_RUN_ID" for e in container["env"])
+
+
+def test_an_invalid_override_is_caught_by_the_validation() -> None:
+    job = render({"image": "x@sha256:" + "cd" * 32, "backoff_limit": "zero"})
+    with pytest.raises(kubernetes_validate.ValidationError, match="zero"):
+        kubernetes_validate.validate(job, KUBERNETES_VERSION, strict=True)
+
+
+def test_deploy_creates_the_kubernetes_pool_with_the_hardened_template(
+    prefect_server: Server,
+) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ameide_migrate.cli",
+            "deploy",
+            "--env",
+            "staging",
+            "--image",
+            "registry.internal/ameide-migrations@sha256:" + "ef" * 32,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    with get_client(sync_client=True) as client:
+        pool = client.read_work_pool("ameide-kubernetes")
+        deployment = client.read_deployment_by_name("migrate/staging")
+    assert pool.type == "kubernetes"
+    assert pool.base_job_template == job_template()
+    assert deployment.job_variables is not None
+    assert deployment.job_variables["namespace"] == "ameide-staging"
+    assert deployment.job_variables["image"].endswith("ef" * 32)
