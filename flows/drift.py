@@ -14,8 +14,8 @@ from ameide_migrate import drift, environments, metrics
 from ameide_migrate.drift import DatabaseDrift, DriftReport, Verdict
 from ameide_migrate.errors import DriftFound, MigrateError
 from ameide_migrate.migrate import RunContext
+from ameide_migrate.prefect_api import DRIFTED_STATE
 from ameide_migrate.settings import get_settings
-from ameide_migrate.triggering import DRIFTED_STATE
 from flows.retrying import retrying
 from flows.secrets import verify_credentials
 

@@ -264,7 +264,6 @@ def trigger(
     Exits 0 completed, 1 failed, crashed or cancelled, 3 drift found, 4 timed out (the run keeps
     going).
     """
-    from ameide_migrate import triggering
     from ameide_migrate.errors import UsageError
 
     if flow not in ("migrate", "drift"):
@@ -276,12 +275,12 @@ def trigger(
         if flow != "migrate":
             raise UsageError("--dry-run applies to the migrate flow only")
         parameters["dry_run"] = True
-    flow_run_id = triggering.start(f"{flow}/{env}", parameters)
+    flow_run_id = prefect_api.start_deployment(f"{flow}/{env}", parameters)
     ui = prefect_api.ui_address_of_flow_run(prefect_api.ui_url(), str(flow_run_id))
     console.print(f"flow run {flow_run_id}: {ui}")
     if not wait:
         return
-    outcome = triggering.follow(
+    outcome = prefect_api.follow_flow_run(
         flow_run_id,
         timeout,
         on_log=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True),

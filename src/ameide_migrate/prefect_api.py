@@ -10,9 +10,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from ameide_migrate.errors import PrefectServerFailed
 from ameide_migrate.postgres import free_port
@@ -168,3 +171,87 @@ def ensure_work_pool(
             client.create_work_pool(
                 WorkPoolCreate(name=name, type=pool_type, base_job_template=base_job_template or {})
             )
+
+
+# --- Triggering a deployment and following its run (for CI) ------------------------------------
+
+EXIT_COMPLETED, EXIT_FAILED, EXIT_DRIFT, EXIT_TIMEOUT = 0, 1, 3, 4
+DRIFTED_STATE = "Drifted"
+_LOG_FLUSH_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    flow_run_id: UUID
+    state: str
+    exit_code: int
+    message: str
+
+
+def start_deployment(deployment: str, parameters: dict[str, Any]) -> UUID:
+    """Create a flow run of the deployment; its work pool picks it up."""
+    from prefect.deployments import run_deployment
+
+    flow_run = run_deployment(deployment, parameters=parameters, timeout=0)
+    return flow_run.id  # type: ignore[union-attr]
+
+
+def follow_flow_run(
+    flow_run_id: UUID,
+    timeout: float,
+    on_log: Callable[[str], None],
+    on_state: Callable[[str], None],
+    poll_seconds: float = 1.0,
+) -> Outcome:
+    """Stream the run's logs and state changes until it ends or `timeout` passes (the run then
+    keeps going)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, LogFilterTimestamp
+    from prefect.client.schemas.sorting import LogSort
+
+    deadline = time.monotonic() + timeout
+    seen_state = ""
+    since: datetime | None = None
+    with get_client(sync_client=True) as client:
+
+        def new_logs() -> None:
+            nonlocal since
+            log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+            if since is not None:
+                log_filter.timestamp = LogFilterTimestamp(after_=since)
+            for log in client.read_logs(log_filter=log_filter, sort=LogSort.TIMESTAMP_ASC):
+                if since is None or log.timestamp > since:
+                    on_log(log.message)
+                    since = log.timestamp
+
+        while True:
+            run = client.read_flow_run(flow_run_id)
+            new_logs()
+            state = run.state
+            if state is not None and state.name and state.name != seen_state:
+                seen_state = state.name
+                on_state(seen_state)
+            if state is not None and state.is_final():
+                # The run's last log lines reach the API a moment after its final state.
+                time.sleep(_LOG_FLUSH_SECONDS)
+                new_logs()
+                return _outcome(flow_run_id, state)
+            if time.monotonic() > deadline:
+                return Outcome(
+                    flow_run_id,
+                    seen_state,
+                    EXIT_TIMEOUT,
+                    f"still {seen_state or 'scheduled'} after {timeout:g}s; the run keeps going",
+                )
+            time.sleep(poll_seconds)
+
+
+def _outcome(flow_run_id: UUID, state: Any) -> Outcome:
+    message = state.message or ""
+    if state.is_completed():
+        code = EXIT_COMPLETED
+    elif state.is_failed() and state.name == DRIFTED_STATE:
+        code = EXIT_DRIFT
+    else:
+        code = EXIT_FAILED
+    return Outcome(flow_run_id, state.name, code, message)
