@@ -4,6 +4,8 @@ a helper that runs the real migrate flow against them through the session's Pref
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +55,17 @@ class Platform:
         with postgres.connect(self.owners[database]) as conn:
             return conn.execute(statement).fetchall()
 
+    def move_to(self, database: str, cluster: postgres.Cluster) -> None:
+        """Give `database` a home on another server (its credentials follow in the store)."""
+        env = local.up(
+            self.state_dir,
+            [database],
+            admin_url=admin_url_of(cluster.admin),
+            database_prefix=self.prefix,
+        )
+        local.seed(self.state_dir, env.owners, None)
+        self.owners[database] = env.owners[database]
+
     def table_exists(self, database: str, table: str) -> bool:
         with postgres.connect(self.owners[database]) as conn:
             row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
@@ -100,4 +113,19 @@ def platform(
 def admin_url_of(creds: Credentials) -> SecretStr:
     return SecretStr(
         f"postgresql://{creds.user}:{creds.password.get_secret_value()}@{creds.host}:{creds.port}/postgres"
+    )
+
+
+def ameide(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """The command line as a user runs it, in the repository, with this process's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "ameide_migrate.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=timeout,
+        check=False,
     )

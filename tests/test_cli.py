@@ -4,8 +4,6 @@ embedded local default."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,21 +13,7 @@ from typer.testing import CliRunner
 
 from ameide_migrate.cli import app
 
-from .fix_platform import REPO, Platform
-
-
-def ameide(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ameide_migrate.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=timeout,
-        check=False,
-    )
+from .fix_platform import Platform, ameide
 
 
 def _paths(command: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

@@ -16,20 +16,9 @@ from prefect.client.orchestration import get_client
 from ameide_migrate.catalog import PLATFORM_DATABASES
 from ameide_migrate.prefect_api import Server
 
-from .fix_platform import REPO, Platform
+from .fix_platform import REPO, Platform, ameide
 
 BIN = Path(sys.executable).parent
-
-
-def ameide(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ameide_migrate.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=timeout,
-        check=False,
-    )
 
 
 @pytest.fixture

@@ -18,14 +18,12 @@ from psycopg import sql
 
 from ameide_migrate import drift, environments, migrate, postgres
 from ameide_migrate.catalog import load_catalog
-from ameide_migrate.credentials import write_local_store
 from ameide_migrate.drift import Verdict
 from ameide_migrate.flyway import Installation
-from ameide_migrate.local import up
 from ameide_migrate.postgres import Cluster, free_port
 from ameide_migrate.settings import get_settings
 
-from .fix_platform import REPO, Platform, admin_url_of
+from .fix_platform import REPO, Platform
 
 Tamper = Callable[[Platform], None]
 
@@ -215,13 +213,7 @@ def test_drift_flow_artifact_names_the_drift_and_the_fix(platform: Platform) -> 
 def test_an_unreachable_database_is_reported_and_exits_1(
     platform: Platform, spare_cluster: Cluster
 ) -> None:
-    env = up(
-        platform.state_dir,
-        ["threads"],
-        admin_url=admin_url_of(spare_cluster.admin),
-        database_prefix=platform.prefix,
-    )
-    write_local_store(platform.state_dir, env.owners)
+    platform.move_to("threads", spare_cluster)
     spare_cluster.stop()
 
     done = drift_cli("--json", "--db", "threads", "--db", "graph")

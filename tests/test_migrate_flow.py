@@ -14,14 +14,12 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from ameide_migrate.catalog import PLATFORM_DATABASES, load_catalog
-from ameide_migrate.credentials import write_local_store
 from ameide_migrate.flyway import Installation
-from ameide_migrate.local import up
 from ameide_migrate.migrate import OutcomeState
 from ameide_migrate.postgres import Cluster
 from ameide_migrate.settings import get_settings
 
-from .fix_platform import REPO, Platform, admin_url_of
+from .fix_platform import REPO, Platform
 
 LATEST = {
     db.name: str(db.latest_version)
@@ -159,13 +157,7 @@ def test_database_down_at_start_succeeds_through_retries(
     platform: Platform, spare_cluster: Cluster
 ) -> None:
     # threads lives on a server of its own that is down when the run starts.
-    env = up(
-        platform.state_dir,
-        ["threads"],
-        admin_url=admin_url_of(spare_cluster.admin),
-        database_prefix=platform.prefix,
-    )
-    write_local_store(platform.state_dir, env.owners)
+    platform.move_to("threads", spare_cluster)
     spare_cluster.stop()
     restarter = threading.Timer(3.0, spare_cluster.start)
     restarter.start()
@@ -177,7 +169,6 @@ def test_database_down_at_start_succeeds_through_retries(
     assert state.is_completed(), report.summary()
     assert report.outcomes[0].state is OutcomeState.MIGRATED
     assert time.monotonic() - started > 3.0
-    platform.owners["threads"] = env.owners["threads"]
     assert platform.versions("threads")[-1] == LATEST["threads"]
 
 
