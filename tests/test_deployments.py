@@ -12,6 +12,7 @@ from uuid import UUID
 
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
 
 from ameide_migrate.catalog import PLATFORM_DATABASES
 from ameide_migrate.prefect_api import Server
@@ -111,22 +112,35 @@ def test_trigger_exit_codes_for_failure_drift_and_timeout(process_worker: Platfo
     slow = ameide("trigger", "--env", "local", "--db", "threads", "--wait", "--timeout", "0.1")
     assert slow.returncode == 4, slow.stdout + slow.stderr
     assert "the run keeps going" in slow.stdout
+    # It does: it completes after trigger gave up on it.
+    (run,) = wait_until_final([flow_run_id(slow.stdout)])
+    assert run.state is not None
+    assert run.state.is_completed()
+
+
+def flow_run_id(trigger_output: str) -> UUID:
+    """The id `trigger` prints first: `flow run <id>: <ui address>`."""
+    return UUID(trigger_output.split()[2].rstrip(":"))
+
+
+def wait_until_final(ids: list[UUID], timeout: float = 240) -> list[FlowRun]:
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = [client.read_flow_run(i) for i in ids]
+            if all(r.state is not None and r.state.is_final() for r in runs):
+                return runs
+            assert time.monotonic() < deadline, [r.state for r in runs]
+            time.sleep(1)
 
 
 def test_two_triggers_of_one_environment_run_one_after_the_other(process_worker: Platform) -> None:
     first = ameide("trigger", "--env", "local", "--db", "threads")
     second = ameide("trigger", "--env", "local", "--db", "graph")
     assert first.returncode == second.returncode == 0, first.stderr + second.stderr
-    ids = [line.split()[2].rstrip(":") for line in (first.stdout, second.stdout)]
 
-    deadline = time.monotonic() + 240
-    with get_client(sync_client=True) as client:
-        while True:
-            runs = [client.read_flow_run(UUID(i)) for i in ids]
-            if all(r.state is not None and r.state.is_final() for r in runs):
-                break
-            assert time.monotonic() < deadline, [r.state for r in runs]
-            time.sleep(1)
+    runs = wait_until_final([flow_run_id(first.stdout), flow_run_id(second.stdout)])
+
     assert all(r.state is not None and r.state.is_completed() for r in runs)
     spans = sorted((r.start_time, r.end_time) for r in runs if r.start_time and r.end_time)
     assert len(spans) == 2
