@@ -11,7 +11,6 @@ import pwd
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -388,18 +387,6 @@ def _server_user() -> pwd.struct_passwd | None:
         except KeyError:
             continue
     raise LocalClusterFailed("running as root and no unprivileged user (postgres, nobody) exists")
-
-
-def wait_until_reachable(creds: Credentials, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with connect(creds, timeout=2):
-                return
-        except DatabaseUnreachable:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 # Every object a migration defines, in the schemas Flyway manages (all but the system's and our
