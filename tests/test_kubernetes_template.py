@@ -93,3 +93,24 @@ def test_deploy_creates_the_kubernetes_pool_with_the_hardened_template(
     assert deployment.job_variables is not None
     assert deployment.job_variables["namespace"] == "ameide-staging"
     assert deployment.job_variables["image"].endswith("ef" * 32)
+
+
+def test_a_kubernetes_environment_is_deployed_only_with_an_image_pinned_by_digest() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ameide_migrate.cli",
+            "deploy",
+            "--env",
+            "prod",
+            "--image",
+            "registry.internal/ameide-migrations:latest",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "pinned by digest" in done.stderr

@@ -18,7 +18,7 @@ from rich.console import Console
 
 from ameide_migrate import credential_gate, environments, flyway, local, prefect_api, report
 from ameide_migrate.catalog import load_catalog
-from ameide_migrate.errors import MigrateError, RunFailed
+from ameide_migrate.errors import MigrateError, RunFailed, UsageError
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import Settings, get_settings
 
@@ -190,7 +190,7 @@ def drift(
     1 on an error (an unreachable database, a Vault fault).
     """
     from ameide_migrate.drift import DriftReport
-    from ameide_migrate.errors import DriftFound, UsageError
+    from ameide_migrate.errors import DriftFound
 
     if engine not in ("native", "flyway"):
         raise UsageError(f"unknown engine {engine!r}: choose native or flyway")
@@ -240,6 +240,11 @@ def deploy(
 
     settings = get_settings()
     target = environment(env)
+    if target.pool_type == "kubernetes" and (image is None or "@sha256:" not in image):
+        raise UsageError(
+            f"{env} runs on a Kubernetes work pool: pass --image REPOSITORY@sha256:DIGEST, the "
+            "migrations image pinned by digest, so that runs use exactly the image pushed"
+        )
     catalog = environments.catalog(env, settings)
     template = job_template() if target.pool_type == "kubernetes" else None
     prefect_api.ensure_work_pool(target.work_pool, target.pool_type, template)
@@ -264,7 +269,6 @@ def trigger(
     Exits 0 completed, 1 failed, crashed or cancelled, 3 drift found, 4 timed out (the run keeps
     going).
     """
-    from ameide_migrate.errors import UsageError
 
     if flow not in ("migrate", "drift"):
         raise UsageError(f"unknown flow {flow!r}: choose migrate or drift")
