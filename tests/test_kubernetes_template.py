@@ -4,8 +4,6 @@ job-configuration code and validated against the Kubernetes API types."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from typing import Any
 from uuid import uuid4
 
@@ -19,7 +17,7 @@ from ameide_migrate.prefect_api import Server
 from deployments.definitions import ENVIRONMENTS
 from deployments.kubernetes import RUN_AS_USER, job_template
 
-from .fix_platform import REPO
+from .fix_platform import ameide
 
 KUBERNETES_VERSION = "1.34.0"
 
@@ -68,21 +66,12 @@ def test_an_invalid_override_is_caught_by_the_validation() -> None:
 def test_deploy_creates_the_kubernetes_pool_with_the_hardened_template(
     prefect_server: Server,
 ) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ameide_migrate.cli",
-            "deploy",
-            "--env",
-            "staging",
-            "--image",
-            "registry.internal/ameide-migrations@sha256:" + "ef" * 32,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
+    done = ameide(
+        "deploy",
+        "--env",
+        "staging",
+        "--image",
+        "registry.internal/ameide-migrations@sha256:" + "ef" * 32,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     with get_client(sync_client=True) as client:
@@ -96,21 +85,8 @@ def test_deploy_creates_the_kubernetes_pool_with_the_hardened_template(
 
 
 def test_a_kubernetes_environment_is_deployed_only_with_an_image_pinned_by_digest() -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ameide_migrate.cli",
-            "deploy",
-            "--env",
-            "prod",
-            "--image",
-            "registry.internal/ameide-migrations:latest",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
+    done = ameide(
+        "deploy", "--env", "prod", "--image", "registry.internal/ameide-migrations:latest"
     )
     assert done.returncode == 2
     assert "pinned by digest" in done.stderr
