@@ -31,26 +31,24 @@ class Environment:
     job_variables: dict[str, Any] = field(default_factory=dict)
 
 
+def _on_kubernetes(name: str, drift_cron: str) -> Environment:
+    """A cluster environment: its own namespace, Vault's Kubernetes auth through its service
+    account."""
+    return Environment(
+        name,
+        "ameide-kubernetes",
+        "kubernetes",
+        drift_cron,
+        "Europe/Zurich",
+        tags=(name,),
+        job_variables={"namespace": f"ameide-{name}", "service_account_name": "db-migrations"},
+    )
+
+
 ENVIRONMENTS = {
     "local": Environment("local", "ameide-local", "process", "0 3 * * *", tags=("local",)),
-    "staging": Environment(
-        "staging",
-        "ameide-kubernetes",
-        "kubernetes",
-        "0 2 * * *",
-        "Europe/Zurich",
-        tags=("staging",),
-        job_variables={"namespace": "ameide-staging", "service_account_name": "db-migrations"},
-    ),
-    "prod": Environment(
-        "prod",
-        "ameide-kubernetes",
-        "kubernetes",
-        "30 2 * * *",
-        "Europe/Zurich",
-        tags=("prod",),
-        job_variables={"namespace": "ameide-prod", "service_account_name": "db-migrations"},
-    ),
+    "staging": _on_kubernetes("staging", "0 2 * * *"),
+    "prod": _on_kubernetes("prod", "30 2 * * *"),
 }
 
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any
 
 from ameide_migrate import environments, flyway, postgres
 from ameide_migrate.catalog import DatabaseCatalog, Version
@@ -26,8 +26,6 @@ from ameide_migrate.errors import (
 from ameide_migrate.flyway import FlywayEngine, Installation, LogSink, Request
 from ameide_migrate.postgres import Credentials, HistoryRow
 from ameide_migrate.settings import Settings
-
-T = TypeVar("T")
 
 # Flyway's info states that mean "applied and nothing left to do".
 SETTLED_STATES = frozenset({"Success", "Baseline", "Below Baseline", "Superseded"})
@@ -321,8 +319,8 @@ def migrate(ctx: RunContext, database: str, on_log: LogSink) -> MigrateSummary:
 
 @dataclass(frozen=True)
 class Steps:
-    """The steps of one database's migration; the flow passes its Prefect tasks (retries, run
-    records), tests and the CLI the plain verbs."""
+    """The steps of one database's migration: the flow passes its Prefect tasks, so that each
+    step is a run record of its own with its own retries."""
 
     inspect: Callable[[RunContext, str], Inspection]
     validate: Callable[[RunContext, str], None]
@@ -330,12 +328,6 @@ class Steps:
 
 
 Log = logging.LoggerAdapter[Any] | logging.Logger
-
-
-def _logged(
-    verb: Callable[[RunContext, str, LogSink], T], log: Log
-) -> Callable[[RunContext, str], T]:
-    return lambda ctx, database: verb(ctx, database, flyway_log_sink(log, database))
 
 
 def flyway_log_sink(log: Log, database: str) -> LogSink:
@@ -346,10 +338,6 @@ def flyway_log_sink(log: Log, database: str) -> LogSink:
         log.log(levels.get(level, logging.INFO), "%s: %s", database, message)
 
     return sink
-
-
-def direct_steps(log: Log) -> Steps:
-    return Steps(inspect, _logged(validate, log), _logged(migrate, log))
 
 
 def migrate_database(

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import psycopg
 from psycopg import sql
@@ -88,9 +88,6 @@ class Credentials:
 
     def with_database(self, database: str) -> Credentials:
         return Credentials(self.host, self.port, database, self.user, self.password)
-
-    def redacted(self) -> str:
-        return f"postgresql://{quote(self.user)}:***@{self.host}:{self.port}/{self.database}"
 
 
 # libpq reports connection failures as text, without a SQLSTATE; these say "try again later".

@@ -143,19 +143,16 @@ def _login(conn: VaultConnection, client: hvac.Client) -> None:
         return
     if conn.auth_method == "approle":
         secret_id = conn.secret_id.get_secret_value() if conn.secret_id else None
-        try:
-            _translate(
-                conn,
-                "logging in with AppRole",
-                lambda: client.auth.approle.login(
-                    role_id=conn.role_id, secret_id=secret_id, mount_point=conn.approle_mount
-                ),
-            )
-        except (VaultAuthFailed, VaultPermissionDenied) as e:
-            raise VaultAuthFailed(
-                f"AppRole login to {conn.address} failed for {conn.who}: {e}. Check the role_id "
-                "and issue a fresh secret_id (`bao write -f auth/approle/role/<role>/secret-id`)"
-            ) from None
+        _log_in(
+            conn,
+            "AppRole",
+            lambda: client.auth.approle.login(
+                role_id=conn.role_id, secret_id=secret_id, mount_point=conn.approle_mount
+            ),
+            f"for {conn.who}",
+            "Check the role_id and issue a fresh secret_id "
+            "(`bao write -f auth/approle/role/<role>/secret-id`)",
+        )
         return
     token_path = conn.service_account_token_path
     try:
@@ -165,20 +162,28 @@ def _login(conn: VaultConnection, client: hvac.Client) -> None:
             f"cannot read the service-account token at {token_path} ({e.strerror}): run in a pod "
             "whose service account token is mounted, or set the block's token path"
         ) from None
+    _log_in(
+        conn,
+        "Kubernetes auth",
+        lambda: client.auth.kubernetes.login(
+            role=conn.kubernetes_role, jwt=jwt, mount_point=conn.kubernetes_mount
+        ),
+        f"as {_service_account(jwt)} for role {conn.kubernetes_role}",
+        "Bind the service account and namespace to the role (bound_service_account_names / "
+        f"bound_service_account_namespaces of auth/{conn.kubernetes_mount}/role/"
+        f"{conn.kubernetes_role})",
+    )
+
+
+def _log_in(
+    conn: VaultConnection, method: str, call: Callable[[], object], who: str, fix: str
+) -> None:
+    """A login whose refusal (400, 401 or 403) names who tried and how to fix it."""
     try:
-        _translate(
-            conn,
-            "logging in with Kubernetes auth",
-            lambda: client.auth.kubernetes.login(
-                role=conn.kubernetes_role, jwt=jwt, mount_point=conn.kubernetes_mount
-            ),
-        )
+        _translate(conn, f"logging in with {method}", call)
     except (VaultAuthFailed, VaultPermissionDenied) as e:
         raise VaultAuthFailed(
-            f"Kubernetes login to {conn.address} as {_service_account(jwt)} failed for role "
-            f"{conn.kubernetes_role}: {e}. Bind the service account and namespace to the role "
-            f"(bound_service_account_names / bound_service_account_namespaces of "
-            f"auth/{conn.kubernetes_mount}/role/{conn.kubernetes_role})"
+            f"{method} login to {conn.address} failed {who}: {e}. {fix}"
         ) from None
 
 
