@@ -58,9 +58,12 @@ def environment(name: str) -> Environment:
     return ENVIRONMENTS[name]
 
 
-def _offer_databases(deployment: RunnerDeployment, catalog: Catalog) -> RunnerDeployment:
-    """The UI form offers the catalog's databases as a multi-select."""
+def _form(deployment: RunnerDeployment, catalog: Catalog) -> RunnerDeployment:
+    """The UI form offers the catalog's databases as a multi-select. It leaves out the image
+    build: a deployment's run already runs inside the image, pinned by digest."""
     schema = deployment._parameter_openapi_schema.model_dump()
+    schema["properties"].pop("build", None)
+    schema.get("definitions", {}).pop("ImageBuild", None)
     databases = schema["properties"]["databases"]
     databases["anyOf"] = [
         {
@@ -105,6 +108,6 @@ def deployments_for(
         **common,
     )
     return [
-        _offer_databases(cast(RunnerDeployment, migrate), catalog),
-        _offer_databases(cast(RunnerDeployment, drift), catalog),
+        _form(cast(RunnerDeployment, migrate), catalog),
+        _form(cast(RunnerDeployment, drift), catalog),
     ]

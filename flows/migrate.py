@@ -1,5 +1,6 @@
-"""The migrate flow: verify credentials, then per database inspect -> validate -> migrate, then a
-read-only smoke step and the results artifact.
+"""The migrate flow: optionally build and push the migrations image first, verify credentials,
+then per database inspect -> validate -> migrate, then a read-only smoke step and the results
+artifact.
 
 Thin orchestration over `ameide_migrate.migrate`: tasks add retries, run records, logs and
 concurrency; the verbs hold the logic.
@@ -26,6 +27,7 @@ from ameide_migrate.migrate import (
     Steps,
 )
 from ameide_migrate.settings import get_settings
+from flows.image import ImageBuild, build_image_flow
 from flows.retrying import retrying
 from flows.secrets import verify_credentials
 
@@ -92,6 +94,7 @@ def migrate_flow(
     databases: list[str] | None = None,
     concurrency: int | None = None,
     dry_run: bool = False,
+    build: ImageBuild | None = None,
 ) -> RunReport:
     """Migrate the environment's databases (all, or those named) to the latest version.
 
@@ -100,11 +103,16 @@ def migrate_flow(
         databases: the databases to migrate; all of them when empty.
         concurrency: databases migrated at once; the setting AMEIDE_MAX_CONCURRENCY when empty.
         dry_run: list what would be applied and change nothing.
+        build: build and push the migrations image first; a failed build stops the run before
+            any database is touched. Empty in a deployment's runs, which run inside the image.
     """
     settings = get_settings()
     catalog = environments.catalog(environment, settings)
     targets = catalog.select(databases)
     names = [db.name for db in targets]
+    if build is not None:
+        built = build_image_flow(build)
+        get_run_logger().info("migrations image: %s", built.reference)
     ctx = RunContext.create(environment, targets, verify_credentials(environment, names), settings)
     run = RunReport(environment)
     runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(

@@ -38,13 +38,22 @@ secrets_app = typer.Typer(
 local_app = typer.Typer(
     help="The embedded local environment: its PostgreSQL and Prefect server.", no_args_is_help=True
 )
+image_app = typer.Typer(
+    help="The migrations image: built once per content, pushed, pinned by digest.",
+    no_args_is_help=True,
+)
 app.add_typer(flyway_app, name="flyway")
+app.add_typer(image_app, name="image")
 app.add_typer(local_app, name="local")
 app.add_typer(secrets_app, name="secrets")
 
 console = Console()
 err_console = Console(stderr=True)
 
+RegistryOption = Annotated[
+    str | None,
+    typer.Option(help="Registry to push to, HOST[:PORT][/PATH] (AMEIDE_IMAGE_REGISTRY)."),
+]
 EnvOption = Annotated[str, typer.Option("--env", "-e", help="Environment: local, staging or prod.")]
 DbOption = Annotated[
     list[str] | None,
@@ -128,10 +137,24 @@ def run(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="List what would be applied; change nothing.")
     ] = False,
+    build: Annotated[
+        bool | None,
+        typer.Option(
+            "--build/--skip-build",
+            help="Build and push the migrations image first. Default: build, except for local.",
+        ),
+    ] = None,
+    registry: RegistryOption = None,
 ) -> None:
-    """Migrate the environment's databases to the latest version, then prove it (flyway info)."""
+    """(Build and push the migrations image,) verify the credentials, migrate the environment's
+    databases to the latest version, then prove it (flyway info)."""
+    from flows.image import ImageBuild
+
     settings = get_settings()
     environments.check(env)
+    image_build = (
+        ImageBuild(registry=registry) if (build is None and env != "local") or build else None
+    )
     catalog = environments.catalog(env, settings)
     targets = [d.name for d in catalog.select(db)]
     _ensure_flyway(settings)
@@ -148,6 +171,7 @@ def run(
         databases=targets if db else None,
         concurrency=concurrency,
         dry_run=dry_run,
+        build=image_build,
         return_state=True,
     )
     outcome = state.result(raise_on_failure=False)
@@ -263,6 +287,13 @@ def trigger(
     ] = False,
     wait: Annotated[bool, typer.Option(help="Follow the run's state and logs to the end.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 3600,
+    image: Annotated[
+        str | None,
+        typer.Option(
+            help="Run on this migrations image (REPOSITORY@sha256:DIGEST, as `image build "
+            "--push` prints it) instead of the deployment's."
+        ),
+    ] = None,
 ) -> None:
     """Start a run of the environment's deployment through the Prefect API (for CI).
 
@@ -279,7 +310,13 @@ def trigger(
         if flow != "migrate":
             raise UsageError("--dry-run applies to the migrate flow only")
         parameters["dry_run"] = True
-    flow_run_id = prefect_api.start_deployment(f"{flow}/{env}", parameters)
+    if image is not None and "@sha256:" not in image:
+        raise UsageError(
+            f"--image {image} is not pinned by digest: pass REPOSITORY@sha256:DIGEST, as "
+            "`ameide-migrate image build --push` prints it"
+        )
+    job_variables = {"image": image} if image else None
+    flow_run_id = prefect_api.start_deployment(f"{flow}/{env}", parameters, job_variables)
     ui = prefect_api.ui_address_of_flow_run(prefect_api.ui_url(), str(flow_run_id))
     console.print(f"flow run {flow_run_id}: {ui}")
     if not wait:
@@ -335,6 +372,77 @@ def show_catalog(env: EnvOption = "local") -> None:
             d.name, str(len(d.versioned)), str(len(d.repeatables)), str(d.latest_version or "-")
         )
     console.print(table)
+
+
+@image_app.command("build")
+def image_build(
+    push: Annotated[bool, typer.Option(help="Push to the registry and pin by digest.")] = False,
+    registry: RegistryOption = None,
+    release: Annotated[
+        str | None,
+        typer.Option(
+            help="Take the SQL from this git ref (Dockerfile.release), not the workspace."
+        ),
+    ] = None,
+    base: Annotated[
+        str | None,
+        typer.Option(help="Base image (AMEIDE_FLYWAY_BASE); default flyway/flyway:10.17."),
+    ] = None,
+) -> None:
+    """Build the migrations image unless its content tag exists; prints the image to run.
+
+    The tag is a hash of the SQL, the Dockerfile, the base, the Flyway version, the locked
+    dependencies and the project's code. With --push, the last line is REPOSITORY@sha256:DIGEST.
+    """
+    from flows.image import ImageBuild, build_image_flow
+
+    settings = get_settings()
+    options = ImageBuild(
+        flavor="release" if release else "dev",
+        release_ref=release,
+        registry=registry,
+        push=push,
+        flyway_base=base,
+    )
+    _use_prefect_api(settings)
+    _quiet_console_tracebacks()
+    state: Any = build_image_flow(options, return_state=True)
+    built = state.result(raise_on_failure=False)
+    if isinstance(built, BaseException):
+        raise built
+    report.print_image(built, err_console)
+    console.print(built.reference, highlight=False)
+
+
+@app.command()
+def release(
+    env: EnvOption,
+    db: DbOption = None,
+    ref: Annotated[str, typer.Option(help="The git ref whose SQL is released.")] = "HEAD",
+    registry: RegistryOption = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the migrate run.")] = 3600,
+) -> None:
+    """Build and push the image of REF, then run the environment's migrate deployment on exactly
+    that digest and wait for it. Exits 0 when the run completed, 1 otherwise."""
+    from flows.release import release_flow
+
+    settings = get_settings()
+    catalog = environments.catalog(env, settings)
+    targets = [d.name for d in catalog.select(db)] if db else None
+    _use_prefect_api(settings)
+    _quiet_console_tracebacks()
+    state: Any = release_flow(
+        environment=env,
+        databases=targets,
+        release_ref=ref,
+        registry=registry,
+        timeout_seconds=timeout,
+        return_state=True,
+    )
+    outcome = state.result(raise_on_failure=False)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    console.print(f"{env} migrated with {outcome}", highlight=False)
 
 
 @flyway_app.command("install")

@@ -167,3 +167,29 @@ class DriftFound(MigrateError):
     def __init__(self, message: str, report: object) -> None:
         super().__init__(message)
         self.report = report
+
+
+class ImageError(MigrateError):
+    """The migrations image could not be built, found or pushed."""
+
+
+class DockerUnavailable(ImageError):
+    """No Docker engine answers where DOCKER_HOST points."""
+
+
+class ImageBuildFailed(ImageError):
+    """`docker build` failed; nothing was pushed and no database was touched."""
+
+
+class RegistryUnreachable(ImageError):
+    """The registry did not answer; the same push may work a few seconds later."""
+
+    transient = True
+
+
+class ImagePushFailed(ImageError):
+    """The registry refused the push (authentication, permissions, a name it does not accept)."""
+
+
+class DeploymentRunFailed(MigrateError):
+    """A deployment's run did not complete (failed, crashed, cancelled, or still running)."""

@@ -47,7 +47,7 @@ from ameide_migrate.errors import (
 
 ENGINE_CLASS = "ameide.FlywayEngine"
 CLI_CLASS = "org.flywaydb.commandline.Main"
-_INSTALL_LAYOUT = 3  # bump when what `install` puts in the cache changes
+_INSTALL_LAYOUT = 4  # bump when what `install` puts in the cache changes
 GSON_VERSION = "2.11.0"  # the engine's JSON library; Flyway's own changed between releases
 JVM_OPTIONS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xmx256m", "-Xss1m")
 
@@ -224,9 +224,10 @@ def install(
             (work / name).rename(target)
     launcher = home / "bin" / "flyway"
     launcher.parent.mkdir(exist_ok=True)
+    # Relative to itself: the migrations image carries this folder to another path.
     launcher.write_text(
         "#!/bin/sh\n# Flyway's own command line, on the jars resolved by ameide-migrate.\n"
-        f'exec "{java}" {" ".join(JVM_OPTIONS)} -cp "{home / "lib"}/*" {CLI_CLASS} '
+        f'exec "{java}" {" ".join(JVM_OPTIONS)} -cp "$(dirname "$0")/../lib/*" {CLI_CLASS} '
         '-skipCheckForUpdate "$@"\n'
     )
     launcher.chmod(0o755)

@@ -188,11 +188,15 @@ class Outcome:
     message: str
 
 
-def start_deployment(deployment: str, parameters: dict[str, Any]) -> UUID:
+def start_deployment(
+    deployment: str, parameters: dict[str, Any], job_variables: dict[str, Any] | None = None
+) -> UUID:
     """Create a flow run of the deployment; its work pool picks it up."""
     from prefect.deployments import run_deployment
 
-    flow_run = run_deployment(deployment, parameters=parameters, timeout=0)
+    flow_run = run_deployment(
+        deployment, parameters=parameters, job_variables=job_variables, timeout=0
+    )
     return flow_run.id  # type: ignore[union-attr]
 
 

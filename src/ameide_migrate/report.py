@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ameide_migrate.drift import DriftReport, Verdict
+from ameide_migrate.image import BuiltImage
 from ameide_migrate.migrate import OutcomeState, RunReport
 
 _STYLE = {
@@ -105,3 +106,34 @@ def print_drift(found: DriftReport, console: Console) -> None:
             console.print(f"[red]{d.database}[/]: {problem}", soft_wrap=True)
         if d.fix:
             console.print(f"[yellow]{d.database} fix:[/] {d.fix}", soft_wrap=True)
+
+
+def image_markdown(built: BuiltImage) -> str:
+    verb = "built" if built.built else "found (same content, not rebuilt)"
+    lines = [
+        f"### Migrations image {verb}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| reference | `{built.reference}` |",
+        f"| tag | `{built.tag}` |",
+        f"| flavor | {built.flavor} |",
+        f"| Flyway | {built.flyway_version} |",
+        f"| pushed | {'yes' if built.pushed else 'earlier' if built.digest else 'no'} |",
+    ]
+    if built.release_commit:
+        lines.append(f"| release commit | `{built.release_commit}` |")
+    return "\n".join(lines)
+
+
+def print_image(built: BuiltImage, console: Console) -> None:
+    table = Table(title="migrations image", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("reference", built.reference)
+    table.add_row("tag", built.tag)
+    table.add_row("built", "yes" if built.built else "no: the same content exists already")
+    table.add_row("pushed", "yes" if built.pushed else "earlier" if built.digest else "no")
+    if built.release_commit:
+        table.add_row("release commit", built.release_commit)
+    console.print(table)

@@ -36,11 +36,28 @@ class Settings(BaseSettings):
         default=Path(".cache"),
         description="Downloads and builds kept between runs (Flyway's jars); git-ignored.",
     )
+    project_dir: Path = Field(
+        default=Path("."),
+        description="The workspace the migrations image is built from (migrations/, uv.lock).",
+    )
     flyway_version: str = DEFAULT_FLYWAY_VERSION
     postgresql_driver_version: str = DEFAULT_POSTGRESQL_DRIVER_VERSION
     java: str = Field(default="java", description="The Java 17+ launcher that runs Flyway.")
     maven: str = Field(default="mvn", description="Maven, used once to resolve Flyway's jars.")
     flyway_table: str = "flyway_schema_history"
+
+    image_repository: str = Field(
+        default="ameide-migrations", description="Name of the migrations image, without registry."
+    )
+    image_registry: str | None = Field(
+        default=None, description="Registry the migrations image is pushed to (HOST[:PORT][/PATH])."
+    )
+    flyway_base: str = Field(
+        default="flyway/flyway:10.17", description="Base image of the migrations image."
+    )
+    image_pull_base: bool = Field(
+        default=True, description="Pull the base image at every build, so a moved tag is seen."
+    )
 
     local_admin_url: SecretStr | None = Field(
         default=None,

@@ -1,0 +1,459 @@
+"""The migrations image: built once per content, pushed, and known by the digest it was pushed as.
+
+The tag is a hash of everything the image carries: the Dockerfile, the Flyway base and version,
+the locked dependencies, the project's own code and the SQL tree. So the same content never builds
+twice (when the registry has the tag, the build is skipped) and a changed file always gets a new
+tag. Deployments then run the image by digest, never by a tag someone could move: the seed's stale
+SQL cannot happen.
+
+Docker is driven through prefect-docker's build and push steps; the registry is asked through the
+Docker engine, which holds the registry's credentials (`docker login`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ameide_migrate import flyway
+from ameide_migrate.catalog import load_catalog
+from ameide_migrate.errors import (
+    DockerUnavailable,
+    ImageBuildFailed,
+    ImagePushFailed,
+    RegistryUnreachable,
+    UsageError,
+)
+from ameide_migrate.settings import Settings
+
+Flavor = Literal["dev", "release"]
+FLAVORS: tuple[Flavor, ...] = ("dev", "release")
+_CONTEXT_LAYOUT = 1  # bump when what goes into the build context changes
+_UNREACHABLE = ("connection refused", "no such host", "i/o timeout", "timeout", "eof")
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """What to build: which SQL (the workspace, or a release ref) on which base, and where to."""
+
+    repository: str
+    flavor: Flavor = "dev"
+    release_ref: str | None = None
+    flyway_base: str = "flyway/flyway:10.17"
+    push: bool = False
+    pull_base: bool = True
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        flavor: Flavor = "dev",
+        release_ref: str | None = None,
+        registry: str | None = None,
+        push: bool = False,
+        flyway_base: str | None = None,
+    ) -> ImageRequest:
+        if flavor not in FLAVORS:
+            raise UsageError(f"unknown image flavor {flavor!r}: choose from {', '.join(FLAVORS)}")
+        if flavor == "release" and not release_ref:
+            raise UsageError("a release image needs the ref its SQL comes from: --release REF")
+        registry = registry or settings.image_registry
+        if push and not registry:
+            raise UsageError(
+                "pushing needs a registry: pass --registry HOST[:PORT][/PATH] or set "
+                "AMEIDE_IMAGE_REGISTRY"
+            )
+        repository = settings.image_repository
+        return cls(
+            repository=f"{registry.rstrip('/')}/{repository}" if registry else repository,
+            flavor=flavor,
+            release_ref=release_ref,
+            flyway_base=flyway_base or settings.flyway_base,
+            push=push,
+            pull_base=settings.image_pull_base,
+        )
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """The image as built (or found) and, when pushed, the digest the registry holds it under."""
+
+    repository: str
+    tag: str
+    content_hash: str
+    flavor: str
+    flyway_version: str
+    built: bool
+    pushed: bool
+    image_id: str | None = None
+    digest: str | None = None
+    release_commit: str | None = None
+
+    @property
+    def reference(self) -> str:
+        """What to run: pinned by digest when pushed, by the content tag otherwise."""
+        if self.digest:
+            return f"{self.repository}@{self.digest}"
+        return f"{self.repository}:{self.tag}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "reference": self.reference}
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    path: Path
+    content_hash: str
+    flyway_version: str
+    release_commit: str | None
+
+    @property
+    def tag(self) -> str:
+        return f"{self.flyway_version}-{self.content_hash[:20]}"
+
+
+def build_image(
+    request: ImageRequest, settings: Settings, progress: Progress = lambda _: None
+) -> BuiltImage:
+    """Build the migrations image unless the registry (or, without push, the engine) already has
+    its content tag; push it when asked; return where it is and its digest."""
+    with tempfile.TemporaryDirectory(prefix="ameide-image-") as scratch:
+        ctx = prepare_context(request, settings, Path(scratch), progress)
+        with _client() as client:
+            return _build_and_push(client, request, ctx, progress)
+
+
+def _build_and_push(
+    client: Any, request: ImageRequest, ctx: BuildContext, progress: Progress
+) -> BuiltImage:
+    ref = f"{request.repository}:{ctx.tag}"
+    found = _registry_digest(client, ref) if request.push else _local_image_id(client, ref)
+    result = BuiltImage(
+        repository=request.repository,
+        tag=ctx.tag,
+        content_hash=ctx.content_hash,
+        flavor=request.flavor,
+        flyway_version=ctx.flyway_version,
+        built=False,
+        pushed=False,
+        release_commit=ctx.release_commit,
+    )
+    if found:
+        progress(f"{ref} exists already: same content, nothing to build")
+        if request.push:
+            return _replace(result, digest=found)
+        return _replace(result, image_id=found)
+    progress(f"building {ref} from {request.flyway_base}")
+    image_id = _build(request, ctx, ref, progress)
+    result = _replace(result, built=True, image_id=image_id)
+    if not request.push:
+        return result
+    progress(f"pushing {ref}")
+    _push(request, ctx, progress)
+    digest = _registry_digest(client, ref)
+    if digest is None:
+        raise ImagePushFailed(
+            f"the registry does not list {ref} after pushing it: check that "
+            f"{request.repository.split('/')[0]} is the registry you meant"
+        )
+    progress(f"pushed {request.repository}@{digest}")
+    return _replace(result, pushed=True, digest=digest)
+
+
+def _replace(image: BuiltImage, **changes: Any) -> BuiltImage:
+    return BuiltImage(**{**asdict(image), **changes})
+
+
+def prepare_context(
+    request: ImageRequest, settings: Settings, into: Path, progress: Progress = lambda _: None
+) -> BuildContext:
+    """Lay out the build context in `into` and hash it; fails before Docker on bad SQL."""
+    project = settings.project_dir.resolve()
+    dockerfile = project / "migrations" / f"Dockerfile.{request.flavor}"
+    if not dockerfile.is_file():
+        raise ImageBuildFailed(
+            f"{dockerfile} does not exist: run from the project's root, or set "
+            "AMEIDE_PROJECT_DIR to it"
+        )
+    into.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(dockerfile, into / "Dockerfile")
+
+    release_commit = None
+    if request.flavor == "release":
+        assert request.release_ref is not None  # checked by ImageRequest.from_settings
+        release_commit, sql_identity = _release_sql(project, settings, request.release_ref, into)
+    else:
+        shutil.copytree(settings.sql_dir, into / "sql")
+        sql_identity = _tree_digest(into / "sql")
+    # The same check a run makes first: a tree Flyway cannot read never becomes an image.
+    load_catalog(into / "sql" if request.flavor == "dev" else _unpacked(into / "sql.tar", into))
+
+    progress("exporting the locked dependencies")
+    requirements = _uv(
+        project,
+        "export",
+        "--frozen",
+        "--no-dev",
+        "--no-emit-project",
+        "--no-header",
+        "--format",
+        "requirements-txt",
+    )
+    (into / "requirements.txt").write_text(requirements)
+    progress("building the ameide-migrate wheel")
+    _uv(project, "build", "--wheel", "--quiet", "--out-dir", str(into / "dist"))
+    code_identity = _wheel_record(into / "dist")
+
+    progress(f"installing Flyway {settings.flyway_version}")
+    installation, _ = flyway.install(
+        settings.flyway_home,
+        settings.flyway_version,
+        driver_version=settings.postgresql_driver_version,
+        java=settings.java,
+        maven=settings.maven,
+        progress=progress,
+    )
+    for name in ("lib", "engine", "bin", "installed.json"):
+        source = installation.home / name
+        target = into / "flyway" / name
+        if source.is_dir():
+            shutil.copytree(source, target)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+    flyway_identity = json.loads((installation.home / "installed.json").read_text())["fingerprint"]
+
+    content = {
+        "layout": _CONTEXT_LAYOUT,
+        "dockerfile": _digest((into / "Dockerfile").read_bytes()),
+        "flyway_base": request.flyway_base,
+        "flyway_version": settings.flyway_version,
+        "flyway": flyway_identity,
+        "dependencies": _digest(requirements.encode()),
+        "code": code_identity,
+        "sql": sql_identity,
+    }
+    content_hash = _digest(json.dumps(content, sort_keys=True).encode())
+    return BuildContext(into, content_hash, settings.flyway_version, release_commit)
+
+
+def _release_sql(project: Path, settings: Settings, ref: str, into: Path) -> tuple[str, str]:
+    """The SQL tree as committed at `ref`, as a tar; (commit, the tree's git object id)."""
+    sql = settings.sql_dir.resolve()
+    try:
+        relative = sql.relative_to(project).as_posix()
+    except ValueError:
+        raise ImageBuildFailed(
+            f"the SQL tree {sql} is outside the project {project}: a release image takes its SQL "
+            "from the project's git history"
+        ) from None
+    commit = _git(project, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").strip()
+    if not commit:
+        raise ImageBuildFailed(f"release ref {ref!r} is not a commit of {project}'s repository")
+    tree = _git(project, "rev-parse", "--verify", "--quiet", f"{commit}:{relative}").strip()
+    if not tree:
+        raise ImageBuildFailed(f"{relative} does not exist at {ref} ({commit[:12]})")
+    archive = subprocess.run(
+        ["git", "-C", str(project), "archive", "--format=tar", tree],
+        capture_output=True,
+        check=False,
+    )
+    if archive.returncode != 0:
+        raise ImageBuildFailed(f"git archive {ref}:{relative} failed: {archive.stderr.decode()}")
+    (into / "sql.tar").write_bytes(archive.stdout)
+    return commit, tree
+
+
+def _unpacked(tar: Path, scratch: Path) -> Path:
+    import tarfile
+
+    target = scratch / "sql-check"
+    with tarfile.open(tar) as archive:
+        archive.extractall(target, filter="data")
+    return target
+
+
+def _tree_digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        h.update(_digest(path.read_bytes()).encode() + b"\0")
+    return h.hexdigest()
+
+
+def _wheel_record(dist: Path) -> str:
+    """The wheel's RECORD lists every file with its SHA-256: the code's identity, free of the
+    timestamps that make the wheel's own bytes differ from build to build."""
+    (wheel,) = dist.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        (record,) = (n for n in archive.namelist() if n.endswith(".dist-info/RECORD"))
+        return _digest(archive.read(record))
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _uv(project: Path, *args: str) -> str:
+    uv = shutil.which("uv")
+    if uv is None:
+        raise ImageBuildFailed("uv is not on PATH: the image's dependencies come from uv.lock")
+    done = subprocess.run([uv, *args], cwd=project, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise ImageBuildFailed(f"uv {args[0]} failed in {project}:\n{done.stderr.strip()}")
+    return done.stdout
+
+
+def _git(project: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(project), *args], capture_output=True, text=True, check=False
+    )
+    return done.stdout if done.returncode == 0 else ""
+
+
+# --- Docker, through prefect-docker ------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _client() -> Iterator[Any]:
+    """The engine DOCKER_HOST names (the local socket when unset), checked to answer."""
+    import docker
+
+    try:
+        client = docker.DockerClient.from_env()
+        client.ping()
+    except docker.errors.DockerException as e:
+        raise DockerUnavailable(
+            f"no Docker engine answers ({e}): start Docker, or point DOCKER_HOST at one"
+        ) from None
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _local_image_id(client: Any, ref: str) -> str | None:
+    import docker
+
+    try:
+        return str(client.images.get(ref).id)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def _registry_digest(client: Any, ref: str) -> str | None:
+    """The digest the registry holds `ref` under, or None when it has no such tag."""
+    import docker
+
+    try:
+        return str(client.images.get_registry_data(ref).id)
+    except docker.errors.NotFound:
+        return None
+    except docker.errors.APIError as e:
+        message = str(e.explanation or e)
+        if "manifest unknown" in message or "not found" in message.lower():
+            return None
+        raise _registry_error(ref, message) from None
+
+
+def _registry_error(ref: str, message: str) -> Exception:
+    registry = ref.split("/")[0]
+    if any(marker in message.lower() for marker in _UNREACHABLE):
+        return RegistryUnreachable(
+            f"registry {registry} does not answer ({message.strip()}): start it, or check the "
+            "address given with --registry / AMEIDE_IMAGE_REGISTRY"
+        )
+    return ImagePushFailed(
+        f"registry {registry} refused {ref} ({message.strip()}): check the repository name and "
+        f"run `docker login {registry}` with an account that may push there"
+    )
+
+
+class _LineWriter(io.TextIOBase):
+    """Hands prefect-docker's build and push output to `progress`, one line at a time."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._buffer = ""
+        self.tail: list[str] = []
+
+    def write(self, text: str) -> int:
+        self._buffer += text
+        *lines, self._buffer = self._buffer.split("\n")
+        for line in (s.rstrip() for s in lines):
+            if line:
+                self._progress(line)
+                self.tail = [*self.tail[-19:], line]
+        return len(text)
+
+
+def _build(request: ImageRequest, ctx: BuildContext, ref: str, progress: Progress) -> str:
+    from prefect.utilities.dockerutils import BuildError
+    from prefect_docker.deployments.steps import build_docker_image
+
+    repository, tag = ref.rsplit(":", 1)
+    labels = {
+        "org.opencontainers.image.title": "ameide migrations",
+        "dev.ameide.content-hash": ctx.content_hash,
+        "dev.ameide.flavor": request.flavor,
+        "dev.ameide.flyway-version": ctx.flyway_version,
+        "dev.ameide.flyway-base": request.flyway_base,
+    }
+    if ctx.release_commit:
+        labels["org.opencontainers.image.revision"] = ctx.release_commit
+        labels["dev.ameide.release-ref"] = request.release_ref or ""
+    output = _LineWriter(progress)
+    try:
+        with contextlib.redirect_stdout(output):
+            built = build_docker_image(
+                image_name=repository,
+                tag=tag,
+                dockerfile="Dockerfile",
+                ignore_cache=True,
+                path=str(ctx.path),
+                pull=request.pull_base,
+                rm=True,
+                forcerm=True,
+                network_mode="host",
+                buildargs={
+                    "FLYWAY_BASE": request.flyway_base,
+                    "FLYWAY_VERSION": ctx.flyway_version,
+                },
+                labels=labels,
+            )
+    except RuntimeError as e:
+        raise DockerUnavailable(f"the Docker engine went away while building {ref}: {e}") from None
+    except BuildError as e:
+        tail = "\n".join(output.tail[-10:])
+        raise ImageBuildFailed(
+            f"building {ref} on {request.flyway_base} failed: {e}\n{tail}\n"
+            f"Fix migrations/Dockerfile.{request.flavor} or the base image (--base, "
+            "AMEIDE_FLYWAY_BASE); nothing was pushed and no database was touched"
+        ) from None
+    return str(built["image_id"])
+
+
+def _push(request: ImageRequest, ctx: BuildContext, progress: Progress) -> None:
+    from prefect_docker.deployments.steps import push_docker_image
+
+    output = _LineWriter(progress)
+    try:
+        with contextlib.redirect_stdout(output):
+            push_docker_image(image_name=request.repository, tag=ctx.tag, ignore_cache=True)
+    except OSError as e:
+        raise _registry_error(f"{request.repository}:{ctx.tag}", str(e)) from None
+    except RuntimeError as e:
+        raise DockerUnavailable(f"the Docker engine went away while pushing: {e}") from None

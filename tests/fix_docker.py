@@ -1,0 +1,241 @@
+"""A Docker engine and an image registry of the suite's own, on this machine only.
+
+- The engine: Debian's `dockerd --storage-driver=vfs --iptables=false --bridge=none` on a private
+  socket. Its data root is in the git-ignored cache, so the base image survives between runs.
+- The registry: Debian's `docker-registry` on a free loopback port, storage in the session's temp
+  folder, so every session starts from an empty registry.
+- The Flyway base: no registry outside can be reached, so the suite makes its own, laid out as
+  flyway/flyway: a Debian root filesystem from `debootstrap` with a Java runtime and Python
+  (`docker import`), plus the project's Flyway (migrations/Dockerfile.flyway-base). It is pushed to
+  the registry so builds pull it like any base.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ameide_migrate import flyway
+from ameide_migrate.postgres import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".cache"
+SUITE = "bookworm"
+ROOTFS_PACKAGES = "openjdk-17-jre-headless,python3,python3-venv,ca-certificates"
+ROOTFS_IMAGE = f"ameide/debian-java:{SUITE}"
+
+
+@dataclass(frozen=True)
+class DockerEngine:
+    host: str
+    data_root: Path
+
+    def docker(self, *args: str, check: bool = True, timeout: float = 900) -> str:
+        done = subprocess.run(
+            ["docker", *args],
+            env={**os.environ, "DOCKER_HOST": self.host},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+        return done.stdout + (done.stderr if not check else "")
+
+    def has_image(self, ref: str) -> bool:
+        done = subprocess.run(
+            ["docker", "image", "inspect", ref],
+            env={**os.environ, "DOCKER_HOST": self.host},
+            capture_output=True,
+            check=False,
+        )
+        return done.returncode == 0
+
+
+def _wait_for(what: str, ready: object, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(ready) and ready():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{what} did not start; its log:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[DockerEngine]:
+    if shutil.which("dockerd") is None:
+        pytest.fail("dockerd is missing: `./dev test` installs Debian's docker.io")
+    data_root = CACHE / "docker"
+    data_root.mkdir(parents=True, exist_ok=True)
+    # A socket path must stay under 108 bytes: the run folder lives in /tmp.
+    run = Path(tempfile.mkdtemp(prefix="ameide-dockerd-"))
+    host = f"unix://{run / 'docker.sock'}"
+    log = run / "dockerd.log"
+    process = subprocess.Popen(
+        [
+            "dockerd",
+            "--storage-driver=vfs",
+            "--iptables=false",
+            "--ip-masq=false",
+            "--ip-forward=false",
+            "--bridge=none",
+            f"--data-root={data_root}",
+            f"--exec-root={run / 'exec'}",
+            f"--pidfile={run / 'dockerd.pid'}",
+            f"--host={host}",
+        ],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    engine = DockerEngine(host, data_root)
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"dockerd exited:\n{log.read_text()[-3000:]}")
+        return (
+            subprocess.run(
+                ["docker", "version"],
+                env={**os.environ, "DOCKER_HOST": host},
+                capture_output=True,
+                check=False,
+            ).returncode
+            == 0
+        )
+
+    _wait_for("dockerd", answers, log)
+    previous = os.environ.get("DOCKER_HOST")
+    os.environ["DOCKER_HOST"] = host
+    try:
+        yield engine
+    finally:
+        if previous is None:
+            os.environ.pop("DOCKER_HOST", None)
+        else:
+            os.environ["DOCKER_HOST"] = previous
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(run, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A plain-HTTP registry on loopback, which Docker and containerd trust without settings."""
+    home = tmp_path_factory.mktemp("registry")
+    port = free_port()
+    config = home / "config.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log: {level: warn}\n"
+        f"storage: {{filesystem: {{rootdirectory: {home / 'data'}}}, delete: {{enabled: true}}}}\n"
+        f"http: {{addr: '127.0.0.1:{port}'}}\n"
+    )
+    log = home / "registry.log"
+    process = subprocess.Popen(
+        ["docker-registry", "serve", str(config)], stdout=log.open("w"), stderr=subprocess.STDOUT
+    )
+    import requests
+
+    def answers() -> bool:
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    _wait_for("docker-registry", answers, log)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _rootfs_tarball() -> Path:
+    """A Debian root filesystem with Java and Python, made once and kept in the cache."""
+    tarball = CACHE / "images" / f"debian-{SUITE}-java.tar"
+    if tarball.is_file():
+        return tarball
+    if shutil.which("debootstrap") is None:
+        pytest.fail("debootstrap is missing: `./dev test` installs it")
+    tarball.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=tarball.parent) as scratch:
+        rootfs = Path(scratch) / "rootfs"
+        done = subprocess.run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={ROOTFS_PACKAGES}",
+                SUITE,
+                str(rootfs),
+                "http://deb.debian.org/debian",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=False,
+        )
+        assert done.returncode == 0, f"debootstrap failed:\n{done.stdout[-3000:]}{done.stderr}"
+        for leftover in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc"):
+            for path in (rootfs / leftover).glob("*"):
+                if path.is_file():
+                    path.unlink()
+        partial = tarball.with_suffix(".partial")
+        subprocess.run(["tar", "-C", str(rootfs), "-cf", str(partial), "."], check=True)
+        partial.rename(tarball)
+    return tarball
+
+
+@pytest.fixture(scope="session")
+def flyway_base(
+    docker_engine: DockerEngine,
+    registry: str,
+    flyway_installation: flyway.Installation,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> str:
+    """A Flyway base image, pushed to the suite's registry; its reference."""
+    version = flyway_installation.version
+    local = f"ameide/flyway:{version}-{SUITE}"
+    if not docker_engine.has_image(local):
+        if not docker_engine.has_image(ROOTFS_IMAGE):
+            docker_engine.docker(
+                "import",
+                "--change",
+                "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                str(_rootfs_tarball()),
+                ROOTFS_IMAGE,
+            )
+        context = tmp_path_factory.mktemp("flyway-base")
+        shutil.copytree(flyway_installation.home, context / "flyway", ignore=_only_runtime)
+        docker_engine.docker(
+            "build",
+            "--network=host",
+            "--build-arg",
+            f"ROOTFS={ROOTFS_IMAGE}",
+            "--build-arg",
+            f"FLYWAY_VERSION={version}",
+            "-f",
+            str(ROOT / "migrations" / "Dockerfile.flyway-base"),
+            "-t",
+            local,
+            str(context),
+        )
+    pushed = f"{registry}/flyway/flyway:{version}-{SUITE}"
+    docker_engine.docker("tag", local, pushed)
+    docker_engine.docker("push", pushed)
+    return pushed
+
+
+def _only_runtime(directory: str, names: list[str]) -> list[str]:
+    return [n for n in names if n.startswith("flyway-install-")]
