@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -88,7 +89,15 @@ def test_db_migrations_hook_job_runs_the_flow_from_an_image_pinned_by_digest(hel
     assert job["spec"]["backoffLimit"] == 0
     (container,) = job["spec"]["template"]["spec"]["containers"]
     assert container["image"].endswith("@" + digest)
-    assert container["args"] == ["ameide-migrate", "run", "--env", "staging", "--db", "threads"]
+    assert container["args"] == [
+        "ameide-migrate",
+        "run",
+        "--skip-build",
+        "--env",
+        "staging",
+        "--db",
+        "threads",
+    ]
 
 
 def test_the_schema_refuses_a_tag_where_a_digest_belongs(helm: str) -> None:
@@ -96,3 +105,108 @@ def test_the_schema_refuses_a_tag_where_a_digest_belongs(helm: str) -> None:
     done = helm_run(helm, "template", "ameide", str(chart_dir), "--set", "image.digest=latest")
     assert done.returncode != 0
     assert "digest" in done.stderr
+
+
+# What the tests' one-node cluster needs: no pod network, and no route to the `kubernetes`
+# Service, so the in-cluster client is pointed at the apiserver on the node.
+ONE_NODE_CLUSTER = {
+    "hostNetwork": True,
+    "extraEnv": [
+        {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
+        {"name": "KUBERNETES_SERVICE_PORT", "value": "6443"},
+    ],
+}
+POD_OWNERS = {"prefect-worker": "Deployment", "db-migrations": "Job"}
+
+
+def pod_spec(objects: list[dict[str, Any]], chart: str) -> dict[str, Any]:
+    (owner,) = [o for o in objects if o["kind"] == POD_OWNERS[chart]]
+    spec: dict[str, Any] = owner["spec"]["template"]["spec"]
+    return spec
+
+
+def values_file(directory: Path, values: dict[str, Any]) -> str:
+    path = directory / "values-test.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
+@pytest.mark.parametrize(("chart", "values"), CASES)
+def test_the_environments_values_keep_the_pod_network(helm: str, chart: str, values: str) -> None:
+    pod = pod_spec(render(helm, chart, values), chart)
+    assert "hostNetwork" not in pod
+    assert "dnsPolicy" not in pod
+
+
+@pytest.mark.parametrize("chart", sorted(POD_OWNERS))
+def test_a_cluster_without_pod_network_gets_host_network_and_the_apiserver_address(
+    helm: str, chart: str, tmp_path: Path
+) -> None:
+    extra = values_file(tmp_path, ONE_NODE_CLUSTER)
+    chart_dir = CHARTS / chart
+    lint = helm_run(helm, "lint", "--strict", str(chart_dir), "-f", extra)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
+    objects = render(helm, chart, "values.yaml", "-f", extra)
+
+    for obj in objects:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    pod = pod_spec(objects, chart)
+    assert pod["hostNetwork"] is True
+    assert pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    (container,) = pod["containers"]
+    assert container["env"][-2:] == ONE_NODE_CLUSTER["extraEnv"]
+    assert "PREFECT_API_URL" in {e["name"] for e in container["env"]}
+
+
+def test_the_worker_takes_extra_arguments_after_its_own(helm: str, tmp_path: Path) -> None:
+    extra = values_file(tmp_path, {"extraArgs": ["--limit", "2"]})
+    pod = pod_spec(
+        render(helm, "prefect-worker", "values-staging.yaml", "-f", extra), "prefect-worker"
+    )
+    (container,) = pod["containers"]
+    assert container["args"] == [
+        "prefect",
+        "worker",
+        "start",
+        "--pool",
+        "ameide-kubernetes",
+        "--type",
+        "kubernetes",
+        "--limit",
+        "2",
+    ]
+
+
+@pytest.mark.parametrize("chart", sorted(POD_OWNERS))
+@pytest.mark.parametrize(
+    ("entry", "complaint"),
+    [
+        ({"value": "127.0.0.1"}, "at '/extraEnv/0': missing property 'name'"),
+        ({"name": "KUBERNETES_SERVICE_PORT", "value": 6443}, "at '/extraEnv/0/value': got number"),
+        (
+            {
+                "name": "POD",
+                "value": "x",
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+            },
+            "at '/extraEnv/0': 'not' failed",
+        ),
+    ],
+)
+def test_the_schema_refuses_an_env_var_kubernetes_would_refuse(
+    helm: str, chart: str, entry: dict[str, Any], complaint: str, tmp_path: Path
+) -> None:
+    extra = values_file(tmp_path, {"extraEnv": [entry]})
+    done = helm_run(helm, "template", "ameide", str(CHARTS / chart), "-f", extra)
+    assert done.returncode != 0
+    assert complaint in done.stderr
+
+
+def test_the_schema_refuses_worker_arguments_in_the_migrations_job(
+    helm: str, tmp_path: Path
+) -> None:
+    extra = values_file(tmp_path, {"extraArgs": ["--limit", "2"]})
+    done = helm_run(helm, "template", "ameide", str(CHARTS / "db-migrations"), "-f", extra)
+    assert done.returncode != 0
+    assert "extraArgs" in done.stderr
