@@ -3,6 +3,9 @@
 Non-root, read-only root filesystem (a writable emptyDir at /tmp), every capability dropped, no
 privilege escalation, resources, a deadline, TTL after finish, and `backoffLimit: 0`: retries
 belong to Prefect, which knows a transient fault from a broken migration.
+
+`host_network` and `dns_policy` exist for a cluster without a pod network (the tests' one-node
+cluster); production keeps the defaults.
 """
 
 from __future__ import annotations
@@ -36,12 +39,30 @@ def job_template() -> dict[str, Any]:
         "type": "integer",
         "default": 3600,
     }
+    variables["host_network"] = {
+        "title": "Host network",
+        "description": "Run the pod in the node's network namespace, for a cluster without a "
+        "pod network. Set DNS policy to ClusterFirstWithHostNet with it.",
+        "type": "boolean",
+        "default": False,
+    }
+    # Prefect's job templates have no conditionals, so the DNS policy that goes with the host
+    # network is a variable of its own.
+    variables["dns_policy"] = {
+        "title": "DNS policy",
+        "description": "The pod's DNS policy; ClusterFirstWithHostNet when on the host network.",
+        "type": "string",
+        "enum": ["ClusterFirst", "ClusterFirstWithHostNet", "Default"],
+        "default": "ClusterFirst",
+    }
     job = template["job_configuration"]["job_manifest"]
     job["spec"]["activeDeadlineSeconds"] = "{{ active_deadline_seconds }}"
     pod = job["spec"]["template"]["spec"]
     # The default template puts these in the pod spec, where Kubernetes does not know them.
     job["spec"]["completions"] = pod.pop("completions")
     job["spec"]["parallelism"] = pod.pop("parallelism")
+    pod["hostNetwork"] = "{{ host_network }}"
+    pod["dnsPolicy"] = "{{ dns_policy }}"
     pod["securityContext"] = {
         "runAsNonRoot": True,
         "runAsUser": RUN_AS_USER,

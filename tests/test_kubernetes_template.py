@@ -57,6 +57,41 @@ def test_staging_job_is_hardened_and_valid() -> None:
     assert any(e["name"] == "PREFECT__FLOW_RUN_ID" for e in container["env"])
 
 
+def test_a_job_keeps_the_pod_network_by_default() -> None:
+    job = render({**ENVIRONMENTS["prod"].job_variables, "image": "x@sha256:" + "ab" * 32})
+
+    kubernetes_validate.validate(job, KUBERNETES_VERSION, strict=True)
+    pod = job["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is False
+    assert pod["dnsPolicy"] == "ClusterFirst"
+
+
+def test_a_job_on_a_cluster_without_pod_network_runs_on_the_host_network() -> None:
+    apiserver = [
+        {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
+        {"name": "KUBERNETES_SERVICE_PORT", "value": "6443"},
+    ]
+    job = render(
+        {
+            **ENVIRONMENTS["staging"].job_variables,
+            "image": "x@sha256:" + "ab" * 32,
+            "host_network": True,
+            "dns_policy": "ClusterFirstWithHostNet",
+            "env": apiserver,
+        }
+    )
+
+    kubernetes_validate.validate(job, KUBERNETES_VERSION, strict=True)
+    pod = job["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True
+    assert pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    (container,) = pod["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["KUBERNETES_SERVICE_HOST"] == "127.0.0.1"
+    assert env["KUBERNETES_SERVICE_PORT"] == "6443"
+    assert "PREFECT__FLOW_RUN_ID" in env
+
+
 def test_an_invalid_override_is_caught_by_the_validation() -> None:
     job = render({"image": "x@sha256:" + "cd" * 32, "backoff_limit": "zero"})
     with pytest.raises(kubernetes_validate.ValidationError, match="zero"):
