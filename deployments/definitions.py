@@ -78,10 +78,15 @@ def _form(deployment: RunnerDeployment, catalog: Catalog) -> RunnerDeployment:
 
 
 def deployments_for(
-    name: str, catalog: Catalog, image: str | None = None
+    name: str,
+    catalog: Catalog,
+    image: str | None = None,
+    job_variables: dict[str, Any] | None = None,
 ) -> list[RunnerDeployment]:
+    """The environment's two deployments; `job_variables` are laid over its own (a site's
+    namespace, its cluster's networking, extra env)."""
     env = environment(name)
-    job_variables = dict(env.job_variables)
+    job_variables = {**env.job_variables, **(job_variables or {})}
     if image:
         job_variables["image"] = image
     common: dict[str, Any] = {

@@ -80,22 +80,23 @@ def docker_engine() -> Iterator[DockerEngine]:
     run = Path(tempfile.mkdtemp(prefix="ameide-dockerd-"))
     host = f"unix://{run / 'docker.sock'}"
     log = run / "dockerd.log"
-    process = subprocess.Popen(
-        [
-            "dockerd",
-            "--storage-driver=vfs",
-            "--iptables=false",
-            "--ip-masq=false",
-            "--ip-forward=false",
-            "--bridge=none",
-            f"--data-root={data_root}",
-            f"--exec-root={run / 'exec'}",
-            f"--pidfile={run / 'dockerd.pid'}",
-            f"--host={host}",
-        ],
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [
+                "dockerd",
+                "--storage-driver=vfs",
+                "--iptables=false",
+                "--ip-masq=false",
+                "--ip-forward=false",
+                "--bridge=none",
+                f"--data-root={data_root}",
+                f"--exec-root={run / 'exec'}",
+                f"--pidfile={run / 'dockerd.pid'}",
+                f"--host={host}",
+            ],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
     engine = DockerEngine(host, data_root)
 
     def answers() -> bool:
@@ -127,7 +128,16 @@ def docker_engine() -> Iterator[DockerEngine]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        shutil.rmtree(run, ignore_errors=True)
+        _unmount_under(run)
+        shutil.rmtree(run)
+
+
+def _unmount_under(directory: Path) -> None:
+    """dockerd leaves its network namespace (exec/netns/default) mounted when it stops."""
+    mounts = Path("/proc/self/mounts").read_text().splitlines()
+    points = [line.split()[1] for line in mounts if line.split()[1].startswith(f"{directory}/")]
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", point], check=True)
 
 
 @pytest.fixture(scope="session")
@@ -143,9 +153,10 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         f"http: {{addr: '127.0.0.1:{port}'}}\n"
     )
     log = home / "registry.log"
-    process = subprocess.Popen(
-        ["docker-registry", "serve", str(config)], stdout=log.open("w"), stderr=subprocess.STDOUT
-    )
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            ["docker-registry", "serve", str(config)], stdout=output, stderr=subprocess.STDOUT
+        )
     import requests
 
     def answers() -> bool:

@@ -26,7 +26,7 @@ from .fix_platform import REPO, Platform, admin_url_of
 
 @pytest.fixture
 def sql_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    sql_dir = tmp_path / "sql"
+    sql_dir = tmp_path / "image-sql"
     shutil.copytree(REPO / "db" / "flyway" / "sql", sql_dir)
     monkeypatch.setenv("AMEIDE_SQL_DIR", str(sql_dir))
     monkeypatch.setenv("AMEIDE_PROJECT_DIR", str(REPO))

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -254,6 +255,15 @@ def deploy(
         str | None,
         typer.Option(help="Kubernetes pools: the migrations image, pinned by digest."),
     ] = None,
+    job_variables: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="A JSON or YAML file of job variables (namespace, host_network, env, ...) laid "
+            "over the environment's own.",
+        ),
+    ] = None,
 ) -> None:
     """Register migrate/<env> and drift/<env> with the Prefect API in PREFECT_API_URL.
 
@@ -264,6 +274,7 @@ def deploy(
 
     settings = get_settings()
     target = environment(env)
+    overrides = _job_variables_file(job_variables) if job_variables else {}
     if target.pool_type == "kubernetes" and (image is None or "@sha256:" not in image):
         raise UsageError(
             f"{env} runs on a Kubernetes work pool: pass --image REPOSITORY@sha256:DIGEST, the "
@@ -272,9 +283,21 @@ def deploy(
     catalog = environments.catalog(env, settings)
     template = job_template() if target.pool_type == "kubernetes" else None
     prefect_api.ensure_work_pool(target.work_pool, target.pool_type, template)
-    for deployment in deployments_for(env, catalog, image):
+    for deployment in deployments_for(env, catalog, image, overrides):
         deployment_id = deployment.apply()
         console.print(f"{deployment.flow_name}/{deployment.name}: {deployment_id}")
+
+
+def _job_variables_file(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise UsageError(f"--job-variables {path} is not YAML or JSON: {e}") from None
+    if not isinstance(loaded, dict):
+        raise UsageError(f"--job-variables {path} must hold a mapping of job variables")
+    return loaded
 
 
 @app.command()

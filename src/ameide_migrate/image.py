@@ -18,6 +18,7 @@ import io
 import json
 import shutil
 import subprocess
+import sys
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
@@ -118,6 +119,7 @@ class BuildContext:
     path: Path
     content_hash: str
     flyway_version: str
+    python_version: str
     release_commit: str | None
 
     @property
@@ -213,6 +215,10 @@ def prepare_context(
         "requirements-txt",
     )
     (into / "requirements.txt").write_text(requirements)
+    shutil.copytree(
+        _wheelhouse(requirements, settings.image_python, settings.cache_dir, progress),
+        into / "wheels",
+    )
     progress("building the ameide-migrate wheel")
     _uv(project, "build", "--wheel", "--quiet", "--out-dir", str(into / "dist"))
     code_identity = _wheel_record(into / "dist")
@@ -243,11 +249,117 @@ def prepare_context(
         "flyway_version": settings.flyway_version,
         "flyway": flyway_identity,
         "dependencies": _digest(requirements.encode()),
+        "python": settings.image_python,
         "code": code_identity,
         "sql": sql_identity,
     }
     content_hash = _digest(json.dumps(content, sort_keys=True).encode())
-    return BuildContext(into, content_hash, settings.flyway_version, release_commit)
+    return BuildContext(
+        into, content_hash, settings.flyway_version, settings.image_python, release_commit
+    )
+
+
+# Every manylinux glibc level a current x86_64 Debian or Ubuntu base runs, newest first.
+_MANYLINUX = (
+    "manylinux_2_39",
+    "manylinux_2_36",
+    "manylinux_2_35",
+    "manylinux_2_34",
+    "manylinux_2_31",
+    "manylinux_2_28",
+    "manylinux_2_27",
+    "manylinux_2_24",
+    "manylinux_2_17",
+    "manylinux2014",
+    "manylinux_2_12",
+    "manylinux2010",
+    "manylinux_2_5",
+    "manylinux1",
+    "linux",
+)
+
+
+def _for_linux(requirements: str, python: str) -> str:
+    """The exported requirements that Linux x86_64 CPython `python` may install, their markers
+    dropped: pip would judge markers by the Python running it, not the image's. A marker that
+    holds for any patch release counts (redis needs async-timeout before 3.11.3)."""
+    from packaging.markers import Marker
+
+    kept = []
+    for entry in requirements.replace("\\\n", " ").splitlines():
+        entry = entry.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        requirement, _, rest = entry.partition(" --hash")
+        pin, _, marker = requirement.partition(";")
+        environments = [
+            {
+                "python_version": python,
+                "python_full_version": f"{python}.{patch}",
+                "sys_platform": "linux",
+                "platform_system": "Linux",
+                "platform_machine": "x86_64",
+                "os_name": "posix",
+                "implementation_name": "cpython",
+                "platform_python_implementation": "CPython",
+            }
+            for patch in (0, 99)
+        ]
+        if not marker.strip() or any(Marker(marker).evaluate(e) for e in environments):
+            kept.append(f"{pin.strip()} --hash{rest}")
+    return "\n".join(kept) + "\n"
+
+
+def _wheelhouse(requirements: str, python: str, cache: Path, progress: Progress) -> Path:
+    """The locked dependencies' wheels for the image's Python, fetched here with pip (which has
+    this host's index and certificates) and kept in the cache: the image build needs no network.
+    """
+    key = _digest(f"{_CONTEXT_LAYOUT}\n{python}\n{requirements}".encode())[:16]
+    house = (cache / "wheels" / f"cp{python.replace('.', '')}-{key}").resolve()
+    if (house / ".complete").is_file():
+        return house
+    progress(f"fetching the dependencies' wheels for Python {python}")
+    house.mkdir(parents=True, exist_ok=True)
+    listed = house / "requirements.txt"
+    listed.write_text(_for_linux(requirements, python))
+    platforms = [arg for tag in _MANYLINUX for arg in ("--platform", f"{tag}_x86_64")]
+    abi = f"cp{python.replace('.', '')}"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--only-binary=:all:",
+            "--python-version",
+            python,
+            "--implementation",
+            "cp",
+            "--abi",
+            abi,
+            *platforms,
+            "--no-deps",
+            "--require-hashes",
+            "-r",
+            str(listed),
+            "-d",
+            str(house),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise ImageBuildFailed(
+            f"fetching the wheels for Python {python} failed:\n{done.stderr.strip()[-2000:]}\n"
+            "Check that the package index is reachable and that every locked dependency has a "
+            f"wheel for CPython {python} on manylinux x86_64"
+        )
+    listed.unlink()
+    (house / ".complete").write_text("")
+    return house
 
 
 def _release_sql(project: Path, settings: Settings, ref: str, into: Path) -> tuple[str, str]:
@@ -431,6 +543,7 @@ def _build(request: ImageRequest, ctx: BuildContext, ref: str, progress: Progres
                 buildargs={
                     "FLYWAY_BASE": request.flyway_base,
                     "FLYWAY_VERSION": ctx.flyway_version,
+                    "PYTHON_VERSION": ctx.python_version,
                 },
                 labels=labels,
             )

@@ -159,18 +159,22 @@ def ui_url() -> str:
 def ensure_work_pool(
     name: str, pool_type: str, base_job_template: dict[str, Any] | None = None
 ) -> None:
-    """Create the work pool when the API has none of that name (with this job template)."""
+    """Create the work pool, or give an existing one this job template (a worker that started
+    first creates its pool with its type's default template)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
     from prefect.exceptions import ObjectNotFound
 
     with get_client(sync_client=True) as client:
         try:
-            client.read_work_pool(name)
+            pool = client.read_work_pool(name)
         except ObjectNotFound:
             client.create_work_pool(
                 WorkPoolCreate(name=name, type=pool_type, base_job_template=base_job_template or {})
             )
+            return
+        if base_job_template and pool.base_job_template != base_job_template:
+            client.update_work_pool(name, WorkPoolUpdate(base_job_template=base_job_template))
 
 
 # --- Triggering a deployment and following its run (for CI) ------------------------------------

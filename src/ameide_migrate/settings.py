@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     flyway_base: str = Field(
         default="flyway/flyway:10.17", description="Base image of the migrations image."
     )
+    image_python: str = Field(
+        default="3.11",
+        description="The base image's python3 (MAJOR.MINOR): the wheels are fetched for it.",
+    )
     image_pull_base: bool = Field(
         default=True, description="Pull the base image at every build, so a moved tag is seen."
     )
@@ -114,6 +118,7 @@ class Settings(BaseSettings):
     vault_role_id: str | None = None
     vault_secret_id: SecretStr | None = None
     vault_kubernetes_role: str | None = None
+    vault_kubernetes_mount: str = "kubernetes"
 
     def vault_connection(self) -> VaultConnection | None:
         if not self.vault_addr:
@@ -128,6 +133,7 @@ class Settings(BaseSettings):
             role_id=self.vault_role_id,
             secret_id=self.vault_secret_id,
             kubernetes_role=self.vault_kubernetes_role,
+            kubernetes_mount=self.vault_kubernetes_mount,
             ca_cert_path=self.vault_cacert,
             timeout_seconds=float(self.connect_timeout_seconds),
         )
