@@ -9,12 +9,15 @@ the host's network, so they reach all of them on loopback; the staging values be
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import psycopg
 import pytest
@@ -265,22 +268,239 @@ def _pod_report(staging: Staging) -> str:
     return f"\n{pods}\n{events[-4000:]}"
 
 
+@pytest.fixture(scope="module")
+def first_run(deployed: Staging) -> subprocess.CompletedProcess[str]:
+    return deployed.ameide("trigger", "--env", "staging", "--wait", "--timeout", "600")
+
+
+def _flow_run_pods(staging: Staging) -> list[dict[str, Any]]:
+    pods = [
+        p
+        for p in staging.objects("pods")
+        if "prefect.io/flow-run-id" in p["metadata"].get("labels", {})
+    ]
+    return sorted(pods, key=lambda p: str(p["metadata"]["creationTimestamp"]))
+
+
+def _flow_run_id(output: str) -> str:
+    """`trigger` prints `flow run <id>: <UI address>` first."""
+    first = output.splitlines()[0]
+    assert first.startswith("flow run "), output[:500]
+    return first.split()[2].rstrip(":")
+
+
 def test_trigger_runs_the_staging_deployment_as_a_job_on_the_pushed_digest(
-    deployed: Staging,
+    deployed: Staging, first_run: subprocess.CompletedProcess[str]
 ) -> None:
-    done = deployed.ameide("trigger", "--env", "staging", "--wait", "--timeout", "600")
-    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:] + _pod_report(deployed)
+    report = first_run.stdout[-6000:] + first_run.stderr[-3000:] + _pod_report(deployed)
+    assert first_run.returncode == 0, report
 
     catalog = load_catalog(REPO / "db" / "flyway" / "sql")
     for database in PLATFORM_DATABASES:
         assert deployed.versions(database)[-1] == str(catalog.databases[database].latest_version)
 
-    flow_run_pods = [
+    pods = _flow_run_pods(deployed)
+    assert pods, "the worker submitted no Job pod"
+    (status,) = pods[-1]["status"]["containerStatuses"]
+    assert deployed.built.digest
+    assert status["imageID"].endswith(deployed.built.digest)
+    assert pods[-1]["spec"]["containers"][0]["image"] == deployed.built.reference
+    assert pods[-1]["spec"]["serviceAccountName"] == "db-migrations"
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(_flow_run_id(first_run.stdout)))
+        artifacts = client.read_artifacts()
+    assert run.state is not None
+    assert run.state.is_completed()
+    mine = [a for a in artifacts if a.flow_run_id == run.id and a.key == "migrate-staging"]
+    assert mine, "the run shows no results artifact"
+
+
+def test_the_job_runs_hardened_and_no_password_is_anywhere_in_the_cluster(
+    deployed: Staging, first_run: subprocess.CompletedProcess[str]
+) -> None:
+    assert first_run.returncode == 0
+    (job,) = [
+        j
+        for j in deployed.objects("jobs")
+        if j["metadata"].get("labels", {}).get("prefect.io/flow-run-id")
+        == _flow_run_id(first_run.stdout)
+    ]
+    pod = _flow_run_pods(deployed)[-1]
+    for spec in (job["spec"]["template"]["spec"], pod["spec"]):
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["runAsUser"] == 10001
+        container = spec["containers"][0]["securityContext"]
+        assert container["readOnlyRootFilesystem"] is True
+        assert container["allowPrivilegeEscalation"] is False
+        assert container["capabilities"]["drop"] == ["ALL"]
+    assert job["spec"]["backoffLimit"] == 0
+
+    passwords = [c.password.get_secret_value() for c in deployed.owners.values()]
+    for kinds in ("jobs", "pods", "configmaps", "events", "secrets"):
+        dump = json.dumps(deployed.objects(kinds, namespace=None))
+        leaked = [p for p in passwords if p in dump]
+        assert not leaked, f"a database password is in the cluster's {kinds}"
+    from .fix_prefect import SERVER_HOME
+
+    for database_file in (f for f in SERVER_HOME.rglob("*") if f.is_file()):
+        data = database_file.read_bytes()
+        assert not [p for p in passwords if p.encode() in data], database_file
+
+
+def test_the_seeds_hook_job_runs_the_same_digest_to_completion(
+    deployed: Staging, vault: Vault, prefect_server: Server
+) -> None:
+    values = deployed.work / "db-migrations-values.json"
+    values.write_text(
+        json.dumps(
+            {
+                "environment": "staging",
+                "image": {
+                    "repository": deployed.built.repository,
+                    "digest": deployed.built.digest,
+                },
+                "prefectApiUrl": prefect_server.api_url,
+                "serviceAccountName": "db-migrations",
+                "vault": {"address": vault.address, "kubernetesRole": ROLE},
+                **_host_network_values(deployed.cluster),
+                "extraEnv": [{"name": "AMEIDE_VAULT_KUBERNETES_MOUNT", "value": MOUNT}],
+            }
+        )
+    )
+    done = deployed.helm_run(
+        "upgrade",
+        "--install",
+        "platform",
+        str(REPO / "charts" / "db-migrations"),
+        "--namespace",
+        NAMESPACE,
+        "--values",
+        str(values),
+        "--wait",
+        "--timeout",
+        "5m",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr + _pod_report(deployed)
+
+    (job,) = [
+        j
+        for j in deployed.objects("jobs")
+        if j["metadata"].get("labels", {}).get("app.kubernetes.io/name") == "db-migrations"
+    ]
+    assert job["status"].get("succeeded") == 1
+    hook_pods = [
         p
         for p in deployed.objects("pods")
-        if "prefect.io/flow-run-id" in p["metadata"].get("labels", {})
+        if p["metadata"].get("labels", {}).get("app.kubernetes.io/name") == "db-migrations"
     ]
-    assert flow_run_pods, "the worker submitted no Job pod"
-    (status,) = flow_run_pods[-1]["status"]["containerStatuses"]
-    assert status["imageID"].endswith(deployed.built.digest or "no digest")
-    assert deployed.built.reference in flow_run_pods[-1]["spec"]["containers"][0]["image"]
+    assert deployed.built.digest
+    assert hook_pods[-1]["status"]["containerStatuses"][0]["imageID"].endswith(
+        deployed.built.digest
+    )
+
+
+def test_a_service_account_the_role_does_not_bind_is_named_in_the_error(
+    deployed: Staging, vault: Vault, first_run: subprocess.CompletedProcess[str]
+) -> None:
+    client = vault.client()
+    client.auth.kubernetes.create_role(
+        ROLE,
+        bound_service_account_names=["someone-else"],
+        bound_service_account_namespaces=[NAMESPACE],
+        policies=[READ_POLICY],
+        mount_point=MOUNT,
+    )
+    try:
+        done = deployed.ameide("trigger", "--env", "staging", "--wait", "--timeout", "600")
+    finally:
+        client.auth.kubernetes.create_role(
+            ROLE,
+            bound_service_account_names=["db-migrations"],
+            bound_service_account_namespaces=[NAMESPACE],
+            policies=[READ_POLICY],
+            ttl="15m",
+            mount_point=MOUNT,
+        )
+    assert done.returncode == 1, done.stdout[-4000:]
+    assert ROLE in done.stdout
+    assert f"{NAMESPACE}/db-migrations" in done.stdout or (
+        "db-migrations" in done.stdout and NAMESPACE in done.stdout
+    )
+
+
+def test_an_image_the_registry_lacks_crashes_the_run_with_the_pull_reason(
+    deployed: Staging,
+) -> None:
+    missing = f"{deployed.built.repository}@sha256:{'0' * 64}"
+    done = deployed.ameide(
+        "trigger", "--env", "staging", "--image", missing, "--wait", "--timeout", "300"
+    )
+    assert done.returncode == 1, done.stdout[-4000:] + _pod_report(deployed)
+    assert "Crashed" in done.stdout
+    assert "ErrImagePull" in done.stdout or "ImagePullBackOff" in done.stdout
+
+
+def test_a_worker_restarted_mid_run_leaves_a_definite_state_and_a_rerun_applies_once(
+    deployed: Staging,
+) -> None:
+    from prefect.client.orchestration import get_client
+
+    started = deployed.ameide("trigger", "--env", "staging")
+    assert started.returncode == 0, started.stdout + started.stderr
+    run_id = UUID(_flow_run_id(started.stdout))
+    with get_client(sync_client=True) as client:
+        deadline = time.monotonic() + 300
+        while (state := client.read_flow_run(run_id).state) is None or not (
+            state.is_running() or state.is_final()
+        ):
+            assert time.monotonic() < deadline, f"the run never started: {state}"
+            time.sleep(0.5)
+        deployed.cluster.kubectl(
+            "delete", "pod", "-n", NAMESPACE, "-l", "app.kubernetes.io/name=prefect-worker"
+        )
+        while (state := client.read_flow_run(run_id).state) is None or not state.is_final():
+            assert time.monotonic() < deadline + 300, f"the run never ended: {state}"
+            time.sleep(1)
+    assert state.is_completed() or state.is_crashed() or state.is_failed(), state
+
+    deployed.cluster.kubectl(
+        "rollout", "status", "deployment/worker-prefect-worker", "-n", NAMESPACE, "--timeout=300s"
+    )
+    rerun = deployed.ameide("trigger", "--env", "staging", "--wait", "--timeout", "600")
+    assert rerun.returncode == 0, rerun.stdout[-4000:] + _pod_report(deployed)
+    for database in PLATFORM_DATABASES:
+        versions = deployed.versions(database)
+        assert len(versions) == len(set(versions)), f"{database}: {versions}"
+
+
+def test_a_broken_migration_fails_the_run_and_the_other_databases_migrate(
+    deployed: Staging, registry: str, flyway_base: str, tmp_path: Path
+) -> None:
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(REPO / "db" / "flyway" / "sql", sql_dir)
+    (sql_dir / "agents" / "V99__agents_broken.sql").write_text("ALTER TABLE nope ADD x int;\n")
+    (sql_dir / "threads" / "V99__threads_note.sql").write_text(
+        "CREATE TABLE release_note (id int PRIMARY KEY);\n"
+    )
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AMEIDE_PROJECT_DIR", str(REPO))
+        env.setenv("AMEIDE_SQL_DIR", str(sql_dir))
+        env.setenv("AMEIDE_CACHE_DIR", str(REPO / ".cache"))
+        get_settings.cache_clear()
+        settings = get_settings()
+        request = ImageRequest.from_settings(
+            settings, registry=registry, push=True, flyway_base=flyway_base
+        )
+        broken = image.build_image(request, settings)
+        get_settings.cache_clear()
+
+    done = deployed.ameide(
+        "trigger", "--env", "staging", "--image", broken.reference, "--wait", "--timeout", "600"
+    )
+    assert done.returncode == 1, done.stdout[-4000:] + _pod_report(deployed)
+    assert "agents" in done.stdout
+    assert "99" in deployed.versions("threads")
+    assert "99" not in deployed.versions("agents")

@@ -283,6 +283,8 @@ def deploy(
     catalog = environments.catalog(env, settings)
     template = job_template() if target.pool_type == "kubernetes" else None
     prefect_api.ensure_work_pool(target.work_pool, target.pool_type, template)
+    if target.pool_type == "kubernetes":
+        prefect_api.ensure_image_pull_guard()
     for deployment in deployments_for(env, catalog, image, overrides):
         deployment_id = deployment.apply()
         console.print(f"{deployment.flow_name}/{deployment.name}: {deployment_id}")

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from ameide_migrate.errors import PrefectServerFailed
@@ -175,6 +175,50 @@ def ensure_work_pool(
             return
         if base_job_template and pool.base_job_template != base_job_template:
             client.update_work_pool(name, WorkPoolUpdate(base_job_template=base_job_template))
+
+
+IMAGE_PULL_GUARD = "ameide-migrate: a Job that cannot pull its image crashes its run"
+
+
+def ensure_image_pull_guard() -> None:
+    """An automation that crashes a flow run whose Job's pod cannot pull its image.
+
+    Kubernetes retries a failed pull forever, and a pod stuck pulling never fails its Job, so the
+    run would wait for the Job's deadline. prefect-kubernetes's observer reports the pull failure
+    as a `prefect.kubernetes.pod.pending` event labelled `kubernetes.diagnosis: ImagePullError`
+    (and logs the registry's answer to the run); this crashes the run on that event, so `trigger`
+    ends at once with exit 1. Idempotent: one automation of this name.
+    """
+    from prefect.automations import Automation, ChangeFlowRunState, EventTrigger, Posture
+    from prefect.client.schemas.objects import StateType
+
+    wanted = Automation(
+        name=IMAGE_PULL_GUARD,
+        description="Kubernetes retries a failed image pull forever; the run should not wait.",
+        trigger=EventTrigger(
+            expect={"prefect.kubernetes.pod.pending"},
+            match={"kubernetes.diagnosis": "ImagePullError"},
+            for_each={"prefect.resource.id"},
+            posture=Posture.Reactive,
+            threshold=1,
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                name="Crashed",
+                message="the Job's pod cannot pull its image (ErrImagePull / ImagePullBackOff): "
+                "check that the registry has the digest the deployment names",
+            )
+        ],
+    )
+    try:
+        # Called outside an event loop, so the sync flavour: an Automation, not a coroutine.
+        existing = cast(Automation, Automation.read(name=IMAGE_PULL_GUARD))
+    except ValueError:
+        wanted.create()
+        return
+    wanted.id = existing.id
+    wanted.update()
 
 
 # --- Triggering a deployment and following its run (for CI) ------------------------------------
