@@ -4,6 +4,7 @@ database from inside the container, run as the pod runs it (non-root, read-only 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tarfile
@@ -21,7 +22,7 @@ from ameide_migrate.prefect_api import Server
 from ameide_migrate.settings import Settings, get_settings
 
 from .fix_docker import DockerEngine
-from .fix_platform import REPO, Platform, admin_url_of
+from .fix_platform import REPO, Platform, admin_url_of, ameide
 
 
 @pytest.fixture
@@ -227,3 +228,24 @@ def test_a_failed_build_stops_the_run_before_any_database_is_touched(
     assert "no database was touched" in str(error)
     for database in platform.owners:
         assert platform.history(database) is None
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_image_build_prints_the_digest_to_run_and_builds_nothing_the_second_time(
+    sql_copy: Path, registry: str, flyway_base: str, prefect_server: Server
+) -> None:
+    args = ("image", "build", "--push", "--registry", registry, "--base", flyway_base)
+    first = ameide(*args, env={**os.environ}, timeout=900)
+    assert first.returncode == 0, first.stdout + first.stderr
+    reference = first.stdout.strip().splitlines()[-1]
+    assert reference.startswith(f"{registry}/ameide-migrations@sha256:")
+
+    second = ameide(*args, env={**os.environ}, timeout=900)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert second.stdout.strip().splitlines()[-1] == reference
+    assert "the same content exists already" in second.stderr
+
+    refused = ameide("image", "build", "--push", env={**os.environ})
+    assert refused.returncode == 2
+    assert "pushing needs a registry" in refused.stderr

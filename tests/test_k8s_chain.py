@@ -52,13 +52,16 @@ class Staging:
     work: Path
     helm: str
 
-    def ameide(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    def ameide(
+        self, *args: str, timeout: float = 900, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "ameide_migrate.cli", *args],
             capture_output=True,
             text=True,
             cwd=REPO,
             timeout=timeout,
+            env={**os.environ, **(env or {})},
             check=False,
         )
 
@@ -484,6 +487,37 @@ def test_an_image_the_registry_lacks_crashes_the_run_with_the_pull_reason(
     assert done.returncode == 1, done.stdout[-4000:] + _pod_report(deployed)
     assert "Crashed" in done.stdout
     assert "ErrImagePull" in done.stdout or "ImagePullBackOff" in done.stdout
+
+
+def test_release_builds_the_refs_image_and_migrates_staging_on_exactly_that_digest(
+    deployed: Staging, registry: str, flyway_base: str
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+
+    env = {"AMEIDE_FLYWAY_BASE": flyway_base, "AMEIDE_PROJECT_DIR": str(REPO)}
+    done = deployed.ameide(
+        "release", "--env", "staging", "--ref", "HEAD", "--registry", registry, env=env
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    reference = done.stdout.strip().splitlines()[-1].split()[-1]
+    assert "@sha256:" in reference
+    assert reference != deployed.built.reference  # the release flavor is another image
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("migrate/staging")
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                deployment_id=FlowRunFilterDeploymentId(any_=[deployment.id])
+            )
+        )
+    latest = max(runs, key=lambda r: str(r.created))
+    assert latest.job_variables == {"image": reference}
+    assert latest.state is not None
+    assert latest.state.is_completed()
+    pod = _flow_run_pods(deployed)[-1]
+    assert pod["metadata"]["labels"]["prefect.io/flow-run-id"] == str(latest.id)
+    assert pod["status"]["containerStatuses"][0]["imageID"].endswith(reference.split("@")[1])
 
 
 def test_a_worker_restarted_mid_run_leaves_a_definite_state_and_a_rerun_applies_once(

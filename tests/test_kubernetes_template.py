@@ -4,6 +4,11 @@ job-configuration code and validated against the Kubernetes API types."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -18,6 +23,7 @@ from deployments.definitions import ENVIRONMENTS
 from deployments.kubernetes import RUN_AS_USER, job_template
 
 from .fix_platform import ameide
+from .k8s_cluster import build
 
 KUBERNETES_VERSION = "1.34.0"
 
@@ -125,3 +131,50 @@ def test_a_kubernetes_environment_is_deployed_only_with_an_image_pinned_by_diges
     )
     assert done.returncode == 2
     assert "pinned by digest" in done.stderr
+
+
+@pytest.mark.k8s
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # the first use of the suite's cluster may build it
+def test_the_rendered_job_is_accepted_by_a_real_apiserver(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Server-side validation of the exact Job: KUBECONFIG's cluster when set, else the suite's
+    own one-node cluster. Strict field validation refuses any field the API does not know."""
+    kubeconfig = os.environ.get("KUBECONFIG")
+    if not kubeconfig:
+        kubeconfig = str(request.getfixturevalue("k8s_cluster").kubeconfig)
+    staging = ENVIRONMENTS["staging"]
+    job = render(
+        {
+            **staging.job_variables,
+            "namespace": "default",
+            "image": "registry.internal/ameide-migrations@sha256:" + "ab" * 32,
+        }
+    )
+    job["metadata"]["name"] = "ameide-render-check"
+    manifest = tmp_path / "job.json"
+    manifest.write_text(json.dumps(job))
+
+    done = subprocess.run(
+        [
+            shutil.which("kubectl") or str(build().kubectl),
+            "--kubeconfig",
+            kubeconfig,
+            "create",
+            "--dry-run=server",
+            "--validate=strict",
+            "-o",
+            "json",
+            "-f",
+            str(manifest),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    stored = json.loads(done.stdout)
+    assert stored["spec"]["backoffLimit"] == 0
+    assert stored["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True

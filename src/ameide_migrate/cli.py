@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import SecretStr
 from rich.console import Console
+from rich.markup import escape
 
 from ameide_migrate import credential_gate, environments, flyway, local, prefect_api, report
 from ameide_migrate.catalog import load_catalog
@@ -53,7 +54,7 @@ err_console = Console(stderr=True)
 
 RegistryOption = Annotated[
     str | None,
-    typer.Option(help="Registry to push to, HOST[:PORT][/PATH] (AMEIDE_IMAGE_REGISTRY)."),
+    typer.Option(help="Registry to push to: HOST, HOST:PORT or HOST/PATH (AMEIDE_IMAGE_REGISTRY)."),
 ]
 EnvOption = Annotated[str, typer.Option("--env", "-e", help="Environment: local, staging or prod.")]
 DbOption = Annotated[
@@ -66,7 +67,7 @@ def main() -> None:
     try:
         app()
     except MigrateError as error:
-        err_console.print(f"[bold red]FAILED:[/] {error}", highlight=False)
+        err_console.print(f"[bold red]FAILED:[/] {escape(str(error))}", highlight=False)
         raise SystemExit(error.exit_code) from None
 
 

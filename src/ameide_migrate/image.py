@@ -74,7 +74,7 @@ class ImageRequest:
         registry = registry or settings.image_registry
         if push and not registry:
             raise UsageError(
-                "pushing needs a registry: pass --registry HOST[:PORT][/PATH] or set "
+                "pushing needs a registry: pass --registry HOST:PORT (or HOST/PATH) or set "
                 "AMEIDE_IMAGE_REGISTRY"
             )
         repository = settings.image_repository
