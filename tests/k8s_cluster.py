@@ -33,6 +33,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ameide_migrate.postgres import free_port
+
 KUBERNETES_VERSION = "v1.34.4"
 KINE_MODULE = "github.com/k3s-io/kine"
 KINE_VERSION = "v0.17.5"
@@ -388,13 +390,6 @@ HOST_TOOLS = {
     "openssl": "openssl",
 }
 CNI_BIN_DIR = Path("/usr/lib/cni")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def check_host_tools() -> None:

@@ -31,7 +31,7 @@ from ameide_migrate.postgres import Credentials
 from ameide_migrate.prefect_api import Server
 from ameide_migrate.settings import get_settings
 
-from .fix_platform import REPO, admin_url_of
+from .fix_platform import REPO, admin_url_of, ameide
 from .fix_vault import READ_POLICY, Vault
 from .k8s_cluster import Cluster
 
@@ -55,15 +55,7 @@ class Staging:
     def ameide(
         self, *args: str, timeout: float = 900, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "ameide_migrate.cli", *args],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            timeout=timeout,
-            env={**os.environ, **(env or {})},
-            check=False,
-        )
+        return ameide(*args, env={**os.environ, **(env or {})}, timeout=timeout)
 
     def helm_run(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -148,6 +140,23 @@ def _seed_staging_databases(
     return dict(env.owners)
 
 
+def _push_image(sql_dir: Path, registry: str, flyway_base: str) -> BuiltImage:
+    """The migrations image of `sql_dir`, built (or found) and pushed to the suite's registry."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AMEIDE_PROJECT_DIR", str(REPO))
+        env.setenv("AMEIDE_SQL_DIR", str(sql_dir))
+        env.setenv("AMEIDE_CACHE_DIR", str(REPO / ".cache"))
+        get_settings.cache_clear()
+        try:
+            settings = get_settings()
+            request = ImageRequest.from_settings(
+                settings, registry=registry, push=True, flyway_base=flyway_base
+            )
+            return image.build_image(request, settings)
+        finally:
+            get_settings.cache_clear()
+
+
 @pytest.fixture(scope="module")
 def staging(
     k8s_cluster: Cluster,
@@ -162,17 +171,7 @@ def staging(
     from blocks.vault import VaultDatabaseSecrets
 
     work = tmp_path_factory.mktemp("staging")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("AMEIDE_PROJECT_DIR", str(REPO))
-        env.setenv("AMEIDE_SQL_DIR", str(REPO / "db" / "flyway" / "sql"))
-        env.setenv("AMEIDE_CACHE_DIR", str(REPO / ".cache"))
-        get_settings.cache_clear()
-        settings = get_settings()
-        request = ImageRequest.from_settings(
-            settings, registry=registry, push=True, flyway_base=flyway_base
-        )
-        built = image.build_image(request, settings)
-        get_settings.cache_clear()
+    built = _push_image(REPO / "db" / "flyway" / "sql", registry, flyway_base)
 
     owners = _seed_staging_databases(vault, pg_admin, work / "state")
     _configure_vault_kubernetes_auth(vault, k8s_cluster)
@@ -562,17 +561,7 @@ def test_a_broken_migration_fails_the_run_and_the_other_databases_migrate(
     (sql_dir / "threads" / "V99__threads_note.sql").write_text(
         "CREATE TABLE release_note (id int PRIMARY KEY);\n"
     )
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("AMEIDE_PROJECT_DIR", str(REPO))
-        env.setenv("AMEIDE_SQL_DIR", str(sql_dir))
-        env.setenv("AMEIDE_CACHE_DIR", str(REPO / ".cache"))
-        get_settings.cache_clear()
-        settings = get_settings()
-        request = ImageRequest.from_settings(
-            settings, registry=registry, push=True, flyway_base=flyway_base
-        )
-        broken = image.build_image(request, settings)
-        get_settings.cache_clear()
+    broken = _push_image(sql_dir, registry, flyway_base)
 
     done = deployed.ameide(
         "trigger", "--env", "staging", "--image", broken.reference, "--wait", "--timeout", "600"
