@@ -236,12 +236,13 @@ def test_image_build_prints_the_digest_to_run_and_builds_nothing_the_second_time
     sql_copy: Path, registry: str, flyway_base: str, prefect_server: Server
 ) -> None:
     args = ("image", "build", "--push", "--registry", registry, "--base", flyway_base)
-    first = ameide(*args, env={**os.environ}, timeout=900)
+    wide = {**os.environ, "COLUMNS": "200"}  # the table's rows on one line each
+    first = ameide(*args, env=wide, timeout=900)
     assert first.returncode == 0, first.stdout + first.stderr
     reference = first.stdout.strip().splitlines()[-1]
     assert reference.startswith(f"{registry}/ameide-migrations@sha256:")
 
-    second = ameide(*args, env={**os.environ}, timeout=900)
+    second = ameide(*args, env=wide, timeout=900)
     assert second.returncode == 0, second.stdout + second.stderr
     assert second.stdout.strip().splitlines()[-1] == reference
     assert "the same content exists already" in second.stderr

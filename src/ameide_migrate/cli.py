@@ -437,7 +437,7 @@ def image_build(
     if isinstance(built, BaseException):
         raise built
     report.print_image(built, err_console)
-    console.print(built.reference, highlight=False)
+    typer.echo(built.reference)  # never wrapped: scripts take it from the last line
 
 
 @app.command()
@@ -468,7 +468,7 @@ def release(
     outcome = state.result(raise_on_failure=False)
     if isinstance(outcome, BaseException):
         raise outcome
-    console.print(f"{env} migrated with {outcome}", highlight=False)
+    typer.echo(f"{env} migrated with {outcome}")
 
 
 @flyway_app.command("install")

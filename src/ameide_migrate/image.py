@@ -19,6 +19,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
@@ -390,8 +391,6 @@ def _release_sql(project: Path, settings: Settings, ref: str, into: Path) -> tup
 
 
 def _unpacked(tar: Path, scratch: Path) -> Path:
-    import tarfile
-
     target = scratch / "sql-check"
     with tarfile.open(tar) as archive:
         archive.extractall(target, filter="data")
