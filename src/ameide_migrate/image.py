@@ -23,7 +23,7 @@ import tarfile
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -70,8 +70,6 @@ class ImageRequest:
     ) -> ImageRequest:
         if flavor not in FLAVORS:
             raise UsageError(f"unknown image flavor {flavor!r}: choose from {', '.join(FLAVORS)}")
-        if flavor == "release" and not release_ref:
-            raise UsageError("a release image needs the ref its SQL comes from: --release REF")
         registry = registry or settings.image_registry
         if push and not registry:
             raise UsageError(
@@ -157,11 +155,11 @@ def _build_and_push(
     if found:
         progress(f"{ref} exists already: same content, nothing to build")
         if request.push:
-            return _replace(result, digest=found)
-        return _replace(result, image_id=found)
+            return replace(result, digest=found)
+        return replace(result, image_id=found)
     progress(f"building {ref} from {request.flyway_base}")
     image_id = _build(request, ctx, ref, progress)
-    result = _replace(result, built=True, image_id=image_id)
+    result = replace(result, built=True, image_id=image_id)
     if not request.push:
         return result
     progress(f"pushing {ref}")
@@ -173,11 +171,7 @@ def _build_and_push(
             f"{request.repository.split('/')[0]} is the registry you meant"
         )
     progress(f"pushed {request.repository}@{digest}")
-    return _replace(result, pushed=True, digest=digest)
-
-
-def _replace(image: BuiltImage, **changes: Any) -> BuiltImage:
-    return BuiltImage(**{**asdict(image), **changes})
+    return replace(result, pushed=True, digest=digest)
 
 
 def prepare_context(
@@ -196,7 +190,8 @@ def prepare_context(
 
     release_commit = None
     if request.flavor == "release":
-        assert request.release_ref is not None  # checked by ImageRequest.from_settings
+        if not request.release_ref:
+            raise UsageError("a release image needs the ref its SQL comes from: --release REF")
         release_commit, sql_identity = _release_sql(project, settings, request.release_ref, into)
     else:
         shutil.copytree(settings.sql_dir, into / "sql")
