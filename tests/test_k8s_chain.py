@@ -112,9 +112,14 @@ def _configure_vault_kubernetes_auth(vault_server: Vault, cluster: Cluster) -> N
         token_reviewer_jwt=reviewer,
         mount_point=MOUNT,
     )
-    client.auth.kubernetes.create_role(
+    _bind_role(vault_server, "db-migrations")
+
+
+def _bind_role(vault_server: Vault, service_account: str) -> None:
+    """The Vault role `db-migrations` lets `service_account` of ameide-staging read secrets."""
+    vault_server.client().auth.kubernetes.create_role(
         ROLE,
-        bound_service_account_names=["db-migrations"],
+        bound_service_account_names=[service_account],
         bound_service_account_namespaces=[NAMESPACE],
         policies=[READ_POLICY],
         ttl="15m",
@@ -450,25 +455,11 @@ def test_the_seeds_hook_job_runs_the_same_digest_to_completion(
 def test_a_service_account_the_role_does_not_bind_is_named_in_the_error(
     deployed: Staging, vault: Vault, first_run: subprocess.CompletedProcess[str]
 ) -> None:
-    client = vault.client()
-    client.auth.kubernetes.create_role(
-        ROLE,
-        bound_service_account_names=["someone-else"],
-        bound_service_account_namespaces=[NAMESPACE],
-        policies=[READ_POLICY],
-        mount_point=MOUNT,
-    )
+    _bind_role(vault, "someone-else")
     try:
         done = deployed.ameide("trigger", "--env", "staging", "--wait", "--timeout", "600")
     finally:
-        client.auth.kubernetes.create_role(
-            ROLE,
-            bound_service_account_names=["db-migrations"],
-            bound_service_account_namespaces=[NAMESPACE],
-            policies=[READ_POLICY],
-            ttl="15m",
-            mount_point=MOUNT,
-        )
+        _bind_role(vault, "db-migrations")
     assert done.returncode == 1, done.stdout[-4000:]
     assert ROLE in done.stdout
     assert f"{NAMESPACE}/db-migrations" in done.stdout or (
