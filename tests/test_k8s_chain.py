@@ -57,14 +57,33 @@ class Staging:
     ) -> subprocess.CompletedProcess[str]:
         return ameide(*args, env={**os.environ, **(env or {})}, timeout=timeout)
 
-    def helm_run(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [self.helm, "--kubeconfig", str(self.cluster.kubeconfig), *args],
+    def helm_install(self, release: str, chart: str, values: dict[str, Any]) -> None:
+        """`helm upgrade --install --wait` of one of the project's charts into ameide-staging."""
+        values_file = self.work / f"{release}-values.json"
+        values_file.write_text(json.dumps(values))
+        done = subprocess.run(
+            [
+                self.helm,
+                "--kubeconfig",
+                str(self.cluster.kubeconfig),
+                "upgrade",
+                "--install",
+                release,
+                str(REPO / "charts" / chart),
+                "--namespace",
+                NAMESPACE,
+                "--values",
+                str(values_file),
+                "--wait",
+                "--timeout",
+                "5m",
+            ],
             capture_output=True,
             text=True,
-            timeout=timeout,
+            timeout=600,
             check=False,
         )
+        assert done.returncode == 0, done.stdout + done.stderr + _pod_report(self)
 
     def objects(self, kinds: str, namespace: str | None = NAMESPACE) -> list[dict[str, Any]]:
         scope = ["-n", namespace] if namespace else ["-A"]
@@ -232,34 +251,19 @@ def deployed(staging: Staging, prefect_server: Server) -> Staging:
     )
     assert done.returncode == 0, done.stdout + done.stderr
 
-    values = staging.work / "worker-values.json"
-    values.write_text(
-        json.dumps(
-            {
-                "image": {
-                    "repository": staging.built.repository,
-                    "digest": staging.built.digest,
-                    "pullPolicy": "IfNotPresent",
-                },
-                "prefectApiUrl": prefect_server.api_url,
-                **_host_network_values(staging.cluster),
-            }
-        )
-    )
-    installed = staging.helm_run(
-        "upgrade",
-        "--install",
+    staging.helm_install(
         "worker",
-        str(REPO / "charts" / "prefect-worker"),
-        "--namespace",
-        NAMESPACE,
-        "--values",
-        str(values),
-        "--wait",
-        "--timeout",
-        "5m",
+        "prefect-worker",
+        {
+            "image": {
+                "repository": staging.built.repository,
+                "digest": staging.built.digest,
+                "pullPolicy": "IfNotPresent",
+            },
+            "prefectApiUrl": prefect_server.api_url,
+            **_host_network_values(staging.cluster),
+        },
     )
-    assert installed.returncode == 0, installed.stdout + installed.stderr + _pod_report(staging)
     return staging
 
 
@@ -403,37 +407,22 @@ def test_the_job_runs_hardened_and_no_password_is_anywhere_in_the_cluster(
 def test_the_seeds_hook_job_runs_the_same_digest_to_completion(
     deployed: Staging, vault: Vault, prefect_server: Server
 ) -> None:
-    values = deployed.work / "db-migrations-values.json"
-    values.write_text(
-        json.dumps(
-            {
-                "environment": "staging",
-                "image": {
-                    "repository": deployed.built.repository,
-                    "digest": deployed.built.digest,
-                },
-                "prefectApiUrl": prefect_server.api_url,
-                "serviceAccountName": "db-migrations",
-                "vault": {"address": vault.address, "kubernetesRole": ROLE},
-                **_host_network_values(deployed.cluster),
-                "extraEnv": [{"name": "AMEIDE_VAULT_KUBERNETES_MOUNT", "value": MOUNT}],
-            }
-        )
-    )
-    done = deployed.helm_run(
-        "upgrade",
-        "--install",
+    deployed.helm_install(
         "platform",
-        str(REPO / "charts" / "db-migrations"),
-        "--namespace",
-        NAMESPACE,
-        "--values",
-        str(values),
-        "--wait",
-        "--timeout",
-        "5m",
+        "db-migrations",
+        {
+            "environment": "staging",
+            "image": {
+                "repository": deployed.built.repository,
+                "digest": deployed.built.digest,
+            },
+            "prefectApiUrl": prefect_server.api_url,
+            "serviceAccountName": "db-migrations",
+            "vault": {"address": vault.address, "kubernetesRole": ROLE},
+            **_host_network_values(deployed.cluster),
+            "extraEnv": [{"name": "AMEIDE_VAULT_KUBERNETES_MOUNT", "value": MOUNT}],
+        },
     )
-    assert done.returncode == 0, done.stdout + done.stderr + _pod_report(deployed)
 
     (job,) = [
         j
