@@ -2,54 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from uuid import UUID
 
-import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 
 from ameide_migrate.catalog import PLATFORM_DATABASES
 from ameide_migrate.prefect_api import Server
 
-from .fix_platform import REPO, Platform, ameide
-
-BIN = Path(sys.executable).parent
-
-
-@pytest.fixture
-def deployed(platform: Platform) -> Platform:
-    done = ameide("deploy", "--env", "local")
-    assert done.returncode == 0, done.stdout + done.stderr
-    return platform
-
-
-@pytest.fixture
-def process_worker(deployed: Platform, tmp_path: Path) -> Iterator[Platform]:
-    """A process worker of the local pool, with the test's environment (its SQL tree, its store)."""
-    log = (tmp_path / "worker.log").open("w")
-    worker = subprocess.Popen(
-        [str(BIN / "prefect"), "worker", "start", "--pool", "ameide-local", "--type", "process"],
-        env={
-            **os.environ,
-            "PREFECT_WORKER_QUERY_SECONDS": "1",
-            "PREFECT_WORKER_PREFETCH_SECONDS": "5",
-        },
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=REPO,
-    )
-    try:
-        yield deployed
-    finally:
-        worker.terminate()
-        worker.wait(timeout=30)
-        log.close()
+from .fix_platform import Platform, ameide
 
 
 def test_deploy_registers_both_deployments_and_a_second_run_changes_nothing(

@@ -1,0 +1,37 @@
+"""actionlint, built from source once (`go install github.com/rhysd/actionlint/cmd/actionlint@v1.7.12`)
+into the git-ignored cache; one already on PATH is used as it is. With shellcheck on PATH
+(Debian's `shellcheck`, which `./dev test` installs) actionlint also checks every `run:` script."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ACTIONLINT_MODULE = "github.com/rhysd/actionlint/cmd/actionlint@v1.7.12"
+CACHE_BIN = Path(__file__).resolve().parent.parent / ".cache" / "bin"
+
+
+@pytest.fixture(scope="session")
+def actionlint() -> str:
+    if shutil.which("shellcheck") is None:
+        pytest.fail("shellcheck is missing: `./dev test` installs Debian's shellcheck")
+    found = shutil.which("actionlint") or (
+        str(CACHE_BIN / "actionlint") if (CACHE_BIN / "actionlint").exists() else None
+    )
+    if found:
+        return found
+    CACHE_BIN.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["go", "install", ACTIONLINT_MODULE],
+        env={**os.environ, "GOBIN": str(CACHE_BIN), "GOFLAGS": "-mod=mod"},
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    assert done.returncode == 0, f"building actionlint failed:\n{done.stderr[-2000:]}"
+    return str(CACHE_BIN / "actionlint")
