@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,7 +18,15 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.markup import escape
 
-from ameide_migrate import credential_gate, environments, flyway, local, prefect_api, report
+from ameide_migrate import (
+    commands,
+    credential_gate,
+    environments,
+    flyway,
+    local,
+    prefect_api,
+    report,
+)
 from ameide_migrate.catalog import load_catalog
 from ameide_migrate.errors import MigrateError, RunFailed, UsageError
 from ameide_migrate.postgres import Credentials
@@ -49,8 +57,10 @@ app.add_typer(image_app, name="image")
 app.add_typer(local_app, name="local")
 app.add_typer(secrets_app, name="secrets")
 
-console = Console()
-err_console = Console(stderr=True)
+# A CI log is no 80-column terminal: tables keep their rows on one line there.
+_LOG_WIDTH = 120
+console = Console(width=None if sys.stdout.isatty() else _LOG_WIDTH)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else _LOG_WIDTH)
 
 RegistryOption = Annotated[
     str | None,
@@ -87,19 +97,16 @@ def _ensure_flyway(settings: Settings, version: str | None = None) -> flyway.Ins
     return inst
 
 
-def _use_prefect_api(settings: Settings) -> str | None:
-    """Point this process at PREFECT_API_URL when set, else at the local Prefect server (started
-    when needed); the UI address of the local server, or None.
+def _connect(settings: Settings, env: str, *, deployments: bool = False) -> prefect_api.Api:
+    """Choose the Prefect API before anything imports Prefect (it reads its settings once).
 
-    Set before Prefect is imported: its log and event workers read it at import and flush after
-    the flow, when a temporary setting would already have ended.
+    PREFECT_API_URL when set. Else the embedded local server, except where the command works on
+    another environment's deployments (`deployments`): those live on a shared server.
     """
-
-    if os.environ.get("PREFECT_API_URL"):
-        return None
-    server = prefect_api.ensure_server(settings.state_dir / "prefect")
-    os.environ["PREFECT_API_URL"] = server.api_url
-    return server.ui_url
+    what = f"--env {env}'s deployments" if deployments else "this command"
+    return prefect_api.connect(
+        settings.state_dir, local_allowed=env == "local" or not deployments, needed_for=what
+    )
 
 
 class _NoTracebackForExpectedFailures(logging.Filter):
@@ -150,23 +157,24 @@ def run(
 ) -> None:
     """(Build and push the migrations image,) verify the credentials, migrate the environment's
     databases to the latest version, then prove it (flyway info)."""
-    from flows.image import ImageBuild
-
     settings = get_settings()
     environments.check(env)
-    image_build = (
-        ImageBuild(registry=registry) if (build is None and env != "local") or build else None
-    )
     catalog = environments.catalog(env, settings)
     targets = [d.name for d in catalog.select(db)]
     _ensure_flyway(settings)
     if env == "local":
         _seed_local(settings, catalog.databases, SecretStr(admin_url) if admin_url else None)
-    ui_url = _use_prefect_api(settings)
-    if ui_url:
-        err_console.print(f"Prefect UI: {ui_url}")
+    api = _connect(settings, env)
+    if api.local and env == "local":
+        commands.serve_local_deployments(settings, api, catalog)
+    if api.local:
+        err_console.print(f"Prefect UI: {api.ui_url}")
+    from flows.image import ImageBuild
     from flows.migrate import migrate_flow
 
+    image_build = (
+        ImageBuild(registry=registry) if (build is None and env != "local") or build else None
+    )
     _quiet_console_tracebacks()
     state: Any = migrate_flow(
         environment=env,
@@ -177,15 +185,22 @@ def run(
         return_state=True,
     )
     outcome = state.result(raise_on_failure=False)
-    if ui_url:
-        flow_run = prefect_api.ui_address_of_flow_run(ui_url, str(state.state_details.flow_run_id))
-        err_console.print(f"Flow run: {flow_run}")
+    flow_run = prefect_api.ui_address_of_flow_run(api.ui_url, str(state.state_details.flow_run_id))
     if isinstance(outcome, RunFailed):
         report.print_run(outcome.report, console)  # type: ignore[arg-type]
+        err_console.print(f"Flow run: {flow_run}", soft_wrap=True)
         raise outcome
     if isinstance(outcome, BaseException):
+        err_console.print(f"Flow run: {flow_run}", soft_wrap=True)
         raise outcome
     report.print_run(outcome, console)
+    err_console.print(f"Flow run: {flow_run}", soft_wrap=True)
+    if api.local and env == "local":
+        err_console.print(
+            f"Prefect UI: {api.ui_url} (Deployments, migrate/local, Run: the same migration from "
+            "the browser; `ameide-migrate local down` stops the local servers)",
+            soft_wrap=True,
+        )
 
 
 def _verified_credentials(env: str, names: list[str], settings: Settings) -> dict[str, Credentials]:
@@ -225,7 +240,7 @@ def drift(
     targets = [d.name for d in catalog.select(db)]
     if engine == "flyway":
         _ensure_flyway(settings)
-    _use_prefect_api(settings)
+    _connect(settings, env)
     from flows.drift import drift_flow
 
     _quiet_console_tracebacks()
@@ -270,25 +285,13 @@ def deploy(
 
     Idempotent: running it again updates the same two deployments.
     """
-    from deployments.definitions import deployments_for, environment
-    from deployments.kubernetes import job_template
-
     settings = get_settings()
-    target = environment(env)
+    environments.check(env)
     overrides = _job_variables_file(job_variables) if job_variables else {}
-    if target.pool_type == "kubernetes" and (image is None or "@sha256:" not in image):
-        raise UsageError(
-            f"{env} runs on a Kubernetes work pool: pass --image REPOSITORY@sha256:DIGEST, the "
-            "migrations image pinned by digest, so that runs use exactly the image pushed"
-        )
     catalog = environments.catalog(env, settings)
-    template = job_template() if target.pool_type == "kubernetes" else None
-    prefect_api.ensure_work_pool(target.work_pool, target.pool_type, template)
-    if target.pool_type == "kubernetes":
-        prefect_api.ensure_image_pull_guard()
-    for deployment in deployments_for(env, catalog, image, overrides):
-        deployment_id = deployment.apply()
-        console.print(f"{deployment.flow_name}/{deployment.name}: {deployment_id}")
+    _connect(settings, env, deployments=True)
+    for name, deployment_id in commands.deploy(settings, env, catalog, image, overrides):
+        console.print(f"{name}: {deployment_id}")
 
 
 def _job_variables_file(path: Path) -> dict[str, Any]:
@@ -342,18 +345,22 @@ def trigger(
             "`ameide-migrate image build --push` prints it"
         )
     job_variables = {"image": image} if image else None
+    api = _connect(settings, env, deployments=True)
     flow_run_id = prefect_api.start_deployment(f"{flow}/{env}", parameters, job_variables)
-    ui = prefect_api.ui_address_of_flow_run(prefect_api.ui_url(), str(flow_run_id))
-    console.print(f"flow run {flow_run_id}: {ui}")
+    ui = prefect_api.ui_address_of_flow_run(api.ui_url, str(flow_run_id))
+    console.print(f"flow run {flow_run_id}: {ui}", soft_wrap=True)
     if not wait:
         return
     outcome = prefect_api.follow_flow_run(
         flow_run_id,
         timeout,
         on_log=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True),
-        on_state=lambda name: console.print(f"[bold]state:[/] {name}"),
+        on_state=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True),
     )
-    console.print(f"{outcome.state}: {outcome.message}", markup=False, soft_wrap=True)
+    for table in outcome.tables:
+        report.print_artifact_table(table, console)
+    console.print(f"Flow run: {ui}", soft_wrap=True, highlight=False)
+    console.print(outcome.summary, markup=False, highlight=False, soft_wrap=True)
     raise SystemExit(outcome.exit_code)
 
 
@@ -420,9 +427,10 @@ def image_build(
     The tag is a hash of the SQL, the Dockerfile, the base, the Flyway version, the locked
     dependencies and the project's code. With --push, the last line is REPOSITORY@sha256:DIGEST.
     """
+    settings = get_settings()
+    _connect(settings, "local")
     from flows.image import ImageBuild, build_image_flow
 
-    settings = get_settings()
     options = ImageBuild(
         flavor="release" if release else "dev",
         release_ref=release,
@@ -430,7 +438,6 @@ def image_build(
         push=push,
         flyway_base=base,
     )
-    _use_prefect_api(settings)
     _quiet_console_tracebacks()
     state: Any = build_image_flow(options, return_state=True)
     built = state.result(raise_on_failure=False)
@@ -450,12 +457,12 @@ def release(
 ) -> None:
     """Build and push the image of REF, then run the environment's migrate deployment on exactly
     that digest and wait for it. Exits 0 when the run completed, 1 otherwise."""
-    from flows.release import release_flow
-
     settings = get_settings()
     catalog = environments.catalog(env, settings)
     targets = [d.name for d in catalog.select(db)] if db else None
-    _use_prefect_api(settings)
+    _connect(settings, env, deployments=True)
+    from flows.release import release_flow
+
     _quiet_console_tracebacks()
     state: Any = release_flow(
         environment=env,
@@ -533,17 +540,32 @@ def secrets_seed_local(
 
 @local_app.command("up")
 def local_up() -> None:
-    """Start the local PostgreSQL and Prefect server and seed the local credentials."""
+    """Start everything a run from the Prefect UI needs: the local PostgreSQL with the local
+    credentials, the Prefect server, migrate/local and drift/local, and a process worker."""
     settings = get_settings()
-    env, _ = _seed_local(settings, load_catalog(settings.sql_dir).databases, None)
-
-    server = prefect_api.ensure_server(settings.state_dir / "prefect")
-    console.print(f"PostgreSQL: {env.admin.host}:{env.admin.port}  Prefect UI: {server.ui_url}")
+    catalog = environments.catalog("local", settings)
+    env, _ = _seed_local(settings, catalog.databases, None)
+    _ensure_flyway(settings)
+    api = prefect_api.connect(settings.state_dir, local_allowed=True, needed_for="local up")
+    if not api.local:
+        raise UsageError(
+            f"PREFECT_API_URL is set ({api.api_url}): `local up` starts its own Prefect server; "
+            "unset PREFECT_API_URL, or run `ameide-migrate deploy --env local` and a worker of "
+            "ameide-local against that server"
+        )
+    commands.serve_local_deployments(settings, api, catalog)
+    console.print(f"PostgreSQL: {env.admin.host}:{env.admin.port}", highlight=False)
+    console.print(
+        f"Prefect UI: {api.ui_url} (Deployments, migrate/local, Run; a worker of ameide-local "
+        "picks the run up)",
+        soft_wrap=True,
+        highlight=False,
+    )
 
 
 @local_app.command("down")
 def local_down() -> None:
-    """Stop the local PostgreSQL and Prefect server; their data stays for the next run."""
+    """Stop the local worker, Prefect server and PostgreSQL; their data stays for the next run."""
     stopped = local.down(get_settings().state_dir)
     console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 

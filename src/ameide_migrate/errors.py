@@ -7,19 +7,35 @@ Every message says what happened, where (environment, database, path) and what t
 from __future__ import annotations
 
 from collections.abc import Iterable
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Every command's exit codes, in one place (the README's table lists them)."""
+
+    OK = 0
+    FAILED = 1
+    """A database, a step or a run failed, crashed or was cancelled."""
+    USAGE = 2
+    """A mistake in the command, a setting or a file: nothing was started."""
+    DRIFT = 3
+    """A drift check found databases not in sync."""
+    TIMEOUT = 4
+    """`trigger --wait` stopped waiting; the run keeps going."""
 
 
 class MigrateError(Exception):
     """Base of every error this project raises on purpose."""
 
     transient: bool = False
-    exit_code: int = 1
+    exit_code: int = ExitCode.FAILED
 
 
 class UsageError(MigrateError):
-    """The command was asked for something that does not exist or cannot be combined."""
+    """The command was asked for something that does not exist or cannot be combined, or a
+    setting or file it reads is wrong: nothing was started."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class UnknownDatabase(UsageError):
@@ -114,6 +130,18 @@ class PrefectServerFailed(MigrateError):
     pass
 
 
+class PrefectApiNotConfigured(UsageError):
+    """PREFECT_API_URL is needed and missing or empty."""
+
+
+class PrefectApiUnreachable(UsageError):
+    """PREFECT_API_URL names a server that does not answer (or is not a URL)."""
+
+
+class DeploymentNotRegistered(UsageError):
+    """The Prefect API has no deployment of that name."""
+
+
 class RunFailed(MigrateError):
     """At least one database failed; `report` holds the outcome of every database."""
 
@@ -162,7 +190,7 @@ class SecretsInvalid(MigrateError):
 class DriftFound(MigrateError):
     """A drift check found databases not in sync; `report` holds every database's verdict."""
 
-    exit_code = 3
+    exit_code = ExitCode.DRIFT
 
     def __init__(self, message: str, report: object) -> None:
         super().__init__(message)

@@ -127,8 +127,10 @@ def seed(state_dir: Path, owners: Mapping[str, Credentials], conn: VaultConnecti
 
 
 def down(state_dir: Path) -> list[str]:
-    """Stop the local Prefect server and PostgreSQL; data stays for the next `up`."""
+    """Stop the local worker, Prefect server and PostgreSQL; data stays for the next `up`."""
     stopped = []
+    if prefect_api.stop_worker(state_dir / "prefect"):
+        stopped.append("Prefect worker")
     if prefect_api.stop_server(state_dir / "prefect"):
         stopped.append("Prefect server")
     cluster = local_cluster(state_dir)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +20,13 @@ from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
 
-from ameide_migrate.errors import PrefectServerFailed
+from ameide_migrate.errors import (
+    DeploymentNotRegistered,
+    ExitCode,
+    PrefectApiNotConfigured,
+    PrefectApiUnreachable,
+    PrefectServerFailed,
+)
 from ameide_migrate.postgres import free_port
 
 QUIET_ENV = {
@@ -27,8 +36,8 @@ QUIET_ENV = {
 }
 
 
-# Servers started by this process outlive it on purpose; holding them here keeps Python from
-# reaping (and warning about) a child that is meant to keep running.
+# Servers and workers started by this process outlive it on purpose; holding them here keeps
+# Python from reaping (and warning about) a child that is meant to keep running.
 _DETACHED: list[subprocess.Popen[bytes]] = []
 
 
@@ -47,39 +56,51 @@ def healthy(api_url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def _prefect_command() -> str:
+    return str(Path(sys.executable).parent / "prefect")
+
+
+def _start_detached(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """A process in its own session that keeps running after this one exits."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    _DETACHED.append(process)
+    return process
+
+
+def _recorded(record: Path, role: bytes) -> dict[str, Any] | None:
+    """What `record` says of a process that is still running as `role` (server or worker)."""
+    if not record.exists():
+        return None
+    known: dict[str, Any] = json.loads(record.read_text())
+    return known if _alive(known["pid"]) and _runs_prefect(known["pid"], role) else None
+
+
 def ensure_server(home: Path, *, port: int | None = None, timeout: float = 90.0) -> Server:
     """The server whose state lives in `home`, started when it is not running.
 
     It keeps running after this process exits, so the next run (and the UI) find it.
     """
     record = home / "server.json"
-    if record.exists():
-        known = json.loads(record.read_text())
-        if _alive(known["pid"]) and healthy(known["api_url"]):
-            return Server(known["api_url"], known["ui_url"], known["pid"])
+    known = _recorded(record, b"server")
+    if known and healthy(known["api_url"]):
+        return Server(known["api_url"], known["ui_url"], known["pid"])
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     api_url = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, **QUIET_ENV, "PREFECT_HOME": str(home)}
+    # The UI asks /ui-settings where the API is; without this it names the default port 4200.
+    env = {**os.environ, **QUIET_ENV, "PREFECT_HOME": str(home), "PREFECT_UI_API_URL": api_url}
     env.pop("PREFECT_API_URL", None)
-    with (home / "server.log").open("ab") as log:
-        process = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "prefect"),
-                "server",
-                "start",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-    _DETACHED.append(process)
+    argv = [_prefect_command(), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    process = _start_detached(argv, env, home / "server.log")
     deadline = time.monotonic() + timeout
     while not healthy(api_url, timeout=1.0):
         if process.poll() is not None or time.monotonic() > deadline:
@@ -96,15 +117,42 @@ def ensure_server(home: Path, *, port: int | None = None, timeout: float = 90.0)
     return server
 
 
+def ensure_worker(home: Path, pool: str, api_url: str, *, poll_seconds: float = 2.0) -> int:
+    """A process worker of `pool` for the server at `api_url`, started when none is running;
+    its pid. Like the server, it keeps running after this process exits (until `stop_worker`)."""
+    record = home / "worker.json"
+    known = _recorded(record, b"worker")
+    if known and known.get("pool") == pool and known.get("api_url") == api_url:
+        return int(known["pid"])
+    stop_worker(home)
+    env = {
+        **os.environ,
+        **QUIET_ENV,
+        "PREFECT_API_URL": api_url,
+        "PREFECT_WORKER_QUERY_SECONDS": str(poll_seconds),
+    }
+    argv = [_prefect_command(), "worker", "start", "--pool", pool, "--type", "process"]
+    process = _start_detached(argv, env, home / "worker.log")
+    record.write_text(json.dumps({"pid": process.pid, "pool": pool, "api_url": api_url}))
+    return process.pid
+
+
 def stop_server(home: Path) -> bool:
     """Stop the server recorded in `home`; True when one was running."""
-    record = home / "server.json"
-    if not record.exists():
+    return _stop_recorded(home / "server.json", b"server")
+
+
+def stop_worker(home: Path) -> bool:
+    """Stop the worker recorded in `home`; True when one was running."""
+    return _stop_recorded(home / "worker.json", b"worker")
+
+
+def _stop_recorded(record: Path, role: bytes) -> bool:
+    known = _recorded(record, role)
+    record.unlink(missing_ok=True)
+    if known is None:
         return False
-    pid = json.loads(record.read_text())["pid"]
-    record.unlink()
-    if not _alive(pid) or not _is_prefect_server(pid):
-        return False
+    pid = int(known["pid"])
     os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + 20
     while _alive(pid) and time.monotonic() < deadline:
@@ -117,13 +165,13 @@ def stop_server(home: Path) -> bool:
     return True
 
 
-def _is_prefect_server(pid: int) -> bool:
-    """The recorded pid is still our server, not a process that reused the number."""
+def _runs_prefect(pid: int, role: bytes) -> bool:
+    """The recorded pid is still our server or worker, not a process that reused the number."""
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"server" in command and any(part.endswith(b"prefect") for part in command)
+    return role in command and any(part.endswith(b"prefect") for part in command)
 
 
 def _alive(pid: int) -> bool:
@@ -141,19 +189,112 @@ def _alive(pid: int) -> bool:
     return waited == 0
 
 
+# --- Which Prefect API a command talks to ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Api:
+    """The Prefect API a command talks to, and where a person sees it."""
+
+    api_url: str
+    ui_url: str
+    local: bool
+    """The embedded local server of `ameide-migrate local up`."""
+
+
+def configured_api_url() -> str | None:
+    """PREFECT_API_URL as Prefect reads it: the environment first, then the active profile.
+
+    Read without importing Prefect, which fixes its settings once at import: this decides what
+    they will be.
+    """
+    if "PREFECT_API_URL" in os.environ:
+        return os.environ["PREFECT_API_URL"]
+    home = Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect")
+    profiles = Path(os.environ.get("PREFECT_PROFILES_PATH") or home / "profiles.toml")
+    try:
+        document = tomllib.loads(profiles.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    active = os.environ.get("PREFECT_PROFILE") or document.get("active")
+    settings = document.get("profiles", {}).get(active, {})
+    value = settings.get("PREFECT_API_URL")
+    return str(value) if value is not None else None
+
+
+def connect(state_dir: Path, *, local_allowed: bool, needed_for: str) -> Api:
+    """Point this process at the Prefect API it should use, before Prefect is imported.
+
+    PREFECT_API_URL (or the active Prefect profile's) when set; else, where `local_allowed`, the
+    embedded local server, started when it is not running. Never Prefect's temporary server: a
+    run recorded there is gone when the command ends. Missing (where a local server will not
+    do), empty, malformed or unreachable is a `FAILED:` that names the variable and the address.
+    """
+    configured = configured_api_url()
+    if configured is None:
+        if not local_allowed:
+            raise PrefectApiNotConfigured(
+                f"PREFECT_API_URL is not set, and {needed_for} needs the Prefect server where "
+                "the deployments live: set PREFECT_API_URL to its API address "
+                "(http://HOST:4200/api, or Prefect Cloud's workspace URL with PREFECT_API_KEY)"
+            )
+        server = ensure_server(state_dir / "prefect")
+        api = Api(server.api_url, server.ui_url, local=True)
+    elif not configured.strip():
+        raise PrefectApiNotConfigured(
+            "PREFECT_API_URL is set but empty (a CI secret that is not defined?): set it to the "
+            "Prefect server's API address (http://HOST:4200/api)"
+            + (", or unset it to use the local server" if local_allowed else "")
+        )
+    else:
+        url = configured.strip().rstrip("/")
+        _check_reachable(url)
+        api = Api(url, _ui_url_of(url), local=False)
+    os.environ["PREFECT_API_URL"] = api.api_url
+    os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "false"
+    if "prefect" in sys.modules:
+        from prefect.settings import get_current_settings
+
+        if str(get_current_settings().api.url or "").rstrip("/") != api.api_url:
+            raise RuntimeError("Prefect was imported before the command chose its API")
+    return api
+
+
+def _check_reachable(api_url: str, timeout: float = 5.0) -> None:
+    """Any HTTP answer will do (Prefect Cloud answers 401 without a key); silence will not."""
+    parts = urllib.parse.urlsplit(api_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise PrefectApiUnreachable(
+            f"PREFECT_API_URL={api_url!r} is not an http(s) URL: set it to the Prefect server's "
+            "API address, e.g. http://127.0.0.1:4200/api"
+        )
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=timeout):  # noqa: S310
+            return
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise PrefectApiUnreachable(
+            f"the Prefect API at {api_url} (PREFECT_API_URL) does not answer ({reason}): start "
+            "the server, or point PREFECT_API_URL at one that runs"
+        ) from None
+
+
+def _ui_url_of(api_url: str) -> str:
+    """PREFECT_UI_URL when set, else Prefect Cloud's app address or the API's own host."""
+    if os.environ.get("PREFECT_UI_URL"):
+        return os.environ["PREFECT_UI_URL"].rstrip("/")
+    cloud = re.fullmatch(
+        r"https://api\.prefect\.cloud/api/accounts/([^/]+)/workspaces/([^/]+)", api_url
+    )
+    if cloud:
+        return f"https://app.prefect.cloud/account/{cloud[1]}/workspace/{cloud[2]}"
+    return api_url.removesuffix("/api")
+
+
 def ui_address_of_flow_run(ui_url: str, flow_run_id: str) -> str:
     return f"{ui_url}/runs/flow-run/{flow_run_id}"
-
-
-def ui_url() -> str:
-    """The UI address of the API this process talks to (PREFECT_UI_URL, else derived)."""
-    from prefect.settings import get_current_settings
-
-    settings = get_current_settings()
-    if settings.ui_url:
-        return str(settings.ui_url)
-    api = str(settings.api.url or "")
-    return api.removesuffix("/api")
 
 
 def ensure_work_pool(
@@ -223,9 +364,20 @@ def ensure_image_pull_guard() -> None:
 
 # --- Triggering a deployment and following its run (for CI) ------------------------------------
 
-EXIT_COMPLETED, EXIT_FAILED, EXIT_DRIFT, EXIT_TIMEOUT = 0, 1, 3, 4
 DRIFTED_STATE = "Drifted"
 _LOG_FLUSH_SECONDS = 3.0
+# Prefect's own records of states and exceptions, which the task state lines and the final table
+# already say once.
+_ENGINE_NOISE = (
+    "Finished in state ",
+    "Beginning flow run ",
+    "View at ",
+    "Task run failed with exception",
+    "Encountered exception during execution",
+    "Engine execution exited with unexpected exception",
+)
+# How Prefect words the message of a flow that raised: the exception's own text is the news.
+_RAISED = re.compile(r"^(?:Flow|Task) run encountered an exception:? \w+: ")
 
 
 @dataclass(frozen=True)
@@ -234,6 +386,21 @@ class Outcome:
     state: str
     exit_code: int
     message: str
+    tables: list[ArtifactTable]
+
+    @property
+    def summary(self) -> str:
+        """The last line a CI log shows: the final state and its message."""
+        return f"{self.state}: {self.message}" if self.message else self.state
+
+
+@dataclass(frozen=True)
+class ArtifactTable:
+    """A table artifact of the run, as rows of its columns."""
+
+    key: str
+    description: str
+    rows: list[dict[str, str]]
 
 
 def start_deployment(
@@ -241,11 +408,37 @@ def start_deployment(
 ) -> UUID:
     """Create a flow run of the deployment; its work pool picks it up."""
     from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
 
-    flow_run = run_deployment(
-        deployment, parameters=parameters, job_variables=job_variables, timeout=0
-    )
+    try:
+        flow_run = run_deployment(
+            deployment, parameters=parameters, job_variables=job_variables, timeout=0
+        )
+    except ObjectNotFound:
+        raise DeploymentNotRegistered(
+            f"deployment {deployment} is not registered on {_current_api_url()}: run "
+            f"`ameide-migrate deploy --env {deployment.split('/', 1)[1]}` against that server "
+            f"first{_registered_hint()}"
+        ) from None
     return flow_run.id  # type: ignore[union-attr]
+
+
+def _current_api_url() -> str:
+    from prefect.settings import get_current_settings
+
+    return str(get_current_settings().api.url)
+
+
+def _registered_hint() -> str:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        names = sorted(
+            f"{flow.name}/{d.name}"
+            for d in client.read_deployments()
+            for flow in [client.read_flow(d.flow_id)]
+        )
+    return f" (registered there: {', '.join(names)})" if names else " (none is registered there)"
 
 
 def follow_flow_run(
@@ -255,14 +448,26 @@ def follow_flow_run(
     on_state: Callable[[str], None],
     poll_seconds: float = 1.0,
 ) -> Outcome:
-    """Stream the run's logs and state changes until it ends or `timeout` passes (the run then
-    keeps going)."""
+    """Stream the run's state, its tasks' states (one line each, with the task's name) and its
+    logs until it ends or `timeout` passes (the run then keeps going).
+
+    Each log message is shown once: Prefect repeats a failure in the task's and the flow's
+    records, and those records' tracebacks are Prefect's, not the user's news.
+    """
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, LogFilterTimestamp
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        LogFilter,
+        LogFilterFlowRunId,
+        LogFilterTimestamp,
+    )
     from prefect.client.schemas.sorting import LogSort
 
     deadline = time.monotonic() + timeout
     seen_state = ""
+    task_states: dict[UUID, str] = {}
+    shown: set[str] = set()
     since: datetime | None = None
     with get_client(sync_client=True) as client:
 
@@ -272,38 +477,95 @@ def follow_flow_run(
             if since is not None:
                 log_filter.timestamp = LogFilterTimestamp(after_=since)
             for log in client.read_logs(log_filter=log_filter, sort=LogSort.TIMESTAMP_ASC):
-                if since is None or log.timestamp > since:
-                    on_log(log.message)
-                    since = log.timestamp
+                if since is not None and log.timestamp <= since:
+                    continue
+                since = log.timestamp
+                message = _newsworthy(log.message)
+                if message and message not in shown:
+                    shown.add(message)
+                    on_log(message)
+
+        def new_task_states() -> None:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+            for task_run in sorted(runs, key=lambda r: str(r.start_time or r.created)):
+                state = task_run.state
+                if state is None or not state.name or state.name in ("Pending", "Scheduled"):
+                    continue
+                if task_states.get(task_run.id) != state.name:
+                    task_states[task_run.id] = state.name
+                    line = f"  task {task_run.name}: {state.name}"
+                    if state.is_failed() and state.message:
+                        line += f" ({_first_line(state.message)})"
+                    on_state(line)
 
         while True:
             run = client.read_flow_run(flow_run_id)
             new_logs()
+            new_task_states()
             state = run.state
             if state is not None and state.name and state.name != seen_state:
                 seen_state = state.name
-                on_state(seen_state)
+                on_state(f"state: {seen_state}")
             if state is not None and state.is_final():
                 # The run's last log lines reach the API a moment after its final state.
                 time.sleep(_LOG_FLUSH_SECONDS)
                 new_logs()
-                return _outcome(flow_run_id, state)
+                new_task_states()
+                return _outcome(flow_run_id, state, _tables(client, flow_run_id))
             if time.monotonic() > deadline:
                 return Outcome(
                     flow_run_id,
-                    seen_state,
-                    EXIT_TIMEOUT,
+                    seen_state or "Scheduled",
+                    ExitCode.TIMEOUT,
                     f"still {seen_state or 'scheduled'} after {timeout:g}s; the run keeps going",
+                    [],
                 )
             time.sleep(poll_seconds)
 
 
-def _outcome(flow_run_id: UUID, state: Any) -> Outcome:
-    message = state.message or ""
+def _newsworthy(message: str) -> str:
+    """The message without Prefect's bookkeeping and tracebacks; empty when nothing is left."""
+    if message.startswith(_ENGINE_NOISE):
+        return ""
+    return message.split("\nTraceback (most recent call last):", 1)[0].rstrip()
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def _tables(client: Any, flow_run_id: UUID) -> list[ArtifactTable]:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    artifacts = client.read_artifacts(
+        artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+    )
+    tables = []
+    for artifact in artifacts:
+        if artifact.type != "table" or not artifact.data:
+            continue
+        rows = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+        if isinstance(rows, list) and all(isinstance(r, dict) for r in rows):
+            tables.append(
+                ArtifactTable(
+                    artifact.key or "", artifact.description or "", [_strings(r) for r in rows]
+                )
+            )
+    return tables
+
+
+def _strings(row: dict[str, Any]) -> dict[str, str]:
+    return {str(k): "" if v is None else str(v) for k, v in row.items()}
+
+
+def _outcome(flow_run_id: UUID, state: Any, tables: list[ArtifactTable]) -> Outcome:
+    message = _RAISED.sub("", _first_line(state.message or ""))
     if state.is_completed():
-        code = EXIT_COMPLETED
+        code = ExitCode.OK
     elif state.is_failed() and state.name == DRIFTED_STATE:
-        code = EXIT_DRIFT
+        code = ExitCode.DRIFT
     else:
-        code = EXIT_FAILED
-    return Outcome(flow_run_id, state.name, code, message)
+        code = ExitCode.FAILED
+    return Outcome(flow_run_id, state.name, code, message, tables)
