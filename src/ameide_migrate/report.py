@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ameide_migrate.drift import DriftReport, Verdict
 from ameide_migrate.image import BuiltImage
 from ameide_migrate.migrate import OutcomeState, RunReport
+from ameide_migrate.prefect_api import ArtifactTable
 
 _STYLE = {
     OutcomeState.MIGRATED: "green",
@@ -137,3 +139,27 @@ def print_image(built: BuiltImage, console: Console) -> None:
     if built.release_commit:
         table.add_row("release commit", built.release_commit)
     console.print(table)
+
+
+def print_artifact_table(table: ArtifactTable, console: Console) -> None:
+    """A run's table artifact as `trigger` shows it at the end of a CI log: the short columns
+    as a table, each long value (a message, a fix) on its own line under it, never cut."""
+    if not table.rows:
+        return
+    columns = list(table.rows[0])
+    long = {c for c in columns if any(len(r.get(c, "")) > _CELL_WIDTH for r in table.rows)}
+    rendered = Table(title=table.key, title_justify="left")
+    for column in columns:
+        if column not in long:
+            rendered.add_column(column, no_wrap=True)
+    for row in table.rows:
+        rendered.add_row(*(escape(row.get(c, "")) for c in columns if c not in long))
+    console.print(rendered)
+    for row in table.rows:
+        for column in columns:
+            if column in long and row.get(column):
+                name = escape(row.get(columns[0], ""))
+                console.print(f"{name} {column}: {escape(row[column])}", soft_wrap=True)
+
+
+_CELL_WIDTH = 24
