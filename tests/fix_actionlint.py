@@ -1,6 +1,6 @@
-"""actionlint, built from source once (`go install github.com/rhysd/actionlint/cmd/actionlint@v1.7.12`)
-into the git-ignored cache; one already on PATH is used as it is. With shellcheck on PATH
-(Debian's `shellcheck`, which `./dev test` installs) actionlint also checks every `run:` script."""
+"""actionlint, built from source once into the git-ignored cache
+(`go install github.com/rhysd/actionlint/cmd/actionlint@v1.7.12`); one already on PATH is used as
+it is. It checks every `run:` script with shellcheck (Debian's, which `./dev test` installs)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,15 @@ CACHE_BIN = Path(__file__).resolve().parent.parent / ".cache" / "bin"
 
 
 @pytest.fixture(scope="session")
-def actionlint() -> str:
-    if shutil.which("shellcheck") is None:
+def shellcheck() -> str:
+    found = shutil.which("shellcheck")
+    if found is None:
         pytest.fail("shellcheck is missing: `./dev test` installs Debian's shellcheck")
+    return found
+
+
+@pytest.fixture(scope="session")
+def actionlint(shellcheck: str) -> str:
     found = shutil.which("actionlint") or (
         str(CACHE_BIN / "actionlint") if (CACHE_BIN / "actionlint").exists() else None
     )
