@@ -77,7 +77,9 @@ def main() -> None:
     try:
         app()
     except MigrateError as error:
-        err_console.print(f"[bold red]FAILED:[/] {escape(str(error))}", highlight=False)
+        err_console.print(
+            f"[bold red]FAILED:[/] {escape(str(error))}", highlight=False, soft_wrap=True
+        )
         raise SystemExit(error.exit_code) from None
 
 
