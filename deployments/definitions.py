@@ -59,22 +59,41 @@ def environment(name: str) -> Environment:
 
 
 def _form(deployment: RunnerDeployment, catalog: Catalog) -> RunnerDeployment:
-    """The UI form offers the catalog's databases as a multi-select. It leaves out the image
-    build: a deployment's run already runs inside the image, pinned by digest."""
+    """The run form a person fills in the UI.
+
+    It offers no `environment`: the deployment belongs to one environment, which its parameters
+    fix, and the server lays a run's parameters over the deployment's. It leaves out the image
+    build: a deployment's run already runs inside the image, pinned by digest. `databases` is a
+    multi-select of the catalog's databases from the start (empty: all of them), and every field
+    has a title in words rather than the parameter's name.
+    """
     schema = deployment._parameter_openapi_schema.model_dump()
-    schema["properties"].pop("build", None)
-    schema.get("definitions", {}).pop("ImageBuild", None)
-    databases = schema["properties"]["databases"]
-    databases["anyOf"] = [
-        {
-            "type": "array",
-            "items": {"type": "string", "enum": list(catalog.databases)},
-            "uniqueItems": True,
-        },
-        {"type": "null"},
-    ]
+    properties = schema["properties"]
+    for fixed in ("environment", "build"):
+        properties.pop(fixed, None)
+    schema["definitions"].pop("ImageBuild", None)
+    properties["databases"] = {
+        **_described(properties["databases"]),
+        "type": "array",
+        "items": {"type": "string", "enum": list(catalog.databases)},
+        "uniqueItems": True,
+        "default": [],
+    }
+    # Empty leaves the worker's own setting; a number field rather than a choice of types.
+    properties["concurrency"] = {
+        **_described(properties["concurrency"]),
+        "type": "integer",
+        "minimum": 1,
+    }
+    for name, shown in properties.items():
+        shown["title"] = name.replace("_", " ").capitalize()
     deployment._parameter_openapi_schema = type(deployment._parameter_openapi_schema)(**schema)
     return deployment
+
+
+def _described(generated: dict[str, Any]) -> dict[str, Any]:
+    """A generated field's description and place in the form, without its type."""
+    return {key: generated[key] for key in ("description", "position") if key in generated}
 
 
 def deployments_for(

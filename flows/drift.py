@@ -38,9 +38,11 @@ def drift_flow(
 
     Args:
         environment: local, staging or prod.
-        databases: the databases to check; all of them when empty.
-        engine: native reads the history table directly (no JVM); flyway runs Flyway's info.
-        concurrency: databases checked at once; AMEIDE_MAX_CONCURRENCY when empty.
+        databases: The databases to check. Leave it empty to check all of them.
+        engine: How to read each database's migration history: native reads it directly and
+            quickly; flyway asks Flyway itself (its info and validate), which starts Java.
+        concurrency: How many databases to check at the same time. Leave it empty for the
+            worker's setting (AMEIDE_MAX_CONCURRENCY, 8 unless set).
     """
     settings = get_settings()
     catalog = environments.catalog(environment, settings)

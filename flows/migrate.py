@@ -100,9 +100,10 @@ def migrate_flow(
 
     Args:
         environment: local, staging or prod.
-        databases: the databases to migrate; all of them when empty.
-        concurrency: databases migrated at once; the setting AMEIDE_MAX_CONCURRENCY when empty.
-        dry_run: list what would be applied and change nothing.
+        databases: The databases to migrate. Leave it empty to migrate all of them.
+        concurrency: How many databases to migrate at the same time. Leave it empty for the
+            worker's setting (AMEIDE_MAX_CONCURRENCY, 8 unless set).
+        dry_run: Only list what would be applied to each database; change nothing.
         build: build and push the migrations image first; a failed build stops the run before
             any database is touched. Empty in a deployment's runs, which run inside the image.
     """
@@ -130,9 +131,11 @@ def migrate_flow(
         ctx.close()
         run.jvm_starts = ctx.engine_starts
         create_table_artifact(
-            key=f"migrate-{environment}",
+            key=report.artifact_key(environment, dry_run=dry_run),
             table=report.artifact_rows(run),
-            description=report.markdown_summary(run),
+            description=report.markdown_summary(
+                run, dry_run=dry_run, databases=names if databases else None
+            ),
         )
     if not run.ok:
         raise RunFailed(run.summary(), run)

@@ -40,7 +40,7 @@ def release_flow(
     logger.info("migrating %s with %s", environment, built.reference)
     run = run_deployment(
         f"migrate/{environment}",
-        parameters={"environment": environment, "databases": databases},
+        parameters={"environment": environment, "databases": databases or []},
         job_variables={"image": built.reference},
         timeout=timeout_seconds,
     )

@@ -34,10 +34,36 @@ def test_deploy_registers_both_deployments_and_a_second_run_changes_nothing(
     assert migrate.global_concurrency_limit.limit == 1
     assert migrate.concurrency_options is not None
     assert migrate.concurrency_options.collision_strategy.value == "ENQUEUE"
-    schema = migrate.parameter_openapi_schema or {}
-    choices = schema["properties"]["databases"]["anyOf"][0]["items"]
-    assert choices["enum"] == list(PLATFORM_DATABASES)
     assert migrate.work_pool_name == "ameide-local"
+
+
+def test_the_run_forms_fix_the_environment_and_offer_the_catalogs_databases(
+    deployed: Platform,
+) -> None:
+    with get_client(sync_client=True) as client:
+        forms = {
+            name: client.read_deployment_by_name(name) for name in ("migrate/local", "drift/local")
+        }
+
+    titles = {
+        "migrate/local": {
+            "databases": "Databases",
+            "concurrency": "Concurrency",
+            "dry_run": "Dry run",
+        },
+        "drift/local": {"databases": "Databases", "engine": "Engine", "concurrency": "Concurrency"},
+    }
+    for name, deployment in forms.items():
+        form = (deployment.parameter_openapi_schema or {})["properties"]
+        # The environment is the deployment's own, out of the form; so is the image build.
+        assert deployment.parameters == {"environment": "local"}
+        assert {f: form[f]["title"] for f in form} == titles[name]
+        assert list(titles[name]) == sorted(form, key=lambda f: form[f]["position"])
+        assert all(form[f]["description"].endswith(".") for f in form), form
+        databases = form["databases"]
+        assert databases["type"] == "array"
+        assert databases["items"] == {"type": "string", "enum": list(PLATFORM_DATABASES)}
+        assert databases["default"] == []
 
 
 def test_trigger_waits_for_the_run_and_exits_0_when_it_completes(process_worker: Platform) -> None:

@@ -336,7 +336,7 @@ def trigger(
         raise UsageError(f"unknown flow {flow!r}: choose migrate or drift")
     settings = get_settings()
     catalog = environments.catalog(env, settings)
-    parameters: dict[str, Any] = {"databases": [d.name for d in catalog.select(db)] if db else None}
+    parameters: dict[str, Any] = {"databases": [d.name for d in catalog.select(db)] if db else []}
     if dry_run:
         if flow != "migrate":
             raise UsageError("--dry-run applies to the migrate flow only")

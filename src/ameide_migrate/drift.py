@@ -410,6 +410,8 @@ class DriftReport:
         return "\n".join(lines)
 
     def rows(self) -> list[dict[str, str]]:
+        """The table artifact's rows: what to do comes before what is wrong, and each long value
+        is laid out by `table_cell`."""
         return [
             {
                 "database": d.database,
@@ -417,8 +419,10 @@ class DriftReport:
                 "version": d.version or "empty",
                 "latest": d.latest or "-",
                 "pending": str(d.pending),
-                "problems": "; ".join([*d.problems.values(), *d.schema_changes.values()]),
-                "fix": d.fix,
+                "fix": table_cell(d.fix),
+                "problems": table_cell(
+                    "; ".join([*d.problems.values(), *d.schema_changes.values()])
+                ),
                 "engine": d.engine,
             }
             for d in self.databases
@@ -445,6 +449,30 @@ class DriftReport:
             lines += [f"- {c}" for c in d.schema_changes.values()]
             lines += ["", f"Fix: {d.fix}", ""]
         return "\n".join(lines)
+
+
+CELL_WIDTH = 48
+"""Characters on one line of a table artifact's cell."""
+
+
+def table_cell(text: str) -> str:
+    """Text as a cell of a table artifact shows it whole. The UI renders a cell as markdown on
+    lines that never wrap, cut off at the table's edge; a code span stays on one line too. So:
+    plain words, each clause (`; `) on a line of its own, lines broken at CELL_WIDTH, and a
+    command (a code span in `text`) never broken, so that it can be copied from the cell."""
+    clauses = []
+    for clause in text.split("; "):
+        # Inside a command, spaces become NUL while the clause is split into words.
+        spans = clause.split("`")
+        words = "".join(p.replace(" ", "\0") if i % 2 else p for i, p in enumerate(spans))
+        lines = [""]
+        for word in words.split():
+            if lines[-1] and len(lines[-1]) + 1 + len(word) > CELL_WIDTH:
+                lines.append(word)
+            else:
+                lines[-1] = f"{lines[-1]} {word}".lstrip()
+        clauses.append("\n".join(lines))
+    return ";\n".join(c for c in clauses if c).replace("\0", " ")
 
 
 def unreachable(environment: str, db: DatabaseCatalog, reason: str) -> DatabaseDrift:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ameide_migrate.drift import DriftReport, Verdict
+from ameide_migrate.drift import DriftReport, Verdict, table_cell
 from ameide_migrate.image import BuiltImage
 from ameide_migrate.migrate import OutcomeState, RunReport
 from ameide_migrate.prefect_api import ArtifactTable
@@ -19,7 +21,14 @@ _STYLE = {
 }
 
 
+def artifact_key(environment: str, *, dry_run: bool) -> str:
+    """A dry run's artifact has a key of its own, so that the latest `migrate-<env>` is always
+    what a real run did."""
+    return f"migrate-{environment}-dry-run" if dry_run else f"migrate-{environment}"
+
+
 def artifact_rows(run: RunReport) -> list[dict[str, str]]:
+    """One row per database; long values laid out for the UI's table by `table_cell`."""
     smoke = {s.database: s for s in run.smoke}
     rows = []
     for o in run.outcomes:
@@ -35,21 +44,36 @@ def artifact_rows(run: RunReport) -> list[dict[str, str]]:
                 "state": o.state.value,
                 "smoke": "-"
                 if check is None
-                else ("ok" if check.ok else "; ".join(check.problems)),
-                "message": o.message.splitlines()[0] if o.message else "",
+                else ("ok" if check.ok else table_cell("; ".join(check.problems))),
+                "message": table_cell(o.message.splitlines()[0]) if o.message else "",
             }
         )
     return rows
 
 
-def markdown_summary(run: RunReport) -> str:
-    lines = [f"### Migrate `{run.environment}`: {'success' if run.ok else 'FAILED'}", ""]
+def markdown_summary(
+    run: RunReport, *, dry_run: bool = False, databases: Sequence[str] | None = None
+) -> str:
+    """The artifact's description. Its first line is what the UI's artifact card shows, so it
+    says what kind of run this was, on which databases (`databases` when the run targeted some,
+    None for all of them), and how it ended."""
+    kind = "Dry run of migrate" if dry_run else "Migrate"
+    scope = f"{_names(databases)} only" if databases else "all databases"
+    verdict = "FAILED" if not run.ok else "nothing changed" if dry_run else "success"
+    lines = [f"### {kind} `{run.environment}`, {scope}: {verdict}", ""]
     lines.append(run.summary().splitlines()[0])
+    if dry_run:
+        lines += ["", "A dry run: nothing was applied. The table lists what a run would apply."]
     for o in run.failed:
         lines += ["", f"**{o.database}** failed:", "", "```", o.message, "```", "", o.recovery]
     for s in run.smoke_failures:
         lines += ["", f"**{s.database}** smoke check: {'; '.join(s.problems)}"]
     return "\n".join(lines)
+
+
+def _names(databases: Sequence[str]) -> str:
+    *rest, last = databases
+    return f"{', '.join(rest)} and {last}" if rest else last
 
 
 def print_run(run: RunReport, console: Console) -> None:
