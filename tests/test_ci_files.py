@@ -36,6 +36,7 @@ from ameide_migrate import vault as vault_api
 from ameide_migrate.catalog import load_catalog
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.prefect_api import Server
+from ameide_migrate.settings import Settings
 
 from .fix_docker import DockerEngine
 from .fix_platform import REPO, Platform, admin_url_of
@@ -290,13 +291,13 @@ class DockerTarget:
         return [r.version for r in history if r.version and r.success]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def prod_on_a_docker_worker(
     pg_admin: Credentials,
     vault: Vault,
     prefect_server: Server,
     docker_engine: DockerEngine,
-    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[DockerTarget]:
     """`migrate/prod`, as the project defines it, but on a Docker work pool with a real Docker
     worker (prefect-docker) on the suite's engine; its runs reach PostgreSQL, Vault and Prefect
@@ -307,8 +308,9 @@ def prod_on_a_docker_worker(
 
     from deployments.definitions import deployments_for
 
+    work = tmp_path_factory.mktemp("prod-on-docker")
     env = local.up(
-        tmp_path / "state",
+        work / "state",
         list(CI_DATABASES),
         admin_url=admin_url_of(pg_admin),
         database_prefix=CI_PREFIX,
@@ -324,10 +326,10 @@ def prod_on_a_docker_worker(
     ]
 
     prefect_api.ensure_work_pool(CI_POOL, "docker", DockerWorker.get_default_base_job_template())
-    catalog = load_catalog(
-        REPO / "db" / "flyway" / "sql", placeholders=environments.placeholders(PROD)
-    )
+    settings = Settings(sql_dir=REPO / "db" / "flyway" / "sql")
+    catalog = environments.catalog(PROD, settings)
     migrate, _ = deployments_for(
+        settings,
         PROD,
         catalog,
         job_variables={
@@ -339,7 +341,7 @@ def prod_on_a_docker_worker(
     migrate.work_pool_name = CI_POOL
     deployment_id = cast(UUID, migrate.apply())
 
-    log = (tmp_path / "docker-worker.log").open("w")
+    log = (work / "docker-worker.log").open("w")
     worker = subprocess.Popen(
         [str(BIN / "prefect"), "worker", "start", "--pool", CI_POOL, "--type", "docker"],
         env={
@@ -349,7 +351,7 @@ def prod_on_a_docker_worker(
         },
         stdout=log,
         stderr=subprocess.STDOUT,
-        cwd=tmp_path,
+        cwd=work,
     )
     try:
         yield DockerTarget(dict(env.owners), deployment_id)
@@ -383,55 +385,58 @@ def _drop(admin: Credentials, owners: dict[str, Credentials]) -> None:
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(owner.user)))
 
 
-@pytest.mark.docker
-@pytest.mark.slow
-def test_the_workflows_steps_build_push_and_migrate_on_exactly_the_pushed_digest(
+@dataclass
+class Dispatch:
+    """A workflow_dispatch of the workflow, as run here, and the flow run it started."""
+
+    job: JobRun
+    sha: str
+    flow_run_id: UUID
+
+
+@pytest.fixture(scope="module")
+def dispatched(
     prod_on_a_docker_worker: DockerTarget,
     registry: str,
     flyway_base: str,
     docker_engine: DockerEngine,
     prefect_server: Server,
-    tmp_path: Path,
-) -> None:
-    """A dispatch of the workflow for prod and two databases, its steps run by bash as a runner
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Dispatch:
+    """The workflow dispatched for prod and two databases, its steps run by bash as a runner
     runs them, against the suite's registry and Prefect server.
 
-    What runs the triggered deployment: in production, a Kubernetes worker (the k8s tier proves
-    that chain); here, a real Docker worker. It is the one worker on this machine that starts a
-    run in the image its `image` job variable names, so the run completing proves the workflow
-    passed exactly the digest it pushed (the deployment has no image of its own), and that the
-    image of this commit migrates. The `uses:` steps are stood in for by this machine (see
-    STAND_INS); the machine's environment adds its Docker engine and, as Docker Hub cannot be
-    reached here, the suite's Flyway base in place of flyway/flyway.
+    The `uses:` steps are stood in for by this machine (STAND_INS): the checkout is a clone of
+    this commit, the cache's restore links the suite's Flyway and wheels. The machine's
+    environment adds its Docker engine and, as Docker Hub cannot be reached here, the suite's
+    Flyway base in place of flyway/flyway.
     """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
+    work = tmp_path_factory.mktemp("runner")
     sha = subprocess.run(
         ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
     ).stdout.strip()
-    workspace = tmp_path / "workspace"
+    workspace = work / "workspace"
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(workspace)], check=True)
     subprocess.run(["git", "-C", str(workspace), "checkout", "--quiet", sha], check=True)
+    (workspace / ".cache").mkdir()
     for kept in ("flyway", "wheels"):
         (REPO / ".cache" / kept).mkdir(parents=True, exist_ok=True)
-        (workspace / ".cache").mkdir(exist_ok=True)
         (workspace / ".cache" / kept).symlink_to(REPO / ".cache" / kept)
-    runner_temp = tmp_path / "runner-temp"
+    runner_temp = work / "runner-temp"
     runner_temp.mkdir()
-    machine_env = {
-        **_runner_machine_env(tmp_path),
-        "DOCKER_HOST": docker_engine.host,
-        "AMEIDE_FLYWAY_BASE": flyway_base,
-    }
-
-    started = time.monotonic()
     job = run_job(
         load_workflow(),
         "migrate",
         workspace=workspace,
         runner_temp=runner_temp,
-        machine_env=machine_env,
+        machine_env={
+            **_runner_machine_env(work),
+            "DOCKER_HOST": docker_engine.host,
+            "AMEIDE_FLYWAY_BASE": flyway_base,
+        },
         contexts={
             "github": {"sha": sha, "event_name": "workflow_dispatch"},
             "inputs": {"environment": PROD, "databases": "threads, graph", "dry_run": False},
@@ -444,8 +449,32 @@ def test_the_workflows_steps_build_push_and_migrate_on_exactly_the_pushed_digest
             "vars": {"AMEIDE_IMAGE_REGISTRY": registry},
         },
     )
-    elapsed = time.monotonic() - started
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(
+                id=DeploymentFilterId(any_=[prod_on_a_docker_worker.deployment_id])
+            )
+        )
+    assert len(runs) == 1, job.log()
+    return Dispatch(job, sha, runs[0].id)
 
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_the_workflows_steps_build_push_and_migrate_on_exactly_the_pushed_digest(
+    dispatched: Dispatch,
+    prod_on_a_docker_worker: DockerTarget,
+    registry: str,
+    docker_engine: DockerEngine,
+) -> None:
+    """What runs the triggered deployment: in production, a Kubernetes worker (the k8s tier
+    proves that chain); here, a real Docker worker. It is the one worker on this machine that
+    starts a run in the image its `image` job variable names, so the run completing proves the
+    workflow passed exactly the digest it pushed (the deployment has no image of its own), and
+    that the image of this commit migrates."""
+    from prefect.client.orchestration import get_client
+
+    job = dispatched.job
     assert job.returncode == 0, job.log()
     assert [s.name for s in job.steps][-1] == "Trigger and wait", job.log()
     pushed = job.outputs["image"]["ref"]
@@ -459,27 +488,101 @@ def test_the_workflows_steps_build_push_and_migrate_on_exactly_the_pushed_digest
     assert manifest.status_code == 200
     assert manifest.headers["Docker-Content-Digest"] == digest
     inspected = json.loads(docker_engine.docker("image", "inspect", pushed))[0]
-    assert inspected["Config"]["Labels"]["org.opencontainers.image.revision"] == sha
+    assert inspected["Config"]["Labels"]["org.opencontainers.image.revision"] == dispatched.sha
 
-    target = prod_on_a_docker_worker
     with get_client(sync_client=True) as client:
-        (run,) = client.read_flow_runs(
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[target.deployment_id]))
-        )
+        run = client.read_flow_run(dispatched.flow_run_id)
     assert run.state is not None
     assert run.state.is_completed(), run.state
     assert run.job_variables == {"image": pushed}
-    assert run.parameters["databases"] == ["threads", "graph"]
-    container = json.loads(
-        docker_engine.docker(
-            "ps", "--all", "--filter", f"label=io.prefect.flow-run-id={run.id}", "--format", "json"
-        )
-    )
-    assert container["Image"] == pushed
+    assert sorted(run.parameters["databases"]) == sorted(CI_DATABASES)
+    # The worker's container ran that image, named by that digest.
+    (container_id,) = docker_engine.docker(
+        "ps", "--all", "--quiet", "--filter", f"label=io.prefect.flow-run-id={run.id}"
+    ).split()
+    container = json.loads(docker_engine.docker("container", "inspect", container_id))[0]
+    assert container["Config"]["Image"] == pushed
+    assert container["Image"] == inspected["Id"]
     catalog = load_catalog(REPO / "db" / "flyway" / "sql")
     for database in CI_DATABASES:
-        assert target.versions(database)[-1] == str(catalog.databases[database].latest_version)
-    print(f"the workflow's steps took {elapsed:.0f}s")
+        latest = catalog.databases[database].latest_version
+        assert prod_on_a_docker_worker.versions(database)[-1] == str(latest)
+
+
+def tekton_substitute(value: str, params: dict[str, str | list[str]]) -> list[str]:
+    """A string of a Task as Tekton gives it to the container: `$(params.NAME)` replaced, an
+    array's `$(params.NAME[*])` alone in its string becoming the array's items."""
+    if whole := re.fullmatch(r"\$\(params\.([\w-]+)\[\*\]\)", value):
+        items = params[whole.group(1)]
+        assert isinstance(items, list)
+        return items
+    return [re.sub(r"\$\(params\.([\w-]+)\)", lambda m: str(params[m.group(1)]), value)]
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_tektons_trigger_step_runs_in_the_pushed_image_and_migrate_runs_on_it(
+    dispatched: Dispatch,
+    prod_on_a_docker_worker: DockerTarget,
+    prefect_server: Server,
+    docker_engine: DockerEngine,
+) -> None:
+    """The trigger task's step as Tekton runs it: its script, with its args and env (the Secret's
+    values given), in the image named by the build's result, on the host's network as the
+    cluster's pods reach the Prefect API. Its run completes on the same digest."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    pushed = dispatched.job.outputs["image"]["ref"]
+    task = load_tekton()[("Task", "ameide-migrate-trigger")]["spec"]
+    params: dict[str, str | list[str]] = {
+        p["name"]: p["default"] for p in task["params"] if "default" in p
+    }
+    params.update(image=pushed, environment=PROD, databases=list(CI_DATABASES), timeout="600")
+    (step,) = task["steps"]
+    secrets = {"url": prefect_server.api_url}
+    env = [
+        f"{e['name']}={tekton_substitute(e['value'], params)[0]}"
+        if "value" in e
+        else f"{e['name']}={secrets.get(e['valueFrom']['secretKeyRef']['key'], '')}"
+        for e in step["env"]
+    ]
+    args = [item for arg in step["args"] for item in tekton_substitute(arg, params)]
+    (image,) = tekton_substitute(step["image"], params)
+
+    done = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network=host",
+            *[f"--env={e}" for e in env],
+            "--entrypoint=/bin/sh",
+            image,
+            "-c",
+            step["script"],
+            step["name"],
+            *args,
+        ],
+        env={**os.environ, "DOCKER_HOST": docker_engine.host},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(
+                id=DeploymentFilterId(any_=[prod_on_a_docker_worker.deployment_id])
+            )
+        )
+    (run,) = [r for r in runs if r.id != dispatched.flow_run_id]
+    assert run.state is not None
+    assert run.state.is_completed(), run.state
+    assert run.job_variables == {"image": pushed}
+    assert sorted(run.parameters["databases"]) == sorted(CI_DATABASES)
 
 
 # --- The curl recipe against the suite's Prefect server -----------------------------------------
