@@ -144,7 +144,13 @@ public final class FlywayEngine {
                 .placeholders(placeholders)
                 .table(text(request, "table", "flyway_schema_history"))
                 .connectRetries(0)
-                .cleanDisabled(true);
+                .cleanDisabled(true)
+                // A CREATE INDEX CONCURRENTLY waits for every transaction older than it, and with
+                // Flyway 10's default lock (pg_advisory_xact_lock on a second connection left
+                // "idle in transaction") that includes Flyway's own: it waits forever. A session
+                // lock serializes concurrent runs as well and holds no transaction open.
+                .configuration(Map.of("flyway.postgresql.transactional.lock",
+                        text(request, "postgresqlTransactionalLock", "false")));
         if (request.has("ignoreMigrationPatterns")) {
             config.ignoreMigrationPatterns(strings(request.getAsJsonArray("ignoreMigrationPatterns")));
         }
@@ -193,6 +199,18 @@ public final class FlywayEngine {
             if (t instanceof SQLException sql && sql.getSQLState() != null) {
                 states.add(sql.getSQLState());
             }
+        }
+        // The migration that failed, and whether Flyway ran it outside a transaction: then what
+        // it did before failing stays, and a retry would meet its leftovers.
+        try {
+            Object migration = e.getClass().getMethod("getMigration").invoke(e);
+            if (migration instanceof org.flywaydb.core.api.MigrationInfo info) {
+                error.addProperty("script", info.getScript());
+            }
+            error.addProperty("executableInTransaction",
+                    (Boolean) e.getClass().getMethod("isExecutableInTransaction").invoke(e));
+        } catch (ReflectiveOperationException | ClassCastException absent) {
+            // Not a migration's failure (a lock timeout, a connection refused).
         }
         // Flyway's migrate failure carries the partial result (what was applied before the error).
         try {
