@@ -26,9 +26,13 @@ from ameide_migrate import drift, environments, flyway, postgres
 from ameide_migrate.catalog import DatabaseCatalog, load_catalog
 from ameide_migrate.flyway import FlywayEngine, Request, Target
 from ameide_migrate.postgres import Credentials
+from ameide_migrate.settings import Settings
 from bench.common import pinned_flyway, throwaway_cluster
 
 REPO = Path(__file__).resolve().parent.parent
+LOCAL_PLACEHOLDERS = environments.get(
+    "local", Settings(sql_dir=REPO / "db/flyway/sql")
+).flyway_placeholders()
 TABLE = "flyway_schema_history"
 
 
@@ -45,7 +49,7 @@ def create_databases(
                 "migrate",
                 "t",
                 (f"filesystem:{db.directory}",),
-                environments.placeholders("local"),
+                LOCAL_PLACEHOLDERS,
                 TABLE,
             )
         )
@@ -103,7 +107,10 @@ def main() -> None:
     sizes = parser.parse_args().sizes
 
     inst = pinned_flyway()
-    catalog = load_catalog(REPO / "db/flyway/sql", placeholders=environments.placeholders("local"))
+    catalog = load_catalog(
+        REPO / "db/flyway/sql",
+        placeholders=LOCAL_PLACEHOLDERS,
+    )
     db = catalog.databases["threads"]
     rows = []
     with throwaway_cluster() as (cluster, _):

@@ -30,9 +30,13 @@ from pydantic import SecretStr
 from ameide_migrate import environments, flyway, local, prefect_api
 from ameide_migrate.catalog import PLATFORM_DATABASES, load_catalog
 from ameide_migrate.postgres import Cluster, Credentials
+from ameide_migrate.settings import Settings
 from bench.common import ADMIN_PASSWORD, pinned_flyway, throwaway_cluster
 
 REPO = Path(__file__).resolve().parent.parent
+LOCAL_PLACEHOLDERS = environments.get(
+    "local", Settings(sql_dir=REPO / "db/flyway/sql")
+).flyway_placeholders()
 SQL = REPO / "db" / "flyway" / "sql"
 TARGETS = {
     "a_empty": "ameide-migrate run, from empty",
@@ -112,7 +116,7 @@ def seed_loop(inst: flyway.Installation, owners: dict[str, Credentials]) -> None
 
 
 def psql_floor(owners: dict[str, Credentials], scratch: Path) -> None:
-    catalog = load_catalog(SQL, placeholders=environments.placeholders("local"))
+    catalog = load_catalog(SQL, placeholders=LOCAL_PLACEHOLDERS)
     for database, owner in owners.items():
         env = {**os.environ, "PGPASSWORD": owner.password.get_secret_value()}
         for migration in catalog.databases[database].migrations:

@@ -6,7 +6,6 @@ has installed: the process worker's virtualenv locally, the migrations image on 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
@@ -14,48 +13,11 @@ from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import RunnerDeployment
 from prefect.types.entrypoint import EntrypointType
 
+from ameide_migrate import environments
 from ameide_migrate.catalog import Catalog
-from ameide_migrate.errors import UnknownEnvironment
+from ameide_migrate.settings import Settings
 from flows.drift import drift_flow
 from flows.migrate import migrate_flow
-
-
-@dataclass(frozen=True)
-class Environment:
-    name: str
-    work_pool: str
-    pool_type: str
-    drift_cron: str
-    timezone: str = "UTC"
-    tags: tuple[str, ...] = ()
-    job_variables: dict[str, Any] = field(default_factory=dict)
-
-
-def _on_kubernetes(name: str, drift_cron: str) -> Environment:
-    """A cluster environment: its own namespace, Vault's Kubernetes auth through its service
-    account."""
-    return Environment(
-        name,
-        "ameide-kubernetes",
-        "kubernetes",
-        drift_cron,
-        "Europe/Zurich",
-        tags=(name,),
-        job_variables={"namespace": f"ameide-{name}", "service_account_name": "db-migrations"},
-    )
-
-
-ENVIRONMENTS = {
-    "local": Environment("local", "ameide-local", "process", "0 3 * * *", tags=("local",)),
-    "staging": _on_kubernetes("staging", "0 2 * * *"),
-    "prod": _on_kubernetes("prod", "30 2 * * *"),
-}
-
-
-def environment(name: str) -> Environment:
-    if name not in ENVIRONMENTS:
-        raise UnknownEnvironment(name, ENVIRONMENTS)
-    return ENVIRONMENTS[name]
 
 
 def _form(deployment: RunnerDeployment, catalog: Catalog) -> RunnerDeployment:
@@ -97,6 +59,7 @@ def _described(generated: dict[str, Any]) -> dict[str, Any]:
 
 
 def deployments_for(
+    settings: Settings,
     name: str,
     catalog: Catalog,
     image: str | None = None,
@@ -104,8 +67,8 @@ def deployments_for(
 ) -> list[RunnerDeployment]:
     """The environment's two deployments; `job_variables` are laid over its own (a site's
     namespace, its cluster's networking, extra env)."""
-    env = environment(name)
-    job_variables = {**env.job_variables, **(job_variables or {})}
+    env = environments.get(name, settings)
+    job_variables = {**env.deployment_job_variables(), **(job_variables or {})}
     if image:
         job_variables["image"] = image
     common: dict[str, Any] = {

@@ -12,6 +12,7 @@ from prefect.deployments import run_deployment
 
 from ameide_migrate import environments
 from ameide_migrate.errors import DeploymentRunFailed
+from ameide_migrate.settings import get_settings
 from flows.image import ImageBuild, build_image_flow
 
 
@@ -32,7 +33,7 @@ def release_flow(
         registry: where to push; AMEIDE_IMAGE_REGISTRY when empty.
         timeout_seconds: how long to wait for the migrate run.
     """
-    environments.check(environment)
+    environments.check(environment, get_settings())
     built = build_image_flow(
         ImageBuild(flavor="release", release_ref=release_ref, registry=registry, push=True)
     )

@@ -3,11 +3,8 @@ embedded local default."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
-import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -67,26 +64,3 @@ def test_failed_database_exits_1_with_the_table_and_the_rerun_command(platform: 
     assert "ameide-migrate run --env local --db agents" in done.stdout
     assert "FAILED:" in done.stderr
     assert "Traceback" not in done.stdout + done.stderr
-
-
-@pytest.mark.slow
-def test_local_default_runs_its_own_postgres_and_prefect_then_a_fast_no_op(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AMEIDE_", "PREFECT_API_URL"))}
-    env["AMEIDE_STATE_DIR"] = str(tmp_path / "state")
-    try:
-        first = ameide("run", "--env", "local", env=env)
-        assert first.returncode == 0, first.stdout + first.stderr
-        assert "Prefect UI: http://127.0.0.1:" in first.stderr
-        assert first.stdout.count("migrated") == 8
-        for database in ("platform", "agents_runtime", "langgraph"):
-            assert database in first.stdout
-
-        second = ameide("run", "--env", "local", "--db", "threads", env=env)
-        assert second.returncode == 0, second.stdout + second.stderr
-        assert "up to date" in second.stdout
-        assert "creating the local PostgreSQL cluster" not in second.stderr
-    finally:
-        down = ameide("local", "down", env=env)
-    assert down.returncode == 0
-    assert "PostgreSQL" in down.stdout
-    assert "Prefect server" in down.stdout

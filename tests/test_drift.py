@@ -106,7 +106,7 @@ def test_native_report_agrees_with_flyway(platform: Platform, tampering: str) ->
     tamper, expected = TAMPERINGS[tampering]
     tamper(platform)
 
-    catalog = load_catalog(platform.sql_dir, placeholders=environments.placeholders("local"))
+    catalog = environments.catalog("local", get_settings())
     db = catalog.databases["threads"]
     native = drift.check(
         "local", db, postgres.read_history(platform.owners["threads"], "flyway_schema_history")
@@ -134,7 +134,7 @@ def test_native_report_agrees_with_flyway(platform: Platform, tampering: str) ->
 def test_fix_names_the_file_to_restore_and_repair(platform: Platform) -> None:
     platform.run(databases=["threads"])
     edit_applied_file(platform)
-    catalog = load_catalog(platform.sql_dir, placeholders=environments.placeholders("local"))
+    catalog = environments.catalog("local", get_settings())
     report = drift.check(
         "local",
         catalog.databases["threads"],
@@ -146,7 +146,7 @@ def test_fix_names_the_file_to_restore_and_repair(platform: Platform) -> None:
 
 
 def test_a_database_never_migrated_is_behind(platform: Platform) -> None:
-    catalog = load_catalog(platform.sql_dir, placeholders=environments.placeholders("local"))
+    catalog = environments.catalog("local", get_settings())
     report = drift.check("local", catalog.databases["graph"], None)
     assert report.verdict is Verdict.BEHIND
     assert report.pending == len(catalog.databases["graph"].migrations)

@@ -18,14 +18,15 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
 
+from ameide_migrate import environments
 from ameide_migrate.prefect_api import Server
-from deployments.definitions import ENVIRONMENTS
 from deployments.kubernetes import RUN_AS_USER, job_template
 
 from .fix_platform import ameide
 from .k8s_cluster import build
 
 KUBERNETES_VERSION = "1.34.0"
+SHIPPED = environments.load(Path(__file__).resolve().parent.parent / "db/flyway/sql/ameide.toml")
 
 
 def render(values: dict[str, Any]) -> dict[str, Any]:
@@ -38,9 +39,9 @@ def render(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_staging_job_is_hardened_and_valid() -> None:
-    staging = ENVIRONMENTS["staging"]
+    staging = SHIPPED["staging"]
     image = "registry.internal/ameide-migrations@sha256:" + "ab" * 32
-    job = render({**staging.job_variables, "image": image})
+    job = render({**staging.deployment_job_variables(), "image": image})
 
     kubernetes_validate.validate(job, KUBERNETES_VERSION, strict=True)
     assert job["metadata"]["namespace"] == "ameide-staging"
@@ -64,7 +65,7 @@ def test_staging_job_is_hardened_and_valid() -> None:
 
 
 def test_a_job_keeps_the_pod_network_by_default() -> None:
-    job = render({**ENVIRONMENTS["prod"].job_variables, "image": "x@sha256:" + "ab" * 32})
+    job = render({**SHIPPED["prod"].deployment_job_variables(), "image": "x@sha256:" + "ab" * 32})
 
     kubernetes_validate.validate(job, KUBERNETES_VERSION, strict=True)
     pod = job["spec"]["template"]["spec"]
@@ -79,7 +80,7 @@ def test_a_job_on_a_cluster_without_pod_network_runs_on_the_host_network() -> No
     ]
     job = render(
         {
-            **ENVIRONMENTS["staging"].job_variables,
+            **SHIPPED["staging"].deployment_job_variables(),
             "image": "x@sha256:" + "ab" * 32,
             "host_network": True,
             "dns_policy": "ClusterFirstWithHostNet",
@@ -144,10 +145,10 @@ def test_the_rendered_job_is_accepted_by_a_real_apiserver(
     kubeconfig = os.environ.get("KUBECONFIG")
     if not kubeconfig:
         kubeconfig = str(request.getfixturevalue("k8s_cluster").kubeconfig)
-    staging = ENVIRONMENTS["staging"]
+    staging = SHIPPED["staging"]
     job = render(
         {
-            **staging.job_variables,
+            **staging.deployment_job_variables(),
             "namespace": "default",
             "image": "registry.internal/ameide-migrations@sha256:" + "ab" * 32,
         }

@@ -66,7 +66,10 @@ RegistryOption = Annotated[
     str | None,
     typer.Option(help="Registry to push to: HOST, HOST:PORT or HOST/PATH (AMEIDE_IMAGE_REGISTRY)."),
 ]
-EnvOption = Annotated[str, typer.Option("--env", "-e", help="Environment: local, staging or prod.")]
+EnvOption = Annotated[
+    str,
+    typer.Option("--env", "-e", help="An environment of the SQL tree's ameide.toml (local, ...)."),
+]
 DbOption = Annotated[
     list[str] | None,
     typer.Option("--db", "-d", help="Target only this database; repeat for several. Default: all."),
@@ -106,8 +109,9 @@ def _connect(settings: Settings, env: str, *, deployments: bool = False) -> pref
     another environment's deployments (`deployments`): those live on a shared server.
     """
     what = f"--env {env}'s deployments" if deployments else "this command"
+    local = environments.get(env, settings).local
     return prefect_api.connect(
-        settings.state_dir, local_allowed=env == "local" or not deployments, needed_for=what
+        settings.state_dir, local_allowed=local or not deployments, needed_for=what
     )
 
 
@@ -160,14 +164,14 @@ def run(
     """(Build and push the migrations image,) verify the credentials, migrate the environment's
     databases to the latest version, then prove it (flyway info)."""
     settings = get_settings()
-    environments.check(env)
+    target = environments.get(env, settings)
     catalog = environments.catalog(env, settings)
     targets = [d.name for d in catalog.select(db)]
     _ensure_flyway(settings)
-    if env == "local":
+    if target.local:
         _seed_local(settings, catalog.databases, SecretStr(admin_url) if admin_url else None)
     api = _connect(settings, env)
-    if api.local and env == "local":
+    if api.local and target.local:
         commands.serve_local_deployments(settings, api, catalog)
     if api.local:
         err_console.print(f"Prefect UI: {api.ui_url}")
@@ -175,7 +179,7 @@ def run(
     from flows.migrate import migrate_flow
 
     image_build = (
-        ImageBuild(registry=registry) if (build is None and env != "local") or build else None
+        ImageBuild(registry=registry) if (build is None and not target.local) or build else None
     )
     _quiet_console_tracebacks()
     state: Any = migrate_flow(
@@ -197,9 +201,9 @@ def run(
         raise outcome
     report.print_run(outcome, console)
     err_console.print(f"Flow run: {flow_run}", soft_wrap=True)
-    if api.local and env == "local":
+    if api.local and target.local:
         err_console.print(
-            f"Prefect UI: {api.ui_url} (Deployments, migrate/local, Run: the same migration from "
+            f"Prefect UI: {api.ui_url} (Deployments, migrate/{env}, Run: the same migration from "
             "the browser; `ameide-migrate local down` stops the local servers)",
             soft_wrap=True,
         )
@@ -247,7 +251,7 @@ def drift(
 
     _quiet_console_tracebacks()
     state: Any = drift_flow(
-        environment=environments.check(env),
+        environment=environments.check(env, settings),
         databases=targets if db else None,
         engine=engine,
         return_state=True,
@@ -288,7 +292,7 @@ def deploy(
     Idempotent: running it again updates the same two deployments.
     """
     settings = get_settings()
-    environments.check(env)
+    environments.check(env, settings)
     overrides = _job_variables_file(job_variables) if job_variables else {}
     catalog = environments.catalog(env, settings)
     _connect(settings, env, deployments=True)
@@ -396,9 +400,7 @@ def show_catalog(env: EnvOption = "local") -> None:
     from rich.table import Table
 
     settings = get_settings()
-    catalog = load_catalog(
-        settings.sql_dir, placeholders=environments.placeholders(environments.check(env))
-    )
+    catalog = environments.catalog(env, settings)
     table = Table(title=f"SQL tree {catalog.root}", title_justify="left")
     for column in ("database", "versioned", "repeatable", "latest"):
         table.add_column(column)
@@ -517,7 +519,7 @@ def secrets_verify(env: EnvOption, db: DbOption = None) -> None:
     settings = get_settings()
     catalog = environments.catalog(env, settings)
     names = [d.name for d in catalog.select(db)]
-    found = _verified_credentials(environments.check(env), names, settings)
+    found = _verified_credentials(env, names, settings)
     for name, creds in found.items():
         console.print(f"[green]ok[/] {name}: {creds.user} @ {creds.url}")
 

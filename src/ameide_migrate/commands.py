@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ameide_migrate import prefect_api
+from ameide_migrate import environments, prefect_api
 from ameide_migrate.catalog import Catalog
 from ameide_migrate.errors import UsageError
 from ameide_migrate.settings import Settings
@@ -29,10 +29,10 @@ def deploy(
     deployments carry the workspace and the absolute paths of the SQL tree, the cache and the
     local state: a run started from the UI finds them with nothing set.
     """
-    from deployments.definitions import deployments_for, environment
+    from deployments.definitions import deployments_for
     from deployments.kubernetes import job_template
 
-    target = environment(env)
+    target = environments.get(env, settings)
     overrides = dict(job_variables or {})
     if target.pool_type == "kubernetes" and (image is None or "@sha256:" not in image):
         raise UsageError(
@@ -45,7 +45,7 @@ def deploy(
     prefect_api.ensure_work_pool(target.work_pool, target.pool_type, template)
     if target.pool_type == "kubernetes":
         prefect_api.ensure_image_pull_guard()
-    for deployment in deployments_for(env, catalog, image, overrides):
+    for deployment in deployments_for(settings, env, catalog, image, overrides):
         yield f"{deployment.flow_name}/{deployment.name}", str(deployment.apply())
 
 
@@ -67,10 +67,7 @@ def _process_job_variables(settings: Settings) -> dict[str, Any]:
 def serve_local_deployments(settings: Settings, api: prefect_api.Api, catalog: Catalog) -> int:
     """migrate/local and drift/local registered on the local server, and a process worker of
     their pool running (started when none is); the worker's pid."""
-    from deployments.definitions import environment
-
-    for _ in deploy(settings, "local", catalog):
+    local = next(e for e in environments.all_of(settings).values() if e.local)
+    for _ in deploy(settings, local.name, catalog):
         pass
-    return prefect_api.ensure_worker(
-        settings.state_dir / "prefect", environment("local").work_pool, api.api_url
-    )
+    return prefect_api.ensure_worker(settings.state_dir / "prefect", local.work_pool, api.api_url)

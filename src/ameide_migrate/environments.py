@@ -1,50 +1,187 @@
-"""The environments a platform migrates, and where each one's database credentials come from."""
+"""The environments a platform migrates, declared in one file the user edits, and where each
+one's database credentials come from.
+
+The file is `ameide.toml` at the root of the SQL tree (beside a `flyway.toml`), so it travels with
+the SQL into the migrations image: the CLI, the flows, the deployments and the secret source all
+read the same `Environment` records from it. A site adds an environment by adding a table:
+
+    [environments.qa]
+    work_pool = "ameide-kubernetes"
+    pool_type = "kubernetes"
+    namespace = "ameide-qa"
+
+Without the file, the one environment is the embedded local default, `local`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import tomllib
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ameide_migrate import vault
 from ameide_migrate.catalog import Catalog, load_catalog
 from ameide_migrate.credential_gate import LocalStoreSource, SecretSource, VaultSource
-from ameide_migrate.errors import CredentialsMissing, UnknownEnvironment
+from ameide_migrate.errors import CredentialsMissing, EnvironmentsFileInvalid, UnknownEnvironment
 from ameide_migrate.settings import Settings
 
-ENVIRONMENTS = ("local", "staging", "prod")
+FILE_NAME = "ameide.toml"
 
 
-def check(name: str) -> str:
-    if name not in ENVIRONMENTS:
-        raise UnknownEnvironment(name, ENVIRONMENTS)
-    return name
+class VaultLayout(BaseModel):
+    """Where an environment's database secrets live in Vault and how its runs log in. Vault's
+    address and credentials come from the `vault-<env>` block or VAULT_ADDR, never this file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kv_mount: str = Field(default="secret", description="Mount of the KV v2 engine.")
+    path_template: str = Field(
+        default="{environment}/databases/{database}",
+        description="Secret path under the mount; {environment} and {database} are filled in.",
+    )
+    auth_method: Literal["token", "approle", "kubernetes"] | None = Field(
+        default=None, description="How runs log in; AMEIDE_VAULT_AUTH_METHOD when unset."
+    )
+    kubernetes_role: str | None = None
+    kubernetes_mount: str | None = None
 
 
-def placeholders(environment: str) -> dict[str, str]:
-    """Flyway placeholders every database of `environment` sees."""
-    return {"environment": environment}
+class Environment(BaseModel):
+    """One environment, as `ameide.toml` declares it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    local: bool = Field(
+        default=False,
+        description="The embedded local default: its own PostgreSQL when none is given, and the "
+        "local credential store when no Vault is configured.",
+    )
+    work_pool: str = Field(description="The Prefect work pool its deployments run on.")
+    pool_type: Literal["process", "kubernetes"] = "kubernetes"
+    namespace: str | None = Field(default=None, description="Kubernetes: the Jobs' namespace.")
+    service_account: str | None = Field(
+        default=None, description="Kubernetes: the Jobs' service account (Vault's role binds it)."
+    )
+    drift_cron: str = Field(default="0 3 * * *", description="When the drift check runs.")
+    timezone: str = "UTC"
+    concurrency: int | None = Field(
+        default=None, ge=1, description="Databases migrated at once (AMEIDE_MAX_CONCURRENCY)."
+    )
+    databases: tuple[str, ...] | None = Field(
+        default=None, description="The databases this environment has; all of the tree's if unset."
+    )
+    placeholders: dict[str, str] = Field(
+        default_factory=dict, description="Flyway placeholders of this environment."
+    )
+    job_variables: dict[str, Any] = Field(
+        default_factory=dict, description="Laid over the work pool's job variables."
+    )
+    tags: tuple[str, ...] = ()
+    vault: VaultLayout = VaultLayout()
+
+    def deployment_job_variables(self) -> dict[str, Any]:
+        """The job variables of this environment's deployments."""
+        derived: dict[str, Any] = {}
+        if self.namespace:
+            derived["namespace"] = self.namespace
+        if self.service_account:
+            derived["service_account_name"] = self.service_account
+        return {**derived, **self.job_variables}
+
+    def flyway_placeholders(self) -> dict[str, str]:
+        """What every database of the environment sees: `${environment}` and the file's own."""
+        return {"environment": self.name, **self.placeholders}
+
+
+_LOCAL_DEFAULT = Environment(
+    name="local", local=True, work_pool="ameide-local", pool_type="process"
+)
+
+
+def file_of(settings: Settings) -> Path:
+    return settings.environments_file or settings.sql_dir / FILE_NAME
+
+
+def load(path: Path) -> dict[str, Environment]:
+    """Every environment the file declares; the local default alone when there is no file."""
+    if not path.exists():
+        return {"local": _LOCAL_DEFAULT}
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise EnvironmentsFileInvalid(f"{path} is not valid TOML: {e}") from None
+    unknown = sorted(set(document) - {"environments"})
+    if unknown:
+        raise EnvironmentsFileInvalid(
+            f"{path}: unknown table {', '.join(unknown)}; the file declares [environments.NAME]"
+        )
+    declared = document.get("environments", {})
+    found = {}
+    for name, table in declared.items():
+        if not isinstance(table, Mapping):
+            raise EnvironmentsFileInvalid(f"{path}: environments.{name} must be a table")
+        try:
+            found[name] = Environment(name=name, **table)
+        except ValidationError as e:
+            raise EnvironmentsFileInvalid(
+                f"{path}: environments.{name}: " + "; ".join(_problem(err) for err in e.errors())
+            ) from None
+    if not found:
+        raise EnvironmentsFileInvalid(f"{path} declares no environment: add [environments.NAME]")
+    return found
+
+
+def _problem(error: Mapping[str, Any]) -> str:
+    where = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"unknown key {where}"
+    return f"{where}: {error['msg']}"
+
+
+def all_of(settings: Settings) -> dict[str, Environment]:
+    return load(file_of(settings))
+
+
+def get(name: str, settings: Settings) -> Environment:
+    """The environment `name`, or a usage error listing the declared ones and the file."""
+    declared = all_of(settings)
+    if name not in declared:
+        raise UnknownEnvironment(name, declared, file_of(settings))
+    return declared[name]
+
+
+def check(name: str, settings: Settings) -> str:
+    return get(name, settings).name
 
 
 def catalog(environment: str, settings: Settings) -> Catalog:
-    """The SQL tree as this environment's Flyway sees it (its placeholders, its history table)."""
-    return load_catalog(
-        settings.sql_dir,
-        placeholders=placeholders(check(environment)),
-        table=settings.flyway_table,
+    """The SQL tree as this environment's Flyway sees it (its placeholders, its history table,
+    its databases)."""
+    env = get(environment, settings)
+    loaded = load_catalog(
+        settings.sql_dir, placeholders=env.flyway_placeholders(), table=settings.flyway_table
     )
+    if env.databases is None:
+        return loaded
+    kept = loaded.select(list(env.databases))
+    return Catalog(root=loaded.root, databases={d.name: d for d in kept})
 
 
 @contextmanager
 def secret_source(
     environment: str, settings: Settings, conn: vault.VaultConnection | None = None
 ) -> Iterator[SecretSource]:
-    """Vault when a connection is given or configured; for local only, else the local store.
-
-    Staging and prod accept Vault only.
-    """
-    conn = conn or settings.vault_connection()
+    """Vault when a connection is given or configured; for the local environment only, else
+    the local store. Every other environment accepts Vault only."""
+    env = get(environment, settings)
+    conn = conn or settings.vault_connection(env.vault)
     if conn is None:
-        if check(environment) == "local":
+        if env.local:
             yield LocalStoreSource(settings.state_dir)
             return
         raise CredentialsMissing(

@@ -49,8 +49,17 @@ class UnknownDatabase(UsageError):
 
 
 class UnknownEnvironment(UsageError):
-    def __init__(self, name: str, valid: Iterable[str]) -> None:
-        super().__init__(f"unknown environment {name!r}: choose from {', '.join(sorted(valid))}")
+    def __init__(self, name: str, valid: Iterable[str], declared_in: object = None) -> None:
+        where = ""
+        if declared_in:
+            where = f" (declared in {declared_in}; add [environments.{name}] there)"
+        super().__init__(
+            f"unknown environment {name!r}: choose from {', '.join(sorted(valid))}{where}"
+        )
+
+
+class EnvironmentsFileInvalid(UsageError):
+    """The environments file cannot be read as the environments it should declare."""
 
 
 class CatalogError(MigrateError):

@@ -171,7 +171,7 @@ class RunContext:
             databases={db.name: db for db in databases},
             credentials=credentials,
             installation=inst,
-            placeholders=environments.placeholders(environment),
+            placeholders=environments.get(environment, settings).flyway_placeholders(),
             table=settings.flyway_table,
             connect_timeout=settings.connect_timeout_seconds,
             lock_retry_count=settings.lock_retry_count,

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ameide_migrate.vault import VaultConnection
+
+if TYPE_CHECKING:
+    from ameide_migrate.environments import VaultLayout
 
 DEFAULT_FLYWAY_VERSION = "10.17.0"
 DEFAULT_POSTGRESQL_DRIVER_VERSION = "42.7.4"
@@ -35,6 +38,10 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(
         default=Path(".cache"),
         description="Downloads and builds kept between runs (Flyway's jars); git-ignored.",
+    )
+    environments_file: Path | None = Field(
+        default=None,
+        description="The environments the platform migrates; default <sql_dir>/ameide.toml.",
     )
     project_dir: Path = Field(
         default=Path("."),
@@ -120,20 +127,29 @@ class Settings(BaseSettings):
     vault_kubernetes_role: str | None = None
     vault_kubernetes_mount: str = "kubernetes"
 
-    def vault_connection(self) -> VaultConnection | None:
+    def vault_connection(self, layout: VaultLayout | None = None) -> VaultConnection | None:
+        """The Vault of VAULT_ADDR, laid out as the environment's file says, unless an
+        AMEIDE_VAULT_* variable says otherwise."""
         if not self.vault_addr:
             return None
+
+        def chosen(setting: str, declared: str) -> object:
+            in_file = None if layout is None else getattr(layout, declared)
+            if in_file is None or setting in self.model_fields_set:
+                return getattr(self, setting)
+            return in_file
+
         return VaultConnection(
             address=self.vault_addr,
             namespace=self.vault_namespace,
-            kv_mount=self.vault_kv_mount,
-            path_template=self.vault_path_template,
-            auth_method=self.vault_auth_method,
+            kv_mount=str(chosen("vault_kv_mount", "kv_mount")),
+            path_template=str(chosen("vault_path_template", "path_template")),
+            auth_method=chosen("vault_auth_method", "auth_method"),  # type: ignore[arg-type]
             token=self.vault_token,
             role_id=self.vault_role_id,
             secret_id=self.vault_secret_id,
-            kubernetes_role=self.vault_kubernetes_role,
-            kubernetes_mount=self.vault_kubernetes_mount,
+            kubernetes_role=chosen("vault_kubernetes_role", "kubernetes_role"),  # type: ignore[arg-type]
+            kubernetes_mount=str(chosen("vault_kubernetes_mount", "kubernetes_mount")),
             ca_cert_path=self.vault_cacert,
             timeout_seconds=float(self.connect_timeout_seconds),
         )
