@@ -3,14 +3,21 @@ embedded local default."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
+import psycopg
+import pytest
 import typer
+from psycopg import sql
 from typer.testing import CliRunner
 
 from ameide_migrate.cli import app
+from ameide_migrate.postgres import Credentials
+from ameide_migrate.prefect_api import Server
 
-from .fix_platform import Platform, ameide
+from .fix_platform import Platform, admin_url_of, ameide
 
 
 def _paths(command: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -64,3 +71,52 @@ def test_failed_database_exits_1_with_the_table_and_the_rerun_command(platform: 
     assert "ameide-migrate run --env local --db agents" in done.stdout
     assert "FAILED:" in done.stderr
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_a_targeted_run_creates_and_touches_only_its_database(
+    tmp_path: Path, pg_admin: Credentials, db_prefix: str, prefect_server: Server
+) -> None:
+    env = {
+        **os.environ,
+        "AMEIDE_STATE_DIR": str(tmp_path / "state"),
+        "AMEIDE_LOCAL_ADMIN_URL": admin_url_of(pg_admin).get_secret_value(),
+        "AMEIDE_LOCAL_DATABASE_PREFIX": db_prefix,
+    }
+
+    done = ameide("run", "--env", "local", "--db", "threads", env=env)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    with psycopg.connect(**pg_admin.conninfo(5), autocommit=True) as conn:  # type: ignore[arg-type]
+        created = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY 1", (db_prefix + "%",)
+        ).fetchall()
+        roles = conn.execute(
+            "SELECT rolname FROM pg_roles WHERE rolname LIKE %s ORDER BY 1", (db_prefix + "%",)
+        ).fetchall()
+        conn.execute(
+            sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(f"{db_prefix}threads"))
+        )
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(f"{db_prefix}threads_owner")))
+    assert created == [(f"{db_prefix}threads",)]
+    assert [r[0] for r in roles] == [f"{db_prefix}threads_owner"]
+
+
+@pytest.mark.parametrize("shape", ["no database folder", "a folder without migrations"])
+def test_a_sql_tree_with_nothing_to_migrate_is_a_usage_error_naming_the_path(
+    tmp_path: Path, shape: str
+) -> None:
+    tree = tmp_path / "sql"
+    tree.mkdir()
+    named = tree
+    if shape == "a folder without migrations":
+        named = tree / "threads"
+        named.mkdir()
+        (named / "README.md").write_text("notes, not migrations\n")
+
+    done = ameide("run", "--env", "local", env={**os.environ, "AMEIDE_SQL_DIR": str(tree)})
+
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith(f"FAILED: {named} holds no ") or done.stderr.startswith(
+        f"FAILED: SQL tree {named} holds no database folder"
+    ), done.stderr
+    assert "Traceback" not in done.stderr

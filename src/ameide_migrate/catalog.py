@@ -164,7 +164,7 @@ def load_catalog(
     root = root.resolve()
     if not root.is_dir():
         raise CatalogError(
-            f"SQL tree {root} does not exist: point AMEIDE_SQL_DIR (or --sql-dir) at the folder "
+            f"SQL tree {root} does not exist: point AMEIDE_SQL_DIR at the folder "
             "that holds one folder of Flyway migrations per database"
         )
     folders = sorted(p for p in root.iterdir() if p.is_dir())

@@ -169,7 +169,8 @@ def run(
     targets = [d.name for d in catalog.select(db)]
     _ensure_flyway(settings)
     if target.local:
-        _seed_local(settings, catalog.databases, SecretStr(admin_url) if admin_url else None)
+        # Only the targeted databases: `--db X` touches X alone.
+        _seed_local(settings, targets, SecretStr(admin_url) if admin_url else None)
     api = _connect(settings, env)
     if api.local and target.local:
         commands.serve_local_deployments(settings, api, catalog)

@@ -26,7 +26,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ameide_migrate import vault
 from ameide_migrate.catalog import Catalog, load_catalog
 from ameide_migrate.credential_gate import LocalStoreSource, SecretSource, VaultSource
-from ameide_migrate.errors import CredentialsMissing, EnvironmentsFileInvalid, UnknownEnvironment
+from ameide_migrate.errors import (
+    CatalogError,
+    CredentialsMissing,
+    EnvironmentsFileInvalid,
+    UnknownEnvironment,
+)
 from ameide_migrate.settings import Settings
 
 FILE_NAME = "ameide.toml"
@@ -166,10 +171,22 @@ def catalog(environment: str, settings: Settings) -> Catalog:
     loaded = load_catalog(
         settings.sql_dir, placeholders=env.flyway_placeholders(), table=settings.flyway_table
     )
-    if env.databases is None:
-        return loaded
-    kept = loaded.select(list(env.databases))
-    return Catalog(root=loaded.root, databases={d.name: d for d in kept})
+    if not loaded.databases:
+        raise CatalogError(
+            f"SQL tree {loaded.root} holds no database folder: put each database's Flyway "
+            "migrations in a folder of its own under it (AMEIDE_SQL_DIR names another tree)"
+        )
+    if env.databases is not None:
+        kept = loaded.select(list(env.databases))
+        loaded = Catalog(root=loaded.root, databases={d.name: d for d in kept})
+    for database in loaded.databases.values():
+        if not database.migrations:
+            raise CatalogError(
+                f"{database.directory} holds no Flyway migration (V<version>__<name>.sql or "
+                f"R__<name>.sql): add one, or remove the folder if {database.name} is not a "
+                "database"
+            )
+    return loaded
 
 
 @contextmanager

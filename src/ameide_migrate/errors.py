@@ -62,8 +62,8 @@ class EnvironmentsFileInvalid(UsageError):
     """The environments file cannot be read as the environments it should declare."""
 
 
-class CatalogError(MigrateError):
-    """The SQL tree cannot be read as Flyway migrations."""
+class CatalogError(UsageError):
+    """The SQL tree cannot be read as Flyway migrations: nothing was started."""
 
 
 class FlywayNotInstalled(MigrateError):
