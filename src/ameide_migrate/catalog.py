@@ -6,6 +6,10 @@ line without its terminator (Java's `BufferedReader.readLine`, which splits on L
 only), a leading byte-order mark dropped, the result read as a signed 32-bit integer. Repeatable
 migrations are checksummed after placeholder replacement, so a changed placeholder value reapplies
 them, as Flyway does.
+
+Each database is read with its Flyway configuration (`flyway_config`): the migration prefixes,
+separator and suffixes, the files' encoding, the placeholders with their prefix and suffix, and
+the history table, as Flyway itself will read them.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from enum import StrEnum
 from functools import total_ordering
 from pathlib import Path
 
+from ameide_migrate import flyway_config
 from ameide_migrate.errors import CatalogError, UnknownDatabase
+from ameide_migrate.flyway_config import FlywayConfig
 
 PLATFORM_DATABASES = (
     "platform",
@@ -31,9 +37,7 @@ PLATFORM_DATABASES = (
     "langgraph",
 )
 
-_VERSIONED = re.compile(r"^V(?P<version>[0-9][0-9._]*?)__(?P<description>.+)\.sql$")
-_REPEATABLE = re.compile(r"^R__(?P<description>.+)\.sql$")
-_PLACEHOLDER = re.compile(r"\$\{([^}]+)\}")
+_VERSION = re.compile(r"[0-9][0-9._]*")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _BOM = "\ufeff"
 
@@ -85,6 +89,8 @@ class DatabaseCatalog:
     name: str
     directory: Path
     migrations: tuple[Migration, ...]
+    flyway: FlywayConfig = field(default_factory=FlywayConfig)
+    """Its Flyway settings, as its flyway.toml or flyway.conf and FLYWAY_* variables give them."""
 
     @property
     def versioned(self) -> tuple[Migration, ...]:
@@ -115,10 +121,9 @@ class Catalog:
         return [db for name, db in self.databases.items() if name in set(names)]
 
 
-def flyway_checksum(data: bytes) -> int:
-    """Flyway's checksum of a file's bytes (UTF-8)."""
-    text = data.decode("utf-8")
-    return _checksum_of_text(text)
+def flyway_checksum(data: bytes, encoding: str = "utf-8") -> int:
+    """Flyway's checksum of a file's bytes, read in the configured encoding."""
+    return _checksum_of_text(data.decode(encoding))
 
 
 def _checksum_of_text(text: str) -> int:
@@ -133,23 +138,31 @@ def _checksum_of_text(text: str) -> int:
     return crc - (1 << 32) if crc >= (1 << 31) else crc
 
 
-def _replace_placeholders(
-    text: str, placeholders: Mapping[str, str], script: str, table: str
-) -> str | None:
+def _replace_placeholders(text: str, config: FlywayConfig, script: str) -> str | None:
+    if not config.placeholder_replacement:
+        return text
     # Flyway's own placeholders that do not depend on the connection; the others (database,
-    # user, timestamp...) are known only to Flyway at run time.
-    known = {**placeholders, "flyway:filename": script, "flyway:table": table}
+    # user, timestamp...) are known only to Flyway at run time. Flyway matches names
+    # case-insensitively.
+    own = f"flyway{config.placeholder_separator}"
+    known = {k.lower(): v for k, v in config.placeholders.items()}
+    known |= {f"{own}filename": script, f"{own}table": config.table}
+    if config.settings.get("defaultSchema"):
+        known[f"{own}defaultschema"] = config.settings["defaultSchema"]
+    pattern = re.compile(
+        re.escape(config.placeholder_prefix) + "(.+?)" + re.escape(config.placeholder_suffix)
+    )
     unresolved = False
 
     def substitute(match: re.Match[str]) -> str:
         nonlocal unresolved
-        name = match.group(1)
+        name = match.group(1).lower()
         if name in known:
             return known[name]
         unresolved = True
         return match.group(0)
 
-    replaced = _PLACEHOLDER.sub(substitute, text)
+    replaced = pattern.sub(substitute, text)
     return None if unresolved else replaced
 
 
@@ -159,8 +172,14 @@ def load_catalog(
     placeholders: Mapping[str, str] | None = None,
     table: str = "flyway_schema_history",
     order: tuple[str, ...] = PLATFORM_DATABASES,
+    environment: str | None = None,
+    variables: Mapping[str, str] | None = None,
 ) -> Catalog:
-    """Read every database folder under `root`; the platform's databases come first, in order."""
+    """Read every database folder under `root`; the platform's databases come first, in order.
+
+    `placeholders` are the environment's own (from ameide.toml); each folder's Flyway files,
+    the root's and `variables` (FLYWAY_*) are laid over them as Flyway would.
+    """
     root = root.resolve()
     if not root.is_dir():
         raise CatalogError(
@@ -170,7 +189,20 @@ def load_catalog(
     folders = sorted(p for p in root.iterdir() if p.is_dir())
     rank = {name: i for i, name in enumerate(order)}
     folders.sort(key=lambda p: (rank.get(p.name, len(rank)), p.name))
-    databases = {p.name: _load_database(p, placeholders or {}, table) for p in folders}
+    databases = {
+        p.name: _load_database(
+            p,
+            flyway_config.resolve(
+                root,
+                p,
+                environment=environment,
+                environment_placeholders=placeholders or {},
+                variables=variables or {},
+                default_table=table,
+            ),
+        )
+        for p in folders
+    }
     keys: dict[str, str] = {}
     for name in databases:
         key = name.upper().replace("-", "_")
@@ -183,22 +215,49 @@ def load_catalog(
     return Catalog(root=root, databases=databases)
 
 
-def _load_database(directory: Path, placeholders: Mapping[str, str], table: str) -> DatabaseCatalog:
+def _parse_name(name: str, config: FlywayConfig) -> tuple[str, str, str] | None:
+    """(prefix, version, description) of a migration's file name, as Flyway splits it; None when
+    the name is not a migration's."""
+    suffix = next((s for s in config.sql_migration_suffixes if name.endswith(s)), None)
+    if suffix is None:
+        return None
+    stem = name[: -len(suffix)]
+    separator = config.sql_migration_separator
+    for prefix in (config.repeatable_sql_migration_prefix, config.sql_migration_prefix):
+        if not stem.startswith(prefix) or separator not in stem[len(prefix) :]:
+            continue
+        version, description = stem[len(prefix) :].split(separator, 1)
+        repeatable = prefix == config.repeatable_sql_migration_prefix
+        if description and (version == "" if repeatable else _VERSION.fullmatch(version)):
+            return prefix, version, description.replace("_", " ")
+    return None
+
+
+def _load_database(directory: Path, config: FlywayConfig) -> DatabaseCatalog:
     migrations: list[Migration] = []
     seen_versions: dict[Version, str] = {}
-    for path in sorted(directory.rglob("*.sql")):
+    suffixes = config.sql_migration_suffixes
+    paths = (p for p in directory.rglob("*") if p.is_file() and p.name.endswith(suffixes))
+    for path in sorted(paths):
         script = path.relative_to(directory).as_posix()
         name = path.name
         data = path.read_bytes()
         try:
-            data.decode("utf-8")
+            text = data.decode(config.encoding)
         except UnicodeDecodeError as e:
             raise CatalogError(
-                f"database {directory.name}: {script} is not UTF-8 (byte {e.start}): "
-                "save it as UTF-8, the encoding Flyway reads"
+                f"database {directory.name}: {script} is not {config.encoding} (byte {e.start}): "
+                "save it in that encoding, or set encoding in its flyway.toml"
             ) from None
-        if versioned := _VERSIONED.match(name):
-            version = Version.parse(versioned["version"])
+        except LookupError:
+            raise CatalogError(
+                f"database {directory.name}: encoding {config.encoding!r} "
+                f"({', '.join(map(str, config.files)) or 'FLYWAY_ENCODING'}) is not an encoding: "
+                "use a Java charset name such as UTF-8 or ISO-8859-1"
+            ) from None
+        parsed = _parse_name(name, config)
+        if parsed is not None and parsed[0] == config.sql_migration_prefix:
+            version = Version.parse(parsed[1])
             if version in seen_versions:
                 raise CatalogError(
                     f"database {directory.name}: version {version} appears twice "
@@ -206,32 +265,30 @@ def _load_database(directory: Path, placeholders: Mapping[str, str], table: str)
                 )
             seen_versions[version] = script
             migrations.append(
-                Migration(
-                    Kind.VERSIONED,
-                    version,
-                    versioned["description"].replace("_", " "),
-                    script,
-                    path,
-                    flyway_checksum(data),
-                )
+                Migration(Kind.VERSIONED, version, parsed[2], script, path, _checksum_of_text(text))
             )
-        elif repeatable := _REPEATABLE.match(name):
-            text = data.decode("utf-8")
-            replaced = _replace_placeholders(text, placeholders, name, table)
+        elif parsed is not None:
+            replaced = _replace_placeholders(text, config, name)
             migrations.append(
                 Migration(
                     Kind.REPEATABLE,
                     None,
-                    repeatable["description"].replace("_", " "),
+                    parsed[2],
                     script,
                     path,
                     None if replaced is None else _checksum_of_text(replaced),
                 )
             )
         else:
+            v, r, sep = (
+                config.sql_migration_prefix,
+                config.repeatable_sql_migration_prefix,
+                config.sql_migration_separator,
+            )
             raise CatalogError(
                 f"database {directory.name}: {script} is not a Flyway migration name; "
-                "use V<version>__<description>.sql or R__<description>.sql"
+                f"use {v}<version>{sep}<description>{suffixes[0]} or "
+                f"{r}{sep}<description>{suffixes[0]}"
             )
     versioned_sorted = sorted(
         (m for m in migrations if m.kind is Kind.VERSIONED),
@@ -240,4 +297,6 @@ def _load_database(directory: Path, placeholders: Mapping[str, str], table: str)
     repeatables_sorted = sorted(
         (m for m in migrations if m.kind is Kind.REPEATABLE), key=lambda m: m.description
     )
-    return DatabaseCatalog(directory.name, directory, tuple(versioned_sorted + repeatables_sorted))
+    return DatabaseCatalog(
+        directory.name, directory, tuple(versioned_sorted + repeatables_sorted), config
+    )

@@ -499,7 +499,7 @@ def check_database(ctx: RunContext, database: str, engine: str = "native") -> Da
         report = from_flyway(ctx.environment, db, info, validation)
     else:
         state = postgres.read_schema_state(
-            ctx.credentials[database], ctx.table, timeout=ctx.connect_timeout
+            ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
         )
         report = check(ctx.environment, db, state.history, state.recorded, state.live)
     report.checked_at, report.duration_s = checked_at, time.monotonic() - started
@@ -530,7 +530,7 @@ def plan(ctx: RunContext, database: str) -> DatabaseOutcome:
     started = time.monotonic()
     db = ctx.databases[database]
     history = postgres.read_history(
-        ctx.credentials[database], ctx.table, timeout=ctx.connect_timeout
+        ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
     )
     report = check(ctx.environment, db, history)
     pending = [m.script for m in report.migrations if m.state in PENDING]

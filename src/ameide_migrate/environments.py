@@ -169,7 +169,11 @@ def catalog(environment: str, settings: Settings) -> Catalog:
     its databases)."""
     env = get(environment, settings)
     loaded = load_catalog(
-        settings.sql_dir, placeholders=env.flyway_placeholders(), table=settings.flyway_table
+        settings.sql_dir,
+        placeholders=env.flyway_placeholders(),
+        table=settings.flyway_table,
+        environment=env.name,
+        variables=settings.flyway_variables,
     )
     if not loaded.databases:
         raise CatalogError(

@@ -66,6 +66,10 @@ class CatalogError(UsageError):
     """The SQL tree cannot be read as Flyway migrations: nothing was started."""
 
 
+class FlywayConfigInvalid(UsageError):
+    """A flyway.toml, flyway.conf or FLYWAY_* variable cannot be read as Flyway's settings."""
+
+
 class FlywayNotInstalled(MigrateError):
     pass
 

@@ -26,7 +26,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -299,6 +299,9 @@ class Request:
     table: str
     ignore_migration_patterns: tuple[str, ...] | None = None
     lock_retry_count: int | None = None
+    configuration: Mapping[str, str] = field(default_factory=dict)
+    """The database's Flyway settings (`flyway.<key>` -> value, from flyway_config), given to
+    Flyway's own `configure().configuration(Map)`."""
 
 
 def _target_key(database: str) -> str:
@@ -347,6 +350,7 @@ class FlywayEngine:
             "locations": list(request.locations),
             "placeholders": dict(request.placeholders),
             "table": request.table,
+            "configuration": dict(request.configuration),
         }
         if request.ignore_migration_patterns is not None:
             message["ignoreMigrationPatterns"] = list(request.ignore_migration_patterns)

@@ -209,13 +209,27 @@ class RunContext:
                 self._engine.close()
                 self._engine = None
 
+    def history_table(self, database: str) -> str:
+        """Where Flyway keeps the database's history: its flyway.toml's table, qualified by its
+        defaultSchema (or first of schemas) when one is set."""
+        config = self.databases[database].flyway
+        table = config.settings.get("table", self.table)
+        return f"{config.schema}.{table}" if config.schema else table
+
     def request(self, command: str, database: str, **options: Any) -> Request:
+        db = self.databases[database]
         return Request(
             command=command,
             database=database,
-            locations=(f"filesystem:{self.databases[database].directory}",),
-            placeholders=self.placeholders,
-            table=self.table,
+            locations=(f"filesystem:{db.directory}",),
+            # The catalog's placeholders already hold the environment's; a catalog read without
+            # an environment gets them here. Flyway matches names case-insensitively.
+            placeholders={
+                **{k.lower(): v for k, v in self.placeholders.items()},
+                **db.flyway.placeholders,
+            },
+            table=db.flyway.settings.get("table", self.table),
+            configuration=db.flyway.engine_settings(),
             **options,
         )
 
@@ -281,7 +295,7 @@ def current_version(history: list[HistoryRow]) -> str | None:
 
 def inspect(ctx: RunContext, database: str) -> Inspection:
     history = postgres.read_history(
-        ctx.credentials[database], ctx.table, timeout=ctx.connect_timeout
+        ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
     )
     return compare(ctx.databases[database], history)
 
@@ -310,7 +324,7 @@ def migrate(ctx: RunContext, database: str, on_log: LogSink) -> MigrateSummary:
     # The schema as Flyway left it: the drift check names what changes outside Flyway later.
     version = str(Version.parse(after)) if after else None
     postgres.record_fingerprint(
-        ctx.credentials[database], version, ctx.table, timeout=ctx.connect_timeout
+        ctx.credentials[database], version, ctx.history_table(database), timeout=ctx.connect_timeout
     )
     return MigrateSummary(
         before=before, after=after, applied=int(result.get("migrationsExecuted", 0))

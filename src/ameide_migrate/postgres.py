@@ -163,11 +163,17 @@ def read_history(creds: Credentials, table: str, *, timeout: int = 5) -> list[Hi
         return _history(conn, creds, table)
 
 
+def _history_identifier(table: str) -> sql.Identifier:
+    """`schema.table` names a history table Flyway keeps in its defaultSchema, outside the
+    search path."""
+    return sql.Identifier(*table.split(".", 1))
+
+
 def _history(conn: psycopg.Connection, creds: Credentials, table: str) -> list[HistoryRow] | None:
     try:
         with conn.cursor() as cur:
             cur.execute(
-                "SELECT to_regclass(%s) IS NOT NULL", (sql.Identifier(table).as_string(conn),)
+                "SELECT to_regclass(%s) IS NOT NULL", (_history_identifier(table).as_string(conn),)
             )
             row = cur.fetchone()
             if not row or not row[0]:
@@ -176,7 +182,7 @@ def _history(conn: psycopg.Connection, creds: Credentials, table: str) -> list[H
                 sql.SQL(
                     "SELECT installed_rank, version, description, type, script, checksum, success "
                     "FROM {} ORDER BY installed_rank"
-                ).format(sql.Identifier(table))
+                ).format(_history_identifier(table))
             )
             return [HistoryRow(*r) for r in cur.fetchall()]
     except psycopg.errors.OperationalError as e:
@@ -439,7 +445,8 @@ class Fingerprint:
 
 
 def live_fingerprint(conn: psycopg.Connection, history_table: str) -> dict[str, str]:
-    rows = conn.execute(_FINGERPRINT_SQL, {"history": history_table}).fetchall()
+    history = history_table.rsplit(".", 1)[-1]
+    rows = conn.execute(_FINGERPRINT_SQL, {"history": history}).fetchall()
     return {str(name): str(definition) for name, definition in rows}
 
 

@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     java: str = Field(default="java", description="The Java 17+ launcher that runs Flyway.")
     maven: str = Field(default="mvn", description="Maven, used once to resolve Flyway's jars.")
     flyway_table: str = "flyway_schema_history"
+    flyway_variables: dict[str, str] = Field(
+        default_factory=lambda: {k: v for k, v in os.environ.items() if k.startswith("FLYWAY_")},
+        exclude=True,
+        description="Flyway's own FLYWAY_* variables, laid over its flyway.toml or flyway.conf.",
+    )
 
     image_repository: str = Field(
         default="ameide-migrations", description="Name of the migrations image, without registry."

@@ -151,6 +151,15 @@ public final class FlywayEngine {
                 // lock serializes concurrent runs as well and holds no transaction open.
                 .configuration(Map.of("flyway.postgresql.transactional.lock",
                         text(request, "postgresqlTransactionalLock", "false")));
+        if (request.has("configuration")) {
+            // The database's flyway.toml / flyway.conf / FLYWAY_* settings, read by Flyway's own
+            // loader: it parses each value and refuses a key it does not know.
+            Map<String, String> settings = new HashMap<>();
+            for (Map.Entry<String, JsonElement> field : request.getAsJsonObject("configuration").entrySet()) {
+                settings.put(field.getKey(), field.getValue().getAsString());
+            }
+            config.configuration(settings);
+        }
         if (request.has("ignoreMigrationPatterns")) {
             config.ignoreMigrationPatterns(strings(request.getAsJsonArray("ignoreMigrationPatterns")));
         }
