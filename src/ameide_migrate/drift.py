@@ -11,7 +11,7 @@ or Outdated (its file changed since) and the older ones Superseded.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 from ameide_migrate import postgres
 from ameide_migrate.catalog import DatabaseCatalog, Migration, Version
 from ameide_migrate.migrate import DatabaseOutcome, OutcomeState, RunContext
-from ameide_migrate.postgres import Fingerprint, HistoryRow
+from ameide_migrate.postgres import Fingerprint, HistoryRow, InvalidIndex
 
 SETTLED = frozenset({"Success", "Baseline", "Below Baseline", "Superseded"})
 PENDING = frozenset({"Pending", "Outdated"})
@@ -60,6 +60,8 @@ class DatabaseDrift:
     """Objects changed outside Flyway since the fingerprint recorded after the last migrate."""
     known_good: str | None = None
     """When the schema was last recorded as Flyway left it: drift happened since then."""
+    invalid_indexes: list[InvalidIndex] = field(default_factory=list)
+    """INVALID indexes: drift whatever the history and the fingerprint say."""
     checked_at: float = 0.0
     duration_s: float = 0.0
 
@@ -236,6 +238,9 @@ def fix_for(environment: str, database: str, drift: DatabaseDrift) -> str:
         return ""
     steps = []
     states = {s.state for s in drift.migrations}
+    if drift.invalid_indexes:
+        drops = " ".join(index.drop() for index in drift.invalid_indexes)
+        steps.append(f"drop the INVALID index(es) with `{drops}`, then `{rerun}` to build them")
     if drift.schema_changes:
         steps.append(
             f"undo {', '.join(drift.schema_changes)} by hand, or capture the change in a new "
@@ -281,15 +286,29 @@ def schema_changes(recorded: Fingerprint | None, live: Mapping[str, str]) -> dic
     return dict(sorted(changes.items()))
 
 
+def invalid_index_problems(indexes: Sequence[InvalidIndex]) -> dict[str, str]:
+    """An INVALID index is drift even when the history says its migration succeeded: that is
+    what a CREATE INDEX CONCURRENTLY that failed, and a retry that skipped it, leave."""
+    return {
+        f"index {index.qualified}": (
+            f"index {index.qualified} on {index.table} is INVALID (a CREATE INDEX CONCURRENTLY "
+            f"that failed or was cancelled): PostgreSQL maintains it on every write and never "
+            f"uses it ({index.definition})"
+        )
+        for index in indexes
+    }
+
+
 def check(
     environment: str,
     db: DatabaseCatalog,
     history: list[HistoryRow] | None,
     fingerprint: Fingerprint | None = None,
     live: Mapping[str, str] | None = None,
+    invalid_indexes: Sequence[InvalidIndex] = (),
 ) -> DatabaseDrift:
     statuses = native_info(db, history)
-    problems = validate_problems(db, history, statuses)
+    problems = validate_problems(db, history, statuses) | invalid_index_problems(invalid_indexes)
     # Flyway's current version: the highest of the applied ones, failed ones included.
     applied = [
         Version.parse(s.version)
@@ -303,6 +322,7 @@ def check(
         latest=str(db.latest_version) if db.latest_version else None,
         migrations=statuses,
         problems=problems,
+        invalid_indexes=list(invalid_indexes),
     )
     # A fingerprint of another version was not taken by our last migrate: nothing to compare.
     if fingerprint is not None and live is not None and fingerprint.version == drift.version:
@@ -315,7 +335,11 @@ def check(
 
 
 def from_flyway(
-    environment: str, db: DatabaseCatalog, info: Mapping[str, Any], validation: Mapping[str, Any]
+    environment: str,
+    db: DatabaseCatalog,
+    info: Mapping[str, Any],
+    validation: Mapping[str, Any],
+    invalid_indexes: Sequence[InvalidIndex] = (),
 ) -> DatabaseDrift:
     """The same report from Flyway's own `info` and `validate` results."""
     statuses = [
@@ -333,7 +357,7 @@ def from_flyway(
             (m.get("errorDetails") or {}).get("errorMessage", "")
         )
         for m in validation.get("invalidMigrations") or ()
-    }
+    } | invalid_index_problems(invalid_indexes)
     shown = info.get("schemaVersion")
     drift = DatabaseDrift(
         database=db.name,
@@ -343,6 +367,7 @@ def from_flyway(
         migrations=statuses,
         problems=problems,
         engine="flyway",
+        invalid_indexes=list(invalid_indexes),
     )
     drift.fix = fix_for(environment, db.name, drift)
     return drift
@@ -496,12 +521,21 @@ def check_database(ctx: RunContext, database: str, engine: str = "native") -> Da
         validation = ctx.engine().run(
             ctx.request("validate", database, ignore_migration_patterns=("*:pending", "*:future"))
         )
-        report = from_flyway(ctx.environment, db, info, validation)
+        # Flyway knows nothing of index validity: PostgreSQL is asked either way.
+        invalid = postgres.invalid_indexes(ctx.credentials[database], timeout=ctx.connect_timeout)
+        report = from_flyway(ctx.environment, db, info, validation, invalid)
     else:
         state = postgres.read_schema_state(
             ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
         )
-        report = check(ctx.environment, db, state.history, state.recorded, state.live)
+        report = check(
+            ctx.environment,
+            db,
+            state.history,
+            state.recorded,
+            state.live,
+            state.invalid_indexes,
+        )
     report.checked_at, report.duration_s = checked_at, time.monotonic() - started
     return report
 
@@ -532,7 +566,8 @@ def plan(ctx: RunContext, database: str) -> DatabaseOutcome:
     history = postgres.read_history(
         ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
     )
-    report = check(ctx.environment, db, history)
+    invalid = postgres.invalid_indexes(ctx.credentials[database], timeout=ctx.connect_timeout)
+    report = check(ctx.environment, db, history, invalid_indexes=invalid)
     pending = [m.script for m in report.migrations if m.state in PENDING]
     latest = str(db.latest_version) if db.latest_version else None
     if report.verdict is Verdict.DRIFTED:

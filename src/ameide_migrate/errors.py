@@ -96,6 +96,7 @@ class FlywayCommandFailed(MigrateError):
         flyway_message: str,
         error_code: str | None = None,
         sql_states: tuple[str, ...] = (),
+        script: str | None = None,
     ) -> None:
         super().__init__(message)
         self.database = database
@@ -103,6 +104,8 @@ class FlywayCommandFailed(MigrateError):
         self.flyway_message = flyway_message
         self.error_code = error_code
         self.sql_states = sql_states
+        self.script = script
+        """The migration that failed, when Flyway named one."""
 
 
 class TransientFlywayFault(FlywayCommandFailed):
@@ -121,6 +124,18 @@ class ChecksumMismatch(ValidationFailed):
 
 class MigrationFailed(FlywayCommandFailed):
     pass
+
+
+class NonTransactionalMigrationFailed(MigrationFailed):
+    """A migration Flyway ran outside a transaction failed: what it did before the failure stays
+    (a CREATE INDEX CONCURRENTLY leaves an INVALID index), so it is never retried, whatever its
+    SQLSTATE; a retry would build on the leftovers."""
+
+
+class LeftoversFound(MigrateError):
+    """The database holds what a failed non-transactional migration left behind (an INVALID
+    index): migrating over it could record the migration as a success, so nothing is applied
+    until it is cleaned up."""
 
 
 class DatabaseUnreachable(MigrateError):

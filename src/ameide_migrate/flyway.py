@@ -41,6 +41,7 @@ from ameide_migrate.errors import (
     FlywayInstallFailed,
     FlywayNotInstalled,
     MigrationFailed,
+    NonTransactionalMigrationFailed,
     TransientFlywayFault,
     ValidationFailed,
 )
@@ -443,8 +444,13 @@ def classify(request: Request, error: Mapping[str, Any]) -> FlywayCommandFailed:
         or any(c in causes for c in _TRANSIENT_CAUSES)
         or _LOCK_WAIT in flyway_message
     )
+    script = error.get("script")
     cls: type[FlywayCommandFailed]
-    if transient:
+    if request.command == "migrate" and error.get("executableInTransaction") is False:
+        # Not rolled back: a retry would meet what it left (an INVALID index), whatever the
+        # SQLSTATE (a lock_timeout's 55P03 included).
+        cls = NonTransactionalMigrationFailed
+    elif transient:
         cls = TransientFlywayFault
     elif request.command == "validate":
         cls = (
@@ -462,6 +468,7 @@ def classify(request: Request, error: Mapping[str, Any]) -> FlywayCommandFailed:
         flyway_message=flyway_message,
         error_code=error.get("errorCode"),
         sql_states=states,
+        script=str(script) if script else None,
     )
 
 

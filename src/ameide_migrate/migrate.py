@@ -6,6 +6,7 @@ Flows and the CLI are thin wrappers over these; they can be tested without Prefe
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -13,18 +14,20 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ameide_migrate import environments, flyway, postgres
-from ameide_migrate.catalog import DatabaseCatalog, Version
+from ameide_migrate import environments, flyway, postgres, statements
+from ameide_migrate.catalog import DatabaseCatalog, Migration, Version
 from ameide_migrate.errors import (
     ChecksumMismatch,
     FlywayCommandFailed,
     FlywayNotInstalled,
+    LeftoversFound,
     MigrateError,
     MigrationFailed,
+    NonTransactionalMigrationFailed,
     ValidationFailed,
 )
 from ameide_migrate.flyway import FlywayEngine, Installation, LogSink, Request
-from ameide_migrate.postgres import Credentials, HistoryRow
+from ameide_migrate.postgres import Credentials, HistoryRow, InvalidIndex
 from ameide_migrate.settings import Settings
 
 # Flyway's info states that mean "applied and nothing left to do".
@@ -151,6 +154,9 @@ class RunContext:
         self._engine: FlywayEngine | None = None
         self._engine_lock = threading.Lock()
         self.engine_starts = 0
+        self.first_failures: dict[str, FlywayCommandFailed] = {}
+        """Each database's first migrate failure of this run: a retry's error (an "already
+        exists" the first attempt caused) never hides the original statement and SQLSTATE."""
 
     @classmethod
     def create(
@@ -301,7 +307,18 @@ def inspect(ctx: RunContext, database: str) -> Inspection:
 
 
 def validate(ctx: RunContext, database: str, on_log: LogSink) -> None:
-    """Flyway validate of what is applied; pending migrations are expected here, not errors."""
+    """Flyway validate of what is applied; pending migrations are expected here, not errors.
+
+    First, the leftovers of a failed non-transactional migration stop it: migrating over an
+    INVALID index would let `CREATE INDEX CONCURRENTLY IF NOT EXISTS` skip it and Flyway record
+    the migration as a success.
+    """
+    leftovers = postgres.invalid_indexes(ctx.credentials[database], timeout=ctx.connect_timeout)
+    if leftovers:
+        raise LeftoversFound(
+            f"database {database} holds what a failed CREATE INDEX CONCURRENTLY left: "
+            f"{describe_leftovers(leftovers)}; nothing was migrated over it"
+        )
     request = ctx.request("validate", database, ignore_migration_patterns=("*:pending", "*:future"))
     result = ctx.engine().run(request, on_log)
     problem = flyway.validation_error(request, result)
@@ -316,9 +333,42 @@ class MigrateSummary:
     applied: int
 
 
+def pending_non_transactional(
+    db: DatabaseCatalog, history: list[HistoryRow] | None
+) -> list[tuple[Migration, list[statements.NonTransactional]]]:
+    """The migrations still to apply that PostgreSQL cannot run in a transaction."""
+    applied = {
+        (r.version and str(Version.parse(r.version)), r.checksum)
+        for r in history or []
+        if r.success
+    }
+    found = []
+    for m in db.migrations:
+        if (m.version and str(m.version), m.checksum) in applied:
+            continue
+        refused = statements.non_transactional(m.path.read_text(encoding="utf-8-sig"))
+        if refused:
+            found.append((m, refused))
+    return found
+
+
 def migrate(ctx: RunContext, database: str, on_log: LogSink) -> MigrateSummary:
+    history = postgres.read_history(
+        ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
+    )
+    for migration, refused in pending_non_transactional(ctx.databases[database], history):
+        kinds = ", ".join(sorted({f"{r.kind} (line {r.statement.line})" for r in refused}))
+        on_log(
+            "info",
+            f"{migration.script} runs outside a transaction ({kinds}): if it fails, what it did "
+            "stays, and it is not retried",
+        )
     request = ctx.request("migrate", database, lock_retry_count=ctx.lock_retry_count)
-    result = ctx.engine().run(request, on_log)
+    try:
+        result = ctx.engine().run(request, on_log)
+    except FlywayCommandFailed as error:
+        ctx.first_failures.setdefault(database, error)
+        raise
     before = result.get("initialSchemaVersion")
     after = result.get("targetSchemaVersion") or before
     # The schema as Flyway left it: the drift check names what changes outside Flyway later.
@@ -425,13 +475,20 @@ def _failed(
             after = before  # unreachable now: report what was last seen
     reached = after.version if after else None
     applied = (after.applied_rows - before.applied_rows) if after and before else 0
-    if isinstance(error, MigrateError):
-        message = failure_message(error)
+    if isinstance(error, NonTransactionalMigrationFailed | LeftoversFound):
+        message, next_step = _leftovers_failure(ctx, database, error)
+    elif isinstance(error, MigrateError):
+        message = failure_message(error, ctx.databases[database])
         next_step = recovery(ctx.environment, database, error, reached)
     else:
         message = f"unexpected {type(error).__name__}: {error}"
         next_step = (
             f"Report this with the run's logs; rerun `{rerun_command(ctx.environment, database)}`."
+        )
+    original = ctx.first_failures.get(database)
+    if original is not None and original is not error:
+        message = (
+            f"{failure_message(original, ctx.databases[database])}\nThen, on a retry: {message}"
         )
     return DatabaseOutcome(
         database,
@@ -444,6 +501,72 @@ def _failed(
         message=message,
         recovery=next_step,
     )
+
+
+def describe_leftovers(indexes: list[InvalidIndex]) -> str:
+    return ", ".join(f"INVALID index {i.qualified} on {i.table} ({i.definition})" for i in indexes)
+
+
+_FAILED_LINE = re.compile(r"^Line\s*:\s*(\d+)", re.MULTILINE)
+
+
+def failed_statement(
+    db: DatabaseCatalog, error: FlywayCommandFailed
+) -> tuple[statements.Statement | None, list[statements.Statement]]:
+    """The statement of the failed migration at the line Flyway names, and those before it."""
+    line = _FAILED_LINE.search(error.flyway_message)
+    migration = next((m for m in db.migrations if m.script == error.script), None)
+    if line is None or migration is None:
+        return None, []
+    script = statements.split(migration.path.read_text(encoding="utf-8-sig"))
+    failed = next((st for st in script if st.line == int(line.group(1))), None)
+    return failed, [st for st in script if st.line < int(line.group(1))]
+
+
+def _leftovers_failure(
+    ctx: RunContext, database: str, error: NonTransactionalMigrationFailed | LeftoversFound
+) -> tuple[str, str]:
+    """(message, recovery) when a non-transactional migration failed or left something behind:
+    what it left, by name, and the exact statements that clean it up."""
+    rerun = rerun_command(ctx.environment, database)
+    try:
+        leftovers = postgres.invalid_indexes(ctx.credentials[database], timeout=ctx.connect_timeout)
+        history = postgres.read_history(
+            ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
+        )
+    except MigrateError as unreachable:
+        return failure_message(error), (
+            f"It ran outside a transaction, so what it did stays; the database could not be "
+            f"read to name it ({unreachable}). Once reachable, rerun `{rerun}`, which names it."
+        )
+    lines = [failure_message(error, ctx.databases[database])]
+    steps = []
+    if isinstance(error, NonTransactionalMigrationFailed):
+        lines.append(
+            f"{error.script or 'The migration'} ran outside a transaction (PostgreSQL refuses "
+            "its CONCURRENTLY or similar statement inside one): it was not rolled back and is "
+            "not retried."
+        )
+        _, done = failed_statement(ctx.databases[database], error)
+        if done:
+            shown = "; ".join(f"line {st.line}: {st.words[:80]}" for st in done)
+            lines.append(f"Applied before the failure, and still in place: {shown}.")
+            steps.append(f"undo those statements, or make them idempotent in {error.script}")
+        if "55P03" in error.sql_states:
+            lines.append(
+                "It was cancelled by lock_timeout: a CONCURRENTLY build waits for every "
+                "transaction older than it; end the long transactions (pg_stat_activity) or "
+                "raise AMEIDE_LOCK_TIMEOUT_SECONDS."
+            )
+    if leftovers:
+        lines.append(f"It left: {describe_leftovers(leftovers)}.")
+        drops = " ".join(index.drop() for index in leftovers)
+        steps.insert(0, f"run `{drops}` as the database's owner")
+    if any(not r.success for r in history or []):
+        repair = f"ameide-migrate repair --env {ctx.environment} --db {database}"
+        steps.append(f"remove the failed row Flyway recorded with `{repair}`")
+    steps.append(f"rerun `{rerun}`")
+    return "\n".join(lines), "Recover: " + "; then ".join(steps) + "."
 
 
 def repair(ctx: RunContext, database: str, on_log: LogSink) -> dict[str, Any]:
@@ -497,10 +620,9 @@ def recovery(environment: str, database: str, error: MigrateError, before: str |
         return f"Fix what Flyway reports above, then rerun `{rerun}`."
     if isinstance(error, MigrationFailed):
         return (
-            "PostgreSQL rolled the failed migration back (Flyway runs each one in a transaction), "
+            "PostgreSQL rolled the failed migration back (Flyway ran it in a transaction), "
             f"so the database stays at version {before or 'none'}. Fix the migration forward and "
-            f"rerun `{rerun}`. If it was non-transactional and Flyway recorded it as failed, undo "
-            f"its partial changes, run `{repair_cmd}` to remove the failed row, then rerun."
+            f"rerun `{rerun}`."
         )
     if error.transient:
         return (
@@ -510,7 +632,14 @@ def recovery(environment: str, database: str, error: MigrateError, before: str |
     return f"Rerun `{rerun}` once the cause is fixed."
 
 
-def failure_message(error: MigrateError) -> str:
-    if isinstance(error, FlywayCommandFailed):
-        return f"flyway {error.command}: {error.flyway_message}"
-    return str(error)
+def failure_message(error: MigrateError, db: DatabaseCatalog | None = None) -> str:
+    """Flyway's own message; with the failed statement itself, which Flyway shows only with -X."""
+    if not isinstance(error, FlywayCommandFailed):
+        return str(error)
+    message = f"flyway {error.command}: {error.flyway_message}"
+    failed, _ = failed_statement(db, error) if db is not None else (None, [])
+    if failed is not None and failed.text not in error.flyway_message:
+        message += (
+            f"\nThe statement that failed (line {failed.line} of {error.script}): {failed.text}"
+        )
+    return message

@@ -392,6 +392,9 @@ def _server_user() -> pwd.struct_passwd | None:
     raise LocalClusterFailed("running as root and no unprivileged user (postgres, nobody) exists")
 
 
+# What pg_get_indexdef, pg_get_constraintdef and pg_get_triggerdef leave out is added where it
+# differs from the normal state (an INVALID index, a disabled trigger; pg_get_constraintdef says
+# NOT VALID itself), so a fingerprint recorded before these were seen compares equal.
 # Every object a migration defines, in the schemas Flyway manages (all but the system's and our
 # own bookkeeping), each with a definition that changes when the object does.
 _FINGERPRINT_SQL = """
@@ -413,7 +416,8 @@ LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 WHERE c.relkind IN ('r', 'p', 'v', 'm') AND a.attnum > 0 AND NOT a.attisdropped
   AND c.relname <> %(history)s
 UNION ALL
-SELECT 'index ' || s.nspname || '.' || c.relname, pg_get_indexdef(c.oid)
+SELECT 'index ' || s.nspname || '.' || c.relname,
+       pg_get_indexdef(c.oid) || CASE WHEN i.indisvalid THEN '' ELSE ' INVALID' END
 FROM pg_class c JOIN s ON s.oid = c.relnamespace JOIN pg_index i ON i.indexrelid = c.oid
 JOIN pg_class t ON t.oid = i.indrelid
 WHERE c.relkind IN ('i', 'I') AND t.relname <> %(history)s
@@ -431,10 +435,61 @@ UNION ALL
 SELECT 'view ' || s.nspname || '.' || c.relname, md5(pg_get_viewdef(c.oid))
 FROM pg_class c JOIN s ON s.oid = c.relnamespace WHERE c.relkind = 'v'
 UNION ALL
-SELECT 'trigger ' || s.nspname || '.' || c.relname || '.' || tg.tgname, pg_get_triggerdef(tg.oid)
+SELECT 'trigger ' || s.nspname || '.' || c.relname || '.' || tg.tgname,
+       pg_get_triggerdef(tg.oid) || CASE tg.tgenabled WHEN 'D' THEN ' DISABLED'
+           WHEN 'R' THEN ' ENABLED ON REPLICA ONLY' WHEN 'A' THEN ' ENABLED ALWAYS' ELSE '' END
 FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid JOIN s ON s.oid = c.relnamespace
 WHERE NOT tg.tgisinternal
 """
+
+
+# Indexes PostgreSQL marked INVALID: what a CREATE INDEX CONCURRENTLY (or REINDEX CONCURRENTLY)
+# that failed or was cancelled leaves; PostgreSQL keeps updating them on every write and never
+# uses them, and `CREATE INDEX ... IF NOT EXISTS` skips them. A build still running is invalid
+# too until it ends: those are left out. Partitioned indexes ('I') are invalid by design until
+# every partition's index is attached.
+_INVALID_INDEXES_SQL = """
+SELECT n.nspname, c.relname, t.relname, pg_get_indexdef(c.oid)
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_class t ON t.oid = i.indrelid
+WHERE NOT i.indisvalid AND c.relkind = 'i'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+  AND NOT EXISTS (
+      SELECT 1 FROM pg_stat_progress_create_index p WHERE p.index_relid = i.indexrelid
+  )
+ORDER BY 1, 2
+"""
+
+
+@dataclass(frozen=True)
+class InvalidIndex:
+    schema: str
+    name: str
+    table: str
+    definition: str
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    def drop(self) -> str:
+        """The statement that removes it without blocking writes to its table."""
+        return (
+            sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {};")
+            .format(sql.Identifier(self.schema, self.name))
+            .as_string(None)
+        )
+
+
+def _invalid_indexes(conn: psycopg.Connection) -> list[InvalidIndex]:
+    return [InvalidIndex(*row) for row in conn.execute(_INVALID_INDEXES_SQL).fetchall()]
+
+
+def invalid_indexes(creds: Credentials, *, timeout: int = 5) -> list[InvalidIndex]:
+    """The database's INVALID indexes (builds in progress aside), read-only."""
+    with connect(creds, timeout=timeout, read_only=True) as conn:
+        return _invalid_indexes(conn)
 
 
 @dataclass(frozen=True)
@@ -474,12 +529,14 @@ class SchemaState:
     recorded: Fingerprint | None
     """The fingerprint recorded after the last migrate."""
     live: dict[str, str]
+    invalid_indexes: list[InvalidIndex]
 
 
 def read_schema_state(creds: Credentials, history_table: str, *, timeout: int = 5) -> SchemaState:
     with connect(creds, timeout=timeout, read_only=True) as conn:
         history = _history(conn, creds, history_table)
         live = live_fingerprint(conn, history_table)
+        invalid = _invalid_indexes(conn)
         exists = conn.execute("SELECT to_regclass('ameide_migrate.schema_fingerprint')").fetchone()
         row = None
         if exists and exists[0] is not None:
@@ -488,7 +545,7 @@ def read_schema_state(creds: Credentials, history_table: str, *, timeout: int = 
                 "ORDER BY recorded_at DESC LIMIT 1"
             ).fetchone()
     recorded = Fingerprint(row[0], row[1], dict(row[2])) if row else None
-    return SchemaState(history, recorded, live)
+    return SchemaState(history, recorded, live, invalid)
 
 
 def server_major(creds: Credentials, *, timeout: int = 5) -> int:
