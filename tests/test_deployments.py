@@ -78,9 +78,31 @@ def test_trigger_waits_for_the_run_and_exits_0_when_it_completes(process_worker:
 
 def test_trigger_exit_codes_for_failure_drift_and_timeout(process_worker: Platform) -> None:
     (process_worker.sql_dir / "graph" / "V9__graph_broken.sql").write_text("SELECT * FROM nope;\n")
-    failed = ameide("trigger", "--env", "local", "--db", "graph", "--wait", "--timeout", "240")
+    failed = ameide(
+        "trigger",
+        "--env",
+        "local",
+        "--db",
+        "graph",
+        "--db",
+        "threads",
+        "--wait",
+        "--timeout",
+        "240",
+    )
     assert failed.returncode == 1, failed.stdout + failed.stderr
-    assert "Failed" in failed.stdout
+    # Readable in a CI log: a line per task state with the task's name, Flyway's error once,
+    # no traceback, a row per database, the UI link on a line of its own, then the verdict.
+    lines = failed.stdout.splitlines()
+    assert "  task migrate graph: Failed" in "\n".join(lines)
+    assert "  task migrate threads: Completed" in lines
+    assert failed.stdout.count('ERROR: relation "nope" does not exist') == 1, failed.stdout
+    assert "Traceback" not in failed.stdout + failed.stderr
+    rows = {line.split()[1]: line.split() for line in lines if line.startswith("│ ")}
+    assert "failed" in rows["graph"]
+    assert "migrated" in rows["threads"]
+    assert lines[-2] == f"Flow run: {failed.stdout.split()[3]}"
+    assert lines[-1] == "Failed: environment local: 1 migrated, 1 failed"
 
     drift = ameide(
         "trigger",
@@ -96,6 +118,8 @@ def test_trigger_exit_codes_for_failure_drift_and_timeout(process_worker: Platfo
     )
     assert drift.returncode == 3, drift.stdout + drift.stderr
     assert "state: Drifted" in drift.stdout
+    assert "Traceback" not in drift.stdout + drift.stderr
+    assert drift.stdout.splitlines()[-1] == "Drifted: environment local: 1 behind"
 
     slow = ameide("trigger", "--env", "local", "--db", "threads", "--wait", "--timeout", "0.1")
     assert slow.returncode == 4, slow.stdout + slow.stderr
