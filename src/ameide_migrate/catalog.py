@@ -82,6 +82,12 @@ class Migration:
     path: Path
     checksum: int | None
     """None when a placeholder's value is only known to Flyway at run time."""
+    encoding: str = "utf-8"
+    """The file's encoding, as its Flyway configuration gives it."""
+
+    def text(self) -> str:
+        """The script as Flyway reads it: in its configured encoding, a byte-order mark dropped."""
+        return self.path.read_bytes().decode(self.encoding).removeprefix(_BOM)
 
 
 @dataclass(frozen=True)
@@ -265,7 +271,15 @@ def _load_database(directory: Path, config: FlywayConfig) -> DatabaseCatalog:
                 )
             seen_versions[version] = script
             migrations.append(
-                Migration(Kind.VERSIONED, version, parsed[2], script, path, _checksum_of_text(text))
+                Migration(
+                    Kind.VERSIONED,
+                    version,
+                    parsed[2],
+                    script,
+                    path,
+                    _checksum_of_text(text),
+                    config.encoding,
+                )
             )
         elif parsed is not None:
             replaced = _replace_placeholders(text, config, name)
@@ -277,6 +291,7 @@ def _load_database(directory: Path, config: FlywayConfig) -> DatabaseCatalog:
                     script,
                     path,
                     None if replaced is None else _checksum_of_text(replaced),
+                    config.encoding,
                 )
             )
         else:

@@ -305,6 +305,15 @@ class Request:
     Flyway's own `configure().configuration(Map)`."""
 
 
+def utf8_locale(env: Mapping[str, str]) -> dict[str, str]:
+    """LC_ALL=C.UTF-8 when the environment names no UTF-8 locale (a pod often names none): the
+    JVM decodes file names with the locale's charset, and under ASCII it skips a migration whose
+    name is not ASCII (V4__café.sql) without a word."""
+    chosen = env.get("LC_ALL") or env.get("LC_CTYPE") or env.get("LANG") or ""
+    utf8 = chosen.lower().replace("-", "").endswith("utf8")
+    return {} if utf8 else {"LC_ALL": "C.UTF-8"}
+
+
 def _target_key(database: str) -> str:
     return database.upper().replace("-", "_")
 
@@ -314,6 +323,7 @@ class FlywayEngine:
 
     def __init__(self, inst: Installation, targets: Mapping[str, Target]) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AMEIDE_TARGET_")}
+        env.update(utf8_locale(env))
         for database, target in targets.items():
             prefix = f"AMEIDE_TARGET_{_target_key(database)}_"
             env[prefix + "URL"] = target.jdbc_url

@@ -200,10 +200,14 @@ class FlywayConfig:
 class _Layer:
     settings: dict[str, str] = field(default_factory=dict)
     placeholders: dict[str, str] = field(default_factory=dict)
+    sets_placeholders: bool = False
+    """An environment's `placeholders` table replaces `[flyway.placeholders]` whole, as Flyway
+    merges an environment over `[flyway]`."""
 
     def over(self, other: _Layer) -> None:
         self.settings.update(other.settings)
         self.placeholders.update(other.placeholders)
+        self.sets_placeholders |= other.sets_placeholders
 
 
 def resolve(
@@ -222,6 +226,12 @@ def resolve(
         for p in variables.get("FLYWAY_CONFIG_FILES", "").split(",")
         if p.strip()
     ]
+    kinds = {f.suffix for f in files}
+    if len(kinds) > 1:
+        raise FlywayConfigInvalid(
+            f"{', '.join(map(str, files))}: TOML and CONF configuration together, which Flyway "
+            f"refuses too: move the settings of the {CONF_FILE} into a {TOML_FILE}"
+        )
     chosen = _Layer(placeholders={k.lower(): v for k, v in environment_placeholders.items()})
     general = _Layer()
     for path in files:
@@ -229,6 +239,8 @@ def resolve(
         general.over(file_general)
         if environment is not None and environment in file_environments:
             chosen.over(file_environments[environment])
+    if chosen.sets_placeholders:
+        general.placeholders.clear()
     general.over(chosen)
     general.over(_from_variables(variables))
     return FlywayConfig(
@@ -311,6 +323,7 @@ def _table(path: Path, document: Mapping[str, Any], key: str) -> Mapping[str, An
 def _take_flyway_table(path: Path, where: str, table: Mapping[str, Any], into: _Layer) -> None:
     for key, value in table.items():
         if key == "placeholders":
+            into.sets_placeholders = True
             for name, v in _table(path, table, key).items():
                 into.placeholders[name.lower()] = _flat(v)
         elif key == "postgresql":
