@@ -346,7 +346,7 @@ def pending_non_transactional(
     for m in db.migrations:
         if (m.version and str(m.version), m.checksum) in applied:
             continue
-        refused = statements.non_transactional(m.path.read_text(encoding="utf-8-sig"))
+        refused = statements.non_transactional(m.text())
         if refused:
             found.append((m, refused))
     return found
@@ -518,7 +518,7 @@ def failed_statement(
     migration = next((m for m in db.migrations if m.script == error.script), None)
     if line is None or migration is None:
         return None, []
-    script = statements.split(migration.path.read_text(encoding="utf-8-sig"))
+    script = statements.split(migration.text())
     failed = next((st for st in script if st.line == int(line.group(1))), None)
     return failed, [st for st in script if st.line < int(line.group(1))]
 
