@@ -1,15 +1,13 @@
-"""`ameide-migrate`: a thin command line over the verbs and flows.
+"""`ameide-migrate`: the command line parses, calls a verb of `commands`, and prints.
 
-A user's mistake prints `FAILED: <what and what to do>` and exits non-zero, never a traceback:
-0 success, 1 a database or step failed, 2 usage error.
+A user's mistake prints `FAILED: <what and what to do>` and exits with its `ExitCode`, never a
+traceback.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,19 +16,9 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.markup import escape
 
-from ameide_migrate import (
-    commands,
-    credential_gate,
-    environments,
-    flyway,
-    local,
-    prefect_api,
-    report,
-)
-from ameide_migrate.catalog import load_catalog
-from ameide_migrate.errors import MigrateError, RunFailed, UsageError
-from ameide_migrate.postgres import Credentials
-from ameide_migrate.settings import Settings, get_settings
+from ameide_migrate import commands, environments, prefect_api, report
+from ameide_migrate.errors import ExitCode, MigrateError, UsageError
+from ameide_migrate.settings import get_settings
 
 app = typer.Typer(
     help="Run, verify and watch every schema change of every database, with Prefect and Flyway.",
@@ -86,51 +74,13 @@ def main() -> None:
         raise SystemExit(error.exit_code) from None
 
 
-def _ensure_flyway(settings: Settings, version: str | None = None) -> flyway.Installation:
-    chosen = version or settings.flyway_version
-    home = (settings.cache_dir / "flyway" / chosen).resolve()
-    inst, changed = flyway.install(
-        home,
-        chosen,
-        driver_version=settings.postgresql_driver_version,
-        java=settings.java,
-        maven=settings.maven,
-        progress=lambda m: err_console.print(f"[dim]{m}[/]"),
-    )
-    if changed:
-        err_console.print(f"Flyway {chosen} installed in {home}")
-    return inst
+def _announce_local_server(api: prefect_api.Api) -> None:
+    if api.local:
+        err_console.print(f"Prefect UI: {api.ui_url}", highlight=False)
 
 
-def _connect(settings: Settings, env: str, *, deployments: bool = False) -> prefect_api.Api:
-    """Choose the Prefect API before anything imports Prefect (it reads its settings once).
-
-    PREFECT_API_URL when set. Else the embedded local server, except where the command works on
-    another environment's deployments (`deployments`): those live on a shared server.
-    """
-    what = f"--env {env}'s deployments" if deployments else "this command"
-    local = environments.get(env, settings).local
-    return prefect_api.connect(
-        settings.state_dir, local_allowed=local or not deployments, needed_for=what
-    )
-
-
-class _NoTracebackForExpectedFailures(logging.Filter):
-    """A failed migration is news, not a crash: show Prefect's message without the traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], MigrateError):
-            record.exc_info = None
-            record.exc_text = None
-        return True
-
-
-def _quiet_console_tracebacks() -> None:
-    import prefect.main  # noqa: F401  (sets up Prefect's logging handlers)
-
-    for handler in logging.getLogger().handlers + logging.getLogger("prefect").handlers:
-        if isinstance(handler, logging.StreamHandler):
-            handler.addFilter(_NoTracebackForExpectedFailures())
+def _progress(message: str) -> None:
+    err_console.print(f"[dim]{escape(message)}[/]", highlight=False)
 
 
 @app.command()
@@ -163,64 +113,30 @@ def run(
 ) -> None:
     """(Build and push the migrations image,) verify the credentials, migrate the environment's
     databases to the latest version, then prove it (flyway info)."""
-    settings = get_settings()
-    target = environments.get(env, settings)
-    catalog = environments.catalog(env, settings)
-    targets = [d.name for d in catalog.select(db)]
-    _ensure_flyway(settings)
-    if target.local:
-        # Only the targeted databases: `--db X` touches X alone.
-        _seed_local(settings, targets, SecretStr(admin_url) if admin_url else None)
-    api = _connect(settings, env)
-    if api.local and target.local:
-        commands.serve_local_deployments(settings, api, catalog)
-    if api.local:
-        err_console.print(f"Prefect UI: {api.ui_url}")
-    from flows.image import ImageBuild
-    from flows.migrate import migrate_flow
-
-    image_build = (
-        ImageBuild(registry=registry) if (build is None and not target.local) or build else None
-    )
-    _quiet_console_tracebacks()
-    state: Any = migrate_flow(
-        environment=env,
-        databases=targets if db else None,
+    done = commands.run(
+        get_settings(),
+        env,
+        db,
+        admin_url=SecretStr(admin_url) if admin_url else None,
         concurrency=concurrency,
         dry_run=dry_run,
-        build=image_build,
-        return_state=True,
+        build=build,
+        registry=registry,
+        progress=_progress,
+        on_api=_announce_local_server,
     )
-    outcome = state.result(raise_on_failure=False)
-    flow_run = prefect_api.ui_address_of_flow_run(api.ui_url, str(state.state_details.flow_run_id))
-    if isinstance(outcome, RunFailed):
-        report.print_run(outcome.report, console)  # type: ignore[arg-type]
-        err_console.print(f"Flow run: {flow_run}", soft_wrap=True)
-        raise outcome
-    if isinstance(outcome, BaseException):
-        err_console.print(f"Flow run: {flow_run}", soft_wrap=True)
-        raise outcome
-    report.print_run(outcome, console)
-    err_console.print(f"Flow run: {flow_run}", soft_wrap=True)
-    if api.local and target.local:
+    if done.report is not None:
+        report.print_run(done.report, console)
+    err_console.print(f"Flow run: {done.flow_run_url}", soft_wrap=True, highlight=False)
+    if done.failure is not None:
+        raise done.failure
+    if done.ui_serves_runs:
         err_console.print(
-            f"Prefect UI: {api.ui_url} (Deployments, migrate/{env}, Run: the same migration from "
-            "the browser; `ameide-migrate local down` stops the local servers)",
+            f"Prefect UI: {done.api.ui_url} (Deployments, migrate/{env}, Run: the same migration "
+            "from the browser; `ameide-migrate local down` stops the local servers)",
             soft_wrap=True,
+            highlight=False,
         )
-
-
-def _verified_credentials(env: str, names: list[str], settings: Settings) -> dict[str, Credentials]:
-    """The secret gate from the command line: Vault from VAULT_ADDR and friends (flows also read
-    the Prefect block `vault-<env>`); for local without Vault, the local store."""
-    with environments.secret_source(env, settings) as source:
-        return credential_gate.verify_secrets(
-            source, names, connect_timeout=settings.connect_timeout_seconds
-        )
-
-
-def _print_flyway_log(database: str) -> flyway.LogSink:
-    return lambda _level, message: err_console.print(f"[dim]{database}: {message}[/]")
 
 
 @app.command()
@@ -237,38 +153,17 @@ def drift(
     Exits 0 when every database is in sync, 3 when any has drifted or has pending migrations,
     1 on an error (an unreachable database, a Vault fault).
     """
-    from ameide_migrate.drift import DriftReport
-    from ameide_migrate.errors import DriftFound
-
     if engine not in ("native", "flyway"):
         raise UsageError(f"unknown engine {engine!r}: choose native or flyway")
-    settings = get_settings()
-    catalog = environments.catalog(env, settings)
-    targets = [d.name for d in catalog.select(db)]
-    if engine == "flyway":
-        _ensure_flyway(settings)
-    _connect(settings, env)
-    from flows.drift import drift_flow
-
-    _quiet_console_tracebacks()
-    state: Any = drift_flow(
-        environment=environments.check(env, settings),
-        databases=targets if db else None,
-        engine=engine,
-        return_state=True,
-    )
-    outcome = state.result(raise_on_failure=False)
-    found = outcome.report if isinstance(outcome, DriftFound) else outcome
-    if not isinstance(found, DriftReport):
-        raise found if isinstance(found, BaseException) else RuntimeError(repr(found))
+    found = commands.drift(get_settings(), env, db, engine, _progress)  # type: ignore[arg-type]
     if json_output:
         typer.echo(json.dumps([d.as_json() for d in found.databases], indent=2))
     else:
         report.print_drift(found, console)
     if found.unreachable:
-        raise SystemExit(1)
+        raise SystemExit(ExitCode.FAILED)
     if not found.in_sync:
-        raise SystemExit(3)
+        raise SystemExit(ExitCode.DRIFT)
 
 
 @app.command()
@@ -292,13 +187,9 @@ def deploy(
 
     Idempotent: running it again updates the same two deployments.
     """
-    settings = get_settings()
-    environments.check(env, settings)
     overrides = _job_variables_file(job_variables) if job_variables else {}
-    catalog = environments.catalog(env, settings)
-    _connect(settings, env, deployments=True)
-    for name, deployment_id in commands.deploy(settings, env, catalog, image, overrides):
-        console.print(f"{name}: {deployment_id}")
+    for name, deployment_id in commands.deploy(get_settings(), env, image, overrides):
+        console.print(f"{name}: {deployment_id}", highlight=False)
 
 
 def _job_variables_file(path: Path) -> dict[str, Any]:
@@ -337,25 +228,9 @@ def trigger(
     going).
     """
 
-    if flow not in ("migrate", "drift"):
-        raise UsageError(f"unknown flow {flow!r}: choose migrate or drift")
-    settings = get_settings()
-    catalog = environments.catalog(env, settings)
-    parameters: dict[str, Any] = {"databases": [d.name for d in catalog.select(db)] if db else []}
-    if dry_run:
-        if flow != "migrate":
-            raise UsageError("--dry-run applies to the migrate flow only")
-        parameters["dry_run"] = True
-    if image is not None and "@sha256:" not in image:
-        raise UsageError(
-            f"--image {image} is not pinned by digest: pass REPOSITORY@sha256:DIGEST, as "
-            "`ameide-migrate image build --push` prints it"
-        )
-    job_variables = {"image": image} if image else None
-    api = _connect(settings, env, deployments=True)
-    flow_run_id = prefect_api.start_deployment(f"{flow}/{env}", parameters, job_variables)
-    ui = prefect_api.ui_address_of_flow_run(api.ui_url, str(flow_run_id))
-    console.print(f"flow run {flow_run_id}: {ui}", soft_wrap=True)
+    started = commands.trigger(get_settings(), env, db, flow=flow, dry_run=dry_run, image=image)
+    flow_run_id, ui = started.flow_run_id, started.ui_url
+    console.print(f"flow run {flow_run_id}: {ui}", soft_wrap=True, highlight=False)
     if not wait:
         return
     outcome = prefect_api.follow_flow_run(
@@ -377,22 +252,14 @@ def repair(
     db: Annotated[list[str], typer.Option("--db", "-d", help="Database to repair; repeatable.")],
 ) -> None:
     """Flyway repair: remove failed rows and realign checksums of the named databases."""
-    from ameide_migrate import migrate
-
-    settings = get_settings()
-    catalog = environments.catalog(env, settings)
-    targets = catalog.select(db)
-    names = [d.name for d in targets]
-    _ensure_flyway(settings)
-    ctx = migrate.RunContext.create(
-        env, targets, _verified_credentials(env, names, settings), settings
+    repaired = commands.repair(
+        get_settings(),
+        env,
+        db,
+        on_log=lambda database, _level, message: _progress(f"{database}: {message}"),
     )
-    try:
-        for name in names:
-            migrate.repair(ctx, name, _print_flyway_log(name))
-            console.print(f"{name}: repaired")
-    finally:
-        ctx.close()
+    for name in repaired:
+        console.print(f"{name}: repaired")
 
 
 @app.command("catalog")
@@ -432,22 +299,9 @@ def image_build(
     The tag is a hash of the SQL, the Dockerfile, the base, the Flyway version, the locked
     dependencies and the project's code. With --push, the last line is REPOSITORY@sha256:DIGEST.
     """
-    settings = get_settings()
-    _connect(settings, "local")
-    from flows.image import ImageBuild, build_image_flow
-
-    options = ImageBuild(
-        flavor="release" if release else "dev",
-        release_ref=release,
-        registry=registry,
-        push=push,
-        flyway_base=base,
+    built = commands.build_image(
+        get_settings(), push=push, registry=registry, release=release, base=base
     )
-    _quiet_console_tracebacks()
-    state: Any = build_image_flow(options, return_state=True)
-    built = state.result(raise_on_failure=False)
-    if isinstance(built, BaseException):
-        raise built
     report.print_image(built, err_console)
     typer.echo(built.reference)  # never wrapped: scripts take it from the last line
 
@@ -462,24 +316,7 @@ def release(
 ) -> None:
     """Build and push the image of REF, then run the environment's migrate deployment on exactly
     that digest and wait for it. Exits 0 when the run completed, 1 otherwise."""
-    settings = get_settings()
-    catalog = environments.catalog(env, settings)
-    targets = [d.name for d in catalog.select(db)] if db else None
-    _connect(settings, env, deployments=True)
-    from flows.release import release_flow
-
-    _quiet_console_tracebacks()
-    state: Any = release_flow(
-        environment=env,
-        databases=targets,
-        release_ref=ref,
-        registry=registry,
-        timeout_seconds=timeout,
-        return_state=True,
-    )
-    outcome = state.result(raise_on_failure=False)
-    if isinstance(outcome, BaseException):
-        raise outcome
+    outcome = commands.release(get_settings(), env, db, ref=ref, registry=registry, timeout=timeout)
     typer.echo(f"{env} migrated with {outcome}")
 
 
@@ -491,23 +328,12 @@ def flyway_install(
     ] = None,
 ) -> None:
     """Resolve Flyway from Maven Central into the git-ignored cache; quick when already there."""
-    inst = _ensure_flyway(get_settings(), version)
+    inst, changed = commands.install_flyway(get_settings(), version, _progress)
+    if changed:
+        err_console.print(f"Flyway {inst.version} installed in {inst.home}")
     console.print(
         f"Flyway {inst.version}: {inst.home} (command line: {inst.home / 'bin' / 'flyway'})"
     )
-
-
-def _seed_local(
-    settings: Settings, databases: Iterable[str], admin_url: SecretStr | None
-) -> tuple[local.LocalEnvironment, str]:
-    env = local.up(
-        settings.state_dir,
-        databases,
-        admin_url=admin_url or settings.local_admin_url,
-        database_prefix=settings.local_database_prefix,
-        progress=lambda m: err_console.print(f"[dim]{m}[/]"),
-    )
-    return env, local.seed(settings.state_dir, env.owners, settings.vault_connection())
 
 
 @secrets_app.command("verify")
@@ -517,11 +343,7 @@ def secrets_verify(env: EnvOption, db: DbOption = None) -> None:
     Reads Vault (VAULT_ADDR, VAULT_TOKEN or AMEIDE_VAULT_AUTH_METHOD...); for local without
     Vault, the local store. Exits 1 listing every problem, each with its fix.
     """
-    settings = get_settings()
-    catalog = environments.catalog(env, settings)
-    names = [d.name for d in catalog.select(db)]
-    found = _verified_credentials(env, names, settings)
-    for name, creds in found.items():
+    for name, creds in commands.verify_secrets(get_settings(), env, db).items():
         console.print(f"[green]ok[/] {name}: {creds.user} @ {creds.url}")
 
 
@@ -538,8 +360,9 @@ def secrets_seed_local(
     """Create the local roles and databases with deterministic credentials and store them: in
     Vault when VAULT_ADDR is set, else in the local store (mode 0600). Idempotent."""
     settings = get_settings()
-    catalog = load_catalog(settings.sql_dir)
-    _, where = _seed_local(settings, catalog.databases, SecretStr(admin_url) if admin_url else None)
+    catalog = environments.catalog("local", settings)
+    secret = SecretStr(admin_url) if admin_url else None
+    _, where = commands.seed_local(settings, catalog.databases, secret, _progress)
     console.print(f"local credentials of {len(catalog.databases)} databases written to {where}")
 
 
@@ -547,18 +370,8 @@ def secrets_seed_local(
 def local_up() -> None:
     """Start everything a run from the Prefect UI needs: the local PostgreSQL with the local
     credentials, the Prefect server, migrate/local and drift/local, and a process worker."""
-    settings = get_settings()
-    catalog = environments.catalog("local", settings)
-    env, _ = _seed_local(settings, catalog.databases, None)
-    _ensure_flyway(settings)
-    api = prefect_api.connect(settings.state_dir, local_allowed=True, needed_for="local up")
-    if not api.local:
-        raise UsageError(
-            f"PREFECT_API_URL is set ({api.api_url}): `local up` starts its own Prefect server; "
-            "unset PREFECT_API_URL, or run `ameide-migrate deploy --env local` and a worker of "
-            "ameide-local against that server"
-        )
-    commands.serve_local_deployments(settings, api, catalog)
+    stack = commands.local_up(get_settings(), _progress)
+    env, api = stack.environment, stack.api
     console.print(f"PostgreSQL: {env.admin.host}:{env.admin.port}", highlight=False)
     console.print(
         f"Prefect UI: {api.ui_url} (Deployments, migrate/local, Run; a worker of ameide-local "
@@ -571,7 +384,7 @@ def local_up() -> None:
 @local_app.command("down")
 def local_down() -> None:
     """Stop the local worker, Prefect server and PostgreSQL; their data stays for the next run."""
-    stopped = local.down(get_settings().state_dir)
+    stopped = commands.local_down(get_settings())
     console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 

@@ -1,51 +1,252 @@
-"""The verbs that register and serve deployments, as plain functions that take the settings first.
+"""The verbs, as plain functions that take the settings first (alembic's `command` module).
 
-The command line parses arguments and prints; the work is here. Prefect and the deployment
-definitions are imported inside each verb, after the command has chosen its Prefect API.
+The command line only parses arguments and prints what these return; the flows add tasks,
+retries and artifacts over the domain modules. Prefect, the flows and the deployment definitions
+are imported inside each verb, after `connect` has chosen the Prefect API: Prefect reads its
+settings once, at import.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+from uuid import UUID
 
-from ameide_migrate import environments, prefect_api
+from pydantic import SecretStr
+
+from ameide_migrate import credential_gate, environments, flyway, local, prefect_api
 from ameide_migrate.catalog import Catalog
-from ameide_migrate.errors import UsageError
+from ameide_migrate.errors import MigrateError, RunFailed, UsageError
+from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import Settings
+
+if TYPE_CHECKING:
+    from ameide_migrate.drift import DriftReport
+    from ameide_migrate.image import BuiltImage
+    from ameide_migrate.migrate import RunReport
+
+Progress = Callable[[str], None]
+
+
+def _silent(_: str) -> None:
+    return None
+
+
+# --- Set-up shared by the verbs ----------------------------------------------------------------
+
+
+def install_flyway(
+    settings: Settings, version: str | None = None, progress: Progress = _silent
+) -> tuple[flyway.Installation, bool]:
+    """Flyway `version` (the pinned one by default) in the cache; (installation, newly made)."""
+    chosen = version or settings.flyway_version
+    return flyway.install(
+        (settings.cache_dir / "flyway" / chosen).resolve(),
+        chosen,
+        driver_version=settings.postgresql_driver_version,
+        java=settings.java,
+        maven=settings.maven,
+        progress=progress,
+    )
+
+
+def connect(settings: Settings, env: str, *, deployments: bool = False) -> prefect_api.Api:
+    """Choose the Prefect API before anything imports Prefect.
+
+    PREFECT_API_URL when set. Else the embedded local server, except where the verb works on
+    another environment's deployments (`deployments`): those live on a shared server.
+    """
+    what = f"--env {env}'s deployments" if deployments else "this command"
+    is_local = environments.get(env, settings).local
+    return prefect_api.connect(
+        settings.state_dir, local_allowed=is_local or not deployments, needed_for=what
+    )
+
+
+def seed_local(
+    settings: Settings,
+    databases: Iterable[str],
+    admin_url: SecretStr | None = None,
+    progress: Progress = _silent,
+) -> tuple[local.LocalEnvironment, str]:
+    """The local databases and owners made (on the embedded cluster unless an admin URL is
+    given) and their credentials stored; (the environment, where they were written)."""
+    env = local.up(
+        settings.state_dir,
+        databases,
+        admin_url=admin_url or settings.local_admin_url,
+        database_prefix=settings.local_database_prefix,
+        progress=progress,
+    )
+    return env, local.seed(settings.state_dir, env.owners, settings.vault_connection())
+
+
+class _NoTracebackForExpectedFailures(logging.Filter):
+    """A failed migration is news, not a crash: Prefect's message without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], MigrateError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _run_flow(flow: Any, **parameters: Any) -> tuple[Any, UUID]:
+    """Run a flow in this process; (what it returned, its flow-run id). A flow that failed with
+    one of this project's errors returns that error; any other exception is raised."""
+    import prefect.main  # noqa: F401  (sets up Prefect's logging handlers)
+
+    for handler in logging.getLogger().handlers + logging.getLogger("prefect").handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.addFilter(_NoTracebackForExpectedFailures())
+    state = flow(**parameters, return_state=True)
+    return settle(state), state.state_details.flow_run_id
+
+
+def settle(state: Any) -> Any:
+    """A flow's final state as its outcome: its return value, or the project error it ended
+    with (returned, for the caller to report); anything else is raised as it is."""
+    outcome = state.result(raise_on_failure=False)
+    if isinstance(outcome, BaseException) and not isinstance(outcome, MigrateError):
+        raise outcome
+    return outcome
+
+
+# --- The verbs ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A migrate run: every database's outcome, where the run is recorded, and the failure the
+    command ends with (None when every database is where it should be)."""
+
+    report: RunReport | None
+    api: prefect_api.Api
+    flow_run_url: str
+    failure: MigrateError | None
+    ui_serves_runs: bool
+    """The local stack is up: the run could as well have been started from the UI."""
+
+
+def run(
+    settings: Settings,
+    env: str,
+    databases: list[str] | None = None,
+    *,
+    admin_url: SecretStr | None = None,
+    concurrency: int | None = None,
+    dry_run: bool = False,
+    build: bool | None = None,
+    registry: str | None = None,
+    progress: Progress = _silent,
+    on_api: Callable[[prefect_api.Api], None] = lambda _: None,
+) -> RunResult:
+    """(Build and push the image,) verify the credentials, migrate, prove it (flyway info)."""
+    target = environments.get(env, settings)
+    catalog = environments.catalog(env, settings)
+    targets = [d.name for d in catalog.select(databases)]
+    install_flyway(settings, progress=progress)
+    if target.local:
+        # Only the targeted databases: `--db X` touches X alone.
+        seed_local(settings, targets, admin_url, progress)
+    api = connect(settings, env)
+    serves = api.local and target.local
+    if serves:
+        serve_local_deployments(settings, api, catalog)
+    on_api(api)
+    from flows.image import ImageBuild
+    from flows.migrate import migrate_flow
+
+    outcome, flow_run_id = _run_flow(
+        migrate_flow,
+        environment=env,
+        databases=targets if databases else None,
+        concurrency=concurrency,
+        dry_run=dry_run,
+        build=ImageBuild(registry=registry)
+        if (build is None and not target.local) or build
+        else None,
+    )
+    url = prefect_api.ui_address_of_flow_run(api.ui_url, str(flow_run_id))
+    if isinstance(outcome, RunFailed):
+        return RunResult(outcome.report, api, url, outcome, serves)  # type: ignore[arg-type]
+    if isinstance(outcome, MigrateError):
+        return RunResult(None, api, url, outcome, serves)
+    return RunResult(outcome, api, url, None, serves)
+
+
+def drift(
+    settings: Settings,
+    env: str,
+    databases: list[str] | None = None,
+    engine: Literal["native", "flyway"] = "native",
+    progress: Progress = _silent,
+) -> DriftReport:
+    """Every targeted database checked against the SQL tree, read-only."""
+    from ameide_migrate.drift import DriftReport
+    from ameide_migrate.errors import DriftFound
+
+    catalog = environments.catalog(env, settings)
+    targets = [d.name for d in catalog.select(databases)]
+    if engine == "flyway":
+        install_flyway(settings, progress=progress)
+    connect(settings, env)
+    from flows.drift import drift_flow
+
+    outcome, _ = _run_flow(
+        drift_flow, environment=env, databases=targets if databases else None, engine=engine
+    )
+    found = outcome.report if isinstance(outcome, DriftFound) else outcome
+    if isinstance(found, BaseException):
+        raise found
+    if not isinstance(found, DriftReport):
+        raise TypeError(f"the drift flow returned {found!r}")
+    return found
 
 
 def deploy(
     settings: Settings,
     env: str,
-    catalog: Catalog,
     image: str | None = None,
     job_variables: dict[str, Any] | None = None,
 ) -> Iterator[tuple[str, str]]:
-    """Register migrate/<env> and drift/<env> (idempotent) with the Prefect API the command
-    connected to; yields (name, deployment id).
+    """Register migrate/<env> and drift/<env> (idempotent); yields (name, deployment id).
 
     A process pool's runs start in a temporary folder with the worker's environment, so its
     deployments carry the workspace and the absolute paths of the SQL tree, the cache and the
     local state: a run started from the UI finds them with nothing set.
     """
-    from deployments.definitions import deployments_for
-    from deployments.kubernetes import job_template
-
     target = environments.get(env, settings)
-    overrides = dict(job_variables or {})
+    catalog = environments.catalog(env, settings)
     if target.pool_type == "kubernetes" and (image is None or "@sha256:" not in image):
         raise UsageError(
             f"{env} runs on a Kubernetes work pool: pass --image REPOSITORY@sha256:DIGEST, the "
             "migrations image pinned by digest, so that runs use exactly the image pushed"
         )
+    connect(settings, env, deployments=True)
+    yield from _register(settings, target, catalog, image, job_variables)
+
+
+def _register(
+    settings: Settings,
+    target: environments.Environment,
+    catalog: Catalog,
+    image: str | None,
+    job_variables: dict[str, Any] | None,
+) -> Iterator[tuple[str, str]]:
+    from deployments.definitions import deployments_for
+    from deployments.kubernetes import job_template
+
+    overrides = dict(job_variables or {})
     if target.pool_type == "process":
         overrides = {**_process_job_variables(settings), **overrides}
     template = job_template() if target.pool_type == "kubernetes" else None
     prefect_api.ensure_work_pool(target.work_pool, target.pool_type, template)
     if target.pool_type == "kubernetes":
         prefect_api.ensure_image_pull_guard()
-    for deployment in deployments_for(settings, env, catalog, image, overrides):
+    for deployment in deployments_for(settings, target.name, catalog, image, overrides):
         yield f"{deployment.flow_name}/{deployment.name}", str(deployment.apply())
 
 
@@ -65,9 +266,164 @@ def _process_job_variables(settings: Settings) -> dict[str, Any]:
 
 
 def serve_local_deployments(settings: Settings, api: prefect_api.Api, catalog: Catalog) -> int:
-    """migrate/local and drift/local registered on the local server, and a process worker of
-    their pool running (started when none is); the worker's pid."""
-    local = next(e for e in environments.all_of(settings).values() if e.local)
-    for _ in deploy(settings, local.name, catalog):
+    """The local environment's deployments registered on the local server, and a process
+    worker of their pool running (started when none is); the worker's pid."""
+    target = next(e for e in environments.all_of(settings).values() if e.local)
+    for _ in _register(settings, target, catalog, None, None):
         pass
-    return prefect_api.ensure_worker(settings.state_dir / "prefect", local.work_pool, api.api_url)
+    return prefect_api.ensure_worker(settings.state_dir / "prefect", target.work_pool, api.api_url)
+
+
+@dataclass(frozen=True)
+class Triggered:
+    flow_run_id: UUID
+    ui_url: str
+
+
+def trigger(
+    settings: Settings,
+    env: str,
+    databases: list[str] | None = None,
+    *,
+    flow: str = "migrate",
+    dry_run: bool = False,
+    image: str | None = None,
+) -> Triggered:
+    """A run of the environment's deployment, created through the Prefect API (for CI)."""
+    if flow not in ("migrate", "drift"):
+        raise UsageError(f"unknown flow {flow!r}: choose migrate or drift")
+    catalog = environments.catalog(env, settings)
+    names = [d.name for d in catalog.select(databases)] if databases else []
+    parameters: dict[str, Any] = {"databases": names}
+    if dry_run:
+        if flow != "migrate":
+            raise UsageError("--dry-run applies to the migrate flow only")
+        parameters["dry_run"] = True
+    if image is not None and "@sha256:" not in image:
+        raise UsageError(
+            f"--image {image} is not pinned by digest: pass REPOSITORY@sha256:DIGEST, as "
+            "`ameide-migrate image build --push` prints it"
+        )
+    api = connect(settings, env, deployments=True)
+    job_variables = {"image": image} if image else None
+    flow_run_id = prefect_api.start_deployment(f"{flow}/{env}", parameters, job_variables)
+    return Triggered(flow_run_id, prefect_api.ui_address_of_flow_run(api.ui_url, str(flow_run_id)))
+
+
+def repair(
+    settings: Settings,
+    env: str,
+    databases: list[str],
+    on_log: Callable[[str, str, str], None] = lambda _db, _level, _message: None,
+) -> dict[str, dict[str, Any]]:
+    """Flyway repair of each named database; Flyway's result per database."""
+    from ameide_migrate import migrate
+
+    catalog = environments.catalog(env, settings)
+    targets = catalog.select(databases)
+    names = [d.name for d in targets]
+    install_flyway(settings)
+    ctx = migrate.RunContext.create(env, targets, verify_secrets(settings, env, names), settings)
+    try:
+        return {name: migrate.repair(ctx, name, _log_of(name, on_log)) for name in names}
+    finally:
+        ctx.close()
+
+
+def _log_of(database: str, on_log: Callable[[str, str, str], None]) -> flyway.LogSink:
+    return lambda level, message: on_log(database, level, message)
+
+
+def verify_secrets(
+    settings: Settings, env: str, databases: list[str] | None = None
+) -> dict[str, Credentials]:
+    """The secret gate from the command line: Vault from VAULT_ADDR and friends (flows also read
+    the Prefect block `vault-<env>`); for the local environment without Vault, the local store."""
+    names = [d.name for d in environments.catalog(env, settings).select(databases)]
+    with environments.secret_source(env, settings) as source:
+        return credential_gate.verify_secrets(
+            source, names, connect_timeout=settings.connect_timeout_seconds
+        )
+
+
+def build_image(
+    settings: Settings,
+    *,
+    push: bool = False,
+    registry: str | None = None,
+    release: str | None = None,
+    base: str | None = None,
+) -> BuiltImage:
+    """The migrations image, built unless its content tag exists (pushed with `push`)."""
+    connect(settings, "local")
+    from flows.image import ImageBuild, build_image_flow
+
+    options = ImageBuild(
+        flavor="release" if release else "dev",
+        release_ref=release,
+        registry=registry,
+        push=push,
+        flyway_base=base,
+    )
+    built, _ = _run_flow(build_image_flow, options=options)
+    if isinstance(built, BaseException):
+        raise built
+    return built  # type: ignore[no-any-return]
+
+
+def release(
+    settings: Settings,
+    env: str,
+    databases: list[str] | None = None,
+    *,
+    ref: str = "HEAD",
+    registry: str | None = None,
+    timeout: float = 3600,
+) -> str:
+    """Build and push the image of `ref`, run migrate/<env> on exactly that digest, wait; the
+    image it ran."""
+    catalog = environments.catalog(env, settings)
+    targets = [d.name for d in catalog.select(databases)] if databases else None
+    connect(settings, env, deployments=True)
+    from flows.release import release_flow
+
+    outcome, _ = _run_flow(
+        release_flow,
+        environment=env,
+        databases=targets,
+        release_ref=ref,
+        registry=registry,
+        timeout_seconds=timeout,
+    )
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return str(outcome)
+
+
+@dataclass(frozen=True)
+class LocalStack:
+    environment: local.LocalEnvironment
+    api: prefect_api.Api
+
+
+def local_up(settings: Settings, progress: Progress = _silent) -> LocalStack:
+    """Everything a run from the Prefect UI needs: the local PostgreSQL with the local
+    credentials, the Prefect server, the local deployments and a process worker."""
+    target = next(e for e in environments.all_of(settings).values() if e.local)
+    catalog = environments.catalog(target.name, settings)
+    env, _ = seed_local(settings, catalog.databases, None, progress)
+    install_flyway(settings, progress=progress)
+    api = prefect_api.connect(settings.state_dir, local_allowed=True, needed_for="local up")
+    if not api.local:
+        raise UsageError(
+            f"PREFECT_API_URL is set ({api.api_url}): `local up` starts its own Prefect server; "
+            f"unset PREFECT_API_URL, or run `ameide-migrate deploy --env {target.name}` and a "
+            f"worker of {target.work_pool} against that server"
+        )
+    serve_local_deployments(settings, api, catalog)
+    return LocalStack(env, api)
+
+
+def local_down(settings: Settings) -> list[str]:
+    """Stop the local worker, Prefect server and PostgreSQL; their data stays."""
+    return local.down(settings.state_dir)
