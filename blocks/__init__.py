@@ -1,1 +1,0 @@
-"""Prefect blocks: connection data only (the Vault connection comes with the Vault secret gate)."""
