@@ -37,7 +37,7 @@ class Platform:
 
     def run(self, databases: list[str] | None = None, **params: Any) -> tuple[Any, RunReport]:
         """Run the migrate flow in this process; (final state, report of every database)."""
-        from flows.migrate import migrate_flow
+        from ameide_migrate.flows.migrate import migrate_flow
 
         state = migrate_flow(environment="local", databases=databases, return_state=True, **params)
         result = state.result(raise_on_failure=False)

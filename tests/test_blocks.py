@@ -9,9 +9,9 @@ from pathlib import Path
 from prefect.client.orchestration import get_client
 from pydantic import SecretStr
 
+from ameide_migrate.blocks import VaultDatabaseSecrets
+from ameide_migrate.flows.secrets import vault_block_connection
 from ameide_migrate.prefect_api import Server
-from blocks.vault import VaultDatabaseSecrets
-from flows.secrets import vault_block_connection
 
 from .fix_platform import REPO
 
@@ -27,7 +27,13 @@ def test_block_has_description_logo_and_code_example() -> None:
 
 def test_block_type_registers_with_prefect(prefect_server: Server) -> None:
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "prefect"), "block", "register", "-m", "blocks.vault"],
+        [
+            str(Path(sys.executable).parent / "prefect"),
+            "block",
+            "register",
+            "-m",
+            "ameide_migrate.blocks",
+        ],
         capture_output=True,
         text=True,
         cwd=REPO,

@@ -306,7 +306,7 @@ def prod_on_a_docker_worker(
     from prefect.client.orchestration import get_client
     from prefect_docker.worker import DockerWorker
 
-    from deployments.definitions import deployments_for
+    from ameide_migrate.deployments.definitions import deployments_for
 
     work = tmp_path_factory.mktemp("prod-on-docker")
     env = local.up(

@@ -189,7 +189,7 @@ def test_drift_command_exits_0_in_sync_and_3_on_drift_with_the_same_verdicts_eit
 
 
 def test_drift_flow_artifact_names_the_drift_and_the_fix(platform: Platform) -> None:
-    from flows.drift import drift_flow
+    from ameide_migrate.flows.drift import drift_flow
 
     platform.run(databases=["threads", "graph"])
     edit_applied_file(platform)
@@ -228,7 +228,7 @@ def test_an_unreachable_database_is_reported_and_exits_1(
 def test_drift_check_writes_prometheus_metrics(
     platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flows.drift import drift_flow
+    from ameide_migrate.flows.drift import drift_flow
 
     textfile = tmp_path / "metrics" / "ameide.prom"
     monkeypatch.setenv("AMEIDE_METRICS_TEXTFILE", str(textfile))
@@ -275,7 +275,7 @@ def test_changes_made_outside_flyway_are_named(platform: Platform) -> None:
 def test_server_support_is_read_from_flyway_and_warns_before_an_upgrade_leaves_it(
     flyway_installation: Installation, platform: Platform
 ) -> None:
-    from flows.drift import drift_flow
+    from ameide_migrate.flows.drift import drift_flow
 
     supported = flyway_installation.postgresql_support
     assert supported == (10, 16)  # Flyway 10.17's own check: newer than 16 is untested
@@ -323,7 +323,7 @@ def pushgateway(tmp_path: Path) -> Iterator[str]:
 def test_drift_metrics_are_pushed_to_a_pushgateway_when_configured(
     platform: Platform, pushgateway: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flows.drift import drift_flow
+    from ameide_migrate.flows.drift import drift_flow
 
     monkeypatch.setenv("AMEIDE_PUSHGATEWAY_URL", pushgateway)
     get_settings.cache_clear()

@@ -70,7 +70,7 @@ def test_the_shipped_file_declares_local_staging_and_prod() -> None:
 
 
 def test_a_site_declares_its_own_environments_and_the_deployments_follow(site_tree: Path) -> None:
-    from deployments.definitions import deployments_for
+    from ameide_migrate.deployments.definitions import deployments_for
 
     settings = Settings(sql_dir=site_tree)
     qa = environments.get("qa", settings)

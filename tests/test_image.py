@@ -114,7 +114,7 @@ def test_release_image_takes_the_sql_committed_at_the_ref(
 
 def _build(registry: str, base: str, push: bool = True, flavor: image.Flavor = "dev") -> BuiltImage:
     """The build flow, as `ameide-migrate image build --push` runs it."""
-    from flows.image import ImageBuild, build_image_flow
+    from ameide_migrate.flows.image import ImageBuild, build_image_flow
 
     return build_image_flow(
         ImageBuild(
@@ -215,8 +215,8 @@ def test_the_same_content_is_not_built_twice_and_one_changed_file_builds_anew(
 def test_a_failed_build_stops_the_run_before_any_database_is_touched(
     platform: Platform, registry: str, docker_engine: DockerEngine
 ) -> None:
-    from flows.image import ImageBuild
-    from flows.migrate import migrate_flow
+    from ameide_migrate.flows.image import ImageBuild
+    from ameide_migrate.flows.migrate import migrate_flow
 
     build = ImageBuild(registry=registry, flyway_base=f"{registry}/no/such-base:1")
     state = migrate_flow(environment="local", build=build, return_state=True)

@@ -192,7 +192,7 @@ def staging(
     helm: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Staging]:
-    from blocks.vault import VaultDatabaseSecrets
+    from ameide_migrate.blocks import VaultDatabaseSecrets
 
     work = tmp_path_factory.mktemp("staging")
     built = _push_image(REPO / "db" / "flyway" / "sql", registry, flyway_base)

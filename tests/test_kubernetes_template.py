@@ -19,8 +19,8 @@ from prefect.client.schemas.objects import FlowRun
 from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
 
 from ameide_migrate import environments
+from ameide_migrate.deployments.kubernetes import RUN_AS_USER, job_template
 from ameide_migrate.prefect_api import Server
-from deployments.kubernetes import RUN_AS_USER, job_template
 
 from .fix_platform import ameide
 from .k8s_cluster import build

@@ -64,7 +64,7 @@ def vault_path(platform: Platform, database: str, environment: str = "local") ->
 
 
 def flow_outcome(databases: list[str] | None = None) -> tuple[Any, Any]:
-    from flows.migrate import migrate_flow
+    from ameide_migrate.flows.migrate import migrate_flow
 
     state = migrate_flow(environment="local", databases=databases, return_state=True)
     return state, state.result(raise_on_failure=False)

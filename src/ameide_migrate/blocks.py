@@ -1,7 +1,7 @@
 """The Vault connection of one environment, as a Prefect block (saved as `vault-<env>`).
 
 Connection data only: `get_connection()` hands it to `ameide_migrate.vault`, which logs in.
-Register the block type with `prefect block register -m blocks.vault`.
+Register the block type with `prefect block register -m ameide_migrate.blocks`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class VaultDatabaseSecrets(Block):
         "(token, AppRole or Kubernetes) used to read the databases' credentials."
     )
     _code_example = """```python
-from blocks.vault import VaultDatabaseSecrets
+from ameide_migrate.blocks import VaultDatabaseSecrets
 
 VaultDatabaseSecrets(
     address="https://vault.internal:8200",

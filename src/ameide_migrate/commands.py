@@ -156,8 +156,8 @@ def run(
     if serves:
         serve_local_deployments(settings, api, catalog)
     on_api(api)
-    from flows.image import ImageBuild
-    from flows.migrate import migrate_flow
+    from ameide_migrate.flows.image import ImageBuild
+    from ameide_migrate.flows.migrate import migrate_flow
 
     outcome, flow_run_id = _run_flow(
         migrate_flow,
@@ -193,7 +193,7 @@ def drift(
     if engine == "flyway":
         install_flyway(settings, progress=progress)
     connect(settings, env)
-    from flows.drift import drift_flow
+    from ameide_migrate.flows.drift import drift_flow
 
     outcome, _ = _run_flow(
         drift_flow, environment=env, databases=targets if databases else None, engine=engine
@@ -236,8 +236,8 @@ def _register(
     image: str | None,
     job_variables: dict[str, Any] | None,
 ) -> Iterator[tuple[str, str]]:
-    from deployments.definitions import deployments_for
-    from deployments.kubernetes import job_template
+    from ameide_migrate.deployments.definitions import deployments_for
+    from ameide_migrate.deployments.kubernetes import job_template
 
     overrides = dict(job_variables or {})
     if target.pool_type == "process":
@@ -356,7 +356,7 @@ def build_image(
 ) -> BuiltImage:
     """The migrations image, built unless its content tag exists (pushed with `push`)."""
     connect(settings, "local")
-    from flows.image import ImageBuild, build_image_flow
+    from ameide_migrate.flows.image import ImageBuild, build_image_flow
 
     options = ImageBuild(
         flavor="release" if release else "dev",
@@ -385,7 +385,7 @@ def release(
     catalog = environments.catalog(env, settings)
     targets = [d.name for d in catalog.select(databases)] if databases else None
     connect(settings, env, deployments=True)
-    from flows.release import release_flow
+    from ameide_migrate.flows.release import release_flow
 
     outcome, _ = _run_flow(
         release_flow,

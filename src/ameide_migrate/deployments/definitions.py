@@ -1,7 +1,8 @@
 """Every environment's deployments, from one definition: `migrate/<env>` and `drift/<env>`.
 
-Flows are referenced by module path (`flows.migrate.migrate_flow`), so a worker runs the code it
-has installed: the process worker's virtualenv locally, the migrations image on Kubernetes.
+Flows are referenced by module path (`ameide_migrate.flows.migrate.migrate_flow`), so a worker
+runs the code it has installed: the process worker's virtualenv locally, the migrations image on
+Kubernetes.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from prefect.types.entrypoint import EntrypointType
 
 from ameide_migrate import environments
 from ameide_migrate.catalog import Catalog
+from ameide_migrate.flows.drift import drift_flow
+from ameide_migrate.flows.migrate import migrate_flow
 from ameide_migrate.settings import Settings
-from flows.drift import drift_flow
-from flows.migrate import migrate_flow
 
 
 def _form(deployment: RunnerDeployment, catalog: Catalog) -> RunnerDeployment:

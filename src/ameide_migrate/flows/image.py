@@ -11,9 +11,9 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
 from ameide_migrate import image, report
+from ameide_migrate.flows.retrying import retrying
 from ameide_migrate.image import BuiltImage, Flavor, ImageRequest
 from ameide_migrate.settings import get_settings
-from flows.retrying import retrying
 
 
 class ImageBuild(BaseModel):

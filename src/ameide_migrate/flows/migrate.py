@@ -18,6 +18,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from ameide_migrate import drift, environments, migrate, report
 from ameide_migrate.errors import RunFailed
+from ameide_migrate.flows.image import ImageBuild, build_image_flow
+from ameide_migrate.flows.retrying import retrying
+from ameide_migrate.flows.secrets import verify_credentials
 from ameide_migrate.migrate import (
     DatabaseFailed,
     DatabaseOutcome,
@@ -27,9 +30,6 @@ from ameide_migrate.migrate import (
     Steps,
 )
 from ameide_migrate.settings import get_settings
-from flows.image import ImageBuild, build_image_flow
-from flows.retrying import retrying
-from flows.secrets import verify_credentials
 
 _settings = get_settings()
 

@@ -12,8 +12,8 @@ from prefect.deployments import run_deployment
 
 from ameide_migrate import environments
 from ameide_migrate.errors import DeploymentRunFailed
+from ameide_migrate.flows.image import ImageBuild, build_image_flow
 from ameide_migrate.settings import get_settings
-from flows.image import ImageBuild, build_image_flow
 
 
 @flow(name="release", validate_parameters=True)

@@ -7,11 +7,11 @@ from typing import cast
 from prefect import get_run_logger, task
 
 from ameide_migrate import credential_gate, environments
+from ameide_migrate.blocks import VaultDatabaseSecrets
+from ameide_migrate.flows.retrying import retrying
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import get_settings
 from ameide_migrate.vault import VaultConnection
-from blocks.vault import VaultDatabaseSecrets
-from flows.retrying import retrying
 
 
 def vault_block_connection(environment: str) -> VaultConnection | None:
