@@ -22,7 +22,8 @@ import pytest
 from psycopg import sql
 
 from ameide_migrate import postgres, statements
-from ameide_migrate.flyway import Installation
+from ameide_migrate.errors import NonTransactionalMigrationFailed
+from ameide_migrate.flyway import Installation, Request, classify
 from ameide_migrate.migrate import OutcomeState
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import get_settings
@@ -340,3 +341,42 @@ def test_a_concurrently_build_cancelled_by_lock_timeout_is_not_retried(
     assert f"INVALID index public.{CANCELLED_INDEX}" in outcome.message
     assert time.monotonic() - started < 20
     assert success_rows_of_10(platform) == []
+
+
+# --- what the catalog's definitions hide ----------------------------------------------------------
+
+
+def test_a_lock_wait_while_applying_a_non_transactional_migration_is_not_transient() -> None:
+    request = Request("migrate", "graph", ("filesystem:graph",), {}, "flyway_schema_history")
+    lock_wait = {"message": "Script V10__x.sql failed", "sqlStates": ["55P03"]}
+
+    in_transaction = classify(request, {**lock_wait, "executableInTransaction": True})
+    outside = classify(request, {**lock_wait, "executableInTransaction": False, "script": "V10"})
+
+    assert in_transaction.transient  # rolled back: the same migration may pass a moment later
+    assert isinstance(outside, NonTransactionalMigrationFailed)
+    assert not outside.transient
+    assert outside.script == "V10"
+
+
+def test_drift_sees_a_disabled_trigger_and_a_constraint_made_not_valid(platform: Platform) -> None:
+    platform.run(databases=["threads"])
+    with postgres.connect(platform.owners["threads"]) as conn:
+        conn.execute("ALTER TABLE threads DISABLE TRIGGER threads_set_updated_at")
+        conn.execute("ALTER TABLE messages DROP CONSTRAINT messages_role_chk")
+        conn.execute(
+            "ALTER TABLE messages ADD CONSTRAINT messages_role_chk "
+            "CHECK (role IN ('system', 'user', 'assistant', 'tool')) NOT VALID"
+        )
+
+    done = ameide("drift", "--env", "local", "--json", "--db", "threads")
+
+    assert done.returncode == 3, done.stdout + done.stderr
+    (report,) = json.loads(done.stdout)
+    changes = {c.split(" changed outside Flyway")[0]: c for c in report["schema_changes"]}
+    trigger = changes["trigger public.threads.threads_set_updated_at"]
+    constraint = changes["constraint public.messages.messages_role_chk"]
+    assert trigger.split(", now ")[1].rstrip("'\"").endswith(" DISABLED")
+    assert "DISABLED" not in trigger.split(", now ")[0]
+    assert constraint.split(", now ")[1].rstrip("'\"").endswith(" NOT VALID")
+    assert "NOT VALID" not in constraint.split(", now ")[0]
