@@ -10,14 +10,18 @@ from __future__ import annotations
 import json
 import re
 import time
+import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import Page
 
 from ameide_migrate.catalog import PLATFORM_DATABASES
 from ameide_migrate.postgres import free_port
 
+from .fix_browser import run_deployment_from_ui, wait_for_final_state
 from .fix_user import UserMachine
 
 pytestmark = pytest.mark.user
@@ -39,8 +43,9 @@ def _no_traceback(done: Any) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.browser
 def test_dev_run_on_a_fresh_clone_records_the_run_on_the_server_it_prints(
-    user_machine: UserMachine,
+    user_machine: UserMachine, page: Page
 ) -> None:
     first = user_machine.run("./dev", "run", timeout=900)
 
@@ -59,6 +64,10 @@ def test_dev_run_on_a_fresh_clone_records_the_run_on_the_server_it_prints(
     assert run["parameters"]["environment"] == "local"
     # The last words say where to start the next run from.
     assert "migrate/local" in first.stderr.strip().splitlines()[-1]
+    # The printed link opens that run in a browser.
+    page.goto(run_link)
+    assert wait_for_final_state(page, timeout=60) == "Completed"
+    assert run["name"] in page.inner_text("body")
 
     started = time.monotonic()
     again = user_machine.run("./dev", "run", timeout=600)
@@ -113,3 +122,29 @@ def test_trigger_of_a_deployment_never_registered_names_it_and_the_fix(
     assert "ameide-migrate deploy --env prod" in done.stderr
     _no_traceback(done)
     assert seconds < 30
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_local_up_serves_a_run_started_in_the_browser_and_local_down_stops_it_all(
+    user_machine_venv: UserMachine, page: Page
+) -> None:
+    up = user_machine_venv.ameide("local", "up", timeout=600)
+    assert up.returncode == 0, up.stdout + up.stderr
+    ui = _printed(r"Prefect UI: (http://127\.0\.0\.1:\d+)", up.stdout)
+    worker_pid = json.loads((user_machine_venv.state_dir / "prefect" / "worker.json").read_text())[
+        "pid"
+    ]
+
+    seen = run_deployment_from_ui(page, ui, "migrate/local", ["threads", "graph"], timeout=300)
+
+    assert seen.state == "Completed"
+    assert sorted(row["database"] for row in seen.artifact.rows) == ["graph", "threads"]
+    assert all(row["state"] in ("migrated", "up to date") for row in seen.artifact.rows)
+
+    down = user_machine_venv.ameide("local", "down", timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert down.stdout.strip() == "stopped: Prefect worker, Prefect server, PostgreSQL"
+    assert not Path(f"/proc/{worker_pid}").exists()
+    with pytest.raises(urllib.error.URLError, match="Connection refused"):
+        urllib.request.urlopen(f"{ui}/api/health", timeout=5)  # noqa: S310
