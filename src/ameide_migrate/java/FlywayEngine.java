@@ -110,6 +110,7 @@ public final class FlywayEngine {
                 case "migrate" -> flyway.migrate();
                 case "info" -> flyway.info().getInfoResult();
                 case "repair" -> flyway.repair();
+                case "baseline" -> flyway.baseline();
                 default -> throw new IllegalArgumentException("unknown command " + command);
             };
             answer.addProperty("ok", true);
