@@ -4,7 +4,7 @@ them, and the artifacts a run leaves."""
 from __future__ import annotations
 
 import pytest
-from playwright.sync_api import Page
+from playwright.sync_api import Page, expect
 
 from ameide_migrate.catalog import PLATFORM_DATABASES
 from ameide_migrate.prefect_api import Server
@@ -74,8 +74,9 @@ def test_a_dry_run_has_an_artifact_of_its_own_that_says_so(
     }
     # The latest `migrate-local` is still what the real run did.
     page.goto(f"{prefect_server.ui_url}/artifacts/key/migrate-local")
-    latest = page.locator(".artifact-description").inner_text()
-    assert latest.startswith("Migrate local, threads only: success"), latest
+    expect(page.locator(".artifact-description h3")).to_have_text(
+        "Migrate local, threads only: success"
+    )
 
 
 def test_the_drift_table_shows_each_fix_whole_and_without_markdown(
