@@ -3,6 +3,7 @@ a helper that runs the real migrate flow against them through the session's Pref
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 from psycopg import sql
 from pydantic import SecretStr
 
-from ameide_migrate import local, postgres
+from ameide_migrate import credentials, local, postgres
 from ameide_migrate.catalog import PLATFORM_DATABASES
 from ameide_migrate.flyway import Installation
 from ameide_migrate.migrate import RunReport
@@ -56,7 +57,12 @@ class Platform:
             return conn.execute(statement).fetchall()
 
     def move_to(self, database: str, cluster: postgres.Cluster) -> None:
-        """Give `database` a home on another server (its credentials follow in the store)."""
+        """Give `database` a home on another server (its credentials follow in the store, whose
+        entry is removed first: seeding never overwrites one)."""
+        store = self.state_dir / credentials.STORE_NAME
+        entries = json.loads(store.read_text())
+        del entries[database]
+        store.write_text(json.dumps(entries))
         env = local.up(
             self.state_dir,
             [database],

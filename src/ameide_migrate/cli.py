@@ -16,8 +16,13 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.markup import escape
 
+# Typer ships its own Click; its exceptions are what a mistyped option raises.
+from typer._click.exceptions import NoArgsIsHelpError
+from typer.exceptions import Abort
+
 from ameide_migrate import commands, environments, prefect_api, report
-from ameide_migrate.errors import ExitCode, MigrateError, UsageError
+from ameide_migrate.errors import DatabaseUrlInvalid, ExitCode, MigrateError, UsageError
+from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import get_settings
 
 app = typer.Typer(
@@ -58,20 +63,75 @@ EnvOption = Annotated[
     str,
     typer.Option("--env", "-e", help="An environment of the SQL tree's ameide.toml (local, ...)."),
 ]
+
+
+def _named_databases(names: list[str] | None) -> list[str] | None:
+    """An empty --db (an unset CI variable) names nothing: said so, not 'unknown database'."""
+    if names and any(not name.strip() for name in names):
+        raise typer.BadParameter(
+            "an empty name names no database: give a folder of the SQL tree (`ameide-migrate "
+            "catalog` lists them), or leave --db out for all"
+        )
+    return names
+
+
 DbOption = Annotated[
     list[str] | None,
-    typer.Option("--db", "-d", help="Target only this database; repeat for several. Default: all."),
+    typer.Option(
+        "--db",
+        "-d",
+        help="Target only this database; repeat for several. Default: all.",
+        callback=_named_databases,
+    ),
 ]
 
 
 def main() -> None:
+    """Every mistake (an option, an AMEIDE_* setting, a file, an address) ends as one
+    `FAILED: <what and the fix>` line and its exit code: Click's own usage errors too."""
     try:
-        app()
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as error:
+        error.show()
+        raise SystemExit(ExitCode.USAGE) from None
+    except typer.TyperException as error:
+        _failed(_usage_message(error), ExitCode.USAGE)
+    except Abort:
+        _failed("interrupted", ExitCode.FAILED)
     except MigrateError as error:
-        err_console.print(
-            f"[bold red]FAILED:[/] {escape(str(error))}", highlight=False, soft_wrap=True
-        )
-        raise SystemExit(error.exit_code) from None
+        _failed(str(error), error.exit_code)
+    raise SystemExit(code if isinstance(code, int) else ExitCode.OK)
+
+
+def _failed(message: str, code: int) -> None:
+    err_console.print(f"[bold red]FAILED:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise SystemExit(code) from None
+
+
+def _usage_message(error: typer.TyperException) -> str:
+    context = getattr(error, "ctx", None)
+    command = context.command_path if context is not None else "ameide-migrate"
+    return f"{error.format_message()} (see `{command} --help`)"
+
+
+@app.callback()
+def _check_settings() -> None:
+    """Every AMEIDE_* variable is checked before a command starts anything."""
+    get_settings()
+
+
+def _admin_url(value: str | None) -> SecretStr | None:
+    """--admin-url read before anything starts; its text is never echoed (it holds a password)."""
+    if value is None:
+        return None
+    try:
+        Credentials.from_url(value)
+    except DatabaseUrlInvalid as e:
+        raise DatabaseUrlInvalid(
+            f"--admin-url (AMEIDE_LOCAL_ADMIN_URL) cannot be used: {e}; give the superuser URL "
+            "of an existing PostgreSQL, e.g. postgresql://postgres:PASSWORD@127.0.0.1:5432/postgres"
+        ) from None
+    return SecretStr(value)
 
 
 def _announce_local_server(api: prefect_api.Api) -> None:
@@ -113,11 +173,16 @@ def run(
 ) -> None:
     """(Build and push the migrations image,) verify the credentials, migrate the environment's
     databases to the latest version, then prove it (flyway info)."""
+    if concurrency is not None and concurrency < 1:
+        raise UsageError(
+            f"--concurrency {concurrency}: give 1 or more databases migrated at once, or leave it "
+            "out for AMEIDE_MAX_CONCURRENCY (default 8)"
+        )
     done = commands.run(
         get_settings(),
         env,
         db,
-        admin_url=SecretStr(admin_url) if admin_url else None,
+        admin_url=_admin_url(admin_url),
         concurrency=concurrency,
         dry_run=dry_run,
         build=build,
@@ -249,7 +314,12 @@ def trigger(
 @app.command()
 def repair(
     env: EnvOption,
-    db: Annotated[list[str], typer.Option("--db", "-d", help="Database to repair; repeatable.")],
+    db: Annotated[
+        list[str],
+        typer.Option(
+            "--db", "-d", help="Database to repair; repeatable.", callback=_named_databases
+        ),
+    ],
 ) -> None:
     """Flyway repair: remove failed rows and realign checksums of the named databases."""
     repaired = commands.repair(
@@ -361,7 +431,7 @@ def secrets_seed_local(
     Vault when VAULT_ADDR is set, else in the local store (mode 0600). Idempotent."""
     settings = get_settings()
     catalog = environments.catalog("local", settings)
-    secret = SecretStr(admin_url) if admin_url else None
+    secret = _admin_url(admin_url)
     _, where = commands.seed_local(settings, catalog.databases, secret, _progress)
     console.print(f"local credentials of {len(catalog.databases)} databases written to {where}")
 

@@ -55,7 +55,12 @@ class LocalStoreSource:
         return entry
 
     def fix(self, database: str, key: str | None) -> str:
-        return "run `ameide-migrate secrets seed-local` to write the local credentials"
+        if key is None:
+            return "run `ameide-migrate secrets seed-local` to write the local credentials"
+        return (
+            f"correct {key} in the store, or remove the {database} entry and run "
+            "`ameide-migrate secrets seed-local` (it writes only what is missing)"
+        )
 
 
 class VaultSource:
@@ -78,7 +83,13 @@ class VaultSource:
 
     def fix(self, database: str, key: str | None) -> str:
         if self.environment == "local":
-            return "run `ameide-migrate secrets seed-local` (with VAULT_ADDR set) to write it"
+            if key is None:
+                return "run `ameide-migrate secrets seed-local` (with VAULT_ADDR set) to write it"
+            return (
+                f"correct {key} at {self.conn.display_path(self.environment, database)}, or "
+                "delete that secret and run `ameide-migrate secrets seed-local` (with VAULT_ADDR "
+                "set; it writes only what is missing)"
+            )
         what = f"key {key}" if key else "the secret"
         return (
             f"reconcile the secret bundle of {self.environment} (vault-secrets-platform, Layer 15) "

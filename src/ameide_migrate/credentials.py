@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import SecretStr
 
+from ameide_migrate.errors import LocalStoreExposed, LocalStoreInvalid
 from ameide_migrate.postgres import Credentials
 
 STORE_NAME = "local-secrets.json"
@@ -56,13 +58,53 @@ def secret_of(database: str, creds: Credentials) -> dict[str, str]:
     }
 
 
+def _read_store(path: Path) -> dict[str, dict[str, str]]:
+    """The store's entries; refused, as ssh refuses a private key, when others may read or
+    write it, and named with its fix when it is not the JSON this module writes."""
+    if not path.exists():
+        return {}
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise LocalStoreExposed(
+            f"the local secret store {path} is open to other users (mode {mode:04o}); it holds "
+            f"database passwords and must be 0600: run `chmod 600 {path}`"
+        )
+    try:
+        stored = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LocalStoreInvalid(
+            f"the local secret store {path} is not valid JSON ({e}): remove it and run "
+            "`ameide-migrate secrets seed-local`, which writes it again (the local credentials "
+            "are the same on every machine)"
+        ) from None
+    if not isinstance(stored, dict) or not all(
+        isinstance(entry, dict) and all(isinstance(v, str) for v in entry.values())
+        for entry in stored.values()
+    ):
+        raise LocalStoreInvalid(
+            f"the local secret store {path} is not a JSON object of databases, each an object of "
+            "<DB>_DATABASE_URL, _USER and _PASSWORD strings: remove it and run "
+            "`ameide-migrate secrets seed-local`, which writes it again"
+        )
+    return stored
+
+
 def write_local_store(state_dir: Path, credentials: Mapping[str, Credentials]) -> Path:
-    """Merge these databases' secrets into the local store; the file is created 0600."""
+    """Fill in what the local store lacks for these databases; the file is created 0600.
+
+    An entry or key already there is kept as it is, even when it is wrong: the secret gate
+    reports a bad one as it would in staging, instead of it being silently put back.
+    """
     path = state_dir / STORE_NAME
     state_dir.mkdir(parents=True, exist_ok=True)
-    stored: dict[str, dict[str, str]] = json.loads(path.read_text()) if path.exists() else {}
+    stored = _read_store(path)
+    changed = not path.exists()
     for database, creds in credentials.items():
-        stored[database] = secret_of(database, creds)
+        if database not in stored:
+            stored[database] = secret_of(database, creds)
+            changed = True
+    if not changed:
+        return path
     scratch = path.with_suffix(".tmp")
     fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -72,8 +114,5 @@ def write_local_store(state_dir: Path, credentials: Mapping[str, Credentials]) -
 
 
 def read_local_entry(state_dir: Path, database: str) -> dict[str, str] | None:
-    path = state_dir / STORE_NAME
-    if not path.exists():
-        return None
-    entry = json.loads(path.read_text()).get(database)
+    entry = _read_store(state_dir / STORE_NAME).get(database)
     return None if entry is None else {str(k): str(v) for k, v in entry.items()}

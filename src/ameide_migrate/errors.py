@@ -38,6 +38,24 @@ class UsageError(MigrateError):
     exit_code = ExitCode.USAGE
 
 
+class SettingInvalid(UsageError):
+    """An `AMEIDE_*` variable (or another setting) holds a value the product cannot use."""
+
+
+class DatabaseUrlInvalid(UsageError, ValueError):
+    """A PostgreSQL URL cannot be parsed; the message never repeats the URL (it may hold a
+    password). Still a ValueError: the secret gate reports a bad stored URL as its problem."""
+
+
+class LocalStoreInvalid(UsageError):
+    """The local secret store is not the JSON `secrets seed-local` writes."""
+
+
+class LocalStoreExposed(UsageError):
+    """The local secret store is readable or writable by others: refused, as ssh refuses a
+    private key of mode 0644."""
+
+
 class UnknownDatabase(UsageError):
     def __init__(self, names: Iterable[str], valid: Iterable[str]) -> None:
         self.names = sorted(names)

@@ -20,6 +20,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from ameide_migrate import credentials, postgres, prefect_api, vault
+from ameide_migrate.errors import DatabaseUrlInvalid, SecretMissing
 from ameide_migrate.postgres import Cluster, Credentials
 from ameide_migrate.vault import VaultConnection
 
@@ -90,7 +91,12 @@ def _up(
 ) -> LocalEnvironment:
     directory: Path | None = None
     if admin_url is not None:
-        admin = Credentials.from_url(admin_url.get_secret_value()).with_database("postgres")
+        try:
+            admin = Credentials.from_url(admin_url.get_secret_value()).with_database("postgres")
+        except DatabaseUrlInvalid as e:
+            raise DatabaseUrlInvalid(
+                f"the local admin URL (--admin-url or AMEIDE_LOCAL_ADMIN_URL) cannot be used: {e}"
+            ) from None
     else:
         cluster = local_cluster(state_dir)
         directory = cluster.directory
@@ -113,16 +119,23 @@ def _up(
 
 
 def seed(state_dir: Path, owners: Mapping[str, Credentials], conn: VaultConnection | None) -> str:
-    """Write the local credentials where the local environment reads them: Vault when one is
-    configured (KV v2, as the other environments), else the local store. Returns where."""
+    """Write the local credentials that are missing where the local environment reads them:
+    Vault when one is configured (KV v2, as the other environments), else the local store.
+    Returns where.
+
+    A secret already there is never rewritten, even a wrong one: the gate then reports it as it
+    would in staging, and Vault gets no new version on every run.
+    """
     if conn is None:
         return str(credentials.write_local_store(state_dir, owners))
     with vault.session(conn) as client:
         vault.ensure_kv_v2(client, conn)
         for database, creds in owners.items():
-            vault.write_secret(
-                client, conn, conn.path("local", database), credentials.secret_of(database, creds)
-            )
+            path = conn.path("local", database)
+            try:
+                vault.read_secret(client, conn, path)
+            except SecretMissing:
+                vault.write_secret(client, conn, path, credentials.secret_of(database, creds))
     return f"Vault {conn.address} {conn.display_path('local', '<database>')}"
 
 

@@ -22,7 +22,12 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from pydantic import SecretStr
 
-from ameide_migrate.errors import DatabaseError, DatabaseUnreachable, LocalClusterFailed
+from ameide_migrate.errors import (
+    DatabaseError,
+    DatabaseUnreachable,
+    DatabaseUrlInvalid,
+    LocalClusterFailed,
+)
 
 _SERVER_DIRS = ("/usr/lib/postgresql",)
 
@@ -66,18 +71,29 @@ class Credentials:
     def from_url(
         cls, url: str, *, user: str | None = None, password: str | None = None
     ) -> Credentials:
-        """Parse `postgresql://[user[:password]@]host[:port]/database`."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
-            raise ValueError("expected postgresql://host:port/database")
-        database = unquote(parts.path.lstrip("/"))
-        if not database:
-            raise ValueError("the URL names no database (postgresql://host:port/DATABASE)")
+        """Parse `postgresql://[user[:password]@]host[:port]/database`; DatabaseUrlInvalid
+        (a ValueError) says what is wrong without repeating the URL, which may hold a password."""
         try:
+            parts = urlsplit(url)
             port = parts.port or 5432
         except ValueError:
             # urlsplit's own message would quote the netloc, password included.
-            raise ValueError("the URL's port is not a number (postgresql://host:PORT/db)") from None
+            raise DatabaseUrlInvalid(
+                "the URL's host or port cannot be read (postgresql://HOST:PORT/DATABASE, the port "
+                "a number from 1 to 65535)"
+            ) from None
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise DatabaseUrlInvalid(
+                "the scheme is not postgresql://: expected "
+                "postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
+            )
+        if not parts.hostname:
+            raise DatabaseUrlInvalid(
+                "the URL names no host: expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
+            )
+        database = unquote(parts.path.lstrip("/"))
+        if not database:
+            raise DatabaseUrlInvalid("the URL names no database (postgresql://HOST:PORT/DATABASE)")
         return cls(
             host=parts.hostname,
             port=port,

@@ -7,9 +7,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ameide_migrate.errors import SettingInvalid
 from ameide_migrate.vault import VaultConnection
 
 if TYPE_CHECKING:
@@ -168,6 +169,36 @@ class Settings(BaseSettings):
         return (self.cache_dir / "flyway" / self.flyway_version).resolve()
 
 
+def _variable_of(field_name: str) -> str:
+    """The environment variable a person sets for a field: its alias's first choice, or
+    AMEIDE_<FIELD>."""
+    alias = Settings.model_fields[field_name].validation_alias
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    return f"AMEIDE_{field_name.upper()}"
+
+
+def _described(error: ValidationError) -> str:
+    problems = []
+    for problem in error.errors():
+        field = str(problem["loc"][0]) if problem["loc"] else ""
+        variable = _variable_of(field) if field in Settings.model_fields else field
+        value = os.environ.get(variable, problem.get("input"))
+        secret = field in Settings.model_fields and "SecretStr" in str(
+            Settings.model_fields[field].annotation
+        )
+        shown = "" if secret else f"={value!r}"
+        doc = Settings.model_fields[field].description if field in Settings.model_fields else None
+        meaning = f" ({doc.rstrip('.')})" if doc else ""
+        problems.append(f"{variable}{shown}: {problem['msg'].lower()}{meaning}")
+    return "; ".join(problems) + ": set a valid value, or unset the variable for the default"
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The settings of this process, read and checked once; SettingInvalid names each bad
+    variable, its value and what it must be."""
+    try:
+        return Settings()
+    except ValidationError as e:
+        raise SettingInvalid(_described(e)) from None
