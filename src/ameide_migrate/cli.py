@@ -157,7 +157,7 @@ def run(
         ),
     ] = None,
     concurrency: Annotated[
-        int | None, typer.Option(min=1, help="Databases migrated at once (AMEIDE_MAX_CONCURRENCY).")
+        int | None, typer.Option(help="Databases migrated at once (AMEIDE_MAX_CONCURRENCY).")
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="List what would be applied; change nothing.")
