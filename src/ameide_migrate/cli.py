@@ -328,8 +328,29 @@ def repair(
         db,
         on_log=lambda database, _level, message: _progress(f"{database}: {message}"),
     )
-    for name in repaired:
-        console.print(f"{name}: repaired")
+    for done in repaired:
+        console.print(done.summary(), highlight=False, soft_wrap=True)
+
+
+@app.command()
+def baseline(
+    env: EnvOption,
+    db: Annotated[str, typer.Option("--db", "-d", help="The database to baseline.")],
+    version: Annotated[
+        str | None,
+        typer.Option(help="The version its schema is at; Flyway's default (1) when not given."),
+    ] = None,
+) -> None:
+    """Flyway baseline of a database that has a schema and no history table: the next run
+    applies only the migrations above VERSION."""
+    at = commands.baseline(
+        get_settings(),
+        env,
+        db,
+        version,
+        on_log=lambda database, _level, message: _progress(f"{database}: {message}"),
+    )
+    console.print(f"{db}: baselined at version {at}", highlight=False)
 
 
 @app.command("catalog")

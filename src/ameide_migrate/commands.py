@@ -310,13 +310,44 @@ def trigger(
     return Triggered(flow_run_id, prefect_api.ui_address_of_flow_run(api.ui_url, str(flow_run_id)))
 
 
+@dataclass(frozen=True)
+class Repaired:
+    """What Flyway's repair changed in one database's history; nothing when all are empty."""
+
+    database: str
+    removed_failed: list[str]
+    aligned: list[str]
+    deleted_missing: list[str]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.removed_failed or self.aligned or self.deleted_missing)
+
+    def summary(self) -> str:
+        if not self.changed:
+            return f"{self.database}: nothing to repair (no failed row, every checksum matches)"
+        parts = []
+        for what, versions in (
+            ("removed failed", self.removed_failed),
+            ("realigned checksum of", self.aligned),
+            ("marked deleted", self.deleted_missing),
+        ):
+            if versions:
+                parts.append(f"{what} {', '.join(versions)}")
+        return f"{self.database}: " + "; ".join(parts)
+
+
+def _versions(entries: Any) -> list[str]:
+    return [str(e.get("version") or e.get("description") or e) for e in entries or []]
+
+
 def repair(
     settings: Settings,
     env: str,
     databases: list[str],
     on_log: Callable[[str, str, str], None] = lambda _db, _level, _message: None,
-) -> dict[str, dict[str, Any]]:
-    """Flyway repair of each named database; Flyway's result per database."""
+) -> list[Repaired]:
+    """Flyway repair of each named database, and what it changed there."""
     from ameide_migrate import migrate
 
     catalog = environments.catalog(env, settings)
@@ -325,9 +356,48 @@ def repair(
     install_flyway(settings)
     ctx = migrate.RunContext.create(env, targets, verify_secrets(settings, env, names), settings)
     try:
-        return {name: migrate.repair(ctx, name, _log_of(name, on_log)) for name in names}
+        results = {name: migrate.repair(ctx, name, _log_of(name, on_log)) for name in names}
     finally:
         ctx.close()
+    return [
+        Repaired(
+            name,
+            _versions(result.get("migrationsRemoved")),
+            _versions(result.get("migrationsAligned")),
+            _versions(result.get("migrationsDeleted")),
+        )
+        for name, result in results.items()
+    ]
+
+
+def baseline(
+    settings: Settings,
+    env: str,
+    database: str,
+    version: str | None = None,
+    on_log: Callable[[str, str, str], None] = lambda _db, _level, _message: None,
+) -> str:
+    """Flyway baseline of a database that has a schema and no history: a history table whose
+    one row says the schema is at `version` (Flyway's default, 1, when None); that version."""
+    from dataclasses import replace
+
+    from ameide_migrate import migrate
+
+    (target,) = environments.catalog(env, settings).select([database])
+    install_flyway(settings)
+    ctx = migrate.RunContext.create(
+        env, [target], verify_secrets(settings, env, [database]), settings
+    )
+    request = ctx.request("baseline", database)
+    if version is not None:
+        request = replace(
+            request, configuration={**request.configuration, "flyway.baselineVersion": version}
+        )
+    try:
+        result = ctx.engine().run(request, _log_of(database, on_log))
+    finally:
+        ctx.close()
+    return str(result.get("baselineVersion") or version or "1")
 
 
 def _log_of(database: str, on_log: Callable[[str, str, str], None]) -> flyway.LogSink:

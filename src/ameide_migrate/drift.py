@@ -18,10 +18,9 @@ from typing import Any
 
 from ameide_migrate import postgres
 from ameide_migrate.catalog import DatabaseCatalog, Migration, Version
-from ameide_migrate.migrate import DatabaseOutcome, OutcomeState, RunContext
+from ameide_migrate.migrate import SETTLED_STATES, DatabaseOutcome, OutcomeState, RunContext
 from ameide_migrate.postgres import Fingerprint, HistoryRow, InvalidIndex
 
-SETTLED = frozenset({"Success", "Baseline", "Below Baseline", "Superseded"})
 PENDING = frozenset({"Pending", "Outdated"})
 
 
@@ -219,7 +218,7 @@ def validate_problems(
 
 
 def verdict(statuses: list[MigrationStatus], problems: Mapping[str, str]) -> Verdict:
-    if problems or any(s.state not in SETTLED | PENDING for s in statuses):
+    if problems or any(s.state not in SETTLED_STATES | PENDING for s in statuses):
         return Verdict.DRIFTED
     if any(s.state in PENDING for s in statuses):
         return Verdict.BEHIND
@@ -465,7 +464,7 @@ class DriftReport:
                 f"latest {d.latest}{since})",
                 "",
             ]
-            odd = [m for m in d.migrations if m.state not in SETTLED]
+            odd = [m for m in d.migrations if m.state not in SETTLED_STATES]
             lines += [
                 f"- {m.category.lower()} {m.version or m.description}: {m.state} ({m.script})"
                 for m in odd

@@ -31,7 +31,11 @@ from ameide_migrate.postgres import Credentials, HistoryRow, InvalidIndex
 from ameide_migrate.settings import Settings
 
 # Flyway's info states that mean "applied and nothing left to do".
-SETTLED_STATES = frozenset({"Success", "Baseline", "Below Baseline", "Superseded"})
+# Flyway info's states of a migration that needs nothing more; "Ignored (Baseline)" is the file
+# whose version is the baseline's: the baseline stands for it.
+SETTLED_STATES = frozenset(
+    {"Success", "Baseline", "Below Baseline", "Ignored (Baseline)", "Superseded"}
+)
 # History rows the native check understands; any other (DELETE after a repair, UNDO, JDBC...)
 # sends the database to Flyway.
 _UNDERSTOOD_TYPES = frozenset({"SQL", "BASELINE", "SCHEMA"})
