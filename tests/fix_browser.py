@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Locator, Page, expect, sync_playwright
+from playwright.sync_api import Locator, Page, ViewportSize, expect, sync_playwright
 
 from ameide_migrate.postgres import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
-VIEWPORT = {"width": 1920, "height": 1080}
+VIEWPORT: ViewportSize = {"width": 1920, "height": 1080}
 """A desktop screen; the artifact tables are laid out to show whole at this width."""
 
 _FINAL_BADGE = ", ".join(
@@ -89,12 +89,13 @@ def page(browser: str, tmp_path: Path) -> Iterator[Page]:
     """
     with sync_playwright() as playwright:
         connected = playwright.chromium.connect_over_cdp(browser)
-        context = connected.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+        context = connected.new_context(viewport=VIEWPORT)
         tab = context.new_page()
         try:
             yield tab
         finally:
-            tab.screenshot(path=str(tmp_path / "last-page.png"), full_page=True)
+            if not tab.is_closed():
+                tab.screenshot(path=str(tmp_path / "last-page.png"), full_page=True)
             context.close()
 
 
