@@ -14,13 +14,17 @@ these machines already) resolves them from Maven Central with checksums.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import itertools
 import json
 import os
+import queue
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import threading
 from collections import deque
@@ -318,8 +322,62 @@ def _target_key(database: str) -> str:
     return database.upper().replace("-", "_")
 
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _killed_with(parent: int) -> Callable[[], None] | None:
+    """What the child runs before exec on Linux: the kernel SIGKILLs it when its parent goes,
+    whatever kills the parent (kill -9 included), so an in-flight migration's transaction dies
+    with its connection and PostgreSQL rolls it back."""
+    if sys.platform != "linux":
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the child only calls it
+
+    def arm() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return arm
+
+
+class _Launcher:
+    """Starts the engine JVMs from one thread that lives as long as this process.
+
+    Linux sends the parent-death signal when the *thread* that forked the child ends, not the
+    process: a JVM started from a task's worker thread would be killed when the task runner
+    retires that thread, mid-run. This thread never ends before the process does.
+    """
+
+    _requests: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] | None = None
+    _lock = threading.Lock()
+
+    @classmethod
+    def start(cls, launch: Callable[[], subprocess.Popen[str]]) -> subprocess.Popen[str]:
+        with cls._lock:
+            if cls._requests is None:
+                cls._requests = queue.SimpleQueue()
+                threading.Thread(
+                    target=cls._serve, args=(cls._requests,), daemon=True, name="jvm-launcher"
+                ).start()
+        started: Future[subprocess.Popen[str]] = Future()
+        cls._requests.put((launch, started))
+        return started.result()
+
+    @staticmethod
+    def _serve(requests: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]]) -> None:
+        while True:
+            launch, started = requests.get()
+            try:
+                started.set_result(launch())
+            except BaseException as e:  # noqa: BLE001  (handed to the caller, raised there)
+                started.set_exception(e)
+
+
 class FlywayEngine:
-    """A running engine JVM; thread-safe: many requests may be in flight at once."""
+    """A running engine JVM; thread-safe: many requests may be in flight at once.
+
+    The JVM dies with the process that started it (`_killed_with`), whatever the signal."""
 
     def __init__(self, inst: Installation, targets: Mapping[str, Target]) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AMEIDE_TARGET_")}
@@ -329,14 +387,17 @@ class FlywayEngine:
             env[prefix + "URL"] = target.jdbc_url
             env[prefix + "USER"] = target.user
             env[prefix + "PASSWORD"] = target.password.get_secret_value()
-        self._process = subprocess.Popen(
-            [inst.java, *JVM_OPTIONS, "-cp", inst.classpath, ENGINE_CLASS],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            text=True,
-            encoding="utf-8",
+        self._process = _Launcher.start(
+            lambda: subprocess.Popen(
+                [inst.java, *JVM_OPTIONS, "-cp", inst.classpath, ENGINE_CLASS],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                text=True,
+                encoding="utf-8",
+                preexec_fn=_killed_with(os.getpid()),
+            )
         )
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
