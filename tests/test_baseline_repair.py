@@ -3,6 +3,8 @@ say what they did, on real Flyway and PostgreSQL."""
 
 from __future__ import annotations
 
+import json
+
 from ameide_migrate import postgres
 
 from .fix_platform import Platform, ameide
@@ -25,6 +27,12 @@ def test_a_schema_without_history_is_baselined_then_only_what_is_above_is_applie
         "V1__threads_initial_schema.sql",
         "V2__threads_message_attachments_and_triggers.sql",
     )
+    found = ameide("drift", "--env", "local", "--db", "threads", "--json")
+    assert found.returncode == 3, found.stdout + found.stderr
+    (report,) = json.loads(found.stdout)
+    assert report["verdict"] == "schema present, no history"
+    assert "ameide-migrate baseline --env local --db threads --version VERSION" in report["fix"]
+
     refused = ameide("run", "--env", "local", "--db", "threads")
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert "no schema history table" in refused.stdout + refused.stderr

@@ -28,6 +28,8 @@ class Verdict(StrEnum):
     IN_SYNC = "in sync"
     BEHIND = "behind"
     DRIFTED = "drifted"
+    NO_HISTORY = "schema present, no history"
+    """Objects in the schema and no Flyway history: built by another tool, or by hand."""
     UNREACHABLE = "unreachable"
 
 
@@ -235,6 +237,12 @@ def fix_for(environment: str, database: str, drift: DatabaseDrift) -> str:
         return "check the server and the credentials (`ameide-migrate secrets verify`)"
     if drift.verdict is Verdict.IN_SYNC:
         return ""
+    if drift.verdict is Verdict.NO_HISTORY:
+        return (
+            "Flyway refuses to migrate a non-empty schema without history: find the version the "
+            f"schema matches, then `ameide-migrate baseline --env {environment} --db {database} "
+            f"--version VERSION` and `{rerun}` to apply what is above it"
+        )
     steps = []
     states = {s.state for s in drift.migrations}
     if drift.invalid_indexes:
@@ -323,6 +331,12 @@ def check(
         problems=problems,
         invalid_indexes=list(invalid_indexes),
     )
+    if history is None and live:
+        drift.verdict = Verdict.NO_HISTORY
+        drift.problems = {
+            **problems,
+            "history": f"{len(live)} schema objects and no {db.name} schema history table",
+        }
     # A fingerprint of another version was not taken by our last migrate: nothing to compare.
     if fingerprint is not None and live is not None and fingerprint.version == drift.version:
         drift.known_good = fingerprint.recorded_at
@@ -569,7 +583,7 @@ def plan(ctx: RunContext, database: str) -> DatabaseOutcome:
     report = check(ctx.environment, db, history, invalid_indexes=invalid)
     pending = [m.script for m in report.migrations if m.state in PENDING]
     latest = str(db.latest_version) if db.latest_version else None
-    if report.verdict is Verdict.DRIFTED:
+    if report.verdict in (Verdict.DRIFTED, Verdict.NO_HISTORY):
         return DatabaseOutcome(
             database,
             OutcomeState.FAILED,

@@ -60,7 +60,9 @@ def registry_for(report: DriftReport) -> CollectorRegistry:
         version.labels(*key).set(_version_number(d.version))
         latest.labels(*key).set(_version_number(d.latest))
         pending.labels(*key).set(d.pending)
-        drifted.labels(*key).set(1 if d.verdict in (Verdict.DRIFTED, Verdict.UNREACHABLE) else 0)
+        drifted.labels(*key).set(
+            1 if d.verdict in (Verdict.DRIFTED, Verdict.NO_HISTORY, Verdict.UNREACHABLE) else 0
+        )
         checked.labels(*key).set(d.checked_at)
         duration.labels(*key).set(d.duration_s)
     return registry
@@ -80,3 +82,6 @@ def export(report: DriftReport, *, textfile: Path, pushgateway: str | None) -> s
     textfile.parent.mkdir(parents=True, exist_ok=True)
     write_to_textfile(str(textfile), registry)
     return str(textfile)
+
+
+_NOT_IN_SYNC = (Verdict.DRIFTED, Verdict.NO_HISTORY, Verdict.UNREACHABLE)

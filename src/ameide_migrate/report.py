@@ -107,6 +107,7 @@ _VERDICT_STYLE = {
     Verdict.IN_SYNC: "green",
     Verdict.BEHIND: "yellow",
     Verdict.DRIFTED: "bold red",
+    Verdict.NO_HISTORY: "bold red",
     Verdict.UNREACHABLE: "bold red",
 }
 
