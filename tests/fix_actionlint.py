@@ -11,8 +11,24 @@ from pathlib import Path
 
 import pytest
 
+from tests.fix_tiers import mark_if_uses, register
+
 ACTIONLINT_MODULE = "github.com/rhysd/actionlint/cmd/actionlint@v1.7.12"
 CACHE_BIN = Path(__file__).resolve().parent.parent / ".cache" / "bin"
+
+_FIXTURES = frozenset({"actionlint"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    register(
+        config,
+        "actionlint",
+        "lints the workflow with actionlint (built from source once into .cache/bin)",
+    )
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    mark_if_uses(item, _FIXTURES, "actionlint")
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ import pytest
 from playwright.sync_api import Locator, Page, ViewportSize, expect, sync_playwright
 
 from ameide_migrate.postgres import free_port
+from tests.fix_tiers import mark_if_uses, register
 
 CHROMIUM = Path("/usr/bin/chromium")
 VIEWPORT: ViewportSize = {"width": 1920, "height": 1080}
@@ -30,6 +31,20 @@ _FINAL_BADGE = ", ".join(
     f".page-heading-flow-run__meta .state-badge.state--{kind}"
     for kind in ("completed", "failed", "crashed", "cancelled")
 )
+
+_FIXTURES = frozenset({"browser", "page"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    register(
+        config,
+        "browser",
+        "drives the Prefect UI in Debian's chromium with Playwright, as a person does",
+    )
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    mark_if_uses(item, _FIXTURES, "browser")
 
 
 @pytest.fixture(scope="session")

@@ -25,12 +25,27 @@ import pytest
 
 from ameide_migrate import flyway
 from ameide_migrate.postgres import free_port
+from tests.fix_tiers import mark_if_uses, register
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache"
 SUITE = "bookworm"
 ROOTFS_PACKAGES = "openjdk-17-jre-headless,python3,python3-venv,ca-certificates"
 ROOTFS_IMAGE = f"ameide/debian-java:{SUITE}"
+
+_FIXTURES = frozenset({"docker_engine", "registry", "flyway_base"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    register(
+        config,
+        "docker",
+        "builds images on the suite's own Docker engine and registry (base cached in .cache)",
+    )
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    mark_if_uses(item, _FIXTURES, "docker")
 
 
 @dataclass(frozen=True)

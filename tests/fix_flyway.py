@@ -12,8 +12,19 @@ import pytest
 
 from ameide_migrate import flyway
 from ameide_migrate.settings import Settings
+from tests.fix_tiers import mark_if_uses, register
 
 NEWER_FLYWAY = os.environ.get("AMEIDE_TEST_NEWER_FLYWAY", "12.5.0")
+
+_FIXTURES = frozenset({"flyway_installation", "newer_flyway"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    register(config, "flyway", "runs real Flyway in a JVM (installed into .cache/flyway)")
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    mark_if_uses(item, _FIXTURES, "flyway")
 
 
 def install(version: str) -> flyway.Installation:

@@ -10,8 +10,22 @@ from pathlib import Path
 
 import pytest
 
+from tests.fix_tiers import mark_if_uses, register
+
 HELM_MODULE = "helm.sh/helm/v3/cmd/helm@v3.22.0"
 CACHE_BIN = Path(__file__).resolve().parent.parent / ".cache" / "bin"
+
+_FIXTURES = frozenset({"helm"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    register(
+        config, "helm", "renders the charts with helm (built from source once into .cache/bin)"
+    )
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    mark_if_uses(item, _FIXTURES, "helm")
 
 
 @pytest.fixture(scope="session")

@@ -9,11 +9,26 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.fix_tiers import mark_if_uses, register
 from tests.k8s_cluster import Cluster, ToolMissing, build, busybox_image, is_built
 
 # A cold build runs inside the first test that asks for the cluster: more than the default
 # per-test timeout.
 COLD_BUILD_TIMEOUT = 1800
+
+_FIXTURES = frozenset({"k8s_cluster"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    register(
+        config,
+        "k8s",
+        "runs a real one-node Kubernetes cluster (built from source, cached in .cache/k8s)",
+    )
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    mark_if_uses(item, _FIXTURES, "k8s")
 
 
 def _cold() -> bool:

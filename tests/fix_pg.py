@@ -16,8 +16,23 @@ import pytest
 from pydantic import SecretStr
 
 from ameide_migrate.postgres import Cluster, Credentials
+from tests.fix_tiers import mark_if_uses, register
 
 _prefixes = itertools.count(1)
+
+_FIXTURES = frozenset({"pg_admin", "spare_cluster"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    register(
+        config,
+        "postgres",
+        "needs a PostgreSQL server (the session's throwaway cluster, or --test-admin-url)",
+    )
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    mark_if_uses(item, _FIXTURES, "postgres")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -17,6 +17,7 @@ import pytest
 
 from ameide_migrate import prefect_api
 from ameide_migrate.postgres import free_port
+from tests.fix_tiers import mark_if_uses, register
 
 _HOME = Path(tempfile.mkdtemp(prefix="ameide-prefect-"))
 SERVER_HOME = _HOME / "server"
@@ -26,6 +27,16 @@ os.environ.update(prefect_api.QUIET_ENV)
 os.environ["PREFECT_HOME"] = str(_HOME)
 os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{_PORT}/api"
 os.environ.setdefault("AMEIDE_RETRY_DELAY_SECONDS", "0.5")
+
+_FIXTURES = frozenset({"prefect_server"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    register(config, "prefect", "needs the session's Prefect server")
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    mark_if_uses(item, _FIXTURES, "prefect")
 
 
 @pytest.fixture(scope="session")

@@ -20,16 +20,25 @@ from pathlib import Path
 import pytest
 
 from ameide_migrate import local
+from tests.fix_tiers import mark_if_uses, register
 
 REPO = Path(__file__).resolve().parent.parent
 _HIDDEN_PREFIXES = ("PREFECT_", "AMEIDE_", "VAULT_", "UV_", "XDG_", "VIRTUAL_ENV", "PYTEST_")
 
 
+_FIXTURES = frozenset({"user_machine", "user_machine_venv"})
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "user: runs the product as a person does: a fresh clone, a fresh HOME, nothing set",
+    register(
+        config,
+        "user",
+        "runs the product as a person does: a fresh clone, a fresh HOME, nothing set",
     )
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    mark_if_uses(item, _FIXTURES, "user")
 
 
 @dataclass

@@ -39,9 +39,20 @@ from pydantic import SecretStr
 
 from ameide_migrate.postgres import free_port
 from ameide_migrate.vault import VaultConnection
+from tests.fix_tiers import mark_if_uses, register
 
 READ_POLICY = "db-read"
 AUDIENCE = "https://kubernetes.default.svc.cluster.local"
+
+_FIXTURES = frozenset({"vault", "own_vault", "token_review"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    register(config, "vault", "needs a Vault API (OpenBao's dev server, or VAULT_ADDR)")
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    mark_if_uses(item, _FIXTURES, "vault")
 
 
 def bao_binary() -> str:

@@ -624,6 +624,7 @@ def test_curl_recipe_fails_fast_on_a_deployment_not_registered_or_no_api(
     assert f"the Prefect API at {closed} cannot be reached" in unreachable.stderr
 
 
+@pytest.mark.prefect  # a Prefect server of its own, with basic auth
 def test_curl_recipe_sends_basic_auth_to_a_server_that_requires_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -13,6 +13,8 @@ from .fix_platform import REPO
 BIN = Path(sys.executable).parent
 SOURCES = ["src", "flows", "blocks", "deployments", "tests", "bench"]
 
+pytestmark = pytest.mark.static
+
 
 @pytest.mark.parametrize(
     "command",
