@@ -68,9 +68,9 @@ def test_a_dry_run_has_an_artifact_of_its_own_that_says_so(
     assert artifact.description.startswith(
         "Dry run of migrate local, graph and threads only: nothing changed"
     )
-    assert {r["database"]: r["state"] for r in artifact.rows} == {
-        "graph": "would apply",
-        "threads": "up to date",
+    assert {r["database"]: (r["state"], r["smoke"]) for r in artifact.rows} == {
+        "graph": ("would apply", "not run"),
+        "threads": ("up to date", "not run"),
     }
     # The latest `migrate-local` is still what the real run did.
     page.goto(f"{prefect_server.ui_url}/artifacts/key/migrate-local")

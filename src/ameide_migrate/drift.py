@@ -448,14 +448,14 @@ class DriftReport:
         return "\n".join(lines)
 
     def rows(self) -> list[dict[str, str]]:
-        """The table artifact's rows: what to do comes before what is wrong, and each long value
-        is laid out by `table_cell`."""
+        """The table artifact's rows: what to do comes before what is wrong, each long value is
+        laid out by `table_cell`, and no lone `-`, which a cell renders as a list's bullet."""
         return [
             {
                 "database": d.database,
                 "verdict": d.verdict.value,
                 "version": d.version or "empty",
-                "latest": d.latest or "-",
+                "latest": d.latest or "none",
                 "pending": str(d.pending),
                 "fix": table_cell(d.fix),
                 "problems": table_cell(

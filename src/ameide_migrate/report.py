@@ -28,7 +28,8 @@ def artifact_key(environment: str, *, dry_run: bool) -> str:
 
 
 def artifact_rows(run: RunReport) -> list[dict[str, str]]:
-    """One row per database; long values laid out for the UI's table by `table_cell`."""
+    """One row per database; long values laid out for the UI's table by `table_cell`, and no
+    lone `-`, which a cell would render as a list's bullet."""
     smoke = {s.database: s for s in run.smoke}
     rows = []
     for o in run.outcomes:
@@ -38,11 +39,11 @@ def artifact_rows(run: RunReport) -> list[dict[str, str]]:
                 "database": o.database,
                 "before": o.before or "empty",
                 "after": o.after or "empty",
-                "latest": o.latest or "-",
+                "latest": o.latest or "none",
                 "applied": str(o.applied),
                 "duration": f"{o.duration_s:.2f}s",
                 "state": o.state.value,
-                "smoke": "-"
+                "smoke": "not run"
                 if check is None
                 else ("ok" if check.ok else table_cell("; ".join(check.problems))),
                 "message": table_cell(o.message.splitlines()[0]) if o.message else "",
