@@ -152,6 +152,7 @@ def run(
         # Only the targeted databases: `--db X` touches X alone.
         seed_local(settings, targets, admin_url, progress)
     api = connect(settings, env)
+    prefect_api.ensure_heartbeat_guard()
     serves = api.local and target.local
     if serves:
         serve_local_deployments(settings, api, catalog)
@@ -244,6 +245,7 @@ def _register(
         overrides = {**_process_job_variables(settings), **overrides}
     template = job_template() if target.pool_type == "kubernetes" else None
     prefect_api.ensure_work_pool(target.work_pool, target.pool_type, template)
+    prefect_api.ensure_heartbeat_guard()
     if target.pool_type == "kubernetes":
         prefect_api.ensure_image_pull_guard()
     for deployment in deployments_for(settings, target.name, catalog, image, overrides):
@@ -261,6 +263,7 @@ def _process_job_variables(settings: Settings) -> dict[str, Any]:
             "AMEIDE_STATE_DIR": str(settings.state_dir.resolve()),
             "AMEIDE_PROJECT_DIR": str(settings.project_dir.resolve()),
             "AMEIDE_FLYWAY_VERSION": settings.flyway_version,
+            **prefect_api.HEARTBEAT_ENV,
         },
     }
 

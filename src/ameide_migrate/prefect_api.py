@@ -36,6 +36,16 @@ QUIET_ENV = {
 }
 
 
+# A flow run's process sends a heartbeat every HEARTBEAT_SECONDS (Prefect's minimum); the
+# HEARTBEAT_GUARD automation crashes a run that has sent none for CRASH_AFTER_SECONDS (three
+# missed beats). Prefect's triggers service checks such silences every few seconds, so a run
+# whose process or pod died is Crashed at most about CRASHED_WITHIN_SECONDS after it died.
+HEARTBEAT_SECONDS = 30
+CRASH_AFTER_SECONDS = 90
+CRASHED_WITHIN_SECONDS = CRASH_AFTER_SECONDS + 30
+HEARTBEAT_ENV = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}
+
+
 # Servers and workers started by this process outlive it on purpose; holding them here keeps
 # Python from reaping (and warning about) a child that is meant to keep running.
 _DETACHED: list[subprocess.Popen[bytes]] = []
@@ -130,6 +140,7 @@ def ensure_worker(home: Path, pool: str, api_url: str, *, poll_seconds: float = 
         **QUIET_ENV,
         "PREFECT_API_URL": api_url,
         "PREFECT_WORKER_QUERY_SECONDS": str(poll_seconds),
+        **HEARTBEAT_ENV,
     }
     argv = [_prefect_command(), "worker", "start", "--pool", pool, "--type", "process"]
     process = _start_detached(argv, env, home / "worker.log")
@@ -252,6 +263,10 @@ def connect(state_dir: Path, *, local_allowed: bool, needed_for: str) -> Api:
         api = Api(url, _ui_url_of(url), local=False)
     os.environ["PREFECT_API_URL"] = api.api_url
     os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "false"
+    # A run of this process that stops beating (killed, its machine gone) is crashed by the
+    # heartbeat guard instead of staying Running forever.
+    for variable, value in HEARTBEAT_ENV.items():
+        os.environ.setdefault(variable, value)
     if "prefect" in sys.modules:
         from prefect.settings import get_current_settings
 
@@ -355,6 +370,61 @@ def ensure_image_pull_guard() -> None:
     try:
         # Called outside an event loop, so the sync flavour: an Automation, not a coroutine.
         existing = cast(Automation, Automation.read(name=IMAGE_PULL_GUARD))
+    except ValueError:
+        wanted.create()
+        return
+    wanted.id = existing.id
+    wanted.update()
+
+
+HEARTBEAT_GUARD = "ameide-migrate: a run whose heartbeat stopped is crashed"
+
+
+def ensure_heartbeat_guard() -> None:
+    """An automation that crashes a flow run whose heartbeats stopped before it ended.
+
+    A run's state is reported by its own process: when that process is killed (kill -9, a pod
+    evicted, a machine lost) the run would stay Running forever. Each run process sends
+    Prefect's flow-run heartbeat every HEARTBEAT_SECONDS (HEARTBEAT_ENV); this proactive trigger
+    fires when a run that has beaten sends neither a heartbeat nor a final state for
+    CRASH_AFTER_SECONDS, and sets it Crashed, so `trigger --wait` ends with exit 1. Runs that
+    never beat (heartbeats off) are left alone. Idempotent: one automation of this name.
+    """
+    from datetime import timedelta
+
+    from prefect.automations import Automation, ChangeFlowRunState, EventTrigger, Posture
+    from prefect.client.schemas.objects import StateType
+
+    wanted = Automation(
+        name=HEARTBEAT_GUARD,
+        description="A run whose process died cannot report its end; its silence does.",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            },
+            match={"prefect.resource.id": "prefect.flow-run.*"},
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=CRASH_AFTER_SECONDS),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                name="Crashed",
+                message=f"no heartbeat for {CRASH_AFTER_SECONDS}s: the run's process or pod "
+                "died before it could report its end. An interrupted migration was rolled back "
+                "by PostgreSQL; run it again",
+            )
+        ],
+    )
+    try:
+        existing = cast(Automation, Automation.read(name=HEARTBEAT_GUARD))
     except ValueError:
         wanted.create()
         return

@@ -87,9 +87,14 @@ class Settings(BaseSettings):
         "between several stacks.",
     )
     max_concurrency: int = Field(default=8, ge=1, description="Databases migrated at once.")
-    retries: int = Field(default=4, ge=0, description="Retries of a transient fault per step.")
+    # The defaults ride through a PostgreSQL restart or failover (10-60 s): waits of 1, 2, 4, 8,
+    # then 15 s, about 75 s in all before a step gives up (`retry_budget_seconds`).
+    retries: int = Field(default=8, ge=0, description="Retries of a transient fault per step.")
     retry_delay_seconds: float = Field(
         default=1.0, gt=0, description="First retry delay; doubles every retry."
+    )
+    retry_max_delay_seconds: float = Field(
+        default=15.0, gt=0, description="The longest wait between two retries."
     )
     connect_timeout_seconds: int = Field(default=5, ge=1)
     lock_timeout_seconds: int = Field(
@@ -159,6 +164,19 @@ class Settings(BaseSettings):
             ca_cert_path=self.vault_cacert,
             timeout_seconds=float(self.connect_timeout_seconds),
         )
+
+    @property
+    def retry_delays(self) -> list[float]:
+        """The waits before each retry of a transient fault: doubling, capped."""
+        return [
+            min(self.retry_delay_seconds * 2**attempt, self.retry_max_delay_seconds)
+            for attempt in range(self.retries)
+        ]
+
+    @property
+    def retry_budget_seconds(self) -> float:
+        """How long a step keeps retrying a transient fault, waits only."""
+        return sum(self.retry_delays)
 
     @property
     def metrics_path(self) -> Path:

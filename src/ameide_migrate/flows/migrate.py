@@ -19,7 +19,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from ameide_migrate import drift, environments, migrate, report
 from ameide_migrate.errors import RunFailed
 from ameide_migrate.flows.image import ImageBuild, build_image_flow
-from ameide_migrate.flows.retrying import retrying
+from ameide_migrate.flows.retrying import retrying, says_how_long
 from ameide_migrate.flows.secrets import verify_credentials
 from ameide_migrate.migrate import (
     DatabaseFailed,
@@ -35,16 +35,19 @@ _settings = get_settings()
 
 
 @task(**retrying("inspect", _settings), task_run_name="inspect {database}")
+@says_how_long(_settings)
 def inspect_history(ctx: RunContext, database: str) -> migrate.Inspection:
     return migrate.inspect(ctx, database)
 
 
 @task(**retrying("validate", _settings), task_run_name="validate {database}")
+@says_how_long(_settings)
 def validate(ctx: RunContext, database: str) -> None:
     migrate.validate(ctx, database, migrate.flyway_log_sink(get_run_logger(), database))
 
 
 @task(**retrying("migrate", _settings), task_run_name="migrate {database}")
+@says_how_long(_settings)
 def apply(ctx: RunContext, database: str) -> migrate.MigrateSummary:
     return migrate.migrate(ctx, database, migrate.flyway_log_sink(get_run_logger(), database))
 
@@ -67,6 +70,7 @@ def plan_database(ctx: RunContext, database: str) -> DatabaseOutcome:
 
 
 @task(**retrying("smoke check", _settings), task_run_name="smoke check")
+@says_how_long(_settings)
 def smoke_check(ctx: RunContext, databases: list[str]) -> list[migrate.SmokeResult]:
     """Read-only: every database that migrated is at the latest version, nothing pending."""
     with ThreadPoolExecutor(max_workers=max(1, len(databases))) as pool:

@@ -1,15 +1,26 @@
-"""Retry policy shared by every task: transient faults only, with exponential backoff."""
+"""Retry policy shared by every task: transient faults only, with capped exponential backoff,
+and a last failure that says how long it was retried."""
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import time
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
-from prefect.tasks import Task, exponential_backoff
+from prefect.runtime import task_run
+from prefect.tasks import Task
 
 from ameide_migrate.errors import MigrateError
 from ameide_migrate.settings import Settings
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# The first attempt of each task run still retrying, by task-run id.
+_first_attempt: dict[str, float] = {}
 
 
 def only_transient(_task: Task[..., Any], _run: TaskRun, state: State[Any]) -> bool:
@@ -25,7 +36,39 @@ def retrying(name: str, settings: Settings) -> dict[str, Any]:
         "cache_policy": NO_CACHE,
         "persist_result": False,
         "retries": settings.retries,
-        "retry_delay_seconds": exponential_backoff(settings.retry_delay_seconds),
+        "retry_delay_seconds": settings.retry_delays,
         "retry_jitter_factor": 0.2,
         "retry_condition_fn": only_transient,
     }
+
+
+def says_how_long(settings: Settings) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """A task body whose transient fault, once no retry is left, says how long it was retried:
+    "a PostgreSQL down for 40 s" and "a budget of 75 s" read differently from "it failed"."""
+
+    def decorate(body: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(body)
+        def attempt(*args: P.args, **kwargs: P.kwargs) -> R:
+            run_id = str(task_run.id)
+            first = _first_attempt.setdefault(run_id, time.monotonic())
+            try:
+                result = body(*args, **kwargs)
+            except MigrateError as error:
+                last = task_run.run_count > settings.retries or not error.transient
+                if last:
+                    _first_attempt.pop(run_id, None)
+                if last and error.transient and settings.retries and error.args:
+                    error.args = (
+                        f"{error.args[0]} (kept trying for {time.monotonic() - first:.0f}s, "
+                        f"{task_run.run_count} attempts: the retry budget is about "
+                        f"{settings.retry_budget_seconds:.0f}s, AMEIDE_RETRIES and "
+                        "AMEIDE_RETRY_MAX_DELAY_SECONDS widen it)",
+                        *error.args[1:],
+                    )
+                raise
+            _first_attempt.pop(run_id, None)
+            return result
+
+        return attempt
+
+    return decorate
