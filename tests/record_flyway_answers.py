@@ -28,6 +28,7 @@ from pydantic import SecretStr
 
 from ameide_migrate import flyway, postgres
 from ameide_migrate.catalog import load_catalog
+from ameide_migrate.errors import FlywayCommandFailed
 from ameide_migrate.flyway import FlywayEngine, Request, Target
 from ameide_migrate.postgres import Cluster, Credentials
 from ameide_migrate.settings import Settings
@@ -138,24 +139,24 @@ class Recorder:
             "validate": validation,
         }
 
-    def error(self, name: str, engine: FlywayEngine, request: Request) -> None:
+    def error(self, name: str, engine: FlywayEngine, refused: Request) -> None:
         """Run a request Flyway refuses and keep the error object the engine sent for it."""
         seen: list[Mapping[str, Any]] = []
         real = flyway.classify
 
-        def keep(req: Request, error: Mapping[str, Any]) -> flyway.FlywayCommandFailed:
+        def keep(request: Request, error: Mapping[str, Any]) -> FlywayCommandFailed:
             seen.append(error)
-            return real(req, error)
+            return real(request, error)
 
         flyway.classify = keep
         try:
-            engine.run(request)
-        except flyway.FlywayCommandFailed:
+            engine.run(refused)
+        except FlywayCommandFailed:
             pass
         finally:
             flyway.classify = real
         assert seen, f"{name}: Flyway did not refuse it"
-        self.errors[name] = {"command": request.command, "error": seen[0]}
+        self.errors[name] = {"command": refused.command, "error": seen[0]}
 
 
 def _sql(owner: Credentials, statement: LiteralString) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from ameide_migrate import drift, flyway, migrate
-from ameide_migrate.catalog import DatabaseCatalog, Kind, load_catalog
+from ameide_migrate.catalog import DatabaseCatalog, Kind, Version, load_catalog
 from ameide_migrate.drift import Verdict
 from ameide_migrate.errors import (
     ChecksumMismatch,
@@ -132,7 +132,7 @@ def test_a_run_skips_flyway_only_where_flyway_has_nothing_to_do(
     assert inspection.up_to_date is flyway_has_nothing_to_do, inspection.reason
     shown = recorded["info"].get("schemaVersion")
     if scenario != "failed row above the latest":  # Flyway counts the failed row's version
-        assert inspection.version == (shown and str(migrate.Version.parse(shown)))
+        assert inspection.version == (shown and str(Version.parse(shown)))
 
 
 def test_a_database_never_migrated_says_so_and_lists_everything_pending(tmp_path: Path) -> None:
