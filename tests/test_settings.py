@@ -1,0 +1,82 @@
+"""The one settings object as a person meets it: AMEIDE_* variables, Vault's own variables, the
+defaults, and which Vault layout wins when the environments file declares one."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ameide_migrate.environments import VaultLayout
+from ameide_migrate.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def nothing_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith(("AMEIDE_", "VAULT_", "FLYWAY_")):
+            monkeypatch.delenv(name)
+
+
+def test_only_ameide_variables_steer_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAX_CONCURRENCY", "2")
+    assert Settings().max_concurrency == 8
+    monkeypatch.setenv("AMEIDE_MAX_CONCURRENCY", "3")
+    monkeypatch.setenv("AMEIDE_FLYWAY_VERSION", "12.5.0")
+    settings = Settings()
+    assert settings.max_concurrency == 3
+    assert settings.flyway_version == "12.5.0"
+    assert settings.flyway_home.parts[-2:] == ("flyway", "12.5.0")
+
+
+def test_flyways_own_variables_are_handed_to_flyway(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLYWAY_DEFAULT_SCHEMA", "app")
+    assert Settings().flyway_variables == {"FLYWAY_DEFAULT_SCHEMA": "app"}
+
+
+def test_transient_faults_are_retried_for_about_75_seconds_by_default() -> None:
+    settings = Settings()
+    assert settings.retry_delays == [1, 2, 4, 8, 15, 15, 15, 15]
+    assert settings.retry_budget_seconds == 75
+
+
+def test_no_vault_address_means_no_vault() -> None:
+    assert Settings().vault_connection(VaultLayout()) is None
+
+
+@pytest.mark.parametrize("variable", ["VAULT_ADDR", "AMEIDE_VAULT_ADDR"])
+def test_vaults_own_variables_or_ameides_name_the_vault(
+    monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    monkeypatch.setenv(variable, "https://vault.example.com:8200")
+    monkeypatch.setenv("VAULT_TOKEN", "s.token")
+    connection = Settings().vault_connection()
+    assert connection is not None
+    assert connection.address == "https://vault.example.com:8200"
+    assert connection.token is not None
+    assert connection.token.get_secret_value() == "s.token"
+    assert "s.token" not in repr(connection)
+
+
+def test_the_environments_layout_wins_unless_a_variable_says_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("VAULT_ADDR", "https://vault.example.com:8200")
+    layout = VaultLayout(
+        kv_mount="kv-qa",
+        path_template="qa/{database}",
+        auth_method="kubernetes",
+        kubernetes_role="db-migrations",
+    )
+    from_file = Settings().vault_connection(layout)
+    assert from_file is not None
+    assert (from_file.kv_mount, from_file.path_template) == ("kv-qa", "qa/{database}")
+    assert (from_file.auth_method, from_file.kubernetes_role) == ("kubernetes", "db-migrations")
+
+    monkeypatch.setenv("AMEIDE_VAULT_KV_MOUNT", "secret-override")
+    monkeypatch.setenv("AMEIDE_VAULT_AUTH_METHOD", "token")
+    overridden = Settings().vault_connection(layout)
+    assert overridden is not None
+    assert overridden.kv_mount == "secret-override"
+    assert overridden.auth_method == "token"
+    assert overridden.path_template == "qa/{database}"
