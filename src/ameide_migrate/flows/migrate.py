@@ -9,7 +9,7 @@ concurrency; the verbs hold the logic.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from ameide_migrate import drift, environments, migrate, report
-from ameide_migrate.errors import RunFailed
+from ameide_migrate.errors import MigrateError, RunFailed
 from ameide_migrate.flows.image import ImageBuild, build_image_flow
 from ameide_migrate.flows.retrying import retrying, says_how_long
 from ameide_migrate.flows.secrets import verify_credentials
@@ -82,6 +82,20 @@ def smoke_check(ctx: RunContext, databases: list[str]) -> list[migrate.SmokeResu
     return results
 
 
+def _smoke_or_its_failure(ctx: RunContext, databases: list[str]) -> list[migrate.SmokeResult]:
+    """The smoke step's results; when the step itself failed (its retries ran out), that failure
+    as each database's smoke result: it joins the report beside any migrate failure instead of
+    replacing it."""
+    state = smoke_check(ctx, databases, return_state=True)
+    results = state.result(raise_on_failure=False)
+    if not isinstance(results, MigrateError):
+        return cast(list[migrate.SmokeResult], results)
+    return [
+        migrate.SmokeResult(db, None, None, (f"could not check: {results}",), "none")
+        for db in databases
+    ]
+
+
 def _outcome(future: Any) -> DatabaseOutcome:
     future.wait()
     outcome = future.state.result(raise_on_failure=False)
@@ -130,7 +144,7 @@ def migrate_flow(
             run.outcomes = [_outcome(f) for f in futures]
         settled = [o.database for o in run.outcomes if o.state is not OutcomeState.FAILED]
         if settled and not dry_run:
-            run.smoke = smoke_check(ctx, settled)
+            run.smoke = _smoke_or_its_failure(ctx, settled)
     finally:
         ctx.close()
         run.jvm_starts = ctx.engine_starts
