@@ -1,0 +1,331 @@
+"""Drills: faults done for real to the running product, and bad input typed as a person types it.
+
+Every mistake ends as `FAILED: <what and the fix>` with its exit code, never a traceback; a killed
+run leaves no JVM and ends Crashed; a PostgreSQL restart is ridden through; an outage longer than
+the retry budget is reported against the database and step where it happened, with the table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from ameide_migrate import credentials, postgres, prefect_api
+from ameide_migrate.errors import ExitCode
+from ameide_migrate.postgres import Cluster, Credentials
+
+from .fix_platform import REPO, Platform, admin_url_of, ameide
+
+pytestmark = pytest.mark.drills
+
+SLEEPING_MIGRATION = "V5__threads_drill_sleeps.sql"
+
+
+def _user_environment(state_dir: Path, **overrides: str) -> dict[str, str]:
+    """This process's environment without Vault or AMEIDE_* settings, and a state folder."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AMEIDE_", "VAULT_")) or k == "AMEIDE_CACHE_DIR"
+    }
+    env["AMEIDE_STATE_DIR"] = str(state_dir)
+    env["AMEIDE_CACHE_DIR"] = str(REPO / ".cache")
+    env.update(overrides)
+    return env
+
+
+def _store(state_dir: Path, text: str, mode: int) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / credentials.STORE_NAME
+    path.write_text(text)
+    path.chmod(mode)
+
+
+_VALID_STORE = json.dumps({"threads": {"THREADS_DATABASE_URL": "postgresql://h/threads"}})
+
+# (what is wrong, arguments, environment, the local store as (text, mode), words of the fix)
+BAD_INPUT: list[tuple[str, list[str], dict[str, str], tuple[str, int] | None, str]] = [
+    ("admin URL not a URL", ["run", "--admin-url", "notaurl"], {}, None, "--admin-url"),
+    ("admin URL without host", ["run", "--admin-url", "postgresql:///postgres"], {}, None, "host"),
+    (
+        "admin URL port not a number",
+        ["run", "--admin-url", "postgresql://u:hunter2@127.0.0.1:abc/postgres"],
+        {},
+        None,
+        "port",
+    ),
+    (
+        "admin URL from the environment",
+        ["secrets", "seed-local"],
+        {"AMEIDE_LOCAL_ADMIN_URL": "notaurl"},
+        None,
+        "AMEIDE_LOCAL_ADMIN_URL",
+    ),
+    ("concurrency 0", ["run", "--concurrency", "0"], {}, None, "--concurrency 0"),
+    ("concurrency not a number", ["run", "--concurrency", "x"], {}, None, "--concurrency"),
+    ("empty --db", ["run", "--db", ""], {}, None, "--db"),
+    ("unknown option", ["run", "--sql-dir", "x"], {}, None, "--sql-dir"),
+    ("AMEIDE_MAX_CONCURRENCY=0", ["run"], {"AMEIDE_MAX_CONCURRENCY": "0"}, None, "greater"),
+    ("AMEIDE_RETRIES not a number", ["catalog"], {"AMEIDE_RETRIES": "many"}, None, "RETRIES"),
+    (
+        "AMEIDE_VAULT_AUTH_METHOD unknown",
+        ["catalog"],
+        {"AMEIDE_VAULT_AUTH_METHOD": "ldap"},
+        None,
+        "approle",
+    ),
+    (
+        "local store not JSON",
+        ["secrets", "verify", "--env", "local"],
+        {},
+        ("{not json", 0o600),
+        "seed-local",
+    ),
+    (
+        "local store not an object of databases",
+        ["secrets", "verify", "--env", "local"],
+        {},
+        ("[1, 2]", 0o600),
+        "seed-local",
+    ),
+    (
+        "local store readable by others",
+        ["secrets", "verify", "--env", "local"],
+        {},
+        (_VALID_STORE, 0o644),
+        "chmod 600",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "environment", "store", "fix"),
+    [pytest.param(*case[1:], id=case[0]) for case in BAD_INPUT],
+)
+def test_bad_input_is_one_failed_line_and_a_usage_exit_never_a_traceback(
+    tmp_path: Path,
+    args: list[str],
+    environment: dict[str, str],
+    store: tuple[str, int] | None,
+    fix: str,
+) -> None:
+    state_dir = tmp_path / "state"
+    if store is not None:
+        _store(state_dir, *store)
+    done = ameide(*args, env=_user_environment(state_dir, **environment), timeout=120)
+
+    assert done.returncode == ExitCode.USAGE, done.stderr
+    assert "FAILED:" in done.stderr
+    assert fix in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert "hunter2" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("store", [("{not json", 0o600), (_VALID_STORE, 0o644)])
+def test_run_refuses_a_bad_local_store_before_migrating(
+    tmp_path: Path, pg_admin: Credentials, db_prefix: str, store: tuple[str, int]
+) -> None:
+    state_dir = tmp_path / "state"
+    _store(state_dir, *store)
+    env = _user_environment(
+        state_dir,
+        AMEIDE_LOCAL_ADMIN_URL=admin_url_of(pg_admin).get_secret_value(),
+        AMEIDE_LOCAL_DATABASE_PREFIX=db_prefix,
+    )
+    done = ameide("run", "--env", "local", "--db", "threads", env=env)
+
+    assert done.returncode == ExitCode.USAGE, done.stderr
+    assert "FAILED:" in done.stderr
+    assert str(state_dir / credentials.STORE_NAME) in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_seeding_never_puts_back_a_removed_key_and_the_gate_reports_it(
+    platform: Platform,
+) -> None:
+    store = platform.state_dir / credentials.STORE_NAME
+    entries = json.loads(store.read_text())
+    del entries["threads"]["THREADS_DATABASE_PASSWORD"]
+    store.write_text(json.dumps(entries))
+
+    seeded = ameide("secrets", "seed-local")
+    verified = ameide("secrets", "verify", "--env", "local", "--db", "threads")
+
+    assert seeded.returncode == 0, seeded.stderr
+    assert "THREADS_DATABASE_PASSWORD" not in json.loads(store.read_text())["threads"]
+    assert verified.returncode == ExitCode.FAILED
+    assert "THREADS_DATABASE_PASSWORD" in verified.stderr
+    assert "missing or empty" in verified.stderr
+    assert "Traceback" not in verified.stderr
+
+
+# --- Faults mid-run ----------------------------------------------------------------------------
+
+
+def _sleeping_migration(platform: Platform, seconds: int) -> None:
+    (platform.sql_dir / "threads" / SLEEPING_MIGRATION).write_text(
+        f"SELECT pg_sleep({seconds});\nCREATE TABLE threads_drill_done (id int);\n"
+    )
+
+
+def _start_run(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "ameide_migrate.cli", "run", "--env", "local", *args],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:.0f}s")
+        time.sleep(0.5)
+
+
+def _sleeping_on(server: Credentials) -> bool:
+    with postgres.connect(server, timeout=5) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(%'"
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(
+                line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line
+            )
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(pid):
+            found.append(int(status.parent.name))
+    return found
+
+
+def _gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie nobody reaped yet (it runs nothing)."""
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")
+
+
+def _latest_migrate_run() -> tuple[UUID, str]:
+    from prefect import get_client
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        (run,) = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
+        return run.id, run.state.type.value if run.state else ""
+
+
+def _state_of(flow_run_id: UUID) -> str:
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(flow_run_id).state
+    return state.type.value if state else ""
+
+
+def _applied_once(platform: Platform, database: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in platform.history(database) or []:
+        if row.version and row.success:
+            counts[row.version] = counts.get(row.version, 0) + 1
+    return counts
+
+
+@pytest.mark.slow
+def test_kill_9_mid_migration_leaves_no_jvm_the_run_crashed_and_a_rerun_applies_each_once(
+    platform: Platform, tmp_path: Path
+) -> None:
+    _sleeping_migration(platform, 20)
+    cli = _start_run("--db", "threads", env=dict(os.environ), log=tmp_path / "run.log")
+    _wait_for(lambda: _sleeping_on(platform.admin), 240, "the sleeping migration to start")
+    jvms = _children(cli.pid)
+    flow_run_id, state = _latest_migrate_run()
+    assert jvms, "the run's Flyway JVM"
+    assert state == "RUNNING"
+
+    cli.send_signal(signal.SIGKILL)
+    cli.wait()
+
+    _wait_for(lambda: all(_gone(pid) for pid in jvms), 10, "the orphaned JVM to end")
+    _wait_for(
+        lambda: _state_of(flow_run_id) == "CRASHED",
+        prefect_api.CRASHED_WITHIN_SECONDS + 15,
+        "the killed run to be marked Crashed",
+    )
+    assert not platform.table_exists("threads", "threads_drill_done")
+
+    rerun = ameide("run", "--env", "local", "--db", "threads")
+
+    assert rerun.returncode == 0, rerun.stderr
+    assert _applied_once(platform, "threads") == {v: 1 for v in ("1", "2", "3", "4", "5")}
+    assert platform.table_exists("threads", "threads_drill_done")
+
+
+@pytest.mark.slow
+def test_a_postgresql_restart_mid_migration_is_ridden_through_with_the_default_budget(
+    platform: Platform, spare_cluster: Cluster, tmp_path: Path
+) -> None:
+    platform.move_to("threads", spare_cluster)
+    _sleeping_migration(platform, 5)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AMEIDE_RETR")}
+    log = tmp_path / "run.log"
+    cli = _start_run("--db", "threads", env=env, log=log)
+    _wait_for(lambda: _sleeping_on(spare_cluster.admin), 240, "the sleeping migration to start")
+
+    spare_cluster.stop("fast")
+    time.sleep(15)
+    spare_cluster.start()
+
+    assert cli.wait(timeout=300) == 0, log.read_text()
+    assert _applied_once(platform, "threads") == {v: 1 for v in ("1", "2", "3", "4", "5")}
+
+
+@pytest.mark.slow
+def test_an_outage_longer_than_the_budget_is_named_against_its_database_and_step_with_the_table(
+    platform: Platform, spare_cluster: Cluster, tmp_path: Path
+) -> None:
+    platform.move_to("threads", spare_cluster)
+    platform.move_to("agents", spare_cluster)
+    _sleeping_migration(platform, 5)
+    env = {**os.environ, "AMEIDE_RETRIES": "3", "AMEIDE_RETRY_DELAY_SECONDS": "1"}
+    log = tmp_path / "run.log"
+    cli = _start_run("--db", "agents", "--db", "threads", env=env, log=log)
+    _wait_for(lambda: _sleeping_on(spare_cluster.admin), 240, "the sleeping migration to start")
+
+    spare_cluster.stop("fast")
+    try:
+        code = cli.wait(timeout=300)
+    finally:
+        spare_cluster.start()
+    output = log.read_text()
+
+    assert code == ExitCode.FAILED, output
+    assert "Migrations: local" in output
+    assert "Traceback" not in output
+    table = output[output.index("Migrations: local") :]
+    (threads_row,) = [line for line in table.splitlines() if "│ threads" in line]
+    assert "failed" in threads_row
+    failed = output[output.index("FAILED:") :].splitlines()
+    assert any(line.startswith("- threads:") for line in failed), failed
+    assert "kept trying for" in output
