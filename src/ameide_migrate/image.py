@@ -12,9 +12,7 @@ Docker engine, which holds the registry's credentials (`docker login`).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import shutil
 import subprocess
@@ -22,18 +20,16 @@ import sys
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from ameide_migrate import flyway
+from ameide_migrate import docker_engine, flyway
 from ameide_migrate.catalog import load_catalog
 from ameide_migrate.errors import (
-    DockerUnavailable,
     ImageBuildFailed,
     ImagePushFailed,
-    RegistryUnreachable,
     UsageError,
 )
 from ameide_migrate.settings import Settings
@@ -41,7 +37,6 @@ from ameide_migrate.settings import Settings
 Flavor = Literal["dev", "release"]
 FLAVORS: tuple[Flavor, ...] = ("dev", "release")
 _CONTEXT_LAYOUT = 1  # bump when what goes into the build context changes
-_UNREACHABLE = ("connection refused", "no such host", "i/o timeout", "timeout", "eof")
 
 Progress = Callable[[str], None]
 
@@ -133,7 +128,7 @@ def build_image(
     its content tag; push it when asked; return where it is and its digest."""
     with tempfile.TemporaryDirectory(prefix="ameide-image-") as scratch:
         ctx = prepare_context(request, settings, Path(scratch), progress)
-        with _client() as client:
+        with docker_engine.client() as client:
             return _build_and_push(client, request, ctx, progress)
 
 
@@ -141,7 +136,11 @@ def _build_and_push(
     client: Any, request: ImageRequest, ctx: BuildContext, progress: Progress
 ) -> BuiltImage:
     ref = f"{request.repository}:{ctx.tag}"
-    found = _registry_digest(client, ref) if request.push else _local_image_id(client, ref)
+    found = (
+        docker_engine.registry_digest(client, ref)
+        if request.push
+        else docker_engine.local_image_id(client, ref)
+    )
     result = BuiltImage(
         repository=request.repository,
         tag=ctx.tag,
@@ -163,8 +162,8 @@ def _build_and_push(
     if not request.push:
         return result
     progress(f"pushing {ref}")
-    _push(request, ctx, progress)
-    digest = _registry_digest(client, ref)
+    docker_engine.push(request.repository, ctx.tag, progress)
+    digest = docker_engine.registry_digest(client, ref)
     if digest is None:
         raise ImagePushFailed(
             f"the registry does not list {ref} after pushing it: check that "
@@ -430,87 +429,8 @@ def _git(project: Path, *args: str) -> str:
     return done.stdout if done.returncode == 0 else ""
 
 
-# --- Docker, through prefect-docker ------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _client() -> Iterator[Any]:
-    """The engine DOCKER_HOST names (the local socket when unset), checked to answer."""
-    import docker
-
-    try:
-        client = docker.DockerClient.from_env()
-        client.ping()
-    except docker.errors.DockerException as e:
-        raise DockerUnavailable(
-            f"no Docker engine answers ({e}): start Docker, or point DOCKER_HOST at one"
-        ) from None
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-def _local_image_id(client: Any, ref: str) -> str | None:
-    import docker
-
-    try:
-        return str(client.images.get(ref).id)
-    except docker.errors.ImageNotFound:
-        return None
-
-
-def _registry_digest(client: Any, ref: str) -> str | None:
-    """The digest the registry holds `ref` under, or None when it has no such tag."""
-    import docker
-
-    try:
-        return str(client.images.get_registry_data(ref).id)
-    except docker.errors.NotFound:
-        return None
-    except docker.errors.APIError as e:
-        message = str(e.explanation or e)
-        if "manifest unknown" in message or "not found" in message.lower():
-            return None
-        raise _registry_error(ref, message) from None
-
-
-def _registry_error(ref: str, message: str) -> Exception:
-    registry = ref.split("/")[0]
-    if any(marker in message.lower() for marker in _UNREACHABLE):
-        return RegistryUnreachable(
-            f"registry {registry} does not answer ({message.strip()}): start it, or check the "
-            "address given with --registry / AMEIDE_IMAGE_REGISTRY"
-        )
-    return ImagePushFailed(
-        f"registry {registry} refused {ref} ({message.strip()}): check the repository name and "
-        f"run `docker login {registry}` with an account that may push there"
-    )
-
-
-class _LineWriter(io.TextIOBase):
-    """Hands prefect-docker's build and push output to `progress`, one line at a time."""
-
-    def __init__(self, progress: Progress) -> None:
-        self._progress = progress
-        self._buffer = ""
-        self.tail: list[str] = []
-
-    def write(self, text: str) -> int:
-        self._buffer += text
-        *lines, self._buffer = self._buffer.split("\n")
-        for line in (s.rstrip() for s in lines):
-            if line:
-                self._progress(line)
-                self.tail = [*self.tail[-19:], line]
-        return len(text)
-
-
 def _build(request: ImageRequest, ctx: BuildContext, ref: str, progress: Progress) -> str:
-    from prefect.utilities.dockerutils import BuildError
-    from prefect_docker.deployments.steps import build_docker_image
-
-    repository, tag = ref.rsplit(":", 1)
+    """The image of this context, labelled with what it carries; its id."""
     labels = {
         "org.opencontainers.image.title": "ameide migrations",
         "dev.ameide.content-hash": ctx.content_hash,
@@ -521,46 +441,17 @@ def _build(request: ImageRequest, ctx: BuildContext, ref: str, progress: Progres
     if ctx.release_commit:
         labels["org.opencontainers.image.revision"] = ctx.release_commit
         labels["dev.ameide.release-ref"] = request.release_ref or ""
-    output = _LineWriter(progress)
-    try:
-        with contextlib.redirect_stdout(output):
-            built = build_docker_image(
-                image_name=repository,
-                tag=tag,
-                dockerfile="Dockerfile",
-                ignore_cache=True,
-                path=str(ctx.path),
-                pull=request.pull_base,
-                rm=True,
-                forcerm=True,
-                network_mode="host",
-                buildargs={
-                    "FLYWAY_BASE": request.flyway_base,
-                    "FLYWAY_VERSION": ctx.flyway_version,
-                    "PYTHON_VERSION": ctx.python_version,
-                },
-                labels=labels,
-            )
-    except RuntimeError as e:
-        raise DockerUnavailable(f"the Docker engine went away while building {ref}: {e}") from None
-    except BuildError as e:
-        tail = "\n".join(output.tail[-10:])
-        raise ImageBuildFailed(
-            f"building {ref} on {request.flyway_base} failed: {e}\n{tail}\n"
-            f"Fix migrations/Dockerfile.{request.flavor} or the base image (--base, "
-            "AMEIDE_FLYWAY_BASE); nothing was pushed and no database was touched"
-        ) from None
-    return str(built["image_id"])
-
-
-def _push(request: ImageRequest, ctx: BuildContext, progress: Progress) -> None:
-    from prefect_docker.deployments.steps import push_docker_image
-
-    output = _LineWriter(progress)
-    try:
-        with contextlib.redirect_stdout(output):
-            push_docker_image(image_name=request.repository, tag=ctx.tag, ignore_cache=True)
-    except OSError as e:
-        raise _registry_error(f"{request.repository}:{ctx.tag}", str(e)) from None
-    except RuntimeError as e:
-        raise DockerUnavailable(f"the Docker engine went away while pushing: {e}") from None
+    return docker_engine.build(
+        ctx.path,
+        ref,
+        pull=request.pull_base,
+        buildargs={
+            "FLYWAY_BASE": request.flyway_base,
+            "FLYWAY_VERSION": ctx.flyway_version,
+            "PYTHON_VERSION": ctx.python_version,
+        },
+        labels=labels,
+        progress=progress,
+        fix=f"Fix migrations/Dockerfile.{request.flavor} or the base image (--base, "
+        "AMEIDE_FLYWAY_BASE)",
+    )
