@@ -14,7 +14,7 @@ def _apply_by_hand(platform: Platform, database: str, *scripts: str) -> None:
     """The schema as another tool left it: the migrations' SQL run without Flyway."""
     with postgres.connect(platform.owners[database]) as conn:
         for script in scripts:
-            conn.execute((platform.sql_dir / database / script).read_text())  # type: ignore[call-overload]
+            conn.execute((platform.sql_dir / database / script).read_text())
         conn.commit()
 
 

@@ -17,7 +17,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
 from ameide_migrate import drift, environments, migrate, postgres
-from ameide_migrate.catalog import load_catalog
 from ameide_migrate.drift import Verdict
 from ameide_migrate.flyway import Installation
 from ameide_migrate.postgres import Cluster, free_port

@@ -1,12 +1,6 @@
-"""Schema drift without a JVM: each database's `flyway_schema_history` against the catalog,
-state for state as `flyway info` reports it, and the problems `flyway validate` would raise.
-
-The states follow Flyway's `MigrationInfoImpl.getState()`: an applied versioned migration is
-Success, Failed, Out of Order, or, when the repository lacks it, Missing (below the latest
-resolved version) or Future (above it); a resolved one not applied is Pending, or Ignored when a
-later version is already applied, or Below Baseline; of a repeatable's runs the latest is Success
-or Outdated (its file changed since) and the older ones Superseded.
-"""
+"""Schema drift without a JVM: each database's history read against the catalog (as `history`
+computes Flyway's `info` and `validate`), its schema against the fingerprint recorded after the
+last migrate, and a verdict with its fix per database."""
 
 from __future__ import annotations
 
@@ -17,11 +11,16 @@ from enum import StrEnum
 from typing import Any
 
 from ameide_migrate import postgres
-from ameide_migrate.catalog import DatabaseCatalog, Migration, Version
-from ameide_migrate.migrate import SETTLED_STATES, DatabaseOutcome, OutcomeState, RunContext
+from ameide_migrate.catalog import DatabaseCatalog, Version
+from ameide_migrate.history import (
+    PENDING,
+    SETTLED_STATES,
+    MigrationStatus,
+    native_info,
+    validate_problems,
+)
+from ameide_migrate.migrate import DatabaseOutcome, OutcomeState, RunContext
 from ameide_migrate.postgres import Fingerprint, HistoryRow, InvalidIndex
-
-PENDING = frozenset({"Pending", "Outdated"})
 
 
 class Verdict(StrEnum):
@@ -31,19 +30,6 @@ class Verdict(StrEnum):
     NO_HISTORY = "schema present, no history"
     """Objects in the schema and no Flyway history: built by another tool, or by hand."""
     UNREACHABLE = "unreachable"
-
-
-@dataclass(frozen=True)
-class MigrationStatus:
-    category: str  # "Versioned" or "Repeatable", as Flyway prints it
-    version: str | None
-    description: str
-    state: str
-    script: str
-
-    @property
-    def key(self) -> tuple[str, str, str, str]:
-        return (self.category, self.version or "", self.description, self.state)
 
 
 @dataclass
@@ -84,139 +70,6 @@ class DatabaseDrift:
             "engine": self.engine,
             "migrations": [m.__dict__ for m in self.migrations],
         }
-
-
-def _parse(version: str | None) -> Version | None:
-    return Version.parse(version) if version else None
-
-
-def native_info(db: DatabaseCatalog, history: list[HistoryRow] | None) -> list[MigrationStatus]:
-    """Flyway's `info` of this database, computed from its history and the catalog."""
-    rows = history or []
-    versioned: dict[Version, Migration] = {m.version: m for m in db.versioned if m.version}
-    repeatable = {m.description: m for m in db.repeatables}
-    baseline = max(
-        (Version.parse(r.version) for r in rows if r.type == "BASELINE" and r.version),
-        default=None,
-    )
-    applied_versions = [
-        (r, v) for r in rows if r.version and r.type not in ("SCHEMA",) and (v := _parse(r.version))
-    ]
-    last_applied = max((v for _, v in applied_versions), default=None)
-    last_resolved = max(versioned, default=None)
-    latest_run = {r.description: r.installed_rank for r in rows if r.version is None}
-
-    statuses: list[MigrationStatus] = []
-    highest: Version | None = None
-    for row in rows:
-        version = _parse(row.version)
-        if version is None:
-            statuses.append(_repeatable_state(row, repeatable.get(row.description), latest_run))
-            continue
-        resolved = versioned.get(version)
-        out_of_order = highest is not None and version < highest and row.type == "SQL"
-        if row.type in ("SQL", "BASELINE"):
-            highest = version if highest is None else max(highest, version)
-        statuses.append(_versioned_state(row, version, resolved, out_of_order, last_resolved))
-
-    applied = {v for _, v in applied_versions}
-    for version, migration in sorted(versioned.items()):
-        if version in applied:
-            continue
-        if baseline is not None and version < baseline:
-            state = "Below Baseline"
-        elif last_applied is not None and version < last_applied:
-            state = "Ignored"
-        else:
-            state = "Pending"
-        statuses.append(
-            MigrationStatus(
-                "Versioned", str(version), migration.description, state, migration.script
-            )
-        )
-    applied_repeatables = {r.description: r for r in rows if r.version is None}
-    for description, migration in sorted(repeatable.items()):
-        run = applied_repeatables.get(description)
-        if run is None or (run.success and run.checksum != migration.checksum):
-            statuses.append(
-                MigrationStatus("Repeatable", None, description, "Pending", migration.script)
-            )
-    return statuses
-
-
-def _versioned_state(
-    row: HistoryRow,
-    version: Version,
-    resolved: Migration | None,
-    out_of_order: bool,
-    last_resolved: Version | None,
-) -> MigrationStatus:
-    if resolved is None:
-        if row.type == "SCHEMA":
-            state = "Success"
-        elif row.type == "BASELINE":
-            state = "Baseline"
-        elif last_resolved is not None and version < last_resolved:
-            state = "Missing" if row.success else "Failed (Missing)"
-        else:
-            state = "Future" if row.success else "Failed (Future)"
-    elif not row.success:
-        state = "Failed"
-    elif out_of_order:
-        state = "Out of Order"
-    else:
-        state = "Success"
-    return MigrationStatus("Versioned", str(version), row.description, state, row.script)
-
-
-def _repeatable_state(
-    row: HistoryRow, resolved: Migration | None, latest_run: Mapping[str, int]
-) -> MigrationStatus:
-    if resolved is None:
-        state = "Missing" if row.success else "Failed (Missing)"
-    elif not row.success:
-        state = "Failed"
-    elif latest_run.get(row.description) == row.installed_rank:
-        state = "Success" if row.checksum == resolved.checksum else "Outdated"
-    else:
-        state = "Superseded"
-    return MigrationStatus("Repeatable", None, row.description, state, row.script)
-
-
-def validate_problems(
-    db: DatabaseCatalog, history: list[HistoryRow] | None, statuses: list[MigrationStatus]
-) -> dict[str, str]:
-    """What `flyway validate` reports, pending and future migrations allowed: the invalid
-    migration (its version, or a repeatable's description) to the reason."""
-    problems: dict[str, str] = {}
-    versioned = {m.version: m for m in db.versioned if m.version}
-    for status in statuses:
-        label = status.version or status.description
-        if status.state in ("Failed", "Failed (Missing)"):
-            problems[label] = f"failed migration {label} ({status.script})"
-        elif status.state == "Missing" and status.version:
-            problems[label] = (
-                f"applied migration {label} is not in the repository ({status.script})"
-            )
-        elif status.state == "Ignored":
-            problems[label] = (
-                f"migration {label} is not applied but a later one is ({status.script})"
-            )
-    for row in history or []:
-        version = _parse(row.version)
-        resolved = versioned.get(version) if version else None
-        if resolved is None or not row.success or row.type != "SQL" or str(version) in problems:
-            continue
-        if row.checksum != resolved.checksum:
-            problems[str(version)] = (
-                f"checksum mismatch for version {version}: {resolved.script} was edited after it "
-                f"was applied (applied {row.checksum}, now {resolved.checksum})"
-            )
-        elif row.description != resolved.description:
-            problems[str(version)] = (
-                f"description mismatch for version {version} ({resolved.script})"
-            )
-    return problems
 
 
 def verdict(statuses: list[MigrationStatus], problems: Mapping[str, str]) -> Verdict:

@@ -27,15 +27,11 @@ from ameide_migrate.errors import (
     ValidationFailed,
 )
 from ameide_migrate.flyway import FlywayEngine, Installation, LogSink, Request
+from ameide_migrate.history import PENDING, SETTLED_STATES, native_info, validate_problems
 from ameide_migrate.postgres import Credentials, HistoryRow, InvalidIndex
 from ameide_migrate.settings import Settings
 
 # Flyway's info states that mean "applied and nothing left to do".
-# Flyway info's states of a migration that needs nothing more; "Ignored (Baseline)" is the file
-# whose version is the baseline's: the baseline stands for it.
-SETTLED_STATES = frozenset(
-    {"Success", "Baseline", "Below Baseline", "Ignored (Baseline)", "Superseded"}
-)
 # History rows the native check understands; any other (DELETE after a repair, UNDO, JDBC...)
 # sends the database to Flyway.
 _UNDERSTOOD_TYPES = frozenset({"SQL", "BASELINE", "SCHEMA"})
@@ -245,10 +241,11 @@ class RunContext:
 
 
 def compare(db: DatabaseCatalog, history: list[HistoryRow] | None) -> Inspection:
-    """Whether the history already holds every migration of the catalog, unchanged.
+    """Whether the history already holds every migration of the catalog, unchanged: Flyway's
+    `info` and `validate` as `history` computes them, with nothing pending or unsettled.
 
-    Conservative: anything unusual (a failed row, a version the catalog lacks, a checksum that
-    differs, a placeholder only Flyway can resolve) answers "not up to date", and Flyway decides.
+    Conservative: anything unusual (a row type or a placeholder only Flyway understands) answers
+    "not up to date", and Flyway decides.
     """
     if history is None:
         return Inspection(None, False, "no schema history yet")
@@ -258,39 +255,22 @@ def compare(db: DatabaseCatalog, history: list[HistoryRow] | None) -> Inspection
     def needs_flyway(reason: str) -> Inspection:
         return Inspection(version, False, reason, rows)
 
-    failed = [r for r in history if not r.success]
-    if failed:
-        return needs_flyway(f"a failed migration is recorded ({failed[-1].script})")
     unusual = [r for r in history if r.type not in _UNDERSTOOD_TYPES]
     if unusual:
         return needs_flyway(f"the history holds a {unusual[0].type} row ({unusual[0].script})")
-    baseline = max(
-        (Version.parse(r.version) for r in history if r.type == "BASELINE" and r.version),
-        default=None,
-    )
-    applied = {Version.parse(r.version): r for r in history if r.version and r.type == "SQL"}
-    known = {m.version for m in db.versioned}
-    for m in db.versioned:
-        assert m.version is not None
-        if baseline is not None and m.version <= baseline:
-            continue
-        row = applied.get(m.version)
-        if row is None:
-            return needs_flyway(f"pending: {m.script}")
-        if row.checksum != m.checksum or row.description != m.description:
-            return needs_flyway(f"{m.script} differs from what was applied")
-    unknown = [str(v) for v in applied if v not in known]
-    if unknown:
-        return needs_flyway(f"applied version {unknown[0]} is not in the repository")
-    latest_repeatable = {r.description: r for r in history if r.version is None and r.type == "SQL"}
-    for m in db.repeatables:
-        row = latest_repeatable.pop(m.description, None)
-        if m.checksum is None:
-            return needs_flyway(f"{m.script} needs Flyway to resolve its placeholders")
-        if row is None or row.checksum != m.checksum:
-            return needs_flyway(f"pending: {m.script}")
-    if latest_repeatable:
-        return needs_flyway("an applied repeatable is not in the repository")
+    unresolved = [m for m in db.repeatables if m.checksum is None]
+    if unresolved:
+        return needs_flyway(f"{unresolved[0].script} needs Flyway to resolve its placeholders")
+    statuses = native_info(db, history)
+    problems = validate_problems(db, history, statuses)
+    if problems:
+        return needs_flyway(next(iter(problems.values())))
+    for status in statuses:
+        if status.state in PENDING:
+            return needs_flyway(f"pending: {status.script}")
+        if status.state not in SETTLED_STATES:
+            label = status.version or status.description
+            return needs_flyway(f"{status.category.lower()} {label} is {status.state}")
     return Inspection(version, True, "at the latest version", rows)
 
 
