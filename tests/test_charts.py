@@ -10,7 +10,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from .fix_platform import REPO
+from ameide_migrate import environments
+
+from .fix_platform import REPO, ameide
 
 CHARTS = REPO / "charts"
 KUBERNETES_VERSION = "1.34.0"
@@ -210,3 +212,41 @@ def test_the_schema_refuses_worker_arguments_in_the_migrations_job(
     done = helm_run(helm, "template", "ameide", str(CHARTS / "db-migrations"), "-f", extra)
     assert done.returncode != 0
     assert "extraArgs" in done.stderr
+
+
+@pytest.mark.parametrize("environment", ["staging", "prod"])
+def test_the_environment_record_feeds_the_charts_values(
+    helm: str, environment: str, tmp_path: Path
+) -> None:
+    """`chart-values` prints what the environments file says; the per-environment values files
+    hold only what is the site's (addresses, resources)."""
+    rendered: dict[str, list[dict[str, Any]]] = {}
+    for chart in ("prefect-worker", "db-migrations"):
+        printed = ameide("chart-values", "--env", environment, "--chart", chart)
+        assert printed.returncode == 0, printed.stderr
+        values = tmp_path / f"{chart}.yaml"
+        values.write_text(printed.stdout)
+        own = f"values-{environment}.yaml"
+        rendered[chart] = render(
+            helm,
+            chart,
+            own if (CHARTS / chart / own).exists() else "values.yaml",
+            "-f",
+            str(values),
+        )
+    declared = environments.load(REPO / "db" / "flyway" / "sql" / "ameide.toml")[environment]
+
+    (worker,) = [o for o in rendered["prefect-worker"] if o["kind"] == "Deployment"]
+    args = worker["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--pool") + 1] == declared.work_pool
+    (job,) = [o for o in rendered["db-migrations"] if o["kind"] == "Job"]
+    pod = job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == declared.service_account
+    assert environment in pod["containers"][0]["args"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert declared.vault.kubernetes_role in env.values()
+    for chart in ("prefect-worker", "db-migrations"):
+        for values_file in (CHARTS / chart).glob("values-*.yaml"):
+            assert not {"workPool", "environment", "serviceAccountName"} & set(
+                yaml.safe_load(values_file.read_text()) or {}
+            ), f"{values_file} repeats what ameide.toml declares"

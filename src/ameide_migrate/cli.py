@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import SecretStr
 from rich.console import Console
 from rich.markup import escape
 
@@ -20,10 +19,12 @@ from rich.markup import escape
 from typer._click.exceptions import NoArgsIsHelpError
 from typer.exceptions import Abort
 
-from ameide_migrate import commands, environments, prefect_api, report
 from ameide_migrate.errors import DatabaseUrlInvalid, ExitCode, MigrateError, UsageError
-from ameide_migrate.postgres import Credentials
-from ameide_migrate.settings import get_settings
+
+if TYPE_CHECKING:
+    from pydantic import SecretStr
+
+    from ameide_migrate.prefect_api import Api
 
 app = typer.Typer(
     help="Run, verify and watch every schema change of every database, with Prefect and Flyway.",
@@ -117,11 +118,17 @@ def _usage_message(error: typer.TyperException) -> str:
 @app.callback()
 def _check_settings() -> None:
     """Every AMEIDE_* variable is checked before a command starts anything."""
+    from ameide_migrate.settings import get_settings
+
     get_settings()
 
 
 def _admin_url(value: str | None) -> SecretStr | None:
     """--admin-url read before anything starts; its text is never echoed (it holds a password)."""
+    from pydantic import SecretStr
+
+    from ameide_migrate.postgres import Credentials
+
     if value is None:
         return None
     try:
@@ -134,7 +141,7 @@ def _admin_url(value: str | None) -> SecretStr | None:
     return SecretStr(value)
 
 
-def _announce_local_server(api: prefect_api.Api) -> None:
+def _announce_local_server(api: Api) -> None:
     if api.local:
         err_console.print(f"Prefect UI: {api.ui_url}", highlight=False)
 
@@ -173,6 +180,9 @@ def run(
 ) -> None:
     """(Build and push the migrations image,) verify the credentials, migrate the environment's
     databases to the latest version, then prove it (flyway info)."""
+    from ameide_migrate import commands, report
+    from ameide_migrate.settings import get_settings
+
     if concurrency is not None and concurrency < 1:
         raise UsageError(
             f"--concurrency {concurrency}: give 1 or more databases migrated at once, or leave it "
@@ -218,6 +228,9 @@ def drift(
     Exits 0 when every database is in sync, 3 when any has drifted or has pending migrations,
     1 on an error (an unreachable database, a Vault fault).
     """
+    from ameide_migrate import commands, report
+    from ameide_migrate.settings import get_settings
+
     if engine not in ("native", "flyway"):
         raise UsageError(f"unknown engine {engine!r}: choose native or flyway")
     found = commands.drift(get_settings(), env, db, engine, _progress)  # type: ignore[arg-type]
@@ -252,6 +265,9 @@ def deploy(
 
     Idempotent: running it again updates the same two deployments.
     """
+    from ameide_migrate import commands
+    from ameide_migrate.settings import get_settings
+
     overrides = _job_variables_file(job_variables) if job_variables else {}
     for name, deployment_id in commands.deploy(get_settings(), env, image, overrides):
         console.print(f"{name}: {deployment_id}", highlight=False)
@@ -292,6 +308,8 @@ def trigger(
     Exits 0 completed, 1 failed, crashed or cancelled, 3 drift found, 4 timed out (the run keeps
     going).
     """
+    from ameide_migrate import commands, prefect_api, report
+    from ameide_migrate.settings import get_settings
 
     started = commands.trigger(get_settings(), env, db, flow=flow, dry_run=dry_run, image=image)
     flow_run_id, ui = started.flow_run_id, started.ui_url
@@ -322,6 +340,9 @@ def repair(
     ],
 ) -> None:
     """Flyway repair: remove failed rows and realign checksums of the named databases."""
+    from ameide_migrate import commands
+    from ameide_migrate.settings import get_settings
+
     repaired = commands.repair(
         get_settings(),
         env,
@@ -343,6 +364,9 @@ def baseline(
 ) -> None:
     """Flyway baseline of a database that has a schema and no history table: the next run
     applies only the migrations above VERSION."""
+    from ameide_migrate import commands
+    from ameide_migrate.settings import get_settings
+
     at = commands.baseline(
         get_settings(),
         env,
@@ -353,10 +377,29 @@ def baseline(
     console.print(f"{db}: baselined at version {at}", highlight=False)
 
 
+@app.command("chart-values")
+def chart_values(
+    env: EnvOption,
+    chart: Annotated[str, typer.Option(help="prefect-worker or db-migrations.")],
+) -> None:
+    """Print a chart's values that come from the environments file, as YAML for `helm -f`:
+    `helm upgrade --install ... -f values-staging.yaml -f <(ameide-migrate chart-values ...)`."""
+    import yaml
+
+    from ameide_migrate import environments
+    from ameide_migrate.settings import get_settings
+
+    values = environments.get(env, get_settings()).chart_values(chart)
+    typer.echo(yaml.safe_dump(values, sort_keys=False), nl=False)
+
+
 @app.command("catalog")
 def show_catalog(env: EnvOption = "local") -> None:
     """List the databases of the SQL tree with their migrations and latest version."""
     from rich.table import Table
+
+    from ameide_migrate import environments
+    from ameide_migrate.settings import get_settings
 
     settings = get_settings()
     catalog = environments.catalog(env, settings)
@@ -390,6 +433,9 @@ def image_build(
     The tag is a hash of the SQL, the Dockerfile, the base, the Flyway version, the locked
     dependencies and the project's code. With --push, the last line is REPOSITORY@sha256:DIGEST.
     """
+    from ameide_migrate import commands, report
+    from ameide_migrate.settings import get_settings
+
     built = commands.build_image(
         get_settings(), push=push, registry=registry, release=release, base=base
     )
@@ -407,6 +453,9 @@ def release(
 ) -> None:
     """Build and push the image of REF, then run the environment's migrate deployment on exactly
     that digest and wait for it. Exits 0 when the run completed, 1 otherwise."""
+    from ameide_migrate import commands
+    from ameide_migrate.settings import get_settings
+
     outcome = commands.release(get_settings(), env, db, ref=ref, registry=registry, timeout=timeout)
     typer.echo(f"{env} migrated with {outcome}")
 
@@ -419,6 +468,9 @@ def flyway_install(
     ] = None,
 ) -> None:
     """Resolve Flyway from Maven Central into the git-ignored cache; quick when already there."""
+    from ameide_migrate import commands
+    from ameide_migrate.settings import get_settings
+
     inst, changed = commands.install_flyway(get_settings(), version, _progress)
     if changed:
         err_console.print(f"Flyway {inst.version} installed in {inst.home}")
@@ -434,6 +486,9 @@ def secrets_verify(env: EnvOption, db: DbOption = None) -> None:
     Reads Vault (VAULT_ADDR, VAULT_TOKEN or AMEIDE_VAULT_AUTH_METHOD...); for local without
     Vault, the local store. Exits 1 listing every problem, each with its fix.
     """
+    from ameide_migrate import commands
+    from ameide_migrate.settings import get_settings
+
     for name, creds in commands.verify_secrets(get_settings(), env, db).items():
         console.print(f"[green]ok[/] {name}: {creds.user} @ {creds.url}")
 
@@ -450,6 +505,9 @@ def secrets_seed_local(
 ) -> None:
     """Create the local roles and databases with deterministic credentials and store them: in
     Vault when VAULT_ADDR is set, else in the local store (mode 0600). Idempotent."""
+    from ameide_migrate import commands, environments
+    from ameide_migrate.settings import get_settings
+
     settings = get_settings()
     catalog = environments.catalog("local", settings)
     secret = _admin_url(admin_url)
@@ -461,6 +519,9 @@ def secrets_seed_local(
 def local_up() -> None:
     """Start everything a run from the Prefect UI needs: the local PostgreSQL with the local
     credentials, the Prefect server, migrate/local and drift/local, and a process worker."""
+    from ameide_migrate import commands
+    from ameide_migrate.settings import get_settings
+
     stack = commands.local_up(get_settings(), _progress)
     env, api = stack.environment, stack.api
     console.print(f"PostgreSQL: {env.admin.host}:{env.admin.port}", highlight=False)
@@ -475,6 +536,9 @@ def local_up() -> None:
 @local_app.command("down")
 def local_down() -> None:
     """Stop the local worker, Prefect server and PostgreSQL; their data stays for the next run."""
+    from ameide_migrate import commands
+    from ameide_migrate.settings import get_settings
+
     stopped = commands.local_down(get_settings())
     console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 

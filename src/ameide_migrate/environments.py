@@ -31,6 +31,7 @@ from ameide_migrate.errors import (
     CredentialsMissing,
     EnvironmentsFileInvalid,
     UnknownEnvironment,
+    UsageError,
 )
 from ameide_migrate.settings import Settings
 
@@ -97,6 +98,24 @@ class Environment(BaseModel):
         if self.service_account:
             derived["service_account_name"] = self.service_account
         return {**derived, **self.job_variables}
+
+    def chart_values(self, chart: str) -> dict[str, Any]:
+        """What a Helm chart of this project takes from the environment: the worker chart's
+        pool, the migrations Job's environment, service account, Vault role and databases. A
+        values file holds the rest (the site's addresses, resources)."""
+        if chart == "prefect-worker":
+            return {"workPool": self.work_pool}
+        if chart == "db-migrations":
+            values: dict[str, Any] = {
+                "environment": self.name,
+                "databases": list(self.databases or ()),
+            }
+            if self.service_account:
+                values["serviceAccountName"] = self.service_account
+            if self.vault.kubernetes_role:
+                values["vault"] = {"kubernetesRole": self.vault.kubernetes_role}
+            return values
+        raise UsageError(f"unknown chart {chart!r}: choose prefect-worker or db-migrations")
 
     def flyway_placeholders(self) -> dict[str, str]:
         """What every database of the environment sees: `${environment}` and the file's own."""
