@@ -4,17 +4,14 @@ it is. It checks every `run:` script with shellcheck (Debian's, which `./dev tes
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 
 from tests.fix_tiers import mark_if_uses, register
+from tests.go_tools import go_install
 
 ACTIONLINT_MODULE = "github.com/rhysd/actionlint/cmd/actionlint@v1.7.12"
-CACHE_BIN = Path(__file__).resolve().parent.parent / ".cache" / "bin"
 
 _FIXTURES = frozenset({"actionlint"})
 
@@ -41,19 +38,4 @@ def shellcheck() -> str:
 
 @pytest.fixture(scope="session")
 def actionlint(shellcheck: str) -> str:
-    found = shutil.which("actionlint") or (
-        str(CACHE_BIN / "actionlint") if (CACHE_BIN / "actionlint").exists() else None
-    )
-    if found:
-        return found
-    CACHE_BIN.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        ["go", "install", ACTIONLINT_MODULE],
-        env={**os.environ, "GOBIN": str(CACHE_BIN), "GOFLAGS": "-mod=mod"},
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
-    assert done.returncode == 0, f"building actionlint failed:\n{done.stderr[-2000:]}"
-    return str(CACHE_BIN / "actionlint")
+    return go_install(ACTIONLINT_MODULE)

@@ -17,8 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
+
+if TYPE_CHECKING:
+    from prefect.automations import Automation
 
 from ameide_migrate.errors import (
     DeploymentNotRegistered,
@@ -367,14 +370,7 @@ def ensure_image_pull_guard() -> None:
             )
         ],
     )
-    try:
-        # Called outside an event loop, so the sync flavour: an Automation, not a coroutine.
-        existing = cast(Automation, Automation.read(name=IMAGE_PULL_GUARD))
-    except ValueError:
-        wanted.create()
-        return
-    wanted.id = existing.id
-    wanted.update()
+    _upsert(wanted)
 
 
 HEARTBEAT_GUARD = "ameide-migrate: a run whose heartbeat stopped is crashed"
@@ -423,8 +419,16 @@ def ensure_heartbeat_guard() -> None:
             )
         ],
     )
+    _upsert(wanted)
+
+
+def _upsert(wanted: Automation) -> None:
+    """Create the automation, or update the one of its name: one of each name, always."""
+    from prefect.automations import Automation
+
     try:
-        existing = cast(Automation, Automation.read(name=HEARTBEAT_GUARD))
+        # Called outside an event loop, so the sync flavour: an Automation, not a coroutine.
+        existing = cast(Automation, Automation.read(name=wanted.name))
     except ValueError:
         wanted.create()
         return
