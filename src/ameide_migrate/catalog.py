@@ -172,6 +172,12 @@ def _replace_placeholders(text: str, config: FlywayConfig, script: str) -> str |
     return None if unresolved else replaced
 
 
+def key_prefix(database: str) -> str:
+    """The prefix of a database's names outside the tree: `<PREFIX>_DATABASE_URL` and the
+    engine's per-database environment."""
+    return database.upper().replace("-", "_")
+
+
 def load_catalog(
     root: Path,
     *,
@@ -211,7 +217,7 @@ def load_catalog(
     }
     keys: dict[str, str] = {}
     for name in databases:
-        key = name.upper().replace("-", "_")
+        key = key_prefix(name)
         if key in keys:
             raise CatalogError(
                 f"databases {keys[key]} and {name} share the secret keys {key}_DATABASE_*: "

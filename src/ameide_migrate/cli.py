@@ -425,7 +425,9 @@ def image_build(
     ] = None,
     base: Annotated[
         str | None,
-        typer.Option(help="Base image (AMEIDE_FLYWAY_BASE); default flyway/flyway:10.17."),
+        typer.Option(
+            help="Base image; AMEIDE_FLYWAY_BASE (the seed's flyway/flyway) when not given."
+        ),
     ] = None,
 ) -> None:
     """Build the migrations image unless its content tag exists; prints the image to run.

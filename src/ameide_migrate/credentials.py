@@ -16,14 +16,11 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from ameide_migrate.catalog import key_prefix
 from ameide_migrate.errors import LocalStoreExposed, LocalStoreInvalid
 from ameide_migrate.postgres import Credentials
 
 STORE_NAME = "local-secrets.json"
-
-
-def key_prefix(database: str) -> str:
-    return database.upper().replace("-", "_")
 
 
 def secret_keys(database: str) -> tuple[str, str, str]:

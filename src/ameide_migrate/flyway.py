@@ -38,6 +38,7 @@ from xml.etree import ElementTree
 
 from pydantic import SecretStr
 
+from ameide_migrate.catalog import key_prefix
 from ameide_migrate.errors import (
     ChecksumMismatch,
     FlywayCommandFailed,
@@ -318,10 +319,6 @@ def utf8_locale(env: Mapping[str, str]) -> dict[str, str]:
     return {} if utf8 else {"LC_ALL": "C.UTF-8"}
 
 
-def _target_key(database: str) -> str:
-    return database.upper().replace("-", "_")
-
-
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
@@ -383,7 +380,7 @@ class FlywayEngine:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AMEIDE_TARGET_")}
         env.update(utf8_locale(env))
         for database, target in targets.items():
-            prefix = f"AMEIDE_TARGET_{_target_key(database)}_"
+            prefix = f"AMEIDE_TARGET_{key_prefix(database)}_"
             env[prefix + "URL"] = target.jdbc_url
             env[prefix + "USER"] = target.user
             env[prefix + "PASSWORD"] = target.password.get_secret_value()
@@ -418,7 +415,7 @@ class FlywayEngine:
         """Run one Flyway command; Flyway's result object, or a FlywayCommandFailed subclass."""
         message: dict[str, Any] = {
             "command": request.command,
-            "target": _target_key(request.database),
+            "target": key_prefix(request.database),
             "locations": list(request.locations),
             "placeholders": dict(request.placeholders),
             "table": request.table,

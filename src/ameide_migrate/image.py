@@ -32,7 +32,7 @@ from ameide_migrate.errors import (
     ImagePushFailed,
     UsageError,
 )
-from ameide_migrate.settings import Settings
+from ameide_migrate.settings import DEFAULT_FLYWAY_BASE, Settings
 
 Flavor = Literal["dev", "release"]
 FLAVORS: tuple[Flavor, ...] = ("dev", "release")
@@ -48,7 +48,7 @@ class ImageRequest:
     repository: str
     flavor: Flavor = "dev"
     release_ref: str | None = None
-    flyway_base: str = "flyway/flyway:10.17"
+    flyway_base: str = DEFAULT_FLYWAY_BASE
     push: bool = False
     pull_base: bool = True
 

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 DEFAULT_FLYWAY_VERSION = "10.17.0"
 DEFAULT_POSTGRESQL_DRIVER_VERSION = "42.7.4"
+DEFAULT_FLYWAY_BASE = "flyway/flyway:10.17"
+"""The seed's image; `migrations/Dockerfile.flyway-base` makes one where it cannot be pulled."""
 
 
 def _default_state_dir() -> Path:
@@ -66,7 +68,7 @@ class Settings(BaseSettings):
         default=None, description="Registry the migrations image is pushed to (HOST[:PORT][/PATH])."
     )
     flyway_base: str = Field(
-        default="flyway/flyway:10.17", description="Base image of the migrations image."
+        default=DEFAULT_FLYWAY_BASE, description="Base image of the migrations image."
     )
     image_python: str = Field(
         default="3.11",
