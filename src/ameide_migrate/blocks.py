@@ -29,6 +29,7 @@ class VaultDatabaseSecrets(Block):
         "Vault (or OpenBao) address, KV v2 mount and path layout, and the auth method "
         "(token, AppRole or Kubernetes) used to read the databases' credentials."
     )
+    _documentation_url = "https://developer.hashicorp.com/vault/docs/secrets/kv/kv-v2"  # type: ignore[assignment]
     _code_example = """```python
 from ameide_migrate.blocks import VaultDatabaseSecrets
 
@@ -37,6 +38,10 @@ VaultDatabaseSecrets(
     auth_method="kubernetes",
     kubernetes_role="db-migrations",
 ).save("vault-staging")
+
+# What a run of staging does with it:
+vault_staging = VaultDatabaseSecrets.load("BLOCK_NAME")
+connection = vault_staging.get_connection()
 ```"""
 
     address: str = Field(description="Vault address, e.g. https://vault.internal:8200.")
@@ -46,18 +51,20 @@ VaultDatabaseSecrets(
         default="{environment}/databases/{database}",
         description="Secret path under the mount; {environment} and {database} are filled in.",
     )
-    auth_method: Literal["token", "approle", "kubernetes"] = Field(default="kubernetes")
+    auth_method: Literal["token", "approle", "kubernetes"] = Field(
+        default="kubernetes", description="How runs log in: token, approle or kubernetes."
+    )
     token: SecretStr | None = Field(default=None, description="Token auth: the token.")
-    approle_mount: str = "approle"
+    approle_mount: str = Field(default="approle", description="AppRole auth: its mount.")
     role_id: str | None = Field(default=None, description="AppRole auth: the role_id.")
     secret_id: SecretStr | None = Field(default=None, description="AppRole auth: the secret_id.")
-    kubernetes_mount: str = "kubernetes"
+    kubernetes_mount: str = Field(default="kubernetes", description="Kubernetes auth: its mount.")
     kubernetes_role: str | None = Field(default=None, description="Kubernetes auth: the role.")
     service_account_token_path: Path = Field(
         default=Path("/var/run/secrets/kubernetes.io/serviceaccount/token"),
         description="Kubernetes auth: the projected service-account token.",
     )
-    verify_tls: bool = True
+    verify_tls: bool = Field(default=True, description="Check Vault's TLS certificate.")
     ca_cert_path: Path | None = Field(default=None, description="CA bundle for Vault's TLS.")
 
     def get_connection(self) -> VaultConnection:
