@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from prefect.blocks.core import Block
 from prefect.client.orchestration import get_client
-from prefect.testing.standard_test_suites import BlockStandardTestSuite
+from prefect.testing.standard_test_suites.blocks import BlockStandardTestSuite
 from pydantic import SecretStr
 
 from ameide_migrate.blocks import VaultDatabaseSecrets
