@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -299,6 +300,8 @@ def test_a_postgresql_restart_mid_migration_is_ridden_through_with_the_default_b
 
     assert cli.wait(timeout=300) == 0, log.read_text()
     assert _applied_once(platform, "threads") == {v: 1 for v in ("1", "2", "3", "4", "5")}
+    # The figures span the run, the retried migrate included.
+    assert re.search(r"│ threads\s+│ empty\s+│ 5\s+│\s+5 │", log.read_text()), log.read_text()
 
 
 @pytest.mark.slow

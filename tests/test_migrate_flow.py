@@ -197,6 +197,15 @@ def test_two_runs_at_once_apply_each_migration_exactly_once(
     outputs = [r.communicate(timeout=300)[0] for r in runs]
 
     assert [r.returncode for r in runs] == [0, 0], outputs
+    # Between them the two tables count each migration once: the run that waited for the
+    # other's lock says the other applied it, not "migrated, 0 applied".
+    rows = [
+        [cell.strip() for cell in line.split("│")[1:-1]]
+        for output in outputs
+        for line in output.splitlines()
+        if line.startswith("│ threads ")
+    ]
+    assert sorted((int(r[3]), r[5]) for r in rows) == [(0, "up to date"), (4, "migrated")], outputs
     for db in ("threads", "graph"):
         history = platform.history(db) or []
         scripts = [r.script for r in history]

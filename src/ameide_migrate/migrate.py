@@ -423,20 +423,35 @@ def migrate_database(
         else:
             log.exception("%s failed unexpectedly", database)
         raise DatabaseFailed(outcome) from None
-    log.info(
-        "%s: %s -> %s, %d applied",
-        database,
-        summary.before or "empty",
-        summary.after,
-        summary.applied,
-    )
+    # The figures span the whole run, retries included: from the first inspection to the
+    # history as it stands now (a retried migrate reports only its own last attempt).
+    try:
+        final = inspect(ctx, database)
+        after, applied = final.version, final.applied_rows - before.applied_rows
+    except MigrateError:
+        after, applied = summary.after, summary.applied
+    if summary.applied == 0:
+        # Flyway applied nothing, yet the inspection saw work pending: another run, holding
+        # Flyway's lock meanwhile, applied it.
+        log.info("%s: at %s, another run applied what was pending", database, after)
+        return DatabaseOutcome(
+            database,
+            OutcomeState.UP_TO_DATE,
+            before.version,
+            after,
+            latest_text,
+            0,
+            time.monotonic() - started,
+            message="another run applied what was pending",
+        )
+    log.info("%s: %s -> %s, %d applied", database, before.version or "empty", after, applied)
     return DatabaseOutcome(
         database,
         OutcomeState.MIGRATED,
-        summary.before,
-        summary.after,
+        before.version,
+        after,
         latest_text,
-        summary.applied,
+        applied,
         time.monotonic() - started,
     )
 
