@@ -13,16 +13,14 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from ameide_migrate import drift, environments, metrics
 from ameide_migrate.drift import DatabaseDrift, DriftReport, Verdict
 from ameide_migrate.errors import DriftFound, MigrateError
-from ameide_migrate.flows.retrying import retrying
+from ameide_migrate.flows.retrying import retrying, with_retries
 from ameide_migrate.flows.secrets import verify_credentials
 from ameide_migrate.migrate import RunContext
 from ameide_migrate.prefect_api import DRIFTED_STATE
 from ameide_migrate.settings import get_settings
 
-_settings = get_settings()
 
-
-@task(**retrying("check", _settings), task_run_name="check {database}")
+@task(**retrying("check"), task_run_name="check {database}")
 def check_database(ctx: RunContext, database: str, engine: str) -> DatabaseDrift:
     return drift.check_database(ctx, database, engine)
 
@@ -48,18 +46,17 @@ def drift_flow(
     catalog = environments.catalog(environment, settings)
     targets = catalog.select(databases)
     names = [db.name for db in targets]
-    credentials = verify_credentials(environment, names, login=False)
+    credentials = with_retries(verify_credentials, settings)(environment, names, login=False)
     ctx = RunContext.create(environment, targets, credentials, settings)
     report = DriftReport(environment)
     runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(
         max_workers=concurrency or settings.max_concurrency
     )
+    checked = with_retries(check_database, settings)
     try:
         with runner:
             futures = {
-                name: runner.submit(
-                    check_database, {"ctx": ctx, "database": name, "engine": engine}
-                )
+                name: runner.submit(checked, {"ctx": ctx, "database": name, "engine": engine})
                 for name in names
             }
             for name, future in futures.items():

@@ -15,11 +15,12 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.tasks import Task
 
 from ameide_migrate import drift, environments, migrate, report
 from ameide_migrate.errors import MigrateError, RunFailed
 from ameide_migrate.flows.image import ImageBuild, build_image_flow
-from ameide_migrate.flows.retrying import retrying, says_how_long
+from ameide_migrate.flows.retrying import retrying, says_how_long, with_retries
 from ameide_migrate.flows.secrets import verify_credentials
 from ameide_migrate.migrate import (
     DatabaseFailed,
@@ -29,39 +30,43 @@ from ameide_migrate.migrate import (
     RunReport,
     Steps,
 )
-from ameide_migrate.settings import get_settings
-
-_settings = get_settings()
+from ameide_migrate.settings import Settings, get_settings
 
 
-@task(**retrying("inspect", _settings), task_run_name="inspect {database}")
-@says_how_long(_settings)
+@task(**retrying("inspect"), task_run_name="inspect {database}")
+@says_how_long
 def inspect_history(ctx: RunContext, database: str) -> migrate.Inspection:
     return migrate.inspect(ctx, database)
 
 
-@task(**retrying("validate", _settings), task_run_name="validate {database}")
-@says_how_long(_settings)
+@task(**retrying("validate"), task_run_name="validate {database}")
+@says_how_long
 def validate(ctx: RunContext, database: str) -> None:
     migrate.validate(ctx, database, migrate.flyway_log_sink(get_run_logger(), database))
 
 
-@task(**retrying("migrate", _settings), task_run_name="migrate {database}")
-@says_how_long(_settings)
+@task(**retrying("migrate"), task_run_name="migrate {database}")
+@says_how_long
 def apply(ctx: RunContext, database: str) -> migrate.MigrateSummary:
     return migrate.migrate(ctx, database, migrate.flyway_log_sink(get_run_logger(), database))
 
 
-TASK_STEPS = Steps(inspect=inspect_history, validate=validate, migrate=apply)
+def _steps(settings: Settings) -> Steps:
+    """The per-database steps as tasks, with the retry budget of this run's settings."""
+    return Steps(
+        inspect=with_retries(inspect_history, settings),
+        validate=with_retries(validate, settings),
+        migrate=with_retries(apply, settings),
+    )
 
 
 @task(name="database", cache_policy=NO_CACHE, persist_result=False, task_run_name="{database}")
-def migrate_database(ctx: RunContext, database: str) -> DatabaseOutcome:
+def migrate_database(ctx: RunContext, database: str, steps: Steps) -> DatabaseOutcome:
     """One database, its steps as child task runs; DatabaseFailed carries a failure's outcome."""
-    return migrate.migrate_database(ctx, database, TASK_STEPS, get_run_logger())
+    return migrate.migrate_database(ctx, database, steps, get_run_logger())
 
 
-@task(**retrying("plan", _settings), task_run_name="plan {database}")
+@task(**retrying("plan"), task_run_name="plan {database}")
 def plan_database(ctx: RunContext, database: str) -> DatabaseOutcome:
     """Dry run: what would be applied, read-only."""
     outcome = drift.plan(ctx, database)
@@ -69,8 +74,8 @@ def plan_database(ctx: RunContext, database: str) -> DatabaseOutcome:
     return outcome
 
 
-@task(**retrying("smoke check", _settings), task_run_name="smoke check")
-@says_how_long(_settings)
+@task(**retrying("smoke check"), task_run_name="smoke check")
+@says_how_long
 def smoke_check(ctx: RunContext, databases: list[str]) -> list[migrate.SmokeResult]:
     """Read-only: every database that migrated is at the latest version, nothing pending."""
     with ThreadPoolExecutor(max_workers=max(1, len(databases))) as pool:
@@ -82,11 +87,13 @@ def smoke_check(ctx: RunContext, databases: list[str]) -> list[migrate.SmokeResu
     return results
 
 
-def _smoke_or_its_failure(ctx: RunContext, databases: list[str]) -> list[migrate.SmokeResult]:
+def _smoke_or_its_failure(
+    ctx: RunContext, databases: list[str], settings: Settings
+) -> list[migrate.SmokeResult]:
     """The smoke step's results; when the step itself failed (its retries ran out), that failure
     as each database's smoke result: it joins the report beside any migrate failure instead of
     replacing it."""
-    state = smoke_check(ctx, databases, return_state=True)
+    state = with_retries(smoke_check, settings)(ctx, databases, return_state=True)
     results = state.result(raise_on_failure=False)
     if not isinstance(results, MigrateError):
         return cast(list[migrate.SmokeResult], results)
@@ -132,19 +139,25 @@ def migrate_flow(
     if build is not None:
         built = build_image_flow(build)
         get_run_logger().info("migrations image: %s", built.reference)
-    ctx = RunContext.create(environment, targets, verify_credentials(environment, names), settings)
+    verified = with_retries(verify_credentials, settings)(environment, names)
+    ctx = RunContext.create(environment, targets, verified, settings)
     run = RunReport(environment)
     runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(
         max_workers=concurrency or settings.max_concurrency
     )
     try:
         with runner:
-            step = plan_database if dry_run else migrate_database
-            futures = [runner.submit(step, {"ctx": ctx, "database": n}) for n in names]
+            step: Task[..., DatabaseOutcome] = migrate_database
+            parameters: dict[str, Any] = {"steps": _steps(settings)}
+            if dry_run:
+                step, parameters = with_retries(plan_database, settings), {}
+            futures = [
+                runner.submit(step, {"ctx": ctx, "database": n, **parameters}) for n in names
+            ]
             run.outcomes = [_outcome(f) for f in futures]
         settled = [o.database for o in run.outcomes if o.state is not OutcomeState.FAILED]
         if settled and not dry_run:
-            run.smoke = _smoke_or_its_failure(ctx, settled)
+            run.smoke = _smoke_or_its_failure(ctx, settled, settings)
     finally:
         ctx.close()
         run.jvm_starts = ctx.engine_starts

@@ -14,7 +14,7 @@ from prefect.runtime import task_run
 from prefect.tasks import Task
 
 from ameide_migrate.errors import MigrateError
-from ameide_migrate.settings import Settings
+from ameide_migrate.settings import Settings, get_settings
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -29,46 +29,49 @@ def only_transient(_task: Task[..., Any], _run: TaskRun, state: State[Any]) -> b
     return isinstance(state.data, MigrateError) and state.data.transient
 
 
-def retrying(name: str, settings: Settings) -> dict[str, Any]:
-    """Task options: never cached, results kept in memory only, transient faults retried."""
+def retrying(name: str) -> dict[str, Any]:
+    """Task options: never cached, results kept in memory only, transient faults retried (how
+    often and how long: `with_retries`, from the settings of the run)."""
     return {
         "name": name,
         "cache_policy": NO_CACHE,
         "persist_result": False,
-        "retries": settings.retries,
-        "retry_delay_seconds": settings.retry_delays,
         "retry_jitter_factor": 0.2,
         "retry_condition_fn": only_transient,
     }
 
 
-def says_how_long(settings: Settings) -> Callable[[Callable[P, R]], Callable[P, R]]:
+def with_retries(step: Task[P, R], settings: Settings) -> Task[P, R]:
+    """The task with the retry budget of these settings: read when a flow runs, not when its
+    module is imported."""
+    return step.with_options(retries=settings.retries, retry_delay_seconds=settings.retry_delays)
+
+
+def says_how_long(body: Callable[P, R]) -> Callable[P, R]:
     """A task body whose transient fault, once no retry is left, says how long it was retried:
     "a PostgreSQL down for 40 s" and "a budget of 75 s" read differently from "it failed"."""
 
-    def decorate(body: Callable[P, R]) -> Callable[P, R]:
-        @functools.wraps(body)
-        def attempt(*args: P.args, **kwargs: P.kwargs) -> R:
-            run_id = str(task_run.id)
-            first = _first_attempt.setdefault(run_id, time.monotonic())
-            try:
-                result = body(*args, **kwargs)
-            except MigrateError as error:
-                last = task_run.run_count > settings.retries or not error.transient
-                if last:
-                    _first_attempt.pop(run_id, None)
-                if last and error.transient and settings.retries and error.args:
-                    error.args = (
-                        f"{error.args[0]} (kept trying for {time.monotonic() - first:.0f}s, "
-                        f"{task_run.run_count} attempts: the retry budget is about "
-                        f"{settings.retry_budget_seconds:.0f}s, AMEIDE_RETRIES and "
-                        "AMEIDE_RETRY_MAX_DELAY_SECONDS widen it)",
-                        *error.args[1:],
-                    )
-                raise
-            _first_attempt.pop(run_id, None)
-            return result
+    @functools.wraps(body)
+    def attempt(*args: P.args, **kwargs: P.kwargs) -> R:
+        settings = get_settings()
+        run_id = str(task_run.id)
+        first = _first_attempt.setdefault(run_id, time.monotonic())
+        try:
+            result = body(*args, **kwargs)
+        except MigrateError as error:
+            last = task_run.run_count > settings.retries or not error.transient
+            if last:
+                _first_attempt.pop(run_id, None)
+            if last and error.transient and settings.retries and error.args:
+                error.args = (
+                    f"{error.args[0]} (kept trying for {time.monotonic() - first:.0f}s, "
+                    f"{task_run.run_count} attempts: the retry budget is about "
+                    f"{settings.retry_budget_seconds:.0f}s, AMEIDE_RETRIES and "
+                    "AMEIDE_RETRY_MAX_DELAY_SECONDS widen it)",
+                    *error.args[1:],
+                )
+            raise
+        _first_attempt.pop(run_id, None)
+        return result
 
-        return attempt
-
-    return decorate
+    return attempt

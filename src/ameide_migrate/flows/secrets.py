@@ -23,7 +23,7 @@ def vault_block_connection(environment: str) -> VaultConnection | None:
     return cast(VaultDatabaseSecrets, block).get_connection()
 
 
-@task(**retrying("verify credentials", get_settings()), task_run_name="verify credentials")
+@task(**retrying("verify credentials"), task_run_name="verify credentials")
 def verify_credentials(
     environment: str, databases: list[str], login: bool = True
 ) -> dict[str, Credentials]:
