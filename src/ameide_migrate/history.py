@@ -62,6 +62,11 @@ def native_info(db: DatabaseCatalog, history: list[HistoryRow] | None) -> list[M
     highest: Version | None = None
     for row in rows:
         version = _parse(row.version)
+        if row.type == "SCHEMA" and version is None:
+            # Flyway 10 records the schemas it created as a row without a version; it is no
+            # repeatable, and it stays a success.
+            statuses.append(MigrationStatus("Schema", None, row.description, "Success", row.script))
+            continue
         if version is None:
             statuses.append(_repeatable_state(row, repeatable.get(row.description), latest_run))
             continue
