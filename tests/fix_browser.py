@@ -244,7 +244,9 @@ def run_deployment_from_ui(
     pick(page, "Databases", databases)
     with page.expect_response(re.compile(r"/create_flow_run$")) as created:
         page.get_by_role("button", name="Submit").click()
-    flow_run_id = created.value.json()["id"]
+    answer = created.value.json()
+    assert "id" in answer, f"the server refused the run: {answer}"
+    flow_run_id = answer["id"]
     # The UI mounts its toasts twice, one over the other; a person clicks the one on top.
     page.get_by_role("button", name="View run").last.click()
     page.wait_for_url(re.compile(rf"/runs/flow-run/{flow_run_id}"))

@@ -63,24 +63,30 @@ def test_block_type_registers_with_prefect(prefect_server: Server) -> None:
 
 
 def test_the_flow_reads_the_saved_block_and_the_token_stays_secret(prefect_server: Server) -> None:
-    VaultDatabaseSecrets(
+    # An environment of this test's own: a saved vault-prod would steer every later prod run of
+    # the session's server to this address.
+    environment = "blocktest"
+    block_id = VaultDatabaseSecrets(
         address="https://vault.example:8200",
         auth_method="token",
         token=SecretStr("s.block-token-value"),
         kv_mount="kv",
-    ).save("vault-prod", overwrite=True)
+    ).save(f"vault-{environment}", overwrite=True)
+    try:
+        conn = vault_block_connection(environment)
 
-    conn = vault_block_connection("prod")
-
-    assert conn is not None
-    assert conn.address == "https://vault.example:8200"
-    assert conn.kv_mount == "kv"
-    assert conn.token is not None
-    assert conn.token.get_secret_value() == "s.block-token-value"
-    assert "block-token-value" not in repr(conn)
-    with get_client(sync_client=True) as client:
-        stored = client.read_block_document_by_name(
-            "vault-prod", "vault-database-secrets", include_secrets=False
-        )
-    assert "block-token-value" not in str(stored.data)
-    assert vault_block_connection("staging") is None
+        assert conn is not None
+        assert conn.address == "https://vault.example:8200"
+        assert conn.kv_mount == "kv"
+        assert conn.token is not None
+        assert conn.token.get_secret_value() == "s.block-token-value"
+        assert "block-token-value" not in repr(conn)
+        with get_client(sync_client=True) as client:
+            stored = client.read_block_document_by_name(
+                f"vault-{environment}", "vault-database-secrets", include_secrets=False
+            )
+        assert "block-token-value" not in str(stored.data)
+        assert vault_block_connection("blocktest-unsaved") is None
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_block_document(block_id)

@@ -229,11 +229,24 @@ def _gone(pid: int) -> bool:
 
 
 def _latest_migrate_run() -> tuple[UUID, str]:
+    """The migrate run started last; the session's server also holds other tests' runs, and
+    runs its deployments' schedules create (Scheduled, never started)."""
     from prefect import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterStartTime,
+    )
     from prefect.client.schemas.sorting import FlowRunSort
 
     with get_client(sync_client=True) as client:
-        (run,) = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
+        (run,) = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["migrate"])),
+            flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(is_null_=False)),
+            sort=FlowRunSort.START_TIME_DESC,
+            limit=1,
+        )
         return run.id, run.state.type.value if run.state else ""
 
 
