@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
+from uuid import UUID
 
 import pytest
 from prefect.blocks.core import Block
@@ -66,7 +68,7 @@ def test_the_flow_reads_the_saved_block_and_the_token_stays_secret(prefect_serve
     # An environment of this test's own: a saved vault-prod would steer every later prod run of
     # the session's server to this address.
     environment = "blocktest"
-    block_id = VaultDatabaseSecrets(
+    saved = VaultDatabaseSecrets(
         address="https://vault.example:8200",
         auth_method="token",
         token=SecretStr("s.block-token-value"),
@@ -89,4 +91,4 @@ def test_the_flow_reads_the_saved_block_and_the_token_stays_secret(prefect_serve
         assert vault_block_connection("blocktest-unsaved") is None
     finally:
         with get_client(sync_client=True) as client:
-            client.delete_block_document(block_id)
+            client.delete_block_document(cast(UUID, saved))
