@@ -7,7 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,8 +106,13 @@ def platform(
     local.seed(state_dir, env.owners, None)
     yield Platform(sql_dir, state_dir, db_prefix, env.owners, pg_admin)
     get_settings.cache_clear()
-    with psycopg.connect(**pg_admin.conninfo(5), autocommit=True) as conn:  # type: ignore[arg-type]
-        for owner in env.owners.values():
+    drop_owners(pg_admin, env.owners)
+
+
+def drop_owners(admin: Credentials, owners: Mapping[str, Credentials]) -> None:
+    """The databases and roles a test made, gone, connections and all."""
+    with psycopg.connect(**admin.conninfo(5), autocommit=True) as conn:  # type: ignore[arg-type]
+        for owner in owners.values():
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                     sql.Identifier(owner.database)

@@ -25,11 +25,9 @@ from typing import Any, cast
 from uuid import UUID
 
 import kubernetes_validate
-import psycopg
 import pytest
 import requests
 import yaml
-from psycopg import sql
 
 from ameide_migrate import credentials, environments, local, postgres, prefect_api
 from ameide_migrate import vault as vault_api
@@ -39,7 +37,7 @@ from ameide_migrate.prefect_api import Server
 from ameide_migrate.settings import Settings
 
 from .fix_docker import DockerEngine
-from .fix_platform import REPO, Platform, admin_url_of
+from .fix_platform import REPO, Platform, admin_url_of, drop_owners
 from .fix_vault import READ_POLICY, Vault
 
 WORKFLOW = REPO / ".github" / "workflows" / "migrate.yml"
@@ -371,18 +369,7 @@ def prod_on_a_docker_worker(
                 client.secrets.kv.v2.delete_metadata_and_all_versions(
                     conn.path(PROD, database), mount_point=conn.kv_mount
                 )
-        _drop(pg_admin, env.owners)
-
-
-def _drop(admin: Credentials, owners: dict[str, Credentials]) -> None:
-    with psycopg.connect(**admin.conninfo(5), autocommit=True) as conn:  # type: ignore[arg-type]
-        for owner in owners.values():
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(owner.database)
-                )
-            )
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(owner.user)))
+        drop_owners(pg_admin, env.owners)
 
 
 @dataclass

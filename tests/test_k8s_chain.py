@@ -20,9 +20,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from ameide_migrate import credentials, image, local, postgres, vault
 from ameide_migrate.catalog import PLATFORM_DATABASES, load_catalog
@@ -31,7 +29,7 @@ from ameide_migrate.postgres import Credentials
 from ameide_migrate.prefect_api import Server
 from ameide_migrate.settings import get_settings
 
-from .fix_platform import REPO, admin_url_of, ameide
+from .fix_platform import REPO, admin_url_of, ameide, drop_owners
 from .fix_vault import READ_POLICY, Vault
 from .k8s_cluster import Cluster
 
@@ -213,7 +211,7 @@ def staging(
         yield stage
     finally:
         _delete_block("vault-staging")
-        _drop(pg_admin, owners)
+        drop_owners(pg_admin, owners)
 
 
 def _delete_block(name: str) -> None:
@@ -312,19 +310,8 @@ def _time_local_default(staging: Staging) -> float:
         admin_url=admin_url_of(staging.admin),
         database_prefix="k8sbench_",
     ).owners
-    _drop(staging.admin, owners)
+    drop_owners(staging.admin, owners)
     return elapsed
-
-
-def _drop(admin: Credentials, owners: dict[str, Credentials]) -> None:
-    with psycopg.connect(**admin.conninfo(5), autocommit=True) as conn:  # type: ignore[arg-type]
-        for owner in owners.values():
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(owner.database)
-                )
-            )
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(owner.user)))
 
 
 def _flow_run_pods(staging: Staging) -> list[dict[str, Any]]:
