@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -27,8 +28,19 @@ def deployed(platform: Platform) -> Platform:
 def process_worker(deployed: Platform, tmp_path: Path) -> Iterator[Platform]:
     """A process worker of the local pool, with the test's environment (its SQL tree, its store)."""
     log = (tmp_path / "worker.log").open("w")
-    worker = subprocess.Popen(
-        [str(BIN / "prefect"), "worker", "start", "--pool", "ameide-local", "--type", "process"],
+    worker = start_worker("ameide-local", "process", log, REPO)
+    try:
+        yield deployed
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        log.close()
+
+
+def start_worker(pool: str, kind: str, log: IO[str], cwd: Path) -> subprocess.Popen[bytes]:
+    """A real Prefect worker of `pool`, polling every second, with this process's environment."""
+    return subprocess.Popen(
+        [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", kind],
         env={
             **os.environ,
             "PREFECT_WORKER_QUERY_SECONDS": "1",
@@ -36,11 +48,5 @@ def process_worker(deployed: Platform, tmp_path: Path) -> Iterator[Platform]:
         },
         stdout=log,
         stderr=subprocess.STDOUT,
-        cwd=REPO,
+        cwd=cwd,
     )
-    try:
-        yield deployed
-    finally:
-        worker.terminate()
-        worker.wait(timeout=30)
-        log.close()

@@ -39,6 +39,7 @@ from ameide_migrate.settings import Settings
 from .fix_docker import DockerEngine
 from .fix_platform import REPO, Platform, admin_url_of, drop_owners
 from .fix_vault import READ_POLICY, Vault
+from .fix_worker import start_worker
 
 WORKFLOW = REPO / ".github" / "workflows" / "migrate.yml"
 CURL_RECIPE = REPO / "deployments" / "ci" / "trigger.sh"
@@ -340,17 +341,7 @@ def prod_on_a_docker_worker(
     deployment_id = cast(UUID, migrate.apply())
 
     log = (work / "docker-worker.log").open("w")
-    worker = subprocess.Popen(
-        [str(BIN / "prefect"), "worker", "start", "--pool", CI_POOL, "--type", "docker"],
-        env={
-            **os.environ,
-            "PREFECT_WORKER_QUERY_SECONDS": "1",
-            "PREFECT_WORKER_PREFETCH_SECONDS": "5",
-        },
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=work,
-    )
+    worker = start_worker(CI_POOL, "docker", log, work)
     try:
         yield DockerTarget(dict(env.owners), deployment_id)
     finally:
