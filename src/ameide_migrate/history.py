@@ -159,12 +159,13 @@ def validate_problems(
             problems[label] = (
                 f"migration {label} is not applied but a later one is ({status.script})"
             )
+    edited = {row.installed_rank for row, _ in checksum_mismatches(db, history)}
     for row in history or []:
         version = _parse(row.version)
         resolved = versioned.get(version) if version else None
         if resolved is None or not row.success or row.type != "SQL" or str(version) in problems:
             continue
-        if row.checksum != resolved.checksum:
+        if row.installed_rank in edited:
             problems[str(version)] = (
                 f"checksum mismatch for version {version}: {resolved.script} was edited after it "
                 f"was applied (applied {row.checksum}, now {resolved.checksum})"
@@ -174,3 +175,20 @@ def validate_problems(
                 f"description mismatch for version {version} ({resolved.script})"
             )
     return problems
+
+
+def checksum_mismatches(
+    db: DatabaseCatalog, history: list[HistoryRow] | None
+) -> list[tuple[HistoryRow, Migration]]:
+    """The applied versioned migrations whose file changed since (Flyway's validate: "checksum
+    mismatch"): each successful history row with the migration of the tree it no longer matches."""
+    versioned = {m.version: m for m in db.versioned if m.version}
+    edited = []
+    for row in history or []:
+        version = _parse(row.version)
+        resolved = versioned.get(version) if version else None
+        if resolved is None or not row.success or row.type != "SQL":
+            continue
+        if row.checksum != resolved.checksum:
+            edited.append((row, resolved))
+    return edited

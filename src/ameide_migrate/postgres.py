@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -171,6 +172,8 @@ class HistoryRow:
     script: str
     checksum: int | None
     success: bool
+    installed_on: datetime | None = None
+    """When Flyway applied it (the dev loop names since when an applied file was edited)."""
 
 
 def read_history(creds: Credentials, table: str, *, timeout: int = 5) -> list[HistoryRow] | None:
@@ -196,8 +199,8 @@ def _history(conn: psycopg.Connection, creds: Credentials, table: str) -> list[H
                 return None
             cur.execute(
                 sql.SQL(
-                    "SELECT installed_rank, version, description, type, script, checksum, success "
-                    "FROM {} ORDER BY installed_rank"
+                    "SELECT installed_rank, version, description, type, script, checksum, success,"
+                    " installed_on FROM {} ORDER BY installed_rank"
                 ).format(_history_identifier(table))
             )
             return [HistoryRow(*r) for r in cur.fetchall()]
@@ -238,6 +241,18 @@ def ensure_roles_and_databases(admin: Credentials, owners: list[Credentials]) ->
                 )
                 created = True
     return created
+
+
+def drop_database(admin: Credentials, database: str) -> bool:
+    """Drop the database, ending its sessions first (PostgreSQL 13+); True when it existed.
+    Its owner stays, so `ensure_roles_and_databases` makes it again, empty, with the same
+    credentials."""
+    with connect(admin) as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+        if cur.fetchone() is None:
+            return False
+        cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(database)))
+    return True
 
 
 def free_port() -> int:
