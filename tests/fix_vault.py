@@ -38,7 +38,7 @@ from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
 from ameide_migrate.postgres import free_port
-from ameide_migrate.vault import VaultConnection
+from ameide_migrate.vault import VaultSettings
 from tests.fix_tiers import mark_if_uses, register
 
 READ_POLICY = "db-read"
@@ -75,10 +75,10 @@ class Vault:
     def client(self) -> hvac.Client:
         return hvac.Client(url=self.address, token=self.root_token.get_secret_value())
 
-    def connection(self, **overrides: Any) -> VaultConnection:
+    def connection(self, **overrides: Any) -> VaultSettings:
         options: dict[str, Any] = {"address": self.address, "token": self.root_token}
         options.update(overrides)
-        return VaultConnection(**options)
+        return VaultSettings(**options)
 
     def stop(self) -> None:
         if self.process is not None:

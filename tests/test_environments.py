@@ -92,7 +92,7 @@ def test_a_site_declares_its_own_environments_and_the_deployments_follow(site_tr
 
 
 def test_placeholders_and_the_vault_layout_are_per_environment(site_tree: Path) -> None:
-    settings = Settings(sql_dir=site_tree, vault_addr="http://127.0.0.1:8200")
+    settings = Settings(sql_dir=site_tree, vault={"address": "http://127.0.0.1:8200"})
 
     assert environments.get("qa", settings).flyway_placeholders() == {
         "environment": "qa",
@@ -103,7 +103,9 @@ def test_placeholders_and_the_vault_layout_are_per_environment(site_tree: Path) 
     assert conn is not None
     assert conn.display_path("prod-eu", "threads") == "kv-eu/platform/prod-eu/threads"
     # An AMEIDE_VAULT_* setting still wins over the file.
-    explicit = Settings(sql_dir=site_tree, vault_addr="http://127.0.0.1:8200", vault_kv_mount="x")
+    explicit = Settings(
+        sql_dir=site_tree, vault={"address": "http://127.0.0.1:8200", "kv_mount": "x"}
+    )
     conn = explicit.vault_connection(environments.get("prod-eu", settings).vault)
     assert conn is not None
     assert conn.kv_mount == "x"

@@ -36,7 +36,7 @@ from ameide_migrate.errors import (
 )
 from ameide_migrate.postgres import Credentials, free_port
 from ameide_migrate.settings import Settings, get_settings
-from ameide_migrate.vault import VaultConnection
+from ameide_migrate.vault import VaultSettings
 
 from .fix_platform import REPO, Platform
 from .fix_prefect import SERVER_HOME
@@ -151,7 +151,7 @@ def test_staging_accepts_vault_only(monkeypatch: pytest.MonkeyPatch, tmp_path: P
 
 def test_approle_login_reads_the_secrets(vault_platform: Platform, vault: Vault) -> None:
     role_id, secret_id = approle(vault, "db-migrations", [READ_POLICY])
-    conn = VaultConnection(
+    conn = VaultSettings(
         address=vault.address,
         auth_method="approle",
         role_id=role_id,
@@ -165,7 +165,7 @@ def test_approle_login_reads_the_secrets(vault_platform: Platform, vault: Vault)
 
 def test_a_wrong_approle_secret_names_the_role(vault: Vault) -> None:
     role_id, _ = approle(vault, "db-migrations", [READ_POLICY])
-    conn = VaultConnection(
+    conn = VaultSettings(
         address=vault.address,
         auth_method="approle",
         role_id=role_id,
@@ -205,7 +205,7 @@ def test_an_expired_token_says_to_log_in_again(vault: Vault) -> None:
         "client_token"
     ]
     time.sleep(2.5)
-    conn = VaultConnection(address=vault.address, token=SecretStr(token))
+    conn = VaultSettings(address=vault.address, token=SecretStr(token))
     with (
         pytest.raises(VaultAuthFailed, match="expired or revoked"),
         environments.secret_source("local", Settings(), conn),
@@ -280,10 +280,10 @@ def test_kubernetes_auth_logs_in_with_the_service_account_token(
     )
     template = f"{vault_platform.prefix}{{environment}}/databases/{{database}}"
 
-    def connect_as(namespace: str, name: str) -> VaultConnection:
+    def connect_as(namespace: str, name: str) -> VaultSettings:
         token_file = tmp_path / f"{namespace}-{name}.jwt"
         token_file.write_text(token_review.issue(namespace, name).jwt)
-        return VaultConnection(
+        return VaultSettings(
             address=vault.address,
             auth_method="kubernetes",
             kubernetes_role="db-migrations",

@@ -7,8 +7,11 @@ import os
 
 import pytest
 
+from ameide_migrate.blocks import VaultDatabaseSecrets
 from ameide_migrate.environments import VaultLayout
-from ameide_migrate.settings import Settings
+from ameide_migrate.errors import SettingInvalid
+from ameide_migrate.settings import Settings, get_settings
+from ameide_migrate.vault import VaultSettings
 
 
 @pytest.fixture(autouse=True)
@@ -80,3 +83,30 @@ def test_the_environments_layout_wins_unless_a_variable_says_otherwise(
     assert overridden.kv_mount == "secret-override"
     assert overridden.auth_method == "token"
     assert overridden.path_template == "qa/{database}"
+
+
+def test_a_mistyped_vault_variable_is_named_even_with_no_vault_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AMEIDE_VAULT_AUTH_METHOD", "ldap")
+    with pytest.raises(SettingInvalid, match=r"AMEIDE_VAULT_AUTH_METHOD='ldap'.*approle"):
+        get_settings.__wrapped__()
+
+
+def test_every_vault_field_has_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The settings, the block and the variables share one definition: a field the block saves
+    is one a variable sets."""
+    monkeypatch.setenv("VAULT_ADDR", "https://vault.example.com:8200")
+    monkeypatch.setenv("AMEIDE_VAULT_APPROLE_MOUNT", "ci-approle")
+    monkeypatch.setenv("AMEIDE_VAULT_VERIFY_TLS", "false")
+    monkeypatch.setenv("AMEIDE_VAULT_TIMEOUT_SECONDS", "12.5")
+    vault = Settings().vault
+    assert vault is not None
+    assert (vault.approle_mount, vault.verify_tls, vault.timeout_seconds) == (
+        "ci-approle",
+        False,
+        12.5,
+    )
+    assert set(VaultDatabaseSecrets.model_fields) >= set(VaultSettings.model_fields)
+    block = VaultDatabaseSecrets(**vault.model_dump())
+    assert block.get_connection() == vault

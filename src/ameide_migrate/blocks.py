@@ -6,18 +6,15 @@ Register the block type with `prefect block register -m ameide_migrate.blocks`.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
-
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr
 
-from ameide_migrate.vault import VaultConnection
+from ameide_migrate.vault import VaultSettings
 
 
-class VaultDatabaseSecrets(Block):
+class VaultDatabaseSecrets(Block, VaultSettings):
     """Where an environment's database credentials live in Vault, and how to log in to read them.
 
+    Its fields are `VaultSettings`, the one definition the AMEIDE_VAULT_* variables fill too.
     One KV v2 secret per database at `<kv_mount>/<path_template>`, holding `<DB>_DATABASE_URL`,
     `<DB>_DATABASE_USER` and `<DB>_DATABASE_PASSWORD`.
     """
@@ -44,43 +41,8 @@ vault_staging = VaultDatabaseSecrets.load("BLOCK_NAME")
 connection = vault_staging.get_connection()
 ```"""
 
-    address: str = Field(description="Vault address, e.g. https://vault.internal:8200.")
-    namespace: str | None = Field(default=None, description="Vault Enterprise namespace.")
-    kv_mount: str = Field(default="secret", description="Mount of the KV v2 engine.")
-    path_template: str = Field(
-        default="{environment}/databases/{database}",
-        description="Secret path under the mount; {environment} and {database} are filled in.",
-    )
-    auth_method: Literal["token", "approle", "kubernetes"] = Field(
-        default="kubernetes", description="How runs log in: token, approle or kubernetes."
-    )
-    token: SecretStr | None = Field(default=None, description="Token auth: the token.")
-    approle_mount: str = Field(default="approle", description="AppRole auth: its mount.")
-    role_id: str | None = Field(default=None, description="AppRole auth: the role_id.")
-    secret_id: SecretStr | None = Field(default=None, description="AppRole auth: the secret_id.")
-    kubernetes_mount: str = Field(default="kubernetes", description="Kubernetes auth: its mount.")
-    kubernetes_role: str | None = Field(default=None, description="Kubernetes auth: the role.")
-    service_account_token_path: Path = Field(
-        default=Path("/var/run/secrets/kubernetes.io/serviceaccount/token"),
-        description="Kubernetes auth: the projected service-account token.",
-    )
-    verify_tls: bool = Field(default=True, description="Check Vault's TLS certificate.")
-    ca_cert_path: Path | None = Field(default=None, description="CA bundle for Vault's TLS.")
-
-    def get_connection(self) -> VaultConnection:
-        return VaultConnection(
-            address=self.address,
-            namespace=self.namespace,
-            kv_mount=self.kv_mount,
-            path_template=self.path_template,
-            auth_method=self.auth_method,
-            token=self.token,
-            approle_mount=self.approle_mount,
-            role_id=self.role_id,
-            secret_id=self.secret_id,
-            kubernetes_mount=self.kubernetes_mount,
-            kubernetes_role=self.kubernetes_role,
-            service_account_token_path=self.service_account_token_path,
-            verify_tls=self.verify_tls,
-            ca_cert_path=self.ca_cert_path,
+    def get_connection(self) -> VaultSettings:
+        """The saved settings, as the module that logs in takes them."""
+        return VaultSettings.model_validate(
+            {field: getattr(self, field) for field in VaultSettings.model_fields}
         )

@@ -66,7 +66,7 @@ class LocalStoreSource:
 class VaultSource:
     """One KV v2 secret per database, read through a logged-in session."""
 
-    def __init__(self, environment: str, conn: vault.VaultConnection, client: object) -> None:
+    def __init__(self, environment: str, conn: vault.VaultSettings, client: object) -> None:
         self.environment = environment
         self.conn = conn
         self._client = client

@@ -214,7 +214,7 @@ def catalog(environment: str, settings: Settings) -> Catalog:
 
 @contextmanager
 def secret_source(
-    environment: str, settings: Settings, conn: vault.VaultConnection | None = None
+    environment: str, settings: Settings, conn: vault.VaultSettings | None = None
 ) -> Iterator[SecretSource]:
     """Vault when a connection is given or configured; for the local environment only, else
     the local store. Every other environment accepts Vault only."""

@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from ameide_migrate import credentials, postgres, prefect_api, vault
 from ameide_migrate.errors import DatabaseUrlInvalid, SecretMissing
 from ameide_migrate.postgres import Cluster, Credentials
-from ameide_migrate.vault import VaultConnection
+from ameide_migrate.vault import VaultSettings
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def _up(
     return LocalEnvironment(admin=admin, owners=owners, cluster_dir=directory)
 
 
-def seed(state_dir: Path, owners: Mapping[str, Credentials], conn: VaultConnection | None) -> str:
+def seed(state_dir: Path, owners: Mapping[str, Credentials], conn: VaultSettings | None) -> str:
     """Write the local credentials that are missing where the local environment reads them:
     Vault when one is configured (KV v2, as the other environments), else the local store.
     Returns where.

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ameide_migrate.errors import SettingInvalid
-from ameide_migrate.vault import VaultConnection
+from ameide_migrate.vault import VaultSettings
 
 if TYPE_CHECKING:
     from ameide_migrate.environments import VaultLayout
@@ -118,54 +119,41 @@ class Settings(BaseSettings):
         default=None, description="Push the drift metrics to this Pushgateway instead."
     )
 
-    # Vault, read from the variables Vault's own tools use, or AMEIDE_VAULT_*. The Prefect block
-    # `vault-<env>` (blocks/vault.py) takes precedence where it is registered.
-    vault_addr: str | None = Field(
-        default=None, validation_alias=AliasChoices("AMEIDE_VAULT_ADDR", "VAULT_ADDR")
+    vault: VaultSettings | None = Field(
+        default=None,
+        description="The Vault of VAULT_ADDR (or AMEIDE_VAULT_ADDR), with Vault's own VAULT_TOKEN, "
+        "VAULT_NAMESPACE and VAULT_CACERT and AMEIDE_VAULT_<FIELD> for the rest; the Prefect "
+        "block `vault-<env>` takes precedence where it is saved.",
     )
-    vault_token: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("AMEIDE_VAULT_TOKEN", "VAULT_TOKEN")
-    )
-    vault_namespace: str | None = Field(
-        default=None, validation_alias=AliasChoices("AMEIDE_VAULT_NAMESPACE", "VAULT_NAMESPACE")
-    )
-    vault_cacert: Path | None = Field(
-        default=None, validation_alias=AliasChoices("AMEIDE_VAULT_CACERT", "VAULT_CACERT")
-    )
-    vault_kv_mount: str = "secret"
-    vault_path_template: str = "{environment}/databases/{database}"
-    vault_auth_method: Literal["token", "approle", "kubernetes"] = "token"
-    vault_role_id: str | None = None
-    vault_secret_id: SecretStr | None = None
-    vault_kubernetes_role: str | None = None
-    vault_kubernetes_mount: str = "kubernetes"
 
-    def vault_connection(self, layout: VaultLayout | None = None) -> VaultConnection | None:
-        """The Vault of VAULT_ADDR, laid out as the environment's file says, unless an
+    @model_validator(mode="before")
+    @classmethod
+    def _vault_from_variables(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "vault" in data:
+            return data
+        found = {field: value for field, (_, value) in vault_variables(os.environ).items()}
+        if "address" in found:
+            return {**data, "vault": found}
+        if found:
+            # No Vault to talk to, but a mistyped AMEIDE_VAULT_* is still said now, not when an
+            # address or a block makes it matter.
+            try:
+                VaultSettings.model_validate({**found, "address": "unset"})
+            except ValidationError as e:
+                raise ValueError(_described(e, vault_variables(os.environ))) from None
+        return data
+
+    def vault_connection(self, layout: VaultLayout | None = None) -> VaultSettings | None:
+        """The Vault of the variables, laid out as the environment's file says, unless an
         AMEIDE_VAULT_* variable says otherwise."""
-        if not self.vault_addr:
-            return None
-
-        def chosen(setting: str, declared: str) -> object:
-            in_file = None if layout is None else getattr(layout, declared)
-            if in_file is None or setting in self.model_fields_set:
-                return getattr(self, setting)
-            return in_file
-
-        return VaultConnection(
-            address=self.vault_addr,
-            namespace=self.vault_namespace,
-            kv_mount=str(chosen("vault_kv_mount", "kv_mount")),
-            path_template=str(chosen("vault_path_template", "path_template")),
-            auth_method=chosen("vault_auth_method", "auth_method"),  # type: ignore[arg-type]
-            token=self.vault_token,
-            role_id=self.vault_role_id,
-            secret_id=self.vault_secret_id,
-            kubernetes_role=chosen("vault_kubernetes_role", "kubernetes_role"),  # type: ignore[arg-type]
-            kubernetes_mount=str(chosen("vault_kubernetes_mount", "kubernetes_mount")),
-            ca_cert_path=self.vault_cacert,
-            timeout_seconds=float(self.connect_timeout_seconds),
-        )
+        if self.vault is None or layout is None:
+            return self.vault
+        declared = {
+            field: value
+            for field, value in layout.model_dump(exclude_none=True).items()
+            if field not in self.vault.model_fields_set
+        }
+        return self.vault.model_copy(update=declared)
 
     @property
     def retry_delays(self) -> list[float]:
@@ -189,29 +177,56 @@ class Settings(BaseSettings):
         return (self.cache_dir / "flyway" / self.flyway_version).resolve()
 
 
-def _variable_of(field_name: str) -> str:
-    """The environment variable a person sets for a field: its alias's first choice, or
-    AMEIDE_<FIELD>."""
-    alias = Settings.model_fields[field_name].validation_alias
-    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
-        return alias.choices[0]
-    return f"AMEIDE_{field_name.upper()}"
+# Vault's own variables, which its CLI and clients read, beside AMEIDE_VAULT_<FIELD>; the first
+# one set wins.
+_VAULTS_OWN_VARIABLES = {
+    "address": ("AMEIDE_VAULT_ADDR", "VAULT_ADDR"),
+    "token": ("VAULT_TOKEN",),
+    "namespace": ("VAULT_NAMESPACE",),
+    "ca_cert_path": ("AMEIDE_VAULT_CACERT", "VAULT_CACERT"),
+}
 
 
-def _described(error: ValidationError) -> str:
+def vault_variables(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """Each Vault setting a variable sets: field -> (the variable, its value)."""
+    found = {}
+    for field in VaultSettings.model_fields:
+        names = (f"AMEIDE_VAULT_{field.upper()}", *_VAULTS_OWN_VARIABLES.get(field, ()))
+        for name in names:
+            if environ.get(name):
+                found[field] = (name, environ[name])
+                break
+    return found
+
+
+def _described(
+    error: ValidationError, variables: Mapping[str, tuple[str, str]] | None = None
+) -> str:
+    """Each problem as the variable a person set, its value (never a secret's) and what it must
+    be. `variables`: the Vault fields' variables, when `error` is VaultSettings'."""
     problems = []
     for problem in error.errors():
-        field = str(problem["loc"][0]) if problem["loc"] else ""
-        variable = _variable_of(field) if field in Settings.model_fields else field
-        value = os.environ.get(variable, problem.get("input"))
-        secret = field in Settings.model_fields and "SecretStr" in str(
-            Settings.model_fields[field].annotation
-        )
+        loc = [str(part) for part in problem["loc"]]
+        model: type[BaseModel] = Settings
+        if variables is not None or loc[:1] == ["vault"]:
+            model, loc = VaultSettings, loc[1:] if loc[:1] == ["vault"] else loc
+        field = loc[0] if loc else ""
+        info = model.model_fields.get(field)
+        if model is VaultSettings:
+            variable, value = (variables or vault_variables(os.environ)).get(
+                field, (f"AMEIDE_VAULT_{field.upper()}", problem.get("input"))
+            )
+        else:
+            variable = f"AMEIDE_{field.upper()}"
+            value = os.environ.get(variable, problem.get("input"))
+        if not field:
+            problems.append(problem["msg"].removeprefix("Value error, "))
+            continue
+        secret = info is not None and "SecretStr" in str(info.annotation)
         shown = "" if secret else f"={value!r}"
-        doc = Settings.model_fields[field].description if field in Settings.model_fields else None
-        meaning = f" ({doc.rstrip('.')})" if doc else ""
+        meaning = f" ({info.description.rstrip('.')})" if info and info.description else ""
         problems.append(f"{variable}{shown}: {problem['msg'].lower()}{meaning}")
-    return "; ".join(problems) + ": set a valid value, or unset the variable for the default"
+    return "; ".join(problems)
 
 
 @lru_cache(maxsize=1)
@@ -221,4 +236,6 @@ def get_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as e:
-        raise SettingInvalid(_described(e)) from None
+        raise SettingInvalid(
+            _described(e) + ": set a valid value, or unset the variable for the default"
+        ) from None

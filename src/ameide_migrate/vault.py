@@ -11,14 +11,13 @@ import base64
 import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar
 
 import hvac
 import hvac.exceptions
 import requests
-from pydantic import SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from ameide_migrate.errors import (
     SecretMissing,
@@ -33,25 +32,38 @@ AuthMethod = Literal["token", "approle", "kubernetes"]
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class VaultConnection:
-    """Where Vault is and how to log in; secrets stay `SecretStr` until the HTTP call."""
+class VaultSettings(BaseModel):
+    """Where Vault is and how to log in: the one definition, read from VAULT_*/AMEIDE_VAULT_*
+    variables (`Settings.vault`) and saved as the `vault-<env>` block's schema (blocks.py).
+    Secrets stay `SecretStr` until the HTTP call."""
 
-    address: str
-    kv_mount: str = "secret"
-    path_template: str = "{environment}/databases/{database}"
-    namespace: str | None = None
-    auth_method: AuthMethod = "token"
-    token: SecretStr | None = None
-    approle_mount: str = "approle"
-    role_id: str | None = None
-    secret_id: SecretStr | None = None
-    kubernetes_mount: str = "kubernetes"
-    kubernetes_role: str | None = None
-    service_account_token_path: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
-    verify_tls: bool = True
-    ca_cert_path: Path | None = None
-    timeout_seconds: float = 5.0
+    model_config = ConfigDict(frozen=True)
+
+    address: str = Field(description="Vault address, e.g. https://vault.internal:8200.")
+    namespace: str | None = Field(default=None, description="Vault Enterprise namespace.")
+    kv_mount: str = Field(default="secret", description="Mount of the KV v2 engine.")
+    path_template: str = Field(
+        default="{environment}/databases/{database}",
+        description="Secret path under the mount; {environment} and {database} are filled in.",
+    )
+    auth_method: AuthMethod = Field(
+        default="token", description="How runs log in: token, approle or kubernetes."
+    )
+    token: SecretStr | None = Field(default=None, description="Token auth: the token.")
+    approle_mount: str = Field(default="approle", description="AppRole auth: its mount.")
+    role_id: str | None = Field(default=None, description="AppRole auth: the role_id.")
+    secret_id: SecretStr | None = Field(default=None, description="AppRole auth: the secret_id.")
+    kubernetes_mount: str = Field(default="kubernetes", description="Kubernetes auth: its mount.")
+    kubernetes_role: str | None = Field(default=None, description="Kubernetes auth: the role.")
+    service_account_token_path: Path = Field(
+        default=Path("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+        description="Kubernetes auth: the projected service-account token.",
+    )
+    verify_tls: bool = Field(default=True, description="Check Vault's TLS certificate.")
+    ca_cert_path: Path | None = Field(default=None, description="CA bundle for Vault's TLS.")
+    timeout_seconds: float = Field(
+        default=5.0, gt=0, description="How long one request to Vault may take."
+    )
 
     def path(self, environment: str, database: str) -> str:
         return self.path_template.format(environment=environment, database=database)
@@ -82,7 +94,7 @@ def _service_account(jwt: str) -> str:
     return f"subject {claims.get('sub', 'unknown')}"
 
 
-def _translate(conn: VaultConnection, action: str, call: Callable[[], T]) -> T:
+def _translate(conn: VaultSettings, action: str, call: Callable[[], T]) -> T:
     try:
         return call()
     except requests.exceptions.ConnectionError as e:
@@ -113,7 +125,7 @@ def _translate(conn: VaultConnection, action: str, call: Callable[[], T]) -> T:
 
 
 @contextmanager
-def session(conn: VaultConnection) -> Iterator[hvac.Client]:
+def session(conn: VaultSettings) -> Iterator[hvac.Client]:
     """A logged-in client; VaultAuthFailed names the identity and how to fix it."""
     verify: bool | str = str(conn.ca_cert_path) if conn.ca_cert_path else conn.verify_tls
     client = hvac.Client(
@@ -126,7 +138,7 @@ def session(conn: VaultConnection) -> Iterator[hvac.Client]:
         client.adapter.close()
 
 
-def _login(conn: VaultConnection, client: hvac.Client) -> None:
+def _login(conn: VaultSettings, client: hvac.Client) -> None:
     if conn.auth_method == "token":
         if conn.token is None:
             raise VaultAuthFailed(
@@ -176,7 +188,7 @@ def _login(conn: VaultConnection, client: hvac.Client) -> None:
 
 
 def _log_in(
-    conn: VaultConnection, method: str, call: Callable[[], object], who: str, fix: str
+    conn: VaultSettings, method: str, call: Callable[[], object], who: str, fix: str
 ) -> None:
     """A login whose refusal (400, 401 or 403) names who tried and how to fix it."""
     try:
@@ -187,7 +199,7 @@ def _log_in(
         ) from None
 
 
-def read_secret(client: hvac.Client, conn: VaultConnection, path: str) -> dict[str, str]:
+def read_secret(client: hvac.Client, conn: VaultSettings, path: str) -> dict[str, str]:
     """The latest version of a KV v2 secret; SecretMissing when there is none."""
     where = f"{conn.kv_mount}/{path}"
     try:
@@ -210,7 +222,7 @@ def read_secret(client: hvac.Client, conn: VaultConnection, path: str) -> dict[s
 
 
 def write_secret(
-    client: hvac.Client, conn: VaultConnection, path: str, secret: Mapping[str, str]
+    client: hvac.Client, conn: VaultSettings, path: str, secret: Mapping[str, str]
 ) -> None:
     _translate(
         conn,
@@ -221,7 +233,7 @@ def write_secret(
     )
 
 
-def ensure_kv_v2(client: hvac.Client, conn: VaultConnection) -> None:
+def ensure_kv_v2(client: hvac.Client, conn: VaultSettings) -> None:
     """Enable the KV v2 engine at the mount when nothing is mounted there (local seeding)."""
     mounts = _translate(conn, "listing secret engines", client.sys.list_mounted_secrets_engines)
     if f"{conn.kv_mount}/" not in mounts.get("data", mounts):
@@ -236,8 +248,8 @@ def ensure_kv_v2(client: hvac.Client, conn: VaultConnection) -> None:
 
 __all__ = [
     "AuthMethod",
-    "VaultConnection",
     "VaultError",
+    "VaultSettings",
     "ensure_kv_v2",
     "read_secret",
     "session",

@@ -11,10 +11,10 @@ from ameide_migrate.blocks import VaultDatabaseSecrets
 from ameide_migrate.flows.retrying import retrying
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import get_settings
-from ameide_migrate.vault import VaultConnection
+from ameide_migrate.vault import VaultSettings
 
 
-def vault_block_connection(environment: str) -> VaultConnection | None:
+def vault_block_connection(environment: str) -> VaultSettings | None:
     """The connection saved as the block `vault-<environment>`, when there is one."""
     try:
         block = VaultDatabaseSecrets.load(f"vault-{environment}")
