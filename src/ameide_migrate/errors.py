@@ -6,7 +6,7 @@ Every message says what happened, where (environment, database, path) and what t
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from enum import IntEnum
 
 
@@ -267,3 +267,19 @@ class ImagePushFailed(ImageError):
 
 class DeploymentRunFailed(MigrateError):
     """A deployment's run did not complete (failed, crashed, cancelled, or still running)."""
+
+
+class LinterNotInstalled(MigrateError):
+    """squawk, the migration linter, is not where the squawk-cli package puts it nor on PATH."""
+
+
+class LintFailed(MigrateError):
+    """squawk could not lint a script (it crashed, or the script cannot be read)."""
+
+
+class LintErrorsFound(MigrateError):
+    """A pending migration has a finding at level error: its database was not migrated."""
+
+    def __init__(self, message: str, findings: Sequence[object]) -> None:
+        super().__init__(message)
+        self.findings = list(findings)

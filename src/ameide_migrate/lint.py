@@ -1,0 +1,748 @@
+"""The migration lint: squawk (the PostgreSQL migration linter) over the SQL Flyway will run, plus
+the checks squawk lacks, each finding at the level its environment gives the rule.
+
+The one module that runs squawk. Each script is read as Flyway reads it: placeholders replaced
+(the file's own lines kept, so a finding's line is the file's), and squawk told whether Flyway
+will wrap it in a transaction (it does unless a statement PostgreSQL refuses in one is there).
+
+A batch is linted in the order Flyway applies it, and a table created earlier in the batch (in the
+same file, or in a pending migration before it) is new: nobody else holds it and it is empty, so
+the lock rules do not flag work on it (its indexes, constraints, columns). `lint` of the whole
+tree therefore reads it as a fresh database would receive it; the flow lints what is pending.
+
+Levels: every rule is `error` (the run stops that database before Flyway starts), `warning`
+(reported, the run goes on) or `off`. The defaults, below, are laid under the `[lint.rules]` and
+`[environments.NAME.lint.rules]` tables of ameide.toml.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from ameide_migrate import statements
+from ameide_migrate.catalog import DatabaseCatalog, Migration
+from ameide_migrate.errors import LinterNotInstalled, LintFailed
+
+
+class Level(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+    OFF = "off"
+
+
+# The rules of squawk 2.70, as its --exclude and --include accept them.
+SQUAWK_RULES: tuple[str, ...] = (
+    "adding-field-with-default",
+    "adding-foreign-key-constraint",
+    "adding-not-nullable-field",
+    "adding-required-field",
+    "adding-serial-primary-key-field",
+    "ban-add-column",
+    "ban-add-composite-attribute",
+    "ban-add-enum-value",
+    "ban-alter-database-options",
+    "ban-alter-domain-with-add-constraint",
+    "ban-alter-extension",
+    "ban-alter-function-options",
+    "ban-alter-generated-expression",
+    "ban-alter-identity",
+    "ban-alter-policy-condition",
+    "ban-alter-policy-roles",
+    "ban-alter-role-options",
+    "ban-alter-row-level-security",
+    "ban-alter-sequence-values",
+    "ban-alter-system-options",
+    "ban-alter-view-options",
+    "ban-char-field",
+    "ban-concurrent-index-creation-in-transaction",
+    "ban-create-domain-with-constraint",
+    "ban-create-policy",
+    "ban-detach-inheritance",
+    "ban-disable-trigger",
+    "ban-drop-column",
+    "ban-drop-constraint",
+    "ban-drop-database",
+    "ban-drop-domain",
+    "ban-drop-extension",
+    "ban-drop-function",
+    "ban-drop-generated-expression",
+    "ban-drop-index",
+    "ban-drop-not-null",
+    "ban-drop-policy",
+    "ban-drop-schema",
+    "ban-drop-sequence",
+    "ban-drop-table",
+    "ban-drop-type",
+    "ban-drop-view",
+    "ban-new-write-restriction",
+    "ban-replace-view-function",
+    "ban-replica-identity",
+    "ban-revoke",
+    "ban-set-default",
+    "ban-set-schema",
+    "ban-truncate-cascade",
+    "ban-uncommitted-transaction",
+    "changing-column-type",
+    "constraint-missing-not-valid",
+    "disallowed-unique-constraint",
+    "identifier-too-long",
+    "prefer-bigint-over-int",
+    "prefer-bigint-over-smallint",
+    "prefer-identity",
+    "prefer-repack",
+    "prefer-robust-stmts",
+    "prefer-text-field",
+    "prefer-timestamp-tz",
+    "renaming-column",
+    "renaming-object",
+    "renaming-table",
+    "require-concurrent-index-creation",
+    "require-concurrent-index-deletion",
+    "require-concurrent-partition-detach",
+    "require-concurrent-reindex",
+    "require-enum-value-ordering",
+    "require-lock-timeout",
+    "require-statement-timeout",
+    "require-table-schema",
+    "require-timeout-settings",
+    "transaction-nesting",
+)
+SYNTAX_ERROR = "syntax-error"
+"""squawk could not parse a statement, so nothing in it was checked."""
+MIXED_TRANSACTION = "ban-mixed-non-transactional"
+"""A statement PostgreSQL refuses inside a transaction shares its file with other statements."""
+NON_TRANSACTIONAL_IN_TRANSACTION = "ban-non-transactional-in-transaction"
+"""A statement PostgreSQL refuses inside a transaction sits in an explicit BEGIN ... COMMIT
+(squawk's ban-concurrent-index-creation-in-transaction reports CREATE INDEX CONCURRENTLY)."""
+OWN_RULES = (MIXED_TRANSACTION, NON_TRANSACTIONAL_IN_TRANSACTION, SYNTAX_ERROR)
+RULES: frozenset[str] = frozenset(SQUAWK_RULES) | frozenset(OWN_RULES)
+
+_E, _W, _OFF = Level.ERROR, Level.WARNING, Level.OFF
+DEFAULT_LEVELS: Mapping[str, Level] = {
+    # Locks a busy table for as long as a scan or a rewrite takes, or fails on existing rows.
+    "require-concurrent-index-creation": _E,
+    "require-concurrent-index-deletion": _E,
+    "require-concurrent-reindex": _E,
+    "require-concurrent-partition-detach": _E,
+    "constraint-missing-not-valid": _E,
+    "adding-foreign-key-constraint": _E,
+    "disallowed-unique-constraint": _E,
+    "adding-field-with-default": _E,
+    "adding-not-nullable-field": _E,
+    "adding-required-field": _E,
+    "adding-serial-primary-key-field": _E,
+    "changing-column-type": _E,
+    # Breaks the clients running against the table, or destroys data.
+    "renaming-column": _E,
+    "renaming-table": _E,
+    "ban-drop-column": _E,
+    "ban-drop-table": _E,
+    "ban-drop-database": _E,
+    "ban-truncate-cascade": _E,
+    # Refused by PostgreSQL or Flyway, or breaks the transaction Flyway runs a migration in.
+    "ban-concurrent-index-creation-in-transaction": _E,
+    "transaction-nesting": _E,
+    "ban-uncommitted-transaction": _E,
+    MIXED_TRANSACTION: _E,
+    NON_TRANSACTIONAL_IN_TRANSACTION: _E,
+    SYNTAX_ERROR: _E,
+    # Style: a site that wants them says so.
+    "prefer-bigint-over-int": _OFF,
+    "prefer-bigint-over-smallint": _OFF,
+    "prefer-identity": _OFF,
+    "prefer-text-field": _OFF,
+    "prefer-timestamp-tz": _OFF,
+    "ban-char-field": _OFF,
+    # Every Flyway connection of a run already sets lock_timeout (AMEIDE_LOCK_TIMEOUT_SECONDS).
+    "require-lock-timeout": _OFF,
+    "require-statement-timeout": _OFF,
+    "require-timeout-settings": _OFF,
+}
+"""Every other rule is a warning where squawk reports it by default (its opt-in rules stay
+off unless a level is given)."""
+
+# Rules about work on one table: a table created earlier in the batch is not flagged by them.
+_TABLE_WORK_RULES = frozenset(
+    {
+        "require-concurrent-index-creation",
+        "require-concurrent-index-deletion",
+        "require-concurrent-reindex",
+        "constraint-missing-not-valid",
+        "adding-foreign-key-constraint",
+        "disallowed-unique-constraint",
+        "adding-field-with-default",
+        "adding-not-nullable-field",
+        "adding-required-field",
+        "adding-serial-primary-key-field",
+        "changing-column-type",
+        "renaming-column",
+        "renaming-table",
+        "ban-drop-column",
+        "ban-drop-table",
+        "ban-drop-not-null",
+        "ban-drop-constraint",
+        "ban-drop-index",
+        "ban-set-default",
+        "ban-add-column",
+        "prefer-robust-stmts",
+        "require-lock-timeout",
+        "require-statement-timeout",
+        "require-timeout-settings",
+    }
+)
+
+
+class LintRules(BaseModel):
+    """The level of each rule, over `DEFAULT_LEVELS`: `[lint.rules]` of ameide.toml for every
+    environment, `[environments.NAME.lint.rules]` for one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rules: dict[str, Level] = Field(
+        default_factory=dict,
+        description="Rule name to error, warning or off: squawk's rules "
+        "(https://squawkhq.com/docs/rules) and " + ", ".join(OWN_RULES) + ".",
+    )
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _known_rules(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            for name in value:
+                if name not in RULES:
+                    raise PydanticCustomError(
+                        "unknown_lint_rule",
+                        "unknown rule {rule!r}{hint}; the rules: {valid}",
+                        {"rule": name, "hint": _hint(str(name)), "valid": ", ".join(sorted(RULES))},
+                    )
+        return value
+
+    def level(self, rule: str) -> Level:
+        return self.rules.get(rule, DEFAULT_LEVELS.get(rule, Level.WARNING))
+
+    def over(self, base: LintRules) -> LintRules:
+        """These levels laid over `base`'s (an environment's over the file's defaults)."""
+        return LintRules(rules={**base.rules, **self.rules})
+
+
+def _hint(name: str) -> str:
+    close = difflib.get_close_matches(name, sorted(RULES), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+@dataclass(frozen=True)
+class Finding:
+    file: str
+    """The script, relative to the SQL tree's root (POSIX)."""
+    line: int
+    """Counted from 1, in the file as written."""
+    rule: str
+    level: Level
+    message: str
+    fix: str | None
+    """What squawk (or this module) suggests doing instead."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "rule": self.rule,
+            "level": self.level.value,
+            "message": self.message,
+            "fix": self.fix,
+        }
+
+    def describe(self) -> str:
+        fix = f" Fix: {self.fix}" if self.fix else ""
+        return f"{self.file} line {self.line}: {self.rule} ({self.level}): {self.message}{fix}"
+
+
+@dataclass(frozen=True)
+class Script:
+    """One migration as squawk reads it."""
+
+    name: str
+    """Relative to the SQL tree's root (POSIX): what findings name."""
+    text: str
+    """Its SQL with the placeholders replaced, line for line."""
+
+
+@dataclass(frozen=True)
+class PlaceholderSyntax:
+    """How a migration writes its placeholders (Flyway's placeholderPrefix/Suffix/Separator)."""
+
+    prefix: str = "${"
+    suffix: str = "}"
+    separator: str = ":"
+    enabled: bool = True
+
+
+def substitute(
+    text: str,
+    placeholders: Mapping[str, str],
+    *,
+    script: str = "",
+    syntax: PlaceholderSyntax = PlaceholderSyntax(),
+) -> str:
+    """`text` with its placeholders replaced, keeping its lines: a value's line breaks become
+    spaces. Flyway's own (`${flyway:defaultSchema}`, `${flyway:user}`, ...) get a stand-in when
+    not given, and an unknown one its name, so that squawk can parse the statement."""
+    if not syntax.enabled:
+        return text
+    own = f"flyway{syntax.separator}"
+    known = {
+        f"{own}defaultschema": "public",
+        f"{own}user": "flyway",
+        f"{own}database": "flyway",
+        f"{own}timestamp": "2000-01-01 00:00:00",
+        f"{own}filename": Path(script).name,
+        f"{own}workingdirectory": ".",
+        f"{own}table": "flyway_schema_history",
+        f"{own}environment": "default",
+    }
+    known |= {name.lower(): value for name, value in placeholders.items()}
+    pattern = re.compile(re.escape(syntax.prefix) + "(.+?)" + re.escape(syntax.suffix))
+
+    def replace(match: re.Match[str]) -> str:
+        value = known.get(match.group(1).lower(), match.group(1))
+        return value.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+
+    return pattern.sub(replace, text)
+
+
+def script_of_file(path: Path, root: Path, placeholders: Mapping[str, str]) -> Script:
+    """A file as UTF-8, its `${name}` placeholders replaced."""
+    name = relative_name(path, root)
+    try:
+        text = path.read_bytes().decode("utf-8").removeprefix("\ufeff")
+    except OSError as e:
+        raise LintFailed(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise LintFailed(
+            f"{path} is not UTF-8 (byte {e.start}): lint it through its database folder, whose "
+            "flyway.toml or flyway.conf gives its encoding"
+        ) from None
+    return Script(name, substitute(text, placeholders, script=name))
+
+
+def script_of_migration(db: DatabaseCatalog, migration: Migration, root: Path) -> Script:
+    """A catalog's migration, read in its encoding with its database's placeholders and syntax."""
+    config = db.flyway
+    syntax = PlaceholderSyntax(
+        config.placeholder_prefix,
+        config.placeholder_suffix,
+        config.placeholder_separator,
+        config.placeholder_replacement,
+    )
+    given = dict(config.placeholders)
+    given.setdefault(f"flyway{syntax.separator}table", config.table)
+    given.setdefault(f"flyway{syntax.separator}database", db.name)
+    if config.settings.get("defaultSchema"):
+        given[f"flyway{syntax.separator}defaultSchema"] = config.settings["defaultSchema"]
+    name = relative_name(migration.path, root)
+    return Script(name, substitute(migration.text(), given, script=name, syntax=syntax))
+
+
+def relative_name(path: Path, root: Path) -> str:
+    """The path relative to `root` when under it (POSIX), else as it is."""
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def lint_files(
+    files: Sequence[Path],
+    rules: LintRules,
+    *,
+    root: Path,
+    placeholders: Mapping[str, str] | None = None,
+) -> list[Finding]:
+    """The findings of `files`, one batch in the order given (a table one of them creates is new
+    for those after it). Files are UTF-8, with `${name}` placeholders."""
+    return lint_scripts([script_of_file(f, root, placeholders or {}) for f in files], rules)
+
+
+def lint_migrations(
+    db: DatabaseCatalog, migrations: Iterable[Migration], rules: LintRules, *, root: Path
+) -> list[Finding]:
+    """The findings of a database's migrations (one batch, in Flyway's order), each read with its
+    database's Flyway configuration."""
+    return lint_scripts([script_of_migration(db, m, root) for m in migrations], rules)
+
+
+def lint_scripts(scripts: Sequence[Script], rules: LintRules) -> list[Finding]:
+    """The findings of one batch of scripts, at `rules`' levels; `off` ones dropped."""
+    if not scripts:
+        return []
+    binary = squawk_binary()
+    new: set[str] = set()
+    findings: list[Finding] = []
+    # squawk looks for a .squawk.toml from its working directory up: ameide.toml alone decides.
+    with tempfile.TemporaryDirectory(prefix="ameide-lint-") as elsewhere:
+        for script in scripts:
+            parsed = statements.split(script.text)
+            refused = statements.non_transactional(script.text)
+            on_new = _on_new_tables(parsed, new)
+            for finding in _squawk(binary, script, rules, not refused, Path(elsewhere)):
+                index = _statement_at(parsed, finding.line)
+                if finding.rule in _TABLE_WORK_RULES and index is not None and on_new[index]:
+                    continue
+                findings.append(finding)
+            findings += _transaction_findings(script, parsed, refused, rules)
+    return [f for f in findings if f.level is not Level.OFF]
+
+
+def squawk_binary() -> Path:
+    """squawk as the squawk-cli package installs it: beside this Python, else on PATH."""
+    beside = Path(sys.executable).parent / "squawk"
+    if beside.is_file():
+        return beside
+    found = shutil.which("squawk")
+    if found is None:
+        raise LinterNotInstalled(
+            f"squawk is not installed (looked beside {sys.executable} and on PATH): install the "
+            "project's dependencies (`uv sync`, which installs squawk-cli) or `pip install "
+            "squawk-cli`"
+        )
+    return Path(found)
+
+
+def _squawk(
+    binary: Path, script: Script, rules: LintRules, in_transaction: bool, cwd: Path
+) -> list[Finding]:
+    excludable = [r for r in SQUAWK_RULES if r != "unused-ignore"]
+    off = [r for r in excludable if rules.level(r) is Level.OFF]
+    # squawk's opt-in rules run when a level names them; the others run unless off.
+    named = {*DEFAULT_LEVELS, *rules.rules}
+    on = [r for r in excludable if r in named and rules.level(r) is not Level.OFF]
+    command = [
+        str(binary),
+        "--reporter",
+        "json",
+        "--stdin-filepath",
+        script.name,
+        "--assume-in-transaction" if in_transaction else "--no-assume-in-transaction",
+    ]
+    if on:
+        command.append("--include=" + ",".join(on))
+    if off:
+        command.append("--exclude=" + ",".join(off))
+    try:
+        done = subprocess.run(
+            command,
+            input=script.text.encode("utf-8"),
+            capture_output=True,
+            cwd=cwd,
+            timeout=120,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise LintFailed(f"squawk ({binary}) could not lint {script.name}: {e}") from None
+    try:
+        reported = json.loads(done.stdout.decode("utf-8") or "[]")
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        reported = None
+    if done.returncode not in (0, 1) or not isinstance(reported, list):
+        error = done.stderr.decode("utf-8", "replace").strip()
+        raise LintFailed(
+            f"squawk ({binary}) failed on {script.name} (exit {done.returncode}): {error}"
+        )
+    found: list[Finding] = []
+    syntax_reported = False
+    for item in reported:
+        rule = str(item.get("rule_name"))
+        if rule == SYNTAX_ERROR:
+            # One parse error cascades into many: the first says where.
+            if syntax_reported:
+                continue
+            syntax_reported = True
+        found.append(
+            Finding(
+                file=script.name,
+                line=int(item.get("line", 0)) + 1,
+                rule=rule,
+                level=rules.level(rule),
+                message=str(item.get("message", "")),
+                fix=_syntax_fix() if rule == SYNTAX_ERROR else item.get("help"),
+            )
+        )
+    return found
+
+
+def _syntax_fix() -> str:
+    return (
+        "squawk could not parse this statement, so the file was not checked past it: fix the "
+        f"SQL, or set {SYNTAX_ERROR} to warning when PostgreSQL accepts it"
+    )
+
+
+def _transaction_findings(
+    script: Script,
+    parsed: list[statements.Statement],
+    refused: list[statements.NonTransactional],
+    rules: LintRules,
+) -> list[Finding]:
+    """The checks squawk lacks: a statement PostgreSQL refuses in a transaction mixed with
+    others in one file (Flyway refuses the file, or with mixed=true runs all of it outside a
+    transaction), and one inside an explicit BEGIN ... COMMIT."""
+    found = []
+    refused_lines = {r.statement.line for r in refused}
+    others = [s for s in parsed if s.line not in refused_lines]
+    if refused and others:
+        first = refused[0]
+        found.append(
+            Finding(
+                script.name,
+                first.statement.line,
+                MIXED_TRANSACTION,
+                rules.level(MIXED_TRANSACTION),
+                f"{first.kind} cannot run in a transaction, and this file also holds "
+                f"transactional statements (line {others[0].line}: {others[0].words[:60]}): "
+                "Flyway refuses the file, or with mixed=true runs all of it outside a "
+                "transaction, where a failure leaves the statements before it applied",
+                f"Move {first.kind} into a migration of its own, with no other statement.",
+            )
+        )
+    in_block = False
+    for statement in parsed:
+        word = statement.words.split(" ", 1)[0].upper()
+        if word in ("BEGIN", "START"):
+            in_block = True
+        elif word in ("COMMIT", "END", "ROLLBACK", "ABORT"):
+            in_block = False
+        kind = next((r.kind for r in refused if r.statement.line == statement.line), None)
+        if in_block and kind is not None and kind != "CREATE INDEX CONCURRENTLY":
+            found.append(
+                Finding(
+                    script.name,
+                    statement.line,
+                    NON_TRANSACTIONAL_IN_TRANSACTION,
+                    rules.level(NON_TRANSACTIONAL_IN_TRANSACTION),
+                    f"{kind} cannot run inside a transaction block, and this one is inside "
+                    "BEGIN ... COMMIT: PostgreSQL refuses it",
+                    "Remove the BEGIN and COMMIT: Flyway runs this file outside a transaction.",
+                )
+            )
+    return found
+
+
+def _statement_at(parsed: list[statements.Statement], line: int) -> int | None:
+    """The statement a finding's line falls in: the last one starting on or before it."""
+    index = None
+    for i, statement in enumerate(parsed):
+        if statement.line > line:
+            break
+        index = i
+    return index
+
+
+# --- Which tables a statement works on, and how strongly it locks them ---------------------------
+
+_IDENT = r'(?:"(?:[^"]|"")+"|[\w$\u0080-\uffff]+)'
+_NAME = rf"({_IDENT}(?:\s?\.\s?{_IDENT})*)"
+
+ACCESS_EXCLUSIVE = "ACCESS EXCLUSIVE"
+LOCK_MODES = (
+    "ACCESS SHARE",
+    "ROW SHARE",
+    "ROW EXCLUSIVE",
+    "SHARE UPDATE EXCLUSIVE",
+    "SHARE",
+    "SHARE ROW EXCLUSIVE",
+    "EXCLUSIVE",
+    ACCESS_EXCLUSIVE,
+)
+"""PostgreSQL's table lock modes, weakest first."""
+NO_LOCK = "none"
+
+_CREATES = re.compile(
+    r"^CREATE (?:(?:GLOBAL |LOCAL )?(?:TEMP|TEMPORARY|UNLOGGED) )?(?:TABLE|MATERIALIZED VIEW) "
+    rf"(?:IF NOT EXISTS )?{_NAME}",
+    re.IGNORECASE,
+)
+_CREATES_INDEX = re.compile(
+    rf"^CREATE (?:UNIQUE )?INDEX (CONCURRENTLY )?(?:IF NOT EXISTS )?(?:{_NAME} )?ON (?:ONLY )?"
+    rf"{_NAME}",
+    re.IGNORECASE,
+)
+_REFERENCES = re.compile(rf"\bREFERENCES {_NAME}", re.IGNORECASE)
+# (pattern, lock mode): the first to match a statement's words names the table it works on.
+_STATEMENT_LOCKS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), mode)
+    for pattern, mode in (
+        (rf"^DROP INDEX CONCURRENTLY (?:IF EXISTS )?{_NAME}", "SHARE UPDATE EXCLUSIVE"),
+        (rf"^DROP INDEX (?:IF EXISTS )?{_NAME}", ACCESS_EXCLUSIVE),
+        (rf"^REINDEX (?:\([^)]*\) )?\w+ CONCURRENTLY {_NAME}", "SHARE UPDATE EXCLUSIVE"),
+        (rf"^REINDEX \([^)]*CONCURRENTLY[^)]*\) \w+ {_NAME}", "SHARE UPDATE EXCLUSIVE"),
+        (rf"^REINDEX (?:\([^)]*\) )?(?:TABLE|INDEX) {_NAME}", ACCESS_EXCLUSIVE),
+        (rf"^DROP (?:TABLE|MATERIALIZED VIEW) (?:IF EXISTS )?{_NAME}", ACCESS_EXCLUSIVE),
+        (rf"^TRUNCATE (?:TABLE )?(?:ONLY )?{_NAME}", ACCESS_EXCLUSIVE),
+        (rf"^CLUSTER (?:\([^)]*\) )?{_NAME}", ACCESS_EXCLUSIVE),
+        (rf"^VACUUM (?:\([^)]*\bFULL\b[^)]*\)|FULL)\s?(?:\w+ )*?{_NAME}", ACCESS_EXCLUSIVE),
+        (rf"^(?:VACUUM|ANALYZE)(?: \([^)]*\))?(?: \w+)*? {_NAME}", "SHARE UPDATE EXCLUSIVE"),
+        (rf"^REFRESH MATERIALIZED VIEW CONCURRENTLY {_NAME}", "EXCLUSIVE"),
+        (rf"^REFRESH MATERIALIZED VIEW {_NAME}", ACCESS_EXCLUSIVE),
+        (rf"^ALTER INDEX (?:IF EXISTS )?{_NAME}", ACCESS_EXCLUSIVE),
+        (rf"^CREATE (?:OR REPLACE )?(?:CONSTRAINT )?TRIGGER .*? ON {_NAME}", "SHARE ROW EXCLUSIVE"),
+        (rf"^DROP TRIGGER (?:IF EXISTS )?{_IDENT} ON {_NAME}", ACCESS_EXCLUSIVE),
+        (rf"^COMMENT ON TABLE {_NAME}", "SHARE UPDATE EXCLUSIVE"),
+        (rf"^COMMENT ON COLUMN {_NAME}\s?\.\s?{_IDENT} IS\b", "SHARE UPDATE EXCLUSIVE"),
+        (rf"^(?:UPDATE|DELETE FROM|INSERT INTO|MERGE INTO) (?:ONLY )?{_NAME}", "ROW EXCLUSIVE"),
+    )
+)
+_LOCK_TABLE = re.compile(
+    rf"^LOCK (?:TABLE )?(?:ONLY )?{_NAME}(?: IN ([A-Z ]+?) MODE)?", re.IGNORECASE
+)
+_ALTER_TABLE = re.compile(rf"^ALTER TABLE (?:IF EXISTS )?(?:ONLY )?{_NAME} (.*)$", re.IGNORECASE)
+# ALTER TABLE subcommands weaker than ACCESS EXCLUSIVE (PostgreSQL's ALTER TABLE page).
+_ALTER_TABLE_WEAKER: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), mode)
+    for pattern, mode in (
+        (r"^VALIDATE CONSTRAINT\b", "SHARE UPDATE EXCLUSIVE"),
+        (r"^ALTER (?:COLUMN )?\S+ SET STATISTICS\b", "SHARE UPDATE EXCLUSIVE"),
+        (r"^(?:SET|RESET) \(", "SHARE UPDATE EXCLUSIVE"),
+        (r"^(?:CLUSTER ON|SET WITHOUT CLUSTER)\b", "SHARE UPDATE EXCLUSIVE"),
+        (r"^ATTACH PARTITION\b", "SHARE UPDATE EXCLUSIVE"),
+        (r"^DETACH PARTITION .* CONCURRENTLY$", "SHARE UPDATE EXCLUSIVE"),
+        (r"^ADD (?:CONSTRAINT \S+ )?FOREIGN KEY\b", "SHARE ROW EXCLUSIVE"),
+        (r"^(?:ENABLE|DISABLE) (?:ALWAYS |REPLICA )?TRIGGER\b", "SHARE ROW EXCLUSIVE"),
+    )
+)
+
+
+def _table(name: str) -> str:
+    """A relation's name as PostgreSQL resolves it, schema left out: unquoted folded to lower
+    case, quotes removed."""
+    last: str = re.findall(_IDENT, name)[-1]
+    if last.startswith('"'):
+        return last[1:-1].replace('""', '"')
+    return last.lower()
+
+
+def created(statement: statements.Statement) -> str | None:
+    """The table (or materialized view, or index) the statement creates."""
+    match = _CREATES.match(statement.words)
+    if match:
+        return _table(match.group(1))
+    index = _CREATES_INDEX.match(statement.words)
+    if index and index.group(2):
+        return _table(index.group(2))
+    return None
+
+
+def locks(statement: statements.Statement) -> list[tuple[str, str]]:
+    """(table, lock mode) for each table the statement locks beyond ACCESS SHARE; its first
+    is the table it works on."""
+    words = statement.words
+    index = _CREATES_INDEX.match(words)
+    if index:
+        mode = "SHARE UPDATE EXCLUSIVE" if index.group(1) else "SHARE"
+        return [(_table(index.group(3)), mode)]
+    if _CREATES.match(words):
+        return [(_table(r), "SHARE ROW EXCLUSIVE") for r in _REFERENCES.findall(words)]
+    alter = _ALTER_TABLE.match(words)
+    if alter:
+        modes = [_alter_table_mode(part) for part in _subcommands(alter.group(2))]
+        strongest = max(modes, key=LOCK_MODES.index, default=ACCESS_EXCLUSIVE)
+        referenced = [(_table(r), "SHARE ROW EXCLUSIVE") for r in _REFERENCES.findall(words)]
+        return [(_table(alter.group(1)), strongest), *referenced]
+    lock = _LOCK_TABLE.match(words)
+    if lock:
+        mode = (lock.group(2) or ACCESS_EXCLUSIVE).upper()
+        return [(_table(lock.group(1)), mode if mode in LOCK_MODES else ACCESS_EXCLUSIVE)]
+    for pattern, mode in _STATEMENT_LOCKS:
+        match = pattern.match(words)
+        if match:
+            return [(_table(match.group(1)), mode)]
+    return []
+
+
+def _subcommands(text: str) -> list[str]:
+    """ALTER TABLE's comma-separated actions (commas inside parentheses kept)."""
+    parts, depth, start = [], 0, 0
+    for i, c in enumerate(text):
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "," and depth == 0:
+            parts.append(text[start:i].strip())
+            start = i + 1
+    parts.append(text[start:].strip())
+    return [p for p in parts if p]
+
+
+def _alter_table_mode(action: str) -> str:
+    return next((mode for p, mode in _ALTER_TABLE_WEAKER if p.search(action)), ACCESS_EXCLUSIVE)
+
+
+def _on_new_tables(parsed: list[statements.Statement], new: set[str]) -> list[bool]:
+    """Per statement, whether the table it works on is new (created before it in the batch);
+    adds what the statements create to `new`."""
+    fresh = []
+    for statement in parsed:
+        locked = locks(statement)
+        fresh.append(bool(locked) and locked[0][0] in new)
+        made = created(statement)
+        if made is not None:
+            new.add(made)
+    return fresh
+
+
+def lock_level(
+    file: Path,
+    *,
+    placeholders: Mapping[str, str] | None = None,
+    new_tables: Collection[str] = (),
+) -> str:
+    """The strongest lock the file's statements take on tables that exist before it runs, as
+    PostgreSQL names it ("ACCESS EXCLUSIVE", "SHARE", ...), or "none".
+
+    An estimate from the statements' text, for a person to read: each statement counts with the
+    lock PostgreSQL documents for it (CREATE INDEX: SHARE; CONCURRENTLY: SHARE UPDATE EXCLUSIVE;
+    ALTER TABLE: ACCESS EXCLUSIVE unless every action is a weaker one, such as ADD FOREIGN KEY or
+    VALIDATE CONSTRAINT; writes: ROW EXCLUSIVE). Tables the file creates first, and
+    `new_tables` (created by migrations before it in the same run), do not count."""
+    text = file.read_bytes().decode("utf-8").removeprefix("\ufeff")
+    return lock_level_of_text(substitute(text, placeholders or {}), set(new_tables))
+
+
+def lock_level_of_text(text: str, new: set[str]) -> str:
+    """`lock_level` of a script's text; adds the tables it creates to `new`."""
+    strongest = -1
+    for statement in statements.split(text):
+        for table, mode in locks(statement):
+            if table not in new:
+                strongest = max(strongest, LOCK_MODES.index(mode))
+        made = created(statement)
+        if made is not None:
+            new.add(made)
+    return LOCK_MODES[strongest] if strongest >= 0 else NO_LOCK
+
+
+def lock_levels(scripts: Sequence[Script]) -> dict[str, str]:
+    """Each script's `lock_level`, in one batch: a table one creates is new for the next."""
+    new: set[str] = set()
+    return {s.name: lock_level_of_text(s.text, new) for s in scripts}
+
+
+def counts(findings: Iterable[Finding]) -> tuple[int, int]:
+    """(errors, warnings)."""
+    found = list(findings)
+    errors = sum(1 for f in found if f.level is Level.ERROR)
+    return errors, len(found) - errors
