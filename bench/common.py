@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from ameide_migrate import flyway
-from ameide_migrate.postgres import Cluster
+from ameide_migrate.pg_cluster import Cluster
 from ameide_migrate.settings import Settings
 
 ADMIN_PASSWORD = secrets.token_urlsafe(12)  # a throwaway cluster's, new every run

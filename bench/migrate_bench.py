@@ -29,7 +29,8 @@ from pydantic import SecretStr
 
 from ameide_migrate import environments, flyway, local, prefect_api
 from ameide_migrate.catalog import PLATFORM_DATABASES, load_catalog
-from ameide_migrate.postgres import Cluster, Credentials
+from ameide_migrate.pg_cluster import Cluster
+from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import Settings
 from bench.common import ADMIN_PASSWORD, pinned_flyway, throwaway_cluster
 

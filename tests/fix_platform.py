@@ -17,7 +17,7 @@ import pytest
 from psycopg import sql
 from pydantic import SecretStr
 
-from ameide_migrate import credentials, local, postgres
+from ameide_migrate import local, pg_cluster, postgres, secret_sources
 from ameide_migrate.catalog import PLATFORM_DATABASES
 from ameide_migrate.flyway import Installation
 from ameide_migrate.migrate import RunReport
@@ -56,10 +56,10 @@ class Platform:
         with postgres.connect(self.owners[database]) as conn:
             return conn.execute(statement).fetchall()
 
-    def move_to(self, database: str, cluster: postgres.Cluster) -> None:
+    def move_to(self, database: str, cluster: pg_cluster.Cluster) -> None:
         """Give `database` a home on another server (its credentials follow in the store, whose
         entry is removed first: seeding never overwrites one)."""
-        store = self.state_dir / credentials.STORE_NAME
+        store = self.state_dir / secret_sources.STORE_NAME
         entries = json.loads(store.read_text())
         del entries[database]
         store.write_text(json.dumps(entries))

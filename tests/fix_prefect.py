@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ameide_migrate import prefect_api
-from ameide_migrate.postgres import free_port
+from ameide_migrate.ports import free_port
 from tests.fix_tiers import mark_if_uses, register
 
 _HOME = Path(tempfile.mkdtemp(prefix="ameide-prefect-"))

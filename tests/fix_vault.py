@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
-from ameide_migrate.postgres import free_port
+from ameide_migrate.ports import free_port
 from ameide_migrate.vault import VaultSettings
 from tests.fix_tiers import mark_if_uses, register
 

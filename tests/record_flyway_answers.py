@@ -26,11 +26,12 @@ from typing import Any, LiteralString
 
 from pydantic import SecretStr
 
-from ameide_migrate import flyway, postgres
+from ameide_migrate import flyway, ports, postgres
 from ameide_migrate.catalog import load_catalog
 from ameide_migrate.errors import FlywayCommandFailed
 from ameide_migrate.flyway import FlywayEngine, Request, Target
-from ameide_migrate.postgres import Cluster, Credentials
+from ameide_migrate.pg_cluster import Cluster
+from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import Settings
 from tests.fix_flyway import install
 
@@ -336,9 +337,7 @@ def record_errors(rec: Recorder) -> None:
     wrong = Credentials(owner.host, owner.port, owner.database, owner.user, SecretStr("wrong"))
     with rec.engine(wrong) as engine:
         rec.error("wrong password", engine, rec.request("info", folder))
-    closed = Credentials(
-        owner.host, postgres.free_port(), owner.database, owner.user, owner.password
-    )
+    closed = Credentials(owner.host, ports.free_port(), owner.database, owner.user, owner.password)
     with rec.engine(closed) as engine:
         rec.error("connection refused", engine, rec.request("migrate", folder))
     missing = rec.tree("nosuchdb", SHOP)

@@ -29,7 +29,7 @@ import pytest
 import requests
 import yaml
 
-from ameide_migrate import credentials, environments, local, postgres, prefect_api
+from ameide_migrate import environments, local, ports, postgres, prefect_api, secret_sources
 from ameide_migrate import vault as vault_api
 from ameide_migrate.catalog import load_catalog
 from ameide_migrate.postgres import Credentials
@@ -318,7 +318,7 @@ def prod_on_a_docker_worker(
     with vault_api.session(conn) as client:
         for database, creds in env.owners.items():
             vault_api.write_secret(
-                client, conn, conn.path(PROD, database), credentials.secret_of(database, creds)
+                client, conn, conn.path(PROD, database), secret_sources.secret_of(database, creds)
             )
     token = vault.client().auth.token.create(policies=[READ_POLICY], ttl="30m")["auth"][
         "client_token"
@@ -596,7 +596,7 @@ def test_curl_recipe_fails_fast_on_a_deployment_not_registered_or_no_api(
     assert empty.returncode == 2
     assert "PREFECT_API_URL is empty" in empty.stderr
 
-    closed = f"http://127.0.0.1:{postgres.free_port()}/api"
+    closed = f"http://127.0.0.1:{ports.free_port()}/api"
     unreachable = curl_recipe("migrate/staging", env={"PREFECT_API_URL": closed})
     assert unreachable.returncode == 2
     assert f"the Prefect API at {closed} cannot be reached" in unreachable.stderr

@@ -19,7 +19,8 @@ from psycopg import sql
 from ameide_migrate import drift, environments, migrate, postgres
 from ameide_migrate.drift import Verdict
 from ameide_migrate.flyway import Installation
-from ameide_migrate.postgres import Cluster, free_port
+from ameide_migrate.pg_cluster import Cluster
+from ameide_migrate.ports import free_port
 from ameide_migrate.settings import get_settings
 
 from .fix_platform import REPO, Platform

@@ -20,9 +20,10 @@ from uuid import UUID
 
 import pytest
 
-from ameide_migrate import credentials, postgres, prefect_api
+from ameide_migrate import postgres, prefect_api, secret_sources
 from ameide_migrate.errors import ExitCode
-from ameide_migrate.postgres import Cluster, Credentials
+from ameide_migrate.pg_cluster import Cluster
+from ameide_migrate.postgres import Credentials
 
 from .fix_platform import REPO, Platform, admin_url_of, ameide
 
@@ -46,7 +47,7 @@ def _user_environment(state_dir: Path, **overrides: str) -> dict[str, str]:
 
 def _store(state_dir: Path, text: str, mode: int) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
-    path = state_dir / credentials.STORE_NAME
+    path = state_dir / secret_sources.STORE_NAME
     path.write_text(text)
     path.chmod(mode)
 
@@ -146,14 +147,14 @@ def test_run_refuses_a_bad_local_store_before_migrating(
 
     assert done.returncode == ExitCode.USAGE, done.stderr
     assert "FAILED:" in done.stderr
-    assert str(state_dir / credentials.STORE_NAME) in done.stderr
+    assert str(state_dir / secret_sources.STORE_NAME) in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
 
 
 def test_seeding_never_puts_back_a_removed_key_and_the_gate_reports_it(
     platform: Platform,
 ) -> None:
-    store = platform.state_dir / credentials.STORE_NAME
+    store = platform.state_dir / secret_sources.STORE_NAME
     entries = json.loads(store.read_text())
     del entries["threads"]["THREADS_DATABASE_PASSWORD"]
     store.write_text(json.dumps(entries))

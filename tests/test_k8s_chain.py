@@ -22,7 +22,7 @@ from uuid import UUID
 
 import pytest
 
-from ameide_migrate import credentials, image, local, postgres, vault
+from ameide_migrate import image, local, postgres, secret_sources, vault
 from ameide_migrate.catalog import PLATFORM_DATABASES, load_catalog
 from ameide_migrate.image import BuiltImage, ImageRequest
 from ameide_migrate.postgres import Credentials
@@ -157,7 +157,7 @@ def _seed_staging_databases(
                 client,
                 conn,
                 conn.path("staging", database),
-                credentials.secret_of(database, creds),
+                secret_sources.secret_of(database, creds),
             )
     return dict(env.owners)
 

@@ -25,7 +25,7 @@ from prefect.client.schemas.filters import (
 from psycopg import sql
 from pydantic import SecretStr
 
-from ameide_migrate import credential_gate, credentials, environments, local, postgres
+from ameide_migrate import credential_gate, environments, local, postgres, secret_sources
 from ameide_migrate.catalog import PLATFORM_DATABASES
 from ameide_migrate.errors import (
     CredentialsMissing,
@@ -34,7 +34,8 @@ from ameide_migrate.errors import (
     VaultSealed,
     VaultUnreachable,
 )
-from ameide_migrate.postgres import Credentials, free_port
+from ameide_migrate.ports import free_port
+from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import Settings, get_settings
 from ameide_migrate.vault import VaultSettings
 
@@ -54,7 +55,7 @@ def vault_platform(
     monkeypatch.setenv("AMEIDE_VAULT_PATH_TEMPLATE", template)
     get_settings.cache_clear()
     local.seed(platform.state_dir, platform.owners, get_settings().vault_connection())
-    (platform.state_dir / credentials.STORE_NAME).unlink()
+    (platform.state_dir / secret_sources.STORE_NAME).unlink()
     yield platform
     get_settings.cache_clear()
 
@@ -82,7 +83,7 @@ def test_the_flow_reads_every_credential_from_vault(vault_platform: Platform) ->
     state, _ = vault_platform.run(databases=["threads", "agents_runtime"])
 
     assert state.is_completed()
-    assert not (vault_platform.state_dir / credentials.STORE_NAME).exists()
+    assert not (vault_platform.state_dir / secret_sources.STORE_NAME).exists()
     assert vault_platform.versions("agents_runtime")
 
 
@@ -93,7 +94,7 @@ def test_every_problem_is_reported_at_once_and_nothing_is_migrated(
     p = vault_platform
 
     def put(database: str, **changes: str) -> None:
-        secret = credentials.secret_of(database, p.owners[database])
+        secret = secret_sources.secret_of(database, p.owners[database])
         secret.update(changes)
         client.secrets.kv.v2.create_or_update_secret(vault_path(p, database), secret=secret)
 
@@ -328,13 +329,13 @@ def test_seed_local_writes_the_same_values_to_vault_every_time(
     assert again.returncode == 0, again.stderr
     assert stored() == values
     assert values["THREADS_DATABASE_USER"] == vault_platform.owners["threads"].user
-    assert not (vault_platform.state_dir / credentials.STORE_NAME).exists()
+    assert not (vault_platform.state_dir / secret_sources.STORE_NAME).exists()
 
 
 def test_seed_local_without_vault_writes_a_0600_file(
     platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = platform.state_dir / credentials.STORE_NAME
+    store = platform.state_dir / secret_sources.STORE_NAME
     store.unlink()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_")}
     done = subprocess.run(
@@ -370,7 +371,7 @@ def test_no_password_reaches_logs_artifacts_parameters_or_the_prefect_database(
             owner.host, owner.port, owner.database, owner.user, SecretStr(known)
         )
         vault.client().secrets.kv.v2.create_or_update_secret(
-            vault_path(p, database), secret=credentials.secret_of(database, p.owners[database])
+            vault_path(p, database), secret=secret_sources.secret_of(database, p.owners[database])
         )
     (p.sql_dir / "graph" / "V9__graph_broken.sql").write_text("SELECT * FROM no_such_table;\n")
 

@@ -11,10 +11,8 @@ import re
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
 
-from ameide_migrate import credentials, postgres, vault
+from ameide_migrate import postgres, secret_sources
 from ameide_migrate.errors import (
     DatabaseError,
     DatabaseUnreachable,
@@ -23,78 +21,7 @@ from ameide_migrate.errors import (
     VaultPermissionDenied,
 )
 from ameide_migrate.postgres import Credentials
-
-
-class SecretSource(Protocol):
-    environment: str
-
-    def location(self, database: str) -> str:
-        """Where the database's secret lives, for messages."""
-
-    def fetch(self, database: str) -> dict[str, str]:
-        """The secret's keys; SecretMissing or VaultPermissionDenied for that database alone."""
-
-    def fix(self, database: str, key: str | None) -> str:
-        """What to do when the secret (or `key`) is missing or wrong."""
-
-
-@dataclass
-class LocalStoreSource:
-    """The local environment without Vault: the 0600 file that `secrets seed-local` writes."""
-
-    state_dir: Path
-    environment: str = "local"
-
-    def location(self, database: str) -> str:
-        return f"{self.state_dir / credentials.STORE_NAME} [{database}]"
-
-    def fetch(self, database: str) -> dict[str, str]:
-        entry = credentials.read_local_entry(self.state_dir, database)
-        if entry is None:
-            raise SecretMissing(f"no entry for {database} in {self.location(database)}")
-        return entry
-
-    def fix(self, database: str, key: str | None) -> str:
-        if key is None:
-            return "run `ameide-migrate secrets seed-local` to write the local credentials"
-        return (
-            f"correct {key} in the store, or remove the {database} entry and run "
-            "`ameide-migrate secrets seed-local` (it writes only what is missing)"
-        )
-
-
-class VaultSource:
-    """One KV v2 secret per database, read through a logged-in session."""
-
-    def __init__(self, environment: str, conn: vault.VaultSettings, client: object) -> None:
-        self.environment = environment
-        self.conn = conn
-        self._client = client
-
-    def location(self, database: str) -> str:
-        return f"Vault {self.conn.address} {self.conn.display_path(self.environment, database)}"
-
-    def fetch(self, database: str) -> dict[str, str]:
-        return vault.read_secret(
-            self._client,
-            self.conn,
-            self.conn.path(self.environment, database),
-        )
-
-    def fix(self, database: str, key: str | None) -> str:
-        if self.environment == "local":
-            if key is None:
-                return "run `ameide-migrate secrets seed-local` (with VAULT_ADDR set) to write it"
-            return (
-                f"correct {key} at {self.conn.display_path(self.environment, database)}, or "
-                "delete that secret and run `ameide-migrate secrets seed-local` (with VAULT_ADDR "
-                "set; it writes only what is missing)"
-            )
-        what = f"key {key}" if key else "the secret"
-        return (
-            f"reconcile the secret bundle of {self.environment} (vault-secrets-platform, Layer 15) "
-            f"so that it writes {what} at {self.conn.display_path(self.environment, database)}"
-        )
+from ameide_migrate.secret_sources import SecretSource
 
 
 @dataclass(frozen=True)
@@ -118,7 +45,7 @@ def _names_database(url_database: str, database: str) -> bool:
 def _parse(
     source: SecretSource, database: str, secret: Mapping[str, str]
 ) -> tuple[Credentials | None, list[Problem]]:
-    url_key, user_key, password_key = credentials.secret_keys(database)
+    url_key, user_key, password_key = secret_sources.secret_keys(database)
     where = source.location(database)
     problems = [
         Problem(database, where, key, "missing or empty", source.fix(database, key))
@@ -202,7 +129,7 @@ def verify_secrets(
         except DatabaseUnreachable as down:
             return down
         except DatabaseError as e:
-            url_key, user_key, password_key = credentials.secret_keys(database)
+            url_key, user_key, password_key = secret_sources.secret_keys(database)
             return Problem(
                 database,
                 source.location(database),

@@ -33,6 +33,8 @@ from ameide_migrate.errors import (
     UnknownEnvironment,
     UsageError,
 )
+from ameide_migrate.lint import LintRules
+from ameide_migrate.secret_sources import LocalStoreSource, SecretSource, VaultSource
 from ameide_migrate.settings import Settings
 
 FILE_NAME = "ameide.toml"

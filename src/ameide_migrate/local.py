@@ -19,9 +19,10 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from ameide_migrate import credentials, postgres, prefect_api, vault
+from ameide_migrate import postgres, prefect_api, secret_sources, vault
 from ameide_migrate.errors import DatabaseUrlInvalid, SecretMissing
-from ameide_migrate.postgres import Cluster, Credentials
+from ameide_migrate.pg_cluster import Cluster
+from ameide_migrate.postgres import Credentials
 from ameide_migrate.vault import VaultSettings
 
 
@@ -108,7 +109,7 @@ def _up(
             cluster.start()
         admin = cluster.admin
     owners = {
-        db: credentials.local_credentials(
+        db: secret_sources.local_credentials(
             db, host=admin.host, port=admin.port, prefix=database_prefix
         )
         for db in databases
@@ -127,7 +128,7 @@ def seed(state_dir: Path, owners: Mapping[str, Credentials], conn: VaultSettings
     would in staging, and Vault gets no new version on every run.
     """
     if conn is None:
-        return str(credentials.write_local_store(state_dir, owners))
+        return str(secret_sources.write_local_store(state_dir, owners))
     with vault.session(conn) as client:
         vault.ensure_kv_v2(client, conn)
         for database, creds in owners.items():
@@ -135,7 +136,7 @@ def seed(state_dir: Path, owners: Mapping[str, Credentials], conn: VaultSettings
             try:
                 vault.read_secret(client, conn, path)
             except SecretMissing:
-                vault.write_secret(client, conn, path, credentials.secret_of(database, creds))
+                vault.write_secret(client, conn, path, secret_sources.secret_of(database, creds))
     return f"Vault {conn.address} {conn.display_path('local', '<database>')}"
 
 

@@ -30,7 +30,7 @@ from ameide_migrate.errors import (
     PrefectApiUnreachable,
     PrefectServerFailed,
 )
-from ameide_migrate.postgres import free_port
+from ameide_migrate.ports import free_port
 
 QUIET_ENV = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",

@@ -1,4 +1,6 @@
-"""Database credentials as the platform names them: `<DB>_DATABASE_URL`, `_USER`, `_PASSWORD`.
+"""Where each environment's database credentials live, under the names the platform gives them:
+`<DB>_DATABASE_URL`, `_USER`, `_PASSWORD`, in Vault (`VaultSource`) or the local store
+(`LocalStoreSource`); the secret gate (`credential_gate`) reads them through a `SecretSource`.
 
 The local environment derives them deterministically (the same values every run, like the seed's
 `ensure-local-secrets.py`) and keeps them in a local secret store: a file outside the repository,
@@ -12,12 +14,15 @@ import json
 import os
 import stat
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from pydantic import SecretStr
 
+from ameide_migrate import vault
 from ameide_migrate.catalog import key_prefix
-from ameide_migrate.errors import LocalStoreExposed, LocalStoreInvalid
+from ameide_migrate.errors import LocalStoreExposed, LocalStoreInvalid, SecretMissing
 from ameide_migrate.postgres import Credentials
 
 STORE_NAME = "local-secrets.json"
@@ -113,3 +118,75 @@ def write_local_store(state_dir: Path, credentials: Mapping[str, Credentials]) -
 def read_local_entry(state_dir: Path, database: str) -> dict[str, str] | None:
     entry = _read_store(state_dir / STORE_NAME).get(database)
     return None if entry is None else {str(k): str(v) for k, v in entry.items()}
+
+
+class SecretSource(Protocol):
+    environment: str
+
+    def location(self, database: str) -> str:
+        """Where the database's secret lives, for messages."""
+
+    def fetch(self, database: str) -> dict[str, str]:
+        """The secret's keys; SecretMissing or VaultPermissionDenied for that database alone."""
+
+    def fix(self, database: str, key: str | None) -> str:
+        """What to do when the secret (or `key`) is missing or wrong."""
+
+
+@dataclass
+class LocalStoreSource:
+    """The local environment without Vault: the 0600 file that `secrets seed-local` writes."""
+
+    state_dir: Path
+    environment: str = "local"
+
+    def location(self, database: str) -> str:
+        return f"{self.state_dir / STORE_NAME} [{database}]"
+
+    def fetch(self, database: str) -> dict[str, str]:
+        entry = read_local_entry(self.state_dir, database)
+        if entry is None:
+            raise SecretMissing(f"no entry for {database} in {self.location(database)}")
+        return entry
+
+    def fix(self, database: str, key: str | None) -> str:
+        if key is None:
+            return "run `ameide-migrate secrets seed-local` to write the local credentials"
+        return (
+            f"correct {key} in the store, or remove the {database} entry and run "
+            "`ameide-migrate secrets seed-local` (it writes only what is missing)"
+        )
+
+
+class VaultSource:
+    """One KV v2 secret per database, read through a logged-in session."""
+
+    def __init__(self, environment: str, conn: vault.VaultSettings, client: object) -> None:
+        self.environment = environment
+        self.conn = conn
+        self._client = client
+
+    def location(self, database: str) -> str:
+        return f"Vault {self.conn.address} {self.conn.display_path(self.environment, database)}"
+
+    def fetch(self, database: str) -> dict[str, str]:
+        return vault.read_secret(
+            self._client,
+            self.conn,
+            self.conn.path(self.environment, database),
+        )
+
+    def fix(self, database: str, key: str | None) -> str:
+        if self.environment == "local":
+            if key is None:
+                return "run `ameide-migrate secrets seed-local` (with VAULT_ADDR set) to write it"
+            return (
+                f"correct {key} at {self.conn.display_path(self.environment, database)}, or "
+                "delete that secret and run `ameide-migrate secrets seed-local` (with VAULT_ADDR "
+                "set; it writes only what is missing)"
+            )
+        what = f"key {key}" if key else "the secret"
+        return (
+            f"reconcile the secret bundle of {self.environment} (vault-secrets-platform, Layer 15) "
+            f"so that it writes {what} at {self.conn.display_path(self.environment, database)}"
+        )
