@@ -215,6 +215,51 @@ def run(
 
 
 @app.command()
+def dev(
+    reset: Annotated[
+        str | None,
+        typer.Option(
+            "--reset",
+            metavar="DB",
+            help="First rebuild the local database DB from empty (dropped and made again with "
+            "its owner and credentials), then migrate it: for an applied migration you edited. "
+            "Local only.",
+        ),
+    ] = None,
+    image: Annotated[
+        bool,
+        typer.Option(
+            "--image",
+            help="Keep the migrations image in step for a local cluster: after each run that "
+            "succeeded, build it (skipped when its content tag exists) and push it to --registry.",
+        ),
+    ] = False,
+    registry: RegistryOption = None,
+) -> None:
+    """The dev loop: watch the SQL tree and migrate the local databases as you save, until
+    Ctrl-C.
+
+    Every database is brought up to date first; then each change (debounced) migrates only the
+    databases whose folders changed (all for a flyway.toml, flyway.conf or ameide.toml at the
+    tree's root), as one Prefect run on the local server, whose UI address is printed first.
+    An applied migration edited since is named with its two fixes, neither done unasked. Exits
+    130 on Ctrl-C, leaving no run Running.
+    """
+    from ameide_migrate import commands, report
+    from ameide_migrate.settings import get_settings
+
+    commands.dev(
+        get_settings(),
+        reset=reset,
+        image=image,
+        registry=registry,
+        on_event=lambda event: report.print_dev_event(event, console),
+        progress=_progress,
+    )
+    raise SystemExit(ExitCode.INTERRUPTED)
+
+
+@app.command()
 def drift(
     env: EnvOption = "local",
     db: DbOption = None,

@@ -22,6 +22,8 @@ class ExitCode(IntEnum):
     """A drift check found databases not in sync."""
     TIMEOUT = 4
     """`trigger --wait` stopped waiting; the run keeps going."""
+    INTERRUPTED = 130
+    """Stopped by Ctrl-C (128 + SIGINT, as a shell reports it): `dev` ends this way."""
 
 
 class MigrateError(Exception):

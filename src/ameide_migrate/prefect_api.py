@@ -643,3 +643,50 @@ def _outcome(flow_run_id: UUID, state: Any, tables: list[ArtifactTable]) -> Outc
     else:
         code = ExitCode.FAILED
     return Outcome(flow_run_id, state.name, code, message, tables)
+
+
+# --- Runs a stopped command leaves behind --------------------------------------------------------
+
+
+def end_unfinished_runs(tag: str, message: str) -> list[str]:
+    """Cancel every flow run and task run tagged `tag` that has no final state yet; the names of
+    the flow runs so ended.
+
+    A flow run in this process that is interrupted (Ctrl-C) is crashed by Prefect's engine, but
+    not when the interrupt lands before the engine could record it, and its task runs in other
+    threads stay Running: nothing else would ever end them.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+        TaskRunFilter,
+        TaskRunFilterState,
+        TaskRunFilterStateType,
+        TaskRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Cancelled
+
+    final = {StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED}
+    unfinished = [state for state in StateType if state not in final]
+    ended = []
+    with get_client(sync_client=True) as client:
+        for task_run in client.read_task_runs(
+            task_run_filter=TaskRunFilter(
+                tags=TaskRunFilterTags(all_=[tag]),
+                state=TaskRunFilterState(type=TaskRunFilterStateType(any_=unfinished)),
+            )
+        ):
+            client.set_task_run_state(task_run.id, Cancelled(message=message), force=True)
+        for flow_run in client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                tags=FlowRunFilterTags(all_=[tag]),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=unfinished)),
+            )
+        ):
+            client.set_flow_run_state(flow_run.id, Cancelled(message=message), force=True)
+            ended.append(flow_run.name)
+    return ended

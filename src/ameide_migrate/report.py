@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ameide_migrate import dev_loop
 from ameide_migrate.drift import DriftReport, Verdict, table_cell
 from ameide_migrate.image import BuiltImage
 from ameide_migrate.migrate import OutcomeState, RunReport
@@ -189,3 +191,75 @@ def print_artifact_table(table: ArtifactTable, console: Console) -> None:
 
 
 _CELL_WIDTH = 24
+
+def print_dev_event(event: dev_loop.Event, console: Console) -> None:
+    """What `ameide-migrate dev` shows as it goes: one row per database of each run, with the
+    run's link; an edited applied migration with its two fixes; the image kept in step."""
+    stamp = datetime.now().strftime("%H:%M:%S")
+    if isinstance(event, dev_loop.Watching):
+        console.print(f"Prefect UI: {event.ui_url}", highlight=False, soft_wrap=True)
+        watched = ", ".join(str(p) for p in event.paths)
+        console.print(f"watching {watched} (Ctrl-C stops)", highlight=False, soft_wrap=True)
+    elif isinstance(event, dev_loop.Rebuilt):
+        console.print(
+            f"{stamp} {event.database}: dropped and made again, empty (database "
+            f"{event.physical}); the first run migrates it from empty",
+            highlight=False,
+            soft_wrap=True,
+        )
+    elif isinstance(event, dev_loop.Started):
+        scope = ", ".join(event.databases) if event.databases is not None else "every database"
+        console.print(
+            f"{stamp} {escape(event.cause)}: migrating {scope}", highlight=False, soft_wrap=True
+        )
+    elif isinstance(event, dev_loop.Ran):
+        _print_dev_run(event, console)
+    elif isinstance(event, dev_loop.Refused):
+        console.print(
+            f"{stamp} {escape(event.cause)}: [bold red]{escape(str(event.error))}[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
+    elif isinstance(event, dev_loop.ImageReady):
+        built = event.built
+        verb = "built and pushed" if built.built else "unchanged (same content tag)"
+        console.print(f"{stamp} image {verb}: {built.reference}", highlight=False, soft_wrap=True)
+    elif isinstance(event, dev_loop.ImageSkipped):
+        console.print(f"{stamp} image not rebuilt: {event.reason}", highlight=False)
+    else:
+        ended = f"; ended the run it left running ({', '.join(event.ended)})" if event.ended else ""
+        console.print(
+            f"ameide-migrate dev stopped after {event.runs} run(s){ended}; nothing is left running",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def _print_dev_run(event: dev_loop.Ran, console: Console) -> None:
+    run = event.result.report
+    if run is None:
+        failure = event.result.failure
+        console.print(f"[bold red]{escape(str(failure))}[/]", highlight=False, soft_wrap=True)
+    else:
+        table = Table(box=None, pad_edge=False)
+        for column in ("database", "version", "applied", "state"):
+            table.add_column(column, justify="right" if column == "applied" else "left")
+        for o in run.outcomes:
+            table.add_row(
+                o.database,
+                f"{o.before or 'empty'} -> {o.after or 'empty'}",
+                str(o.applied),
+                f"[{_STYLE[o.state]}]{o.state.value}[/]",
+            )
+        console.print(table)
+        edited = {e.database: e for e in event.edited}
+        for o in run.failed:
+            if o.database in edited:
+                continue
+            console.print(f"[bold red]{o.database}[/]: {escape(o.message)}", soft_wrap=True)
+            console.print(f"  [yellow]next:[/] {escape(o.recovery)}", soft_wrap=True)
+        for s in run.smoke_failures:
+            console.print(f"[red]{s.database}[/] smoke check: {'; '.join(s.problems)}")
+    for e in event.edited:
+        console.print(escape(e.message()), highlight=False, soft_wrap=True)
+    console.print(f"Flow run: {event.result.flow_run_url}", highlight=False, soft_wrap=True)
