@@ -183,7 +183,7 @@ def run(
     )
     url = prefect_api.ui_address_of_flow_run(api.ui_url, str(flow_run_id))
     if isinstance(outcome, RunFailed):
-        return RunResult(outcome.report, api, url, outcome, serves)  # type: ignore[arg-type]
+        return RunResult(outcome.report, api, url, outcome, serves)
     if isinstance(outcome, MigrateError):
         return RunResult(None, api, url, outcome, serves)
     return RunResult(outcome, api, url, None, serves)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -170,7 +171,18 @@ def _problem(error: Mapping[str, Any]) -> str:
 
 
 def all_of(settings: Settings) -> dict[str, Environment]:
-    return load(file_of(settings))
+    """The file's environments, read again only when the file changed (a run asks often)."""
+    path = file_of(settings)
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        return load(path)
+    return dict(_loaded(path.resolve(), found.st_mtime_ns, found.st_size))
+
+
+@lru_cache(maxsize=8)
+def _loaded(path: Path, _mtime_ns: int, _size: int) -> dict[str, Environment]:
+    return load(path)
 
 
 def get(name: str, settings: Settings) -> Environment:

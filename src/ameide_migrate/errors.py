@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from enum import IntEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ameide_migrate.drift import DriftReport
+    from ameide_migrate.migrate import RunReport
 
 
 class ExitCode(IntEnum):
@@ -193,7 +198,7 @@ class DeploymentNotRegistered(UsageError):
 class RunFailed(MigrateError):
     """At least one database failed; `report` holds the outcome of every database."""
 
-    def __init__(self, message: str, report: object) -> None:
+    def __init__(self, message: str, report: RunReport) -> None:
         super().__init__(message)
         self.report = report
 
@@ -240,7 +245,7 @@ class DriftFound(MigrateError):
 
     exit_code = ExitCode.DRIFT
 
-    def __init__(self, message: str, report: object) -> None:
+    def __init__(self, message: str, report: DriftReport) -> None:
         super().__init__(message)
         self.report = report
 
