@@ -19,7 +19,14 @@ from ameide_migrate.history import (
     native_info,
     validate_problems,
 )
-from ameide_migrate.migrate import DatabaseOutcome, OutcomeState, RunContext
+from ameide_migrate.migrate import (
+    DatabaseOutcome,
+    OutcomeState,
+    RunContext,
+    lint_of_pending,
+    lint_recovery,
+    lint_stop,
+)
 from ameide_migrate.postgres import Fingerprint, HistoryRow, InvalidIndex
 
 
@@ -436,6 +443,22 @@ def plan(ctx: RunContext, database: str) -> DatabaseOutcome:
     report = check(ctx.environment, db, history, invalid_indexes=invalid)
     pending = [m.script for m in report.migrations if m.state in PENDING]
     latest = str(db.latest_version) if db.latest_version else None
+    # As the run does: the lint of what is pending stops the database before anything else.
+    findings = lint_of_pending(ctx, database, history)
+    stop = lint_stop(ctx.environment, database, findings)
+    if stop is not None:
+        return DatabaseOutcome(
+            database,
+            OutcomeState.FAILED,
+            report.version,
+            report.version,
+            latest,
+            0,
+            time.monotonic() - started,
+            message=str(stop),
+            recovery=lint_recovery(ctx.environment, database, stop),
+            findings=findings,
+        )
     if report.verdict in (Verdict.DRIFTED, Verdict.NO_HISTORY):
         return DatabaseOutcome(
             database,
@@ -447,6 +470,7 @@ def plan(ctx: RunContext, database: str) -> DatabaseOutcome:
             time.monotonic() - started,
             message="; ".join(report.problems.values()) or "drifted",
             recovery=report.fix,
+            findings=findings,
         )
     return DatabaseOutcome(
         database,
@@ -457,4 +481,5 @@ def plan(ctx: RunContext, database: str) -> DatabaseOutcome:
         len(pending),
         time.monotonic() - started,
         message=", ".join(pending),
+        findings=findings,
     )

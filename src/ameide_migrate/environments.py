@@ -92,6 +92,10 @@ class Environment(BaseModel):
     )
     tags: tuple[str, ...] = ()
     vault: VaultLayout = VaultLayout()
+    lint: LintRules = Field(
+        default_factory=LintRules,
+        description="The lint's rule levels here, over the file's [lint.rules] and the defaults.",
+    )
 
     def deployment_job_variables(self) -> dict[str, Any]:
         """The job variables of this environment's deployments."""
@@ -142,11 +146,13 @@ def load(path: Path) -> dict[str, Environment]:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise EnvironmentsFileInvalid(f"{path} is not valid TOML: {e}") from None
-    unknown = sorted(set(document) - {"environments"})
+    unknown = sorted(set(document) - {"environments", "lint"})
     if unknown:
         raise EnvironmentsFileInvalid(
-            f"{path}: unknown table {', '.join(unknown)}; the file declares [environments.NAME]"
+            f"{path}: unknown table {', '.join(unknown)}; the file declares [environments.NAME] "
+            "and [lint]"
         )
+    lint_defaults = _lint_defaults(path, document)
     declared = document.get("environments", {})
     found = {}
     for name, table in declared.items():
@@ -154,6 +160,9 @@ def load(path: Path) -> dict[str, Environment]:
             raise EnvironmentsFileInvalid(f"{path}: environments.{name} must be a table")
         try:
             found[name] = Environment(name=name, **table)
+            found[name] = found[name].model_copy(
+                update={"lint": found[name].lint.over(lint_defaults)}
+            )
         except ValidationError as e:
             raise EnvironmentsFileInvalid(
                 f"{path}: environments.{name}: " + "; ".join(_problem(err) for err in e.errors())
@@ -161,6 +170,27 @@ def load(path: Path) -> dict[str, Environment]:
     if not found:
         raise EnvironmentsFileInvalid(f"{path} declares no environment: add [environments.NAME]")
     return found
+
+
+def _lint_defaults(path: Path, document: Mapping[str, Any]) -> LintRules:
+    """The file's `[lint]`: every environment's rule levels, under its own."""
+    try:
+        return LintRules.model_validate(document.get("lint", {}))
+    except ValidationError as e:
+        raise EnvironmentsFileInvalid(
+            f"{path}: lint: " + "; ".join(_problem(err) for err in e.errors())
+        ) from None
+
+
+def lint_rules(settings: Settings, environment: str | None = None) -> LintRules:
+    """The lint's levels: the environment's, or without one the file's `[lint]` defaults."""
+    if environment is not None:
+        return get(environment, settings).lint
+    path = file_of(settings)
+    if not path.exists():
+        return LintRules()
+    all_of(settings)  # the whole file checked, as every command reads it
+    return _lint_defaults(path, tomllib.loads(path.read_text(encoding="utf-8")))
 
 
 def _problem(error: Mapping[str, Any]) -> str:

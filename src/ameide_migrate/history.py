@@ -192,3 +192,13 @@ def checksum_mismatches(
         if row.checksum != resolved.checksum:
             edited.append((row, resolved))
     return edited
+
+
+def pending_migrations(db: DatabaseCatalog, history: list[HistoryRow] | None) -> list[Migration]:
+    """What a migrate would apply, in Flyway's order: the versioned migrations not applied (an
+    ignored one too: with outOfOrder Flyway applies it) and the repeatables whose file changed
+    since their last run."""
+    waiting = {
+        s.script for s in native_info(db, history) if s.state in PENDING or s.state == "Ignored"
+    }
+    return [m for m in db.migrations if m.script in waiting]

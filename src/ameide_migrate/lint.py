@@ -11,8 +11,8 @@ the lock rules do not flag work on it (its indexes, constraints, columns). `lint
 tree therefore reads it as a fresh database would receive it; the flow lints what is pending.
 
 Levels: every rule is `error` (the run stops that database before Flyway starts), `warning`
-(reported, the run goes on) or `off`. The defaults, below, are laid under the `[lint.rules]` and
-`[environments.NAME.lint.rules]` tables of ameide.toml.
+(reported, the run goes on) or `off`. The defaults, below, are laid under the `[lint]` and
+`[environments.NAME.lint]` tables of ameide.toml (`rules`, and `max_level`).
 """
 
 from __future__ import annotations
@@ -207,8 +207,8 @@ _TABLE_WORK_RULES = frozenset(
 
 
 class LintRules(BaseModel):
-    """The level of each rule, over `DEFAULT_LEVELS`: `[lint.rules]` of ameide.toml for every
-    environment, `[environments.NAME.lint.rules]` for one."""
+    """The level of each rule, over `DEFAULT_LEVELS`: `[lint]` of ameide.toml for every
+    environment, `[environments.NAME.lint]` for one."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -216,6 +216,11 @@ class LintRules(BaseModel):
         default_factory=dict,
         description="Rule name to error, warning or off: squawk's rules "
         "(https://squawkhq.com/docs/rules) and " + ", ".join(OWN_RULES) + ".",
+    )
+    max_level: Level | None = Field(
+        default=None,
+        description="No finding is reported above this level here: `warning` lets every "
+        "migration run and still shows what the lint found (the local default's own database).",
     )
 
     @field_validator("rules", mode="before")
@@ -232,11 +237,19 @@ class LintRules(BaseModel):
         return value
 
     def level(self, rule: str) -> Level:
-        return self.rules.get(rule, DEFAULT_LEVELS.get(rule, Level.WARNING))
+        level = self.rules.get(rule, DEFAULT_LEVELS.get(rule, Level.WARNING))
+        if self.max_level is not None and _SEVERITY[level] > _SEVERITY[self.max_level]:
+            return self.max_level
+        return level
 
     def over(self, base: LintRules) -> LintRules:
         """These levels laid over `base`'s (an environment's over the file's defaults)."""
-        return LintRules(rules={**base.rules, **self.rules})
+        return LintRules(
+            rules={**base.rules, **self.rules}, max_level=self.max_level or base.max_level
+        )
+
+
+_SEVERITY = {Level.OFF: 0, Level.WARNING: 1, Level.ERROR: 2}
 
 
 def _hint(name: str) -> str:

@@ -14,20 +14,27 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ameide_migrate import environments, flyway, postgres, statements
+from ameide_migrate import environments, flyway, lint, postgres, statements
 from ameide_migrate.catalog import DatabaseCatalog, Migration, Version
 from ameide_migrate.errors import (
     ChecksumMismatch,
     FlywayCommandFailed,
     FlywayNotInstalled,
     LeftoversFound,
+    LintErrorsFound,
     MigrateError,
     MigrationFailed,
     NonTransactionalMigrationFailed,
     ValidationFailed,
 )
 from ameide_migrate.flyway import FlywayEngine, Installation, LogSink, Request
-from ameide_migrate.history import PENDING, SETTLED_STATES, native_info, validate_problems
+from ameide_migrate.history import (
+    PENDING,
+    SETTLED_STATES,
+    native_info,
+    pending_migrations,
+    validate_problems,
+)
 from ameide_migrate.postgres import Credentials, HistoryRow, InvalidIndex
 from ameide_migrate.settings import Settings
 
@@ -66,6 +73,8 @@ class DatabaseOutcome:
     duration_s: float
     message: str = ""
     recovery: str = ""
+    findings: list[lint.Finding] = field(default_factory=list)
+    """The lint's findings on the migrations that were pending."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +150,7 @@ class RunContext:
         connect_timeout: int,
         lock_retry_count: int,
         lock_timeout_seconds: int,
+        lint_rules: lint.LintRules | None = None,
     ) -> None:
         self.environment = environment
         self.databases = dict(databases)
@@ -151,6 +161,7 @@ class RunContext:
         self.connect_timeout = connect_timeout
         self.lock_retry_count = lock_retry_count
         self.lock_timeout_seconds = lock_timeout_seconds
+        self.lint_rules = lint_rules or lint.LintRules()
         self._engine: FlywayEngine | None = None
         self._engine_lock = threading.Lock()
         self.engine_starts = 0
@@ -182,6 +193,7 @@ class RunContext:
             connect_timeout=settings.connect_timeout_seconds,
             lock_retry_count=settings.lock_retry_count,
             lock_timeout_seconds=settings.lock_timeout_seconds,
+            lint_rules=environments.get(environment, settings).lint,
         )
 
     @property
@@ -365,6 +377,60 @@ def migrate(ctx: RunContext, database: str, on_log: LogSink) -> MigrateSummary:
     )
 
 
+def pending(ctx: RunContext, database: str) -> list[Migration]:
+    """What a migrate would apply to the database now, read from its history (no Flyway)."""
+    history = postgres.read_history(
+        ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
+    )
+    return pending_migrations(ctx.databases[database], history)
+
+
+def lint_pending(ctx: RunContext, database: str) -> list[lint.Finding]:
+    """The lint's findings on what a migrate would apply to the database now, at the
+    environment's levels."""
+    return lint_of(ctx, database, pending(ctx, database))
+
+
+def lint_of_pending(
+    ctx: RunContext, database: str, history: list[HistoryRow] | None
+) -> list[lint.Finding]:
+    return lint_of(ctx, database, pending_migrations(ctx.databases[database], history))
+
+
+def lint_of(ctx: RunContext, database: str, migrations: list[Migration]) -> list[lint.Finding]:
+    db = ctx.databases[database]
+    # The catalog's folders sit directly under the SQL tree's root: findings name files from it.
+    return lint.lint_migrations(db, migrations, ctx.lint_rules, root=db.directory.parent)
+
+
+def lint_stop(
+    environment: str, database: str, findings: list[lint.Finding]
+) -> LintErrorsFound | None:
+    """The error that stops the database before Flyway, when a finding is at level error: each
+    such finding with its file, line, rule and fix, and how to accept a rule here instead."""
+    errors = [f for f in findings if f.level is lint.Level.ERROR]
+    if not errors:
+        return None
+    listed = "\n".join(f"- {f.describe()}" for f in errors)
+    return LintErrorsFound(
+        f"lint: {len(errors)} error(s) in the pending migrations of {database}; Flyway was not "
+        f"started and nothing was applied:\n{listed}",
+        findings,
+    )
+
+
+def lint_recovery(environment: str, database: str, error: LintErrorsFound) -> str:
+    rules = sorted({f.rule for f in error.findings if isinstance(f, lint.Finding)})
+    example = rules[0] if rules else "RULE"
+    return (
+        "Change the pending migration as each fix says (it was not applied, so it may still be "
+        f"edited), check it with `ameide-migrate lint --env {environment} --db {database}`, and "
+        f"rerun `{rerun_command(environment, database)}`. To accept a rule in {environment} "
+        f"instead, lower its level in ameide.toml: [environments.{environment}.lint.rules] "
+        f'"{example}" = "warning" (or "off").'
+    )
+
+
 @dataclass(frozen=True)
 class Steps:
     """The steps of one database's migration: the flow passes its Prefect tasks, so that each
@@ -373,6 +439,7 @@ class Steps:
     inspect: Callable[[RunContext, str], Inspection]
     validate: Callable[[RunContext, str], None]
     migrate: Callable[[RunContext, str], MigrateSummary]
+    lint: Callable[[RunContext, str], list[lint.Finding]] = lint_pending
 
 
 Log = logging.LoggerAdapter[Any] | logging.Logger
@@ -400,6 +467,7 @@ def migrate_database(
     latest = ctx.databases[database].latest_version
     latest_text = str(latest) if latest else None
     before: Inspection | None = None
+    findings: list[lint.Finding] = []
     try:
         before = steps.inspect(ctx, database)
         if before.up_to_date:
@@ -413,11 +481,18 @@ def migrate_database(
                 0,
                 time.monotonic() - started,
             )
+        findings = steps.lint(ctx, database)
+        for finding in findings:
+            log.log(_LOG_LEVEL[finding.level], "%s: lint: %s", database, finding.describe())
+        stop = lint_stop(ctx.environment, database, findings)
+        if stop is not None:
+            raise stop
         log.info("%s: %s; validating with Flyway", database, before.reason)
         steps.validate(ctx, database)
         summary = steps.migrate(ctx, database)
     except Exception as error:
         outcome = _failed(ctx, database, error, before, latest_text, time.monotonic() - started)
+        outcome.findings = findings
         if isinstance(error, MigrateError):
             log.error("%s failed: %s\n%s", database, outcome.message, outcome.recovery)
         else:
@@ -443,6 +518,7 @@ def migrate_database(
             0,
             time.monotonic() - started,
             message="another run applied what was pending",
+            findings=findings,
         )
     log.info("%s: %s -> %s, %d applied", database, before.version or "empty", after, applied)
     return DatabaseOutcome(
@@ -453,7 +529,11 @@ def migrate_database(
         latest_text,
         applied,
         time.monotonic() - started,
+        findings=findings,
     )
+
+
+_LOG_LEVEL = {lint.Level.ERROR: logging.ERROR, lint.Level.WARNING: logging.WARNING}
 
 
 def _failed(
@@ -476,6 +556,8 @@ def _failed(
     applied = (after.applied_rows - before.applied_rows) if after and before else 0
     if isinstance(error, NonTransactionalMigrationFailed | LeftoversFound):
         message, next_step = _leftovers_failure(ctx, database, error)
+    elif isinstance(error, LintErrorsFound):
+        message, next_step = str(error), lint_recovery(ctx.environment, database, error)
     elif isinstance(error, MigrateError):
         message = failure_message(error, ctx.databases[database])
         next_step = recovery(ctx.environment, database, error, reached)

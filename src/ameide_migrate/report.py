@@ -12,6 +12,7 @@ from rich.table import Table
 from ameide_migrate import dev_loop
 from ameide_migrate.drift import DriftReport, Verdict, table_cell
 from ameide_migrate.image import BuiltImage
+from ameide_migrate.lint import Finding, Level, counts
 from ameide_migrate.migrate import OutcomeState, RunReport
 from ameide_migrate.prefect_api import ArtifactTable
 
@@ -65,6 +66,14 @@ def markdown_summary(
     verdict = "FAILED" if not run.ok else "nothing changed" if dry_run else "success"
     lines = [f"### {kind} `{run.environment}`, {scope}: {verdict}", ""]
     lines.append(run.summary().splitlines()[0])
+    findings = [f for o in run.outcomes for f in o.findings]
+    if findings:
+        errors, warnings = counts(findings)
+        lines += [
+            "",
+            f"Lint of the pending migrations: {errors} error(s), {warnings} warning(s) (the "
+            f"table `{lint_artifact_key(run.environment, dry_run=dry_run)}`).",
+        ]
     if dry_run:
         lines += ["", "A dry run: nothing was applied. The table lists what a run would apply."]
     for o in run.failed:
@@ -101,9 +110,61 @@ def print_run(run: RunReport, console: Console) -> None:
     for o in run.outcomes:
         if o.state is OutcomeState.WOULD_APPLY:
             console.print(f"{o.database} would apply: {o.message}", soft_wrap=True)
+    findings = [(o.database, f) for o in run.outcomes for f in o.findings]
+    if findings:
+        print_findings(
+            findings, console, title=f"Lint of the pending migrations: {run.environment}"
+        )
     for o in run.failed:
-        console.print(f"[bold red]{o.database}[/]: {o.message}")
-        console.print(f"  [yellow]next:[/] {o.recovery}")
+        console.print(f"[bold red]{o.database}[/]: {escape(o.message)}", soft_wrap=True)
+        console.print(f"  [yellow]next:[/] {escape(o.recovery)}", soft_wrap=True)
+
+
+def lint_artifact_key(environment: str, *, dry_run: bool) -> str:
+    """The run's findings, a table of their own beside the run's (made only when there are)."""
+    return f"{artifact_key(environment, dry_run=dry_run)}-lint"
+
+
+def finding_rows(run: RunReport) -> list[dict[str, str]]:
+    return [
+        {
+            "database": o.database,
+            "file": f.file,
+            "line": str(f.line),
+            "rule": f.rule,
+            "level": f.level.value,
+            "message": table_cell(f.message),
+            "fix": table_cell(f.fix or ""),
+        }
+        for o in run.outcomes
+        for f in o.findings
+    ]
+
+
+_LEVEL_STYLE = {Level.ERROR: "bold red", Level.WARNING: "yellow", Level.OFF: "dim"}
+
+
+def print_findings(
+    findings: Sequence[tuple[str | None, Finding]], console: Console, *, title: str
+) -> None:
+    """The lint's findings as a table, (database or None, finding) each: the file (from the
+    SQL tree's root, so it names the database), line, rule, level, and the fix (the problem
+    itself where squawk suggests none)."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("file", overflow="fold")
+    table.add_column("line", justify="right")
+    table.add_column("rule", no_wrap=True)
+    table.add_column("level")
+    table.add_column("fix", ratio=1)
+    for _, f in findings:
+        table.add_row(
+            escape(f.file),
+            str(f.line),
+            f.rule,
+            f"[{_LEVEL_STYLE[f.level]}]{f.level.value}[/]",
+            escape(f.fix or f.message),
+        )
+    console.print(table)
 
 
 _VERDICT_STYLE = {

@@ -1,6 +1,6 @@
 """The migrate flow: optionally build and push the migrations image first, verify credentials,
-then per database inspect -> validate -> migrate, then a read-only smoke step and the results
-artifact.
+then per database inspect -> lint -> validate -> migrate, then a read-only smoke step and the
+results artifact.
 
 Thin orchestration over `ameide_migrate.migrate`: tasks add retries, run records, logs and
 concurrency; the verbs hold the logic.
@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import Task
 
-from ameide_migrate import drift, environments, migrate, report
+from ameide_migrate import drift, environments, lint, migrate, report
 from ameide_migrate.errors import MigrateError, RunFailed
 from ameide_migrate.flows.image import ImageBuild, build_image_flow
 from ameide_migrate.flows.retrying import retrying, says_how_long, with_retries
@@ -39,6 +39,13 @@ def inspect_history(ctx: RunContext, database: str) -> migrate.Inspection:
     return migrate.inspect(ctx, database)
 
 
+@task(**retrying("lint"), task_run_name="lint {database}")
+@says_how_long
+def lint_pending(ctx: RunContext, database: str) -> list[lint.Finding]:
+    """squawk and the transaction checks over what is pending, before Flyway starts."""
+    return migrate.lint_pending(ctx, database)
+
+
 @task(**retrying("validate"), task_run_name="validate {database}")
 @says_how_long
 def validate(ctx: RunContext, database: str) -> None:
@@ -55,6 +62,7 @@ def _steps(settings: Settings) -> Steps:
     """The per-database steps as tasks, with the retry budget of this run's settings."""
     return Steps(
         inspect=with_retries(inspect_history, settings),
+        lint=with_retries(lint_pending, settings),
         validate=with_retries(validate, settings),
         migrate=with_retries(apply, settings),
     )
@@ -168,6 +176,12 @@ def migrate_flow(
                 run, dry_run=dry_run, databases=names if databases else None
             ),
         )
+        if any(o.findings for o in run.outcomes):
+            create_table_artifact(
+                key=report.lint_artifact_key(environment, dry_run=dry_run),
+                table=report.finding_rows(run),
+                description=f"### Lint of the pending migrations, `{environment}`",
+            )
     if not run.ok:
         raise RunFailed(run.summary(), run)
     return run
