@@ -253,6 +253,7 @@ def print_artifact_table(table: ArtifactTable, console: Console) -> None:
 
 _CELL_WIDTH = 24
 
+
 def print_dev_event(event: dev_loop.Event, console: Console) -> None:
     """What `ameide-migrate dev` shows as it goes: one row per database of each run, with the
     run's link; an edited applied migration with its two fixes; the image kept in step."""
