@@ -26,7 +26,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ameide_migrate import vault
 from ameide_migrate.catalog import Catalog, load_catalog
-from ameide_migrate.credential_gate import LocalStoreSource, SecretSource, VaultSource
 from ameide_migrate.errors import (
     CatalogError,
     CredentialsMissing,
