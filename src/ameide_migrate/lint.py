@@ -231,7 +231,7 @@ class LintRules(BaseModel):
                 if name not in RULES:
                     raise PydanticCustomError(
                         "unknown_lint_rule",
-                        "unknown rule {rule!r}{hint}; the rules: {valid}",
+                        "unknown rule '{rule}'{hint}; the rules: {valid}",
                         {"rule": name, "hint": _hint(str(name)), "valid": ", ".join(sorted(RULES))},
                     )
         return value
@@ -405,6 +405,7 @@ def lint_scripts(scripts: Sequence[Script], rules: LintRules) -> list[Finding]:
     binary = squawk_binary()
     new: set[str] = set()
     findings: list[Finding] = []
+    order = {script.name: i for i, script in enumerate(scripts)}
     # squawk looks for a .squawk.toml from its working directory up: ameide.toml alone decides.
     with tempfile.TemporaryDirectory(prefix="ameide-lint-") as elsewhere:
         for script in scripts:
@@ -417,6 +418,7 @@ def lint_scripts(scripts: Sequence[Script], rules: LintRules) -> list[Finding]:
                     continue
                 findings.append(finding)
             findings += _transaction_findings(script, parsed, refused, rules)
+    findings.sort(key=lambda f: (order[f.file], f.line))
     return [f for f in findings if f.level is not Level.OFF]
 
 

@@ -151,7 +151,7 @@ def print_findings(
     SQL tree's root, so it names the database), line, rule, level, and the fix (the problem
     itself where squawk suggests none)."""
     table = Table(title=title, title_justify="left")
-    table.add_column("file", overflow="fold")
+    table.add_column("file", no_wrap=True)
     table.add_column("line", justify="right")
     table.add_column("rule", no_wrap=True)
     table.add_column("level")

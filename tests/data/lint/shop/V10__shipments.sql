@@ -1,0 +1,1 @@
+CREATE TABLE shipments (id bigint PRIMARY KEY, order_id bigint);

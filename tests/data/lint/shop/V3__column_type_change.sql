@@ -1,0 +1,3 @@
+SELECT 1;
+
+ALTER TABLE orders ALTER COLUMN note TYPE varchar(20);
