@@ -450,9 +450,9 @@ def trigger(
     """Start a run of the environment's deployment through the Prefect API (for CI).
 
     Exits 0 completed, 1 failed, crashed or cancelled, 3 drift found, 4 timed out (the run keeps
-    going).
+    going), 5 a protected environment's plan rejected or not approved in time.
     """
-    from ameide_migrate import commands, prefect_api, report
+    from ameide_migrate import commands, report
     from ameide_migrate.settings import get_settings
 
     started = commands.trigger(get_settings(), env, db, flow=flow, dry_run=dry_run, image=image)
@@ -460,17 +460,45 @@ def trigger(
     console.print(f"flow run {flow_run_id}: {ui}", soft_wrap=True, highlight=False)
     if not wait:
         return
-    outcome = prefect_api.follow_flow_run(
-        flow_run_id,
-        timeout,
-        on_log=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True),
-        on_state=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True),
-    )
+
+    def line(text: str) -> None:
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def waiting() -> None:
+        line(f"waiting for a decision on the plan: approve or reject it at {ui}")
+        line(f"  or: ameide-migrate approve {flow_run_id} [--reject --reason TEXT]")
+
+    outcome = commands.follow(flow_run_id, timeout, on_line=line, on_waiting=waiting)
     for table in outcome.tables:
         report.print_artifact_table(table, console)
     console.print(f"Flow run: {ui}", soft_wrap=True, highlight=False)
-    console.print(outcome.summary, markup=False, highlight=False, soft_wrap=True)
+    line(outcome.summary)
     raise SystemExit(outcome.exit_code)
+
+
+@app.command()
+def approve(
+    run_id: Annotated[str, typer.Argument(help="The flow run waiting for a decision.")],
+    reject: Annotated[
+        bool, typer.Option("--reject", help="Reject the plan: the run ends Cancelled.")
+    ] = False,
+    reason: Annotated[
+        str, typer.Option(help="Why; recorded with the decision in the run's artifacts.")
+    ] = "",
+) -> None:
+    """Approve (or reject) the plan of a protected environment's run, as the UI's Resume does."""
+    from ameide_migrate import commands
+    from ameide_migrate.settings import get_settings
+
+    if reject and not reason.strip():
+        raise UsageError("--reject needs --reason TEXT: say why, it is recorded with the run")
+    done = commands.approve(get_settings(), run_id, approved=not reject, reason=reason)
+    verdict = "approved" if done.approved else "rejected"
+    console.print(
+        f"{verdict} the plan of flow run {done.flow_run_id}: {done.url}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()

@@ -8,6 +8,7 @@ settings once, at import.
 
 from __future__ import annotations
 
+import getpass
 import logging
 import os
 import signal
@@ -29,7 +30,13 @@ from ameide_migrate import (
     prefect_api,
 )
 from ameide_migrate.catalog import Catalog
-from ameide_migrate.errors import MigrateError, RunFailed, UsageError
+from ameide_migrate.errors import (
+    REJECTED_STATE,
+    ApprovalRejected,
+    MigrateError,
+    RunFailed,
+    UsageError,
+)
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import Settings
 
@@ -121,6 +128,8 @@ def _run_flow(flow: Any, **parameters: Any) -> tuple[Any, UUID]:
 def settle(state: Any) -> Any:
     """A flow's final state as its outcome: its return value, or the project error it ended
     with (returned, for the caller to report); anything else is raised as it is."""
+    if state.is_cancelled() and state.name == REJECTED_STATE:
+        return ApprovalRejected(state.message or "the plan was rejected; nothing was migrated")
     outcome = state.result(raise_on_failure=False)
     if isinstance(outcome, BaseException) and not isinstance(outcome, MigrateError):
         raise outcome
@@ -390,7 +399,12 @@ def _register(
     if target.pool_type == "kubernetes":
         prefect_api.ensure_image_pull_guard()
     for deployment in deployments_for(settings, target.name, catalog, image, overrides):
-        yield f"{deployment.flow_name}/{deployment.name}", str(deployment.apply())
+        deployment_id = cast(UUID, deployment.apply())  # sync here: no event loop runs
+        if deployment.flow_name == "migrate" and target.approval.required:
+            prefect_api.ensure_approval_timeout(
+                target.name, deployment_id, target.approval.timeout_minutes
+            )
+        yield f"{deployment.flow_name}/{deployment.name}", str(deployment_id)
 
 
 def _process_job_variables(settings: Settings) -> dict[str, Any]:
@@ -452,6 +466,44 @@ def trigger(
     job_variables = {"image": image} if image else None
     flow_run_id = prefect_api.start_deployment(f"{flow}/{env}", parameters, job_variables)
     return Triggered(flow_run_id, prefect_api.ui_address_of_flow_run(api.ui_url, str(flow_run_id)))
+
+
+def follow(
+    flow_run_id: UUID,
+    timeout: float,
+    *,
+    on_line: Callable[[str], None],
+    on_waiting: Callable[[], None] | None = None,
+) -> prefect_api.Outcome:
+    """Follow a triggered run to its end: its state, its tasks' states and its logs as lines,
+    `on_waiting` when it waits for a decision on its plan."""
+    return prefect_api.follow_flow_run(
+        flow_run_id, timeout, on_log=on_line, on_state=on_line, on_waiting=on_waiting
+    )
+
+
+@dataclass(frozen=True)
+class Approved:
+    """A decision given to a run waiting for one."""
+
+    flow_run_id: str
+    approved: bool
+    reason: str
+    url: str
+
+
+def approve(
+    settings: Settings, run_id: str, *, approved: bool = True, reason: str = ""
+) -> Approved:
+    """Decide on the plan of a protected environment's run that waits for a decision: the
+    terminal's counterpart of the Prefect UI's Resume form."""
+    api = prefect_api.connect(settings.state_dir, local_allowed=True, needed_for="approve")
+    who = getpass.getuser()
+    given = reason.strip() or ("approved" if approved else "rejected")
+    prefect_api.decide(
+        run_id, approved=approved, reason=f"{given} (`ameide-migrate approve`, {who})"
+    )
+    return Approved(run_id, approved, given, prefect_api.ui_address_of_flow_run(api.ui_url, run_id))
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from ameide_migrate.history import (
     SETTLED_STATES,
     MigrationStatus,
     native_info,
+    pending_migrations,
     validate_problems,
 )
 from ameide_migrate.migrate import (
@@ -442,6 +443,7 @@ def plan(ctx: RunContext, database: str) -> DatabaseOutcome:
     invalid = postgres.invalid_indexes(ctx.credentials[database], timeout=ctx.connect_timeout)
     report = check(ctx.environment, db, history, invalid_indexes=invalid)
     pending = [m.script for m in report.migrations if m.state in PENDING]
+    would_apply = [m.script for m in pending_migrations(db, history)]
     latest = str(db.latest_version) if db.latest_version else None
     # As the run does: the lint of what is pending stops the database before anything else.
     findings = lint_of_pending(ctx, database, history)
@@ -482,4 +484,5 @@ def plan(ctx: RunContext, database: str) -> DatabaseOutcome:
         time.monotonic() - started,
         message=", ".join(pending),
         findings=findings,
+        pending=would_apply,
     )

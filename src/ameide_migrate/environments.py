@@ -58,6 +58,23 @@ class VaultLayout(BaseModel):
     kubernetes_mount: str | None = None
 
 
+class ApprovalPolicy(BaseModel):
+    """Whether a run here waits for a person to approve its plan first, and for how long."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    required: bool = Field(
+        default=False,
+        description="A run builds its plan and waits for a person's decision in the Prefect UI "
+        "(or `ameide-migrate approve`) before it migrates anything.",
+    )
+    timeout_minutes: float = Field(
+        default=240,
+        gt=0,
+        description="Without a decision within this time the run ends as rejected.",
+    )
+
+
 class Environment(BaseModel):
     """One environment, as `ameide.toml` declares it."""
 
@@ -95,6 +112,7 @@ class Environment(BaseModel):
         default_factory=LintRules,
         description="The lint's rule levels here, over the file's [lint.rules] and the defaults.",
     )
+    approval: ApprovalPolicy = ApprovalPolicy()
 
     def deployment_job_variables(self) -> dict[str, Any]:
         """The job variables of this environment's deployments."""

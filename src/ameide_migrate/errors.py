@@ -27,8 +27,14 @@ class ExitCode(IntEnum):
     """A drift check found databases not in sync."""
     TIMEOUT = 4
     """`trigger --wait` stopped waiting; the run keeps going."""
+    REJECTED = 5
+    """A protected environment's plan was rejected, or not approved in time: nothing migrated."""
     INTERRUPTED = 130
     """Stopped by Ctrl-C (128 + SIGINT, as a shell reports it): `dev` ends this way."""
+
+
+REJECTED_STATE = "Rejected"
+"""The name of a Cancelled run whose plan was rejected or timed out."""
 
 
 class MigrateError(Exception):
@@ -290,3 +296,13 @@ class LintErrorsFound(MigrateError):
     def __init__(self, message: str, findings: Sequence[object]) -> None:
         super().__init__(message)
         self.findings = list(findings)
+
+
+class ApprovalRejected(MigrateError):
+    """A protected environment's plan was rejected, or nobody decided in time."""
+
+    exit_code = ExitCode.REJECTED
+
+
+class RunNotAwaitingApproval(UsageError):
+    """`approve` named a run that is not waiting for a decision."""

@@ -75,6 +75,8 @@ class DatabaseOutcome:
     recovery: str = ""
     findings: list[lint.Finding] = field(default_factory=list)
     """The lint's findings on the migrations that were pending."""
+    pending: list[str] = field(default_factory=list)
+    """A dry run's (and a plan's): the scripts a migrate would apply now, in Flyway's order."""
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,13 @@ if TYPE_CHECKING:
     from prefect.automations import Automation
 
 from ameide_migrate.errors import (
+    REJECTED_STATE,
     DeploymentNotRegistered,
     ExitCode,
     PrefectApiNotConfigured,
     PrefectApiUnreachable,
     PrefectServerFailed,
+    RunNotAwaitingApproval,
 )
 from ameide_migrate.ports import free_port
 
@@ -402,6 +404,9 @@ def ensure_heartbeat_guard() -> None:
                 "prefect.flow-run.Failed",
                 "prefect.flow-run.Cancelled",
                 "prefect.flow-run.Crashed",
+                # Waiting for an approval: a suspended run's process is gone on purpose.
+                "prefect.flow-run.Paused",
+                "prefect.flow-run.Suspended",
             },
             match={"prefect.resource.id": "prefect.flow-run.*"},
             for_each={"prefect.resource.id"},
@@ -434,6 +439,79 @@ def _upsert(wanted: Automation) -> None:
         return
     wanted.id = existing.id
     wanted.update()
+
+
+def approval_timeout_name(environment: str) -> str:
+    return f"ameide-migrate: an unapproved plan of {environment} is rejected"
+
+
+def ensure_approval_timeout(environment: str, deployment_id: UUID, minutes: float) -> None:
+    """An automation that cancels a suspended run of the environment's migrate deployment that
+    got no decision within `minutes`: its process is gone (suspended runs free their pod), so
+    nothing else would end it. A run waiting in its own process (paused) times out itself."""
+    from datetime import timedelta
+
+    from prefect.automations import Automation, ChangeFlowRunState, EventTrigger, Posture
+    from prefect.client.schemas.objects import StateType
+
+    _upsert(
+        Automation(
+            name=approval_timeout_name(environment),
+            description=f"No decision within {minutes:g} minutes counts as a rejection.",
+            trigger=EventTrigger(
+                after={"prefect.flow-run.Suspended"},
+                expect={"prefect.flow-run.*"},
+                match={"prefect.resource.id": "prefect.flow-run.*"},
+                match_related={"prefect.resource.id": f"prefect.deployment.{deployment_id}"},
+                for_each={"prefect.resource.id"},
+                posture=Posture.Proactive,
+                threshold=1,
+                within=timedelta(minutes=minutes),
+            ),
+            actions=[
+                ChangeFlowRunState(
+                    state=StateType.CANCELLED,
+                    name=REJECTED_STATE,
+                    message=f"plan timed out: no decision within {minutes:g} minutes counts as "
+                    "a rejection; nothing was migrated",
+                )
+            ],
+        )
+    )
+
+
+def decide(run_id: str, *, approved: bool, reason: str) -> None:
+    """Resume a run waiting for a decision on its plan, with that decision."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import FlowPauseTimeout, ObjectNotFound
+    from prefect.flow_runs import resume_flow_run
+
+    try:
+        flow_run_id = UUID(run_id)
+    except ValueError:
+        raise RunNotAwaitingApproval(
+            f"{run_id!r} is not a flow run id: give the id `trigger` printed (a UUID)"
+        ) from None
+    with get_client(sync_client=True) as client:
+        try:
+            run = client.read_flow_run(flow_run_id)
+        except ObjectNotFound:
+            raise RunNotAwaitingApproval(
+                f"no flow run {run_id} on {_current_api_url()}: is PREFECT_API_URL the server "
+                "the run is on?"
+            ) from None
+    if run.state is None or not run.state.is_paused():
+        state = run.state.name if run.state else "unknown"
+        raise RunNotAwaitingApproval(
+            f"flow run {run_id} ({run.name}) is {state}, not waiting for a decision: only a "
+            "protected environment's run, once it shows its plan, waits for one"
+        )
+    try:
+        resume_flow_run(flow_run_id, run_input={"approve": approved, "reason": reason})
+    except FlowPauseTimeout:
+        raise RunNotAwaitingApproval(
+            f"flow run {run_id} waited too long: its time for a decision is over"
+        ) from None
 
 
 # --- Triggering a deployment and following its run (for CI) ------------------------------------
@@ -521,6 +599,7 @@ def follow_flow_run(
     on_log: Callable[[str], None],
     on_state: Callable[[str], None],
     poll_seconds: float = 1.0,
+    on_waiting: Callable[[], None] | None = None,
 ) -> Outcome:
     """Stream the run's state, its tasks' states (one line each, with the task's name) and its
     logs until it ends or `timeout` passes (the run then keeps going).
@@ -582,6 +661,8 @@ def follow_flow_run(
             if state is not None and state.name and state.name != seen_state:
                 seen_state = state.name
                 on_state(f"state: {seen_state}")
+                if state.is_paused() and on_waiting is not None:
+                    on_waiting()
             if state is not None and state.is_final():
                 # The run's last log lines reach the API a moment after its final state.
                 time.sleep(_LOG_FLUSH_SECONDS)
@@ -640,6 +721,8 @@ def _outcome(flow_run_id: UUID, state: Any, tables: list[ArtifactTable]) -> Outc
         code = ExitCode.OK
     elif state.is_failed() and state.name == DRIFTED_STATE:
         code = ExitCode.DRIFT
+    elif state.is_cancelled() and state.name == REJECTED_STATE:
+        code = ExitCode.REJECTED
     else:
         code = ExitCode.FAILED
     return Outcome(flow_run_id, state.name, code, message, tables)

@@ -14,11 +14,13 @@ from typing import Any, cast
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State
+from prefect.states import Cancelled
 from prefect.task_runners import ThreadPoolTaskRunner
-from prefect.tasks import Task
 
-from ameide_migrate import drift, environments, lint, migrate, report
-from ameide_migrate.errors import MigrateError, RunFailed
+from ameide_migrate import environments, lint, migrate, plan, report
+from ameide_migrate.errors import REJECTED_STATE, MigrateError, RunFailed
+from ameide_migrate.flows import approval
 from ameide_migrate.flows.image import ImageBuild, build_image_flow
 from ameide_migrate.flows.retrying import retrying, says_how_long, with_retries
 from ameide_migrate.flows.secrets import verify_credentials
@@ -30,6 +32,7 @@ from ameide_migrate.migrate import (
     RunReport,
     Steps,
 )
+from ameide_migrate.plan import DatabasePlan
 from ameide_migrate.settings import Settings, get_settings
 
 
@@ -75,11 +78,12 @@ def migrate_database(ctx: RunContext, database: str, steps: Steps) -> DatabaseOu
 
 
 @task(**retrying("plan"), task_run_name="plan {database}")
-def plan_database(ctx: RunContext, database: str) -> DatabaseOutcome:
-    """Dry run: what would be applied, read-only."""
-    outcome = drift.plan(ctx, database)
+def plan_database(ctx: RunContext, database: str) -> DatabasePlan:
+    """What a migrate would do, read-only: the dry run's and the approver's plan."""
+    planned = plan.plan_database(ctx, database)
+    outcome = planned.outcome
     get_run_logger().info("%s: %s %s", database, outcome.state.value, outcome.message)
-    return outcome
+    return planned
 
 
 @task(**retrying("smoke check"), task_run_name="smoke check")
@@ -111,6 +115,14 @@ def _smoke_or_its_failure(
     ]
 
 
+def _planned(future: Any) -> DatabasePlan:
+    future.wait()
+    planned = future.state.result(raise_on_failure=False)
+    if isinstance(planned, DatabasePlan):
+        return planned
+    raise planned if isinstance(planned, BaseException) else RuntimeError(repr(planned))
+
+
 def _outcome(future: Any) -> DatabaseOutcome:
     future.wait()
     outcome = future.state.result(raise_on_failure=False)
@@ -128,7 +140,7 @@ def migrate_flow(
     concurrency: int | None = None,
     dry_run: bool = False,
     build: ImageBuild | None = None,
-) -> RunReport:
+) -> RunReport | State[Any]:
     """Migrate the environment's databases (all, or those named) to the latest version.
 
     Args:
@@ -141,6 +153,7 @@ def migrate_flow(
             any database is touched. Empty in a deployment's runs, which run inside the image.
     """
     settings = get_settings()
+    target = environments.get(environment, settings)
     catalog = environments.catalog(environment, settings)
     targets = catalog.select(databases)
     names = [db.name for db in targets]
@@ -155,27 +168,43 @@ def migrate_flow(
     )
     try:
         with runner:
-            step: Task[..., DatabaseOutcome] = migrate_database
-            parameters: dict[str, Any] = {"steps": _steps(settings)}
-            if dry_run:
-                step, parameters = with_retries(plan_database, settings), {}
-            futures = [
-                runner.submit(step, {"ctx": ctx, "database": n, **parameters}) for n in names
-            ]
-            run.outcomes = [_outcome(f) for f in futures]
+            if dry_run or target.approval.required:
+                planning = with_retries(plan_database, settings)
+                futures = [runner.submit(planning, {"ctx": ctx, "database": n}) for n in names]
+                planned = [_planned(f) for f in futures]
+                plan_id = approval.publish_plan(environment, planned, dry_run=dry_run)
+                if dry_run:
+                    run.outcomes = [p.outcome for p in planned]
+                elif plan.needs_decision(planned):
+                    decision = approval.ask(environment, plan_id, target.approval)
+                    if not decision.approved:
+                        return Cancelled(
+                            name=REJECTED_STATE,
+                            message=f"plan {decision.verdict.value}: {decision.reason}; "
+                            "nothing was migrated",
+                        )
+            if not dry_run:
+                futures = [
+                    runner.submit(
+                        migrate_database, {"ctx": ctx, "database": n, "steps": _steps(settings)}
+                    )
+                    for n in names
+                ]
+                run.outcomes = [_outcome(f) for f in futures]
         settled = [o.database for o in run.outcomes if o.state is not OutcomeState.FAILED]
         if settled and not dry_run:
             run.smoke = _smoke_or_its_failure(ctx, settled, settings)
     finally:
         ctx.close()
         run.jvm_starts = ctx.engine_starts
-        create_table_artifact(
-            key=report.artifact_key(environment, dry_run=dry_run),
-            table=report.artifact_rows(run),
-            description=report.markdown_summary(
-                run, dry_run=dry_run, databases=names if databases else None
-            ),
-        )
+        if run.outcomes:
+            create_table_artifact(
+                key=report.artifact_key(environment, dry_run=dry_run),
+                table=report.artifact_rows(run),
+                description=report.markdown_summary(
+                    run, dry_run=dry_run, databases=names if databases else None
+                ),
+            )
         if any(o.findings for o in run.outcomes):
             create_table_artifact(
                 key=report.lint_artifact_key(environment, dry_run=dry_run),
