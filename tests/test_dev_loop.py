@@ -121,6 +121,7 @@ class _Recorder:
     migrated: list[list[str] | None] = field(default_factory=list)
     asked_edited: list[list[str]] = field(default_factory=list)
     builds: int = 0
+    linted: list[list[Path]] = field(default_factory=list)
     events: list[dev_loop.Event] = field(default_factory=list)
     ran: threading.Event = field(default_factory=threading.Event)
 
@@ -138,12 +139,17 @@ class _Recorder:
         self.builds += 1
         return "image"
 
-    def loop(self, *, image: bool = False) -> dev_loop.DevLoop:
+    def lint(self, files: list[Path]) -> list[tuple[str | None, Any]]:
+        self.linted.append(files)
+        return []
+
+    def loop(self, *, image: bool = False, lint: bool = False) -> dev_loop.DevLoop:
         actions = dev_loop.Actions(
             catalog=lambda: load_catalog(self.root),
             migrate=self.migrate,
             edited=self.edited,
             build_image=self.build if image else None,
+            lint=self.lint if lint else None,
         )
         return dev_loop.DevLoop(self.root, actions, self.events.append)
 
@@ -185,6 +191,24 @@ def test_a_failed_run_is_searched_for_edited_migrations_and_keeps_the_image(tree
     assert recorder.asked_edited == [["graph"]]
     assert recorder.builds == 1  # after the run that succeeded only
     assert any(isinstance(e, dev_loop.ImageSkipped) for e in recorder.events)
+
+
+def test_a_saved_migration_is_linted_before_its_run_and_a_saved_config_file_is_not(
+    tree: Path,
+) -> None:
+    recorder = _Recorder(tree)
+    loop = recorder.loop(lint=True)
+    migration = tree / "threads" / "V5__threads_more.sql"
+    migration.write_text("ALTER TABLE threads ADD COLUMN note text;\n")
+    (tree / "threads" / "flyway.toml").write_text("[flyway]\n")
+
+    loop.changed(_changes(tree, "threads/V5__threads_more.sql", "threads/flyway.toml"))
+
+    assert recorder.linted == [[migration]]
+    linted, started, *_ = recorder.events
+    assert linted == dev_loop.Linted((migration,), ())
+    assert isinstance(started, dev_loop.Started)
+    assert started.databases == ("threads",)
 
 
 def test_a_tree_that_cannot_be_read_is_said_and_the_loop_goes_on(tree: Path) -> None:
@@ -429,6 +453,7 @@ def test_a_new_migration_is_applied_to_its_database_alone_in_one_run_on_the_prin
         "CREATE TABLE dev_loop_probe (id bigint PRIMARY KEY);\n"
     )
 
+    dev.wait_for(r"lint: V5__threads_dev_loop_probe\.sql", mark)
     dev.wait_for(
         r"changed: threads/V5__threads_dev_loop_probe\.sql: migrating threads$", after=mark
     )

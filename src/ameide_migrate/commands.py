@@ -809,6 +809,7 @@ def dev(
             migrate=migrate,
             edited=lambda databases: edited_local_migrations(settings, databases),
             build_image=build if image else None,
+            lint=lambda files: lint(settings, target.name, paths=files).findings,
         ),
         on_event,
         config_files=tuple(

@@ -32,6 +32,10 @@ from ameide_migrate.postgres import HistoryRow
 if TYPE_CHECKING:
     from ameide_migrate.commands import RunResult
     from ameide_migrate.image import BuiltImage
+    from ameide_migrate.lint import Finding
+
+Lint = Callable[[list[Path]], list[tuple[str | None, "Finding"]]]
+"""The lint of some saved migrations: (database, finding) each."""
 
 CONFIG_FILES = frozenset({flyway_config.TOML_FILE, flyway_config.CONF_FILE, environments.FILE_NAME})
 """Configuration at the tree's root: a change there may change every database's migrations."""
@@ -174,6 +178,14 @@ class Watching:
 
 
 @dataclass(frozen=True)
+class Linted:
+    """The migrations just saved, linted at once (before their run): (database, finding) each."""
+
+    files: tuple[Path, ...]
+    findings: tuple[tuple[str | None, Finding], ...]
+
+
+@dataclass(frozen=True)
 class Started:
     """A migrate run begins: why, and the databases it targets (None: all)."""
 
@@ -226,7 +238,7 @@ class Stopped:
     ended: tuple[str, ...]
 
 
-Event = Watching | Rebuilt | Started | Ran | Refused | ImageReady | ImageSkipped | Stopped
+Event = Watching | Rebuilt | Linted | Started | Ran | Refused | ImageReady | ImageSkipped | Stopped
 
 
 @dataclass(frozen=True)
@@ -237,6 +249,7 @@ class Actions:
     migrate: Callable[[list[str] | None], RunResult]
     edited: Callable[[list[str]], list[EditedMigration]]
     build_image: Callable[[], BuiltImage] | None = None
+    lint: Lint | None = None
 
 
 @dataclass
@@ -257,6 +270,8 @@ class DevLoop:
 
     def changed(self, changes: Iterable[tuple[watchfiles.Change, str]]) -> None:
         plan = plan_of(changes, self.root, self.config_files)
+        if plan.saved and self.actions.lint is not None:
+            self._lint(self.actions.lint, plan.saved)
         if plan:
             self._migrate(None if plan.everything else list(plan.databases), plan.cause(self.root))
 
@@ -294,6 +309,24 @@ class DevLoop:
         self.on_event(Ran(cause, None if databases is None else tuple(databases), result, edited))
         if self.actions.build_image is not None:
             self._build(self.actions.build_image, result)
+
+    def _lint(
+        self,
+        lint: Callable[[list[Path]], list[tuple[str | None, Finding]]],
+        saved: tuple[Path, ...],
+    ) -> None:
+        try:
+            catalog = self.actions.catalog()
+        except MigrateError:
+            return  # the run that follows says what is wrong with the tree
+        migrations = {m.path.absolute() for d in catalog.databases.values() for m in d.migrations}
+        files = [path for path in saved if path in migrations]
+        if not files:
+            return
+        try:
+            self.on_event(Linted(tuple(files), tuple(lint(files))))
+        except MigrateError as error:
+            self.on_event(Refused("lint", error))
 
     def _build(self, build_image: Callable[[], BuiltImage], result: RunResult) -> None:
         """The image follows what local applied: after a failed run it keeps the last SQL that

@@ -269,6 +269,12 @@ def print_dev_event(event: dev_loop.Event, console: Console) -> None:
             highlight=False,
             soft_wrap=True,
         )
+    elif isinstance(event, dev_loop.Linted):
+        names = ", ".join(p.name for p in event.files)
+        if event.findings:
+            print_findings(event.findings, console, title=f"{stamp} lint: {names}")
+        else:
+            console.print(f"{stamp} lint: {names}: no findings", highlight=False, soft_wrap=True)
     elif isinstance(event, dev_loop.Started):
         scope = ", ".join(event.databases) if event.databases is not None else "every database"
         console.print(
