@@ -296,7 +296,43 @@ def test_approval_rejected_makes_trigger_exit_5(
     assert all(platform.history(db) is None for db in DATABASES)
 
 
+@pytest.fixture
+def briefly_protected_deployment(platform: Platform) -> Platform:
+    protect(platform, timeout_minutes=0.25)
+    return platform
+
+
+def test_approval_timeout_of_a_suspended_run_is_a_rejection(
+    briefly_protected_deployment: Platform, process_worker: Platform
+) -> None:
+    """A suspended run's process is gone: the automation `deploy` registered ends it."""
+    platform = process_worker
+    started = time.monotonic()
+    trigger = _trigger(platform)
+    before, _ = _until_waiting(trigger)
+    rest, _ = trigger.communicate(timeout=300)
+
+    assert trigger.returncode == ExitCode.REJECTED, before + rest
+    last = rest.rstrip().splitlines()[-1]
+    assert last.startswith(f"{REJECTED_STATE}: plan timed out: no decision within 0.25 minutes")
+    assert time.monotonic() - started < 180
+    assert all(platform.history(db) is None for db in DATABASES)
+
+
 def test_approval_reject_needs_a_reason() -> None:
     done = ameide("approve", "00000000-0000-0000-0000-000000000000", "--reject")
     assert done.returncode == ExitCode.USAGE
     assert "--reject needs --reason" in done.stderr
+
+
+def test_approval_explore_ui(platform: Platform, prefect_server: Any, page: Any) -> None:
+    protect(platform)
+    thread, ended = run_in_thread(databases=DATABASES)
+    run_id = wait_for("paused run", paused_run)
+    page.goto(f"{prefect_server.ui_url}/runs/flow-run/{run_id}")
+    page.wait_for_timeout(4000)
+    page.screenshot(path="/tmp/ap1.png", full_page=True)
+    page.get_by_role("button", name="Resume").click()
+    page.wait_for_timeout(2000)
+    page.screenshot(path="/tmp/ap2.png", full_page=True)
+    open("/tmp/ap2.html", "w").write(page.content())

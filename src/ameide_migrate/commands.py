@@ -404,6 +404,8 @@ def _register(
             prefect_api.ensure_approval_timeout(
                 target.name, deployment_id, target.approval.timeout_minutes
             )
+        elif deployment.flow_name == "migrate":
+            prefect_api.remove_approval_timeout(target.name)
         yield f"{deployment.flow_name}/{deployment.name}", str(deployment_id)
 
 

@@ -480,6 +480,17 @@ def ensure_approval_timeout(environment: str, deployment_id: UUID, minutes: floa
     )
 
 
+def remove_approval_timeout(environment: str) -> None:
+    """No approval timeout for an environment that no longer asks for approval."""
+    from prefect.automations import Automation
+
+    try:
+        existing = cast(Automation, Automation.read(name=approval_timeout_name(environment)))
+    except ValueError:
+        return
+    existing.delete()
+
+
 def decide(run_id: str, *, approved: bool, reason: str) -> None:
     """Resume a run waiting for a decision on its plan, with that decision."""
     from prefect.client.orchestration import get_client
