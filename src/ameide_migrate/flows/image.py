@@ -11,7 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
 from ameide_migrate import image, report
-from ameide_migrate.flows.retrying import retrying, with_retries
+from ameide_migrate.flows.retrying import step_options, with_retries
 from ameide_migrate.image import BuiltImage, Flavor, ImageRequest
 from ameide_migrate.settings import get_settings
 
@@ -32,7 +32,7 @@ class ImageBuild(BaseModel):
     )
 
 
-@task(**retrying("build image"), task_run_name="build {request.repository}")
+@task(**step_options("build image"), task_run_name="build {request.repository}")
 def build(request: ImageRequest) -> BuiltImage:
     logger = get_run_logger()
     return image.build_image(request, get_settings(), progress=logger.info)

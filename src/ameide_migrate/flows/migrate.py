@@ -22,7 +22,7 @@ from ameide_migrate import environments, lint, migrate, plan, report
 from ameide_migrate.errors import REJECTED_STATE, MigrateError, RunFailed
 from ameide_migrate.flows import approval
 from ameide_migrate.flows.image import ImageBuild, build_image_flow
-from ameide_migrate.flows.retrying import retrying, says_how_long, with_retries
+from ameide_migrate.flows.retrying import says_how_long, step_options, with_retries
 from ameide_migrate.flows.secrets import verify_credentials
 from ameide_migrate.migrate import (
     DatabaseFailed,
@@ -36,26 +36,26 @@ from ameide_migrate.plan import DatabasePlan
 from ameide_migrate.settings import Settings, get_settings
 
 
-@task(**retrying("inspect"), task_run_name="inspect {database}")
+@task(**step_options("inspect"), task_run_name="inspect {database}")
 @says_how_long
 def inspect_history(ctx: RunContext, database: str) -> migrate.Inspection:
     return migrate.inspect(ctx, database)
 
 
-@task(**retrying("lint"), task_run_name="lint {database}")
+@task(**step_options("lint"), task_run_name="lint {database}")
 @says_how_long
 def lint_pending(ctx: RunContext, database: str) -> list[lint.Finding]:
     """squawk and the transaction checks over what is pending, before Flyway starts."""
     return migrate.lint_pending(ctx, database)
 
 
-@task(**retrying("validate"), task_run_name="validate {database}")
+@task(**step_options("validate"), task_run_name="validate {database}")
 @says_how_long
 def validate(ctx: RunContext, database: str) -> None:
     migrate.validate(ctx, database, migrate.flyway_log_sink(get_run_logger(), database))
 
 
-@task(**retrying("migrate"), task_run_name="migrate {database}")
+@task(**step_options("migrate"), task_run_name="migrate {database}")
 @says_how_long
 def apply(ctx: RunContext, database: str) -> migrate.MigrateSummary:
     return migrate.migrate(ctx, database, migrate.flyway_log_sink(get_run_logger(), database))
@@ -77,7 +77,7 @@ def migrate_database(ctx: RunContext, database: str, steps: Steps) -> DatabaseOu
     return migrate.migrate_database(ctx, database, steps, get_run_logger())
 
 
-@task(**retrying("plan"), task_run_name="plan {database}")
+@task(**step_options("plan"), task_run_name="plan {database}")
 def plan_database(ctx: RunContext, database: str) -> DatabasePlan:
     """What a migrate would do, read-only: the dry run's and the approver's plan."""
     planned = plan.plan_database(ctx, database)
@@ -86,7 +86,7 @@ def plan_database(ctx: RunContext, database: str) -> DatabasePlan:
     return planned
 
 
-@task(**retrying("smoke check"), task_run_name="smoke check")
+@task(**step_options("smoke check"), task_run_name="smoke check")
 @says_how_long
 def smoke_check(ctx: RunContext, databases: list[str]) -> list[migrate.SmokeResult]:
     """Read-only: every database that migrated is at the latest version, nothing pending."""

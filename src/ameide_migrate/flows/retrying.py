@@ -29,7 +29,7 @@ def only_transient(_task: Task[..., Any], _run: TaskRun, state: State[Any]) -> b
     return isinstance(state.data, MigrateError) and state.data.transient
 
 
-def retrying(name: str) -> dict[str, Any]:
+def step_options(name: str) -> dict[str, Any]:
     """Task options: never cached, results kept in memory only, transient faults retried (how
     often and how long: `with_retries`, from the settings of the run)."""
     return {

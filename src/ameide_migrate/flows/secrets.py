@@ -8,7 +8,7 @@ from prefect import get_run_logger, task
 
 from ameide_migrate import credential_gate, environments
 from ameide_migrate.blocks import VaultDatabaseSecrets
-from ameide_migrate.flows.retrying import retrying
+from ameide_migrate.flows.retrying import step_options
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import get_settings
 from ameide_migrate.vault import VaultSettings
@@ -23,7 +23,7 @@ def vault_block_connection(environment: str) -> VaultSettings | None:
     return cast(VaultDatabaseSecrets, block).get_connection()
 
 
-@task(**retrying("verify credentials"), task_run_name="verify credentials")
+@task(**step_options("verify credentials"), task_run_name="verify credentials")
 def verify_credentials(
     environment: str, databases: list[str], login: bool = True
 ) -> dict[str, Credentials]:
