@@ -20,6 +20,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from playwright.sync_api import Page, expect
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
@@ -27,8 +28,10 @@ from ameide_migrate import commands, environments, plan
 from ameide_migrate.errors import REJECTED_STATE, ExitCode, RunNotAwaitingApproval
 from ameide_migrate.migrate import DatabaseOutcome, OutcomeState
 from ameide_migrate.plan import DatabasePlan, PlannedMigration
+from ameide_migrate.prefect_api import Server
 from ameide_migrate.settings import get_settings
 
+from .fix_browser import wait_for_final_state
 from .fix_platform import REPO, Platform, ameide
 
 DATABASES = ["graph", "threads"]
@@ -325,14 +328,34 @@ def test_approval_reject_needs_a_reason() -> None:
     assert "--reject needs --reason" in done.stderr
 
 
-def test_approval_explore_ui(platform: Platform, prefect_server: Any, page: Any) -> None:
+def test_approval_in_the_prefect_ui_resumes_the_run_and_it_migrates(
+    platform: Platform, prefect_server: Server, page: Page
+) -> None:
+    """The browser tier: a person opens the paused run, clicks Resume, ticks Approve in the form
+    generated from the run's input schema, gives a reason and submits."""
     protect(platform)
     thread, ended = run_in_thread(databases=DATABASES)
     run_id = wait_for("paused run", paused_run)
+    assert all(platform.history(db) is None for db in DATABASES)
+
     page.goto(f"{prefect_server.ui_url}/runs/flow-run/{run_id}")
-    page.wait_for_timeout(4000)
-    page.screenshot(path="/tmp/ap1.png", full_page=True)
+    expect(page.locator(".page-heading-flow-run__meta .state-badge")).to_have_text("Paused")
     page.get_by_role("button", name="Resume").click()
-    page.wait_for_timeout(2000)
-    page.screenshot(path="/tmp/ap2.png", full_page=True)
-    open("/tmp/ap2.html", "w").write(page.content())
+    form = page.get_by_role("dialog").filter(has_text="Resume Flow Run")
+    expect(form).to_contain_text("read the artifact migrate-local-plan")
+    approve = form.locator(".schema-form-property").filter(has_text="Approve").get_by_role("switch")
+    expect(approve).to_have_attribute("aria-checked", "false")
+    approve.click()
+    expect(approve).to_have_attribute("aria-checked", "true")
+    form.get_by_role("textbox").fill("checked the plan in the UI")
+    form.get_by_role("button", name="Submit").click()
+    expect(form).to_be_hidden()
+
+    thread.join(timeout=300)
+    state = ended["state"]
+    assert state.is_completed(), state.message
+    assert platform.versions("graph")[-1] == "3"
+    assert platform.versions("threads")
+    decision = artifact("migrate-local-decision", run_id)
+    assert "**approved** by a person: checked the plan in the UI" in decision
+    assert wait_for_final_state(page, timeout=60) == "Completed"
