@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -278,12 +279,49 @@ CI_PREFIX = "ci_"
 CI_DATABASES = ("threads", "graph")
 
 
+class Reviewer(threading.Thread):
+    """Approves every run of a deployment that waits for a decision on its plan."""
+
+    def __init__(self, deployment_id: UUID) -> None:
+        super().__init__(daemon=True)
+        self.deployment_id = deployment_id
+        self.approved: list[UUID] = []
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import (
+            DeploymentFilter,
+            DeploymentFilterId,
+            FlowRunFilter,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
+        )
+        from prefect.client.schemas.objects import StateType
+
+        waiting = FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+        )
+        mine = DeploymentFilter(id=DeploymentFilterId(any_=[self.deployment_id]))
+        while not self._done.wait(1):
+            with get_client(sync_client=True) as client:
+                runs = client.read_flow_runs(flow_run_filter=waiting, deployment_filter=mine)
+            for run in runs:
+                prefect_api.decide(str(run.id), approved=True, reason="the test's reviewer")
+                self.approved.append(run.id)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join(timeout=10)
+
+
 @dataclass
 class DockerTarget:
     """migrate/prod registered on a Docker work pool, its databases' secrets in Vault."""
 
     owners: dict[str, Credentials]
     deployment_id: UUID
+    reviewer: Reviewer
 
     def versions(self, database: str) -> list[str]:
         history = postgres.read_history(self.owners[database], "flyway_schema_history") or []
@@ -342,9 +380,14 @@ def prod_on_a_docker_worker(
 
     log = (work / "docker-worker.log").open("w")
     worker = start_worker(CI_POOL, "docker", log, work)
+    # prod is protected: each run waits for a person's approval of its plan. The reviewer here
+    # approves every run of this deployment that waits, as a person would in the UI.
+    reviewer = Reviewer(deployment_id)
+    reviewer.start()
     try:
-        yield DockerTarget(dict(env.owners), deployment_id)
+        yield DockerTarget(dict(env.owners), deployment_id, reviewer)
     finally:
+        reviewer.stop()
         worker.terminate()
         worker.wait(timeout=30)
         log.close()
@@ -472,15 +515,20 @@ def test_the_workflows_steps_build_push_and_migrate_on_exactly_the_pushed_digest
         run = client.read_flow_run(dispatched.flow_run_id)
     assert run.state is not None
     assert run.state.is_completed(), run.state
+    # prod's run waited for the approval of its plan, and migrated once approved.
+    assert run.id in prod_on_a_docker_worker.reviewer.approved
     assert run.job_variables == {"image": pushed}
     assert sorted(run.parameters["databases"]) == sorted(CI_DATABASES)
-    # The worker's container ran that image, named by that digest.
-    (container_id,) = docker_engine.docker(
+    # The worker's containers ran that image, named by that digest: two, since the run was
+    # suspended (its container exited) while it waited for the approval, and started again.
+    containers = docker_engine.docker(
         "ps", "--all", "--quiet", "--filter", f"label=io.prefect.flow-run-id={run.id}"
     ).split()
-    container = json.loads(docker_engine.docker("container", "inspect", container_id))[0]
-    assert container["Config"]["Image"] == pushed
-    assert container["Image"] == inspected["Id"]
+    assert len(containers) == 2, containers
+    for container_id in containers:
+        container = json.loads(docker_engine.docker("container", "inspect", container_id))[0]
+        assert container["Config"]["Image"] == pushed
+        assert container["Image"] == inspected["Id"]
     catalog = load_catalog(REPO / "db" / "flyway" / "sql")
     for database in CI_DATABASES:
         latest = catalog.databases[database].latest_version
@@ -560,6 +608,8 @@ def test_tektons_trigger_step_runs_in_the_pushed_image_and_migrate_runs_on_it(
     (run,) = [r for r in runs if r.id != dispatched.flow_run_id]
     assert run.state is not None
     assert run.state.is_completed(), run.state
+    # prod's run waited for the approval of its plan, and migrated once approved.
+    assert run.id in prod_on_a_docker_worker.reviewer.approved
     assert run.job_variables == {"image": pushed}
     assert sorted(run.parameters["databases"]) == sorted(CI_DATABASES)
 

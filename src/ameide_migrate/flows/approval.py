@@ -19,6 +19,7 @@ from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.input import RunInput
 from prefect.runtime import deployment, flow_run
+from prefect.utilities.urls import url_for
 from pydantic import Field
 
 from ameide_migrate import plan
@@ -68,7 +69,6 @@ def ask(environment: str, plan_id: str, policy: ApprovalPolicy) -> Decision:
     form = ApprovalInput.with_initial_data(
         description=f"Plan {plan_id} of {environment}: read the artifact {plan_key(environment)} "
         "(Artifacts tab), then approve or reject it with a reason.",
-        approve=False,
     )
     logger.info(
         "waiting for a decision on plan %s of %s (up to %g minutes): approve or reject it at %s, "
@@ -76,7 +76,7 @@ def ask(environment: str, plan_id: str, policy: ApprovalPolicy) -> Decision:
         plan_id,
         environment,
         policy.timeout_minutes,
-        flow_run.ui_url,
+        url_for("flow-run", obj_id=flow_run.id) or "the run's page in the Prefect UI",
         flow_run.id,
     )
     key = f"approval-{plan_id}"
