@@ -84,28 +84,7 @@ def test_every_recorded_scenario_has_its_expected_verdict() -> None:
     assert set(SCENARIOS) == set(EXPECTED_VERDICT)
 
 
-# Found by these recordings: where the baseline's version is also a migration's, Flyway lists
-# the baseline row (no category, "Baseline") and the migration ("Ignored (Baseline)"); the native
-# info lists one "Success" row. Verdict, version and problems agree. Strict: fixed, it fails.
-_BASELINE_ROWS = pytest.mark.xfail(
-    strict=True, reason="native_info merges a baseline row with the migration of its version"
-)
-# And where an applied repeatable's file is gone, Flyway's validate refuses it ("applied
-# migration not resolved locally"); the native problems omit it (the verdict is drifted all the
-# same, from its Missing state).
-_REPEATABLE_MISSING = pytest.mark.xfail(
-    strict=True, reason="validate_problems omits an applied repeatable the repository lacks"
-)
-_KNOWN_DIFFERENCES = {"baselined at 2": _BASELINE_ROWS, "repeatable removed": _REPEATABLE_MISSING}
-
-
-@pytest.mark.parametrize(
-    "scenario",
-    [
-        pytest.param(name, marks=_KNOWN_DIFFERENCES[name]) if name in _KNOWN_DIFFERENCES else name
-        for name in sorted(SCENARIOS)
-    ],
-)
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_native_info_and_validate_agree_with_flyway(tmp_path: Path, scenario: str) -> None:
     recorded = SCENARIOS[scenario]
     db = catalog_of(tmp_path, recorded["files"])

@@ -70,10 +70,28 @@ def native_info(db: DatabaseCatalog, history: list[HistoryRow] | None) -> list[M
         if version is None:
             statuses.append(_repeatable_state(row, repeatable.get(row.description), latest_run))
             continue
-        resolved = versioned.get(version)
-        out_of_order = highest is not None and version < highest and row.type == "SQL"
+        out_of_order = False
         if row.type in ("SQL", "BASELINE"):
+            out_of_order = highest is not None and version < highest and row.type == "SQL"
             highest = version if highest is None else max(highest, version)
+        if row.type == "BASELINE":
+            # Flyway lists the baseline row of its own, with no category; a file of the same
+            # version is "Ignored (Baseline)": the baseline stands for it.
+            statuses.append(
+                MigrationStatus("", str(version), row.description, "Baseline", row.script)
+            )
+            if (resolved := versioned.get(version)) is not None:
+                statuses.append(
+                    MigrationStatus(
+                        "Versioned",
+                        str(version),
+                        resolved.description,
+                        "Ignored (Baseline)",
+                        resolved.script,
+                    )
+                )
+            continue
+        resolved = versioned.get(version)
         statuses.append(_versioned_state(row, version, resolved, out_of_order, last_resolved))
 
     applied = {v for _, v in applied_versions}
@@ -111,8 +129,6 @@ def _versioned_state(
     if resolved is None:
         if row.type == "SCHEMA":
             state = "Success"
-        elif row.type == "BASELINE":
-            state = "Baseline"
         elif last_resolved is not None and version < last_resolved:
             state = "Missing" if row.success else "Failed (Missing)"
         else:
@@ -151,10 +167,9 @@ def validate_problems(
         label = status.version or status.description
         if status.state in ("Failed", "Failed (Missing)"):
             problems[label] = f"failed migration {label} ({status.script})"
-        elif status.state == "Missing" and status.version:
-            problems[label] = (
-                f"applied migration {label} is not in the repository ({status.script})"
-            )
+        elif status.state == "Missing":
+            what = "migration" if status.version else "repeatable migration"
+            problems[label] = f"applied {what} {label} is not in the repository ({status.script})"
         elif status.state == "Ignored":
             problems[label] = (
                 f"migration {label} is not applied but a later one is ({status.script})"
