@@ -24,7 +24,7 @@ from playwright.sync_api import Page, expect
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-from ameide_migrate import commands, environments, plan
+from ameide_migrate import commands, environments, plan, report
 from ameide_migrate.errors import REJECTED_STATE, ExitCode, RunNotAwaitingApproval
 from ameide_migrate.migrate import DatabaseOutcome, OutcomeState
 from ameide_migrate.plan import DatabasePlan, PlannedMigration
@@ -111,7 +111,7 @@ def test_the_plan_lists_version_description_file_checksum_lock_and_findings() ->
     up_to_date = DatabasePlan(
         DatabaseOutcome("threads", OutcomeState.UP_TO_DATE, "4", "4", "4", 0, 0.1), ()
     )
-    text = plan.markdown("prod", [planned, up_to_date], "abc", asks=True)
+    text = report.plan_markdown("prod", [planned, up_to_date], "abc", asks=True)
     assert "## graph: 3 -> 4, 1 migration(s), strongest lock SHARE" in text
     assert "| 4 | graph label index | graph/V4__graph_label_index.sql | 123 | SHARE |" in text
     assert "## threads: up to date at 4" in text

@@ -10,10 +10,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from ameide_migrate import dev_loop
-from ameide_migrate.drift import DriftReport, Verdict, table_cell
+from ameide_migrate.drift import DriftReport, Verdict
+from ameide_migrate.history import SETTLED_STATES
 from ameide_migrate.image import BuiltImage
 from ameide_migrate.lint import Finding, Level, counts
 from ameide_migrate.migrate import OutcomeState, RunReport
+from ameide_migrate.plan import DatabasePlan, Decision
 from ameide_migrate.prefect_api import ArtifactTable
 
 _STYLE = {
@@ -28,6 +30,138 @@ def artifact_key(environment: str, *, dry_run: bool) -> str:
     """A dry run's artifact has a key of its own, so that the latest `migrate-<env>` is always
     what a real run did."""
     return f"migrate-{environment}-dry-run" if dry_run else f"migrate-{environment}"
+
+
+CELL_WIDTH = 48
+"""Characters on one line of a table artifact's cell."""
+
+
+def table_cell(text: str) -> str:
+    """Text as a cell of a table artifact shows it whole. The UI renders a cell as markdown on
+    lines that never wrap, cut off at the table's edge; a code span stays on one line too. So:
+    plain words, each clause (`; `) on a line of its own, lines broken at CELL_WIDTH, and a
+    command (a code span in `text`) never broken, so that it can be copied from the cell."""
+    clauses = []
+    for clause in text.split("; "):
+        # Inside a command, spaces become NUL while the clause is split into words.
+        spans = clause.split("`")
+        words = "".join(p.replace(" ", "\0") if i % 2 else p for i, p in enumerate(spans))
+        lines = [""]
+        for word in words.split():
+            if lines[-1] and len(lines[-1]) + 1 + len(word) > CELL_WIDTH:
+                lines.append(word)
+            else:
+                lines[-1] = f"{lines[-1]} {word}".lstrip()
+        clauses.append("\n".join(lines))
+    return ";\n".join(c for c in clauses if c).replace("\0", " ")
+
+
+def drift_rows(found: DriftReport) -> list[dict[str, str]]:
+    """The table artifact's rows: what to do comes before what is wrong, each long value is
+    laid out by `table_cell`, and no lone `-`, which a cell renders as a list's bullet."""
+    return [
+        {
+            "database": d.database,
+            "verdict": d.verdict.value,
+            "version": d.version or "empty",
+            "latest": d.latest or "none",
+            "pending": str(d.pending),
+            "fix": table_cell(d.fix),
+            "problems": table_cell("; ".join([*d.problems.values(), *d.schema_changes.values()])),
+            "engine": d.engine,
+        }
+        for d in found.databases
+    ]
+
+
+def drift_markdown(found: DriftReport) -> str:
+    """The drift check's markdown artifact: each database not in sync, what is wrong, its fix."""
+    lines = [f"### Schema drift `{found.environment}`", "", found.summary().splitlines()[0], ""]
+    lines += [f"- warning: {s.warning}" for s in found.servers if s.warning]
+    for d in found.databases:
+        if d.verdict is Verdict.IN_SYNC:
+            continue
+        since = f"; as Flyway left it at {d.known_good}" if d.known_good else ""
+        lines += [
+            f"**{d.database}**: {d.verdict.value} (at {d.version or 'empty'}, "
+            f"latest {d.latest}{since})",
+            "",
+        ]
+        odd = [m for m in d.migrations if m.state not in SETTLED_STATES]
+        lines += [
+            f"- {m.category.lower()} {m.version or m.description}: {m.state} ({m.script})"
+            for m in odd
+        ]
+        lines += [f"- {p}" for p in d.problems.values()]
+        lines += [f"- {c}" for c in d.schema_changes.values()]
+        lines += ["", f"Fix: {d.fix}", ""]
+    return "\n".join(lines)
+
+
+def _markdown_cell(text: str) -> str:
+    """Text on one line of a markdown table."""
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def plan_markdown(environment: str, plans: list[DatabasePlan], plan_id: str, *, asks: bool) -> str:
+    """The plan as a person reads it before approving: per database, its pending migrations with
+    version, description, file, checksum and lock, and the lint's findings."""
+    lines = [f"# Plan for {environment} (plan {plan_id})", ""]
+    if asks:
+        lines += [
+            "Approve or reject this run in the Prefect UI (Resume), or with "
+            "`ameide-migrate approve RUN_ID [--reject --reason TEXT]`. Nothing is migrated "
+            "before a decision; a rejection, or no decision in time, ends the run Cancelled.",
+            "",
+        ]
+    for p in plans:
+        o = p.outcome
+        if o.state is OutcomeState.UP_TO_DATE:
+            lines += [f"## {p.database}: up to date at {o.before or 'nothing'}", ""]
+            continue
+        if o.state is OutcomeState.FAILED:
+            lines += [f"## {p.database}: will not migrate", "", _markdown_cell(o.message)]
+            if o.recovery:
+                lines += ["", f"Fix: {_markdown_cell(o.recovery)}"]
+            lines.append("")
+        else:
+            lines += [
+                f"## {p.database}: {o.before or 'empty'} -> {o.latest}, "
+                f"{len(p.migrations)} migration(s), strongest lock {p.lock}",
+                "",
+            ]
+        if p.migrations:
+            lines += [
+                "| version | description | file | checksum | lock |",
+                "|---|---|---|---|---|",
+                *(
+                    f"| {m.version or 'repeatable'} | {_markdown_cell(m.description)} "
+                    f"| {_markdown_cell(m.script)} "
+                    f"| {m.checksum if m.checksum is not None else 'at run time'} | {m.lock} |"
+                    for m in p.migrations
+                ),
+                "",
+            ]
+        if o.findings:
+            lines += [
+                "| lint | file:line | rule | fix |",
+                "|---|---|---|---|",
+                *(
+                    f"| {f.level.value} | {_markdown_cell(f.file)}:{f.line} | {f.rule} "
+                    f"| {_markdown_cell(f.fix or f.message)} |"
+                    for f in o.findings
+                ),
+                "",
+            ]
+    return "\n".join(lines)
+
+
+def decision_markdown(environment: str, plan_id: str, decision: Decision) -> str:
+    return (
+        f"# Decision on the plan for {environment} (plan {plan_id})\n\n"
+        f"**{decision.verdict.value}** by {_markdown_cell(decision.by)}: "
+        f"{_markdown_cell(decision.reason)}\n"
+    )
 
 
 def artifact_rows(run: RunReport) -> list[dict[str, str]]:

@@ -22,7 +22,7 @@ from prefect.runtime import deployment, flow_run
 from prefect.utilities.urls import url_for
 from pydantic import Field
 
-from ameide_migrate import plan
+from ameide_migrate import plan, report
 from ameide_migrate.environments import ApprovalPolicy
 from ameide_migrate.plan import DatabasePlan, Decision, Verdict
 
@@ -56,7 +56,7 @@ def publish_plan(environment: str, plans: list[DatabasePlan], *, dry_run: bool) 
     plan_id = plan.digest(plans)
     create_markdown_artifact(
         key=f"migrate-{environment}-dry-run-plan" if dry_run else plan_key(environment),
-        markdown=plan.markdown(environment, plans, plan_id, asks=not dry_run),
+        markdown=report.plan_markdown(environment, plans, plan_id, asks=not dry_run),
         description=f"What a run of {environment} would migrate now",
     )
     return plan_id
@@ -101,7 +101,7 @@ def ask(environment: str, plan_id: str, policy: ApprovalPolicy) -> Decision:
         )
     create_markdown_artifact(
         key=decision_key(environment),
-        markdown=plan.decision_markdown(environment, plan_id, decision),
+        markdown=report.decision_markdown(environment, plan_id, decision),
         description=f"The decision on plan {plan_id} of {environment}",
     )
     logger.info("plan %s: %s (%s)", plan_id, decision.verdict.value, decision.reason)

@@ -11,6 +11,7 @@ from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from ameide_migrate import drift, environments, metrics
+from ameide_migrate import report as rendering
 from ameide_migrate.drift import DatabaseDrift, DriftReport, Verdict
 from ameide_migrate.errors import DriftFound, MigrateError
 from ameide_migrate.flows.retrying import step_options, with_retries
@@ -75,9 +76,11 @@ def drift_flow(
         if server.warning:
             get_run_logger().warning("%s", server.warning)
     create_table_artifact(
-        key=f"drift-{environment}", table=report.rows(), description=report.summary()
+        key=f"drift-{environment}", table=rendering.drift_rows(report), description=report.summary()
     )
-    create_markdown_artifact(key=f"drift-{environment}-summary", markdown=report.markdown())
+    create_markdown_artifact(
+        key=f"drift-{environment}-summary", markdown=rendering.drift_markdown(report)
+    )
     where = metrics.export(
         report, textfile=settings.metrics_path, pushgateway=settings.pushgateway_url
     )
