@@ -95,7 +95,7 @@ def artifact(key: str, flow_run_id: UUID) -> str:
         )
     mine = [a for a in found if a.flow_run_id == flow_run_id]
     assert mine, f"no artifact {key} of run {flow_run_id}"
-    return str(mine[-1].data)
+    return str(max(mine, key=lambda a: a.created or 0).data)
 
 
 def test_the_plan_lists_version_description_file_checksum_lock_and_findings() -> None:
@@ -159,6 +159,30 @@ def test_approval_pauses_the_run_and_an_approval_through_the_api_resumes_it(
     assert platform.versions("threads")
     decision = artifact("migrate-local-decision", run_id)
     assert "**approved** by a person: read the plan, go" in decision
+
+
+def test_approval_holds_for_the_plan_approved_only(platform: Platform) -> None:
+    """What is pending changes while the run waits: the approval of the old plan migrates
+    nothing, and the new plan is asked for."""
+    protect(platform)
+    thread, ended = run_in_thread(databases=DATABASES)
+    first = wait_for("paused run", paused_run)
+    first_plan = artifact("migrate-local-plan", first)
+    (platform.sql_dir / "graph" / "V4__graph_note.sql").write_text(
+        "ALTER TABLE graph_nodes ADD COLUMN note text;\n"
+    )
+
+    commands.approve(get_settings(), str(first), reason="the first plan")
+    # Asked again, for the plan that now holds V4, with nothing migrated in between.
+    wait_for("second plan", lambda: artifact("migrate-local-plan", first) != first_plan)
+    assert "graph/V4__graph_note.sql" in artifact("migrate-local-plan", first)
+    wait_for("paused again", paused_run)
+    assert all(platform.history(db) is None for db in DATABASES)
+
+    commands.approve(get_settings(), str(first), reason="the second plan")
+    thread.join(timeout=300)
+    assert ended["state"].is_completed(), ended["state"].message
+    assert platform.versions("graph")[-1] == "4"
 
 
 def test_approval_rejected_ends_cancelled_with_nothing_migrated_and_the_reason(

@@ -438,7 +438,13 @@ def trigger(
         bool, typer.Option("--dry-run", help="migrate: list what would be applied, change nothing.")
     ] = False,
     wait: Annotated[bool, typer.Option(help="Follow the run's state and logs to the end.")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 3600,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds to wait with --wait; by default an hour, plus a protected "
+            "environment's time for a decision on the plan."
+        ),
+    ] = None,
     image: Annotated[
         str | None,
         typer.Option(
@@ -468,7 +474,9 @@ def trigger(
         line(f"waiting for a decision on the plan: approve or reject it at {ui}")
         line(f"  or: ameide-migrate approve {flow_run_id} [--reject --reason TEXT]")
 
-    outcome = commands.follow(flow_run_id, timeout, on_line=line, on_waiting=waiting)
+    outcome = commands.follow(
+        flow_run_id, timeout or started.wait_seconds, on_line=line, on_waiting=waiting
+    )
     for table in outcome.tables:
         report.print_artifact_table(table, console)
     console.print(f"Flow run: {ui}", soft_wrap=True, highlight=False)

@@ -438,6 +438,9 @@ def serve_local_deployments(settings: Settings, api: prefect_api.Api, catalog: C
 class Triggered:
     flow_run_id: UUID
     ui_url: str
+    wait_seconds: float
+    """How long a follower waits by default: an hour, plus the time a protected environment's
+    run may wait for a decision on its plan."""
 
 
 def trigger(
@@ -467,7 +470,13 @@ def trigger(
     api = connect(settings, env, deployments=True)
     job_variables = {"image": image} if image else None
     flow_run_id = prefect_api.start_deployment(f"{flow}/{env}", parameters, job_variables)
-    return Triggered(flow_run_id, prefect_api.ui_address_of_flow_run(api.ui_url, str(flow_run_id)))
+    policy = environments.get(env, settings).approval
+    asks = flow == "migrate" and not dry_run and policy.required
+    return Triggered(
+        flow_run_id,
+        prefect_api.ui_address_of_flow_run(api.ui_url, str(flow_run_id)),
+        3600 + (policy.timeout_minutes * 60 if asks else 0),
+    )
 
 
 def follow(

@@ -460,7 +460,22 @@ def ensure_approval_timeout(environment: str, deployment_id: UUID, minutes: floa
             description=f"No decision within {minutes:g} minutes counts as a rejection.",
             trigger=EventTrigger(
                 after={"prefect.flow-run.Suspended"},
-                expect={"prefect.flow-run.*"},
+                # State changes only: a heartbeat sent as the process exits is no decision.
+                expect={
+                    f"prefect.flow-run.{state}"
+                    for state in (
+                        "Resuming",
+                        "Scheduled",
+                        "Pending",
+                        "Running",
+                        "Completed",
+                        "Failed",
+                        "Cancelling",
+                        "Cancelled",
+                        "Crashed",
+                        "Rejected",
+                    )
+                },
                 match={"prefect.resource.id": "prefect.flow-run.*"},
                 match_related={"prefect.resource.id": f"prefect.deployment.{deployment_id}"},
                 for_each={"prefect.resource.id"},

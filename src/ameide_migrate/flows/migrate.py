@@ -19,6 +19,7 @@ from prefect.states import Cancelled
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from ameide_migrate import environments, lint, migrate, plan, report
+from ameide_migrate.environments import ApprovalPolicy
 from ameide_migrate.errors import REJECTED_STATE, MigrateError, RunFailed
 from ameide_migrate.flows import approval
 from ameide_migrate.flows.image import ImageBuild, build_image_flow
@@ -32,7 +33,7 @@ from ameide_migrate.migrate import (
     RunReport,
     Steps,
 )
-from ameide_migrate.plan import DatabasePlan
+from ameide_migrate.plan import DatabasePlan, Decision
 from ameide_migrate.settings import Settings, get_settings
 
 
@@ -115,12 +116,35 @@ def _smoke_or_its_failure(
     ]
 
 
-def _planned(future: Any) -> DatabasePlan:
+def _planned(ctx: RunContext, database: str, future: Any) -> DatabasePlan:
+    """A database's plan; one that could not be built (its retries ran out) is that database's
+    failure alone, as in a migrate."""
     future.wait()
     planned = future.state.result(raise_on_failure=False)
     if isinstance(planned, DatabasePlan):
         return planned
+    if isinstance(planned, MigrateError):
+        failed = DatabaseOutcome(
+            database,
+            OutcomeState.FAILED,
+            None,
+            None,
+            None,
+            0,
+            0.0,
+            message=f"could not plan: {planned}",
+            recovery=migrate.recovery(ctx.environment, database, planned, None),
+        )
+        return DatabasePlan(failed, ())
     raise planned if isinstance(planned, BaseException) else RuntimeError(repr(planned))
+
+
+def _plans(
+    ctx: RunContext, names: list[str], runner: ThreadPoolTaskRunner[Any], settings: Settings
+) -> list[DatabasePlan]:
+    planning = with_retries(plan_database, settings)
+    futures = {n: runner.submit(planning, {"ctx": ctx, "database": n}) for n in names}
+    return [_planned(ctx, n, f) for n, f in futures.items()]
 
 
 def _outcome(future: Any) -> DatabaseOutcome:
@@ -131,6 +155,36 @@ def _outcome(future: Any) -> DatabaseOutcome:
     if isinstance(outcome, DatabaseOutcome):
         return outcome
     raise outcome if isinstance(outcome, BaseException) else RuntimeError(repr(outcome))
+
+
+def _approved(
+    ctx: RunContext,
+    names: list[str],
+    runner: ThreadPoolTaskRunner[Any],
+    settings: Settings,
+    policy: ApprovalPolicy,
+) -> tuple[Decision | None, RunContext]:
+    """A person's decision on the plan of what will run (None when nothing is pending), and the
+    context to run it with. An approval holds for the plan approved: the tree is read again and
+    the plan built again after it, and when it differs (the run waited while a file or a
+    database changed), the new plan is asked for."""
+    planned = _plans(ctx, names, runner, settings)
+    while plan.needs_decision(planned):
+        plan_id = approval.publish_plan(ctx.environment, planned, dry_run=False)
+        decision = approval.ask(ctx.environment, plan_id, policy)
+        if not decision.approved:
+            return decision, ctx
+        catalog = environments.catalog(ctx.environment, settings)
+        ctx.close()
+        ctx = RunContext.create(ctx.environment, catalog.select(names), ctx.credentials, settings)
+        planned = _plans(ctx, names, runner, settings)
+        if plan.digest(planned) == plan_id:
+            return decision, ctx
+        get_run_logger().warning(
+            "plan %s was approved, but what is pending changed since: asking for the new plan",
+            plan_id,
+        )
+    return None, ctx
 
 
 @flow(name="migrate", log_prints=False, validate_parameters=True)
@@ -168,21 +222,18 @@ def migrate_flow(
     )
     try:
         with runner:
-            if dry_run or target.approval.required:
-                planning = with_retries(plan_database, settings)
-                futures = [runner.submit(planning, {"ctx": ctx, "database": n}) for n in names]
-                planned = [_planned(f) for f in futures]
-                plan_id = approval.publish_plan(environment, planned, dry_run=dry_run)
-                if dry_run:
-                    run.outcomes = [p.outcome for p in planned]
-                elif plan.needs_decision(planned):
-                    decision = approval.ask(environment, plan_id, target.approval)
-                    if not decision.approved:
-                        return Cancelled(
-                            name=REJECTED_STATE,
-                            message=f"plan {decision.verdict.value}: {decision.reason}; "
-                            "nothing was migrated",
-                        )
+            if dry_run:
+                planned = _plans(ctx, names, runner, settings)
+                approval.publish_plan(environment, planned, dry_run=True)
+                run.outcomes = [p.outcome for p in planned]
+            elif target.approval.required:
+                decision, ctx = _approved(ctx, names, runner, settings, target.approval)
+                if decision is not None and not decision.approved:
+                    return Cancelled(
+                        name=REJECTED_STATE,
+                        message=f"plan {decision.verdict.value}: {decision.reason}; "
+                        "nothing was migrated",
+                    )
             if not dry_run:
                 futures = [
                     runner.submit(
