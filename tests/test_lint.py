@@ -445,3 +445,36 @@ def test_a_lint_error_stops_its_database_before_flyway_and_the_others_migrate(
     for database in PLATFORM_DATABASES:
         if database not in ("graph", "threads"):
             assert platform.history(database) is None, database
+
+
+def test_a_table_created_if_not_exists_is_not_new(tmp_path: Path) -> None:
+    """IF NOT EXISTS may meet a busy table that exists: its lock counts in the plan."""
+    script = tmp_path / "V1__maybe_new.sql"
+    script.write_text(
+        "CREATE TABLE IF NOT EXISTS orders (id bigint PRIMARY KEY);\n"
+        "CREATE INDEX orders_id_idx ON orders (id);\n"
+    )
+    assert lint.lock_level(script) == "SHARE"
+    script.write_text(script.read_text().replace(" IF NOT EXISTS", ""))
+    assert lint.lock_level(script) == "none"
+
+
+def test_the_findings_table_keeps_line_level_and_fix_in_a_narrow_terminal() -> None:
+    from rich.console import Console
+
+    from ameide_migrate import report
+
+    finding = Finding(
+        "/a/long/checkout/path/db/flyway/sql/graph/V9__graph_nodes_label_index.sql",
+        2,
+        "require-concurrent-index-creation",
+        Level.ERROR,
+        "During normal index creation, table updates are blocked",
+        "Use `concurrently` to avoid blocking writes.",
+    )
+    console = Console(width=80, record=True)
+    report.print_findings([(None, finding)], console, title="lint")
+    text = console.export_text()
+    assert "│    2 │" in text
+    assert "error" in text
+    assert "Use `concurrently`" in text

@@ -280,7 +280,7 @@ class Finding:
         }
 
     def describe(self) -> str:
-        fix = f" Fix: {self.fix}" if self.fix else ""
+        fix = f". Fix: {self.fix}" if self.fix else ""
         return f"{self.file} line {self.line}: {self.rule} ({self.level}): {self.message}{fix}"
 
 
@@ -585,9 +585,10 @@ LOCK_MODES = (
 """PostgreSQL's table lock modes, weakest first."""
 NO_LOCK = "none"
 
+# `IF NOT EXISTS` makes no table new: the table may exist, busy, before the migration runs.
 _CREATES = re.compile(
     r"^CREATE (?:(?:GLOBAL |LOCAL )?(?:TEMP|TEMPORARY|UNLOGGED) )?(?:TABLE|MATERIALIZED VIEW) "
-    rf"(?:IF NOT EXISTS )?{_NAME}",
+    rf"(?!IF NOT EXISTS ){_NAME}",
     re.IGNORECASE,
 )
 _CREATES_INDEX = re.compile(

@@ -284,12 +284,18 @@ def print_findings(
     """The lint's findings as a table, (database or None, finding) each: the file (from the
     SQL tree's root, so it names the database), line, rule, level, and the fix (the problem
     itself where squawk suggests none)."""
+    # File and rule stay whole where the terminal allows; a narrow one folds them, and never
+    # drops line, level or fix.
+    rule = max((len(f.rule) for _, f in findings), default=4)
+    path = max((len(f.file) for _, f in findings), default=4)
+    room = console.width - 4 - 7 - 24 - 16  # line, level, a readable fix, the borders
+    rule_width = min(rule, max(12, room - min(path, room // 2)))
     table = Table(title=title, title_justify="left")
-    table.add_column("file", no_wrap=True)
-    table.add_column("line", justify="right")
-    table.add_column("rule", no_wrap=True)
-    table.add_column("level")
-    table.add_column("fix", ratio=1)
+    table.add_column("file", width=min(path, max(12, room - rule_width)), overflow="fold")
+    table.add_column("line", justify="right", min_width=4, no_wrap=True)
+    table.add_column("rule", width=rule_width, overflow="fold")
+    table.add_column("level", min_width=7, no_wrap=True)
+    table.add_column("fix", ratio=1, min_width=24, overflow="fold")
     for _, f in findings:
         table.add_row(
             escape(f.file),
