@@ -344,6 +344,10 @@ def test_approval_timeout_of_a_suspended_run_is_a_rejection(
     assert last.startswith(f"{REJECTED_STATE}: plan timed out: no decision within 0.25 minutes")
     assert time.monotonic() - started < 180
     assert all(platform.history(db) is None for db in DATABASES)
+    # The run came back to record it: the decision artifact says who decided, the timeout.
+    run_id = UUID(re.findall(r"ameide-migrate approve ([0-9a-f-]{36})", before)[0])
+    decision = artifact("migrate-local-decision", run_id)
+    assert "**timed out** by the timeout: no decision within 0.25 minutes" in decision
 
 
 def test_approval_reject_needs_a_reason() -> None:

@@ -442,17 +442,19 @@ def _upsert(wanted: Automation) -> None:
 
 
 def approval_timeout_name(environment: str) -> str:
-    return f"ameide-migrate: an unapproved plan of {environment} is rejected"
+    return f"ameide-migrate: an undecided plan of {environment} times out"
 
 
 def ensure_approval_timeout(environment: str, deployment_id: UUID, minutes: float) -> None:
-    """An automation that cancels a suspended run of the environment's migrate deployment that
-    got no decision within `minutes`: its process is gone (suspended runs free their pod), so
-    nothing else would end it. A run waiting in its own process (paused) times out itself."""
+    """An automation that resumes, with no decision, a suspended run of the environment's
+    migrate deployment that nobody decided on within `minutes`: its process is gone (suspended
+    runs free their pod), so nothing else would end it. The run starts again, finds no input,
+    records the timeout as a rejection and ends Cancelled. A run waiting in its own process
+    (paused) times out by itself."""
     from datetime import timedelta
 
-    from prefect.automations import Automation, ChangeFlowRunState, EventTrigger, Posture
-    from prefect.client.schemas.objects import StateType
+    from prefect.automations import Automation, EventTrigger, Posture
+    from prefect.events.actions import ResumeFlowRun
 
     _upsert(
         Automation(
@@ -473,7 +475,7 @@ def ensure_approval_timeout(environment: str, deployment_id: UUID, minutes: floa
                         "Cancelling",
                         "Cancelled",
                         "Crashed",
-                        "Rejected",
+                        REJECTED_STATE,
                     )
                 },
                 match={"prefect.resource.id": "prefect.flow-run.*"},
@@ -483,14 +485,7 @@ def ensure_approval_timeout(environment: str, deployment_id: UUID, minutes: floa
                 threshold=1,
                 within=timedelta(minutes=minutes),
             ),
-            actions=[
-                ChangeFlowRunState(
-                    state=StateType.CANCELLED,
-                    name=REJECTED_STATE,
-                    message=f"plan timed out: no decision within {minutes:g} minutes counts as "
-                    "a rejection; nothing was migrated",
-                )
-            ],
+            actions=[ResumeFlowRun()],
         )
     )
 

@@ -7,8 +7,9 @@ decision holds only if that plan is the one approved (the plan's digest keys the
 this process (`ameide-migrate run`) is paused (`pause_flow_run`) and waits where it is.
 
 No decision within the environment's `approval.timeout_minutes` counts as a rejection: a paused
-run says so itself; a suspended one, whose process is gone, is cancelled by the automation that
-`deploy` registers for the environment (`prefect_api.ensure_approval_timeout`).
+run says so itself; a suspended one, whose process is gone, is resumed with no input by the
+automation `deploy` registers for the environment (`prefect_api.ensure_approval_timeout`), and
+then records the timeout like a paused one.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
-from prefect.input import RunInput
+from prefect.input import RunInput, keyset_from_base_key, read_flow_run_input
 from prefect.runtime import deployment, flow_run
 from prefect.utilities.urls import url_for
 from pydantic import Field
@@ -87,7 +88,11 @@ def ask(environment: str, plan_id: str, policy: ApprovalPolicy) -> Decision:
             answer = pause_flow_run(wait_for_input=form, timeout=timeout, key=key)
     except FlowPauseTimeout:
         answer = None
-    if answer is None:
+    # A suspended run nobody decided on is resumed by the timeout's automation with no input:
+    # Prefect then hands the form's defaults back, which are no one's decision.
+    waited = "suspended" if deployment.id else "paused"
+    given = read_flow_run_input(keyset_from_base_key(f"{waited}-{key}")["response"])
+    if answer is None or given is None:
         decision = Decision(
             Verdict.TIMED_OUT,
             f"no decision within {policy.timeout_minutes:g} minutes counts as a rejection",
