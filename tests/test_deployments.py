@@ -158,3 +158,39 @@ def test_two_triggers_of_one_environment_run_one_after_the_other(process_worker:
     assert len(spans) == 2
     (_, first_end), (second_start, _) = spans
     assert first_end <= second_start, "the two migrate runs overlapped"
+
+
+def test_a_local_run_registers_the_local_deployments_again_only_when_they_changed(
+    platform: Platform, prefect_server: Server
+) -> None:
+    """Every local run and dev-loop save asks for the local deployments: registered once, then
+    again only when their definition changed (here the environments file's drift schedule)."""
+    from ameide_migrate import commands, environments, prefect_api
+    from ameide_migrate.settings import get_settings
+
+    settings = get_settings()
+    api = prefect_api.Api(prefect_server.api_url, prefect_server.ui_url, local=True)
+
+    def serve() -> dict[str, object]:
+        catalog = environments.catalog("local", settings)
+        commands.serve_local_deployments(settings, api, catalog)
+        with get_client(sync_client=True) as client:
+            return {
+                n: client.read_deployment_by_name(n).updated
+                for n in ("migrate/local", "drift/local")
+            }
+
+    try:
+        first = serve()
+        assert serve() == first
+        toml = platform.sql_dir / "ameide.toml"
+        toml.write_text(
+            toml.read_text().replace('drift_cron = "0 3 * * *"', 'drift_cron = "0 4 * * *"')
+        )
+        changed = serve()
+        assert changed["drift/local"] != first["drift/local"]
+        with get_client(sync_client=True) as client:
+            drift = client.read_deployment_by_name("drift/local")
+        assert [s.schedule.cron for s in drift.schedules] == ["0 4 * * *"]  # type: ignore[union-attr]
+    finally:
+        prefect_api.stop_worker(platform.state_dir / "prefect")

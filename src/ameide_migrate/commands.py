@@ -9,6 +9,8 @@ settings once, at import.
 from __future__ import annotations
 
 import getpass
+import hashlib
+import json
 import logging
 import os
 import signal
@@ -386,19 +388,46 @@ def _register(
     catalog: Catalog,
     image: str | None,
     job_variables: dict[str, Any] | None,
+    *,
+    record: Path | None = None,
+    api_url: str = "",
 ) -> Iterator[tuple[str, str]]:
+    """Register the environment's deployments, their work pool and the automations that guard
+    their runs. With `record`, nothing is registered again while the recorded fingerprint
+    holds and the deployments exist."""
     from ameide_migrate.deployments.definitions import deployments_for
     from ameide_migrate.deployments.kubernetes import job_template
 
     overrides = dict(job_variables or {})
     if target.pool_type == "process":
         overrides = {**_process_job_variables(settings), **overrides}
+    deployments = deployments_for(settings, target.name, catalog, image, overrides)
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            [
+                api_url,
+                target.model_dump(mode="json"),
+                *(
+                    [d.model_dump(mode="json"), d._parameter_openapi_schema.model_dump()]
+                    for d in deployments
+                ),
+            ],
+            sort_keys=True,
+            default=str,
+        ).encode()
+    ).hexdigest()
+    if record is not None:
+        registered = _registered(record, fingerprint)
+        if registered and prefect_api.deployments_exist(list(registered.values())):
+            yield from registered.items()
+            return
     template = job_template() if target.pool_type == "kubernetes" else None
     prefect_api.ensure_work_pool(target.work_pool, target.pool_type, template)
     prefect_api.ensure_heartbeat_guard()
     if target.pool_type == "kubernetes":
         prefect_api.ensure_image_pull_guard()
-    for deployment in deployments_for(settings, target.name, catalog, image, overrides):
+    done: dict[str, str] = {}
+    for deployment in deployments:
         deployment_id = cast(UUID, deployment.apply())  # sync here: no event loop runs
         if deployment.flow_name == "migrate" and target.approval.required:
             prefect_api.ensure_approval_timeout(
@@ -406,7 +435,23 @@ def _register(
             )
         elif deployment.flow_name == "migrate":
             prefect_api.remove_approval_timeout(target.name)
+        done[f"{deployment.flow_name}/{deployment.name}"] = str(deployment_id)
         yield f"{deployment.flow_name}/{deployment.name}", str(deployment_id)
+    if record is not None:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"fingerprint": fingerprint, "deployments": done}))
+
+
+def _registered(record: Path, fingerprint: str) -> dict[str, str] | None:
+    """The deployments recorded as registered with this fingerprint: name to id."""
+    try:
+        recorded = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(recorded, dict) or recorded.get("fingerprint") != fingerprint:
+        return None
+    deployments = recorded.get("deployments")
+    return deployments if isinstance(deployments, dict) and deployments else None
 
 
 def _process_job_variables(settings: Settings) -> dict[str, Any]:
@@ -427,9 +472,15 @@ def _process_job_variables(settings: Settings) -> dict[str, Any]:
 
 def serve_local_deployments(settings: Settings, api: prefect_api.Api, catalog: Catalog) -> int:
     """The local environment's deployments registered on the local server, and a process
-    worker of their pool running (started when none is); the worker's pid."""
+    worker of their pool running (started when none is); the worker's pid.
+
+    Every local run and every save of the dev loop asks for this: what was registered is
+    recorded with a fingerprint of the deployments (their flows' code version, form, job
+    variables, schedule) and the server, and registered again only when that changed or a
+    deployment is gone from the server."""
     target = next(e for e in environments.all_of(settings).values() if e.local)
-    for _ in _register(settings, target, catalog, None, None):
+    record = settings.state_dir / "prefect" / "registered.json"
+    for _ in _register(settings, target, catalog, None, None, record=record, api_url=api.api_url):
         pass
     return prefect_api.ensure_worker(settings.state_dir / "prefect", target.work_pool, api.api_url)
 

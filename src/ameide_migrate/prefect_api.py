@@ -338,6 +338,20 @@ def ensure_work_pool(
             client.update_work_pool(name, WorkPoolUpdate(base_job_template=base_job_template))
 
 
+def deployments_exist(ids: list[str]) -> bool:
+    """Every one of these deployments is registered on the server."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            for deployment_id in ids:
+                client.read_deployment(UUID(deployment_id))
+        except (ObjectNotFound, ValueError):
+            return False
+    return True
+
+
 IMAGE_PULL_GUARD = "ameide-migrate: a Job that cannot pull its image crashes its run"
 
 
