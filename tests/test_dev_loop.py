@@ -573,3 +573,49 @@ def test_ctrl_c_during_a_run_leaves_no_jvm_no_run_running_and_nothing_half_appli
         assert dev_machine.history("platform") == platform_before
     finally:
         slow.unlink(missing_ok=True)
+
+
+def _tags(registry: str, repository: str) -> set[str]:
+    url = f"http://{registry}/v2/{repository}/tags/list"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return set(json.loads(response.read())["tags"] or [])
+
+
+@pytest.mark.slow
+@pytest.mark.user
+def test_the_image_is_kept_in_step_built_once_per_content_and_pushed(
+    dev_machine: DevMachine, docker_engine: Any, registry: str, flyway_base: str
+) -> None:
+    """--image: the seed's Tilt docker_build, without Tilt. After each run that succeeded the
+    migrations image of the tree is built and pushed, unless its content tag exists."""
+    machine = DevMachine(
+        dev_machine.sql,
+        dev_machine.home,
+        dev_machine.env
+        | {"DOCKER_HOST": os.environ["DOCKER_HOST"], "AMEIDE_FLYWAY_BASE": flyway_base},
+    )
+    image = r"image (built and pushed|unchanged \(same content tag\)): (\S+)"
+    dev = machine.start("--image", "--registry", registry)
+    try:
+        first = dev.wait_for(image, timeout=900)
+        assert first[2].startswith(f"{registry}/ameide-migrations@sha256:"), dev.output
+        tags = _tags(registry, "ameide-migrations")
+
+        mark = len(dev.lines)
+        migration = machine.sql / "agents" / "V5__agents_image_probe.sql"
+        migration.write_text("CREATE TABLE image_probe (id bigint PRIMARY KEY);\n")
+        second = dev.wait_for(image, after=mark, timeout=900)
+        assert second[1] == "built and pushed", dev.output
+        assert second[2] != first[2]
+        assert len(_tags(registry, "ameide-migrations") - tags) == 1
+
+        # The same content saved again: a run with nothing to apply, and no build.
+        mark = len(dev.lines)
+        migration.write_text(migration.read_text())
+        third = dev.wait_for(image, after=mark, timeout=300)
+        assert third[1] == "unchanged (same content tag)", dev.output
+        assert third[2] == second[2]
+
+        assert dev.interrupt() == ExitCode.INTERRUPTED
+    finally:
+        dev.kill()
