@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from ameide_migrate import local, pg_cluster, postgres, secret_sources
 from ameide_migrate.catalog import PLATFORM_DATABASES
 from ameide_migrate.flyway import Installation
-from ameide_migrate.migrate import RunReport
+from ameide_migrate.outcomes import RunReport
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.prefect_api import Server
 from ameide_migrate.settings import get_settings

@@ -26,7 +26,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from ameide_migrate import commands, environments, plan, report
 from ameide_migrate.errors import REJECTED_STATE, ExitCode, RunNotAwaitingApproval
-from ameide_migrate.migrate import DatabaseOutcome, OutcomeState
+from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState
 from ameide_migrate.plan import DatabasePlan, PlannedMigration
 from ameide_migrate.prefect_api import Server
 from ameide_migrate.settings import get_settings

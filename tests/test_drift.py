@@ -16,7 +16,8 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
-from ameide_migrate import drift, environments, migrate, postgres
+from ameide_migrate import drift, environments, postgres
+from ameide_migrate.context import RunContext
 from ameide_migrate.drift import Verdict
 from ameide_migrate.flyway import Installation
 from ameide_migrate.pg_cluster import Cluster
@@ -111,9 +112,7 @@ def test_native_report_agrees_with_flyway(platform: Platform, tampering: str) ->
     native = drift.check(
         "local", db, postgres.read_history(platform.owners["threads"], "flyway_schema_history")
     )
-    ctx = migrate.RunContext.create(
-        "local", [db], {"threads": platform.owners["threads"]}, get_settings()
-    )
+    ctx = RunContext.create("local", [db], {"threads": platform.owners["threads"]}, get_settings())
     try:
         info = ctx.engine().run(ctx.request("info", "threads"))
         validation = ctx.engine().run(

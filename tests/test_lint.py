@@ -21,7 +21,7 @@ from ameide_migrate import commands, environments, lint
 from ameide_migrate.catalog import PLATFORM_DATABASES
 from ameide_migrate.errors import EnvironmentsFileInvalid, LinterNotInstalled
 from ameide_migrate.lint import Finding, Level, LintRules
-from ameide_migrate.migrate import OutcomeState
+from ameide_migrate.outcomes import OutcomeState
 from ameide_migrate.settings import Settings
 
 from .fix_platform import REPO, Platform

@@ -15,7 +15,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from ameide_migrate.catalog import PLATFORM_DATABASES, load_catalog
 from ameide_migrate.flyway import Installation
-from ameide_migrate.migrate import OutcomeState
+from ameide_migrate.outcomes import OutcomeState
 from ameide_migrate.pg_cluster import Cluster
 from ameide_migrate.settings import get_settings
 

@@ -24,7 +24,7 @@ from psycopg import sql
 from ameide_migrate import postgres, statements
 from ameide_migrate.errors import NonTransactionalMigrationFailed
 from ameide_migrate.flyway import Installation, Request, classify
-from ameide_migrate.migrate import OutcomeState
+from ameide_migrate.outcomes import OutcomeState
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import get_settings
 

@@ -18,8 +18,10 @@ import pytest
 from psycopg import sql
 
 from ameide_migrate import environments, flyway, migrate, postgres
+from ameide_migrate.context import RunContext
 from ameide_migrate.flyway import Installation
-from ameide_migrate.migrate import OutcomeState, RunContext, Steps
+from ameide_migrate.migrate import Steps
+from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import Settings
 
@@ -164,7 +166,7 @@ def owner(pg_admin: Credentials, db_prefix: str) -> Iterator[Callable[[str], Cre
 
 def run_product(
     tree: Tree, environment: str, credentials: dict[str, Credentials]
-) -> tuple[dict[str, migrate.DatabaseOutcome], int]:
+) -> tuple[dict[str, DatabaseOutcome], int]:
     """The product's migrate verbs, as the flow runs them (without Prefect)."""
     catalog = environments.catalog(environment, tree.settings)
     ctx = RunContext.create(

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from ameide_migrate.drift import DriftReport
     from ameide_migrate.image import BuiltImage
     from ameide_migrate.lint import Finding
-    from ameide_migrate.migrate import RunReport
+    from ameide_migrate.outcomes import RunReport
 
 Progress = Callable[[str], None]
 
@@ -265,6 +265,7 @@ def lint(
     from ameide_migrate import lint as linting
     from ameide_migrate import migrate
     from ameide_migrate.catalog import load_catalog
+    from ameide_migrate.context import RunContext
 
     if paths and databases:
         raise UsageError(
@@ -276,9 +277,7 @@ def lint(
         catalog = environments.catalog(env, settings)
         targets = catalog.select(databases)
         names = [d.name for d in targets]
-        ctx = migrate.RunContext.create(
-            env, targets, verify_secrets(settings, env, names), settings
-        )
+        ctx = RunContext.create(env, targets, verify_secrets(settings, env, names), settings)
         checked: list[str] = []
         found: list[tuple[str | None, Finding]] = []
         try:
@@ -607,12 +606,13 @@ def repair(
 ) -> list[Repaired]:
     """Flyway repair of each named database, and what it changed there."""
     from ameide_migrate import migrate
+    from ameide_migrate.context import RunContext
 
     catalog = environments.catalog(env, settings)
     targets = catalog.select(databases)
     names = [d.name for d in targets]
     install_flyway(settings)
-    ctx = migrate.RunContext.create(env, targets, verify_secrets(settings, env, names), settings)
+    ctx = RunContext.create(env, targets, verify_secrets(settings, env, names), settings)
     try:
         results = {name: migrate.repair(ctx, name, _log_of(name, on_log)) for name in names}
     finally:
@@ -639,13 +639,11 @@ def baseline(
     one row says the schema is at `version` (Flyway's default, 1, when None); that version."""
     from dataclasses import replace
 
-    from ameide_migrate import migrate
+    from ameide_migrate.context import RunContext
 
     (target,) = environments.catalog(env, settings).select([database])
     install_flyway(settings)
-    ctx = migrate.RunContext.create(
-        env, [target], verify_secrets(settings, env, [database]), settings
-    )
+    ctx = RunContext.create(env, [target], verify_secrets(settings, env, [database]), settings)
     request = ctx.request("baseline", database)
     if version is not None:
         request = replace(
@@ -790,12 +788,12 @@ def edited_local_migrations(
     settings: Settings, databases: list[str]
 ) -> list[dev_loop.EditedMigration]:
     """The local databases' applied migrations edited since, read from their history tables."""
-    from ameide_migrate import migrate
+    from ameide_migrate.context import RunContext
 
     target = _dev_environment(settings)
     targets = environments.catalog(target.name, settings).select(databases)
     credentials = verify_secrets(settings, target.name, [d.name for d in targets])
-    ctx = migrate.RunContext.create(target.name, targets, credentials, settings)
+    ctx = RunContext.create(target.name, targets, credentials, settings)
     found = []
     for db in targets:
         rows = postgres.read_history(

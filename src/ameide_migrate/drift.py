@@ -12,21 +12,13 @@ from typing import Any
 
 from ameide_migrate import postgres
 from ameide_migrate.catalog import DatabaseCatalog, Version
+from ameide_migrate.context import RunContext
 from ameide_migrate.history import (
     PENDING,
     SETTLED_STATES,
     MigrationStatus,
     native_info,
-    pending_migrations,
     validate_problems,
-)
-from ameide_migrate.migrate import (
-    DatabaseOutcome,
-    OutcomeState,
-    RunContext,
-    lint_of_pending,
-    lint_recovery,
-    lint_stop,
 )
 from ameide_migrate.postgres import Fingerprint, HistoryRow, InvalidIndex
 
@@ -366,58 +358,3 @@ def server_support(ctx: RunContext, reachable: list[str]) -> list[ServerSupport]
         )
         for server, database in servers.items()
     ]
-
-
-def plan(ctx: RunContext, database: str) -> DatabaseOutcome:
-    """A dry run: what a migrate would apply to this database, read-only and without Flyway."""
-    started = time.monotonic()
-    db = ctx.databases[database]
-    history = postgres.read_history(
-        ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
-    )
-    invalid = postgres.invalid_indexes(ctx.credentials[database], timeout=ctx.connect_timeout)
-    report = check(ctx.environment, db, history, invalid_indexes=invalid)
-    pending = [m.script for m in report.migrations if m.state in PENDING]
-    would_apply = [m.script for m in pending_migrations(db, history)]
-    latest = str(db.latest_version) if db.latest_version else None
-    # As the run does: the lint of what is pending stops the database before anything else.
-    findings = lint_of_pending(ctx, database, history)
-    stop = lint_stop(ctx.environment, database, findings)
-    if stop is not None:
-        return DatabaseOutcome(
-            database,
-            OutcomeState.FAILED,
-            report.version,
-            report.version,
-            latest,
-            0,
-            time.monotonic() - started,
-            message=str(stop),
-            recovery=lint_recovery(ctx.environment, database, stop),
-            findings=findings,
-        )
-    if report.verdict in (Verdict.DRIFTED, Verdict.NO_HISTORY):
-        return DatabaseOutcome(
-            database,
-            OutcomeState.FAILED,
-            report.version,
-            report.version,
-            latest,
-            0,
-            time.monotonic() - started,
-            message="; ".join(report.problems.values()) or "drifted",
-            recovery=report.fix,
-            findings=findings,
-        )
-    return DatabaseOutcome(
-        database,
-        OutcomeState.WOULD_APPLY if pending else OutcomeState.UP_TO_DATE,
-        report.version,
-        latest if pending else report.version,
-        latest,
-        len(pending),
-        time.monotonic() - started,
-        message=", ".join(pending),
-        findings=findings,
-        pending=would_apply,
-    )

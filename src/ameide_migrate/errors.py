@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ameide_migrate.drift import DriftReport
-    from ameide_migrate.migrate import RunReport
+    from ameide_migrate.outcomes import RunReport
 
 
 class ExitCode(IntEnum):

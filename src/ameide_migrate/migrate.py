@@ -7,19 +7,17 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from ameide_migrate import environments, flyway, lint, postgres, statements
+from ameide_migrate import flyway, lint, postgres, statements
 from ameide_migrate.catalog import DatabaseCatalog, Migration, Version
+from ameide_migrate.context import RunContext
 from ameide_migrate.errors import (
     ChecksumMismatch,
     FlywayCommandFailed,
-    FlywayNotInstalled,
     LeftoversFound,
     LintErrorsFound,
     MigrateError,
@@ -27,7 +25,7 @@ from ameide_migrate.errors import (
     NonTransactionalMigrationFailed,
     ValidationFailed,
 )
-from ameide_migrate.flyway import FlywayEngine, Installation, LogSink, Request
+from ameide_migrate.flyway import LogSink
 from ameide_migrate.history import (
     PENDING,
     SETTLED_STATES,
@@ -35,223 +33,18 @@ from ameide_migrate.history import (
     pending_migrations,
     validate_problems,
 )
-from ameide_migrate.postgres import Credentials, HistoryRow, InvalidIndex
-from ameide_migrate.settings import Settings
+from ameide_migrate.outcomes import (
+    DatabaseFailed,
+    DatabaseOutcome,
+    Inspection,
+    OutcomeState,
+    SmokeResult,
+)
+from ameide_migrate.postgres import HistoryRow, InvalidIndex
 
-# Flyway's info states that mean "applied and nothing left to do".
 # History rows the native check understands; any other (DELETE after a repair, UNDO, JDBC...)
 # sends the database to Flyway.
 _UNDERSTOOD_TYPES = frozenset({"SQL", "BASELINE", "SCHEMA"})
-
-
-class OutcomeState(StrEnum):
-    MIGRATED = "migrated"
-    UP_TO_DATE = "up to date"
-    FAILED = "failed"
-    WOULD_APPLY = "would apply"
-
-
-@dataclass(frozen=True)
-class Inspection:
-    """What the history table says, read without Flyway."""
-
-    version: str | None
-    up_to_date: bool
-    reason: str
-    applied_rows: int = 0
-    """Successful rows in the history: the difference across a run is what it applied."""
-
-
-@dataclass
-class DatabaseOutcome:
-    database: str
-    state: OutcomeState
-    before: str | None
-    after: str | None
-    latest: str | None
-    applied: int
-    duration_s: float
-    message: str = ""
-    recovery: str = ""
-    findings: list[lint.Finding] = field(default_factory=list)
-    """The lint's findings on the migrations that were pending."""
-    pending: list[str] = field(default_factory=list)
-    """A dry run's (and a plan's): the scripts a migrate would apply now, in Flyway's order."""
-
-
-@dataclass(frozen=True)
-class SmokeResult:
-    database: str
-    version: str | None
-    latest: str | None
-    problems: tuple[str, ...]
-    source: str
-    """'flyway info' when Flyway answered, 'history' when read natively."""
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-@dataclass
-class RunReport:
-    environment: str
-    outcomes: list[DatabaseOutcome] = field(default_factory=list)
-    smoke: list[SmokeResult] = field(default_factory=list)
-    jvm_starts: int = 0
-
-    @property
-    def failed(self) -> list[DatabaseOutcome]:
-        return [o for o in self.outcomes if o.state is OutcomeState.FAILED]
-
-    @property
-    def smoke_failures(self) -> list[SmokeResult]:
-        return [s for s in self.smoke if not s.ok]
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed and not self.smoke_failures
-
-    def summary(self) -> str:
-        counts = {state: 0 for state in OutcomeState}
-        for outcome in self.outcomes:
-            counts[outcome.state] += 1
-        parts = [f"{n} {state.value}" for state, n in counts.items() if n]
-        lines = [f"environment {self.environment}: {', '.join(parts) or 'nothing targeted'}"]
-        lines += [f"- {o.database}: {o.message} {o.recovery}".rstrip() for o in self.failed]
-        lines += [
-            f"- {s.database}: smoke check: {'; '.join(s.problems)}" for s in self.smoke_failures
-        ]
-        return "\n".join(lines)
-
-
-class DatabaseFailed(MigrateError):
-    """One database failed; carries its outcome so the run can report it beside the others."""
-
-    def __init__(self, outcome: DatabaseOutcome) -> None:
-        super().__init__(f"{outcome.database}: {outcome.message}")
-        self.outcome = outcome
-
-
-class RunContext:
-    """Everything one run needs, shared by its tasks: catalog, credentials and the Flyway engine.
-
-    The engine JVM starts on first use, so a run where every database is already current starts
-    none; a crashed engine is replaced on the next request.
-    """
-
-    def __init__(
-        self,
-        *,
-        environment: str,
-        databases: Mapping[str, DatabaseCatalog],
-        credentials: Mapping[str, Credentials],
-        installation: Installation | None,
-        placeholders: Mapping[str, str],
-        table: str,
-        connect_timeout: int,
-        lock_retry_count: int,
-        lock_timeout_seconds: int,
-        lint_rules: lint.LintRules | None = None,
-    ) -> None:
-        self.environment = environment
-        self.databases = dict(databases)
-        self.credentials = dict(credentials)
-        self.installation = installation
-        self.placeholders = dict(placeholders)
-        self.table = table
-        self.connect_timeout = connect_timeout
-        self.lock_retry_count = lock_retry_count
-        self.lock_timeout_seconds = lock_timeout_seconds
-        self.lint_rules = lint_rules or lint.LintRules()
-        self._engine: FlywayEngine | None = None
-        self._engine_lock = threading.Lock()
-        self.engine_starts = 0
-        self.first_failures: dict[str, FlywayCommandFailed] = {}
-        """Each database's first migrate failure of this run: a retry's error (an "already
-        exists" the first attempt caused) never hides the original statement and SQLSTATE."""
-
-    @classmethod
-    def create(
-        cls,
-        environment: str,
-        databases: list[DatabaseCatalog],
-        credentials: Mapping[str, Credentials],
-        settings: Settings,
-    ) -> RunContext:
-        try:
-            inst: Installation | None = flyway.installation(
-                settings.flyway_home, settings.flyway_version, settings.java
-            )
-        except FlywayNotInstalled:
-            inst = None  # a run with nothing to apply needs no Flyway; engine() says how to fix
-        return cls(
-            environment=environment,
-            databases={db.name: db for db in databases},
-            credentials=credentials,
-            installation=inst,
-            placeholders=environments.get(environment, settings).flyway_placeholders(),
-            table=settings.flyway_table,
-            connect_timeout=settings.connect_timeout_seconds,
-            lock_retry_count=settings.lock_retry_count,
-            lock_timeout_seconds=settings.lock_timeout_seconds,
-            lint_rules=environments.get(environment, settings).lint,
-        )
-
-    @property
-    def engine_started(self) -> bool:
-        return self.engine_starts > 0
-
-    def engine(self) -> FlywayEngine:
-        with self._engine_lock:
-            if self._engine is not None and not self._engine.alive:
-                self._engine.close()
-                self._engine = None
-            if self._engine is None:
-                if self.installation is None:
-                    raise FlywayNotInstalled(
-                        "Flyway is not installed: run `ameide-migrate flyway install`"
-                    )
-                # A migration waiting on an application's lock fails after lock_timeout with
-                # SQLSTATE 55P03, a transient fault the task retries, instead of waiting forever.
-                options = f"?options=-c%20lock_timeout%3D{self.lock_timeout_seconds}s"
-                targets = {
-                    db: flyway.Target(c.jdbc_url + options, c.user, c.password)
-                    for db, c in self.credentials.items()
-                }
-                self._engine = FlywayEngine(self.installation, targets)
-                self.engine_starts += 1
-            return self._engine
-
-    def close(self) -> None:
-        with self._engine_lock:
-            if self._engine is not None:
-                self._engine.close()
-                self._engine = None
-
-    def history_table(self, database: str) -> str:
-        """Where Flyway keeps the database's history: its flyway.toml's table, qualified by its
-        defaultSchema (or first of schemas) when one is set."""
-        config = self.databases[database].flyway
-        table = config.settings.get("table", self.table)
-        return f"{config.schema}.{table}" if config.schema else table
-
-    def request(self, command: str, database: str, **options: Any) -> Request:
-        db = self.databases[database]
-        return Request(
-            command=command,
-            database=database,
-            locations=(f"filesystem:{db.directory}",),
-            # The catalog's placeholders already hold the environment's; a catalog read without
-            # an environment gets them here. Flyway matches names case-insensitively.
-            placeholders={
-                **{k.lower(): v for k, v in self.placeholders.items()},
-                **db.flyway.placeholders,
-            },
-            table=db.flyway.settings.get("table", self.table),
-            configuration=db.flyway.engine_settings(),
-            **options,
-        )
 
 
 def compare(db: DatabaseCatalog, history: list[HistoryRow] | None) -> Inspection:

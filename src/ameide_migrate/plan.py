@@ -2,7 +2,7 @@
 would take. The dry run and the approval of a protected environment read the same plan, so what
 an approver reads is what will run.
 
-The plan is read-only and runs no Flyway: the dry run's verdict (`drift.plan`), with each pending
+The plan is read-only and runs no Flyway: the dry run's verdict (`dry_run`), with each pending
 migration's version, description, file, checksum and estimated lock level added.
 """
 
@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ameide_migrate import drift, lint
-from ameide_migrate.migrate import DatabaseOutcome, OutcomeState, RunContext
+from ameide_migrate import drift, lint, postgres
+from ameide_migrate.context import RunContext
+from ameide_migrate.history import PENDING, pending_migrations
+from ameide_migrate.migrate import lint_of_pending, lint_recovery, lint_stop
+from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState
 
 
 @dataclass(frozen=True)
@@ -46,9 +50,64 @@ class DatabasePlan:
         return max(modes, key=lint.LOCK_MODES.index) if modes else lint.NO_LOCK
 
 
+def dry_run(ctx: RunContext, database: str) -> DatabaseOutcome:
+    """A dry run: what a migrate would apply to this database, read-only and without Flyway."""
+    started = time.monotonic()
+    db = ctx.databases[database]
+    history = postgres.read_history(
+        ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
+    )
+    invalid = postgres.invalid_indexes(ctx.credentials[database], timeout=ctx.connect_timeout)
+    report = drift.check(ctx.environment, db, history, invalid_indexes=invalid)
+    pending = [m.script for m in report.migrations if m.state in PENDING]
+    would_apply = [m.script for m in pending_migrations(db, history)]
+    latest = str(db.latest_version) if db.latest_version else None
+    # As the run does: the lint of what is pending stops the database before anything else.
+    findings = lint_of_pending(ctx, database, history)
+    stop = lint_stop(ctx.environment, database, findings)
+    if stop is not None:
+        return DatabaseOutcome(
+            database,
+            OutcomeState.FAILED,
+            report.version,
+            report.version,
+            latest,
+            0,
+            time.monotonic() - started,
+            message=str(stop),
+            recovery=lint_recovery(ctx.environment, database, stop),
+            findings=findings,
+        )
+    if report.verdict in (drift.Verdict.DRIFTED, drift.Verdict.NO_HISTORY):
+        return DatabaseOutcome(
+            database,
+            OutcomeState.FAILED,
+            report.version,
+            report.version,
+            latest,
+            0,
+            time.monotonic() - started,
+            message="; ".join(report.problems.values()) or "drifted",
+            recovery=report.fix,
+            findings=findings,
+        )
+    return DatabaseOutcome(
+        database,
+        OutcomeState.WOULD_APPLY if pending else OutcomeState.UP_TO_DATE,
+        report.version,
+        latest if pending else report.version,
+        latest,
+        len(pending),
+        time.monotonic() - started,
+        message=", ".join(pending),
+        findings=findings,
+        pending=would_apply,
+    )
+
+
 def plan_database(ctx: RunContext, database: str) -> DatabasePlan:
     """What a migrate of `database` would do now, read-only."""
-    outcome = drift.plan(ctx, database)
+    outcome = dry_run(ctx, database)
     db = ctx.databases[database]
     root = db.directory.parent
     by_script = {m.script: m for m in db.migrations}

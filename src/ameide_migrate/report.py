@@ -14,7 +14,7 @@ from ameide_migrate.drift import DriftReport, Verdict
 from ameide_migrate.history import SETTLED_STATES
 from ameide_migrate.image import BuiltImage
 from ameide_migrate.lint import Finding, Level, counts
-from ameide_migrate.migrate import OutcomeState, RunReport
+from ameide_migrate.outcomes import OutcomeState, RunReport
 from ameide_migrate.plan import DatabasePlan, Decision
 from ameide_migrate.prefect_api import ArtifactTable
 

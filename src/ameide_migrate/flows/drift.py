@@ -12,11 +12,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from ameide_migrate import drift, environments, metrics
 from ameide_migrate import report as rendering
+from ameide_migrate.context import RunContext
 from ameide_migrate.drift import DatabaseDrift, DriftReport, Verdict
 from ameide_migrate.errors import DriftFound, MigrateError
 from ameide_migrate.flows.retrying import step_options, with_retries
 from ameide_migrate.flows.secrets import verify_credentials
-from ameide_migrate.migrate import RunContext
 from ameide_migrate.prefect_api import DRIFTED_STATE
 from ameide_migrate.settings import get_settings
 

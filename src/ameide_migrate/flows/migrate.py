@@ -19,19 +19,21 @@ from prefect.states import Cancelled
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from ameide_migrate import environments, lint, migrate, plan, report
+from ameide_migrate.context import RunContext
 from ameide_migrate.environments import ApprovalPolicy
 from ameide_migrate.errors import REJECTED_STATE, MigrateError, RunFailed
 from ameide_migrate.flows import approval
 from ameide_migrate.flows.image import ImageBuild, build_image_flow
 from ameide_migrate.flows.retrying import says_how_long, step_options, with_retries
 from ameide_migrate.flows.secrets import verify_credentials
-from ameide_migrate.migrate import (
+from ameide_migrate.migrate import Steps
+from ameide_migrate.outcomes import (
     DatabaseFailed,
     DatabaseOutcome,
+    Inspection,
     OutcomeState,
-    RunContext,
     RunReport,
-    Steps,
+    SmokeResult,
 )
 from ameide_migrate.plan import DatabasePlan, Decision
 from ameide_migrate.settings import Settings, get_settings
@@ -39,7 +41,7 @@ from ameide_migrate.settings import Settings, get_settings
 
 @task(**step_options("inspect"), task_run_name="inspect {database}")
 @says_how_long
-def inspect_history(ctx: RunContext, database: str) -> migrate.Inspection:
+def inspect_history(ctx: RunContext, database: str) -> Inspection:
     return migrate.inspect(ctx, database)
 
 
@@ -89,7 +91,7 @@ def plan_database(ctx: RunContext, database: str) -> DatabasePlan:
 
 @task(**step_options("smoke check"), task_run_name="smoke check")
 @says_how_long
-def smoke_check(ctx: RunContext, databases: list[str]) -> list[migrate.SmokeResult]:
+def smoke_check(ctx: RunContext, databases: list[str]) -> list[SmokeResult]:
     """Read-only: every database that migrated is at the latest version, nothing pending."""
     with ThreadPoolExecutor(max_workers=max(1, len(databases))) as pool:
         results = list(pool.map(lambda db: migrate.smoke(ctx, db), databases))
@@ -102,17 +104,16 @@ def smoke_check(ctx: RunContext, databases: list[str]) -> list[migrate.SmokeResu
 
 def _smoke_or_its_failure(
     ctx: RunContext, databases: list[str], settings: Settings
-) -> list[migrate.SmokeResult]:
+) -> list[SmokeResult]:
     """The smoke step's results; when the step itself failed (its retries ran out), that failure
     as each database's smoke result: it joins the report beside any migrate failure instead of
     replacing it."""
     state = with_retries(smoke_check, settings)(ctx, databases, return_state=True)
     results = state.result(raise_on_failure=False)
     if not isinstance(results, MigrateError):
-        return cast(list[migrate.SmokeResult], results)
+        return cast(list[SmokeResult], results)
     return [
-        migrate.SmokeResult(db, None, None, (f"could not check: {results}",), "none")
-        for db in databases
+        SmokeResult(db, None, None, (f"could not check: {results}",), "none") for db in databases
     ]
 
 

@@ -1,0 +1,136 @@
+"""A run's context: everything one run needs, shared by its tasks (the migrate steps, the dry
+run's plan, the drift check)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from ameide_migrate import environments, flyway, lint
+from ameide_migrate.catalog import DatabaseCatalog
+from ameide_migrate.errors import FlywayCommandFailed, FlywayNotInstalled
+from ameide_migrate.flyway import FlywayEngine, Installation, Request
+from ameide_migrate.postgres import Credentials
+from ameide_migrate.settings import Settings
+
+
+class RunContext:
+    """Everything one run needs, shared by its tasks: catalog, credentials and the Flyway engine.
+
+    The engine JVM starts on first use, so a run where every database is already current starts
+    none; a crashed engine is replaced on the next request.
+    """
+
+    def __init__(
+        self,
+        *,
+        environment: str,
+        databases: Mapping[str, DatabaseCatalog],
+        credentials: Mapping[str, Credentials],
+        installation: Installation | None,
+        placeholders: Mapping[str, str],
+        table: str,
+        connect_timeout: int,
+        lock_retry_count: int,
+        lock_timeout_seconds: int,
+        lint_rules: lint.LintRules | None = None,
+    ) -> None:
+        self.environment = environment
+        self.databases = dict(databases)
+        self.credentials = dict(credentials)
+        self.installation = installation
+        self.placeholders = dict(placeholders)
+        self.table = table
+        self.connect_timeout = connect_timeout
+        self.lock_retry_count = lock_retry_count
+        self.lock_timeout_seconds = lock_timeout_seconds
+        self.lint_rules = lint_rules or lint.LintRules()
+        self._engine: FlywayEngine | None = None
+        self._engine_lock = threading.Lock()
+        self.engine_starts = 0
+        self.first_failures: dict[str, FlywayCommandFailed] = {}
+        """Each database's first migrate failure of this run: a retry's error (an "already
+        exists" the first attempt caused) never hides the original statement and SQLSTATE."""
+
+    @classmethod
+    def create(
+        cls,
+        environment: str,
+        databases: list[DatabaseCatalog],
+        credentials: Mapping[str, Credentials],
+        settings: Settings,
+    ) -> RunContext:
+        try:
+            inst: Installation | None = flyway.installation(
+                settings.flyway_home, settings.flyway_version, settings.java
+            )
+        except FlywayNotInstalled:
+            inst = None  # a run with nothing to apply needs no Flyway; engine() says how to fix
+        return cls(
+            environment=environment,
+            databases={db.name: db for db in databases},
+            credentials=credentials,
+            installation=inst,
+            placeholders=environments.get(environment, settings).flyway_placeholders(),
+            table=settings.flyway_table,
+            connect_timeout=settings.connect_timeout_seconds,
+            lock_retry_count=settings.lock_retry_count,
+            lock_timeout_seconds=settings.lock_timeout_seconds,
+            lint_rules=environments.get(environment, settings).lint,
+        )
+
+    @property
+    def engine_started(self) -> bool:
+        return self.engine_starts > 0
+
+    def engine(self) -> FlywayEngine:
+        with self._engine_lock:
+            if self._engine is not None and not self._engine.alive:
+                self._engine.close()
+                self._engine = None
+            if self._engine is None:
+                if self.installation is None:
+                    raise FlywayNotInstalled(
+                        "Flyway is not installed: run `ameide-migrate flyway install`"
+                    )
+                # A migration waiting on an application's lock fails after lock_timeout with
+                # SQLSTATE 55P03, a transient fault the task retries, instead of waiting forever.
+                options = f"?options=-c%20lock_timeout%3D{self.lock_timeout_seconds}s"
+                targets = {
+                    db: flyway.Target(c.jdbc_url + options, c.user, c.password)
+                    for db, c in self.credentials.items()
+                }
+                self._engine = FlywayEngine(self.installation, targets)
+                self.engine_starts += 1
+            return self._engine
+
+    def close(self) -> None:
+        with self._engine_lock:
+            if self._engine is not None:
+                self._engine.close()
+                self._engine = None
+
+    def history_table(self, database: str) -> str:
+        """Where Flyway keeps the database's history: its flyway.toml's table, qualified by its
+        defaultSchema (or first of schemas) when one is set."""
+        config = self.databases[database].flyway
+        table = config.settings.get("table", self.table)
+        return f"{config.schema}.{table}" if config.schema else table
+
+    def request(self, command: str, database: str, **options: Any) -> Request:
+        db = self.databases[database]
+        return Request(
+            command=command,
+            database=database,
+            locations=(f"filesystem:{db.directory}",),
+            # The catalog's placeholders already hold the environment's; a catalog read without
+            # an environment gets them here. Flyway matches names case-insensitively.
+            placeholders={
+                **{k.lower(): v for k, v in self.placeholders.items()},
+                **db.flyway.placeholders,
+            },
+            table=db.flyway.settings.get("table", self.table),
+            configuration=db.flyway.engine_settings(),
+            **options,
+        )
