@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from ameide_migrate import drift, flyway, migrate
+from ameide_migrate import drift, flyway, migrate, recovery
 from ameide_migrate.catalog import DatabaseCatalog, Kind, Version, load_catalog
 from ameide_migrate.drift import Verdict
 from ameide_migrate.errors import (
@@ -95,6 +95,7 @@ def test_native_info_and_validate_agree_with_flyway(tmp_path: Path, scenario: st
     assert set(native.problems) == set(real.problems), (native.problems, real.problems)
     assert native.verdict is real.verdict is EXPECTED_VERDICT[scenario]
     assert native.version == real.version
+    assert native.fix == real.fix
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
@@ -225,7 +226,7 @@ def test_a_failed_migration_names_its_script_and_the_statement_flyway_hides(
 def test_recovery_after_a_failed_migration_says_where_the_database_stays(tmp_path: Path) -> None:
     answer = ANSWERS["errors"]["duplicate key"]
     error = flyway.classify(request("migrate"), answer["error"])
-    text = migrate.recovery(ENV, "shop", error, "3.1")
+    text = recovery.after_error(ENV, "shop", error, "3.1")
 
     assert "rolled the failed migration back" in text
     assert "stays at version 3.1" in text
@@ -236,9 +237,10 @@ def test_recovery_after_an_edited_file_offers_restore_then_repair() -> None:
     validation = SCENARIOS["edited applied file"]["validate"]
     error = flyway.validation_error(request("validate"), validation)
     assert error is not None
-    text = migrate.recovery(ENV, "shop", error, "3.1")
+    text = recovery.after_error(ENV, "shop", error, "3.1")
 
-    assert "Restore the file to what was applied" in text
+    assert "restore the file to what was applied" in text
+    assert "changes no schema" in text
     assert "`ameide-migrate run --env staging --db shop`" in text
     assert "`ameide-migrate repair --env staging --db shop`" in text
 
@@ -246,7 +248,7 @@ def test_recovery_after_an_edited_file_offers_restore_then_repair() -> None:
 def test_recovery_after_retries_ran_out_points_at_the_server() -> None:
     answer = ANSWERS["errors"]["connection refused"]
     error = flyway.classify(request("migrate"), answer["error"])
-    text = migrate.recovery(ENV, "shop", error, None)
+    text = recovery.after_error(ENV, "shop", error, None)
 
     assert text.startswith("It kept failing after every retry: check the server and the network")
     assert "repair" not in text

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import watchfiles
 
-from ameide_migrate import environments, flyway_config, history
+from ameide_migrate import environments, flyway_config, history, recovery
 from ameide_migrate.catalog import Catalog, DatabaseCatalog
 from ameide_migrate.errors import ExitCode, MigrateError
 from ameide_migrate.postgres import HistoryRow
@@ -136,11 +136,8 @@ class EditedMigration:
         return (
             f"{self.database}: {self.script} (version {self.version}) was edited after it was "
             f"applied{since}; Flyway refuses to migrate {self.database} until they match "
-            f"(checksum applied {self.applied_checksum}, now {self.checksum}). Two fixes, when you "
-            f"choose:\n"
-            f"  rebuild {self.database} from empty with the edit:  "
-            f"ameide-migrate dev --reset {self.database}\n"
-            f"  or put back the file that was applied:  git restore {self.shown_path(cwd)}"
+            f"(checksum applied {self.applied_checksum}, now {self.checksum}). "
+            + recovery.edited_in_dev(self.database, self.shown_path(cwd))
         )
 
     def shown_path(self, cwd: Path | None = None) -> str:

@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ameide_migrate import postgres
+from ameide_migrate import postgres, recovery
 from ameide_migrate.catalog import DatabaseCatalog, Version
 from ameide_migrate.context import RunContext
 from ameide_migrate.history import (
     PENDING,
     SETTLED_STATES,
     MigrationStatus,
+    checksum_mismatches,
     native_info,
     validate_problems,
 )
@@ -49,6 +50,8 @@ class DatabaseDrift:
     """When the schema was last recorded as Flyway left it: drift happened since then."""
     invalid_indexes: list[InvalidIndex] = field(default_factory=list)
     """INVALID indexes: drift whatever the history and the fingerprint say."""
+    edited: list[str] = field(default_factory=list)
+    """The applied migrations whose file was edited since (checksum mismatch)."""
     checked_at: float = 0.0
     duration_s: float = 0.0
 
@@ -81,54 +84,23 @@ def verdict(statuses: list[MigrationStatus], problems: Mapping[str, str]) -> Ver
 
 
 def fix_for(environment: str, database: str, drift: DatabaseDrift) -> str:
-    """The command (or file to restore) that brings this database back."""
-    rerun = f"ameide-migrate run --env {environment} --db {database}"
-    repair = f"ameide-migrate repair --env {environment} --db {database}"
-    if drift.verdict is Verdict.BEHIND:
-        return f"apply what is pending: `{rerun}`"
-    if drift.verdict is Verdict.UNREACHABLE:
-        return "check the server and the credentials (`ameide-migrate secrets verify`)"
+    """The command (or file to restore) that brings this database back, as `recovery` words it."""
     if drift.verdict is Verdict.IN_SYNC:
         return ""
+    if drift.verdict is Verdict.BEHIND:
+        return recovery.apply_pending(environment, database)
+    if drift.verdict is Verdict.UNREACHABLE:
+        return recovery.check_connection()
     if drift.verdict is Verdict.NO_HISTORY:
-        return (
-            "Flyway refuses to migrate a non-empty schema without history: find the version the "
-            f"schema matches, then `ameide-migrate baseline --env {environment} --db {database} "
-            f"--version VERSION` and `{rerun}` to apply what is above it"
-        )
-    steps = []
-    states = {s.state for s in drift.migrations}
-    if drift.invalid_indexes:
-        drops = " ".join(index.drop() for index in drift.invalid_indexes)
-        steps.append(f"drop the INVALID index(es) with `{drops}`, then `{rerun}` to build them")
-    if drift.schema_changes:
-        steps.append(
-            f"undo {', '.join(drift.schema_changes)} by hand, or capture the change in a new "
-            f"migration and `{rerun}` (which records the schema again)"
-        )
-    edited = [
-        p.split(": ", 1)[1].split(" was edited")[0]
-        for p in drift.problems.values()
-        if p.startswith("checksum mismatch")
-    ]
-    if edited:
-        steps.append(
-            f"restore {', '.join(edited)} to what was applied (git history), or if the edit is "
-            f"intended, `{repair}` to realign checksums"
-        )
-    if states & {"Failed", "Failed (Missing)", "Failed (Future)"}:
-        steps.append(f"undo the failed migration's partial changes, then `{repair}` and `{rerun}`")
-    if "Missing" in states:
-        steps.append(f"restore the missing file, or `{repair}` to mark it deleted")
-    if "Ignored" in states:
-        steps.append(
-            "a migration below the applied version is not recorded: if its changes are in the "
-            f"database, restore its history row; if not, renumber it above the applied ones and "
-            f"`{rerun}`"
-        )
-    if "Future" in states or "Out of Order" in states:
-        steps.append("deploy the SQL tree this database was migrated from")
-    return "; ".join(steps) or f"inspect with `flyway info`, then `{rerun}`"
+        return recovery.baseline_first(environment, database)
+    return recovery.for_drifted(
+        environment,
+        database,
+        states={s.state for s in drift.migrations},
+        invalid_indexes=drift.invalid_indexes,
+        schema_changes=list(drift.schema_changes),
+        edited=drift.edited,
+    )
 
 
 def schema_changes(recorded: Fingerprint | None, live: Mapping[str, str]) -> dict[str, str]:
@@ -183,6 +155,7 @@ def check(
         migrations=statuses,
         problems=problems,
         invalid_indexes=list(invalid_indexes),
+        edited=[migration.script for _, migration in checksum_mismatches(db, history)],
     )
     if history is None and live:
         drift.verdict = Verdict.NO_HISTORY
@@ -218,11 +191,12 @@ def from_flyway(
         )
         for m in info.get("migrations") or ()
     ]
+    invalid = validation.get("invalidMigrations") or ()
     problems = {
         str(m.get("version") or m.get("description")): str(
             (m.get("errorDetails") or {}).get("errorMessage", "")
         )
-        for m in validation.get("invalidMigrations") or ()
+        for m in invalid
     } | invalid_index_problems(invalid_indexes)
     shown = info.get("schemaVersion")
     drift = DatabaseDrift(
@@ -234,6 +208,11 @@ def from_flyway(
         problems=problems,
         engine="flyway",
         invalid_indexes=list(invalid_indexes),
+        edited=[
+            (m.get("filepath") or "").rsplit("/", 1)[-1]
+            for m in invalid
+            if (m.get("errorDetails") or {}).get("errorCode") == "CHECKSUM_MISMATCH"
+        ],
     )
     drift.fix = fix_for(environment, db.name, drift)
     return drift

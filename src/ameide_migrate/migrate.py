@@ -12,18 +12,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ameide_migrate import flyway, lint, postgres, statements
+from ameide_migrate import flyway, lint, postgres, recovery, statements
 from ameide_migrate.catalog import DatabaseCatalog, Migration, Version
 from ameide_migrate.context import RunContext
 from ameide_migrate.errors import (
-    ChecksumMismatch,
     FlywayCommandFailed,
     LeftoversFound,
     LintErrorsFound,
     MigrateError,
     MigrationFailed,
     NonTransactionalMigrationFailed,
-    ValidationFailed,
 )
 from ameide_migrate.flyway import LogSink
 from ameide_migrate.history import (
@@ -214,18 +212,6 @@ def lint_stop(
     )
 
 
-def lint_recovery(environment: str, database: str, error: LintErrorsFound) -> str:
-    rules = sorted({f.rule for f in error.findings if isinstance(f, lint.Finding)})
-    example = rules[0] if rules else "RULE"
-    return (
-        "Change the pending migration as each fix says (it was not applied, so it may still be "
-        f"edited), check it with `ameide-migrate lint --env {environment} --db {database}`, and "
-        f"rerun `{rerun_command(environment, database)}`. To accept a rule in {environment} "
-        f"instead, lower its level in ameide.toml: [environments.{environment}.lint.rules] "
-        f'"{example}" = "warning" (or "off").'
-    )
-
-
 @dataclass(frozen=True)
 class Steps:
     """The steps of one database's migration: the flow passes its Prefect tasks, so that each
@@ -352,15 +338,13 @@ def _failed(
     if isinstance(error, NonTransactionalMigrationFailed | LeftoversFound):
         message, next_step = _leftovers_failure(ctx, database, error)
     elif isinstance(error, LintErrorsFound):
-        message, next_step = str(error), lint_recovery(ctx.environment, database, error)
+        message, next_step = str(error), recovery.after_lint(ctx.environment, database, error)
     elif isinstance(error, MigrateError):
         message = failure_message(error, ctx.databases[database])
-        next_step = recovery(ctx.environment, database, error, reached)
+        next_step = recovery.after_error(ctx.environment, database, error, reached)
     else:
         message = f"unexpected {type(error).__name__}: {error}"
-        next_step = (
-            f"Report this with the run's logs; rerun `{rerun_command(ctx.environment, database)}`."
-        )
+        next_step = recovery.after_unexpected(ctx.environment, database)
     original = ctx.first_failures.get(database)
     if original is not None and original is not error:
         message = (
@@ -404,19 +388,17 @@ def _leftovers_failure(
 ) -> tuple[str, str]:
     """(message, recovery) when a non-transactional migration failed or left something behind:
     what it left, by name, and the exact statements that clean it up."""
-    rerun = rerun_command(ctx.environment, database)
     try:
         leftovers = postgres.invalid_indexes(ctx.credentials[database], timeout=ctx.connect_timeout)
         history = postgres.read_history(
             ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
         )
     except MigrateError as unreachable:
-        return failure_message(error), (
-            f"It ran outside a transaction, so what it did stays; the database could not be "
-            f"read to name it ({unreachable}). Once reachable, rerun `{rerun}`, which names it."
+        return failure_message(error), recovery.after_leftovers_unread(
+            ctx.environment, database, unreachable
         )
     lines = [failure_message(error, ctx.databases[database])]
-    steps = []
+    applied_in = None
     if isinstance(error, NonTransactionalMigrationFailed):
         lines.append(
             f"{error.script or 'The migration'} ran outside a transaction (PostgreSQL refuses "
@@ -427,7 +409,7 @@ def _leftovers_failure(
         if done:
             shown = "; ".join(f"line {st.line}: {st.words[:80]}" for st in done)
             lines.append(f"Applied before the failure, and still in place: {shown}.")
-            steps.append(f"undo those statements, or make them idempotent in {error.script}")
+            applied_in = error.script or "the migration"
         if "55P03" in error.sql_states:
             lines.append(
                 "It was cancelled by lock_timeout: a CONCURRENTLY build waits for every "
@@ -436,13 +418,14 @@ def _leftovers_failure(
             )
     if leftovers:
         lines.append(f"It left: {describe_leftovers(leftovers)}.")
-        drops = " ".join(index.drop() for index in leftovers)
-        steps.insert(0, f"run `{drops}` as the database's owner")
-    if any(not r.success for r in history or []):
-        repair = f"ameide-migrate repair --env {ctx.environment} --db {database}"
-        steps.append(f"remove the failed row Flyway recorded with `{repair}`")
-    steps.append(f"rerun `{rerun}`")
-    return "\n".join(lines), "Recover: " + "; then ".join(steps) + "."
+    next_step = recovery.after_leftovers(
+        ctx.environment,
+        database,
+        leftovers=leftovers,
+        applied_in=applied_in,
+        failed_row=any(not r.success for r in history or []),
+    )
+    return "\n".join(lines), next_step
 
 
 def repair(ctx: RunContext, database: str, on_log: LogSink) -> dict[str, Any]:
@@ -476,36 +459,6 @@ def smoke(ctx: RunContext, database: str) -> SmokeResult:
     if version != latest:
         problems.insert(0, f"at version {version or 'none'}, expected {latest}")
     return SmokeResult(database, version, latest, tuple(problems), source)
-
-
-def rerun_command(environment: str, database: str) -> str:
-    return f"ameide-migrate run --env {environment} --db {database}"
-
-
-def recovery(environment: str, database: str, error: MigrateError, before: str | None) -> str:
-    """What to do next after `error`, ending with the command that reruns only this database."""
-    rerun = rerun_command(environment, database)
-    repair_cmd = f"ameide-migrate repair --env {environment} --db {database}"
-    if isinstance(error, ChecksumMismatch):
-        return (
-            "An applied migration was edited after it ran. Restore the file to what was applied "
-            f"(see its git history) and rerun `{rerun}`; if the edit is intended and changes no "
-            f"schema, realign the recorded checksums with `{repair_cmd}`."
-        )
-    if isinstance(error, ValidationFailed):
-        return f"Fix what Flyway reports above, then rerun `{rerun}`."
-    if isinstance(error, MigrationFailed):
-        return (
-            "PostgreSQL rolled the failed migration back (Flyway ran it in a transaction), "
-            f"so the database stays at version {before or 'none'}. Fix the migration forward and "
-            f"rerun `{rerun}`."
-        )
-    if error.transient:
-        return (
-            "It kept failing after every retry: check the server and the network, "
-            f"then rerun `{rerun}`."
-        )
-    return f"Rerun `{rerun}` once the cause is fixed."
 
 
 def failure_message(error: MigrateError, db: DatabaseCatalog | None = None) -> str:

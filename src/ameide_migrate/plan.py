@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ameide_migrate import drift, lint, postgres
+from ameide_migrate import drift, lint, postgres, recovery
 from ameide_migrate.context import RunContext
 from ameide_migrate.history import PENDING, pending_migrations
-from ameide_migrate.migrate import lint_of_pending, lint_recovery, lint_stop
+from ameide_migrate.migrate import lint_of_pending, lint_stop
 from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState
 
 
@@ -75,7 +75,7 @@ def dry_run(ctx: RunContext, database: str) -> DatabaseOutcome:
             0,
             time.monotonic() - started,
             message=str(stop),
-            recovery=lint_recovery(ctx.environment, database, stop),
+            recovery=recovery.after_lint(ctx.environment, database, stop),
             findings=findings,
         )
     if report.verdict in (drift.Verdict.DRIFTED, drift.Verdict.NO_HISTORY):

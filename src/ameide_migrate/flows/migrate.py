@@ -18,7 +18,7 @@ from prefect.client.schemas.objects import State
 from prefect.states import Cancelled
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from ameide_migrate import environments, lint, migrate, plan, report
+from ameide_migrate import environments, lint, migrate, plan, recovery, report
 from ameide_migrate.context import RunContext
 from ameide_migrate.environments import ApprovalPolicy
 from ameide_migrate.errors import REJECTED_STATE, MigrateError, RunFailed
@@ -134,7 +134,7 @@ def _planned(ctx: RunContext, database: str, future: Any) -> DatabasePlan:
             0,
             0.0,
             message=f"could not plan: {planned}",
-            recovery=migrate.recovery(ctx.environment, database, planned, None),
+            recovery=recovery.after_error(ctx.environment, database, planned, None),
         )
         return DatabasePlan(failed, ())
     raise planned if isinstance(planned, BaseException) else RuntimeError(repr(planned))

@@ -1,0 +1,202 @@
+"""Every fix a user reads, in one place: after a failed database, for a drifted one, for an
+applied migration edited in the dev loop. Each names the exact command to run next, built here
+alone, so that a fix never disagrees with another for the same condition.
+
+The callers decide which condition holds; this module only words its fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+from ameide_migrate import lint
+from ameide_migrate.errors import (
+    ChecksumMismatch,
+    LintErrorsFound,
+    MigrateError,
+    MigrationFailed,
+    ValidationFailed,
+)
+from ameide_migrate.postgres import InvalidIndex
+
+# --- The commands ------------------------------------------------------------------------------
+
+
+def rerun_command(environment: str, database: str) -> str:
+    return f"ameide-migrate run --env {environment} --db {database}"
+
+
+def repair_command(environment: str, database: str) -> str:
+    return f"ameide-migrate repair --env {environment} --db {database}"
+
+
+def baseline_command(environment: str, database: str, version: str = "VERSION") -> str:
+    return f"ameide-migrate baseline --env {environment} --db {database} --version {version}"
+
+
+def drop_command(indexes: Sequence[InvalidIndex]) -> str:
+    return " ".join(index.drop() for index in indexes)
+
+
+def restore_or_repair(environment: str, database: str, files: str) -> str:
+    """An applied migration edited since: put the file back, or record the edit as applied."""
+    return (
+        f"restore {files} to what was applied (git history), or if the edit is intended and "
+        f"changes no schema, `{repair_command(environment, database)}` to realign checksums"
+    )
+
+
+# --- After a failed database -------------------------------------------------------------------
+
+
+def after_error(environment: str, database: str, error: MigrateError, before: str | None) -> str:
+    """What to do next after `error`, ending with the command that reruns only this database."""
+    rerun = rerun_command(environment, database)
+    if isinstance(error, ChecksumMismatch):
+        return (
+            "An applied migration was edited after it ran: "
+            f"{restore_or_repair(environment, database, 'the file')}; then rerun `{rerun}`."
+        )
+    if isinstance(error, ValidationFailed):
+        return f"Fix what Flyway reports above, then rerun `{rerun}`."
+    if isinstance(error, MigrationFailed):
+        return (
+            "PostgreSQL rolled the failed migration back (Flyway ran it in a transaction), "
+            f"so the database stays at version {before or 'none'}. Fix the migration forward and "
+            f"rerun `{rerun}`."
+        )
+    if error.transient:
+        return (
+            "It kept failing after every retry: check the server and the network, "
+            f"then rerun `{rerun}`."
+        )
+    return f"Rerun `{rerun}` once the cause is fixed."
+
+
+def after_unexpected(environment: str, database: str) -> str:
+    """A failure that is no MigrateError: a bug of ours, or of something under us."""
+    return f"Report this with the run's logs; rerun `{rerun_command(environment, database)}`."
+
+
+def after_lint(environment: str, database: str, error: LintErrorsFound) -> str:
+    """A lint error stopped the database before Flyway: change the file, or accept the rule."""
+    rules = sorted({f.rule for f in error.findings if isinstance(f, lint.Finding)})
+    example = rules[0] if rules else "RULE"
+    return (
+        "Change the pending migration as each fix says (it was not applied, so it may still be "
+        f"edited), check it with `ameide-migrate lint --env {environment} --db {database}`, and "
+        f"rerun `{rerun_command(environment, database)}`. To accept a rule in {environment} "
+        f"instead, lower its level in ameide.toml: [environments.{environment}.lint.rules] "
+        f'"{example}" = "warning" (or "off").'
+    )
+
+
+def after_leftovers(
+    environment: str,
+    database: str,
+    *,
+    leftovers: Sequence[InvalidIndex],
+    applied_in: str | None,
+    failed_row: bool,
+) -> str:
+    """A non-transactional migration failed or left something behind: drop what it left, undo
+    what it applied (`applied_in` names its file when statements before the failure stay),
+    remove the failed row Flyway recorded, rerun."""
+    steps = []
+    if leftovers:
+        steps.append(f"run `{drop_command(leftovers)}` as the database's owner")
+    if applied_in is not None:
+        steps.append(f"undo those statements, or make them idempotent in {applied_in}")
+    if failed_row:
+        steps.append(
+            f"remove the failed row Flyway recorded with `{repair_command(environment, database)}`"
+        )
+    steps.append(f"rerun `{rerun_command(environment, database)}`")
+    return "Recover: " + "; then ".join(steps) + "."
+
+
+def after_leftovers_unread(environment: str, database: str, reason: MigrateError) -> str:
+    """As `after_leftovers`, when the database could not be read to name what was left."""
+    return (
+        f"It ran outside a transaction, so what it did stays; the database could not be "
+        f"read to name it ({reason}). Once reachable, rerun "
+        f"`{rerun_command(environment, database)}`, which names it."
+    )
+
+
+# --- For a database the drift check found out of sync ------------------------------------------
+
+
+def apply_pending(environment: str, database: str) -> str:
+    return f"apply what is pending: `{rerun_command(environment, database)}`"
+
+
+def check_connection() -> str:
+    return "check the server and the credentials (`ameide-migrate secrets verify`)"
+
+
+def baseline_first(environment: str, database: str) -> str:
+    """A non-empty schema with no history: Flyway must be told which version it already is."""
+    return (
+        "Flyway refuses to migrate a non-empty schema without history: find the version the "
+        f"schema matches, then `{baseline_command(environment, database)}` and "
+        f"`{rerun_command(environment, database)}` to apply what is above it"
+    )
+
+
+def for_drifted(
+    environment: str,
+    database: str,
+    *,
+    states: Collection[str],
+    invalid_indexes: Sequence[InvalidIndex],
+    schema_changes: Collection[str],
+    edited: Sequence[str],
+) -> str:
+    """The steps that bring a drifted database back: by the INVALID indexes, the objects changed
+    outside Flyway, the applied files edited since, and the states of its migrations."""
+    rerun = rerun_command(environment, database)
+    repair = repair_command(environment, database)
+    steps = []
+    if invalid_indexes:
+        steps.append(
+            f"drop the INVALID index(es) with `{drop_command(invalid_indexes)}`, then `{rerun}` "
+            "to build them"
+        )
+    if schema_changes:
+        steps.append(
+            f"undo {', '.join(schema_changes)} by hand, or capture the change in a new "
+            f"migration and `{rerun}` (which records the schema again)"
+        )
+    if edited:
+        steps.append(restore_or_repair(environment, database, ", ".join(edited)))
+    if set(states) & {"Failed", "Failed (Missing)", "Failed (Future)"}:
+        steps.append(f"undo the failed migration's partial changes, then `{repair}` and `{rerun}`")
+    if "Missing" in states:
+        steps.append(f"restore the missing file, or `{repair}` to mark it deleted")
+    if "Ignored" in states:
+        steps.append(
+            "a migration below the applied version is not recorded: if its changes are in the "
+            f"database, restore its history row; if not, renumber it above the applied ones and "
+            f"`{rerun}`"
+        )
+    if "Future" in states or "Out of Order" in states:
+        steps.append("deploy the SQL tree this database was migrated from")
+    return "; ".join(steps) or f"inspect with `flyway info`, then `{rerun}`"
+
+
+# --- In the dev loop ---------------------------------------------------------------------------
+
+
+def reset_command(database: str) -> str:
+    return f"ameide-migrate dev --reset {database}"
+
+
+def edited_in_dev(database: str, path: str) -> str:
+    """An applied migration edited in the dev loop: local can afford a rebuild from empty, so
+    the two fixes are that and putting the file back; neither is done unasked."""
+    return (
+        "Two fixes, when you choose:\n"
+        f"  rebuild {database} from empty with the edit:  {reset_command(database)}\n"
+        f"  or put back the file that was applied:  git restore {path}"
+    )
