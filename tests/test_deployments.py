@@ -194,3 +194,17 @@ def test_a_local_run_registers_the_local_deployments_again_only_when_they_change
         assert [s.schedule.cron for s in drift.schedules] == ["0 4 * * *"]  # type: ignore[union-attr]
     finally:
         prefect_api.stop_worker(platform.state_dir / "prefect")
+
+
+def test_a_deployment_refuses_a_run_for_another_environment(process_worker: Platform) -> None:
+    """The server lays an API caller's parameters over the deployment's: migrate/local asked
+    for prod must not migrate prod with local's worker."""
+    from ameide_migrate import prefect_api
+
+    run_id = prefect_api.start_deployment("migrate/local", {"environment": "prod"})
+    outcome = prefect_api.follow_flow_run(run_id, 300, on_log=print, on_state=print)
+
+    assert outcome.state == "Failed"
+    assert "deployment migrate/local asked for environment 'prod'" in outcome.message
+    assert "trigger migrate/prod for prod" in outcome.message
+    assert all(process_worker.history(db) is None for db in PLATFORM_DATABASES)

@@ -15,6 +15,7 @@ from ameide_migrate import report as rendering
 from ameide_migrate.context import RunContext
 from ameide_migrate.drift import DatabaseDrift, DriftReport, Verdict
 from ameide_migrate.errors import DriftFound, MigrateError
+from ameide_migrate.flows.deployment_guard import own_environment
 from ameide_migrate.flows.retrying import step_options, with_retries
 from ameide_migrate.flows.secrets import verify_credentials
 from ameide_migrate.prefect_api import DRIFTED_STATE
@@ -43,6 +44,7 @@ def drift_flow(
         concurrency: How many databases to check at the same time. Leave it empty for the
             worker's setting (AMEIDE_MAX_CONCURRENCY, 8 unless set).
     """
+    own_environment(environment)
     settings = get_settings()
     catalog = environments.catalog(environment, settings)
     targets = catalog.select(databases)

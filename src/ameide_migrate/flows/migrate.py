@@ -23,6 +23,7 @@ from ameide_migrate.context import RunContext
 from ameide_migrate.environments import ApprovalPolicy
 from ameide_migrate.errors import REJECTED_STATE, MigrateError, RunFailed
 from ameide_migrate.flows import approval
+from ameide_migrate.flows.deployment_guard import own_environment
 from ameide_migrate.flows.image import ImageBuild, build_image_flow
 from ameide_migrate.flows.retrying import says_how_long, step_options, with_retries
 from ameide_migrate.flows.secrets import verify_credentials
@@ -207,6 +208,7 @@ def migrate_flow(
         build: build and push the migrations image first; a failed build stops the run before
             any database is touched. Empty in a deployment's runs, which run inside the image.
     """
+    own_environment(environment)
     settings = get_settings()
     target = environments.get(environment, settings)
     catalog = environments.catalog(environment, settings)
