@@ -360,6 +360,11 @@ class DevProcess:
         os.killpg(self.process.pid, signal.SIGINT)
         return self.process.wait(timeout)
 
+    def terminate(self, timeout: float = 30) -> int:
+        """`kill PID`, as a process manager or a closing session sends it: SIGTERM."""
+        self.process.terminate()
+        return self.process.wait(timeout)
+
     def kill(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
@@ -619,3 +624,17 @@ def test_the_image_is_kept_in_step_built_once_per_content_and_pushed(
         assert dev.interrupt() == ExitCode.INTERRUPTED
     finally:
         dev.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.user
+def test_kill_stops_the_loop_as_ctrl_c_does(dev_machine: DevMachine, dev: DevProcess) -> None:
+    ui = dev.wait_for(r"^Prefect UI: (http://127\.0\.0\.1:\d+)$")[1]
+
+    assert dev.terminate() == ExitCode.INTERRUPTED
+    assert dev.lines[-1].startswith("ameide-migrate dev stopped after 1 run(s)"), dev.output
+    assert "Traceback" not in dev.output
+    unfinished = [
+        run for run in _flow_runs(ui) if run["state"]["type"] in ("RUNNING", "PENDING", "SCHEDULED")
+    ]
+    assert unfinished == []

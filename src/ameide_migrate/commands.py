@@ -877,6 +877,8 @@ def dev(
         ),
     )
     on_event(dev_loop.Watching(api.ui_url, loop.watched))
+    # `kill` (SIGTERM) stops the session as Ctrl-C does: its runs ended, nothing left behind.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         if reset is not None:
             on_event(dev_loop.Rebuilt(reset, reset_local_database(settings, reset, progress)))
@@ -884,5 +886,6 @@ def dev(
         loop.watch()
     except KeyboardInterrupt:
         # A second Ctrl-C must not cut this short: it is what ends the runs left Running.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for sig in dev_loop.STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
     on_event(stopped())

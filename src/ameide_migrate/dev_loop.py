@@ -337,6 +337,10 @@ class DevLoop:
             self.on_event(Refused("the migrations image", error))
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""Ctrl-C, and the polite `kill` a process manager or a closing terminal session sends."""
+
+
 @contextmanager
 def stopping_at_once(on_interrupt: Callable[[], None]) -> Iterator[None]:
     """Ctrl-C while a run is in flight stops the process now: `on_interrupt` (which ends the
@@ -349,7 +353,8 @@ def stopping_at_once(on_interrupt: Callable[[], None]) -> Iterator[None]:
     """
 
     def stop(_signal: int, _frame: object) -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
+        for sig in STOP_SIGNALS:  # a second Ctrl-C must not cut this short
+            signal.signal(sig, signal.SIG_IGN)
         try:
             on_interrupt()
         finally:
@@ -357,8 +362,9 @@ def stopping_at_once(on_interrupt: Callable[[], None]) -> Iterator[None]:
             sys.stderr.flush()
             os._exit(ExitCode.INTERRUPTED)
 
-    previous = signal.signal(signal.SIGINT, stop)
+    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
