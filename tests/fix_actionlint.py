@@ -5,6 +5,8 @@ it is. It checks every `run:` script with shellcheck (Debian's, which `./dev tes
 from __future__ import annotations
 
 import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -39,3 +41,14 @@ def shellcheck() -> str:
 @pytest.fixture(scope="session")
 def actionlint(shellcheck: str) -> str:
     return go_install(ACTIONLINT_MODULE)
+
+
+def run_actionlint(actionlint: str, workflow: Path) -> subprocess.CompletedProcess[str]:
+    """actionlint (with shellcheck on the run scripts) over one workflow file."""
+    return subprocess.run(
+        [actionlint, "-no-color", str(workflow)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

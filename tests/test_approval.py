@@ -98,6 +98,23 @@ def artifact(key: str, flow_run_id: UUID) -> str:
     return str(max(mine, key=lambda a: a.created or 0).data)
 
 
+def approved_and_migrated(
+    platform: Platform,
+    thread: threading.Thread,
+    ended: dict[str, Any],
+    run_id: UUID,
+    reason: str,
+) -> None:
+    """The run resumed, completed and migrated, its decision recorded with `reason`."""
+    thread.join(timeout=300)
+    state = ended["state"]
+    assert state.is_completed(), state.message
+    assert platform.versions("graph")[-1] == "3"
+    assert platform.versions("threads")
+    decision = artifact("migrate-local-decision", run_id)
+    assert f"**approved** by a person: {reason}" in decision
+
+
 def test_the_plan_lists_version_description_file_checksum_lock_and_findings() -> None:
     outcome = DatabaseOutcome("graph", OutcomeState.WOULD_APPLY, "3", "4", "4", 1, 0.1)
     planned = DatabasePlan(
@@ -151,14 +168,7 @@ def test_approval_pauses_the_run_and_an_approval_through_the_api_resumes_it(
 
     done = commands.approve(get_settings(), str(run_id), reason="read the plan, go")
     assert done.approved
-    thread.join(timeout=300)
-
-    state = ended["state"]
-    assert state.is_completed(), state.message
-    assert platform.versions("graph")[-1] == "3"
-    assert platform.versions("threads")
-    decision = artifact("migrate-local-decision", run_id)
-    assert "**approved** by a person: read the plan, go" in decision
+    approved_and_migrated(platform, thread, ended, run_id, "read the plan, go")
 
 
 def test_approval_holds_for_the_plan_approved_only(platform: Platform) -> None:
@@ -379,11 +389,5 @@ def test_approval_in_the_prefect_ui_resumes_the_run_and_it_migrates(
     form.get_by_role("button", name="Submit").click()
     expect(form).to_be_hidden()
 
-    thread.join(timeout=300)
-    state = ended["state"]
-    assert state.is_completed(), state.message
-    assert platform.versions("graph")[-1] == "3"
-    assert platform.versions("threads")
-    decision = artifact("migrate-local-decision", run_id)
-    assert "**approved** by a person: checked the plan in the UI" in decision
+    approved_and_migrated(platform, thread, ended, run_id, "checked the plan in the UI")
     assert wait_for_final_state(page, timeout=60) == "Completed"

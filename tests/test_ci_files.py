@@ -37,6 +37,7 @@ from ameide_migrate.postgres import Credentials
 from ameide_migrate.prefect_api import Server
 from ameide_migrate.settings import Settings
 
+from .fix_actionlint import run_actionlint
 from .fix_docker import DockerEngine
 from .fix_platform import REPO, Platform, admin_url_of, drop_owners
 from .fix_vault import READ_POLICY, Vault
@@ -60,13 +61,7 @@ def load_workflow() -> dict[str, Any]:
 
 
 def test_actionlint_and_shellcheck_pass_on_the_workflow(actionlint: str, tmp_path: Path) -> None:
-    done = subprocess.run(
-        [actionlint, "-no-color", str(WORKFLOW)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_actionlint(actionlint, WORKFLOW)
     assert done.returncode == 0, done.stdout + done.stderr
 
     # The same run finds an unquoted variable in a script: shellcheck is really checking them.

@@ -24,6 +24,7 @@ from ameide_migrate.lint import Finding, Level, LintRules
 from ameide_migrate.outcomes import OutcomeState
 from ameide_migrate.settings import Settings
 
+from .fix_actionlint import run_actionlint
 from .fix_platform import REPO, Platform
 
 DATA = REPO / "tests" / "data" / "lint"
@@ -389,13 +390,7 @@ def test_the_pull_request_workflow_lints_with_annotations_and_passes_actionlint(
     assert "db/flyway/sql/**" in text
     assert "--format github" in text
 
-    done = subprocess.run(
-        [actionlint, "-no-color", str(LINT_WORKFLOW)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_actionlint(actionlint, LINT_WORKFLOW)
 
     assert done.returncode == 0, done.stdout + done.stderr
 

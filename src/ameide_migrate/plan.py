@@ -65,32 +65,26 @@ def dry_run(ctx: RunContext, database: str) -> DatabaseOutcome:
     # As the run does: the lint of what is pending stops the database before anything else.
     findings = lint_of_pending(ctx, database, history)
     stop = lint_stop(ctx.environment, database, findings)
+
+    def stopped(message: str, fix: str) -> DatabaseOutcome:
+        """Where the run would stop this database, before Flyway."""
+        return DatabaseOutcome(
+            database,
+            OutcomeState.FAILED,
+            report.version,
+            report.version,
+            latest,
+            0,
+            time.monotonic() - started,
+            message=message,
+            recovery=fix,
+            findings=findings,
+        )
+
     if stop is not None:
-        return DatabaseOutcome(
-            database,
-            OutcomeState.FAILED,
-            report.version,
-            report.version,
-            latest,
-            0,
-            time.monotonic() - started,
-            message=str(stop),
-            recovery=recovery.after_lint(ctx.environment, database, stop),
-            findings=findings,
-        )
+        return stopped(str(stop), recovery.after_lint(ctx.environment, database, stop))
     if report.verdict in (drift.Verdict.DRIFTED, drift.Verdict.NO_HISTORY):
-        return DatabaseOutcome(
-            database,
-            OutcomeState.FAILED,
-            report.version,
-            report.version,
-            latest,
-            0,
-            time.monotonic() - started,
-            message="; ".join(report.problems.values()) or "drifted",
-            recovery=report.fix,
-            findings=findings,
-        )
+        return stopped("; ".join(report.problems.values()) or "drifted", report.fix)
     return DatabaseOutcome(
         database,
         OutcomeState.WOULD_APPLY if pending else OutcomeState.UP_TO_DATE,
