@@ -33,6 +33,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Docstrings are wrapped at 100 columns in the source: markdown joins their lines again,
+    # so `--help` wraps them at the terminal's width, not mid-sentence.
+    rich_markup_mode="markdown",
 )
 flyway_app = typer.Typer(
     help="Provision and inspect the real Flyway this project runs.", no_args_is_help=True

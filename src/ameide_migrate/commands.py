@@ -795,13 +795,16 @@ def edited_local_migrations(
     credentials = verify_secrets(settings, target.name, [d.name for d in targets])
     ctx = RunContext.create(target.name, targets, credentials, settings)
     found = []
-    for db in targets:
-        rows = postgres.read_history(
-            credentials[db.name],
-            ctx.history_table(db.name),
-            timeout=settings.connect_timeout_seconds,
-        )
-        found += dev_loop.edited_migrations(db, rows)
+    try:
+        for db in targets:
+            rows = postgres.read_history(
+                credentials[db.name],
+                ctx.history_table(db.name),
+                timeout=settings.connect_timeout_seconds,
+            )
+            found += dev_loop.edited_migrations(db, rows)
+    finally:
+        ctx.close()
     return found
 
 
