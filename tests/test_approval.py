@@ -14,8 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 from uuid import UUID
 
@@ -23,6 +22,7 @@ import pytest
 from playwright.sync_api import Page, expect
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.states import Cancelled
 
 from ameide_migrate import commands, environments, plan, report
 from ameide_migrate.errors import REJECTED_STATE, ExitCode, RunNotAwaitingApproval
@@ -71,9 +71,12 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 120) -> Any:
     raise AssertionError(f"no {what} within {timeout:g}s")
 
 
-def paused_run() -> UUID | None:
+def waiting_runs(*, in_process: bool) -> list[UUID]:
+    """The runs waiting for a decision: paused in a process (no deployment's), or a
+    deployment's (suspended)."""
     from prefect.client.schemas.filters import (
         FlowRunFilter,
+        FlowRunFilterDeploymentId,
         FlowRunFilterState,
         FlowRunFilterStateType,
     )
@@ -82,10 +85,17 @@ def paused_run() -> UUID | None:
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])),
+                deployment_id=FlowRunFilterDeploymentId(is_null_=in_process),
             )
         )
-    return runs[0].id if runs else None
+    return [run.id for run in runs]
+
+
+def paused_run() -> UUID | None:
+    """The run of this process waiting for a decision."""
+    found = waiting_runs(in_process=True)
+    return found[0] if found else None
 
 
 def artifact(key: str, flow_run_id: UUID) -> str:
@@ -254,7 +264,29 @@ def test_approval_of_a_run_that_does_not_wait_is_a_usage_error(platform: Platfor
     assert "'not-a-run' is not a flow run id" in done.stderr
 
 
-def _trigger(platform: Platform) -> subprocess.Popen[str]:
+@pytest.fixture
+def trigger_local() -> Iterator[Callable[[], subprocess.Popen[str]]]:
+    """`trigger --env local --wait` as CI runs it; at the end no trigger is left running and no
+    run of the deployment left waiting for a decision (a later test would find it)."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start() -> subprocess.Popen[str]:
+        started.append(_trigger())
+        return started[-1]
+
+    yield start
+    for trigger in started:
+        if trigger.poll() is None:
+            trigger.kill()
+            trigger.wait(10)
+        if trigger.stdout is not None:
+            trigger.stdout.close()
+    with get_client(sync_client=True) as client:
+        for run_id in waiting_runs(in_process=False):
+            client.set_flow_run_state(run_id, Cancelled(message="the test ended"), force=True)
+
+
+def _trigger() -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -277,12 +309,13 @@ def _trigger(platform: Platform) -> subprocess.Popen[str]:
 
 
 def _until_waiting(trigger: subprocess.Popen[str]) -> tuple[str, str]:
-    """The trigger's output up to its approval hint, and the run id it names."""
+    """The trigger's output up to its own approval hint, and the run id it names (the run's log
+    names the command too, and may come first)."""
     seen = []
     assert trigger.stdout is not None
     for line in trigger.stdout:
         seen.append(line)
-        found = re.search(r"ameide-migrate approve ([0-9a-f-]{36})", line)
+        found = re.match(r"  or: ameide-migrate approve ([0-9a-f-]{36})", line)
         if found:
             return "".join(seen), found.group(1)
     raise AssertionError("trigger ended without asking for a decision:\n" + "".join(seen))
@@ -295,10 +328,12 @@ def protected_deployment(platform: Platform) -> Platform:
 
 
 def test_approval_of_a_deployment_run_suspends_it_and_trigger_follows_it_to_the_end(
-    protected_deployment: Platform, process_worker: Platform, tmp_path: Path
+    protected_deployment: Platform,
+    process_worker: Platform,
+    trigger_local: Callable[[], subprocess.Popen[str]],
 ) -> None:
     platform = process_worker
-    trigger = _trigger(platform)
+    trigger = trigger_local()
     before, run_id = _until_waiting(trigger)
     assert "waiting for a decision on the plan: approve or reject it at http" in before
     # Suspended, not paused: the worker's process for the run has exited.
@@ -317,10 +352,12 @@ def test_approval_of_a_deployment_run_suspends_it_and_trigger_follows_it_to_the_
 
 
 def test_approval_rejected_makes_trigger_exit_5(
-    protected_deployment: Platform, process_worker: Platform
+    protected_deployment: Platform,
+    process_worker: Platform,
+    trigger_local: Callable[[], subprocess.Popen[str]],
 ) -> None:
     platform = process_worker
-    trigger = _trigger(platform)
+    trigger = trigger_local()
     before, run_id = _until_waiting(trigger)
 
     done = ameide("approve", run_id, "--reject", "--reason", "freeze week")
@@ -340,12 +377,14 @@ def briefly_protected_deployment(platform: Platform) -> Platform:
 
 
 def test_approval_timeout_of_a_suspended_run_is_a_rejection(
-    briefly_protected_deployment: Platform, process_worker: Platform
+    briefly_protected_deployment: Platform,
+    process_worker: Platform,
+    trigger_local: Callable[[], subprocess.Popen[str]],
 ) -> None:
     """A suspended run's process is gone: the automation `deploy` registered ends it."""
     platform = process_worker
     started = time.monotonic()
-    trigger = _trigger(platform)
+    trigger = trigger_local()
     before, _ = _until_waiting(trigger)
     rest, _ = trigger.communicate(timeout=300)
 

@@ -64,11 +64,13 @@ request() {
   path=$2
   if [ $# -ge 3 ]; then
     printf '%s' "$3" >"$work/body"
-    set -- --data-binary "@$work/body"
+    set -- --data-binary "@$work/body" --retry 3
   else
-    # a transient fault (timeout, 429, 5xx) while reading is asked again, a few times
     set -- --retry 3
   fi
+  # A transient fault (timeout, 429, 5xx: a busy server answers 503) is asked again, a few
+  # times; the one write, starting the run, carries an idempotency key, so asking again can
+  # never start a second run.
   status=$(curl --silent --show-error --max-time 30 --header "@$work/headers" \
     --request "$method" --output "$work/answer" --write-out '%{http_code}' \
     "$@" "$api$path") || fail 2 "the Prefect API at $api cannot be reached (curl exit $?)"
@@ -92,8 +94,10 @@ expect "reading deployment $deployment"
 id=$(jq -er '.id | strings' "$work/answer") ||
   fail 2 "reading deployment $deployment: no id in the answer: $(head -c 500 "$work/answer")"
 
-body=$(jq -cn --arg image "${IMAGE:-}" '
-  {parameters: (if $ARGS.positional == [] then {} else {databases: $ARGS.positional} end)}
+key="trigger-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+body=$(jq -cn --arg image "${IMAGE:-}" --arg key "$key" '
+  {parameters: (if $ARGS.positional == [] then {} else {databases: $ARGS.positional} end),
+   idempotency_key: $key}
   + (if $image == "" then {} else {job_variables: {image: $image}} end)' --args "$@")
 request POST "/deployments/$id/create_flow_run" "$body"
 expect "starting a run of $deployment"
