@@ -21,7 +21,7 @@ from uuid import UUID
 import pytest
 
 from ameide_migrate import postgres, prefect_api, secret_sources
-from ameide_migrate.errors import ExitCode
+from ameide_migrate.errors import DatabaseUnreachable, ExitCode
 from ameide_migrate.pg_cluster import Cluster
 from ameide_migrate.postgres import Credentials
 
@@ -346,3 +346,16 @@ def test_an_outage_longer_than_the_budget_is_named_against_its_database_and_step
     failed = output[output.index("FAILED:") :].splitlines()
     assert any(line.startswith("- threads:") for line in failed), failed
     assert "kept trying for" in output
+
+
+def test_a_server_restart_while_a_connection_is_in_use_is_a_transient_fault(
+    pg_admin: Credentials,
+) -> None:
+    """PostgreSQL ends its sessions when it restarts (57P01, AdminShutdown): a step that was
+    using its connection then (recording the schema's fingerprint after a migrate) is retried
+    like one that could not connect, not failed as unexpected."""
+    with (
+        pytest.raises(DatabaseUnreachable, match="went away while in use"),
+        postgres.connect(pg_admin) as conn,
+    ):
+        conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")

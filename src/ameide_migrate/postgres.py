@@ -151,6 +151,16 @@ def connect(
                 cur.execute("SET statement_timeout = '10s'")
                 cur.execute("SET lock_timeout = '2s'")
         yield conn
+    except psycopg.OperationalError as e:
+        # The server went away while in use (a restart terminates its sessions: 57P01): as
+        # transient as failing to connect, and retried the same way.
+        if not _is_transient(e):
+            raise
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DatabaseUnreachable(
+            f"database {creds.database} at {creds.host}:{creds.port} went away while in use: "
+            f"{reason}. Check that the server is up"
+        ) from None
     finally:
         conn.close()
 
