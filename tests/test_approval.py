@@ -321,6 +321,12 @@ def _until_waiting(trigger: subprocess.Popen[str]) -> tuple[str, str]:
     raise AssertionError("trigger ended without asking for a decision:\n" + "".join(seen))
 
 
+def _to_the_end(trigger: subprocess.Popen[str], before: str) -> tuple[int, str, str]:
+    """The trigger followed to its exit: its code, its last line, and all it printed."""
+    rest, _ = trigger.communicate(timeout=300)
+    return trigger.returncode, rest.rstrip().splitlines()[-1], before + rest
+
+
 @pytest.fixture
 def protected_deployment(platform: Platform) -> Platform:
     protect(platform)
@@ -344,10 +350,10 @@ def test_approval_of_a_deployment_run_suspends_it_and_trigger_follows_it_to_the_
     done = ameide("approve", run_id, "--reason", "change ticket 42")
     assert done.returncode == 0, done.stderr
     assert f"approved the plan of flow run {run_id}" in done.stdout
-    rest, _ = trigger.communicate(timeout=300)
+    code, last, output = _to_the_end(trigger, before)
 
-    assert trigger.returncode == ExitCode.OK, before + rest
-    assert rest.rstrip().splitlines()[-1].startswith("Completed")
+    assert code == ExitCode.OK, output
+    assert last.startswith("Completed")
     assert platform.versions("graph")[-1] == "3"
 
 
@@ -362,10 +368,9 @@ def test_approval_rejected_makes_trigger_exit_5(
 
     done = ameide("approve", run_id, "--reject", "--reason", "freeze week")
     assert done.returncode == 0, done.stderr
-    rest, _ = trigger.communicate(timeout=300)
+    code, last, output = _to_the_end(trigger, before)
 
-    assert trigger.returncode == ExitCode.REJECTED, before + rest
-    last = rest.rstrip().splitlines()[-1]
+    assert code == ExitCode.REJECTED, output
     assert last.startswith(f"{REJECTED_STATE}: plan rejected: freeze week")
     assert all(platform.history(db) is None for db in DATABASES)
 
@@ -386,10 +391,9 @@ def test_approval_timeout_of_a_suspended_run_is_a_rejection(
     started = time.monotonic()
     trigger = trigger_local()
     before, _ = _until_waiting(trigger)
-    rest, _ = trigger.communicate(timeout=300)
+    code, last, output = _to_the_end(trigger, before)
 
-    assert trigger.returncode == ExitCode.REJECTED, before + rest
-    last = rest.rstrip().splitlines()[-1]
+    assert code == ExitCode.REJECTED, output
     assert last.startswith(f"{REJECTED_STATE}: plan timed out: no decision within 0.25 minutes")
     assert time.monotonic() - started < 180
     assert all(platform.history(db) is None for db in DATABASES)

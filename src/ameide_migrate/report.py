@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ameide_migrate import dev_loop
 from ameide_migrate.drift import DriftReport, Verdict
 from ameide_migrate.history import SETTLED_STATES
 from ameide_migrate.image import BuiltImage
@@ -17,6 +17,9 @@ from ameide_migrate.lint import Finding, Level, counts
 from ameide_migrate.outcomes import OutcomeState, RunReport
 from ameide_migrate.plan import DatabasePlan, Decision
 from ameide_migrate.prefect_api import ArtifactTable
+
+if TYPE_CHECKING:
+    from ameide_migrate import dev_loop
 
 _STYLE = {
     OutcomeState.MIGRATED: "green",
@@ -397,6 +400,9 @@ _CELL_WIDTH = 24
 def print_dev_event(event: dev_loop.Event, console: Console) -> None:
     """What `ameide-migrate dev` shows as it goes: one row per database of each run, with the
     run's link; an edited applied migration with its two fixes; the image kept in step."""
+    # Here, not at the top: every flow imports this module, and none needs the file watcher.
+    from ameide_migrate import dev_loop
+
     stamp = datetime.now().strftime("%H:%M:%S")
     if isinstance(event, dev_loop.Watching):
         console.print(f"Prefect UI: {event.ui_url}", highlight=False, soft_wrap=True)
