@@ -24,7 +24,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.states import Cancelled
 
-from ameide_migrate import commands, environments, plan, report
+from ameide_migrate import commands, environments, locking, plan, report
 from ameide_migrate.errors import REJECTED_STATE, ExitCode, RunNotAwaitingApproval
 from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState
 from ameide_migrate.plan import DatabasePlan, PlannedMigration
@@ -125,13 +125,29 @@ def approved_and_migrated(
     assert f"**approved** by a person: {reason}" in decision
 
 
-def test_the_plan_lists_version_description_file_checksum_lock_and_findings() -> None:
+def test_the_plan_lists_each_statements_lock_relation_size_and_concurrently() -> None:
     outcome = DatabaseOutcome("graph", OutcomeState.WOULD_APPLY, "3", "4", "4", 1, 0.1)
+    label_index = locking.StatementLock(
+        2,
+        "CREATE INDEX graph_label ON graph_node (label)",
+        "public.graph_node",
+        "SHARE",
+        locking.RelationFacts(16384, "public.graph_node", 1_000_000, 73 * 1024 * 1024),
+        False,
+        locking.Concurrently.POSSIBLE,
+    )
+    on_new = locking.StatementLock(
+        5, "CREATE INDEX x ON fresh (a)", "fresh", "SHARE", None, True, locking.Concurrently.NONE
+    )
     planned = DatabasePlan(
         outcome,
         (
             PlannedMigration(
-                "graph/V4__graph_label_index.sql", "4", "graph label index", 123, "SHARE"
+                "graph/V4__graph_label_index.sql",
+                "4",
+                "graph label index",
+                123,
+                (label_index, on_new),
             ),
         ),
     )
@@ -141,6 +157,11 @@ def test_the_plan_lists_version_description_file_checksum_lock_and_findings() ->
     text = report.plan_markdown("prod", [planned, up_to_date], "abc", asks=True)
     assert "## graph: 3 -> 4, 1 migration(s), strongest lock SHARE" in text
     assert "| 4 | graph label index | graph/V4__graph_label_index.sql | 123 | SHARE |" in text
+    assert (
+        "| graph/V4__graph_label_index.sql:2 | CREATE INDEX graph_label ON graph_node (label) "
+        "| SHARE | public.graph_node | ~1,000,000 | 73.0 MB | possible |"
+    ) in text
+    assert "1 lock(s) on relations that do not exist before their statement" in text
     assert "## threads: up to date at 4" in text
     assert "ameide-migrate approve RUN_ID" in text
     assert plan.needs_decision([planned, up_to_date])
@@ -150,7 +171,7 @@ def test_the_plan_lists_version_description_file_checksum_lock_and_findings() ->
         outcome,
         (
             PlannedMigration(
-                "graph/V4__graph_label_index.sql", "4", "graph label index", 9, "SHARE"
+                "graph/V4__graph_label_index.sql", "4", "graph label index", 9, (label_index,)
             ),
         ),
     )

@@ -35,6 +35,7 @@ class RunContext:
         lock_retry_count: int,
         lock_timeout_seconds: int,
         lint_rules: lint.LintRules | None = None,
+        long_transaction_seconds: float = 2.0,
     ) -> None:
         self.environment = environment
         self.databases = dict(databases)
@@ -46,6 +47,9 @@ class RunContext:
         self.lock_retry_count = lock_retry_count
         self.lock_timeout_seconds = lock_timeout_seconds
         self.lint_rules = lint_rules or lint.LintRules()
+        self.long_transaction_seconds = long_transaction_seconds
+        self.waited_for: dict[str, dict[int, str]] = {}
+        """Per database, the sessions (by pid) whose locks its pre-flight check waited for."""
         self._engine: FlywayEngine | None = None
         self._engine_lock = threading.Lock()
         self.engine_starts = 0
@@ -78,6 +82,7 @@ class RunContext:
             lock_retry_count=settings.lock_retry_count,
             lock_timeout_seconds=settings.lock_timeout_seconds,
             lint_rules=environments.get(environment, settings).lint,
+            long_transaction_seconds=settings.long_transaction_seconds,
         )
 
     @property

@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ameide_migrate import vault
 from ameide_migrate.catalog import Catalog, load_catalog
@@ -86,8 +86,13 @@ class Environment(BaseModel):
         description="The embedded local default: its own PostgreSQL when none is given, and the "
         "local credential store when no Vault is configured.",
     )
-    work_pool: str = Field(description="The Prefect work pool its deployments run on.")
-    pool_type: Literal["process", "kubernetes"] = "kubernetes"
+    work_pool: str = Field(
+        description="The Prefect work pool its deployments run on (a local environment's "
+        "default: ameide-local)."
+    )
+    pool_type: Literal["process", "kubernetes"] = Field(
+        default="kubernetes", description="A local environment's default: process."
+    )
     namespace: str | None = Field(default=None, description="Kubernetes: the Jobs' namespace.")
     service_account: str | None = Field(
         default=None, description="Kubernetes: the Jobs' service account (Vault's role binds it)."
@@ -113,6 +118,23 @@ class Environment(BaseModel):
         description="The lint's rule levels here, over the file's [lint.rules] and the defaults.",
     )
     approval: ApprovalPolicy = ApprovalPolicy()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _local_defaults(cls, values: Any) -> Any:
+        """A local environment runs on this machine's process pool unless it says otherwise,
+        and its lint keeps findings at warning (its own database: nobody waits for its locks)."""
+        if not isinstance(values, Mapping) or values.get("local") is not True:
+            return values
+        lint = values.get("lint", {})
+        if isinstance(lint, Mapping) and "max_level" not in lint:
+            lint = {**lint, "max_level": "warning"}
+        return {
+            "work_pool": _LOCAL_POOL,
+            "pool_type": "process",
+            **values,
+            "lint": lint,
+        }
 
     def deployment_job_variables(self) -> dict[str, Any]:
         """The job variables of this environment's deployments."""
@@ -146,9 +168,8 @@ class Environment(BaseModel):
         return {"environment": self.name, **self.placeholders}
 
 
-_LOCAL_DEFAULT = Environment(
-    name="local", local=True, work_pool="ameide-local", pool_type="process"
-)
+_LOCAL_POOL = "ameide-local"
+_LOCAL_DEFAULT = Environment.model_validate({"name": "local", "local": True})
 
 
 def file_of(settings: Settings) -> Path:

@@ -173,6 +173,19 @@ class DatabaseUnreachable(MigrateError):
     transient = True
 
 
+class TablesBusy(MigrateError):
+    """Sessions in long transactions hold locks on tables a pending migration locks: Flyway is
+    not started, so its statements do not queue behind them and block everyone after them; the
+    check is retried with backoff, as they may end."""
+
+    transient = True
+
+    def __init__(self, message: str, holders: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.holders = holders
+        """Each session, described (pid, user, age, the lock it holds)."""
+
+
 class DatabaseError(MigrateError):
     pass
 

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from ameide_migrate import statements
+from ameide_migrate import locking, statements
 from ameide_migrate.catalog import DatabaseCatalog, Migration
 from ameide_migrate.errors import LinterNotInstalled, LintFailed
 
@@ -175,20 +175,30 @@ DEFAULT_LEVELS: Mapping[str, Level] = {
 """Every other rule is a warning where squawk reports it by default (its opt-in rules stay
 off unless a level is given)."""
 
-# Rules about work on one table: a table created earlier in the batch is not flagged by them.
-_TABLE_WORK_RULES = frozenset(
+# Rules about a lock on a busy table: how long it is held depends on the table's size, so the
+# target's facts decide (no risk on an absent or empty table, at most a warning on a small one).
+_LOCK_RULES = frozenset(
     {
         "require-concurrent-index-creation",
         "require-concurrent-index-deletion",
         "require-concurrent-reindex",
+        "require-concurrent-partition-detach",
         "constraint-missing-not-valid",
         "adding-foreign-key-constraint",
         "disallowed-unique-constraint",
         "adding-field-with-default",
         "adding-not-nullable-field",
-        "adding-required-field",
         "adding-serial-primary-key-field",
         "changing-column-type",
+        "prefer-repack",
+    }
+)
+# Rules that matter once the table holds rows: a NOT NULL column with no default fails on them.
+_ROWS_RULES = frozenset({"adding-required-field"})
+# Rules about the table's clients (a rename or drop breaks them) or its statements' robustness:
+# they matter wherever the table exists, whatever its size, and not on one the batch creates.
+_EXISTS_RULES = frozenset(
+    {
         "renaming-column",
         "renaming-table",
         "ban-drop-column",
@@ -204,6 +214,7 @@ _TABLE_WORK_RULES = frozenset(
         "require-timeout-settings",
     }
 )
+_TABLE_WORK_RULES = _LOCK_RULES | _ROWS_RULES | _EXISTS_RULES
 
 
 class LintRules(BaseModel):
@@ -221,6 +232,17 @@ class LintRules(BaseModel):
         default=None,
         description="No finding is reported above this level here: `warning` lets every "
         "migration run and still shows what the lint found (the local default's own database).",
+    )
+    large_table_rows: int | None = Field(
+        default=None,
+        gt=0,
+        description="From this many rows (default 100000) a table is large: a lock rule on it is "
+        "at its full level; on a smaller one, at most a warning; on an empty one, nothing.",
+    )
+    large_table_mb: float | None = Field(
+        default=None,
+        gt=0,
+        description="From this size in MB (default 100; heap, indexes and TOAST) a table is large.",
     )
 
     @field_validator("rules", mode="before")
@@ -242,11 +264,25 @@ class LintRules(BaseModel):
             return self.max_level
         return level
 
+    @property
+    def large_table(self) -> locking.LargeTable:
+        return locking.LargeTable(
+            self.large_table_rows or DEFAULT_LARGE_TABLE_ROWS,
+            self.large_table_mb or DEFAULT_LARGE_TABLE_MB,
+        )
+
     def over(self, base: LintRules) -> LintRules:
         """These levels laid over `base`'s (an environment's over the file's defaults)."""
         return LintRules(
-            rules={**base.rules, **self.rules}, max_level=self.max_level or base.max_level
+            rules={**base.rules, **self.rules},
+            max_level=self.max_level or base.max_level,
+            large_table_rows=self.large_table_rows or base.large_table_rows,
+            large_table_mb=self.large_table_mb or base.large_table_mb,
         )
+
+
+DEFAULT_LARGE_TABLE_ROWS = 100_000
+DEFAULT_LARGE_TABLE_MB = 100.0
 
 
 _SEVERITY = {Level.OFF: 0, Level.WARNING: 1, Level.ERROR: 2}
@@ -386,24 +422,37 @@ def lint_files(
     placeholders: Mapping[str, str] | None = None,
 ) -> list[Finding]:
     """The findings of `files`, one batch in the order given (a table one of them creates is new
-    for those after it). Files are UTF-8, with `${name}` placeholders."""
+    for those after it), with no database to ask: any other table may exist and be large. Files
+    are UTF-8, with `${name}` placeholders."""
     return lint_scripts([script_of_file(f, root, placeholders or {}) for f in files], rules)
 
 
 def lint_migrations(
-    db: DatabaseCatalog, migrations: Iterable[Migration], rules: LintRules, *, root: Path
+    db: DatabaseCatalog,
+    migrations: Iterable[Migration],
+    rules: LintRules,
+    *,
+    root: Path,
+    facts: locking.Facts | None = None,
 ) -> list[Finding]:
     """The findings of a database's migrations (one batch, in Flyway's order), each read with its
-    database's Flyway configuration."""
-    return lint_scripts([script_of_migration(db, m, root) for m in migrations], rules)
+    database's Flyway configuration, judged against `facts` (what the target holds) when given."""
+    return lint_scripts([script_of_migration(db, m, root) for m in migrations], rules, facts)
 
 
-def lint_scripts(scripts: Sequence[Script], rules: LintRules) -> list[Finding]:
-    """The findings of one batch of scripts, at `rules`' levels; `off` ones dropped."""
+def lint_scripts(
+    scripts: Sequence[Script], rules: LintRules, facts: locking.Facts | None = None
+) -> list[Finding]:
+    """The findings of one batch of scripts, at `rules`' levels; `off` ones dropped.
+
+    A rule about work on a table is judged by the table the statement works on: nothing where it
+    is new in the batch; with the target's `facts`, nothing where it does not exist, and for the
+    lock rules nothing on an empty table and at most a warning on one smaller than `rules`'
+    large table. Without facts, any table the batch does not create may be large."""
     if not scripts:
         return []
     binary = squawk_binary()
-    new: set[str] = set()
+    batch = locking.Batch(facts)
     findings: list[Finding] = []
     order = {script.name: i for i, script in enumerate(scripts)}
     # squawk looks for a .squawk.toml from its working directory up: ameide.toml alone decides.
@@ -411,15 +460,54 @@ def lint_scripts(scripts: Sequence[Script], rules: LintRules) -> list[Finding]:
         for script in scripts:
             parsed = statements.split(script.text)
             refused = statements.non_transactional(script.text)
-            on_new = _on_new_tables(parsed, new)
+            worked_on = []
+            for statement in parsed:
+                targets = locking.locks(statement)
+                worked_on.append(batch.existing(targets[0]) if targets else None)
+                batch.after(statement)
             for finding in _squawk(binary, script, rules, not refused, Path(elsewhere)):
                 index = _statement_at(parsed, finding.line)
-                if finding.rule in _TABLE_WORK_RULES and index is not None and on_new[index]:
-                    continue
-                findings.append(finding)
+                if finding.rule in _TABLE_WORK_RULES and index is not None:
+                    judged = _judged(finding, worked_on[index], rules)
+                    if judged is not None:
+                        findings.append(judged)
+                else:
+                    findings.append(finding)
             findings += _transaction_findings(script, parsed, refused, rules)
     findings.sort(key=lambda f: (order[f.file], f.line))
     return [f for f in findings if f.level is not Level.OFF]
+
+
+def _judged(
+    finding: Finding, table: locking.RelationFacts | bool | None, rules: LintRules
+) -> Finding | None:
+    """A table-work finding as the table it works on decides: `table` is its facts, False when
+    it does not exist before the statement, True when it may (no database was asked), None when
+    the statement's table is not known."""
+    if table is None or table is True:
+        return finding
+    if table is False:
+        return None
+    if finding.rule in _EXISTS_RULES:
+        return replace(finding, message=f"{finding.message} [{table.describe()}]")
+    if table.empty:
+        return None
+    if finding.rule in _ROWS_RULES:
+        return replace(finding, message=f"{finding.message} [{table.describe()}]")
+    large = rules.large_table
+    if large.holds(table):
+        return replace(
+            finding,
+            message=f"{finding.message} [{table.describe()}: a large table, from "
+            f"{large.describe()}]",
+        )
+    level = Level.WARNING if finding.level is Level.ERROR else finding.level
+    return replace(
+        finding,
+        level=level,
+        message=f"{finding.message} [{table.describe()}: a small table, under "
+        f"{large.describe()}, so at most a warning]",
+    )
 
 
 def squawk_binary() -> Path:
@@ -566,195 +654,19 @@ def _statement_at(parsed: list[statements.Statement], line: int) -> int | None:
     return index
 
 
-# --- Which tables a statement works on, and how strongly it locks them ---------------------------
-
-_IDENT = r'(?:"(?:[^"]|"")+"|[\w$\u0080-\uffff]+)'
-_NAME = rf"({_IDENT}(?:\s?\.\s?{_IDENT})*)"
-
-ACCESS_EXCLUSIVE = "ACCESS EXCLUSIVE"
-LOCK_MODES = (
-    "ACCESS SHARE",
-    "ROW SHARE",
-    "ROW EXCLUSIVE",
-    "SHARE UPDATE EXCLUSIVE",
-    "SHARE",
-    "SHARE ROW EXCLUSIVE",
-    "EXCLUSIVE",
-    ACCESS_EXCLUSIVE,
-)
-"""PostgreSQL's table lock modes, weakest first."""
-NO_LOCK = "none"
-
-# `IF NOT EXISTS` makes no table new: the table may exist, busy, before the migration runs.
-_CREATES = re.compile(
-    r"^CREATE (?:(?:GLOBAL |LOCAL )?(?:TEMP|TEMPORARY|UNLOGGED) )?(?:TABLE|MATERIALIZED VIEW) "
-    rf"(?!IF NOT EXISTS ){_NAME}",
-    re.IGNORECASE,
-)
-_CREATES_INDEX = re.compile(
-    rf"^CREATE (?:UNIQUE )?INDEX (CONCURRENTLY )?(?:IF NOT EXISTS )?(?:{_NAME} )?ON (?:ONLY )?"
-    rf"{_NAME}",
-    re.IGNORECASE,
-)
-_REFERENCES = re.compile(rf"\bREFERENCES {_NAME}", re.IGNORECASE)
-# (pattern, lock mode): the first to match a statement's words names the table it works on.
-_STATEMENT_LOCKS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern, re.IGNORECASE), mode)
-    for pattern, mode in (
-        (rf"^DROP INDEX CONCURRENTLY (?:IF EXISTS )?{_NAME}", "SHARE UPDATE EXCLUSIVE"),
-        (rf"^DROP INDEX (?:IF EXISTS )?{_NAME}", ACCESS_EXCLUSIVE),
-        (rf"^REINDEX (?:\([^)]*\) )?\w+ CONCURRENTLY {_NAME}", "SHARE UPDATE EXCLUSIVE"),
-        (rf"^REINDEX \([^)]*CONCURRENTLY[^)]*\) \w+ {_NAME}", "SHARE UPDATE EXCLUSIVE"),
-        (rf"^REINDEX (?:\([^)]*\) )?(?:TABLE|INDEX) {_NAME}", ACCESS_EXCLUSIVE),
-        (rf"^DROP (?:TABLE|MATERIALIZED VIEW) (?:IF EXISTS )?{_NAME}", ACCESS_EXCLUSIVE),
-        (rf"^TRUNCATE (?:TABLE )?(?:ONLY )?{_NAME}", ACCESS_EXCLUSIVE),
-        (rf"^CLUSTER (?:\([^)]*\) )?{_NAME}", ACCESS_EXCLUSIVE),
-        (rf"^VACUUM (?:\([^)]*\bFULL\b[^)]*\)|FULL)\s?(?:\w+ )*?{_NAME}", ACCESS_EXCLUSIVE),
-        (rf"^(?:VACUUM|ANALYZE)(?: \([^)]*\))?(?: \w+)*? {_NAME}", "SHARE UPDATE EXCLUSIVE"),
-        (rf"^REFRESH MATERIALIZED VIEW CONCURRENTLY {_NAME}", "EXCLUSIVE"),
-        (rf"^REFRESH MATERIALIZED VIEW {_NAME}", ACCESS_EXCLUSIVE),
-        (rf"^ALTER INDEX (?:IF EXISTS )?{_NAME}", ACCESS_EXCLUSIVE),
-        (rf"^CREATE (?:OR REPLACE )?(?:CONSTRAINT )?TRIGGER .*? ON {_NAME}", "SHARE ROW EXCLUSIVE"),
-        (rf"^DROP TRIGGER (?:IF EXISTS )?{_IDENT} ON {_NAME}", ACCESS_EXCLUSIVE),
-        (rf"^COMMENT ON TABLE {_NAME}", "SHARE UPDATE EXCLUSIVE"),
-        (rf"^COMMENT ON COLUMN {_NAME}\s?\.\s?{_IDENT} IS\b", "SHARE UPDATE EXCLUSIVE"),
-        (rf"^(?:UPDATE|DELETE FROM|INSERT INTO|MERGE INTO) (?:ONLY )?{_NAME}", "ROW EXCLUSIVE"),
-    )
-)
-_LOCK_TABLE = re.compile(
-    rf"^LOCK (?:TABLE )?(?:ONLY )?{_NAME}(?: IN ([A-Z ]+?) MODE)?", re.IGNORECASE
-)
-_ALTER_TABLE = re.compile(rf"^ALTER TABLE (?:IF EXISTS )?(?:ONLY )?{_NAME} (.*)$", re.IGNORECASE)
-# ALTER TABLE subcommands weaker than ACCESS EXCLUSIVE (PostgreSQL's ALTER TABLE page).
-_ALTER_TABLE_WEAKER: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern, re.IGNORECASE), mode)
-    for pattern, mode in (
-        (r"^VALIDATE CONSTRAINT\b", "SHARE UPDATE EXCLUSIVE"),
-        (r"^ALTER (?:COLUMN )?\S+ SET STATISTICS\b", "SHARE UPDATE EXCLUSIVE"),
-        (r"^(?:SET|RESET) \(", "SHARE UPDATE EXCLUSIVE"),
-        (r"^(?:CLUSTER ON|SET WITHOUT CLUSTER)\b", "SHARE UPDATE EXCLUSIVE"),
-        (r"^ATTACH PARTITION\b", "SHARE UPDATE EXCLUSIVE"),
-        (r"^DETACH PARTITION .* CONCURRENTLY$", "SHARE UPDATE EXCLUSIVE"),
-        (r"^ADD (?:CONSTRAINT \S+ )?FOREIGN KEY\b", "SHARE ROW EXCLUSIVE"),
-        (r"^(?:ENABLE|DISABLE) (?:ALWAYS |REPLICA )?TRIGGER\b", "SHARE ROW EXCLUSIVE"),
-    )
-)
-
-
-def _table(name: str) -> str:
-    """A relation's name as PostgreSQL resolves it, schema left out: unquoted folded to lower
-    case, quotes removed."""
-    last: str = re.findall(_IDENT, name)[-1]
-    if last.startswith('"'):
-        return last[1:-1].replace('""', '"')
-    return last.lower()
-
-
-def created(statement: statements.Statement) -> str | None:
-    """The table (or materialized view, or index) the statement creates."""
-    match = _CREATES.match(statement.words)
-    if match:
-        return _table(match.group(1))
-    index = _CREATES_INDEX.match(statement.words)
-    if index and index.group(2):
-        return _table(index.group(2))
-    return None
-
-
-def locks(statement: statements.Statement) -> list[tuple[str, str]]:
-    """(table, lock mode) for each table the statement locks beyond ACCESS SHARE; its first
-    is the table it works on."""
-    words = statement.words
-    index = _CREATES_INDEX.match(words)
-    if index:
-        mode = "SHARE UPDATE EXCLUSIVE" if index.group(1) else "SHARE"
-        return [(_table(index.group(3)), mode)]
-    if _CREATES.match(words):
-        return [(_table(r), "SHARE ROW EXCLUSIVE") for r in _REFERENCES.findall(words)]
-    alter = _ALTER_TABLE.match(words)
-    if alter:
-        modes = [_alter_table_mode(part) for part in _subcommands(alter.group(2))]
-        strongest = max(modes, key=LOCK_MODES.index, default=ACCESS_EXCLUSIVE)
-        referenced = [(_table(r), "SHARE ROW EXCLUSIVE") for r in _REFERENCES.findall(words)]
-        return [(_table(alter.group(1)), strongest), *referenced]
-    lock = _LOCK_TABLE.match(words)
-    if lock:
-        mode = (lock.group(2) or ACCESS_EXCLUSIVE).upper()
-        return [(_table(lock.group(1)), mode if mode in LOCK_MODES else ACCESS_EXCLUSIVE)]
-    for pattern, mode in _STATEMENT_LOCKS:
-        match = pattern.match(words)
-        if match:
-            return [(_table(match.group(1)), mode)]
-    return []
-
-
-def _subcommands(text: str) -> list[str]:
-    """ALTER TABLE's comma-separated actions (commas inside parentheses kept)."""
-    parts, depth, start = [], 0, 0
-    for i, c in enumerate(text):
-        if c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-        elif c == "," and depth == 0:
-            parts.append(text[start:i].strip())
-            start = i + 1
-    parts.append(text[start:].strip())
-    return [p for p in parts if p]
-
-
-def _alter_table_mode(action: str) -> str:
-    return next((mode for p, mode in _ALTER_TABLE_WEAKER if p.search(action)), ACCESS_EXCLUSIVE)
-
-
-def _on_new_tables(parsed: list[statements.Statement], new: set[str]) -> list[bool]:
-    """Per statement, whether the table it works on is new (created before it in the batch);
-    adds what the statements create to `new`."""
-    fresh = []
-    for statement in parsed:
-        locked = locks(statement)
-        fresh.append(bool(locked) and locked[0][0] in new)
-        made = created(statement)
-        if made is not None:
-            new.add(made)
-    return fresh
-
-
 def lock_level(
     file: Path,
     *,
     placeholders: Mapping[str, str] | None = None,
     new_tables: Collection[str] = (),
 ) -> str:
-    """The strongest lock the file's statements take on tables that exist before it runs, as
-    PostgreSQL names it ("ACCESS EXCLUSIVE", "SHARE", ...), or "none".
-
-    An estimate from the statements' text, for a person to read: each statement counts with the
-    lock PostgreSQL documents for it (CREATE INDEX: SHARE; CONCURRENTLY: SHARE UPDATE EXCLUSIVE;
-    ALTER TABLE: ACCESS EXCLUSIVE unless every action is a weaker one, such as ADD FOREIGN KEY or
-    VALIDATE CONSTRAINT; writes: ROW EXCLUSIVE). Tables the file creates first, and
-    `new_tables` (created by migrations before it in the same run), do not count."""
+    """The strongest lock the file's statements take on tables that may exist before it runs,
+    as PostgreSQL names it ("ACCESS EXCLUSIVE", "SHARE", ...), or "none", with no database
+    asked: tables the file creates first, and `new_tables`, do not count."""
     text = file.read_bytes().decode("utf-8").removeprefix("\ufeff")
-    return lock_level_of_text(substitute(text, placeholders or {}), set(new_tables))
-
-
-def lock_level_of_text(text: str, new: set[str]) -> str:
-    """`lock_level` of a script's text; adds the tables it creates to `new`."""
-    strongest = -1
-    for statement in statements.split(text):
-        for table, mode in locks(statement):
-            if table not in new:
-                strongest = max(strongest, LOCK_MODES.index(mode))
-        made = created(statement)
-        if made is not None:
-            new.add(made)
-    return LOCK_MODES[strongest] if strongest >= 0 else NO_LOCK
-
-
-def lock_levels(scripts: Sequence[Script]) -> dict[str, str]:
-    """Each script's `lock_level`, in one batch: a table one creates is new for the next."""
-    new: set[str] = set()
-    return {s.name: lock_level_of_text(s.text, new) for s in scripts}
+    batch = locking.Batch()
+    batch.new.update(new_tables)
+    return locking.strongest(locking.statement_locks(substitute(text, placeholders or {}), batch))
 
 
 def counts(findings: Iterable[Finding]) -> tuple[int, int]:

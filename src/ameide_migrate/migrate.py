@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ameide_migrate import flyway, lint, postgres, recovery, statements
+from ameide_migrate import flyway, lint, locking, postgres, recovery, statements
 from ameide_migrate.catalog import DatabaseCatalog, Migration, Version
 from ameide_migrate.context import RunContext
 from ameide_migrate.errors import (
@@ -22,6 +22,7 @@ from ameide_migrate.errors import (
     MigrateError,
     MigrationFailed,
     NonTransactionalMigrationFailed,
+    TablesBusy,
 )
 from ameide_migrate.flyway import LogSink
 from ameide_migrate.history import (
@@ -191,9 +192,68 @@ def lint_of_pending(
 
 
 def lint_of(ctx: RunContext, database: str, migrations: list[Migration]) -> list[lint.Finding]:
+    """The lint of `migrations`, judged against what the database holds now."""
+    scripts = scripts_of(ctx, database, migrations)
+    return lint.lint_scripts(scripts, ctx.lint_rules, relation_facts(ctx, database, scripts))
+
+
+def scripts_of(ctx: RunContext, database: str, migrations: list[Migration]) -> list[lint.Script]:
     db = ctx.databases[database]
     # The catalog's folders sit directly under the SQL tree's root: findings name files from it.
-    return lint.lint_migrations(db, migrations, ctx.lint_rules, root=db.directory.parent)
+    return [lint.script_of_migration(db, m, db.directory.parent) for m in migrations]
+
+
+def relation_facts(ctx: RunContext, database: str, scripts: list[lint.Script]) -> locking.Facts:
+    """What the database holds now under each name the scripts lock or create."""
+    return postgres.relation_facts(
+        ctx.credentials[database],
+        locking.referenced(s.text for s in scripts),
+        schema=ctx.databases[database].flyway.schema,
+        count_up_to=ctx.lint_rules.large_table.rows,
+        timeout=ctx.connect_timeout,
+    )
+
+
+def statement_locks(
+    ctx: RunContext, database: str, migrations: list[Migration]
+) -> dict[str, list[locking.StatementLock]]:
+    """Per pending script, the locks its statements take, judged against what the database
+    holds now and what the scripts before it create."""
+    scripts = scripts_of(ctx, database, migrations)
+    batch = locking.Batch(relation_facts(ctx, database, scripts))
+    return {s.name: locking.statement_locks(s.text, batch) for s in scripts}
+
+
+def preflight(ctx: RunContext, database: str) -> None:
+    """Before Flyway starts: no session in a long transaction holds a lock that a pending
+    migration's statements would queue behind (and, queued, block every session after them).
+    TablesBusy names each such session; the step is retried with backoff while they last."""
+    found = statement_locks(ctx, database, pending(ctx, database))
+    wanted = locking.wanted([lock for locks in found.values() for lock in locks])
+    if not wanted:
+        return
+    holders = postgres.lock_holders(
+        ctx.credentials[database], list(wanted), timeout=ctx.connect_timeout
+    )
+    blocking = [
+        holder
+        for oid, holder in holders
+        if locking.conflicts(wanted[oid][0], locking.mode_of_pg_locks(holder.mode))
+        and holder.transaction_seconds is not None
+        and holder.transaction_seconds >= ctx.long_transaction_seconds
+    ]
+    if not blocking:
+        return
+    seen = ctx.waited_for.setdefault(database, {})
+    for holder in blocking:
+        seen[holder.pid] = holder.describe()
+    described = tuple(holder.describe() for holder in blocking)
+    raise TablesBusy(
+        f"database {database}: Flyway was not started, since {len(blocking)} session(s) in a "
+        "long transaction hold locks its pending migrations would wait for (waiting, they "
+        "would block every session after them): " + "; ".join(described),
+        described,
+    )
 
 
 def lint_stop(
@@ -221,6 +281,7 @@ class Steps:
     validate: Callable[[RunContext, str], None]
     migrate: Callable[[RunContext, str], MigrateSummary]
     lint: Callable[[RunContext, str], list[lint.Finding]] = lint_pending
+    preflight: Callable[[RunContext, str], None] = preflight
 
 
 Log = logging.LoggerAdapter[Any] | logging.Logger
@@ -268,6 +329,7 @@ def migrate_database(
         stop = lint_stop(ctx.environment, database, findings)
         if stop is not None:
             raise stop
+        steps.preflight(ctx, database)
         log.info("%s: %s; validating with Flyway", database, before.reason)
         steps.validate(ctx, database)
         summary = steps.migrate(ctx, database)
@@ -298,7 +360,7 @@ def migrate_database(
             latest_text,
             0,
             time.monotonic() - started,
-            message="another run applied what was pending",
+            message=_joined("another run applied what was pending", _waited(ctx, database)),
             findings=findings,
         )
     log.info("%s: %s -> %s, %d applied", database, before.version or "empty", after, applied)
@@ -310,8 +372,21 @@ def migrate_database(
         latest_text,
         applied,
         time.monotonic() - started,
+        message=_waited(ctx, database),
         findings=findings,
     )
+
+
+def _waited(ctx: RunContext, database: str) -> str:
+    """The sessions the pre-flight check waited for before Flyway started, if any."""
+    seen = ctx.waited_for.get(database)
+    if not seen:
+        return ""
+    return f"waited for {len(seen)} session(s) holding locks first: " + "; ".join(seen.values())
+
+
+def _joined(*parts: str) -> str:
+    return "; ".join(p for p in parts if p)
 
 
 _LOG_LEVEL = {lint.Level.ERROR: logging.ERROR, lint.Level.WARNING: logging.WARNING}

@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ameide_migrate import drift, lint, postgres, recovery
+from ameide_migrate import drift, locking, postgres, recovery
 from ameide_migrate.context import RunContext
 from ameide_migrate.history import PENDING, pending_migrations
-from ameide_migrate.migrate import lint_of_pending, lint_stop
+from ameide_migrate.migrate import lint_of_pending, lint_stop, statement_locks
 from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState
 
 
@@ -29,8 +29,14 @@ class PlannedMigration:
     """None for a repeatable migration."""
     description: str
     checksum: int | None
-    lock: str
-    """The strongest lock it takes on a table that exists before the run (`lint.lock_level`)."""
+    locks: tuple[locking.StatementLock, ...]
+    """Per statement, each lock it takes: the relation, the mode, what the relation holds, and
+    whether CONCURRENTLY applies."""
+
+    @property
+    def lock(self) -> str:
+        """The strongest lock it takes on a relation that exists before it runs."""
+        return locking.strongest(self.locks)
 
 
 @dataclass(frozen=True)
@@ -46,8 +52,7 @@ class DatabasePlan:
     @property
     def lock(self) -> str:
         """The strongest lock of its migrations."""
-        modes = [m.lock for m in self.migrations if m.lock in lint.LOCK_MODES]
-        return max(modes, key=lint.LOCK_MODES.index) if modes else lint.NO_LOCK
+        return locking.strongest(lock for m in self.migrations for lock in m.locks)
 
 
 def dry_run(ctx: RunContext, database: str) -> DatabaseOutcome:
@@ -103,22 +108,20 @@ def plan_database(ctx: RunContext, database: str) -> DatabasePlan:
     """What a migrate of `database` would do now, read-only."""
     outcome = dry_run(ctx, database)
     db = ctx.databases[database]
-    root = db.directory.parent
     by_script = {m.script: m for m in db.migrations}
     pending = [by_script[script] for script in outcome.pending if script in by_script]
-    scripts = [lint.script_of_migration(db, m, root) for m in pending]
-    locks = lint.lock_levels(scripts)
+    locks = statement_locks(ctx, database, pending)
     return DatabasePlan(
         outcome,
         tuple(
             PlannedMigration(
-                script.name,
+                name,
                 str(m.version) if m.version is not None else None,
                 m.description,
                 m.checksum,
-                locks[script.name],
+                tuple(found),
             )
-            for m, script in zip(pending, scripts, strict=True)
+            for m, (name, found) in zip(pending, locks.items(), strict=True)
         ),
     )
 

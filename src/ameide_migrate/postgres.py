@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import psycopg
@@ -23,6 +24,7 @@ from ameide_migrate.errors import (
     DatabaseUnreachable,
     DatabaseUrlInvalid,
 )
+from ameide_migrate.locking import RelationFacts
 
 
 @dataclass(frozen=True)
@@ -418,3 +420,165 @@ def server_major(creds: Credentials, *, timeout: int = 5) -> int:
     with connect(creds, timeout=timeout, read_only=True) as conn:
         row = conn.execute("SHOW server_version_num").fetchone()
     return int(row[0]) // 10000 if row else 0
+
+
+# --- What a migration's tables hold, and who holds locks on them --------------------------------
+
+# Each written name resolved as the migration's session resolves it, and its leaves (a
+# partitioned table's partitions; a plain table is its own leaf) with their statistics.
+_RELATION_LEAVES_SQL = """
+SELECT w.name, r.oid::bigint, quote_ident(n.nspname) || '.' || quote_ident(r.relname),
+       leaf.relid::regclass::text, l.relkind::text, l.reltuples::float8, l.relpages::bigint,
+       pg_relation_size(leaf.relid), pg_total_relation_size(leaf.relid),
+       current_setting('block_size')::int
+FROM unnest(%(names)s::text[]) AS w(name)
+JOIN pg_class r ON r.oid = to_regclass(w.name)
+JOIN pg_namespace n ON n.oid = r.relnamespace
+CROSS JOIN LATERAL (
+    SELECT relid FROM pg_partition_tree(r.oid) WHERE isleaf
+    UNION ALL SELECT r.oid WHERE r.relkind NOT IN ('p', 'I')
+) AS leaf
+JOIN pg_class l ON l.oid = leaf.relid
+"""
+
+
+def relation_facts(
+    creds: Credentials,
+    names: list[str],
+    *,
+    schema: str | None,
+    count_up_to: int,
+    timeout: int = 5,
+) -> dict[str, RelationFacts | None]:
+    """What the database holds under each written name, resolved in `schema` first (Flyway's
+    defaultSchema, where its migrations run) then the role's search path: None where nothing
+    exists. Rows are the planner's estimate (its statistics scaled to the pages there are now);
+    a table with no statistics yet is counted, up to `count_up_to` rows. Read-only."""
+    found: dict[str, RelationFacts | None] = dict.fromkeys(names)
+    if not names:
+        return found
+    leaves: dict[str, list[tuple[Any, ...]]] = {}
+    with connect(creds, timeout=timeout, read_only=True) as conn:
+        try:
+            if schema:
+                conn.execute(
+                    "SELECT set_config('search_path', quote_ident(%s) || ', ' || "
+                    "current_setting('search_path'), true)",
+                    (schema,),
+                )
+            for row in conn.execute(_RELATION_LEAVES_SQL, {"names": names}).fetchall():
+                leaves.setdefault(row[0], []).append(row)
+            for name, rows in leaves.items():
+                oid, qualified = int(rows[0][1]), str(rows[0][2])
+                estimates = [_estimated_rows(*row[5:]) for row in rows]
+                counted: int | None
+                if None in estimates and all(row[4] in ("r", "m") for row in rows):
+                    counted = _count_up_to(conn, qualified, count_up_to)
+                else:
+                    counted = None if None in estimates else sum(e or 0 for e in estimates)
+                found[name] = RelationFacts(oid, qualified, counted, sum(int(r[8]) for r in rows))
+        except psycopg.errors.OperationalError as e:
+            raise DatabaseUnreachable(
+                f"database {creds.database}: reading the size of its tables was interrupted: {e}"
+            ) from None
+        except psycopg.Error as e:
+            raise DatabaseError(
+                f"database {creds.database}: cannot read the size of its tables: {e}"
+            ) from None
+    return found
+
+
+def _estimated_rows(
+    reltuples: float, relpages: int, heap_bytes: int, total_bytes: int, block_size: int
+) -> int | None:
+    """The planner's estimate: no pages, no rows; else the rows per page of the last statistics
+    times the pages now; None when there are no statistics yet."""
+    if heap_bytes == 0:
+        return 0
+    if reltuples >= 0 and relpages > 0:
+        return round(reltuples / relpages * (heap_bytes / block_size))
+    return None
+
+
+def _count_up_to(conn: psycopg.Connection, qualified: str, limit: int) -> int | None:
+    """The table's rows, counted up to `limit`; None when they cannot be read (no privilege,
+    a lock in the way): such a table counts as large."""
+    try:
+        with conn.transaction():
+            row = conn.execute(
+                sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} LIMIT {}) AS counted").format(
+                    sql.SQL(qualified), sql.Literal(limit)
+                )
+            ).fetchone()
+    except (
+        psycopg.errors.InsufficientPrivilege,
+        psycopg.errors.LockNotAvailable,
+        psycopg.errors.QueryCanceled,
+    ):
+        return None
+    return int(row[0]) if row else None
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """A session holding a lock a migration would queue behind."""
+
+    pid: int
+    user: str
+    application: str
+    state: str | None
+    """None where the migration's role may not see it (pg_read_all_stats shows it)."""
+    transaction_seconds: float | None
+    query_start: datetime | None
+    relation: str
+    mode: str
+    """As pg_locks names it, e.g. AccessShareLock."""
+
+    def describe(self) -> str:
+        age = (
+            f"in a transaction for {self.transaction_seconds:.0f}s"
+            if self.transaction_seconds is not None
+            else "transaction age hidden from this role"
+        )
+        started = (
+            f", its query started {self.query_start.isoformat(timespec='seconds')}"
+            if self.query_start
+            else ""
+        )
+        app = f" ({self.application})" if self.application else ""
+        state = f", {self.state}" if self.state else ""
+        return (
+            f"pid {self.pid}, user {self.user}{app}{state}, {age}{started}, holds "
+            f"{self.mode} on {self.relation}"
+        )
+
+
+_LOCK_HOLDERS_SQL = """
+SELECT l.pid, coalesce(a.usename, ''), coalesce(a.application_name, ''), a.state,
+       extract(epoch FROM clock_timestamp() - a.xact_start)::float8, a.query_start,
+       l.relation::regclass::text, l.mode, l.relation::bigint
+FROM pg_locks l
+LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.relation = ANY(%(relations)s::oid[])
+ORDER BY a.xact_start NULLS LAST, l.pid
+"""
+
+
+def lock_holders(
+    creds: Credentials, relations: list[int], *, timeout: int = 5
+) -> list[tuple[int, LockHolder]]:
+    """(relation oid, holder) for every other session holding a lock on one of `relations`."""
+    if not relations:
+        return []
+    with connect(creds, timeout=timeout, read_only=True) as conn:
+        try:
+            rows = conn.execute(_LOCK_HOLDERS_SQL, {"relations": relations}).fetchall()
+        except psycopg.errors.OperationalError as e:
+            raise DatabaseUnreachable(
+                f"database {creds.database}: reading pg_locks was interrupted: {e}"
+            ) from None
+        except psycopg.Error as e:
+            raise DatabaseError(f"database {creds.database}: cannot read pg_locks: {e}") from None
+    return [(int(r[8]), LockHolder(*r[:8])) for r in rows]

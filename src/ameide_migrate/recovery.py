@@ -15,6 +15,7 @@ from ameide_migrate.errors import (
     LintErrorsFound,
     MigrateError,
     MigrationFailed,
+    TablesBusy,
     ValidationFailed,
 )
 from ameide_migrate.postgres import InvalidIndex
@@ -64,6 +65,12 @@ def after_error(environment: str, database: str, error: MigrateError, before: st
             "PostgreSQL rolled the failed migration back (Flyway ran it in a transaction), "
             f"so the database stays at version {before or 'none'}. Fix the migration forward and "
             f"rerun `{rerun}`."
+        )
+    if isinstance(error, TablesBusy):
+        return (
+            "Nothing was applied: Flyway was not started while those sessions held their locks. "
+            "End them (their application, or `SELECT pg_terminate_backend(PID)` as an "
+            f"administrator) or wait until they finish, then rerun `{rerun}`."
         )
     if error.transient:
         return (

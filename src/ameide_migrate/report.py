@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ameide_migrate import locking
 from ameide_migrate.drift import DriftReport, Verdict
 from ameide_migrate.history import SETTLED_STATES
 from ameide_migrate.image import BuiltImage
@@ -145,6 +146,7 @@ def plan_markdown(environment: str, plans: list[DatabasePlan], plan_id: str, *, 
                 ),
                 "",
             ]
+        lines += _locks_markdown(p)
         if o.findings:
             lines += [
                 "| lint | file:line | rule | fix |",
@@ -157,6 +159,40 @@ def plan_markdown(environment: str, plans: list[DatabasePlan], plan_id: str, *, 
                 "",
             ]
     return "\n".join(lines)
+
+
+def _locks_markdown(planned: DatabasePlan) -> list[str]:
+    """Per statement, the locks it takes on relations that exist before it: mode, relation, what
+    the relation holds, whether CONCURRENTLY applies. Relations the run creates are counted."""
+    existing = [(m, lock) for m in planned.migrations for lock in m.locks if not lock.new]
+    new = sum(1 for m in planned.migrations for lock in m.locks if lock.new)
+    lines = []
+    if existing:
+        lines += [
+            "| file:line | statement | lock | relation | rows | size | CONCURRENTLY |",
+            "|---|---|---|---|---|---|---|",
+            *(
+                f"| {_markdown_cell(m.script)}:{lock.line} | {_markdown_cell(lock.statement)} "
+                f"| {lock.mode} | {_markdown_cell(lock.relation)} | {_rows(lock.facts)} "
+                f"| {locking.human_bytes(lock.facts.bytes) if lock.facts else 'unknown'} "
+                f"| {lock.concurrently.value} |"
+                for m, lock in existing
+            ),
+            "",
+        ]
+    if new:
+        lines += [
+            f"{new} lock(s) on relations that do not exist before their statement (created by "
+            "this run): no session waits for them.",
+            "",
+        ]
+    return lines
+
+
+def _rows(facts: locking.RelationFacts | None) -> str:
+    if facts is None or facts.rows is None:
+        return "unknown"
+    return f"~{facts.rows:,}"
 
 
 def decision_markdown(environment: str, plan_id: str, decision: Decision) -> str:

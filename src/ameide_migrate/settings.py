@@ -101,10 +101,18 @@ class Settings(BaseSettings):
     )
     connect_timeout_seconds: int = Field(default=5, ge=1)
     lock_timeout_seconds: int = Field(
-        default=30,
+        default=5,
         ge=1,
         description="How long a migration may wait for a table lock before it fails with a "
-        "lock wait, which is retried.",
+        "lock wait, which is retried: short, so that a statement queued behind another session "
+        "does not block everyone queued behind it for long.",
+    )
+    long_transaction_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="A session whose transaction has been open this long, holding a lock a "
+        "pending migration would wait for, keeps Flyway from starting (the pre-flight check, "
+        "retried with backoff until it ends).",
     )
     lock_retry_count: int = Field(
         default=10, ge=0, description="Seconds Flyway waits for another run's lock before failing."

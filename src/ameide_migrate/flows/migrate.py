@@ -65,11 +65,19 @@ def apply(ctx: RunContext, database: str) -> migrate.MigrateSummary:
     return migrate.migrate(ctx, database, migrate.flyway_log_sink(get_run_logger(), database))
 
 
+@task(**step_options("preflight"), task_run_name="preflight {database}")
+@says_how_long
+def preflight(ctx: RunContext, database: str) -> None:
+    """No session in a long transaction holds a lock a pending migration would queue behind."""
+    migrate.preflight(ctx, database)
+
+
 def _steps(settings: Settings) -> Steps:
     """The per-database steps as tasks, with the retry budget of this run's settings."""
     return Steps(
         inspect=with_retries(inspect_history, settings),
         lint=with_retries(lint_pending, settings),
+        preflight=with_retries(preflight, settings),
         validate=with_retries(validate, settings),
         migrate=with_retries(apply, settings),
     )

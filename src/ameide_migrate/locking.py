@@ -1,0 +1,414 @@
+"""Which tables a migration's statements lock and in which mode, and what the target database
+says about each of them: whether it exists before the statement, how many rows and bytes it
+holds, and whether CONCURRENTLY would spare its readers and writers.
+
+The statements are read from their text: PostgreSQL documents the lock each command takes
+(CREATE INDEX: SHARE; CONCURRENTLY: SHARE UPDATE EXCLUSIVE; most ALTER TABLE: ACCESS
+EXCLUSIVE, ...). What the tables hold comes from the database (`postgres.relation_facts`): a
+lock on a table that does not exist yet, or is empty, is nobody's problem; one on a large,
+busy table is. The lint (`lint`), the plan (`plan`) and the pre-flight check before Flyway
+(`migrate.preflight`) read both from here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from ameide_migrate import statements
+
+_IDENT = r'(?:"(?:[^"]|"")+"|[\w$\u0080-\uffff]+)'
+_NAME = rf"({_IDENT}(?:\s?\.\s?{_IDENT})*)"
+# A name PostgreSQL's to_regclass can read: each part quoted, or starting with a letter.
+_PART = r'(?:"(?:[^"]|"")+"|[^\W\d][\w$]*)'
+_RESOLVABLE = re.compile(rf"^{_PART}(?:\.{_PART})*$")
+
+ACCESS_EXCLUSIVE = "ACCESS EXCLUSIVE"
+LOCK_MODES = (
+    "ACCESS SHARE",
+    "ROW SHARE",
+    "ROW EXCLUSIVE",
+    "SHARE UPDATE EXCLUSIVE",
+    "SHARE",
+    "SHARE ROW EXCLUSIVE",
+    "EXCLUSIVE",
+    ACCESS_EXCLUSIVE,
+)
+"""PostgreSQL's table lock modes, weakest first."""
+NO_LOCK = "none"
+
+# PostgreSQL's table-level lock conflicts ("Conflicting Lock Modes" in its manual), by mode.
+_CONFLICTS: Mapping[str, frozenset[str]] = {
+    "ACCESS SHARE": frozenset({ACCESS_EXCLUSIVE}),
+    "ROW SHARE": frozenset({"EXCLUSIVE", ACCESS_EXCLUSIVE}),
+    "ROW EXCLUSIVE": frozenset({"SHARE", "SHARE ROW EXCLUSIVE", "EXCLUSIVE", ACCESS_EXCLUSIVE}),
+    "SHARE UPDATE EXCLUSIVE": frozenset(
+        {"SHARE UPDATE EXCLUSIVE", "SHARE", "SHARE ROW EXCLUSIVE", "EXCLUSIVE", ACCESS_EXCLUSIVE}
+    ),
+    "SHARE": frozenset(
+        {"ROW EXCLUSIVE", "SHARE UPDATE EXCLUSIVE", "SHARE ROW EXCLUSIVE", "EXCLUSIVE"}
+        | {ACCESS_EXCLUSIVE}
+    ),
+    "SHARE ROW EXCLUSIVE": frozenset(set(LOCK_MODES[2:])),
+    "EXCLUSIVE": frozenset(set(LOCK_MODES[1:])),
+    ACCESS_EXCLUSIVE: frozenset(LOCK_MODES),
+}
+
+
+def conflicts(wanted: str, held: str) -> bool:
+    """Whether a session holding `held` on a table makes one asking for `wanted` wait."""
+    return held in _CONFLICTS[wanted]
+
+
+def mode_of_pg_locks(mode: str) -> str:
+    """pg_locks' name of a mode ("ShareRowExclusiveLock") as the manual writes it."""
+    return " ".join(re.findall(r"[A-Z][a-z]+", mode.removesuffix("Lock"))).upper()
+
+
+# `IF NOT EXISTS` makes no table new by itself: the table may exist, busy, before it runs.
+_CREATES = re.compile(
+    r"^CREATE (?:(?:GLOBAL |LOCAL )?(?:TEMP|TEMPORARY|UNLOGGED) )?(?:TABLE|MATERIALIZED VIEW) "
+    rf"(IF NOT EXISTS )?{_NAME}",
+    re.IGNORECASE,
+)
+_CREATES_INDEX = re.compile(
+    rf"^CREATE (?:UNIQUE )?INDEX (CONCURRENTLY )?(?:IF NOT EXISTS )?(?:{_NAME} )?ON (?:ONLY )?"
+    rf"{_NAME}",
+    re.IGNORECASE,
+)
+_REFERENCES = re.compile(rf"\bREFERENCES {_NAME}", re.IGNORECASE)
+# (pattern, lock mode): the first to match a statement's words names the table it works on.
+_STATEMENT_LOCKS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), mode)
+    for pattern, mode in (
+        (rf"^DROP INDEX CONCURRENTLY (?:IF EXISTS )?{_NAME}", "SHARE UPDATE EXCLUSIVE"),
+        (rf"^DROP INDEX (?:IF EXISTS )?{_NAME}", ACCESS_EXCLUSIVE),
+        (rf"^REINDEX (?:\([^)]*\) )?\w+ CONCURRENTLY {_NAME}", "SHARE UPDATE EXCLUSIVE"),
+        (rf"^REINDEX \([^)]*CONCURRENTLY[^)]*\) \w+ {_NAME}", "SHARE UPDATE EXCLUSIVE"),
+        (rf"^REINDEX (?:\([^)]*\) )?(?:TABLE|INDEX) {_NAME}", ACCESS_EXCLUSIVE),
+        (rf"^DROP (?:TABLE|MATERIALIZED VIEW) (?:IF EXISTS )?{_NAME}", ACCESS_EXCLUSIVE),
+        (rf"^TRUNCATE (?:TABLE )?(?:ONLY )?{_NAME}", ACCESS_EXCLUSIVE),
+        (rf"^CLUSTER (?:\([^)]*\) )?{_NAME}", ACCESS_EXCLUSIVE),
+        (rf"^VACUUM (?:\([^)]*\bFULL\b[^)]*\)|FULL)\s?(?:\w+ )*?{_NAME}", ACCESS_EXCLUSIVE),
+        (rf"^(?:VACUUM|ANALYZE)(?: \([^)]*\))?(?: \w+)*? {_NAME}", "SHARE UPDATE EXCLUSIVE"),
+        (rf"^REFRESH MATERIALIZED VIEW CONCURRENTLY {_NAME}", "EXCLUSIVE"),
+        (rf"^REFRESH MATERIALIZED VIEW {_NAME}", ACCESS_EXCLUSIVE),
+        (rf"^ALTER INDEX (?:IF EXISTS )?{_NAME}", ACCESS_EXCLUSIVE),
+        (rf"^CREATE (?:OR REPLACE )?(?:CONSTRAINT )?TRIGGER .*? ON {_NAME}", "SHARE ROW EXCLUSIVE"),
+        (rf"^DROP TRIGGER (?:IF EXISTS )?{_IDENT} ON {_NAME}", ACCESS_EXCLUSIVE),
+        (rf"^COMMENT ON TABLE {_NAME}", "SHARE UPDATE EXCLUSIVE"),
+        (rf"^COMMENT ON COLUMN {_NAME}\s?\.\s?{_IDENT} IS\b", "SHARE UPDATE EXCLUSIVE"),
+        (rf"^(?:UPDATE|DELETE FROM|INSERT INTO|MERGE INTO) (?:ONLY )?{_NAME}", "ROW EXCLUSIVE"),
+    )
+)
+_LOCK_TABLE = re.compile(
+    rf"^LOCK (?:TABLE )?(?:ONLY )?{_NAME}(?: IN ([A-Z ]+?) MODE)?", re.IGNORECASE
+)
+_ALTER_TABLE = re.compile(rf"^ALTER TABLE (?:IF EXISTS )?(?:ONLY )?{_NAME} (.*)$", re.IGNORECASE)
+# ALTER TABLE subcommands weaker than ACCESS EXCLUSIVE (PostgreSQL's ALTER TABLE page).
+_ALTER_TABLE_WEAKER: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), mode)
+    for pattern, mode in (
+        (r"^VALIDATE CONSTRAINT\b", "SHARE UPDATE EXCLUSIVE"),
+        (r"^ALTER (?:COLUMN )?\S+ SET STATISTICS\b", "SHARE UPDATE EXCLUSIVE"),
+        (r"^(?:SET|RESET) \(", "SHARE UPDATE EXCLUSIVE"),
+        (r"^(?:CLUSTER ON|SET WITHOUT CLUSTER)\b", "SHARE UPDATE EXCLUSIVE"),
+        (r"^ATTACH PARTITION\b", "SHARE UPDATE EXCLUSIVE"),
+        (r"^DETACH PARTITION .* CONCURRENTLY$", "SHARE UPDATE EXCLUSIVE"),
+        (r"^ADD (?:CONSTRAINT \S+ )?FOREIGN KEY\b", "SHARE ROW EXCLUSIVE"),
+        (r"^(?:ENABLE|DISABLE) (?:ALWAYS |REPLICA )?TRIGGER\b", "SHARE ROW EXCLUSIVE"),
+    )
+)
+# Statements with a CONCURRENTLY form that spares the table's readers and writers: (the form
+# without it, the form with it).
+_CONCURRENT_FORMS: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = tuple(
+    (re.compile(plain, re.IGNORECASE), re.compile(concurrent, re.IGNORECASE))
+    for plain, concurrent in (
+        (r"^CREATE (?:UNIQUE )?INDEX\b", r"^CREATE (?:UNIQUE )?INDEX CONCURRENTLY\b"),
+        (r"^DROP INDEX\b", r"^DROP INDEX CONCURRENTLY\b"),
+        (
+            r"^REINDEX\b",
+            r"^REINDEX (?:\([^)]*\) )?\w+ CONCURRENTLY\b|^REINDEX \([^)]*CONCURRENTLY",
+        ),
+        (r"^REFRESH MATERIALIZED VIEW\b", r"^REFRESH MATERIALIZED VIEW CONCURRENTLY\b"),
+        (r"^ALTER TABLE .* DETACH PARTITION\b", r"^ALTER TABLE .* DETACH PARTITION .*CONCURRENTLY"),
+    )
+)
+
+
+class Concurrently(StrEnum):
+    USED = "used"
+    POSSIBLE = "possible"
+    """The statement has a CONCURRENTLY form, and does not use it."""
+    NONE = "-"
+    """No CONCURRENTLY form exists."""
+
+
+def concurrently(statement: statements.Statement) -> Concurrently:
+    for plain, concurrent in _CONCURRENT_FORMS:
+        if concurrent.search(statement.words):
+            return Concurrently.USED
+        if plain.search(statement.words):
+            return Concurrently.POSSIBLE
+    return Concurrently.NONE
+
+
+@dataclass(frozen=True)
+class LockTarget:
+    """A relation a statement locks beyond ACCESS SHARE."""
+
+    name: str
+    """As written (schema-qualified and quoted as it is), what the database resolves."""
+    mode: str
+
+    @property
+    def table(self) -> str:
+        """Its own name as PostgreSQL folds it, schema left out: what the batch tracks."""
+        return bare(self.name)
+
+
+def bare(name: str) -> str:
+    """A relation's name as PostgreSQL resolves it, schema left out: unquoted folded to lower
+    case, quotes removed."""
+    last: str = re.findall(_IDENT, name)[-1]
+    if last.startswith('"'):
+        return last[1:-1].replace('""', '"')
+    return last.lower()
+
+
+def _written(name: str) -> str:
+    return re.sub(r"\s?\.\s?", ".", name)
+
+
+@dataclass(frozen=True)
+class Creation:
+    """A table (or materialized view, or index) a statement creates."""
+
+    name: str
+    if_not_exists: bool
+
+    @property
+    def table(self) -> str:
+        return bare(self.name)
+
+
+def created(statement: statements.Statement) -> Creation | None:
+    match = _CREATES.match(statement.words)
+    if match:
+        return Creation(_written(match.group(2)), bool(match.group(1)))
+    index = _CREATES_INDEX.match(statement.words)
+    if index and index.group(2):
+        return Creation(_written(index.group(2)), "IF NOT EXISTS" in statement.words.upper())
+    return None
+
+
+def locks(statement: statements.Statement) -> list[LockTarget]:
+    """Each relation the statement locks beyond ACCESS SHARE; its first is the one it works on."""
+    words = statement.words
+    index = _CREATES_INDEX.match(words)
+    if index:
+        mode = "SHARE UPDATE EXCLUSIVE" if index.group(1) else "SHARE"
+        return [LockTarget(_written(index.group(3)), mode)]
+    if _CREATES.match(words):
+        return [LockTarget(_written(r), "SHARE ROW EXCLUSIVE") for r in _REFERENCES.findall(words)]
+    alter = _ALTER_TABLE.match(words)
+    if alter:
+        modes = [_alter_table_mode(part) for part in _subcommands(alter.group(2))]
+        strongest = max(modes, key=LOCK_MODES.index, default=ACCESS_EXCLUSIVE)
+        referenced = [
+            LockTarget(_written(r), "SHARE ROW EXCLUSIVE") for r in _REFERENCES.findall(words)
+        ]
+        return [LockTarget(_written(alter.group(1)), strongest), *referenced]
+    lock = _LOCK_TABLE.match(words)
+    if lock:
+        mode = (lock.group(2) or ACCESS_EXCLUSIVE).upper()
+        known = mode if mode in LOCK_MODES else ACCESS_EXCLUSIVE
+        return [LockTarget(_written(lock.group(1)), known)]
+    for pattern, mode in _STATEMENT_LOCKS:
+        match = pattern.match(words)
+        if match:
+            return [LockTarget(_written(match.group(1)), mode)]
+    return []
+
+
+def _subcommands(text: str) -> list[str]:
+    """ALTER TABLE's comma-separated actions (commas inside parentheses kept)."""
+    parts, depth, start = [], 0, 0
+    for i, c in enumerate(text):
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "," and depth == 0:
+            parts.append(text[start:i].strip())
+            start = i + 1
+    parts.append(text[start:].strip())
+    return [p for p in parts if p]
+
+
+def _alter_table_mode(action: str) -> str:
+    return next((mode for p, mode in _ALTER_TABLE_WEAKER if p.search(action)), ACCESS_EXCLUSIVE)
+
+
+# --- What the target database holds ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RelationFacts:
+    """A relation as the target database has it before the run."""
+
+    oid: int
+    qualified: str
+    """schema.name, as PostgreSQL resolved the written name."""
+    rows: int | None
+    """An estimate from the statistics scaled to the relation's pages now (the planner's own
+    estimate), a count where it has none yet; None when neither could be read."""
+    bytes: int
+    """pg_total_relation_size: its heap, indexes and TOAST, partitions included."""
+
+    @property
+    def empty(self) -> bool:
+        return self.rows == 0
+
+    def describe(self) -> str:
+        rows = "rows unknown" if self.rows is None else f"~{self.rows:,} rows"
+        return f"{self.qualified}: {rows}, {human_bytes(self.bytes)}"
+
+
+Facts = Mapping[str, RelationFacts | None]
+"""What the database holds under each written name (`LockTarget.name`); None: it does not
+exist there."""
+
+
+def human_bytes(size: int) -> str:
+    amount = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if amount < 1024 or unit == "GB":
+            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class LargeTable:
+    """From how many rows or bytes a table is large: a lock on it stops a busy application for
+    as long as the scan or rewrite takes (`[lint] large_table_rows`, `large_table_mb`)."""
+
+    rows: int
+    megabytes: float
+
+    def holds(self, facts: RelationFacts) -> bool:
+        return (
+            facts.rows is None
+            or facts.rows >= self.rows
+            or facts.bytes >= self.megabytes * 1024 * 1024
+        )
+
+    def describe(self) -> str:
+        return f"{self.rows:,} rows or {self.megabytes:g} MB"
+
+
+def resolvable(names: Iterable[str]) -> list[str]:
+    """The names the database can be asked about (the others cannot name a relation)."""
+    return sorted({n for n in names if _RESOLVABLE.match(n)})
+
+
+def referenced(scripts_text: Iterable[str]) -> list[str]:
+    """Every relation name a batch's statements lock or create, as written."""
+    names: set[str] = set()
+    for text in scripts_text:
+        for statement in statements.split(text):
+            names.update(t.name for t in locks(statement))
+            made = created(statement)
+            if made is not None:
+                names.add(made.name)
+    return resolvable(names)
+
+
+class Batch:
+    """The tables a batch of migrations creates as it goes: a table created earlier in the batch
+    (or, with the database's facts, one that did not exist before it) is new, empty and nobody
+    else's, so no lock on it is a risk."""
+
+    def __init__(self, facts: Facts | None = None) -> None:
+        self.facts = facts
+        self.new: set[str] = set()
+
+    def existing(self, target: LockTarget) -> RelationFacts | bool:
+        """The facts of a relation that exists before the statement; False when it is new or
+        absent; True when it may exist and no database was asked (a lint of files alone)."""
+        if target.table in self.new:
+            return False
+        if self.facts is None:
+            return True
+        return self.facts.get(target.name) or False
+
+    def after(self, statement: statements.Statement) -> None:
+        """Record what the statement creates."""
+        made = created(statement)
+        if made is None:
+            return
+        absent = self.facts is not None and self.facts.get(made.name) is None
+        if not made.if_not_exists or absent:
+            self.new.add(made.table)
+
+
+@dataclass(frozen=True)
+class StatementLock:
+    """One lock a statement takes on a relation, as the plan shows it."""
+
+    line: int
+    statement: str
+    """The statement's first words."""
+    relation: str
+    mode: str
+    facts: RelationFacts | None
+    new: bool
+    """The relation does not exist before the statement: the lock is nobody's problem."""
+    concurrently: Concurrently
+
+
+def statement_locks(text: str, batch: Batch) -> list[StatementLock]:
+    """The locks of a script's statements, in order, judged against what exists before each;
+    records what the script creates in `batch`."""
+    found = []
+    for statement in statements.split(text):
+        for target in locks(statement):
+            existing = batch.existing(target)
+            facts = existing if isinstance(existing, RelationFacts) else None
+            found.append(
+                StatementLock(
+                    statement.line,
+                    statement.words[:80],
+                    facts.qualified if facts else target.name,
+                    target.mode,
+                    facts,
+                    existing is False,
+                    concurrently(statement),
+                )
+            )
+        batch.after(statement)
+    return found
+
+
+def strongest(found: Iterable[StatementLock]) -> str:
+    """The strongest mode among the locks on relations that exist before them, or "none"."""
+    modes = [lock.mode for lock in found if not lock.new]
+    return max(modes, key=LOCK_MODES.index) if modes else NO_LOCK
+
+
+def wanted(found: Sequence[StatementLock]) -> dict[int, tuple[str, str]]:
+    """Per existing relation (by oid), the strongest mode the statements ask for on it and its
+    name: what the pre-flight check looks for holders of. A CONCURRENTLY build also waits for
+    the transactions that write to the table, as a SHARE lock would."""
+    asked: dict[int, tuple[str, str]] = {}
+    for lock in found:
+        if lock.new or lock.facts is None:
+            continue
+        mode = "SHARE" if lock.concurrently is Concurrently.USED else lock.mode
+        previous = asked.get(lock.facts.oid)
+        if previous is None or LOCK_MODES.index(mode) > LOCK_MODES.index(previous[0]):
+            asked[lock.facts.oid] = (mode, lock.facts.qualified)
+    return asked
