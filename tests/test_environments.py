@@ -11,6 +11,7 @@ import pytest
 
 from ameide_migrate import environments
 from ameide_migrate.errors import EnvironmentsFileInvalid, UnknownEnvironment
+from ameide_migrate.lint import Level
 from ameide_migrate.settings import Settings
 
 from .fix_platform import REPO, ameide
@@ -137,6 +138,39 @@ def test_a_tree_without_the_file_has_the_local_default_only(tmp_path: Path) -> N
 
     assert list(environments.all_of(Settings(sql_dir=tmp_path))) == ["local"]
     assert environments.get("local", Settings(sql_dir=tmp_path)).local
+
+
+def test_a_local_environment_keeps_lint_findings_at_warning_with_or_without_the_file(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "threads").mkdir()
+    without = environments.get("local", Settings(sql_dir=tmp_path))
+    assert without.lint.level("require-concurrent-index-creation") is Level.WARNING
+
+    (tmp_path / "ameide.toml").write_text(
+        '[environments.dev]\nlocal = true\n\n[environments.prod]\nwork_pool = "k8s"\n'
+    )
+    declared = environments.all_of(Settings(sql_dir=tmp_path))
+    # A local environment needs no work pool: this machine's process pool.
+    assert (declared["dev"].work_pool, declared["dev"].pool_type) == ("ameide-local", "process")
+    assert declared["dev"].lint.level("require-concurrent-index-creation") is Level.WARNING
+    assert declared["prod"].lint.level("require-concurrent-index-creation") is Level.ERROR
+    # Saying so keeps the errors locally too.
+    (tmp_path / "ameide.toml").write_text(
+        '[environments.dev]\nlocal = true\n[environments.dev.lint]\nmax_level = "error"\n'
+    )
+    strict = environments.all_of(Settings(sql_dir=tmp_path))["dev"]
+    assert strict.lint.level("require-concurrent-index-creation") is Level.ERROR
+
+
+def test_an_environment_that_is_not_local_still_names_its_work_pool(tmp_path: Path) -> None:
+    path = tmp_path / "ameide.toml"
+    path.write_text('[environments.qa]\npool_type = "kubernetes"\n')
+
+    with pytest.raises(EnvironmentsFileInvalid) as raised:
+        environments.load(path)
+
+    assert "environments.qa: work_pool" in str(raised.value)
 
 
 def test_the_command_line_takes_the_sites_environments(site_tree: Path) -> None:

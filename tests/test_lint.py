@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ameide_migrate import commands, environments, lint
+from ameide_migrate import commands, environments, lint, locking
 from ameide_migrate.catalog import PLATFORM_DATABASES
 from ameide_migrate.errors import EnvironmentsFileInvalid, LinterNotInstalled
 from ameide_migrate.lint import Finding, Level, LintRules
@@ -122,6 +122,73 @@ def test_a_table_created_earlier_in_the_batch_is_new_and_alone_it_is_not() -> No
 
     assert together == []
     assert [(f.rule, f.line) for f in alone] == [("require-concurrent-index-creation", 1)]
+
+
+# --- Judged against what the target database holds ----------------------------------------------
+
+ORDERS = "public.orders"
+
+
+def facts_of_orders(rows: int, megabytes: float = 1) -> dict[str, locking.RelationFacts | None]:
+    return {"orders": locking.RelationFacts(1, ORDERS, rows, int(megabytes * 1024 * 1024))}
+
+
+def judged(
+    sql_text: str, facts: locking.Facts | None, rules: LintRules | None = None
+) -> list[tuple[str, Level]]:
+    script = lint.Script("shop/V20__x.sql", sql_text)
+    return [(f.rule, f.level) for f in lint.lint_scripts([script], rules or LintRules(), facts)]
+
+
+INDEX = "CREATE INDEX orders_note_idx ON orders (note);\n"
+
+
+def test_a_lock_on_a_table_the_database_lacks_or_holds_empty_is_nothing() -> None:
+    assert judged(INDEX, {"orders": None}) == []
+    assert judged(INDEX, facts_of_orders(0)) == []
+    # A table created IF NOT EXISTS where none exists is new: nobody holds it.
+    created = "CREATE TABLE IF NOT EXISTS orders (id bigint, note text);\n" + INDEX
+    assert judged(created, {"orders": None}) == []
+
+
+def test_a_lock_on_a_small_table_warns_and_on_a_large_one_keeps_its_level() -> None:
+    rule = "require-concurrent-index-creation"
+    assert judged(INDEX, facts_of_orders(5_000)) == [(rule, Level.WARNING)]
+    assert judged(INDEX, facts_of_orders(1_000_000)) == [(rule, Level.ERROR)]
+    # Size in bytes counts too: few rows, a large table (wide rows, TOAST).
+    assert judged(INDEX, facts_of_orders(10, megabytes=500)) == [(rule, Level.ERROR)]
+    # Unknown rows (no statistics, no count allowed) count as large.
+    unknown = {"orders": locking.RelationFacts(1, ORDERS, None, 8192)}
+    assert judged(INDEX, unknown) == [(rule, Level.ERROR)]
+    # Where a table starts being large is the environment's.
+    strict = LintRules(large_table_rows=1_000)
+    assert judged(INDEX, facts_of_orders(5_000), strict) == [(rule, Level.ERROR)]
+
+
+def test_the_finding_names_the_table_its_rows_and_size() -> None:
+    script = lint.Script("shop/V20__x.sql", INDEX)
+    (finding,) = lint.lint_scripts([script], LintRules(), facts_of_orders(1_000_000, 73))
+
+    assert (
+        "[public.orders: ~1,000,000 rows, 73.0 MB: a large table, from 100,000 rows or 100 MB]"
+        in (finding.message)
+    )
+
+
+def test_a_rename_or_drop_matters_wherever_the_table_exists_even_empty() -> None:
+    rename = "ALTER TABLE orders RENAME COLUMN note TO remark;\n"
+    assert judged(rename, facts_of_orders(0)) == [("renaming-column", Level.ERROR)]
+    assert judged(rename, {"orders": None}) == []
+
+
+def test_a_not_null_column_without_default_matters_only_where_rows_are() -> None:
+    required = "ALTER TABLE orders ADD COLUMN code text NOT NULL;\n"
+    assert judged(required, facts_of_orders(0)) == []
+    assert ("adding-required-field", Level.ERROR) in judged(required, facts_of_orders(3))
+
+
+def test_without_a_database_any_table_the_batch_does_not_create_may_be_large() -> None:
+    assert judged(INDEX, None) == [("require-concurrent-index-creation", Level.ERROR)]
 
 
 def test_a_syntax_error_is_one_finding_at_its_line(tmp_path: Path) -> None:

@@ -227,6 +227,29 @@ def load_catalog(
     return Catalog(root=root, databases=databases)
 
 
+def load_folder(
+    directory: Path,
+    *,
+    table: str = "flyway_schema_history",
+    variables: Mapping[str, str] | None = None,
+) -> DatabaseCatalog | None:
+    """A folder of Flyway migrations outside the SQL tree (a team's own set, one a pull request
+    brings), read as Flyway reads it: its own flyway.toml or flyway.conf, its migrations in
+    Flyway's order. None when no file in it is named as a Flyway migration."""
+    directory = directory.resolve()
+    config = flyway_config.resolve(
+        directory,
+        None,
+        environment=None,
+        environment_placeholders={},
+        variables=variables or {},
+        default_table=table,
+    )
+    if not any(_parse_name(p.name, config) for p in directory.rglob("*") if p.is_file()):
+        return None
+    return _load_database(directory, config)
+
+
 def _parse_name(name: str, config: FlywayConfig) -> tuple[str, str, str] | None:
     """(prefix, version, description) of a migration's file name, as Flyway splits it; None when
     the name is not a migration's."""

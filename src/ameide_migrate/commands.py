@@ -31,7 +31,7 @@ from ameide_migrate import (
     postgres,
     prefect_api,
 )
-from ameide_migrate.catalog import Catalog
+from ameide_migrate.catalog import Catalog, load_folder
 from ameide_migrate.errors import (
     REJECTED_STATE,
     ApprovalRejected,
@@ -318,12 +318,14 @@ _Batch = tuple[str | None, "list[Path] | tuple[DatabaseCatalog, list[Migration]]
 def _lint_batches(catalog: Catalog, databases: list[str] | None, paths: list[Path]) -> list[_Batch]:
     """What to lint, one batch per database in Flyway's order: the databases' migrations the
     paths name (a database folder: all of them; the tree's root: every database), then the
+    folders of migrations outside the tree (each its own batch, as Flyway orders it), then the
     loose .sql files outside the tree's databases, in the order given."""
     if not paths:
         return [(d.name, (d, list(d.migrations))) for d in catalog.select(databases)]
     by_path = {m.path.resolve(): d for d in catalog.databases.values() for m in d.migrations}
     folders = {d.directory.resolve(): d for d in catalog.databases.values()}
     chosen: dict[str, set[Path]] = {}
+    outside: list[_Batch] = []
     loose: list[Path] = []
     for given in paths:
         path = given.resolve()
@@ -342,6 +344,8 @@ def _lint_batches(catalog: Catalog, databases: list[str] | None, paths: list[Pat
                 f"{given} is not a Flyway migration of its database (V<version>__<name>.sql or "
                 "R__<name>.sql): `ameide-migrate catalog` lists the migrations"
             )
+        elif path.is_dir() and (folder := load_folder(path)) is not None:
+            outside.append((path.name, (folder, list(folder.migrations))))
         elif path.is_dir():
             loose += sorted(p for p in path.rglob("*.sql") if p.is_file())
         elif path.suffix == ".sql":
@@ -353,6 +357,7 @@ def _lint_batches(catalog: Catalog, databases: list[str] | None, paths: list[Pat
         for d in catalog.databases.values()
         if d.name in chosen
     ]
+    batches += outside
     if loose:
         batches.append((None, loose))
     return batches

@@ -267,14 +267,21 @@ class RelationFacts:
     estimate), a count where it has none yet; None when neither could be read."""
     bytes: int
     """pg_total_relation_size: its heap, indexes and TOAST, partitions included."""
+    at_least: bool = False
+    """`rows` is a lower bound: the count stopped at the rows a large table has."""
 
     @property
     def empty(self) -> bool:
         return self.rows == 0
 
+    @property
+    def rows_text(self) -> str:
+        if self.rows is None:
+            return "unknown"
+        return f"at least {self.rows:,}" if self.at_least else f"~{self.rows:,}"
+
     def describe(self) -> str:
-        rows = "rows unknown" if self.rows is None else f"~{self.rows:,} rows"
-        return f"{self.qualified}: {rows}, {human_bytes(self.bytes)}"
+        return f"{self.qualified}: {self.rows_text} rows, {human_bytes(self.bytes)}"
 
 
 Facts = Mapping[str, RelationFacts | None]

@@ -84,6 +84,7 @@ def dry_run(ctx: RunContext, database: str) -> DatabaseOutcome:
             message=message,
             recovery=fix,
             findings=findings,
+            pending=would_apply,
         )
 
     if stop is not None:

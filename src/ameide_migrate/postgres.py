@@ -471,12 +471,15 @@ def relation_facts(
             for name, rows in leaves.items():
                 oid, qualified = int(rows[0][1]), str(rows[0][2])
                 estimates = [_estimated_rows(*row[5:]) for row in rows]
-                counted: int | None
-                if None in estimates and all(row[4] in ("r", "m") for row in rows):
+                size = sum(int(row[8]) for row in rows)
+                if None not in estimates:
+                    estimated = sum(e or 0 for e in estimates)
+                    found[name] = RelationFacts(oid, qualified, estimated, size)
+                    continue
+                counted = None
+                if all(row[4] in ("r", "m") for row in rows):
                     counted = _count_up_to(conn, qualified, count_up_to)
-                else:
-                    counted = None if None in estimates else sum(e or 0 for e in estimates)
-                found[name] = RelationFacts(oid, qualified, counted, sum(int(r[8]) for r in rows))
+                found[name] = RelationFacts(oid, qualified, counted, size, counted == count_up_to)
         except psycopg.errors.OperationalError as e:
             raise DatabaseUnreachable(
                 f"database {creds.database}: reading the size of its tables was interrupted: {e}"

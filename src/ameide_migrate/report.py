@@ -190,9 +190,7 @@ def _locks_markdown(planned: DatabasePlan) -> list[str]:
 
 
 def _rows(facts: locking.RelationFacts | None) -> str:
-    if facts is None or facts.rows is None:
-        return "unknown"
-    return f"~{facts.rows:,}"
+    return "unknown" if facts is None else facts.rows_text
 
 
 def decision_markdown(environment: str, plan_id: str, decision: Decision) -> str:
