@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shutil
 import subprocess
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -25,7 +27,10 @@ from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import Settings
 
+from .evolving_set import write_evolving_set
 from .fix_platform import REPO
+from .fix_user import UserMachine, clean_environment
+from .real_world_set import UAA_DATABASE_NAME, real_world_set
 
 AMEIDE_TOML = """
 [environments.staging]
@@ -283,3 +288,71 @@ def assert_legacy(product: Credentials) -> None:
         assert conn.execute("SELECT name FROM tenant").fetchall() == [("acme",)]
         comment = conn.execute("SELECT obj_description('tenant'::regclass)").fetchone()
     assert comment == ("na\u00efve",)
+
+
+# --- A team's own sets, as a new user points the product at them ------------------------------
+
+PROTECTED_LOCAL = """[environments.local]
+local = true
+
+[environments.local.lint]
+max_level = "error"        # every finding at its full level, as in prod
+
+[environments.local.approval]
+required = true
+"""
+
+
+@pytest.fixture
+def team_sets(tmp_path: Path) -> Path:
+    """A tree of two sets, neither written for this product: UAA's 69 real migrations (from its
+    jar on Maven Central) and a 411-migration set of the shapes real sets hold, with the
+    flyway.toml its placeholders need and no ameide.toml."""
+    tree = tmp_path / "sets"
+    shutil.copytree(real_world_set(REPO / ".cache") / UAA_DATABASE_NAME, tree / "uaa")
+    write_evolving_set(tree / "shop")
+    return tree
+
+
+@pytest.fixture
+def new_user(user_machine_venv: UserMachine, tmp_path: Path) -> Iterator[UserMachine]:
+    """The clone with a HOME of its own: its own embedded PostgreSQL and Prefect server, which
+    no other test's deployments share."""
+    home = tmp_path / "home"
+    home.mkdir()
+    m2 = Path.home() / ".m2"
+    if m2.exists():
+        (home / ".m2").symlink_to(m2)
+    machine = UserMachine(user_machine_venv.clone, home, clean_environment(home))
+    try:
+        yield machine
+    finally:
+        machine.ameide("local", "down", timeout=120)
+
+
+@pytest.mark.slow
+def test_a_teams_real_sets_plan_in_a_protected_environment_and_migrate_without_ameide_toml(
+    new_user: UserMachine, team_sets: Path
+) -> None:
+    sets = {"AMEIDE_SQL_DIR": str(team_sets)}
+    (team_sets / "ameide.toml").write_text(PROTECTED_LOCAL)
+
+    plan = new_user.ameide("run", "--env", "local", "--dry-run", extra_env=sets, timeout=900)
+
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert "Traceback" not in plan.stdout + plan.stderr
+    assert re.search(r"uaa\s.*would apply", plan.stdout), plan.stdout
+    assert re.search(r"shop\s.*would apply", plan.stdout), plan.stdout
+    assert "Flyway was not started" not in plan.stdout
+
+    (team_sets / "ameide.toml").unlink()
+    first = new_user.ameide("run", "--env", "local", extra_env=sets, timeout=900)
+
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert re.search(r"uaa\s.*empty\s.*4\.9\.1\s.*69\s.*migrated\s.*ok", first.stdout), first.stdout
+    assert re.search(r"shop\s.*empty\s.*48\.17\s.*411\s.*migrated\s.*ok", first.stdout), (
+        first.stdout
+    )
+    again = new_user.ameide("run", "--env", "local", extra_env=sets, timeout=900)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.count("up to date") == 2, again.stdout

@@ -150,11 +150,46 @@ def _planned(ctx: RunContext, database: str, future: Any) -> DatabasePlan:
 
 
 def _plans(
-    ctx: RunContext, names: list[str], runner: ThreadPoolTaskRunner[Any], settings: Settings
+    ctx: RunContext,
+    names: list[str],
+    runner: ThreadPoolTaskRunner[Any],
+    settings: Settings,
+    *,
+    approving: bool = False,
 ) -> list[DatabasePlan]:
+    """Each database's plan. For an approval, one whose history already holds everything (the
+    native inspection, read at once) is up to date without a task of its own, so that a no-op
+    run of a protected environment costs little more than one of an unprotected one (its
+    migrate would not look further either); a dry run plans every database in full, drift
+    included."""
+    settled = _already_up_to_date(ctx, names) if approving else {}
     planning = with_retries(plan_database, settings)
-    futures = {n: runner.submit(planning, {"ctx": ctx, "database": n}) for n in names}
-    return [_planned(ctx, n, f) for n, f in futures.items()]
+    futures = {
+        n: runner.submit(planning, {"ctx": ctx, "database": n}) for n in names if n not in settled
+    }
+    return [
+        DatabasePlan(settled[n], ()) if n in settled else _planned(ctx, n, futures[n])
+        for n in names
+    ]
+
+
+def _already_up_to_date(ctx: RunContext, names: list[str]) -> dict[str, DatabaseOutcome]:
+    """The databases whose history holds every migration of the catalog, unchanged, as
+    up-to-date outcomes; any other (pending, unsettled, unreadable) is left to its plan task."""
+
+    def read(name: str) -> DatabaseOutcome | None:
+        try:
+            inspection = migrate.inspect(ctx, name)
+        except MigrateError:
+            return None  # the plan task reads it again, with its retries
+        if not inspection.up_to_date:
+            return None
+        version = inspection.version
+        return DatabaseOutcome(name, OutcomeState.UP_TO_DATE, version, version, version, 0, 0.0)
+
+    with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+        found = dict(zip(names, pool.map(read, names), strict=True))
+    return {name: outcome for name, outcome in found.items() if outcome is not None}
 
 
 def _outcome(future: Any) -> DatabaseOutcome:
@@ -178,7 +213,7 @@ def _approved(
     context to run it with. An approval holds for the plan approved: the tree is read again and
     the plan built again after it, and when it differs (the run waited while a file or a
     database changed), the new plan is asked for."""
-    planned = _plans(ctx, names, runner, settings)
+    planned = _plans(ctx, names, runner, settings, approving=True)
     while plan.needs_decision(planned):
         plan_id = approval.publish_plan(ctx.environment, planned, dry_run=False)
         decision = approval.ask(ctx.environment, plan_id, policy)
@@ -187,7 +222,7 @@ def _approved(
         catalog = environments.catalog(ctx.environment, settings)
         ctx.close()
         ctx = RunContext.create(ctx.environment, catalog.select(names), ctx.credentials, settings)
-        planned = _plans(ctx, names, runner, settings)
+        planned = _plans(ctx, names, runner, settings, approving=True)
         if plan.digest(planned) == plan_id:
             return decision, ctx
         get_run_logger().warning(
