@@ -468,11 +468,22 @@ def test_the_pull_request_workflow_lints_with_annotations_and_passes_actionlint(
 def test_a_lint_error_stops_its_database_before_flyway_and_the_others_migrate(
     platform: Platform,
 ) -> None:
-    # The sample's local environment caps findings at warning; this one keeps the errors.
+    # The sample's local environment caps findings at warning; this one keeps the errors, and
+    # its tables are large from 100 rows.
     toml = platform.sql_dir / "ameide.toml"
-    toml.write_text(toml.read_text().replace('max_level = "warning"', ""))
+    toml.write_text(
+        toml.read_text().replace(
+            'max_level = "warning"', 'max_level = "error"\nlarge_table_rows = 100'
+        )
+    )
     state, report = platform.run(databases=["graph", "threads"])
     assert state.is_completed()
+    platform.query(
+        "graph",
+        "WITH g AS (INSERT INTO graphs (tenant_id, name) VALUES (gen_random_uuid(), 'g') "
+        "RETURNING id) INSERT INTO graph_nodes (graph_id, label, node_key) "
+        "SELECT g.id, 'label', 'node ' || n FROM g, generate_series(1, 300) AS n RETURNING 1",
+    )
     graph_versions = platform.versions("graph")
     offending = platform.sql_dir / "graph" / "V9__graph_nodes_label_index.sql"
     offending.write_text(
@@ -492,6 +503,7 @@ def test_a_lint_error_stops_its_database_before_flyway_and_the_others_migrate(
     assert "graph/V9__graph_nodes_label_index.sql line 2" in graph.message
     assert "require-concurrent-index-creation" in graph.message
     assert "Use `concurrently`" in graph.message
+    assert "[public.graph_nodes: at least 100 rows" in graph.message
     assert "Flyway was not started" in graph.message
     assert '[environments.local.lint.rules] "require-concurrent-index-creation"' in (graph.recovery)
     assert [(f.file, f.line, f.rule) for f in graph.findings] == [

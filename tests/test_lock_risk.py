@@ -17,9 +17,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from rich.console import Console
 
 from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState, RunReport
 from ameide_migrate.postgres import Credentials
+from ameide_migrate.report import print_run
 from ameide_migrate.settings import get_settings
 
 from .fix_platform import Platform
@@ -103,6 +105,12 @@ def test_the_same_create_index_is_an_error_on_a_large_table_and_nothing_on_a_new
     assert "| SHARE | public.events | ~" in line
     assert " MB | possible |" in line
     assert "lock(s) on relations that do not exist before their statement" in plan
+    # And so does the dry run's table in the terminal.
+    console = Console(width=160, record=True)
+    print_run(report, console)
+    printed = console.export_text()
+    row = next(r for r in printed.splitlines() if "graph/V10__events_kind_index.sql:1" in r)
+    assert re.search(r"SHARE\s.*public\.events\s.*~[\d,]{7,}\s.*MB\s.*possible", row), row
 
 
 @contextmanager

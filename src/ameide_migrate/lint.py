@@ -5,10 +5,11 @@ The one module that runs squawk. Each script is read as Flyway reads it: placeho
 (the file's own lines kept, so a finding's line is the file's), and squawk told whether Flyway
 will wrap it in a transaction (it does unless a statement PostgreSQL refuses in one is there).
 
-A batch is linted in the order Flyway applies it, and a table created earlier in the batch (in the
-same file, or in a pending migration before it) is new: nobody else holds it and it is empty, so
-the lock rules do not flag work on it (its indexes, constraints, columns). `lint` of the whole
-tree therefore reads it as a fresh database would receive it; the flow lints what is pending.
+A batch is linted in the order Flyway applies it, and a rule about work on a table is judged by
+the table the statement works on (`locking.Batch`): one created earlier in the batch is new, so
+nothing; with the target database's facts (a run, its plan, `lint --env`), one that does not
+exist there is new too, an empty one carries no lock risk, and a small one at most a warning.
+Without a database (a lint of files), any table the batch does not create may exist and be large.
 
 Levels: every rule is `error` (the run stops that database before Flyway starts), `warning`
 (reported, the run goes on) or `off`. The defaults, below, are laid under the `[lint]` and

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from ameide_migrate import lint
+from ameide_migrate import lint, locking
 from ameide_migrate.errors import MigrateError
 
 
@@ -43,6 +43,9 @@ class DatabaseOutcome:
     """The lint's findings on the migrations that were pending."""
     pending: list[str] = field(default_factory=list)
     """A dry run's (and a plan's): the scripts a migrate would apply now, in Flyway's order."""
+    locks: list[tuple[str, locking.StatementLock]] = field(default_factory=list)
+    """A dry run's: (script, lock) for each lock its statements take on a relation that exists
+    before them."""
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,9 @@ def plan_database(ctx: RunContext, database: str) -> DatabasePlan:
     by_script = {m.script: m for m in db.migrations}
     pending = [by_script[script] for script in outcome.pending if script in by_script]
     locks = statement_locks(ctx, database, pending)
+    outcome.locks = [
+        (script, lock) for script, found in locks.items() for lock in found if not lock.new
+    ]
     return DatabasePlan(
         outcome,
         tuple(

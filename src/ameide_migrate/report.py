@@ -281,6 +281,9 @@ def print_run(run: RunReport, console: Console) -> None:
     for o in run.outcomes:
         if o.state is OutcomeState.WOULD_APPLY:
             console.print(f"{o.database} would apply: {o.message}", soft_wrap=True)
+    locks = [(o.database, script, lock) for o in run.outcomes for script, lock in o.locks]
+    if locks:
+        print_locks(locks, console, title=f"Locks on existing tables: {run.environment}")
     findings = [(o.database, f) for o in run.outcomes for f in o.findings]
     if findings:
         print_findings(
@@ -289,6 +292,26 @@ def print_run(run: RunReport, console: Console) -> None:
     for o in run.failed:
         console.print(f"[bold red]{o.database}[/]: {escape(o.message)}", soft_wrap=True)
         console.print(f"  [yellow]next:[/] {escape(o.recovery)}", soft_wrap=True)
+
+
+def print_locks(
+    locks: Sequence[tuple[str, str, locking.StatementLock]], console: Console, *, title: str
+) -> None:
+    """(database, script, lock) as a table: where, the mode, the relation, what it holds, and
+    whether CONCURRENTLY applies."""
+    table = Table(title=title, title_justify="left")
+    for column in ("file:line", "lock", "relation", "rows", "size", "CONCURRENTLY"):
+        table.add_column(column, justify="right" if column in ("rows", "size") else "left")
+    for _, script, lock in locks:
+        table.add_row(
+            f"{escape(script)}:{lock.line}",
+            lock.mode,
+            escape(lock.relation),
+            _rows(lock.facts),
+            locking.human_bytes(lock.facts.bytes) if lock.facts else "unknown",
+            lock.concurrently.value,
+        )
+    console.print(table)
 
 
 def lint_artifact_key(environment: str, *, dry_run: bool) -> str:
