@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from ameide_migrate import flyway
+from ameide_migrate import flyway, prefect_api
 from ameide_migrate.pg_cluster import Cluster
 from ameide_migrate.settings import Settings
 
@@ -43,3 +44,26 @@ def throwaway_cluster() -> Iterator[tuple[Cluster, Path]]:
     finally:
         cluster.stop("immediate")
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def admin_url(cluster: Cluster) -> SecretStr:
+    """The throwaway cluster's superuser URL."""
+    admin = cluster.admin
+    return SecretStr(f"postgresql://postgres:{ADMIN_PASSWORD}@{admin.host}:{admin.port}/postgres")
+
+
+def cli_environment(scratch: Path, cluster: Cluster, api_url: str) -> dict[str, str]:
+    """What `ameide-migrate run --env local` runs with here: the cluster as the local default's
+    PostgreSQL, a state folder in `scratch`, and the Prefect server at `api_url`."""
+    return {
+        **os.environ,
+        **prefect_api.QUIET_ENV,
+        "PREFECT_API_URL": api_url,
+        "PREFECT_HOME": str(scratch / "prefect-client"),
+        "AMEIDE_STATE_DIR": str(scratch / "state"),
+        "AMEIDE_LOCAL_ADMIN_URL": admin_url(cluster).get_secret_value(),
+    }
+
+
+RUN_LOCAL = [str(Path(sys.executable).parent / "ameide-migrate"), "run", "--env", "local"]
+"""The command both benchmarks time."""

@@ -25,14 +25,12 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from pydantic import SecretStr
-
 from ameide_migrate import environments, flyway, local, prefect_api
 from ameide_migrate.catalog import PLATFORM_DATABASES, load_catalog
 from ameide_migrate.pg_cluster import Cluster
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import Settings
-from bench.common import ADMIN_PASSWORD, pinned_flyway, throwaway_cluster
+from bench.common import RUN_LOCAL, admin_url, cli_environment, pinned_flyway, throwaway_cluster
 
 REPO = Path(__file__).resolve().parent.parent
 LOCAL_PLACEHOLDERS = environments.get(
@@ -162,28 +160,16 @@ def main() -> None:
 def run_rounds(
     rounds: int, inst: flyway.Installation, cluster: Cluster, scratch: Path
 ) -> tuple[dict[str, list[float]], list[int]]:
-    admin = cluster.admin
-    admin_url = SecretStr(
-        f"postgresql://postgres:{ADMIN_PASSWORD}@{admin.host}:{admin.port}/postgres"
-    )
+    admin = admin_url(cluster)
     state = scratch / "state"
     server = prefect_api.ensure_server(scratch / "prefect")
-    env = {
-        **os.environ,
-        **prefect_api.QUIET_ENV,
-        "PREFECT_API_URL": server.api_url,
-        "PREFECT_HOME": str(scratch / "prefect-client"),
-        "AMEIDE_STATE_DIR": str(state),
-        "AMEIDE_LOCAL_ADMIN_URL": admin_url.get_secret_value(),
-    }
-    cli = [str(Path(sys.executable).parent / "ameide-migrate"), "run", "--env", "local"]
+    env = cli_environment(scratch, cluster, server.api_url)
+    cli = RUN_LOCAL
     times: dict[str, list[float]] = {k: [] for k in TARGETS}
     peaks: list[int] = []
 
     def fresh(prefix: str) -> dict[str, Credentials]:
-        return local.up(
-            state, PLATFORM_DATABASES, admin_url=admin_url, database_prefix=prefix
-        ).owners
+        return local.up(state, PLATFORM_DATABASES, admin_url=admin, database_prefix=prefix).owners
 
     try:
         for r in range(rounds):

@@ -12,17 +12,14 @@ It prints the medians, the ratio a/b and what the plan adds, against the target 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys
 from pathlib import Path
 
-from pydantic import SecretStr
-
 from ameide_migrate import local, prefect_api
 from ameide_migrate.catalog import PLATFORM_DATABASES
-from bench.common import ADMIN_PASSWORD, pinned_flyway, throwaway_cluster
+from bench.common import RUN_LOCAL, admin_url, cli_environment, pinned_flyway, throwaway_cluster
 from bench.migrate_bench import run_measured
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,28 +33,23 @@ def main() -> None:
     rounds = parser.parse_args().rounds
     inst = pinned_flyway()
     with throwaway_cluster() as (cluster, scratch):
-        admin = cluster.admin
-        admin_url = SecretStr(
-            f"postgresql://postgres:{ADMIN_PASSWORD}@{admin.host}:{admin.port}/postgres"
-        )
         trees = {"unprotected": scratch / "sql", "protected": scratch / "sql-protected"}
         for tree in trees.values():
             shutil.copytree(SQL, tree)
         toml = trees["protected"] / "ameide.toml"
         toml.write_text(toml.read_text() + PROTECTED)
-        state = scratch / "state"
-        local.up(state, PLATFORM_DATABASES, admin_url=admin_url, database_prefix="plan_")
+        local.up(
+            scratch / "state",
+            PLATFORM_DATABASES,
+            admin_url=admin_url(cluster),
+            database_prefix="plan_",
+        )
         server = prefect_api.ensure_server(scratch / "prefect")
         env = {
-            **os.environ,
-            **prefect_api.QUIET_ENV,
-            "PREFECT_API_URL": server.api_url,
-            "PREFECT_HOME": str(scratch / "prefect-client"),
-            "AMEIDE_STATE_DIR": str(state),
-            "AMEIDE_LOCAL_ADMIN_URL": admin_url.get_secret_value(),
+            **cli_environment(scratch, cluster, server.api_url),
             "AMEIDE_LOCAL_DATABASE_PREFIX": "plan_",
         }
-        cli = [str(Path(sys.executable).parent / "ameide-migrate"), "run", "--env", "local"]
+        cli = RUN_LOCAL
         times: dict[str, list[float]] = {name: [] for name in trees}
         try:
             run_measured(cli, {**env, "AMEIDE_SQL_DIR": str(trees["unprotected"])})
