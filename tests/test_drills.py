@@ -353,3 +353,51 @@ def test_a_server_restart_while_a_connection_is_in_use_is_a_transient_fault(
         postgres.connect(pg_admin) as conn,
     ):
         conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+
+def _command_of(pid: int) -> str:
+    return (Path("/proc") / str(pid) / "comm").read_text().strip()
+
+
+def _environ_of(pid: int) -> dict[str, str]:
+    raw = (Path("/proc") / str(pid) / "environ").read_bytes()
+    return dict(entry.decode().split("=", 1) for entry in raw.split(b"\0") if b"=" in entry)
+
+
+@pytest.mark.slow
+def test_the_flyway_jvm_sees_its_own_credentials_and_not_the_rest_of_the_callers_environment(
+    platform: Platform, tmp_path: Path
+) -> None:
+    _sleeping_migration(platform, 10)
+    agents_password = "decoy-agents-password-in-the-callers-environment"
+    env = {
+        **os.environ,
+        "VAULT_TOKEN": "decoy-vault-token",
+        "AGENTS_DATABASE_PASSWORD": agents_password,
+        "SSL_CERT_DIR": "/etc/ssl/certs",
+    }
+    log = tmp_path / "run.log"
+    cli = _start_run("--db", "threads", env=env, log=log)
+    try:
+        _wait_for(lambda: _sleeping_on(platform.admin), 240, "the sleeping migration to start")
+        (jvm,) = [pid for pid in _children(cli.pid) if _command_of(pid) == "java"]
+        seen = _environ_of(jvm)
+    finally:
+        assert cli.wait(timeout=300) == 0, log.read_text()
+
+    admin_password = platform.admin.password.get_secret_value()
+    assert seen["AMEIDE_TARGET_THREADS_PASSWORD"] == (
+        platform.owners["threads"].password.get_secret_value()
+    )
+    assert seen["SSL_CERT_DIR"] == "/etc/ssl/certs"
+    assert seen["PATH"] == os.environ["PATH"]
+    leaked = {
+        name
+        for name, value in seen.items()
+        if name in ("VAULT_TOKEN", "PREFECT_API_URL", "AMEIDE_LOCAL_ADMIN_URL")
+        or admin_password in value
+        or agents_password in value
+        or name.startswith("AMEIDE_TARGET_AGENTS")
+    }
+    assert not leaked
+
