@@ -401,3 +401,23 @@ def test_the_flyway_jvm_sees_its_own_credentials_and_not_the_rest_of_the_callers
     }
     assert not leaked
 
+
+def test_a_dropped_history_gets_the_fix_drift_gives_a_baseline_not_a_fix_forward(
+    platform: Platform,
+) -> None:
+    platform.run(["threads"])
+    with postgres.connect(platform.owners["threads"]) as conn:
+        conn.execute("DROP TABLE flyway_schema_history")
+
+    run = ameide("run", "--env", "local", "--db", "threads")
+    drift = ameide("drift", "--env", "local", "--db", "threads")
+
+    run_output, drift_output = run.stdout + run.stderr, drift.stdout + drift.stderr
+    baseline = "`ameide-migrate baseline --env local --db threads --version VERSION`"
+    assert run.returncode == ExitCode.FAILED, run_output
+    assert baseline in " ".join(run_output.split()), run_output
+    assert "fix the migration forward" not in run_output.lower()
+    assert "Traceback" not in run_output
+    assert drift.returncode == ExitCode.DRIFT, drift_output
+    assert baseline in " ".join(drift_output.split()), drift_output
+

@@ -157,6 +157,12 @@ class MigrationFailed(FlywayCommandFailed):
     pass
 
 
+class HistoryMissing(FlywayCommandFailed):
+    """The schema holds objects but no Flyway history table (dropped, or the schema built by
+    another tool): Flyway refuses to migrate it until a baseline says which version it is. The
+    drift check's `schema present, no history`."""
+
+
 class NonTransactionalMigrationFailed(MigrationFailed):
     """A migration Flyway ran outside a transaction failed: what it did before the failure stays
     (a CREATE INDEX CONCURRENTLY leaves an INVALID index), so it is never retried, whatever its

@@ -45,6 +45,7 @@ from ameide_migrate.errors import (
     FlywayEngineCrashed,
     FlywayInstallFailed,
     FlywayNotInstalled,
+    HistoryMissing,
     MigrationFailed,
     NonTransactionalMigrationFailed,
     TransientFlywayFault,
@@ -63,6 +64,7 @@ _TRANSIENT_SQLSTATE_PREFIXES = ("08", "57P")
 _TRANSIENT_SQLSTATES = frozenset({"53300", "55P03", "40P01", "40001"})
 _TRANSIENT_CAUSES = ("java.net.ConnectException", "Connection reset", "java.io.EOFException")
 _LOCK_WAIT = "advisory lock"
+_NO_HISTORY = "NON_EMPTY_SCHEMA_WITHOUT_SCHEMA_HISTORY_TABLE"  # Flyway's CoreErrorCode
 
 LogSink = Callable[[str, str], None]
 """Receives (level, message) for every line Flyway logs while serving one request."""
@@ -559,6 +561,8 @@ def classify(request: Request, error: Mapping[str, Any]) -> FlywayCommandFailed:
         cls = NonTransactionalMigrationFailed
     elif transient:
         cls = TransientFlywayFault
+    elif error.get("errorCode") == _NO_HISTORY:
+        cls = HistoryMissing
     elif request.command == "validate":
         cls = (
             ChecksumMismatch if "checksum mismatch" in flyway_message.lower() else ValidationFailed

@@ -12,6 +12,7 @@ from collections.abc import Collection, Sequence
 from ameide_migrate import lint
 from ameide_migrate.errors import (
     ChecksumMismatch,
+    HistoryMissing,
     LintErrorsFound,
     MigrateError,
     MigrationFailed,
@@ -57,6 +58,8 @@ def after_error(environment: str, database: str, error: MigrateError, before: st
             "An applied migration was edited after it ran: "
             f"{restore_or_repair(environment, database, 'the file')}; then rerun `{rerun}`."
         )
+    if isinstance(error, HistoryMissing):
+        return f"{baseline_first(environment, database)}."
     if isinstance(error, ValidationFailed):
         return f"Fix what Flyway reports above, then rerun `{rerun}`."
     if isinstance(error, MigrationFailed):
