@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -421,3 +422,37 @@ def test_a_dropped_history_gets_the_fix_drift_gives_a_baseline_not_a_fix_forward
     assert drift.returncode == ExitCode.DRIFT, drift_output
     assert baseline in " ".join(drift_output.split()), drift_output
 
+
+CONNECTION_IN_FLYWAY_TOML = [
+    ('[flyway]\nurl = "jdbc:postgresql://elsewhere:5432/threads"\n', "url", "[flyway]"),
+    ('[environments.local]\nuser = "someone_else"\n', "user", "[environments.local]"),
+    (
+        '[environments.local.flyway]\npassword = "hunter2"\n',
+        "password",
+        "[environments.local.flyway]",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "where"),
+    CONNECTION_IN_FLYWAY_TOML,
+    ids=[c[1] for c in CONNECTION_IN_FLYWAY_TOML],
+)
+def test_a_connection_set_in_flyway_toml_is_refused_with_the_reason(
+    tmp_path: Path, text: str, key: str, where: str
+) -> None:
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(REPO / "db" / "flyway" / "sql" / "threads", sql_dir / "threads")
+    (sql_dir / "threads" / "flyway.toml").write_text(text)
+    env = _user_environment(tmp_path / "state", AMEIDE_SQL_DIR=str(sql_dir))
+
+    done = ameide("catalog", env=env, timeout=120)
+
+    output = done.stdout + done.stderr
+    assert done.returncode == ExitCode.USAGE, output
+    assert "FAILED:" in done.stderr
+    assert f"{key} is set in {where}" in " ".join(done.stderr.split())
+    assert "secret gate" in done.stderr
+    assert "hunter2" not in output
+    assert "Traceback" not in output
