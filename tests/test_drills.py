@@ -21,7 +21,8 @@ from uuid import UUID
 
 import pytest
 
-from ameide_migrate import commands, postgres, prefect_api, secret_sources
+from ameide_migrate import commands, dev_loop, postgres, prefect_api, secret_sources
+from ameide_migrate.catalog import load_catalog
 from ameide_migrate.errors import DatabaseUnreachable, ExitCode
 from ameide_migrate.pg_cluster import Cluster
 from ameide_migrate.postgres import Credentials
@@ -99,6 +100,13 @@ BAD_INPUT: list[tuple[str, list[str], dict[str, str], tuple[str, int] | None, st
         {},
         ("[1, 2]", 0o600),
         "seed-local",
+    ),
+    (
+        "lint of an environment with no Vault",
+        ["lint", "--env", "staging"],
+        {},
+        None,
+        "no Vault is configured",
     ),
     (
         "local store readable by others",
@@ -456,3 +464,35 @@ def test_a_connection_set_in_flyway_toml_is_refused_with_the_reason(
     assert "secret gate" in done.stderr
     assert "hunter2" not in output
     assert "Traceback" not in output
+
+
+def test_an_unknown_database_names_the_sql_tree_in_use(tmp_path: Path) -> None:
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(REPO / "db" / "flyway" / "sql" / "threads", sql_dir / "threads")
+    env = _user_environment(tmp_path / "state", AMEIDE_SQL_DIR=str(sql_dir))
+
+    done = ameide("run", "--env", "local", "--db", "nosuch", env=env, timeout=120)
+
+    assert done.returncode == ExitCode.USAGE, done.stderr
+    assert "unknown database nosuch: choose from threads" in done.stderr
+    assert f"the folders under {sql_dir}" in " ".join(done.stderr.split())
+
+
+def test_the_dev_loop_offers_git_restore_only_for_a_file_git_tracks(tmp_path: Path) -> None:
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(REPO / "db" / "flyway" / "sql", sql_dir)
+    graph = load_catalog(sql_dir).databases["graph"]
+    first = graph.versioned[0]
+    edited = [
+        postgres.HistoryRow(1, str(first.version), first.description, "SQL", first.script, 1, True)
+    ]
+
+    (migration,) = dev_loop.edited_migrations(graph, edited)
+    untracked = migration.message(cwd=tmp_path)
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "add", "sql"], check=True)
+    tracked = migration.message(cwd=tmp_path)
+
+    assert "git restore" not in untracked
+    assert f"copy it back over sql/graph/{first.script}" in untracked
+    assert f"git restore sql/graph/{first.script}" in tracked

@@ -123,7 +123,7 @@ class Catalog:
             return list(self.databases.values())
         unknown = [n for n in names if n not in self.databases]
         if unknown:
-            raise UnknownDatabase(unknown, self.databases)
+            raise UnknownDatabase(unknown, self.databases, self.root)
         return [db for name, db in self.databases.items() if name in set(names)]
 
 

@@ -70,12 +70,12 @@ class LocalStoreExposed(UsageError):
 
 
 class UnknownDatabase(UsageError):
-    def __init__(self, names: Iterable[str], valid: Iterable[str]) -> None:
+    def __init__(self, names: Iterable[str], valid: Iterable[str], sql_tree: object) -> None:
         self.names = sorted(names)
         self.valid = sorted(valid)
         super().__init__(
             f"unknown database {', '.join(self.names)}: "
-            f"choose from {', '.join(self.valid)} (the folders under db/flyway/sql)"
+            f"choose from {', '.join(self.valid)} (the folders under {sql_tree})"
         )
 
 
@@ -183,8 +183,9 @@ class DatabaseError(MigrateError):
     pass
 
 
-class CredentialsMissing(MigrateError):
-    pass
+class CredentialsMissing(UsageError):
+    """The environment has nowhere to read its databases' credentials from (no Vault
+    configured): a configuration to fix, nothing was started."""
 
 
 class LocalClusterFailed(MigrateError):

@@ -195,11 +195,15 @@ def reset_command(database: str) -> str:
     return f"ameide-migrate dev --reset {database}"
 
 
-def edited_in_dev(database: str, path: str) -> str:
+def edited_in_dev(database: str, path: str, *, tracked: bool) -> str:
     """An applied migration edited in the dev loop: local can afford a rebuild from empty, so
-    the two fixes are that and putting the file back; neither is done unasked."""
+    the two fixes are that and putting the file back; neither is done unasked. `git restore`
+    only for a file git `tracked`: on any other it fails."""
+    put_back = (
+        f"git restore {path}" if tracked else f"copy it back over {path} (git does not track it)"
+    )
     return (
         "Two fixes, when you choose:\n"
         f"  rebuild {database} from empty with the edit:  {reset_command(database)}\n"
-        f"  or put back the file that was applied:  git restore {path}"
+        f"  or put back the file that was applied:  {put_back}"
     )
