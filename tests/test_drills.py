@@ -496,3 +496,19 @@ def test_the_dev_loop_offers_git_restore_only_for_a_file_git_tracks(tmp_path: Pa
     assert "git restore" not in untracked
     assert f"copy it back over sql/graph/{first.script}" in untracked
     assert f"git restore sql/graph/{first.script}" in tracked
+
+
+@pytest.mark.parametrize("folder", ["drop table x;--", "Threads", "9lives", "a" * 58])
+def test_a_database_folder_whose_name_cannot_be_a_database_is_refused_by_name(
+    tmp_path: Path, folder: str
+) -> None:
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(REPO / "db" / "flyway" / "sql" / "threads", sql_dir / folder)
+    env = _user_environment(tmp_path / "state", AMEIDE_SQL_DIR=str(sql_dir))
+
+    done = ameide("catalog", env=env, timeout=120)
+
+    assert done.returncode == ExitCode.USAGE, done.stdout + done.stderr
+    assert "FAILED:" in done.stderr
+    assert f"database folder {sql_dir / folder}" in " ".join(done.stderr.split())
+    assert "Traceback" not in done.stderr
