@@ -11,6 +11,8 @@ from enum import IntEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ameide_migrate.drift import DriftReport
     from ameide_migrate.outcomes import RunReport
 
@@ -70,7 +72,7 @@ class LocalStoreExposed(UsageError):
 
 
 class UnknownDatabase(UsageError):
-    def __init__(self, names: Iterable[str], valid: Iterable[str], sql_tree: object) -> None:
+    def __init__(self, names: Iterable[str], valid: Iterable[str], sql_tree: Path) -> None:
         self.names = sorted(names)
         self.valid = sorted(valid)
         super().__init__(

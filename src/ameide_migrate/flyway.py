@@ -323,8 +323,8 @@ def utf8_locale(env: Mapping[str, str]) -> dict[str, str]:
 
 # What the engine JVM keeps of its caller's environment: the system's basics, the locale, Java's
 # own settings, TLS trust and proxies, and Flyway's variables. The rest (VAULT_TOKEN, the admin
-# URL, other databases' credentials, PREFECT_API_URL) is no business of Flyway's, and a JVM's
-# environment is readable by its user in /proc and lands in its crash reports.
+# URL, other databases' credentials, PREFECT_API_URL) is no business of Flyway's, and whatever
+# it holds can be read in /proc/<pid>/environ for as long as the JVM runs.
 _JVM_VARIABLES = frozenset(
     {
         "PATH",
