@@ -529,9 +529,9 @@ def test_an_edited_applied_migration_is_named_and_reset_rebuilds_that_database_a
 
 
 def _jvms_of(machine: DevMachine) -> list[int]:
-    """The Java processes started for this machine's state folder, whoever their parent is now
-    (an orphan is adopted by init)."""
-    marker = f"AMEIDE_STATE_DIR={machine.state_dir}".encode()
+    """The Java processes started for this machine, by the HOME the JVM keeps of its caller's
+    environment, whoever their parent is now (an orphan is adopted by init)."""
+    marker = f"HOME={machine.home}".encode()
     found = []
     for entry in Path("/proc").iterdir():
         try:
