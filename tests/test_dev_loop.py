@@ -237,6 +237,8 @@ def test_an_edited_applied_migration_is_named_with_its_version_date_and_both_fix
         HistoryRow(2, "2", v2.description, "SQL", v2.script, 12345, True, applied),
     ]  # fmt: skip
 
+    subprocess.run(["git", "init", "-q", str(tree.parent)], check=True)
+    subprocess.run(["git", "-C", str(tree.parent), "add", tree.name], check=True)
     (edited,) = dev_loop.edited_migrations(graph, rows)
     message = edited.message(cwd=tree.parent)
 
@@ -382,6 +384,9 @@ def dev_machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevMachine
     home.mkdir()
     sql = root / "sql"
     shutil.copytree(SAMPLE, sql)
+    # A developer's tree is a clone: `git restore` is offered for its files.
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    subprocess.run(["git", "-C", str(root), "add", "sql"], check=True)
     env = clean_environment(home)
     env |= {
         "AMEIDE_SQL_DIR": str(sql),
@@ -524,9 +529,9 @@ def test_an_edited_applied_migration_is_named_and_reset_rebuilds_that_database_a
 
 
 def _jvms_of(machine: DevMachine) -> list[int]:
-    """The Java processes started for this machine's state folder, whoever their parent is now
-    (an orphan is adopted by init)."""
-    marker = f"AMEIDE_STATE_DIR={machine.state_dir}".encode()
+    """The Java processes started for this machine, by the HOME the JVM keeps of its caller's
+    environment, whoever their parent is now (an orphan is adopted by init)."""
+    marker = f"HOME={machine.home}".encode()
     found = []
     for entry in Path("/proc").iterdir():
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +21,8 @@ from uuid import UUID
 
 import pytest
 
-from ameide_migrate import postgres, prefect_api, secret_sources
+from ameide_migrate import commands, dev_loop, postgres, prefect_api, secret_sources
+from ameide_migrate.catalog import load_catalog
 from ameide_migrate.errors import DatabaseUnreachable, ExitCode
 from ameide_migrate.pg_cluster import Cluster
 from ameide_migrate.postgres import Credentials
@@ -98,6 +100,13 @@ BAD_INPUT: list[tuple[str, list[str], dict[str, str], tuple[str, int] | None, st
         {},
         ("[1, 2]", 0o600),
         "seed-local",
+    ),
+    (
+        "lint of an environment with no Vault",
+        ["lint", "--env", "staging"],
+        {},
+        None,
+        "no Vault is configured",
     ),
     (
         "local store readable by others",
@@ -251,14 +260,6 @@ def _latest_migrate_run() -> tuple[UUID, str]:
         return run.id, run.state.type.value if run.state else ""
 
 
-def _state_of(flow_run_id: UUID) -> str:
-    from prefect import get_client
-
-    with get_client(sync_client=True) as client:
-        state = client.read_flow_run(flow_run_id).state
-    return state.type.value if state else ""
-
-
 def _applied_once(platform: Platform, database: str) -> dict[str, int]:
     counts: dict[str, int] = {}
     for row in platform.history(database) or []:
@@ -268,9 +269,11 @@ def _applied_once(platform: Platform, database: str) -> dict[str, int]:
 
 
 @pytest.mark.slow
-def test_kill_9_mid_migration_leaves_no_jvm_the_run_crashed_and_a_rerun_applies_each_once(
+def test_a_run_killed_while_another_starts_leaves_no_jvm_ends_crashed_and_a_rerun_applies_once(
     platform: Platform, tmp_path: Path
 ) -> None:
+    """The rerun starts within the crash window and registers the heartbeat guard again: the
+    killed run's countdown survives that, and following it (as `trigger --wait` does) exits 1."""
     _sleeping_migration(platform, 20)
     cli = _start_run("--db", "threads", env=dict(os.environ), log=tmp_path / "run.log")
     _wait_for(lambda: _sleeping_on(platform.admin), 240, "the sleeping migration to start")
@@ -283,11 +286,6 @@ def test_kill_9_mid_migration_leaves_no_jvm_the_run_crashed_and_a_rerun_applies_
     cli.wait()
 
     _wait_for(lambda: all(_gone(pid) for pid in jvms), 10, "the orphaned JVM to end")
-    _wait_for(
-        lambda: _state_of(flow_run_id) == "CRASHED",
-        prefect_api.CRASHED_WITHIN_SECONDS + 15,
-        "the killed run to be marked Crashed",
-    )
     assert not platform.table_exists("threads", "threads_drill_done")
 
     rerun = ameide("run", "--env", "local", "--db", "threads")
@@ -295,6 +293,11 @@ def test_kill_9_mid_migration_leaves_no_jvm_the_run_crashed_and_a_rerun_applies_
     assert rerun.returncode == 0, rerun.stderr
     assert _applied_once(platform, "threads") == {v: 1 for v in ("1", "2", "3", "4", "5")}
     assert platform.table_exists("threads", "threads_drill_done")
+    followed = commands.follow(
+        flow_run_id, prefect_api.CRASHED_WITHIN_SECONDS + 15, on_line=lambda _: None
+    )
+    assert followed.state == "Crashed", followed.summary
+    assert followed.exit_code == ExitCode.FAILED
 
 
 @pytest.mark.slow
@@ -359,3 +362,153 @@ def test_a_server_restart_while_a_connection_is_in_use_is_a_transient_fault(
         postgres.connect(pg_admin) as conn,
     ):
         conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+
+def _command_of(pid: int) -> str:
+    return (Path("/proc") / str(pid) / "comm").read_text().strip()
+
+
+def _environ_of(pid: int) -> dict[str, str]:
+    raw = (Path("/proc") / str(pid) / "environ").read_bytes()
+    return dict(entry.decode().split("=", 1) for entry in raw.split(b"\0") if b"=" in entry)
+
+
+@pytest.mark.slow
+def test_the_flyway_jvm_sees_its_own_credentials_and_not_the_rest_of_the_callers_environment(
+    platform: Platform, tmp_path: Path
+) -> None:
+    _sleeping_migration(platform, 10)
+    agents_password = "decoy-agents-password-in-the-callers-environment"
+    env = {
+        **os.environ,
+        "VAULT_TOKEN": "decoy-vault-token",
+        "AGENTS_DATABASE_PASSWORD": agents_password,
+        "SSL_CERT_DIR": "/etc/ssl/certs",
+    }
+    log = tmp_path / "run.log"
+    cli = _start_run("--db", "threads", env=env, log=log)
+    try:
+        _wait_for(lambda: _sleeping_on(platform.admin), 240, "the sleeping migration to start")
+        (jvm,) = [pid for pid in _children(cli.pid) if _command_of(pid) == "java"]
+        seen = _environ_of(jvm)
+    finally:
+        assert cli.wait(timeout=300) == 0, log.read_text()
+
+    admin_password = platform.admin.password.get_secret_value()
+    assert seen["AMEIDE_TARGET_THREADS_PASSWORD"] == (
+        platform.owners["threads"].password.get_secret_value()
+    )
+    assert seen["SSL_CERT_DIR"] == "/etc/ssl/certs"
+    assert seen["PATH"] == os.environ["PATH"]
+    leaked = {
+        name
+        for name, value in seen.items()
+        if name in ("VAULT_TOKEN", "PREFECT_API_URL", "AMEIDE_LOCAL_ADMIN_URL")
+        or admin_password in value
+        or agents_password in value
+        or name.startswith("AMEIDE_TARGET_AGENTS")
+    }
+    assert not leaked
+
+
+def test_a_dropped_history_gets_the_fix_drift_gives_a_baseline_not_a_fix_forward(
+    platform: Platform,
+) -> None:
+    platform.run(["threads"])
+    with postgres.connect(platform.owners["threads"]) as conn:
+        conn.execute("DROP TABLE flyway_schema_history")
+
+    run = ameide("run", "--env", "local", "--db", "threads")
+    drift = ameide("drift", "--env", "local", "--db", "threads")
+
+    run_output, drift_output = run.stdout + run.stderr, drift.stdout + drift.stderr
+    baseline = "`ameide-migrate baseline --env local --db threads --version VERSION`"
+    assert run.returncode == ExitCode.FAILED, run_output
+    assert baseline in " ".join(run_output.split()), run_output
+    assert "fix the migration forward" not in run_output.lower()
+    assert "Traceback" not in run_output
+    assert drift.returncode == ExitCode.DRIFT, drift_output
+    assert baseline in " ".join(drift_output.split()), drift_output
+
+
+CONNECTION_IN_FLYWAY_TOML = [
+    ('[flyway]\nurl = "jdbc:postgresql://elsewhere:5432/threads"\n', "url", "[flyway]"),
+    ('[environments.local]\nuser = "someone_else"\n', "user", "[environments.local]"),
+    (
+        '[environments.local.flyway]\npassword = "hunter2"\n',
+        "password",
+        "[environments.local.flyway]",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "where"),
+    CONNECTION_IN_FLYWAY_TOML,
+    ids=[c[1] for c in CONNECTION_IN_FLYWAY_TOML],
+)
+def test_a_connection_set_in_flyway_toml_is_refused_with_the_reason(
+    tmp_path: Path, text: str, key: str, where: str
+) -> None:
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(REPO / "db" / "flyway" / "sql" / "threads", sql_dir / "threads")
+    (sql_dir / "threads" / "flyway.toml").write_text(text)
+    env = _user_environment(tmp_path / "state", AMEIDE_SQL_DIR=str(sql_dir))
+
+    done = ameide("catalog", env=env, timeout=120)
+
+    output = done.stdout + done.stderr
+    assert done.returncode == ExitCode.USAGE, output
+    assert "FAILED:" in done.stderr
+    assert f"{key} is set in {where}" in " ".join(done.stderr.split())
+    assert "secret gate" in done.stderr
+    assert "hunter2" not in output
+    assert "Traceback" not in output
+
+
+def test_an_unknown_database_names_the_sql_tree_in_use(tmp_path: Path) -> None:
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(REPO / "db" / "flyway" / "sql" / "threads", sql_dir / "threads")
+    env = _user_environment(tmp_path / "state", AMEIDE_SQL_DIR=str(sql_dir))
+
+    done = ameide("run", "--env", "local", "--db", "nosuch", env=env, timeout=120)
+
+    assert done.returncode == ExitCode.USAGE, done.stderr
+    assert "unknown database nosuch: choose from threads" in done.stderr
+    assert f"the folders under {sql_dir}" in " ".join(done.stderr.split())
+
+
+def test_the_dev_loop_offers_git_restore_only_for_a_file_git_tracks(tmp_path: Path) -> None:
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(REPO / "db" / "flyway" / "sql", sql_dir)
+    graph = load_catalog(sql_dir).databases["graph"]
+    first = graph.versioned[0]
+    edited = [
+        postgres.HistoryRow(1, str(first.version), first.description, "SQL", first.script, 1, True)
+    ]
+
+    (migration,) = dev_loop.edited_migrations(graph, edited)
+    untracked = migration.message(cwd=tmp_path)
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "add", "sql"], check=True)
+    tracked = migration.message(cwd=tmp_path)
+
+    assert "git restore" not in untracked
+    assert f"copy it back over sql/graph/{first.script}" in untracked
+    assert f"git restore sql/graph/{first.script}" in tracked
+
+
+@pytest.mark.parametrize("folder", ["drop table x;--", "Threads", "9lives", "a" * 58])
+def test_a_database_folder_whose_name_cannot_be_a_database_is_refused_by_name(
+    tmp_path: Path, folder: str
+) -> None:
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(REPO / "db" / "flyway" / "sql" / "threads", sql_dir / folder)
+    env = _user_environment(tmp_path / "state", AMEIDE_SQL_DIR=str(sql_dir))
+
+    done = ameide("catalog", env=env, timeout=120)
+
+    assert done.returncode == ExitCode.USAGE, done.stdout + done.stderr
+    assert "FAILED:" in done.stderr
+    assert f"database folder {sql_dir / folder}" in " ".join(done.stderr.split())
+    assert "Traceback" not in done.stderr

@@ -123,7 +123,7 @@ class Catalog:
             return list(self.databases.values())
         unknown = [n for n in names if n not in self.databases]
         if unknown:
-            raise UnknownDatabase(unknown, self.databases)
+            raise UnknownDatabase(unknown, self.databases, self.root)
         return [db for name, db in self.databases.items() if name in set(names)]
 
 
@@ -172,6 +172,21 @@ def _replace_placeholders(text: str, config: FlywayConfig, script: str) -> str |
     return None if unresolved else replaced
 
 
+# A database's folder name becomes a PostgreSQL database and its owner role `<name>_owner` (63
+# bytes at most, longer ones PostgreSQL cuts short), a segment of its Vault path and the
+# `<NAME>_DATABASE_*` keys: lowercase letters, digits, `_` and `-`, starting with a letter.
+_DATABASE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,56}")
+
+
+def _check_database_name(folder: Path) -> None:
+    if not _DATABASE_NAME.fullmatch(folder.name):
+        raise CatalogError(
+            f"database folder {folder}: {folder.name!r} cannot name a database: PostgreSQL "
+            "roles, Vault paths and secret keys are made of it. Rename the folder with lowercase "
+            "letters, digits, _ and -, starting with a letter, at most 57 characters"
+        )
+
+
 def key_prefix(database: str) -> str:
     """The prefix of a database's names outside the tree: `<PREFIX>_DATABASE_URL` and the
     engine's per-database environment."""
@@ -198,7 +213,10 @@ def load_catalog(
             f"SQL tree {root} does not exist: point AMEIDE_SQL_DIR at the folder "
             "that holds one folder of Flyway migrations per database"
         )
-    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    # Hidden folders (.git, an editor's) hold no migrations, as in every tool that walks a tree.
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for folder in folders:
+        _check_database_name(folder)
     rank = {name: i for i, name in enumerate(order)}
     folders.sort(key=lambda p: (rank.get(p.name, len(rank)), p.name))
     databases = {

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import watchfiles
 
-from ameide_migrate import environments, flyway_config, history, recovery
+from ameide_migrate import environments, flyway_config, git, history, recovery
 from ameide_migrate.catalog import Catalog, DatabaseCatalog
 from ameide_migrate.errors import ExitCode, MigrateError
 from ameide_migrate.postgres import HistoryRow
@@ -137,7 +137,9 @@ class EditedMigration:
             f"{self.database}: {self.script} (version {self.version}) was edited after it was "
             f"applied{since}; Flyway refuses to migrate {self.database} until they match "
             f"(checksum applied {self.applied_checksum}, now {self.checksum}). "
-            + recovery.edited_in_dev(self.database, self.shown_path(cwd))
+            + recovery.edited_in_dev(
+                self.database, self.shown_path(cwd), tracked=git.tracked(self.path)
+            )
         )
 
     def shown_path(self, cwd: Path | None = None) -> str:

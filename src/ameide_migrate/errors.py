@@ -11,6 +11,8 @@ from enum import IntEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ameide_migrate.drift import DriftReport
     from ameide_migrate.outcomes import RunReport
 
@@ -70,12 +72,12 @@ class LocalStoreExposed(UsageError):
 
 
 class UnknownDatabase(UsageError):
-    def __init__(self, names: Iterable[str], valid: Iterable[str]) -> None:
+    def __init__(self, names: Iterable[str], valid: Iterable[str], sql_tree: Path) -> None:
         self.names = sorted(names)
         self.valid = sorted(valid)
         super().__init__(
             f"unknown database {', '.join(self.names)}: "
-            f"choose from {', '.join(self.valid)} (the folders under db/flyway/sql)"
+            f"choose from {', '.join(self.valid)} (the folders under {sql_tree})"
         )
 
 
@@ -157,6 +159,12 @@ class MigrationFailed(FlywayCommandFailed):
     pass
 
 
+class HistoryMissing(FlywayCommandFailed):
+    """The schema holds objects but no Flyway history table (dropped, or the schema built by
+    another tool): Flyway refuses to migrate it until a baseline says which version it is. The
+    drift check's `schema present, no history`."""
+
+
 class NonTransactionalMigrationFailed(MigrationFailed):
     """A migration Flyway ran outside a transaction failed: what it did before the failure stays
     (a CREATE INDEX CONCURRENTLY leaves an INVALID index), so it is never retried, whatever its
@@ -190,8 +198,9 @@ class DatabaseError(MigrateError):
     pass
 
 
-class CredentialsMissing(MigrateError):
-    pass
+class CredentialsMissing(UsageError):
+    """The environment has nowhere to read its databases' credentials from (no Vault
+    configured): a configuration to fix, nothing was started."""
 
 
 class LocalClusterFailed(MigrateError):

@@ -45,6 +45,7 @@ from ameide_migrate.errors import (
     FlywayEngineCrashed,
     FlywayInstallFailed,
     FlywayNotInstalled,
+    HistoryMissing,
     MigrationFailed,
     NonTransactionalMigrationFailed,
     TransientFlywayFault,
@@ -63,6 +64,7 @@ _TRANSIENT_SQLSTATE_PREFIXES = ("08", "57P")
 _TRANSIENT_SQLSTATES = frozenset({"53300", "55P03", "40P01", "40001"})
 _TRANSIENT_CAUSES = ("java.net.ConnectException", "Connection reset", "java.io.EOFException")
 _LOCK_WAIT = "advisory lock"
+_NO_HISTORY = "NON_EMPTY_SCHEMA_WITHOUT_SCHEMA_HISTORY_TABLE"  # Flyway's CoreErrorCode
 
 LogSink = Callable[[str, str], None]
 """Receives (level, message) for every line Flyway logs while serving one request."""
@@ -319,6 +321,51 @@ def utf8_locale(env: Mapping[str, str]) -> dict[str, str]:
     return {} if utf8 else {"LC_ALL": "C.UTF-8"}
 
 
+# What the engine JVM keeps of its caller's environment: the system's basics, the locale, Java's
+# own settings, TLS trust and proxies, and Flyway's variables. The rest (VAULT_TOKEN, the admin
+# URL, other databases' credentials, PREFECT_API_URL) is no business of Flyway's, and whatever
+# it holds can be read in /proc/<pid>/environ for as long as the JVM runs.
+_JVM_VARIABLES = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "LANG",
+        "TZ",
+        "JAVA_HOME",
+        "JAVA_TOOL_OPTIONS",
+        "JDK_JAVA_OPTIONS",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+    }
+)
+_JVM_VARIABLE_PREFIXES = ("LC_", "FLYWAY_")
+
+
+def jvm_environment(caller: Mapping[str, str], targets: Mapping[str, Target]) -> dict[str, str]:
+    """The engine JVM's whole environment: the allowed part of the caller's, a UTF-8 locale, and
+    the connection of each database the engine serves (`AMEIDE_TARGET_<DB>_*`, which the engine
+    reads; never its command line, which every user of the machine can read)."""
+    env = {
+        name: value
+        for name, value in caller.items()
+        if name in _JVM_VARIABLES or name.startswith(_JVM_VARIABLE_PREFIXES)
+    }
+    env.update(utf8_locale(env))
+    for database, target in targets.items():
+        prefix = f"AMEIDE_TARGET_{key_prefix(database)}_"
+        env[prefix + "URL"] = target.jdbc_url
+        env[prefix + "USER"] = target.user
+        env[prefix + "PASSWORD"] = target.password.get_secret_value()
+    return env
+
+
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
@@ -377,13 +424,7 @@ class FlywayEngine:
     The JVM dies with the process that started it (`_killed_with`), whatever the signal."""
 
     def __init__(self, inst: Installation, targets: Mapping[str, Target]) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AMEIDE_TARGET_")}
-        env.update(utf8_locale(env))
-        for database, target in targets.items():
-            prefix = f"AMEIDE_TARGET_{key_prefix(database)}_"
-            env[prefix + "URL"] = target.jdbc_url
-            env[prefix + "USER"] = target.user
-            env[prefix + "PASSWORD"] = target.password.get_secret_value()
+        env = jvm_environment(os.environ, targets)
         self._process = _Launcher.start(
             lambda: subprocess.Popen(
                 [inst.java, *JVM_OPTIONS, "-cp", inst.classpath, ENGINE_CLASS],
@@ -520,6 +561,8 @@ def classify(request: Request, error: Mapping[str, Any]) -> FlywayCommandFailed:
         cls = NonTransactionalMigrationFailed
     elif transient:
         cls = TransientFlywayFault
+    elif error.get("errorCode") == _NO_HISTORY:
+        cls = HistoryMissing
     elif request.command == "validate":
         cls = (
             ChecksumMismatch if "checksum mismatch" in flyway_message.lower() else ValidationFailed

@@ -90,13 +90,13 @@ _FLYWAY_KEYS = frozenset(
 )
 # The settings of an `[environments.<name>]` table (EnvironmentModel) that are also flat settings.
 _ENVIRONMENT_KEYS = frozenset({"schemas", "connectRetries", "connectRetriesInterval", "initSql"})
-# Read but not passed on: the product connects with the environment's own credentials, to the
-# database its folder names, chosen by --env, and reads Flyway's answers as objects.
+# The connection: the secret gate's credentials of the database in the --env environment, so a
+# file that sets it is refused (it would be ignored, and a run would go elsewhere than it says).
+_CONNECTION = frozenset({"url", "user", "password"})
+# Read but not passed on: the product connects to the database its folder names, and reads
+# Flyway's answers as objects.
 _PRODUCT_OWNED = frozenset(
     {
-        "url",
-        "user",
-        "password",
         "driver",
         "environment",
         "jarDirs",
@@ -306,6 +306,8 @@ def _read_toml(path: Path) -> tuple[_Layer, dict[str, _Layer]]:
                     layer.settings[f"jdbcProperties.{name_}"] = _flat(v)
             elif key in _ENVIRONMENT_KEYS:
                 layer.settings[key] = _flat(value)
+            elif key in _CONNECTION:
+                raise _connection_refused(path, key, where)
             elif key not in _PRODUCT_OWNED and key != "resolvers":
                 known = _ENVIRONMENT_KEYS | _PRODUCT_OWNED | {"flyway", "jdbcProperties"}
                 raise _unknown(path, key, where, known)
@@ -338,6 +340,8 @@ def _take_flyway_table(path: Path, where: str, table: Mapping[str, Any], into: _
             into.settings["resolvers"] = _flat(value)
         elif key == "locations":
             raise _locations_refused(path)
+        elif key in _CONNECTION:
+            raise _connection_refused(path, key, where)
         elif key in _FLYWAY_KEYS and key != "resolvers":
             into.settings[key] = _flat(value)
         elif key not in _PRODUCT_OWNED:
@@ -378,6 +382,8 @@ def _read_conf(path: Path, variables: Mapping[str, str]) -> _Layer:
             layer.settings[name] = value
         elif name == "locations":
             raise _locations_refused(path)
+        elif name in _CONNECTION:
+            raise _connection_refused(path, key, "the file")
         elif name in _FLAT_KEYS:
             layer.settings[name] = value
         elif name not in _PRODUCT_OWNED:
@@ -464,4 +470,13 @@ def _locations_refused(path: Path) -> Exception:
         f"{path}: locations is set, but each database's migrations are its own folder under the "
         "SQL tree (all of it, subfolders included): remove locations, and move the migrations "
         "into the database's folder"
+    )
+
+
+def _connection_refused(path: Path, key: str, where: str) -> Exception:
+    """Never repeats the value: it may be a password, or a URL holding one."""
+    return FlywayConfigInvalid(
+        f"{path}: {key} is set in {where}, but each database's connection is the URL, user and "
+        "password the secret gate reads for it in the --env environment (Vault, or the local "
+        f"store): remove {key}, and store the database's credentials there instead"
     )

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from ameide_migrate import docker_engine, flyway
+from ameide_migrate import docker_engine, flyway, git
 from ameide_migrate.catalog import load_catalog
 from ameide_migrate.errors import (
     ImageBuildFailed,
@@ -367,10 +367,10 @@ def _release_sql(project: Path, settings: Settings, ref: str, into: Path) -> tup
             f"the SQL tree {sql} is outside the project {project}: a release image takes its SQL "
             "from the project's git history"
         ) from None
-    commit = _git(project, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").strip()
+    commit = git.output(project, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").strip()
     if not commit:
         raise ImageBuildFailed(f"release ref {ref!r} is not a commit of {project}'s repository")
-    tree = _git(project, "rev-parse", "--verify", "--quiet", f"{commit}:{relative}").strip()
+    tree = git.output(project, "rev-parse", "--verify", "--quiet", f"{commit}:{relative}").strip()
     if not tree:
         raise ImageBuildFailed(f"{relative} does not exist at {ref} ({commit[:12]})")
     archive = subprocess.run(
@@ -420,13 +420,6 @@ def _uv(project: Path, *args: str) -> str:
     if done.returncode != 0:
         raise ImageBuildFailed(f"uv {args[0]} failed in {project}:\n{done.stderr.strip()}")
     return done.stdout
-
-
-def _git(project: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-C", str(project), *args], capture_output=True, text=True, check=False
-    )
-    return done.stdout if done.returncode == 0 else ""
 
 
 def _build(request: ImageRequest, ctx: BuildContext, ref: str, progress: Progress) -> str:

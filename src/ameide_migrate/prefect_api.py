@@ -442,7 +442,14 @@ def ensure_heartbeat_guard() -> None:
 
 
 def _upsert(wanted: Automation) -> None:
-    """Create the automation, or update the one of its name: one of each name, always."""
+    """Create the automation, or update the one of its name when its definition differs: one of
+    each name, always.
+
+    An unchanged automation is left alone. The server gives an updated automation's trigger a
+    new id, and a proactive trigger's buckets (a silent run's countdown) belong to the old id:
+    updating on every `run` or `deploy` would forget every run killed in the last
+    CRASH_AFTER_SECONDS, and those would stay Running forever.
+    """
     from prefect.automations import Automation
 
     try:
@@ -451,8 +458,16 @@ def _upsert(wanted: Automation) -> None:
     except ValueError:
         wanted.create()
         return
+    if _definition(existing) == _definition(wanted):
+        return
     wanted.id = existing.id
     wanted.update()
+
+
+def _definition(automation: Automation) -> dict[str, Any]:
+    """What the automation does, without the ids the server gave it. Python mode: the trigger's
+    event names are sets, equal whatever order the server lists them in."""
+    return automation.model_dump(exclude={"id", "owner_resource"})
 
 
 def approval_timeout_name(environment: str) -> str:

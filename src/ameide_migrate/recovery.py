@@ -12,6 +12,7 @@ from collections.abc import Collection, Sequence
 from ameide_migrate import lint
 from ameide_migrate.errors import (
     ChecksumMismatch,
+    HistoryMissing,
     LintErrorsFound,
     MigrateError,
     MigrationFailed,
@@ -58,6 +59,8 @@ def after_error(environment: str, database: str, error: MigrateError, before: st
             "An applied migration was edited after it ran: "
             f"{restore_or_repair(environment, database, 'the file')}; then rerun `{rerun}`."
         )
+    if isinstance(error, HistoryMissing):
+        return f"{baseline_first(environment, database)}."
     if isinstance(error, ValidationFailed):
         return f"Fix what Flyway reports above, then rerun `{rerun}`."
     if isinstance(error, MigrationFailed):
@@ -199,11 +202,15 @@ def reset_command(database: str) -> str:
     return f"ameide-migrate dev --reset {database}"
 
 
-def edited_in_dev(database: str, path: str) -> str:
+def edited_in_dev(database: str, path: str, *, tracked: bool) -> str:
     """An applied migration edited in the dev loop: local can afford a rebuild from empty, so
-    the two fixes are that and putting the file back; neither is done unasked."""
+    the two fixes are that and putting the file back; neither is done unasked. `git restore`
+    only for a file git `tracked`: on any other it fails."""
+    put_back = (
+        f"git restore {path}" if tracked else f"copy it back over {path} (git does not track it)"
+    )
     return (
         "Two fixes, when you choose:\n"
         f"  rebuild {database} from empty with the edit:  {reset_command(database)}\n"
-        f"  or put back the file that was applied:  git restore {path}"
+        f"  or put back the file that was applied:  {put_back}"
     )
