@@ -51,6 +51,11 @@ image_app = typer.Typer(
     help="The migrations image: built once per content, pushed, pinned by digest.",
     no_args_is_help=True,
 )
+fleet_app = typer.Typer(
+    help="Fleets: the same migrations on many tenant databases, in waves with a canary.",
+    no_args_is_help=True,
+)
+app.add_typer(fleet_app, name="fleet")
 app.add_typer(flyway_app, name="flyway")
 app.add_typer(image_app, name="image")
 app.add_typer(local_app, name="local")
@@ -698,6 +703,62 @@ def secrets_seed_local(
     secret = _admin_url(admin_url)
     _, where = commands.seed_local(settings, catalog.databases, secret, _progress)
     console.print(f"local credentials of {len(catalog.databases)} databases written to {where}")
+
+
+FleetOption = Annotated[
+    str, typer.Option("--fleet", "-f", help="A fleet of ameide.toml ([fleets.NAME]).")
+]
+
+
+@fleet_app.command("run")
+def fleet_run(
+    fleet: FleetOption,
+    env: EnvOption = "local",
+    target: Annotated[
+        list[str] | None,
+        typer.Option("--target", "-t", help="Only this target; repeat for several."),
+    ] = None,
+    admin_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="AMEIDE_LOCAL_ADMIN_URL",
+            help="Local only: superuser URL of an existing PostgreSQL to use instead of the "
+            "embedded cluster.",
+            show_envvar=True,
+        ),
+    ] = None,
+) -> None:
+    """Migrate a fleet's targets in waves: the canary first, each wave larger, and a halt when a
+    wave breaks the fleet's halt rules (the waves after it never start). A rerun finds the
+    migrated targets up to date and goes on with the failed and the new ones. Exits 0 when
+    every target migrated, 1 when a target failed or the fleet halted."""
+    from ameide_migrate import commands, report
+    from ameide_migrate.settings import get_settings
+
+    done = commands.fleet_run(
+        get_settings(),
+        env,
+        fleet,
+        target,
+        admin_url=_admin_url(admin_url),
+        progress=_progress,
+        on_api=_announce_local_server,
+    )
+    if done.report is not None:
+        report.print_fleet(done.report, console)
+    err_console.print(f"Flow run: {done.flow_run_url}", soft_wrap=True, highlight=False)
+    if done.failure is not None:
+        raise done.failure
+
+
+@fleet_app.command("status")
+def fleet_status(fleet: FleetOption, env: EnvOption = "local") -> None:
+    """Every target of a fleet, read-only: the version its history is at, and its last outcome
+    in the fleet's ledger (the latest run's artifact)."""
+    from ameide_migrate import commands, report
+    from ameide_migrate.settings import get_settings
+
+    report.print_fleet_status(fleet, commands.fleet_status(get_settings(), env, fleet), console)
 
 
 @local_app.command("up")

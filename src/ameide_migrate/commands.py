@@ -45,6 +45,7 @@ from ameide_migrate.settings import Settings
 if TYPE_CHECKING:
     from ameide_migrate.catalog import DatabaseCatalog, Migration
     from ameide_migrate.drift import DriftReport
+    from ameide_migrate.fleet import FleetReport
     from ameide_migrate.image import BuiltImage
     from ameide_migrate.lint import Finding
     from ameide_migrate.outcomes import RunReport
@@ -200,6 +201,133 @@ def run(
     if isinstance(outcome, MigrateError):
         return RunResult(None, api, url, outcome, serves)
     return RunResult(outcome, api, url, None, serves)
+
+
+@dataclass(frozen=True)
+class FleetRun:
+    """A fleet's run: every target's outcome by wave, where the run is recorded, and the failure
+    the command ends with (None when every target migrated)."""
+
+    report: FleetReport | None
+    flow_run_url: str
+    failure: MigrateError | None
+
+
+def fleet_targets(
+    settings: Settings, env: str, name: str, admin_url: SecretStr | None = None
+) -> list[str]:
+    """The fleet's targets as its flow reads them (a query on its registry, for the local
+    environment, through the local registry's own credentials, made first)."""
+    from ameide_migrate import fleet as fleets
+
+    declared = environments.fleet(name, settings)
+
+    def query(registry: str, sql: str) -> list[str]:
+        made, _ = seed_local(settings, [registry], admin_url)
+        return postgres.first_column(
+            made.owners[registry], sql, timeout=settings.connect_timeout_seconds
+        )
+
+    def vault_query(registry: str, sql: str) -> list[str]:
+        creds = verify_secrets(settings, env, [registry])[registry]
+        return postgres.first_column(creds, sql, timeout=settings.connect_timeout_seconds)
+
+    local_env = environments.get(env, settings).local
+    return fleets.resolve_targets(
+        declared,
+        environments.fleet_targets_file(declared, settings),
+        query if local_env else vault_query,
+    )
+
+
+def fleet_run(
+    settings: Settings,
+    env: str,
+    name: str,
+    targets: list[str] | None = None,
+    *,
+    admin_url: SecretStr | None = None,
+    progress: Progress = _silent,
+    on_api: Callable[[prefect_api.Api], None] = lambda _: None,
+) -> FleetRun:
+    """A fleet's targets migrated in waves (for the local environment, their databases and
+    owners made first)."""
+    declared = environments.fleet(name, settings)
+    install_flyway(settings, progress=progress)
+    if environments.get(env, settings).local:
+        names = fleet_targets(settings, env, name, admin_url)
+        chosen = [t for t in names if not targets or t in targets]
+        progress(f"fleet {name}: making the local databases of {len(chosen)} target(s)")
+        seed_local(settings, [declared.database_of(t) for t in chosen], admin_url, progress)
+    api = connect(settings, env)
+    prefect_api.ensure_heartbeat_guard()
+    on_api(api)
+    from ameide_migrate.errors import FleetHalted
+    from ameide_migrate.flows.fleet import fleet_flow
+
+    outcome, flow_run_id = _run_flow(fleet_flow, environment=env, name=name, targets=targets)
+    url = prefect_api.ui_address_of_flow_run(api.ui_url, str(flow_run_id))
+    if isinstance(outcome, FleetHalted):
+        return FleetRun(outcome.report, url, outcome)
+    if isinstance(outcome, MigrateError):
+        return FleetRun(None, url, outcome)
+    return FleetRun(outcome, url, None)
+
+
+@dataclass(frozen=True)
+class FleetTarget:
+    """One target as `fleet status` shows it: where its history stands now, and its last
+    outcome in the fleet's ledger (the latest fleet artifact)."""
+
+    database: str
+    version: str | None
+    latest: str | None
+    state: str
+    """up to date, behind, no history, or unreachable."""
+    last_outcome: str
+    last_message: str
+
+
+def fleet_status(settings: Settings, env: str, name: str) -> list[FleetTarget]:
+    """Every target of the fleet, read-only: its version and its last outcome."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ameide_migrate import migrate
+
+    declared = environments.fleet(name, settings)
+    template = environments.fleet_template(env, declared, settings)
+    names = [declared.database_of(t) for t in fleet_targets(settings, env, name)]
+    connect(settings, env)
+    from ameide_migrate.flows.fleet import artifact_key
+
+    ledger = {
+        row.get("target", ""): row for row in prefect_api.latest_table(artifact_key(env, name))
+    }
+    with environments.secret_source(env, settings) as source:
+        found = credential_gate.verify_secrets(
+            source, names, connect_timeout=settings.connect_timeout_seconds, login=False
+        )
+    latest = str(template.latest_version) if template.latest_version else None
+    table = template.flyway.settings.get("table", settings.flyway_table)
+    history_table = f"{template.flyway.schema}.{table}" if template.flyway.schema else table
+
+    def one(database: str) -> FleetTarget:
+        row = ledger.get(database, {})
+        last = row.get("state", "never run"), row.get("message", "")
+        try:
+            history = postgres.read_history(
+                found[database], history_table, timeout=settings.connect_timeout_seconds
+            )
+        except MigrateError:
+            return FleetTarget(database, None, latest, "unreachable", *last)
+        inspection = migrate.compare(template, history)
+        state = "up to date" if inspection.up_to_date else "behind"
+        if history is None:
+            state = "no history"
+        return FleetTarget(database, inspection.version, latest, state, *last)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(one, names))
 
 
 def drift(

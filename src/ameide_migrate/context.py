@@ -61,10 +61,12 @@ class RunContext:
     def create(
         cls,
         environment: str,
-        databases: list[DatabaseCatalog],
+        databases: list[DatabaseCatalog] | Mapping[str, DatabaseCatalog],
         credentials: Mapping[str, Credentials],
         settings: Settings,
     ) -> RunContext:
+        """`databases` by their own names, or as a mapping: a fleet's targets are each a
+        database of the same template."""
         try:
             inst: Installation | None = flyway.installation(
                 settings.flyway_home, settings.flyway_version, settings.java
@@ -73,7 +75,9 @@ class RunContext:
             inst = None  # a run with nothing to apply needs no Flyway; engine() says how to fix
         return cls(
             environment=environment,
-            databases={db.name: db for db in databases},
+            databases=databases
+            if isinstance(databases, Mapping)
+            else {db.name: db for db in databases},
             credentials=credentials,
             installation=inst,
             placeholders=environments.get(environment, settings).flyway_placeholders(),

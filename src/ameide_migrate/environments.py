@@ -25,14 +25,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ameide_migrate import vault
-from ameide_migrate.catalog import Catalog, load_catalog
+from ameide_migrate.catalog import Catalog, DatabaseCatalog, load_catalog
 from ameide_migrate.errors import (
     CatalogError,
     CredentialsMissing,
     EnvironmentsFileInvalid,
+    FleetInvalid,
     UnknownEnvironment,
     UsageError,
 )
+from ameide_migrate.fleet import Fleet
 from ameide_migrate.lint import LintRules
 from ameide_migrate.secret_sources import LocalStoreSource, SecretSource, VaultSource
 from ameide_migrate.settings import Settings
@@ -184,11 +186,11 @@ def load(path: Path) -> dict[str, Environment]:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise EnvironmentsFileInvalid(f"{path} is not valid TOML: {e}") from None
-    unknown = sorted(set(document) - {"environments", "lint"})
+    unknown = sorted(set(document) - {"environments", "lint", "fleets"})
     if unknown:
         raise EnvironmentsFileInvalid(
-            f"{path}: unknown table {', '.join(unknown)}; the file declares [environments.NAME] "
-            "and [lint]"
+            f"{path}: unknown table {', '.join(unknown)}; the file declares [environments.NAME], "
+            "[lint] and [fleets.NAME]"
         )
     lint_defaults = _lint_defaults(path, document)
     declared = document.get("environments", {})
@@ -253,6 +255,69 @@ def _loaded(path: Path, _mtime_ns: int, _size: int) -> dict[str, Environment]:
     return load(path)
 
 
+def fleets(settings: Settings) -> dict[str, Fleet]:
+    """The fleets the environments file declares (`[fleets.NAME]`); none without the file."""
+    path = file_of(settings)
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        return {}
+    all_of(settings)  # the whole file checked, as every command reads it
+    return dict(_fleets_loaded(path.resolve(), found.st_mtime_ns, found.st_size))
+
+
+@lru_cache(maxsize=8)
+def _fleets_loaded(path: Path, _mtime_ns: int, _size: int) -> dict[str, Fleet]:
+    declared = tomllib.loads(path.read_text(encoding="utf-8")).get("fleets", {})
+    found = {}
+    for name, table in declared.items():
+        if not isinstance(table, Mapping):
+            raise EnvironmentsFileInvalid(f"{path}: fleets.{name} must be a table")
+        try:
+            found[name] = Fleet(name=name, **table)
+        except ValidationError as e:
+            raise EnvironmentsFileInvalid(
+                f"{path}: fleets.{name}: " + "; ".join(_problem(err) for err in e.errors())
+            ) from None
+    return found
+
+
+def fleet(name: str, settings: Settings) -> Fleet:
+    """The fleet `name`, or a usage error listing the declared ones and the file."""
+    declared = fleets(settings)
+    if name not in declared:
+        choices = ", ".join(sorted(declared)) or "none"
+        raise FleetInvalid(
+            f"unknown fleet {name!r}: {file_of(settings)} declares {choices}; add "
+            f"[fleets.{name}] with its template and targets"
+        )
+    return declared[name]
+
+
+def fleet_template(environment: str, declared: Fleet, settings: Settings) -> DatabaseCatalog:
+    """The template folder as this environment's Flyway sees it."""
+    env = get(environment, settings)
+    loaded = load_catalog(
+        settings.sql_dir,
+        placeholders=env.flyway_placeholders(),
+        table=settings.flyway_table,
+        environment=env.name,
+        variables=settings.flyway_variables,
+    )
+    if declared.template not in loaded.databases:
+        folders = ", ".join(loaded.databases) or "none"
+        raise FleetInvalid(
+            f"fleet {declared.name}: its template {declared.template!r} is no folder of the SQL "
+            f"tree {loaded.root} (its folders: {folders})"
+        )
+    return loaded.databases[declared.template]
+
+
+def fleet_targets_file(declared: Fleet, settings: Settings) -> Path:
+    """Its targets_file, relative to the environments file."""
+    return file_of(settings).parent / (declared.targets_file or "")
+
+
 def get(name: str, settings: Settings) -> Environment:
     """The environment `name`, or a usage error listing the declared ones and the file."""
     declared = all_of(settings)
@@ -280,6 +345,13 @@ def catalog(environment: str, settings: Settings) -> Catalog:
         raise CatalogError(
             f"SQL tree {loaded.root} holds no database folder: put each database's Flyway "
             "migrations in a folder of its own under it (AMEIDE_SQL_DIR names another tree)"
+        )
+    templates = {f.template for f in fleets(settings).values()}
+    if templates:
+        # A fleet's template is the migrations of its targets, no database of its own.
+        loaded = Catalog(
+            root=loaded.root,
+            databases={n: d for n, d in loaded.databases.items() if n not in templates},
         )
     if env.databases is not None:
         kept = loaded.select(list(env.databases))

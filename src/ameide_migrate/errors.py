@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from ameide_migrate.drift import DriftReport
+    from ameide_migrate.fleet import FleetReport
     from ameide_migrate.outcomes import RunReport
 
 
@@ -93,6 +94,10 @@ class UnknownEnvironment(UsageError):
 
 class EnvironmentsFileInvalid(UsageError):
     """The environments file cannot be read as the environments it should declare."""
+
+
+class FleetInvalid(UsageError):
+    """A fleet of ameide.toml cannot be run as declared (its targets, its template, its waves)."""
 
 
 class CatalogError(UsageError):
@@ -227,6 +232,15 @@ class RunFailed(MigrateError):
     """At least one database failed; `report` holds the outcome of every database."""
 
     def __init__(self, message: str, report: RunReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class FleetHalted(MigrateError):
+    """A fleet's wave broke a halt rule, or a target failed: `report` holds every target's
+    outcome and the waves that never started."""
+
+    def __init__(self, message: str, report: FleetReport) -> None:
         super().__init__(message)
         self.report = report
 

@@ -585,3 +585,20 @@ def lock_holders(
         except psycopg.Error as e:
             raise DatabaseError(f"database {creds.database}: cannot read pg_locks: {e}") from None
     return [(int(r[8]), LockHolder(*r[:8])) for r in rows]
+
+
+def first_column(creds: Credentials, query: str, *, timeout: int = 5) -> list[str]:
+    """The first column of a query's rows as text, read-only (a fleet's targets from its
+    registry)."""
+    with connect(creds, timeout=timeout, read_only=True) as conn:
+        try:
+            rows = conn.execute(query.encode()).fetchall()  # the site's own query, as written
+        except psycopg.errors.OperationalError as e:
+            raise DatabaseUnreachable(
+                f"database {creds.database}: the query was interrupted: {e}"
+            ) from None
+        except psycopg.Error as e:
+            raise DatabaseError(
+                f"database {creds.database}: the query cannot run: {str(e).strip()}"
+            ) from None
+    return [str(row[0]) for row in rows if row and row[0] is not None]

@@ -761,6 +761,25 @@ def _tables(client: Any, flow_run_id: UUID) -> list[ArtifactTable]:
     return tables
 
 
+def latest_table(key: str) -> list[dict[str, str]]:
+    """The rows of the latest table artifact under `key` (none when there is none)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
+    if not found or not found[0].data:
+        return []
+    data = found[0].data
+    rows = json.loads(data) if isinstance(data, str) else data
+    return [_strings(r) for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+
+
 def _strings(row: dict[str, Any]) -> dict[str, str]:
     return {str(k): "" if v is None else str(v) for k, v in row.items()}
 

@@ -21,6 +21,8 @@ from ameide_migrate.prefect_api import ArtifactTable
 
 if TYPE_CHECKING:
     from ameide_migrate import dev_loop
+    from ameide_migrate.commands import FleetTarget
+    from ameide_migrate.fleet import FleetReport
 
 _STYLE = {
     OutcomeState.MIGRATED: "green",
@@ -312,6 +314,53 @@ def print_locks(
             lock.concurrently.value,
         )
     console.print(table)
+
+
+def print_fleet(found: FleetReport, console: Console) -> None:
+    """A fleet's run: a line a wave (its targets, how they ended, how long the slowest took),
+    then each failed target with its fix, and why the fleet halted."""
+    table = Table(title=f"Fleet {found.fleet}: {found.environment}", title_justify="left")
+    for column in ("wave", "targets", "migrated", "up to date", "failed", "slowest"):
+        table.add_column(column, justify="left" if column == "wave" else "right")
+    for number, wave in enumerate(found.waves, start=1):
+        states = [o.state for o in wave]
+        table.add_row(
+            str(number),
+            str(len(wave)),
+            str(states.count(OutcomeState.MIGRATED)),
+            str(states.count(OutcomeState.UP_TO_DATE)),
+            f"[bold red]{states.count(OutcomeState.FAILED)}[/]"
+            if OutcomeState.FAILED in states
+            else "0",
+            f"{max((o.duration_s for o in wave), default=0):.2f}s",
+        )
+    if found.not_started:
+        table.add_row("-", str(len(found.not_started)), "", "", "", "not started")
+    console.print(table)
+    for o in found.failed:
+        console.print(f"[bold red]{o.database}[/]: {escape(o.message)}", soft_wrap=True)
+        console.print(f"  [yellow]next:[/] {escape(o.recovery)}", soft_wrap=True)
+    if found.halted:
+        console.print(
+            f"[bold red]halted[/] after wave {len(found.waves)}: {escape(found.halted)}; "
+            f"{len(found.not_started)} target(s) not started. Fix the failed targets and run "
+            "the fleet again: the migrated ones are up to date and skipped.",
+            soft_wrap=True,
+        )
+
+
+def print_fleet_status(name: str, targets: Sequence[FleetTarget], console: Console) -> None:
+    """Per target its version and last outcome, then how many stand where."""
+    table = Table(title=f"Fleet {name}", title_justify="left")
+    for column in ("target", "version", "latest", "state", "last outcome"):
+        table.add_column(column)
+    for t in targets:
+        table.add_row(t.database, t.version or "empty", t.latest or "-", t.state, t.last_outcome)
+    console.print(table)
+    counts: dict[str, int] = {}
+    for t in targets:
+        counts[t.state] = counts.get(t.state, 0) + 1
+    console.print(", ".join(f"{n} {state}" for state, n in counts.items()), highlight=False)
 
 
 def lint_artifact_key(environment: str, *, dry_run: bool) -> str:

@@ -1,0 +1,263 @@
+"""A fleet: the same migrations on many tenant databases, in waves with a canary and a halt.
+
+A team that gives each tenant its own database declares a fleet in ameide.toml: a template (a
+folder of the SQL tree, which is then no database of its own), its targets (a list, a file, or a
+query against a registry database of the tree) and how its waves grow:
+
+    [fleets.tenants]
+    template = "tenant"
+    targets_file = "tenants.txt"           # one per line; # comments
+    [fleets.tenants.waves]
+    canary = 1                             # the first wave: 1 target (or canary_targets = [...])
+    growth = 4                             # each wave 4 times the last
+    halt_failures = 0                      # more failures than this in a wave halts the fleet
+
+Each target is a database of its own, `<template>_<target>`, with its credentials where every
+database's live (`<TEMPLATE>_<TARGET>_DATABASE_URL`, ...), through the same secret gate. A wave
+runs its targets `parallel` at once; after each, the halt rules decide whether the next starts.
+Nothing is recorded apart from the targets' own history tables: a rerun finds the migrated
+targets up to date (no JVM) and goes on with the failed and the new ones.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ameide_migrate.errors import FleetInvalid
+from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState
+
+_TARGET = re.compile(r"[a-z0-9][a-z0-9_-]*")
+_MAX_DATABASE_NAME = 57
+"""As for the tree's folders: the `_owner` role must stay within PostgreSQL's 63 characters."""
+
+
+class Waves(BaseModel):
+    """How a fleet's waves grow, and when they stop."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    canary: int = Field(default=1, ge=1, description="Targets in the first wave.")
+    canary_targets: tuple[str, ...] | None = Field(
+        default=None, description="The first wave by name, instead of the first `canary`."
+    )
+    growth: float = Field(default=4, gt=1, description="Each wave this many times the last.")
+    max_wave: int | None = Field(default=None, ge=1, description="No wave larger than this.")
+    parallel: int = Field(default=8, ge=1, description="Targets migrated at once in a wave.")
+    bake_seconds: float = Field(default=0, ge=0, description="The wait between two waves.")
+    halt_failures: int = Field(
+        default=0, ge=0, description="More failed targets than this in a wave halts the fleet."
+    )
+    halt_failure_percent: float | None = Field(
+        default=None, gt=0, le=100, description="More than this % of a wave failed halts it."
+    )
+    halt_p95_seconds: float | None = Field(
+        default=None, gt=0, description="A wave whose p95 duration is above this halts it."
+    )
+
+
+class Fleet(BaseModel):
+    """One `[fleets.NAME]` table of ameide.toml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    template: str = Field(description="The folder of the SQL tree every target gets.")
+    targets: tuple[str, ...] | None = None
+    targets_file: str | None = Field(
+        default=None, description="One target a line, relative to ameide.toml; # comments."
+    )
+    targets_query: str | None = Field(
+        default=None, description="A query whose first column names the targets."
+    )
+    registry: str | None = Field(
+        default=None, description="The database of the tree `targets_query` runs on."
+    )
+    waves: Waves = Waves()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        given = [
+            key
+            for key in ("targets", "targets_file", "targets_query")
+            if getattr(self, key) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "give its targets one way: targets = [...], targets_file = FILE or "
+                f"targets_query = SQL (found {', '.join(given) or 'none'})"
+            )
+        if self.targets_query is not None and self.registry is None:
+            raise ValueError("targets_query needs registry = the database of the tree it runs on")
+        return self
+
+    def database_of(self, target: str) -> str:
+        return f"{self.template}_{target}"
+
+
+def checked_targets(fleet: Fleet, names: Sequence[str], source: str) -> list[str]:
+    """The targets as given, in order, each once; FleetInvalid naming a bad one and `source`."""
+    found: list[str] = []
+    for name in names:
+        if not _TARGET.fullmatch(name):
+            raise FleetInvalid(
+                f"fleet {fleet.name}: target {name!r} ({source}) cannot name a database: use "
+                "lowercase letters, digits, _ and -, starting with a letter or digit"
+            )
+        if len(fleet.database_of(name)) > _MAX_DATABASE_NAME:
+            raise FleetInvalid(
+                f"fleet {fleet.name}: target {name!r} ({source}) makes the database name "
+                f"{fleet.database_of(name)!r}, over {_MAX_DATABASE_NAME} characters"
+            )
+        if name not in found:
+            found.append(name)
+    if not found:
+        raise FleetInvalid(f"fleet {fleet.name}: {source} names no target")
+    return found
+
+
+def targets_of_file(fleet: Fleet, path: Path) -> list[str]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise FleetInvalid(
+            f"fleet {fleet.name}: cannot read its targets_file {path}: {e.strerror}"
+        ) from None
+    names = [line.split("#", 1)[0].strip() for line in lines]
+    return checked_targets(fleet, [n for n in names if n], str(path))
+
+
+def resolve_targets(
+    declared: Fleet, targets_file: Path, run_query: Callable[[str, str], list[str]]
+) -> list[str]:
+    """The fleet's targets: its list, its file (`targets_file`, resolved by the caller), or its
+    query, which `run_query(registry, sql)` runs on the registry database."""
+    if declared.targets is not None:
+        return checked_targets(declared, declared.targets, "its targets list")
+    if declared.targets_file is not None:
+        return targets_of_file(declared, targets_file)
+    registry = declared.registry or ""
+    names = run_query(registry, declared.targets_query or "")
+    return checked_targets(declared, names, f"its targets_query on {registry}")
+
+
+def plan_waves(targets: Sequence[str], waves: Waves) -> list[list[str]]:
+    """The targets in waves: the canary first (named, or the first `canary`), then waves
+    growing by `growth` up to `max_wave`, in the targets' order."""
+    if waves.canary_targets is not None:
+        unknown = [t for t in waves.canary_targets if t not in targets]
+        if unknown:
+            raise FleetInvalid(
+                f"canary_targets {', '.join(unknown)} are no targets of the fleet; its targets "
+                f"begin {', '.join(list(targets)[:5])}"
+            )
+        first = list(waves.canary_targets)
+    else:
+        first = list(targets[: waves.canary])
+    rest = [t for t in targets if t not in first]
+    planned = [first]
+    size = len(first)
+    while rest:
+        size = math.ceil(size * waves.growth)
+        if waves.max_wave is not None:
+            size = min(size, waves.max_wave)
+        planned.append(rest[:size])
+        rest = rest[size:]
+    return planned
+
+
+def halt_reason(outcomes: Sequence[DatabaseOutcome], waves: Waves) -> str | None:
+    """Why the fleet stops after a wave with these outcomes, or None to go on."""
+    failed = [o for o in outcomes if o.state is OutcomeState.FAILED]
+    if len(failed) > waves.halt_failures:
+        return (
+            f"{len(failed)} of {len(outcomes)} target(s) failed, more than halt_failures = "
+            f"{waves.halt_failures}"
+        )
+    if waves.halt_failure_percent is not None and outcomes:
+        percent = 100 * len(failed) / len(outcomes)
+        if percent > waves.halt_failure_percent:
+            return (
+                f"{percent:.0f} % of the wave failed, more than halt_failure_percent = "
+                f"{waves.halt_failure_percent:g}"
+            )
+    if waves.halt_p95_seconds is not None and len(outcomes) > 1:
+        p95 = statistics.quantiles([o.duration_s for o in outcomes], n=20)[-1]
+        if p95 > waves.halt_p95_seconds:
+            return f"the wave's p95 duration {p95:.1f}s is above halt_p95_seconds"
+    return None
+
+
+@dataclass
+class FleetReport:
+    environment: str
+    fleet: str
+    waves: list[list[DatabaseOutcome]] = field(default_factory=list)
+    halted: str | None = None
+    """Why the fleet stopped before its last wave."""
+    not_started: list[str] = field(default_factory=list)
+    """The target databases of the waves that never started."""
+
+    @property
+    def outcomes(self) -> list[DatabaseOutcome]:
+        return [o for wave in self.waves for o in wave]
+
+    @property
+    def failed(self) -> list[DatabaseOutcome]:
+        return [o for o in self.outcomes if o.state is OutcomeState.FAILED]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and self.halted is None
+
+    def summary(self) -> str:
+        counts: dict[str, int] = {}
+        for outcome in self.outcomes:
+            counts[outcome.state.value] = counts.get(outcome.state.value, 0) + 1
+        done = ", ".join(f"{n} {state}" for state, n in counts.items()) or "nothing"
+        lines = [
+            f"fleet {self.fleet} in {self.environment}: {done} in {len(self.waves)} wave(s)"
+            + (f", {len(self.not_started)} not started" if self.not_started else "")
+        ]
+        if self.halted:
+            lines.append(f"halted after wave {len(self.waves)}: {self.halted}")
+        lines += [f"- {o.database}: {o.message}" for o in self.failed]
+        return "\n".join(lines)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The ledger as the fleet's artifact holds it: one row a target."""
+        rows = [
+            {
+                "target": o.database,
+                "wave": str(number),
+                "before": o.before or "empty",
+                "after": o.after or "empty",
+                "applied": str(o.applied),
+                "duration": f"{o.duration_s:.2f}s",
+                "state": o.state.value,
+                "message": " ".join(o.message.split())[:300],
+            }
+            for number, wave in enumerate(self.waves, start=1)
+            for o in wave
+        ]
+        rows += [
+            {
+                "target": name,
+                "wave": "-",
+                "before": "",
+                "after": "",
+                "applied": "0",
+                "duration": "",
+                "state": "not started",
+                "message": "halted before its wave",
+            }
+            for name in self.not_started
+        ]
+        return rows

@@ -1,0 +1,195 @@
+"""Fleets: the same migrations on many tenant databases, in waves with a canary and a halt.
+
+Fast: how waves grow, when they halt, and the mistakes a fleet's declaration can hold. With a real
+PostgreSQL, Flyway and Prefect server: 200 tenant databases through the command line, a canary
+whose migration fails halting the fleet before its second wave, and a rerun after the fix
+bringing every target up, as `fleet status` then shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from ameide_migrate import environments, fleet, postgres, secret_sources
+from ameide_migrate.commands import seed_local
+from ameide_migrate.errors import EnvironmentsFileInvalid, FleetInvalid
+from ameide_migrate.fleet import Fleet, Waves
+from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState
+from ameide_migrate.postgres import Credentials
+from ameide_migrate.settings import Settings, get_settings
+
+from .fix_platform import Platform, ameide, drop_owners
+
+TARGETS = [f"t{n:03d}" for n in range(200)]
+
+
+def outcome(state: OutcomeState, seconds: float = 0.1) -> DatabaseOutcome:
+    return DatabaseOutcome("tenant_t000", state, None, "3", "3", 3, seconds)
+
+
+def test_waves_start_with_the_canary_and_grow_by_their_factor() -> None:
+    assert [len(w) for w in fleet.plan_waves(TARGETS, Waves())] == [1, 4, 16, 64, 115]
+    grown = fleet.plan_waves(TARGETS, Waves(canary=2, growth=3, max_wave=50))
+    assert [len(w) for w in grown] == [2, 6, 18, 50, 50, 50, 24]
+    assert [t for w in grown for t in w] == TARGETS
+    named = fleet.plan_waves(TARGETS, Waves(canary_targets=("t150", "t007")))
+    assert named[0] == ["t150", "t007"]
+    assert "t150" not in named[1]
+    with pytest.raises(FleetInvalid, match="canary_targets t999 are no targets"):
+        fleet.plan_waves(TARGETS, Waves(canary_targets=("t999",)))
+
+
+def test_a_wave_halts_the_fleet_on_failures_a_failure_rate_or_its_p95() -> None:
+    ok, failed = outcome(OutcomeState.MIGRATED), outcome(OutcomeState.FAILED)
+    assert fleet.halt_reason([ok, ok], Waves()) is None
+    assert "1 of 2 target(s) failed" in (fleet.halt_reason([ok, failed], Waves()) or "")
+    lenient = Waves(halt_failures=5, halt_failure_percent=20)
+    assert fleet.halt_reason([ok] * 9 + [failed], lenient) is None
+    assert "40 % of the wave failed" in (fleet.halt_reason([ok] * 3 + [failed] * 2, lenient) or "")
+    slow = [outcome(OutcomeState.MIGRATED, s) for s in (1, 1, 1, 30)]
+    assert "p95" in (fleet.halt_reason(slow, Waves(halt_p95_seconds=10)) or "")
+
+
+def test_a_fleet_takes_its_targets_one_way_with_names_a_database_can_have(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ValueError, match="give its targets one way"):
+        Fleet(name="tenants", template="tenant", targets=("a",), targets_file="x.txt")
+    with pytest.raises(ValueError, match="targets_query needs registry"):
+        Fleet(name="tenants", template="tenant", targets_query="SELECT 1")
+    listed = tmp_path / "tenants.txt"
+    listed.write_text("# active tenants\nacme\n\nglobex  # since 2024\nacme\n")
+    declared = Fleet(name="tenants", template="tenant", targets_file="tenants.txt")
+    assert fleet.targets_of_file(declared, listed) == ["acme", "globex"]
+    listed.write_text("acme\ndrop table x;--\n")
+    with pytest.raises(FleetInvalid, match=r"target 'drop table x;--' \(.*tenants.txt\)"):
+        fleet.targets_of_file(declared, listed)
+
+
+def fleet_tree(root: Path, fleet_table: str) -> None:
+    """A tree with the platform's `platform` database and a `tenant` template."""
+    (root / "platform").mkdir(parents=True)
+    (root / "platform" / "V1__init.sql").write_text("CREATE TABLE tenants (slug text);\n")
+    (root / "tenant").mkdir()
+    (root / "tenant" / "V1__accounts.sql").write_text("CREATE TABLE accounts (id bigint);\n")
+    (root / "ameide.toml").write_text(
+        '[environments.local]\nlocal = true\n\n[fleets.tenants]\ntemplate = "tenant"\n'
+        + fleet_table
+    )
+
+
+def test_the_template_is_no_database_of_its_own_and_mistakes_are_named(tmp_path: Path) -> None:
+    fleet_tree(tmp_path, 'targets = ["acme"]\n')
+    settings = Settings(sql_dir=tmp_path)
+
+    assert list(environments.catalog("local", settings).databases) == ["platform"]
+    assert environments.fleet("tenants", settings).database_of("acme") == "tenant_acme"
+    with pytest.raises(FleetInvalid, match=r"unknown fleet 'nosuch': .* declares tenants"):
+        environments.fleet("nosuch", settings)
+    fleet_tree(tmp_path / "other", 'targets = ["acme"]\n[fleets.tenants.waves]\ncanry = 1\n')
+    with pytest.raises(EnvironmentsFileInvalid, match=r"fleets\.tenants: unknown key waves\.canry"):
+        environments.fleets(Settings(sql_dir=tmp_path / "other"))
+
+
+# --- With a real PostgreSQL, Flyway and Prefect --------------------------------------------------
+
+TENANT_MIGRATIONS = {
+    "V1__accounts.sql": "CREATE TABLE accounts (id bigint PRIMARY KEY, name text NOT NULL);\n",
+    "V2__accounts_email.sql": "ALTER TABLE accounts ADD COLUMN email text;\n",
+    "V3__accounts_email_index.sql": (
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS accounts_email_idx ON accounts (email);\n"
+    ),
+}
+
+
+@pytest.fixture
+def tenants(platform: Platform) -> Iterator[Platform]:
+    """The platform's tree with a `tenant` template and a fleet of 200 targets in waves that
+    grow fourfold from a canary of one."""
+    template = platform.sql_dir / "tenant"
+    template.mkdir()
+    for name, text in TENANT_MIGRATIONS.items():
+        (template / name).write_text(text)
+    (platform.sql_dir / "tenants.txt").write_text("\n".join(TARGETS) + "\n")
+    toml = platform.sql_dir / "ameide.toml"
+    toml.write_text(
+        toml.read_text()
+        + '\n[fleets.tenants]\ntemplate = "tenant"\ntargets_file = "tenants.txt"\n'
+        + "\n[fleets.tenants.waves]\ncanary = 1\ngrowth = 4\nparallel = 8\n"
+    )
+    get_settings.cache_clear()
+    yield platform
+    drop_owners(platform.admin, {t: tenant(platform, t) for t in TARGETS})
+
+
+def tenant(platform: Platform, target: str) -> Credentials:
+    """The local credentials of a target's database."""
+    return secret_sources.local_credentials(
+        f"tenant_{target}",
+        host=platform.admin.host,
+        port=platform.admin.port,
+        prefix=platform.prefix,
+    )
+
+
+def postgres_admin(platform: Platform, statement: str) -> None:
+    with psycopg.connect(**platform.admin.conninfo(5), autocommit=True) as conn:  # type: ignore[arg-type]
+        conn.execute(statement.encode())
+
+
+def histories(platform: Platform) -> dict[str, list[str]]:
+    """Each target's applied versions."""
+
+    def versions(target: str) -> list[str]:
+        creds = tenant(platform, target)
+        rows = postgres.read_history(creds, "flyway_schema_history") or []
+        return [r.version for r in rows if r.version and r.success]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return dict(zip(TARGETS, pool.map(versions, TARGETS), strict=True))
+
+
+@pytest.mark.slow
+def test_a_failed_canary_halts_the_fleet_before_its_second_wave_and_a_rerun_completes_it(
+    tenants: Platform,
+) -> None:
+    # The canary's database turned read-only (a tenant moved to a replica by mistake): every
+    # migration fails there.
+    canary = tenant(tenants, "t000")
+    seed_local(get_settings(), ["tenant_t000"])
+    read_only = "ALTER DATABASE {} SET default_transaction_read_only = {}"
+    postgres_admin(tenants, read_only.format(canary.database, "on"))
+
+    halted = ameide("fleet", "run", "--env", "local", "--fleet", "tenants", timeout=900)
+
+    assert halted.returncode == 1, halted.stdout + halted.stderr
+    assert "Traceback" not in halted.stdout + halted.stderr
+    assert "halted after wave 1" in halted.stdout
+    assert "199 target(s) not started" in halted.stdout
+    assert "read-only transaction" in halted.stdout
+    assert "FAILED: fleet tenants in local: 1 failed in 1 wave(s), 199 not started" in (
+        halted.stderr
+    )
+    found = histories(tenants)
+    assert found["t000"] == []
+    assert all(found[t] == [] for t in TARGETS[1:]), "a target after the canary was touched"
+
+    postgres_admin(tenants, read_only.format(canary.database, "off"))
+    rerun = ameide("fleet", "run", "--env", "local", "--fleet", "tenants", timeout=900)
+
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert all(v == ["1", "2", "3"] for v in histories(tenants).values())
+    status = ameide("fleet", "status", "--env", "local", "--fleet", "tenants")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert status.stdout.strip().splitlines()[-1] == "200 up to date"
+    assert status.stdout.count("migrated") == 200
+
+    # Once more: every target up to date, no JVM started.
+    again = ameide("fleet", "run", "--env", "local", "--fleet", "tenants", timeout=900)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Flyway" not in again.stderr
