@@ -193,3 +193,40 @@ def test_a_failed_canary_halts_the_fleet_before_its_second_wave_and_a_rerun_comp
     again = ameide("fleet", "run", "--env", "local", "--fleet", "tenants", timeout=900)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "Flyway" not in again.stderr
+
+
+REGISTRY_FLEET = """
+[fleets.tenants]
+template = "tenant"
+registry = "platform"
+targets_query = "SELECT slug FROM tenant_registry WHERE active ORDER BY slug"
+"""
+
+
+def test_a_fleets_targets_come_from_a_query_on_its_registry(platform: Platform) -> None:
+    with psycopg.connect(**platform.owners["platform"].conninfo(5), autocommit=True) as conn:  # type: ignore[arg-type]
+        conn.execute("CREATE TABLE tenant_registry (slug text, active boolean)")
+        conn.execute(
+            "INSERT INTO tenant_registry VALUES "
+            "('acme', true), ('globex', true), ('initech', false), ('umbrella', true)"
+        )
+    template = platform.sql_dir / "tenant"
+    template.mkdir()
+    for name, text in TENANT_MIGRATIONS.items():
+        (template / name).write_text(text)
+    toml = platform.sql_dir / "ameide.toml"
+    toml.write_text(toml.read_text() + REGISTRY_FLEET)
+    get_settings.cache_clear()
+    active = ["acme", "globex", "umbrella"]
+    try:
+        done = ameide("fleet", "run", "--env", "local", "--fleet", "tenants", timeout=600)
+
+        assert done.returncode == 0, done.stdout + done.stderr
+        status = ameide("fleet", "status", "--env", "local", "--fleet", "tenants")
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert status.stdout.strip().splitlines()[-1] == "3 up to date"
+        for slug in active:
+            assert f"tenant_{slug}" in status.stdout
+        assert "initech" not in status.stdout
+    finally:
+        drop_owners(platform.admin, {t: tenant(platform, t) for t in active})
