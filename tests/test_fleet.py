@@ -8,6 +8,7 @@ bringing every target up, as `fleet status` then shows.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -222,6 +223,9 @@ def test_a_fleets_targets_come_from_a_query_on_its_registry(platform: Platform) 
         done = ameide("fleet", "run", "--env", "local", "--fleet", "tenants", timeout=600)
 
         assert done.returncode == 0, done.stdout + done.stderr
+        # A bar a wave: 1 target, then the 2 others.
+        assert re.search(r"wave 1 .* 1/1 0 failed", done.stderr), done.stderr
+        assert re.search(r"wave 2 .* 2/2 0 failed", done.stderr), done.stderr
         status = ameide("fleet", "status", "--env", "local", "--fleet", "tenants")
         assert status.returncode == 0, status.stdout + status.stderr
         assert status.stdout.strip().splitlines()[-1] == "3 up to date"

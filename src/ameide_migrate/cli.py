@@ -735,15 +735,17 @@ def fleet_run(
     from ameide_migrate import commands, report
     from ameide_migrate.settings import get_settings
 
-    done = commands.fleet_run(
-        get_settings(),
-        env,
-        fleet,
-        target,
-        admin_url=_admin_url(admin_url),
-        progress=_progress,
-        on_api=_announce_local_server,
-    )
+    with report.wave_bars(err_console) as on_target:
+        done = commands.fleet_run(
+            get_settings(),
+            env,
+            fleet,
+            target,
+            admin_url=_admin_url(admin_url),
+            progress=_progress,
+            on_api=_announce_local_server,
+            on_target=on_target,
+        )
     if done.report is not None:
         report.print_fleet(done.report, console)
     err_console.print(f"Flow run: {done.flow_run_url}", soft_wrap=True, highlight=False)

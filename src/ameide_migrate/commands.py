@@ -26,6 +26,7 @@ from ameide_migrate import (
     credential_gate,
     dev_loop,
     environments,
+    fleet,
     flyway,
     local,
     postgres,
@@ -218,8 +219,6 @@ def fleet_targets(
 ) -> list[str]:
     """The fleet's targets as its flow reads them (a query on its registry, for the local
     environment, through the local registry's own credentials, made first)."""
-    from ameide_migrate import fleet as fleets
-
     declared = environments.fleet(name, settings)
 
     def query(registry: str, sql: str) -> list[str]:
@@ -233,7 +232,7 @@ def fleet_targets(
         return postgres.first_column(creds, sql, timeout=settings.connect_timeout_seconds)
 
     local_env = environments.get(env, settings).local
-    return fleets.resolve_targets(
+    return fleet.resolve_targets(
         declared,
         environments.fleet_targets_file(declared, settings),
         query if local_env else vault_query,
@@ -249,6 +248,7 @@ def fleet_run(
     admin_url: SecretStr | None = None,
     progress: Progress = _silent,
     on_api: Callable[[prefect_api.Api], None] = lambda _: None,
+    on_target: fleet.WaveProgress = lambda _wave, _size, _outcome: None,
 ) -> FleetRun:
     """A fleet's targets migrated in waves (for the local environment, their databases and
     owners made first)."""
@@ -265,7 +265,8 @@ def fleet_run(
     from ameide_migrate.errors import FleetHalted
     from ameide_migrate.flows.fleet import fleet_flow
 
-    outcome, flow_run_id = _run_flow(fleet_flow, environment=env, name=name, targets=targets)
+    with fleet.progress_to(on_target):
+        outcome, flow_run_id = _run_flow(fleet_flow, environment=env, name=name, targets=targets)
     url = prefect_api.ui_address_of_flow_run(api.ui_url, str(flow_run_id))
     if isinstance(outcome, FleetHalted):
         return FleetRun(outcome.report, url, outcome)

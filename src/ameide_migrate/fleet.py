@@ -24,7 +24,8 @@ from __future__ import annotations
 import math
 import re
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -146,6 +147,28 @@ def resolve_targets(
     registry = declared.registry or ""
     names = run_query(registry, declared.targets_query or "")
     return checked_targets(declared, names, f"its targets_query on {registry}")
+
+
+WaveProgress = Callable[[int, int, DatabaseOutcome], None]
+"""(wave number, the wave's size, a target's outcome), called as each target of a wave ends."""
+
+_listeners: list[WaveProgress] = []
+
+
+@contextmanager
+def progress_to(listener: WaveProgress) -> Iterator[None]:
+    """`listener` told of each target as it ends, while a fleet runs in this process (the
+    command line's bar per wave): the flow's threads call it, so it is no flow parameter."""
+    _listeners.append(listener)
+    try:
+        yield
+    finally:
+        _listeners.remove(listener)
+
+
+def target_done(wave: int, size: int, outcome: DatabaseOutcome) -> None:
+    for listener in list(_listeners):
+        listener(wave, size, outcome)
 
 
 def plan_waves(targets: Sequence[str], waves: Waves) -> list[list[str]]:

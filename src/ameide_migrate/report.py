@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from ameide_migrate import locking
@@ -15,14 +25,14 @@ from ameide_migrate.drift import DriftReport, Verdict
 from ameide_migrate.history import SETTLED_STATES
 from ameide_migrate.image import BuiltImage
 from ameide_migrate.lint import Finding, Level, counts
-from ameide_migrate.outcomes import OutcomeState, RunReport
+from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState, RunReport
 from ameide_migrate.plan import DatabasePlan, Decision
 from ameide_migrate.prefect_api import ArtifactTable
 
 if TYPE_CHECKING:
     from ameide_migrate import dev_loop
     from ameide_migrate.commands import FleetTarget
-    from ameide_migrate.fleet import FleetReport
+    from ameide_migrate.fleet import FleetReport, WaveProgress
 
 _STYLE = {
     OutcomeState.MIGRATED: "green",
@@ -347,6 +357,33 @@ def print_fleet(found: FleetReport, console: Console) -> None:
             "the fleet again: the migrated ones are up to date and skipped.",
             soft_wrap=True,
         )
+
+
+@contextmanager
+def wave_bars(console: Console) -> Iterator[WaveProgress]:
+    """A progress bar a wave, on `console`, advanced by the listener it yields."""
+    with Progress(
+        TextColumn("wave {task.fields[wave]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[failed]} failed"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bars:
+        tasks: dict[int, TaskID] = {}
+        failed: dict[int, int] = {}
+        lock = threading.Lock()
+
+        def on_target(wave: int, size: int, outcome: DatabaseOutcome) -> None:
+            with lock:
+                if wave not in tasks:
+                    tasks[wave] = bars.add_task("", total=size, wave=wave, failed=0)
+                    failed[wave] = 0
+                failed[wave] += outcome.state is OutcomeState.FAILED
+                bars.update(tasks[wave], advance=1, failed=failed[wave])
+
+        yield on_target
 
 
 def print_fleet_status(name: str, targets: Sequence[FleetTarget], console: Console) -> None:

@@ -128,9 +128,11 @@ def fleet_flow(
 
         def one(target: str) -> DatabaseOutcome:
             try:
-                return migrate.migrate_database(ctx, target, steps, wave_logger)
+                done = migrate.migrate_database(ctx, target, steps, wave_logger)
             except DatabaseFailed as failed:
-                return failed.outcome
+                done = failed.outcome
+            fleet.target_done(number, len(targets), done)
+            return done
 
         with ThreadPoolExecutor(max_workers=declared.waves.parallel) as pool:
             outcomes = list(pool.map(one, [declared.database_of(t) for t in targets]))
