@@ -15,6 +15,7 @@ import os
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
@@ -63,14 +64,23 @@ def secret_of(database: str, creds: Credentials) -> dict[str, str]:
 def _read_store(path: Path) -> dict[str, dict[str, str]]:
     """The store's entries; refused, as ssh refuses a private key, when others may read or
     write it, and named with its fix when it is not the JSON this module writes."""
-    if not path.exists():
+    try:
+        found = path.stat()
+    except FileNotFoundError:
         return {}
-    mode = stat.S_IMODE(path.stat().st_mode)
+    mode = stat.S_IMODE(found.st_mode)
     if mode & 0o077:
         raise LocalStoreExposed(
             f"the local secret store {path} is open to other users (mode {mode:04o}); it holds "
             f"database passwords and must be 0600: run `chmod 600 {path}`"
         )
+    return dict(_parsed_store(path, found.st_mtime_ns, found.st_size))
+
+
+@lru_cache(maxsize=4)
+def _parsed_store(path: Path, _mtime_ns: int, _size: int) -> dict[str, dict[str, str]]:
+    """The store as read when it last changed: a fleet's thousand targets read it once, not a
+    thousand times."""
     try:
         stored = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
