@@ -9,14 +9,16 @@ bringing every target up, as `fleet status` then shows.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
-from ameide_migrate import environments, fleet, postgres, secret_sources
+from ameide_migrate import commands, environments, fleet, postgres, secret_sources
 from ameide_migrate.commands import seed_local
 from ameide_migrate.errors import EnvironmentsFileInvalid, FleetInvalid
 from ameide_migrate.fleet import Fleet, Waves
@@ -25,6 +27,7 @@ from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import Settings, get_settings
 
 from .fix_platform import Platform, ameide, drop_owners
+from .test_approval import artifact, paused_run, protect, wait_for
 
 TARGETS = [f"t{n:03d}" for n in range(200)]
 
@@ -143,7 +146,7 @@ def postgres_admin(platform: Platform, statement: str) -> None:
         conn.execute(statement.encode())
 
 
-def histories(platform: Platform) -> dict[str, list[str]]:
+def histories(platform: Platform, targets: list[str] = TARGETS) -> dict[str, list[str]]:
     """Each target's applied versions."""
 
     def versions(target: str) -> list[str]:
@@ -152,7 +155,7 @@ def histories(platform: Platform) -> dict[str, list[str]]:
         return [r.version for r in rows if r.version and r.success]
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        return dict(zip(TARGETS, pool.map(versions, TARGETS), strict=True))
+        return dict(zip(targets, pool.map(versions, targets), strict=True))
 
 
 @pytest.mark.slow
@@ -234,3 +237,54 @@ def test_a_fleets_targets_come_from_a_query_on_its_registry(platform: Platform) 
         assert "initech" not in status.stdout
     finally:
         drop_owners(platform.admin, {t: tenant(platform, t) for t in active})
+
+
+def test_one_approval_covers_the_targets_of_each_state_in_a_protected_environment(
+    platform: Platform,
+) -> None:
+    twelve = TARGETS[:12]
+    runner: threading.Thread | None = None
+    template = platform.sql_dir / "tenant"
+    template.mkdir()
+    (template / "V1__accounts.sql").write_text(TENANT_MIGRATIONS["V1__accounts.sql"])
+    (platform.sql_dir / "tenants.txt").write_text("\n".join(twelve) + "\n")
+    toml = platform.sql_dir / "ameide.toml"
+    toml.write_text(
+        toml.read_text() + '\n[fleets.tenants]\ntemplate = "tenant"\ntargets_file = "tenants.txt"\n'
+    )
+    get_settings.cache_clear()
+    try:
+        # Four targets are at V1 already; then V2 and V3 arrive, and local is protected.
+        first = ameide("fleet", "run", "--fleet", "tenants", *(f"-t{t}" for t in twelve[:4]))
+        assert first.returncode == 0, first.stdout + first.stderr
+        for name in ("V2__accounts_email.sql", "V3__accounts_email_index.sql"):
+            (template / name).write_text(TENANT_MIGRATIONS[name])
+        protect(platform)
+        ended: list[Any] = []
+        runner = threading.Thread(
+            target=lambda: ended.append(commands.fleet_run(get_settings(), "local", "tenants"))
+        )
+        runner.start()
+        run_id = wait_for("paused fleet run", paused_run)
+
+        plan = artifact("fleet-local-tenants-plan", run_id)
+        assert "12 target(s) in 2 state(s). One decision covers them all" in plan
+        assert "## State 1: 8 target(s) at empty" in plan
+        assert "## State 2: 4 target(s) at 1 " in plan
+        assert "| V2__accounts_email.sql |" in plan
+        assert all(versions == [] for versions in histories(platform, twelve[4:]).values())
+        approved = ameide("approve", str(run_id), "--reason", "CHG-7")
+        assert approved.returncode == 0, approved.stdout + approved.stderr
+        runner.join(timeout=300)
+
+        (done,) = ended
+        assert done.failure is None, done.failure
+        assert all(v == ["1", "2", "3"] for v in histories(platform, twelve).values())
+        assert "CHG-7" in artifact("fleet-local-tenants-decision", run_id)
+    finally:
+        if runner is not None and runner.is_alive():  # a failed check: no run left waiting
+            waiting = paused_run()
+            if waiting is not None:
+                ameide("approve", str(waiting), "--reject", "--reason", "the test failed")
+            runner.join(timeout=120)
+        drop_owners(platform.admin, {t: tenant(platform, t) for t in twelve})

@@ -21,10 +21,12 @@ targets up to date (no JVM) and goes on with the failed and the new ones.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 import statistics
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +34,11 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ameide_migrate.catalog import DatabaseCatalog
 from ameide_migrate.errors import FleetInvalid
+from ameide_migrate.history import current_version, pending_migrations
 from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState
+from ameide_migrate.postgres import HistoryRow
 
 _TARGET = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _MAX_DATABASE_NAME = 57
@@ -216,6 +221,56 @@ def halt_reason(outcomes: Sequence[DatabaseOutcome], waves: Waves) -> str | None
         if p95 > waves.halt_p95_seconds:
             return f"the wave's p95 duration {p95:.1f}s is above halt_p95_seconds"
     return None
+
+
+@dataclass(frozen=True)
+class StateGroup:
+    """Targets whose histories are in the same state: one approval covers them all, since the
+    same migrations would apply to each."""
+
+    fingerprint: str
+    """Of the applied versions and checksums, in order."""
+    version: str | None
+    targets: tuple[str, ...]
+    pending: tuple[tuple[str, int | None], ...]
+    """(script, checksum) of what a migrate would apply, in Flyway's order."""
+
+
+def history_fingerprint(history: Sequence[HistoryRow] | None) -> str:
+    applied = [
+        [r.version, r.script, r.checksum, r.success] for r in history or () if r.type != "SCHEMA"
+    ]
+    return hashlib.sha256(json.dumps(applied).encode()).hexdigest()[:12]
+
+
+def group_by_state(
+    template: DatabaseCatalog, histories: Mapping[str, Sequence[HistoryRow] | None]
+) -> list[StateGroup]:
+    """The targets with something pending, grouped by the state of their history (the largest
+    group first); up-to-date targets need no approval and are left out."""
+    groups: dict[str, list[str]] = {}
+    for target, history in histories.items():
+        if pending_migrations(template, list(history) if history is not None else None):
+            groups.setdefault(history_fingerprint(history), []).append(target)
+    found = []
+    for fingerprint, targets in groups.items():
+        history = histories[targets[0]]
+        rows = list(history) if history is not None else None
+        found.append(
+            StateGroup(
+                fingerprint,
+                current_version(rows or []),
+                tuple(targets),
+                tuple((m.script, m.checksum) for m in pending_migrations(template, rows)),
+            )
+        )
+    return sorted(found, key=lambda g: (-len(g.targets), g.fingerprint))
+
+
+def groups_digest(groups: Sequence[StateGroup]) -> str:
+    """What an approval holds for: every group, its targets and what would apply to them."""
+    content = [[g.fingerprint, list(g.targets), [list(p) for p in g.pending]] for g in groups]
+    return hashlib.sha256(json.dumps(content).encode()).hexdigest()[:16]
 
 
 @dataclass

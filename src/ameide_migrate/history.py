@@ -217,3 +217,13 @@ def pending_migrations(db: DatabaseCatalog, history: list[HistoryRow] | None) ->
         s.script for s in native_info(db, history) if s.state in PENDING or s.state == "Ignored"
     }
     return [m for m in db.migrations if m.script in waiting]
+
+
+def current_version(history: list[HistoryRow]) -> str | None:
+    """The highest version applied successfully (a baseline's included)."""
+    versions = [
+        Version.parse(r.version)
+        for r in history
+        if r.success and r.version is not None and r.type in ("SQL", "BASELINE")
+    ]
+    return str(max(versions)) if versions else None

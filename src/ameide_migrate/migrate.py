@@ -28,6 +28,7 @@ from ameide_migrate.flyway import LogSink
 from ameide_migrate.history import (
     PENDING,
     SETTLED_STATES,
+    current_version,
     native_info,
     pending_migrations,
     validate_problems,
@@ -78,15 +79,6 @@ def compare(db: DatabaseCatalog, history: list[HistoryRow] | None) -> Inspection
             label = status.version or status.description
             return needs_flyway(f"{status.category.lower()} {label} is {status.state}")
     return Inspection(version, True, "at the latest version", rows)
-
-
-def current_version(history: list[HistoryRow]) -> str | None:
-    versions = [
-        Version.parse(r.version)
-        for r in history
-        if r.success and r.version is not None and r.type in ("SQL", "BASELINE")
-    ]
-    return str(max(versions)) if versions else None
 
 
 def inspect(ctx: RunContext, database: str) -> Inspection:

@@ -32,7 +32,7 @@ from ameide_migrate.prefect_api import ArtifactTable
 if TYPE_CHECKING:
     from ameide_migrate import dev_loop
     from ameide_migrate.commands import FleetTarget
-    from ameide_migrate.fleet import FleetReport, WaveProgress
+    from ameide_migrate.fleet import FleetReport, StateGroup, WaveProgress
 
 _STYLE = {
     OutcomeState.MIGRATED: "green",
@@ -203,6 +203,41 @@ def _locks_markdown(planned: DatabasePlan) -> list[str]:
 
 def _rows(facts: locking.RelationFacts | None) -> str:
     return "unknown" if facts is None else facts.rows_text
+
+
+def fleet_plan_markdown(
+    environment: str, name: str, groups: Sequence[StateGroup], plan_id: str
+) -> str:
+    """A fleet's plan as a person approves it: its targets grouped by the state of their
+    histories, each group with what would apply to every one of its targets."""
+    targets = sum(len(g.targets) for g in groups)
+    lines = [
+        f"# Plan for fleet {name} in {environment} (plan {plan_id})",
+        "",
+        f"{targets} target(s) in {len(groups)} state(s). One decision covers them all: approve "
+        "or reject it in the Prefect UI (Resume), or with `ameide-migrate approve RUN_ID "
+        "[--reject --reason TEXT]`. Targets already up to date are not listed.",
+        "",
+    ]
+    for number, g in enumerate(groups, start=1):
+        shown = ", ".join(g.targets[:10]) + (
+            f" and {len(g.targets) - 10} more" if len(g.targets) > 10 else ""
+        )
+        lines += [
+            f"## State {number}: {len(g.targets)} target(s) at {g.version or 'empty'} "
+            f"(history {g.fingerprint})",
+            "",
+            shown,
+            "",
+            "| would apply | checksum |",
+            "|---|---|",
+            *(
+                f"| {_markdown_cell(script)} | {'at run time' if crc is None else crc} |"
+                for script, crc in g.pending
+            ),
+            "",
+        ]
+    return "\n".join(lines)
 
 
 def decision_markdown(environment: str, plan_id: str, decision: Decision) -> str:

@@ -63,13 +63,22 @@ def publish_plan(environment: str, plans: list[DatabasePlan], *, dry_run: bool) 
     return plan_id
 
 
-def ask(environment: str, plan_id: str, policy: ApprovalPolicy) -> Decision:
-    """Wait for a person's decision on the published plan `plan_id`."""
+def ask(
+    environment: str,
+    plan_id: str,
+    policy: ApprovalPolicy,
+    *,
+    plan_artifact: str | None = None,
+    decision_artifact: str | None = None,
+) -> Decision:
+    """Wait for a person's decision on the plan `plan_id`, published as `plan_artifact` (the
+    run's, by default); the decision is recorded as `decision_artifact`."""
     logger = get_run_logger()
     timeout = round(policy.timeout_minutes * 60)
     form = ApprovalInput.with_initial_data(
-        description=f"Plan {plan_id} of {environment}: read the artifact {plan_key(environment)} "
-        "(Artifacts tab), then approve or reject it with a reason.",
+        description=f"Plan {plan_id} of {environment}: read the artifact "
+        f"{plan_artifact or plan_key(environment)} (Artifacts tab), then approve or reject it "
+        "with a reason.",
     )
     logger.info(
         "waiting for a decision on plan %s of %s (up to %g minutes): approve or reject it at %s, "
@@ -105,7 +114,7 @@ def ask(environment: str, plan_id: str, policy: ApprovalPolicy) -> Decision:
             "a person",
         )
     create_markdown_artifact(
-        key=decision_key(environment),
+        key=decision_artifact or decision_key(environment),
         markdown=report.decision_markdown(environment, plan_id, decision),
         description=f"The decision on plan {plan_id} of {environment}",
     )

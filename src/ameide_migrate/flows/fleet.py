@@ -15,17 +15,23 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.client.schemas.objects import State
+from prefect.states import Cancelled
 
-from ameide_migrate import environments, fleet, migrate, postgres
+from ameide_migrate import environments, fleet, migrate, postgres, report
 from ameide_migrate.context import RunContext
-from ameide_migrate.errors import FleetHalted, FleetInvalid, MigrateError
+from ameide_migrate.environments import ApprovalPolicy
+from ameide_migrate.errors import REJECTED_STATE, FleetHalted, FleetInvalid, MigrateError
 from ameide_migrate.fleet import FleetReport
+from ameide_migrate.flows import approval
 from ameide_migrate.flows.deployment_guard import own_environment
 from ameide_migrate.flows.retrying import with_retries
 from ameide_migrate.flows.secrets import verify_credentials
 from ameide_migrate.migrate import Steps
 from ameide_migrate.outcomes import DatabaseFailed, DatabaseOutcome, OutcomeState
+from ameide_migrate.plan import Decision
+from ameide_migrate.postgres import HistoryRow
 from ameide_migrate.settings import Settings, get_settings
 
 P = ParamSpec("P")
@@ -82,10 +88,56 @@ def _targets(environment: str, declared: fleet.Fleet, settings: Settings) -> lis
     )
 
 
+def _histories(ctx: RunContext) -> dict[str, list[HistoryRow] | None]:
+    """Every target's history, read-only, 8 at once."""
+
+    def read(database: str) -> list[HistoryRow] | None:
+        return retried(postgres.read_history, get_settings())(
+            ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
+        )
+
+    names = list(ctx.databases)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return dict(zip(names, pool.map(read, names), strict=True))
+
+
+def _approved(ctx: RunContext, name: str, policy: ApprovalPolicy) -> Decision | None:
+    """A person's decision on what the fleet would apply, its targets grouped by the state of
+    their histories (None when nothing is pending). An approval holds for the groups approved:
+    they are read again after it, and asked for again when they changed meanwhile."""
+    template = next(iter(ctx.databases.values()))
+    key = artifact_key(ctx.environment, name)
+    groups = fleet.group_by_state(template, _histories(ctx))
+    while groups:
+        plan_id = fleet.groups_digest(groups)
+        create_markdown_artifact(
+            key=f"{key}-plan",
+            markdown=report.fleet_plan_markdown(ctx.environment, name, groups, plan_id),
+            description=f"What fleet {name} would migrate in {ctx.environment} now",
+        )
+        decision = approval.ask(
+            ctx.environment,
+            plan_id,
+            policy,
+            plan_artifact=f"{key}-plan",
+            decision_artifact=f"{key}-decision",
+        )
+        if not decision.approved:
+            return decision
+        again = fleet.group_by_state(template, _histories(ctx))
+        if fleet.groups_digest(again) == plan_id:
+            return decision
+        get_run_logger().warning(
+            "plan %s was approved, but the targets' states changed since: asking again", plan_id
+        )
+        groups = again
+    return None
+
+
 @flow(name="fleet", log_prints=False, validate_parameters=True)
 def fleet_flow(
     environment: str = "local", name: str = "", targets: list[str] | None = None
-) -> FleetReport:
+) -> FleetReport | State[Any]:
     """Migrate a fleet's targets in waves: a canary first, each wave larger, a halt when a wave
     breaks the fleet's halt rules.
 
@@ -119,6 +171,15 @@ def fleet_flow(
     )
     verified = with_retries(verify_credentials, settings)(environment, list(databases))
     ctx = RunContext.create(environment, databases, verified, settings)
+    policy = environments.get(environment, settings).approval
+    if policy.required:
+        decision = _approved(ctx, name, policy)
+        if decision is not None and not decision.approved:
+            ctx.close()
+            return Cancelled(
+                name=REJECTED_STATE,
+                message=f"plan {decision.verdict.value}: {decision.reason}; nothing was migrated",
+            )
     found = FleetReport(environment, name)
     steps = _steps(settings)
 
