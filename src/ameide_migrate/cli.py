@@ -160,19 +160,22 @@ def _progress(message: str) -> None:
     err_console.print(f"[dim]{escape(message)}[/]", highlight=False)
 
 
+AdminUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="AMEIDE_LOCAL_ADMIN_URL",
+        help="Local only: superuser URL of an existing PostgreSQL to use instead of the "
+        "embedded cluster.",
+        show_envvar=True,
+    ),
+]
+
+
 @app.command()
 def run(
     env: EnvOption = "local",
     db: DbOption = None,
-    admin_url: Annotated[
-        str | None,
-        typer.Option(
-            envvar="AMEIDE_LOCAL_ADMIN_URL",
-            help="Local only: superuser URL of an existing PostgreSQL to use instead of the "
-            "embedded cluster.",
-            show_envvar=True,
-        ),
-    ] = None,
+    admin_url: AdminUrlOption = None,
     concurrency: Annotated[
         int | None, typer.Option(help="Databases migrated at once (AMEIDE_MAX_CONCURRENCY).")
     ] = None,
@@ -718,15 +721,7 @@ def fleet_run(
         list[str] | None,
         typer.Option("--target", "-t", help="Only this target; repeat for several."),
     ] = None,
-    admin_url: Annotated[
-        str | None,
-        typer.Option(
-            envvar="AMEIDE_LOCAL_ADMIN_URL",
-            help="Local only: superuser URL of an existing PostgreSQL to use instead of the "
-            "embedded cluster.",
-            show_envvar=True,
-        ),
-    ] = None,
+    admin_url: AdminUrlOption = None,
 ) -> None:
     """Migrate a fleet's targets in waves: the canary first, each wave larger, and a halt when a
     wave breaks the fleet's halt rules (the waves after it never start). A rerun finds the

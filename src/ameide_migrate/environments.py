@@ -296,14 +296,7 @@ def fleet(name: str, settings: Settings) -> Fleet:
 
 def fleet_template(environment: str, declared: Fleet, settings: Settings) -> DatabaseCatalog:
     """The template folder as this environment's Flyway sees it."""
-    env = get(environment, settings)
-    loaded = load_catalog(
-        settings.sql_dir,
-        placeholders=env.flyway_placeholders(),
-        table=settings.flyway_table,
-        environment=env.name,
-        variables=settings.flyway_variables,
-    )
+    loaded = _tree(environment, settings)
     if declared.template not in loaded.databases:
         folders = ", ".join(loaded.databases) or "none"
         raise FleetInvalid(
@@ -326,6 +319,18 @@ def get(name: str, settings: Settings) -> Environment:
     return declared[name]
 
 
+def _tree(environment: str, settings: Settings) -> Catalog:
+    """Every folder of the SQL tree, read with this environment's placeholders."""
+    env = get(environment, settings)
+    return load_catalog(
+        settings.sql_dir,
+        placeholders=env.flyway_placeholders(),
+        table=settings.flyway_table,
+        environment=env.name,
+        variables=settings.flyway_variables,
+    )
+
+
 def check(name: str, settings: Settings) -> str:
     return get(name, settings).name
 
@@ -334,13 +339,7 @@ def catalog(environment: str, settings: Settings) -> Catalog:
     """The SQL tree as this environment's Flyway sees it (its placeholders, its history table,
     its databases)."""
     env = get(environment, settings)
-    loaded = load_catalog(
-        settings.sql_dir,
-        placeholders=env.flyway_placeholders(),
-        table=settings.flyway_table,
-        environment=env.name,
-        variables=settings.flyway_variables,
-    )
+    loaded = _tree(environment, settings)
     if not loaded.databases:
         raise CatalogError(
             f"SQL tree {loaded.root} holds no database folder: put each database's Flyway "

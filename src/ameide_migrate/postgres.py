@@ -456,6 +456,22 @@ JOIN pg_class l ON l.oid = leaf.relid
 """
 
 
+@contextmanager
+def _reading(creds: Credentials, what: str) -> Iterator[None]:
+    """psycopg's errors while reading `what` as this module's: an interrupted read is
+    transient (retried), any other names the database and what could not be read."""
+    try:
+        yield
+    except psycopg.errors.OperationalError as e:
+        raise DatabaseUnreachable(
+            f"database {creds.database}: reading {what} was interrupted: {e}"
+        ) from None
+    except psycopg.Error as e:
+        raise DatabaseError(
+            f"database {creds.database}: cannot read {what}: {str(e).strip()}"
+        ) from None
+
+
 def relation_facts(
     creds: Credentials,
     names: list[str],
@@ -472,36 +488,27 @@ def relation_facts(
     if not names:
         return found
     leaves: dict[str, list[tuple[Any, ...]]] = {}
-    with connect(creds, timeout=timeout, read_only=True) as conn:
-        try:
-            if schema:
-                conn.execute(
-                    "SELECT set_config('search_path', quote_ident(%s) || ', ' || "
-                    "current_setting('search_path'), true)",
-                    (schema,),
-                )
-            for row in conn.execute(_RELATION_LEAVES_SQL, {"names": names}).fetchall():
-                leaves.setdefault(row[0], []).append(row)
-            for name, rows in leaves.items():
-                oid, qualified = int(rows[0][1]), str(rows[0][2])
-                estimates = [_estimated_rows(*row[5:]) for row in rows]
-                size = sum(int(row[8]) for row in rows)
-                if None not in estimates:
-                    estimated = sum(e or 0 for e in estimates)
-                    found[name] = RelationFacts(oid, qualified, estimated, size)
-                    continue
-                counted = None
-                if all(row[4] in ("r", "m") for row in rows):
-                    counted = _count_up_to(conn, qualified, count_up_to)
-                found[name] = RelationFacts(oid, qualified, counted, size, counted == count_up_to)
-        except psycopg.errors.OperationalError as e:
-            raise DatabaseUnreachable(
-                f"database {creds.database}: reading the size of its tables was interrupted: {e}"
-            ) from None
-        except psycopg.Error as e:
-            raise DatabaseError(
-                f"database {creds.database}: cannot read the size of its tables: {e}"
-            ) from None
+    with connect(creds, timeout=timeout, read_only=True) as conn, _reading(creds, "its tables"):
+        if schema:
+            conn.execute(
+                "SELECT set_config('search_path', quote_ident(%s) || ', ' || "
+                "current_setting('search_path'), true)",
+                (schema,),
+            )
+        for row in conn.execute(_RELATION_LEAVES_SQL, {"names": names}).fetchall():
+            leaves.setdefault(row[0], []).append(row)
+        for name, rows in leaves.items():
+            oid, qualified = int(rows[0][1]), str(rows[0][2])
+            estimates = [_estimated_rows(*row[5:]) for row in rows]
+            size = sum(int(row[8]) for row in rows)
+            if None not in estimates:
+                estimated = sum(e or 0 for e in estimates)
+                found[name] = RelationFacts(oid, qualified, estimated, size)
+                continue
+            counted = None
+            if all(row[4] in ("r", "m") for row in rows):
+                counted = _count_up_to(conn, qualified, count_up_to)
+            found[name] = RelationFacts(oid, qualified, counted, size, counted == count_up_to)
     return found
 
 
@@ -589,30 +596,14 @@ def lock_holders(
     """(relation oid, holder) for every other session holding a lock on one of `relations`."""
     if not relations:
         return []
-    with connect(creds, timeout=timeout, read_only=True) as conn:
-        try:
-            rows = conn.execute(_LOCK_HOLDERS_SQL, {"relations": relations}).fetchall()
-        except psycopg.errors.OperationalError as e:
-            raise DatabaseUnreachable(
-                f"database {creds.database}: reading pg_locks was interrupted: {e}"
-            ) from None
-        except psycopg.Error as e:
-            raise DatabaseError(f"database {creds.database}: cannot read pg_locks: {e}") from None
+    with connect(creds, timeout=timeout, read_only=True) as conn, _reading(creds, "pg_locks"):
+        rows = conn.execute(_LOCK_HOLDERS_SQL, {"relations": relations}).fetchall()
     return [(int(r[8]), LockHolder(*r[:8])) for r in rows]
 
 
 def first_column(creds: Credentials, query: str, *, timeout: int = 5) -> list[str]:
     """The first column of a query's rows as text, read-only (a fleet's targets from its
     registry)."""
-    with connect(creds, timeout=timeout, read_only=True) as conn:
-        try:
-            rows = conn.execute(query.encode()).fetchall()  # the site's own query, as written
-        except psycopg.errors.OperationalError as e:
-            raise DatabaseUnreachable(
-                f"database {creds.database}: the query was interrupted: {e}"
-            ) from None
-        except psycopg.Error as e:
-            raise DatabaseError(
-                f"database {creds.database}: the query cannot run: {str(e).strip()}"
-            ) from None
+    with connect(creds, timeout=timeout, read_only=True) as conn, _reading(creds, "the query"):
+        rows = conn.execute(query.encode()).fetchall()  # the site's own query, as written
     return [str(row[0]) for row in rows if row and row[0] is not None]
