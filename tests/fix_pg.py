@@ -73,15 +73,16 @@ def db_prefix(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def spare_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """A second server of the test's own, to stop and start."""
-    directory = tmp_path_factory.mktemp("spare")
-    os.chmod(directory, 0o755)
-    for parent in directory.parents:
-        if str(parent).startswith(tempfile.gettempdir()) and parent != Path(tempfile.gettempdir()):
-            os.chmod(parent, 0o755)
-    cluster = start_cluster(directory / "cluster")
-    try:
-        yield cluster
-    finally:
-        cluster.stop("immediate")
+def spare_cluster() -> Iterator[Cluster]:
+    """A second server of the test's own, to stop and start.
+
+    Outside pytest's temporary folders, as the session's server is: every pytest session that
+    starts (a developer's second run, a test's own pytest) makes pytest-of-USER private again,
+    and the server, which runs as another user when we are root, could not start there again."""
+    with tempfile.TemporaryDirectory(prefix="ameide-spare-") as scratch:
+        os.chmod(scratch, 0o755)
+        cluster = start_cluster(Path(scratch) / "cluster")
+        try:
+            yield cluster
+        finally:
+            cluster.stop("immediate")
