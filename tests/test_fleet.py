@@ -18,7 +18,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from ameide_migrate import commands, environments, fleet, postgres, secret_sources
+from ameide_migrate import commands, environments, fleet, postgres, prefect_api, secret_sources
+from ameide_migrate import vault as vault_api
 from ameide_migrate.commands import seed_local
 from ameide_migrate.errors import EnvironmentsFileInvalid, FleetInvalid
 from ameide_migrate.fleet import Fleet, Waves
@@ -26,7 +27,9 @@ from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import Settings, get_settings
 
-from .fix_platform import Platform, ameide, drop_owners
+from .fix_platform import REPO, Platform, ameide, drop_owners
+from .fix_vault import Vault
+from .fix_worker import start_worker
 from .test_approval import artifact, paused_run, protect, wait_for
 
 TARGETS = [f"t{n:03d}" for n in range(200)]
@@ -100,6 +103,56 @@ def test_the_template_is_no_database_of_its_own_and_mistakes_are_named(tmp_path:
         environments.fleets(Settings(sql_dir=tmp_path / "other"))
 
 
+def test_a_wave_splits_into_shards_of_near_equal_size_and_their_ledger_round_trips() -> None:
+    wave = TARGETS[:10]
+    assert fleet.shards_of(wave, 3) == [wave[:4], wave[4:7], wave[7:]]
+    assert fleet.shards_of(wave[:2], 5) == [wave[:1], wave[1:2]]  # never an empty shard
+    assert fleet.shards_of(wave, 1) == [wave]
+
+    failed = DatabaseOutcome(
+        "tenant_t007", OutcomeState.FAILED, "2", "2", "3", 0, 1.25, 'relation "x" ünknown', "fix"
+    )
+    done = [outcome(OutcomeState.MIGRATED), failed]
+    rows = fleet.shard_rows(done)
+    # The API hands a table artifact's cells back as strings.
+    as_stored = [{k: "" if v is None else str(v) for k, v in row.items()} for row in rows]
+    assert fleet.outcomes_of_rows(as_stored) == [
+        DatabaseOutcome("tenant_t000", OutcomeState.MIGRATED, None, "3", "3", 3, 0.1),
+        failed,
+    ]
+
+
+def test_a_tree_with_fleets_deploys_a_fleet_form_and_a_shard_deployment(tmp_path: Path) -> None:
+    from ameide_migrate.deployments.definitions import deployments_for
+
+    fleet_tree(
+        tmp_path,
+        'targets = ["acme", "globex"]\n[fleets.vendors]\ntemplate = "tenant"\n'
+        'targets = ["initech"]\n',
+    )
+    settings = Settings(sql_dir=tmp_path)
+    found = deployments_for(settings, "local", environments.catalog("local", settings))
+
+    by_flow = {str(d.flow_name): d for d in found}
+    assert sorted(by_flow) == ["drift", "fleet", "fleet-shard", "migrate"]
+    assert by_flow["fleet-shard"].parameters == {"environment": "local"}
+    form = by_flow["fleet"]._parameter_openapi_schema.model_dump()["properties"]
+    assert "environment" not in form
+    assert form["name"]["enum"] == ["tenants", "vendors"]
+    assert form["name"]["title"] == "Fleet"
+    assert form["targets"]["type"] == "array"
+    # A tree without fleets deploys what it did before.
+    (tmp_path / "plain").mkdir()
+    fleet_tree(tmp_path / "plain", 'targets = ["acme"]\n')
+    toml = tmp_path / "plain" / "ameide.toml"
+    toml.write_text(toml.read_text().split("[fleets")[0])
+    plain = Settings(sql_dir=tmp_path / "plain")
+    flows = [
+        d.flow_name for d in deployments_for(plain, "local", environments.catalog("local", plain))
+    ]
+    assert flows == ["migrate", "drift"]
+
+
 # --- With a real PostgreSQL, Flyway and Prefect --------------------------------------------------
 
 TENANT_MIGRATIONS = {
@@ -124,7 +177,7 @@ def tenants(platform: Platform) -> Iterator[Platform]:
     toml.write_text(
         toml.read_text()
         + '\n[fleets.tenants]\ntemplate = "tenant"\ntargets_file = "tenants.txt"\n'
-        + "\n[fleets.tenants.waves]\ncanary = 1\ngrowth = 4\nparallel = 8\n"
+        + "\n[fleets.tenants.waves]\ncanary = 1\ngrowth = 4\nparallel = 4\nshards = 3\n"
     )
     get_settings.cache_clear()
     yield platform
@@ -188,6 +241,11 @@ def test_a_failed_canary_halts_the_fleet_before_its_second_wave_and_a_rerun_comp
 
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert all(v == ["1", "2", "3"] for v in histories(tenants).values())
+    # Each wave ran as shards, subflows of this process: the last wave's 115 targets in 3.
+    last_wave = in_process_shards("tenants wave 5 shard")
+    assert sorted(r.name for r in last_wave)[-3:] == [
+        f"tenants wave 5 shard {n} of 3" for n in (1, 2, 3)
+    ]
     status = ameide("fleet", "status", "--env", "local", "--fleet", "tenants")
     assert status.returncode == 0, status.stdout + status.stderr
     assert status.stdout.strip().splitlines()[-1] == "200 up to date"
@@ -288,3 +346,142 @@ def test_one_approval_covers_the_targets_of_each_state_in_a_protected_environmen
                 ameide("approve", str(waiting), "--reject", "--reason", "the test failed")
             runner.join(timeout=120)
         drop_owners(platform.admin, {t: tenant(platform, t) for t in twelve})
+
+
+QA_FLEET = """
+[environments.qa]
+work_pool = "{pool}"
+pool_type = "process"
+
+[fleets.tenants]
+template = "tenant"
+targets_file = "tenants.txt"
+
+[fleets.tenants.waves]
+canary = 1
+growth = 8
+shards = 3
+parallel = 2
+"""
+
+
+@pytest.mark.slow
+def test_a_deployments_fleet_runs_each_shard_as_a_run_of_the_shard_deployment_at_once(
+    platform: Platform, vault: Vault, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """qa, an environment on a work pool (a process one here, Kubernetes in the k8s tier), its
+    credentials in Vault: the fleet's deployment starts a wave's three shards as runs of
+    `fleet-shard/qa` on that pool, all at once, and collects what they did."""
+    nine = TARGETS[:9]
+    pool = f"{platform.prefix}fleet-qa".replace("_", "-")
+    template = platform.sql_dir / "tenant"
+    template.mkdir()
+    for name, text in TENANT_MIGRATIONS.items():
+        (template / name).write_text(text)
+    (platform.sql_dir / "tenants.txt").write_text("\n".join(nine) + "\n")
+    toml = platform.sql_dir / "ameide.toml"
+    toml.write_text(toml.read_text() + QA_FLEET.format(pool=pool))
+    monkeypatch.setenv("VAULT_ADDR", vault.address)
+    monkeypatch.setenv("VAULT_TOKEN", vault.root_token.get_secret_value())
+    monkeypatch.setenv(
+        "AMEIDE_VAULT_PATH_TEMPLATE", f"{platform.prefix}{{environment}}/{{database}}"
+    )
+    get_settings.cache_clear()
+    owners = seed_local(get_settings(), [f"tenant_{t}" for t in nine])[0].owners
+    conn = get_settings().vault_connection()
+    assert conn is not None
+    with vault_api.session(conn) as client:
+        for database, creds in owners.items():
+            vault_api.write_secret(
+                client, conn, conn.path("qa", database), secret_sources.secret_of(database, creds)
+            )
+    log = (tmp_path / "worker.log").open("w")
+    worker = None
+    try:
+        deployed = ameide("deploy", "--env", "qa")
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        assert "fleet-shard/qa" in deployed.stdout
+        worker = start_worker(pool, "process", log, REPO)
+
+        # A shard started alone, past the fleet's waves and halt rules, is refused.
+        alone = prefect_api.start_deployment(
+            "fleet-shard/qa", {"name": "tenants", "targets": ["t000"]}
+        )
+        refused = commands.follow(alone, 300, on_line=lambda _line: None)
+        assert refused.state == "Failed", refused
+        assert "runs a shard of a running fleet run only" in refused.message
+        assert histories(platform, ["t000"]) == {"t000": []}
+
+        done = ameide(
+            "trigger",
+            "--env",
+            "qa",
+            "--flow",
+            "fleet",
+            "--fleet",
+            "tenants",
+            "--wait",
+            "--timeout",
+            "900",
+        )
+
+        report = (
+            done.stdout[-6000:]
+            + done.stderr[-3000:]
+            + (tmp_path / "worker.log").read_text()[-6000:]
+        )
+        assert done.returncode == 0, report
+        assert done.stdout.strip().splitlines()[-1].startswith("Completed"), report
+        assert "wave 2 of 2: 8 target(s) in 3 shard(s), 0 failed" in done.stdout, report
+        assert all(v == ["1", "2", "3"] for v in histories(platform, nine).values())
+        shards = shard_runs("fleet-shard/qa", since=_flow_run_id(done.stdout))
+        assert sorted(r.name for r in shards) == [
+            "tenants wave 1 shard 1 of 1",
+            *(f"tenants wave 2 shard {n} of 3" for n in (1, 2, 3)),
+        ]
+        assert all(r.state is not None and r.state.is_completed() for r in shards)
+        assert all(r.parent_task_run_id is not None for r in shards), "a shard is no subflow"
+        wave_two = [r for r in shards if "wave 2" in r.name]
+        assert max(r.start_time for r in wave_two) < min(r.end_time for r in wave_two), (
+            "the wave's shards did not run at once"
+        )
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=30)
+        log.close()
+        drop_owners(platform.admin, owners)
+
+
+def in_process_shards(name_like: str) -> list[Any]:
+    """The shard subflows whose names begin so, oldest first."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=name_like))
+        )
+    shards = [r for r in runs if r.parent_task_run_id is not None and r.deployment_id is None]
+    return sorted(shards, key=lambda r: str(r.created))
+
+
+def _flow_run_id(output: str) -> str:
+    """`trigger` prints `flow run <id>: <UI address>` first."""
+    return output.splitlines()[0].split()[2].rstrip(":")
+
+
+def shard_runs(deployment: str, since: str) -> list[Any]:
+    """The runs of the shard deployment the fleet run `since` started, directly or not."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+
+    with get_client(sync_client=True) as client:
+        parent = client.read_flow_run(UUID(since))
+        shard = client.read_deployment_by_name(deployment)
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[shard.id]))
+        )
+    return [r for r in runs if r.created and parent.created and r.created > parent.created]

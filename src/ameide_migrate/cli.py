@@ -444,7 +444,10 @@ def _job_variables_file(path: Path) -> dict[str, Any]:
 def trigger(
     env: EnvOption,
     db: DbOption = None,
-    flow: Annotated[str, typer.Option(help="migrate or drift.")] = "migrate",
+    flow: Annotated[str, typer.Option(help="migrate, drift or fleet.")] = "migrate",
+    fleet: Annotated[
+        str | None, typer.Option("--fleet", help="With --flow fleet: the fleet to migrate.")
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="migrate: list what would be applied, change nothing.")
     ] = False,
@@ -472,7 +475,9 @@ def trigger(
     from ameide_migrate import commands, report
     from ameide_migrate.settings import get_settings
 
-    started = commands.trigger(get_settings(), env, db, flow=flow, dry_run=dry_run, image=image)
+    started = commands.trigger(
+        get_settings(), env, db, flow=flow, dry_run=dry_run, image=image, fleet_name=fleet
+    )
     flow_run_id, ui = started.flow_run_id, started.ui_url
     console.print(f"flow run {flow_run_id}: {ui}", soft_wrap=True, highlight=False)
     if not wait:

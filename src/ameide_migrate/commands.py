@@ -635,13 +635,23 @@ def trigger(
     flow: str = "migrate",
     dry_run: bool = False,
     image: str | None = None,
+    fleet_name: str | None = None,
 ) -> Triggered:
     """A run of the environment's deployment, created through the Prefect API (for CI)."""
-    if flow not in ("migrate", "drift"):
-        raise UsageError(f"unknown flow {flow!r}: choose migrate or drift")
-    catalog = environments.catalog(env, settings)
-    names = [d.name for d in catalog.select(databases)] if databases else []
-    parameters: dict[str, Any] = {"databases": names}
+    if flow not in ("migrate", "drift", "fleet"):
+        raise UsageError(f"unknown flow {flow!r}: choose migrate, drift or fleet")
+    if (flow == "fleet") != (fleet_name is not None):
+        raise UsageError("--fleet NAME goes with --flow fleet, and --flow fleet needs --fleet")
+    parameters: dict[str, Any]
+    if fleet_name is not None:
+        environments.fleet(fleet_name, settings)
+        if databases:
+            raise UsageError("--db does not apply to a fleet: its targets are the fleet's")
+        parameters = {"name": fleet_name}
+    else:
+        catalog = environments.catalog(env, settings)
+        names = [d.name for d in catalog.select(databases)] if databases else []
+        parameters = {"databases": names}
     if dry_run:
         if flow != "migrate":
             raise UsageError("--dry-run applies to the migrate flow only")
@@ -655,7 +665,7 @@ def trigger(
     job_variables = {"image": image} if image else None
     flow_run_id = prefect_api.start_deployment(f"{flow}/{env}", parameters, job_variables)
     policy = environments.get(env, settings).approval
-    asks = flow == "migrate" and not dry_run and policy.required
+    asks = flow in ("migrate", "fleet") and not dry_run and policy.required
     return Triggered(
         flow_run_id,
         prefect_api.ui_address_of_flow_run(api.ui_url, str(flow_run_id)),

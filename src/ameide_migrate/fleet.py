@@ -56,7 +56,21 @@ class Waves(BaseModel):
     )
     growth: float = Field(default=4, gt=1, description="Each wave this many times the last.")
     max_wave: int | None = Field(default=None, ge=1, description="No wave larger than this.")
-    parallel: int = Field(default=8, ge=1, description="Targets migrated at once in a wave.")
+    parallel: int = Field(
+        default=8, ge=1, description="Targets migrated at once in a shard of a wave."
+    )
+    shards: int = Field(
+        default=1,
+        ge=1,
+        description="A wave split into at most this many shards, each a flow run of its own: "
+        "on a deployment, one Kubernetes Job each.",
+    )
+    shard_timeout_minutes: float = Field(
+        default=60,
+        gt=0,
+        description="A shard run of a deployment not ended by then is cancelled, its targets "
+        "failed.",
+    )
     bake_seconds: float = Field(default=0, ge=0, description="The wait between two waves.")
     halt_failures: int = Field(
         default=0, ge=0, description="More failed targets than this in a wave halts the fleet."
@@ -199,6 +213,61 @@ def plan_waves(targets: Sequence[str], waves: Waves) -> list[list[str]]:
         planned.append(rest[:size])
         rest = rest[size:]
     return planned
+
+
+def shards_of(targets: Sequence[str], shards: int) -> list[list[str]]:
+    """The wave's targets in at most `shards` parts of near-equal size, in order; never an
+    empty one."""
+    count = max(1, min(shards, len(targets)))
+    size, extra = divmod(len(targets), count)
+    parts, start = [], 0
+    for index in range(count):
+        end = start + size + (1 if index < extra else 0)
+        parts.append(list(targets[start:end]))
+        start = end
+    return [p for p in parts if p]
+
+
+def shard_rows(outcomes: Sequence[DatabaseOutcome]) -> list[dict[str, Any]]:
+    """A shard's outcomes as its artifact holds them, for a person and for the fleet run that
+    collects them through the API (numbers as numbers)."""
+    return [
+        {
+            "target": o.database,
+            "state": o.state.value,
+            "before": o.before,
+            "after": o.after,
+            "latest": o.latest,
+            "applied": o.applied,
+            "duration_s": round(o.duration_s, 3),
+            "message": o.message,
+            "recovery": o.recovery,
+        }
+        for o in outcomes
+    ]
+
+
+def outcomes_of_rows(rows: Sequence[Mapping[str, Any]]) -> list[DatabaseOutcome]:
+    """What `shard_rows` wrote, back (the API returns its cells as strings)."""
+
+    def text(row: Mapping[str, Any], key: str) -> str | None:
+        value = row.get(key)
+        return None if value in (None, "", "None") else str(value)
+
+    return [
+        DatabaseOutcome(
+            database=str(row["target"]),
+            state=OutcomeState(str(row["state"])),
+            before=text(row, "before"),
+            after=text(row, "after"),
+            latest=text(row, "latest"),
+            applied=int(float(row.get("applied") or 0)),
+            duration_s=float(row.get("duration_s") or 0),
+            message=str(row.get("message") or ""),
+            recovery=str(row.get("recovery") or ""),
+        )
+        for row in rows
+    ]
 
 
 def halt_reason(outcomes: Sequence[DatabaseOutcome], waves: Waves) -> str | None:

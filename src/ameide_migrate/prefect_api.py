@@ -761,6 +761,14 @@ def _tables(client: Any, flow_run_id: UUID) -> list[ArtifactTable]:
     return tables
 
 
+def shard_table(client: Any, flow_run_id: UUID) -> list[dict[str, str]]:
+    """The rows of a fleet shard run's ledger (its `...-shard` table); none when it has none."""
+    for table in _tables(client, flow_run_id):
+        if table.key.endswith("-shard"):
+            return table.rows
+    return []
+
+
 def latest_table(key: str) -> list[dict[str, str]]:
     """The rows of the latest table artifact under `key` (none when there is none)."""
     from prefect.client.orchestration import get_client

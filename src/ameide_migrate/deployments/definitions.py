@@ -1,4 +1,6 @@
-"""Every environment's deployments, from one definition: `migrate/<env>` and `drift/<env>`.
+"""Every environment's deployments, from one definition: `migrate/<env>` and `drift/<env>`, and
+when ameide.toml declares fleets, `fleet/<env>` and `fleet-shard/<env>` (the runs a fleet run
+starts for its shards, a Kubernetes Job each).
 
 Flows are referenced by module path (`ameide_migrate.flows.migrate.migrate_flow`), so a worker
 runs the code it has installed: the process worker's virtualenv locally, the migrations image on
@@ -17,6 +19,7 @@ from prefect.types.entrypoint import EntrypointType
 from ameide_migrate import environments
 from ameide_migrate.catalog import Catalog
 from ameide_migrate.flows.drift import drift_flow
+from ameide_migrate.flows.fleet import fleet_flow, fleet_shard_flow
 from ameide_migrate.flows.migrate import migrate_flow
 from ameide_migrate.settings import Settings
 
@@ -66,7 +69,7 @@ def deployments_for(
     image: str | None = None,
     job_variables: dict[str, Any] | None = None,
 ) -> list[RunnerDeployment]:
-    """The environment's two deployments; `job_variables` are laid over its own (a site's
+    """The environment's deployments; `job_variables` are laid over its own (a site's
     namespace, its cluster's networking, extra env)."""
     env = environments.get(name, settings)
     job_variables = {**env.deployment_job_variables(), **(job_variables or {})}
@@ -95,7 +98,59 @@ def deployments_for(
         schedules=[CronSchedule(cron=env.drift_cron, timezone=env.timezone)],
         **common,
     )
-    return [
+    found = [
         _form(cast(RunnerDeployment, migrate), catalog),
         _form(cast(RunnerDeployment, drift), catalog),
     ]
+    fleets = sorted(environments.fleets(settings))
+    if fleets:
+        fleet = fleet_flow.to_deployment(
+            name,
+            parameters={"environment": name},
+            description=f"Migrate a fleet of {name} in waves (ameide.toml's [fleets.NAME]).",
+            **common,
+        )
+        shard = fleet_shard_flow.to_deployment(
+            name,
+            parameters={"environment": name},
+            description=f"A shard of a fleet run's wave in {name}: the fleet run starts it; it "
+            "refuses to run alone.",
+            **common,
+        )
+        found += [
+            _fleet_form(cast(RunnerDeployment, fleet), fleets),
+            _fixed_environment(cast(RunnerDeployment, shard)),
+        ]
+    return found
+
+
+def _fleet_form(deployment: RunnerDeployment, fleets: list[str]) -> RunnerDeployment:
+    """A fleet run's form: the fleet, a choice of the declared ones; its targets, a list."""
+    deployment = _fixed_environment(deployment)
+    schema = deployment._parameter_openapi_schema.model_dump()
+    properties = schema["properties"]
+    properties["name"] = {
+        **_described(properties["name"]),
+        "type": "string",
+        "enum": fleets,
+        "default": fleets[0],
+    }
+    properties["targets"] = {
+        **_described(properties["targets"]),
+        "type": "array",
+        "items": {"type": "string"},
+        "default": [],
+    }
+    schema["required"] = ["name"]
+    for name, shown in properties.items():
+        shown["title"] = {"name": "Fleet"}.get(name, name.replace("_", " ").capitalize())
+    deployment._parameter_openapi_schema = type(deployment._parameter_openapi_schema)(**schema)
+    return deployment
+
+
+def _fixed_environment(deployment: RunnerDeployment) -> RunnerDeployment:
+    """No `environment` field: the deployment's parameters fix it."""
+    schema = deployment._parameter_openapi_schema.model_dump()
+    schema["properties"].pop("environment", None)
+    deployment._parameter_openapi_schema = type(deployment._parameter_openapi_schema)(**schema)
+    return deployment

@@ -9,20 +9,29 @@ each: a fleet of a thousand targets would otherwise be thousands of task runs on
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
+from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.client.schemas.objects import State
-from prefect.states import Cancelled
+from prefect.client.schemas.objects import FlowRun, State
+from prefect.runtime import deployment, flow_run
+from prefect.states import Cancelled, Completed, Failed
 
 from ameide_migrate import environments, fleet, migrate, postgres, report
 from ameide_migrate.context import RunContext
 from ameide_migrate.environments import ApprovalPolicy
-from ameide_migrate.errors import REJECTED_STATE, FleetHalted, FleetInvalid, MigrateError
+from ameide_migrate.errors import (
+    REJECTED_STATE,
+    FleetHalted,
+    FleetInvalid,
+    MigrateError,
+    UsageError,
+)
 from ameide_migrate.fleet import FleetReport
 from ameide_migrate.flows import approval
 from ameide_migrate.flows.deployment_guard import own_environment
@@ -134,6 +143,253 @@ def _approved(ctx: RunContext, name: str, policy: ApprovalPolicy) -> Decision | 
     return None
 
 
+SHARD_FLOW = "fleet-shard"
+
+
+def _migrate_targets(
+    ctx: RunContext, declared: fleet.Fleet, wave: int, size: int, databases: list[str], steps: Steps
+) -> list[DatabaseOutcome]:
+    """The targets' databases, `parallel` at once, each as a run migrates a database."""
+    logger = get_run_logger()
+
+    def one(database: str) -> DatabaseOutcome:
+        try:
+            done = migrate.migrate_database(ctx, database, steps, logger)
+        except DatabaseFailed as failed:
+            done = failed.outcome
+        fleet.target_done(wave, size, done)
+        return done
+
+    with ThreadPoolExecutor(max_workers=declared.waves.parallel) as pool:
+        return list(pool.map(one, databases))
+
+
+def _shard_ended(environment: str, name: str, outcomes: list[DatabaseOutcome]) -> State[Any]:
+    """The shard's ledger as its artifact (which the fleet run collects), and its final state:
+    Failed when a target failed."""
+    create_table_artifact(
+        key=f"{artifact_key(environment, name)}-shard",
+        table=fleet.shard_rows(outcomes),
+        description=f"### A shard of fleet `{name}`, `{environment}`",
+    )
+    failed = [o for o in outcomes if o.state is OutcomeState.FAILED]
+    counts = f"{len(outcomes) - len(failed)} of {len(outcomes)} target(s) migrated or up to date"
+    if failed:
+        return Failed(
+            message=f"{len(failed)} of {len(outcomes)} target(s) failed: "
+            + ", ".join(o.database for o in failed[:10])
+        )
+    return Completed(message=counts)
+
+
+def _shards_in_process(
+    ctx: RunContext,
+    declared: fleet.Fleet,
+    wave: int,
+    parts: list[list[str]],
+    steps: Steps,
+) -> list[DatabaseOutcome]:
+    """The wave's shards at once, each a subflow of this process on the fleet's own context
+    (one Flyway engine for every shard)."""
+    size = sum(len(p) for p in parts)
+    found: dict[int, list[DatabaseOutcome]] = {}
+
+    def shard(index: int, databases: list[str]) -> State[Any]:
+        found[index] = _migrate_targets(ctx, declared, wave, size, databases, steps)
+        return _shard_ended(ctx.environment, declared.name, found[index])
+
+    def start(index: int, databases: list[str]) -> None:
+        shard_flow: Any = flow(
+            name=SHARD_FLOW,
+            flow_run_name=f"{declared.name} wave {wave} shard {index + 1} of {len(parts)}",
+            persist_result=False,
+        )(shard)
+        shard_flow(index, databases, return_state=True)
+
+    with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+        started = [
+            pool.submit(contextvars.copy_context().run, start, index, databases)
+            for index, databases in enumerate(parts)
+        ]
+        for future in started:
+            future.result()
+    return [o for index in range(len(parts)) for o in found.get(index, [])]
+
+
+def _shard_deployment(environment: str) -> tuple[str, dict[str, Any]] | None:
+    """(`fleet-shard/<env>`, the job variables its runs get) when this fleet run is a
+    deployment's in an environment that is not local: each shard is then a run of that
+    deployment (on Kubernetes, a Job each), on the image this run has."""
+    if not deployment.id or environments.get(environment, get_settings()).local:
+        return None
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        own = client.read_flow_run(UUID(str(flow_run.id)))
+    image = (own.job_variables or {}).get("image")
+    return f"{SHARD_FLOW}/{environment}", ({"image": image} if image else {})
+
+
+def _shards_on_deployment(
+    shard_deployment: tuple[str, dict[str, Any]],
+    declared: fleet.Fleet,
+    wave: int,
+    parts: list[list[str]],
+) -> list[DatabaseOutcome]:
+    """The wave's shards as runs of `fleet-shard/<env>`, all at once, collected from their
+    artifacts; a shard run that ends without one (its Job crashed, its credentials missing) or
+    outlives `shard_timeout_minutes` fails its targets with its state's message."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.states import Cancelled as CancelledState
+
+    logger = get_run_logger()
+    deployment_name, job_variables = shard_deployment
+    size = sum(len(p) for p in parts)
+    name, waves = declared.name, declared.waves
+    prefix = len(declared.database_of(""))
+    runs = [
+        cast(
+            FlowRun,
+            run_deployment(
+                deployment_name,
+                parameters={
+                    "name": name,
+                    "wave": wave,
+                    "wave_size": size,
+                    "targets": [d[prefix:] for d in databases],
+                },
+                flow_run_name=f"{name} wave {wave} shard {index + 1} of {len(parts)}",
+                job_variables=job_variables or None,
+                timeout=0,
+                as_subflow=True,
+            ),
+        )
+        for index, databases in enumerate(parts)
+    ]
+    logger.info("wave %d: %d shard run(s) of %s started", wave, len(runs), deployment_name)
+    deadline = time.monotonic() + waves.shard_timeout_minutes * 60
+    outcomes: list[DatabaseOutcome] = []
+    with get_client(sync_client=True) as client:
+        pending = {run.id: databases for run, databases in zip(runs, parts, strict=True)}
+        while pending:
+            for run_id, databases in list(pending.items()):
+                run = client.read_flow_run(run_id)
+                state = run.state
+                if state is not None and not state.is_final() and time.monotonic() > deadline:
+                    message = (
+                        f"still {state.name} after shard_timeout_minutes = "
+                        f"{waves.shard_timeout_minutes:g}"
+                    )
+                    client.set_flow_run_state(run_id, CancelledState(message=message), force=True)
+                    state = CancelledState(message=message)
+                if state is None or not state.is_final():
+                    continue
+                del pending[run_id]
+                got = _collected(client, run.name, run_id, state, databases)
+                for outcome in got:
+                    fleet.target_done(wave, size, outcome)
+                outcomes += got
+                logger.info(
+                    "wave %d: shard run %s ended %s (%d target(s))",
+                    wave,
+                    run.name,
+                    state.name,
+                    len(databases),
+                )
+            if pending:
+                time.sleep(2)
+    order = {d: i for i, d in enumerate(d for p in parts for d in p)}
+    return sorted(outcomes, key=lambda o: order.get(o.database, len(order)))
+
+
+def _collected(
+    client: Any, run_name: str, run_id: UUID, state: Any, databases: list[str]
+) -> list[DatabaseOutcome]:
+    """The shard run's outcomes, from its artifact; its targets failed with the run's state
+    when it has none."""
+    from ameide_migrate.prefect_api import shard_table
+
+    rows = shard_table(client, run_id)
+    found = {o.database: o for o in fleet.outcomes_of_rows(rows)}
+    reason = " ".join((state.message or "").split())[:300]
+    return [
+        found.get(database)
+        or DatabaseOutcome(
+            database=database,
+            state=OutcomeState.FAILED,
+            before=None,
+            after=None,
+            latest=None,
+            applied=0,
+            duration_s=0.0,
+            message=f"its shard run {run_name} ended {state.name} before it: {reason}",
+        )
+        for database in databases
+    ]
+
+
+@flow(name=SHARD_FLOW, log_prints=False, validate_parameters=True, persist_result=False)
+def fleet_shard_flow(
+    environment: str = "local",
+    name: str = "",
+    wave: int = 1,
+    wave_size: int = 0,
+    targets: list[str] | None = None,
+) -> State[Any]:
+    """A shard of a fleet's wave: its targets migrated `parallel` at once, their outcomes in
+    its artifact. The fleet run starts it; it runs only as a shard of a running fleet run.
+
+    Args:
+        environment: local, staging or prod.
+        name: The fleet, as ameide.toml declares it ([fleets.NAME]).
+        wave: The wave this shard belongs to.
+        wave_size: The wave's targets, over all its shards.
+        targets: The shard's targets.
+    """
+    own_environment(environment)
+    started_by_a_fleet()
+    settings = get_settings()
+    declared = environments.fleet(name, settings)
+    template = environments.fleet_template(environment, declared, settings)
+    names = fleet.checked_targets(declared, targets or [], "the shard's targets")
+    databases = {declared.database_of(t): template for t in names}
+    verified = with_retries(verify_credentials, settings)(environment, list(databases))
+    ctx = RunContext.create(environment, databases, verified, settings)
+    try:
+        outcomes = _migrate_targets(
+            ctx, declared, wave, wave_size or len(names), list(databases), _steps(settings)
+        )
+    finally:
+        ctx.close()
+    return _shard_ended(environment, name, outcomes)
+
+
+def started_by_a_fleet() -> None:
+    """A deployment's shard run runs only under a running fleet run: started alone (from the
+    UI, or the API) it would migrate targets past the fleet's approval and halt rules."""
+    if not deployment.id:
+        return
+    parent = flow_run.parent_flow_run_id
+    if parent:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(UUID(str(parent)))
+            flow_name = client.read_flow(run.flow_id).name
+        if (
+            flow_name in ("fleet", "fleet wave")
+            and run.state is not None
+            and run.state.is_running()
+        ):
+            return
+    raise UsageError(
+        f"{SHARD_FLOW}/{deployment.name} runs a shard of a running fleet run only: start the "
+        f"fleet with `ameide-migrate trigger --env {deployment.name} --flow fleet --fleet NAME` "
+        f"or its deployment fleet/{deployment.name}"
+    )
+
+
 @flow(name="fleet", log_prints=False, validate_parameters=True)
 def fleet_flow(
     environment: str = "local", name: str = "", targets: list[str] | None = None
@@ -182,23 +438,18 @@ def fleet_flow(
             )
     found = FleetReport(environment, name)
     steps = _steps(settings)
+    shards_on = _shard_deployment(environment)
 
     def run_wave(number: int, targets: list[str]) -> list[DatabaseOutcome]:
-        """One wave's targets, `parallel` at once."""
-        wave_logger = get_run_logger()
-
-        def one(target: str) -> DatabaseOutcome:
-            try:
-                done = migrate.migrate_database(ctx, target, steps, wave_logger)
-            except DatabaseFailed as failed:
-                done = failed.outcome
-            fleet.target_done(number, len(targets), done)
-            return done
-
-        with ThreadPoolExecutor(max_workers=declared.waves.parallel) as pool:
-            outcomes = list(pool.map(one, [declared.database_of(t) for t in targets]))
-        failed = sum(1 for o in outcomes if o.state is OutcomeState.FAILED)
-        wave_logger.info("wave %d: %d target(s), %d failed", number, len(outcomes), failed)
+        """One wave's targets in shards, each a flow run: a deployment's, or in this process."""
+        parts = [
+            [declared.database_of(t) for t in part]
+            for part in fleet.shards_of(targets, declared.waves.shards)
+        ]
+        if shards_on is not None:
+            outcomes = _shards_on_deployment(shards_on, declared, number, parts)
+        else:
+            outcomes = _shards_in_process(ctx, declared, number, parts, steps)
         return outcomes
 
     try:
@@ -210,6 +461,14 @@ def fleet_flow(
             )(run_wave)
             outcomes = wave_flow(number, wave)
             found.waves.append(outcomes)
+            logger.info(
+                "wave %d of %d: %d target(s) in %d shard(s), %d failed",
+                number,
+                len(waves),
+                len(outcomes),
+                len(fleet.shards_of(wave, declared.waves.shards)),
+                sum(1 for o in outcomes if o.state is OutcomeState.FAILED),
+            )
             reason = fleet.halt_reason(outcomes, declared.waves)
             if reason is not None:
                 found.halted = reason
