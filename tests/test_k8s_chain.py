@@ -23,6 +23,7 @@ from uuid import UUID
 import pytest
 
 from ameide_migrate import image, local, postgres, secret_sources, vault
+from ameide_migrate import vault as vault_api
 from ameide_migrate.catalog import PLATFORM_DATABASES, load_catalog
 from ameide_migrate.image import BuiltImage, ImageRequest
 from ameide_migrate.postgres import Credentials
@@ -537,3 +538,111 @@ def test_a_broken_migration_fails_the_run_and_the_other_databases_migrate(
     assert "agents" in done.stdout
     assert "99" in deployed.versions("threads")
     assert "99" not in deployed.versions("agents")
+
+
+FLEET = """
+[fleets.tenants]
+template = "tenant"
+targets = ["t1", "t2", "t3", "t4", "t5", "t6", "t7"]
+
+[fleets.tenants.waves]
+canary = 1
+growth = 6
+shards = 3
+parallel = 2
+"""
+TENANT = {
+    "V1__accounts.sql": "CREATE TABLE accounts (id bigint PRIMARY KEY, name text NOT NULL);\n",
+    "V2__accounts_email.sql": "ALTER TABLE accounts ADD COLUMN email text;\n",
+    "V3__accounts_email_index.sql": (
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS accounts_email_idx ON accounts (email);\n"
+    ),
+}
+
+
+def test_a_fleet_fans_its_wave_out_over_three_jobs_running_at_once(
+    deployed: Staging, vault: Vault, registry: str, flyway_base: str, tmp_path: Path
+) -> None:
+    """Last in the module: it deploys staging again from a tree that declares a fleet. The
+    fleet's run is a Job; its second wave's six targets are three shard runs of
+    fleet-shard/staging, three more Jobs on the same image, running at once."""
+    from prefect.client.orchestration import get_client
+
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(REPO / "db" / "flyway" / "sql", sql_dir)
+    (sql_dir / "tenant").mkdir()
+    for name, text in TENANT.items():
+        (sql_dir / "tenant" / name).write_text(text)
+    toml = sql_dir / "ameide.toml"
+    toml.write_text(toml.read_text() + FLEET)
+    built = _push_image(sql_dir, registry, flyway_base)
+    databases = [f"tenant_t{n}" for n in range(1, 8)]
+    tenants = local.up(
+        deployed.work / "fleet-state",
+        databases,
+        admin_url=admin_url_of(deployed.admin),
+        database_prefix=PREFIX,
+    ).owners
+    conn = vault.connection()
+    with vault_api.session(conn) as client:
+        for database, creds in tenants.items():
+            path = conn.path("staging", database)
+            vault_api.write_secret(client, conn, path, secret_sources.secret_of(database, creds))
+    tree = {"AMEIDE_SQL_DIR": str(sql_dir)}
+    try:
+        done = deployed.ameide(
+            "deploy",
+            "--env",
+            "staging",
+            "--image",
+            built.reference,
+            "--job-variables",
+            str(deployed.work / "staging-job-variables.json"),
+            env=tree,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "fleet-shard/staging" in done.stdout
+
+        ran = deployed.ameide(
+            "trigger",
+            *("--env", "staging", "--flow", "fleet", "--fleet", "tenants"),
+            *("--wait", "--timeout", "900"),
+            env=tree,
+        )
+
+        report = ran.stdout[-6000:] + ran.stderr[-3000:] + _pod_report(deployed)
+        assert ran.returncode == 0, report
+        assert ran.stdout.strip().splitlines()[-1].startswith("Completed"), report
+        assert "wave 2 of 2: 6 target(s) in 3 shard(s), 0 failed" in ran.stdout, report
+        for database, creds in tenants.items():
+            history = postgres.read_history(creds, "flyway_schema_history") or []
+            assert [r.version for r in history if r.success] == ["1", "2", "3"], database
+
+        with get_client(sync_client=True) as client:
+            shard = client.read_deployment_by_name("fleet-shard/staging")
+            started = client.read_flow_run(UUID(_flow_run_id(ran.stdout))).created
+            assert started is not None
+            runs = [
+                r
+                for r in client.read_flow_runs()
+                if r.deployment_id == shard.id and r.created and r.created > started
+            ]
+        wave_two = {str(r.id) for r in runs if r.name.startswith("tenants wave 2 ")}
+        assert len(wave_two) == 3, [r.name for r in runs]
+        pods = [
+            p
+            for p in _flow_run_pods(deployed)
+            if p["metadata"]["labels"]["prefect.io/flow-run-id"] in wave_two
+        ]
+        assert len(pods) == 3, report
+        ran_for = [p["status"]["containerStatuses"][0]["state"]["terminated"] for p in pods]
+        assert all(t["reason"] == "Completed" for t in ran_for), ran_for
+        assert max(t["startedAt"] for t in ran_for) < min(t["finishedAt"] for t in ran_for), (
+            f"the three shard Jobs did not run at once: {ran_for}"
+        )
+        assert all(
+            p["status"]["containerStatuses"][0]["imageID"].endswith(built.digest or "?")
+            for p in pods
+        )
+    finally:
+        drop_owners(deployed.admin, tenants)
