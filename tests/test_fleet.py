@@ -164,22 +164,29 @@ TENANT_MIGRATIONS = {
 }
 
 
-@pytest.fixture
-def tenants(platform: Platform) -> Iterator[Platform]:
-    """The platform's tree with a `tenant` template and a fleet of 200 targets in waves that
-    grow fourfold from a canary of one."""
+def add_fleet(platform: Platform, targets: list[str], declared: str) -> None:
+    """The platform's tree with a `tenant` template, `targets` in tenants.txt and `declared`
+    (TOML) added to its ameide.toml."""
     template = platform.sql_dir / "tenant"
     template.mkdir()
     for name, text in TENANT_MIGRATIONS.items():
         (template / name).write_text(text)
-    (platform.sql_dir / "tenants.txt").write_text("\n".join(TARGETS) + "\n")
+    (platform.sql_dir / "tenants.txt").write_text("\n".join(targets) + "\n")
     toml = platform.sql_dir / "ameide.toml"
-    toml.write_text(
-        toml.read_text()
-        + '\n[fleets.tenants]\ntemplate = "tenant"\ntargets_file = "tenants.txt"\n'
-        + "\n[fleets.tenants.waves]\ncanary = 1\ngrowth = 4\nparallel = 4\nshards = 3\n"
-    )
+    toml.write_text(toml.read_text() + declared)
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def tenants(platform: Platform) -> Iterator[Platform]:
+    """The platform's tree with a `tenant` template and a fleet of 200 targets in waves that
+    grow fourfold from a canary of one, each in three shards."""
+    add_fleet(
+        platform,
+        TARGETS,
+        '\n[fleets.tenants]\ntemplate = "tenant"\ntargets_file = "tenants.txt"\n'
+        + "\n[fleets.tenants.waves]\ncanary = 1\ngrowth = 4\nparallel = 4\nshards = 3\n",
+    )
     yield platform
     drop_owners(platform.admin, {t: tenant(platform, t) for t in TARGETS})
 
@@ -374,13 +381,7 @@ def test_a_deployments_fleet_runs_each_shard_as_a_run_of_the_shard_deployment_at
     `fleet-shard/qa` on that pool, all at once, and collects what they did."""
     nine = TARGETS[:9]
     pool = f"{platform.prefix}fleet-qa".replace("_", "-")
-    template = platform.sql_dir / "tenant"
-    template.mkdir()
-    for name, text in TENANT_MIGRATIONS.items():
-        (template / name).write_text(text)
-    (platform.sql_dir / "tenants.txt").write_text("\n".join(nine) + "\n")
-    toml = platform.sql_dir / "ameide.toml"
-    toml.write_text(toml.read_text() + QA_FLEET.format(pool=pool))
+    add_fleet(platform, nine, QA_FLEET.format(pool=pool))
     monkeypatch.setenv("VAULT_ADDR", vault.address)
     monkeypatch.setenv("VAULT_TOKEN", vault.root_token.get_secret_value())
     monkeypatch.setenv(

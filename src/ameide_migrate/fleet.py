@@ -14,7 +14,9 @@ query against a registry database of the tree) and how its waves grow:
 
 Each target is a database of its own, `<template>_<target>`, with its credentials where every
 database's live (`<TEMPLATE>_<TARGET>_DATABASE_URL`, ...), through the same secret gate. A wave
-runs its targets `parallel` at once; after each, the halt rules decide whether the next starts.
+is split into at most `shards` shards, each a flow run (on a deployment, a Kubernetes Job), each
+running its targets `parallel` at once; after each wave, the halt rules decide whether the next
+starts.
 Nothing is recorded apart from the targets' own history tables: a rerun finds the migrated
 targets up to date (no JVM) and goes on with the failed and the new ones.
 """
