@@ -153,6 +153,23 @@ def test_a_tree_with_fleets_deploys_a_fleet_form_and_a_shard_deployment(tmp_path
     assert flows == ["migrate", "drift"]
 
 
+def test_trigger_names_what_a_fleet_run_needs_before_it_calls_the_api(tmp_path: Path) -> None:
+    from ameide_migrate.errors import UsageError
+
+    fleet_tree(tmp_path, 'targets = ["acme"]\n')
+    settings = Settings(sql_dir=tmp_path)
+    with pytest.raises(UsageError, match="--flow fleet needs --fleet"):
+        commands.trigger(settings, "local", flow="fleet")
+    with pytest.raises(UsageError, match="--fleet NAME goes with --flow fleet"):
+        commands.trigger(settings, "local", fleet_name="tenants")
+    with pytest.raises(FleetInvalid, match=r"unknown fleet 'vendors'.*declares tenants"):
+        commands.trigger(settings, "local", flow="fleet", fleet_name="vendors")
+    with pytest.raises(UsageError, match="--db does not apply to a fleet"):
+        commands.trigger(settings, "local", ["platform"], flow="fleet", fleet_name="tenants")
+    with pytest.raises(UsageError, match="unknown flow 'fleets': choose migrate, drift or fleet"):
+        commands.trigger(settings, "local", flow="fleets")
+
+
 # --- With a real PostgreSQL, Flyway and Prefect --------------------------------------------------
 
 TENANT_MIGRATIONS = {
