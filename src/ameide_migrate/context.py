@@ -123,9 +123,7 @@ class RunContext:
     def history_table(self, database: str) -> str:
         """Where Flyway keeps the database's history: its flyway.toml's table, qualified by its
         defaultSchema (or first of schemas) when one is set."""
-        config = self.databases[database].flyway
-        table = config.settings.get("table", self.table)
-        return f"{config.schema}.{table}" if config.schema else table
+        return history_table_of(self.databases[database], self.table)
 
     def request(self, command: str, database: str, **options: Any) -> Request:
         db = self.databases[database]
@@ -143,3 +141,10 @@ class RunContext:
             configuration=db.flyway.engine_settings(),
             **options,
         )
+
+
+def history_table_of(db: DatabaseCatalog, default_table: str) -> str:
+    """Where Flyway keeps the history of `db`: its flyway.toml's table (else `default_table`),
+    qualified by its defaultSchema (or first of schemas) when one is set."""
+    table = db.flyway.settings.get("table", default_table)
+    return f"{db.flyway.schema}.{table}" if db.flyway.schema else table

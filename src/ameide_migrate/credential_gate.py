@@ -8,14 +8,18 @@ reported at once, each naming the environment, the database, the path, the key a
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
+
+import psycopg
 
 from ameide_migrate import postgres, secret_sources
 from ameide_migrate.errors import (
     DatabaseError,
     DatabaseUnreachable,
+    MigrateError,
     SecretMissing,
     SecretsInvalid,
     VaultPermissionDenied,
@@ -82,12 +86,19 @@ def _parse(
 
 
 def verify_secrets(
-    source: SecretSource, databases: list[str], *, connect_timeout: int = 5, login: bool = True
+    source: SecretSource,
+    databases: list[str],
+    *,
+    connect_timeout: int = 5,
+    login: bool = True,
+    on_login: Callable[[str, Credentials, psycopg.Connection], None] | None = None,
 ) -> dict[str, Credentials]:
     """Read, check and try every database's credentials; SecretsInvalid lists every problem.
 
     Vault-wide faults (unreachable, sealed, a refused login) are raised as they come: they are
-    not one database's problem.
+    not one database's problem. `on_login` is handed each login's connection before it closes
+    (a fleet reads each target's history there: one connection a target, not two); what it
+    raises is its own business, not the credentials'.
     """
     problems: list[Problem] = []
     found: dict[str, Credentials] = {}
@@ -124,7 +135,10 @@ def verify_secrets(
     def try_login(item: tuple[str, Credentials]) -> Problem | DatabaseUnreachable | None:
         database, creds = item
         try:
-            with postgres.connect(creds, timeout=connect_timeout):
+            with postgres.connect(creds, timeout=connect_timeout) as conn:
+                if on_login is not None:
+                    with suppress(MigrateError):
+                        on_login(database, creds, conn)
                 return None
         except DatabaseUnreachable as down:
             return down

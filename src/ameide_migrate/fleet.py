@@ -217,6 +217,19 @@ def plan_waves(targets: Sequence[str], waves: Waves) -> list[list[str]]:
     return planned
 
 
+def plan_pending_waves(
+    targets: Sequence[str], pending: Sequence[str], waves: Waves
+) -> list[list[str]]:
+    """The waves of the `pending` targets alone (those up to date need none): a named canary
+    that is up to date already proves nothing and is left out; with none of them left, the
+    first `canary` pending targets are the canary."""
+    named = waves.canary_targets
+    if named is not None:
+        still = tuple(t for t in named if t in pending)
+        waves = waves.model_copy(update={"canary_targets": still or None})
+    return plan_waves(pending, waves) if pending else []
+
+
 def shards_of(targets: Sequence[str], shards: int) -> list[list[str]]:
     """The wave's targets in at most `shards` parts of near-equal size, in order; never an
     empty one."""
@@ -351,12 +364,14 @@ class FleetReport:
     waves: list[list[DatabaseOutcome]] = field(default_factory=list)
     halted: str | None = None
     """Why the fleet stopped before its last wave."""
+    up_to_date: list[DatabaseOutcome] = field(default_factory=list)
+    """The targets at the latest version when the fleet began: in no wave."""
     not_started: list[str] = field(default_factory=list)
     """The target databases of the waves that never started."""
 
     @property
     def outcomes(self) -> list[DatabaseOutcome]:
-        return [o for wave in self.waves for o in wave]
+        return [*self.up_to_date, *(o for wave in self.waves for o in wave)]
 
     @property
     def failed(self) -> list[DatabaseOutcome]:
@@ -383,6 +398,19 @@ class FleetReport:
     def rows(self) -> list[dict[str, Any]]:
         """The ledger as the fleet's artifact holds it: one row a target."""
         rows = [
+            {
+                "target": o.database,
+                "wave": "-",
+                "before": o.before or "empty",
+                "after": o.after or "empty",
+                "applied": "0",
+                "duration": "",
+                "state": o.state.value,
+                "message": "up to date when the fleet began: in no wave",
+            }
+            for o in self.up_to_date
+        ]
+        rows += [
             {
                 "target": o.database,
                 "wave": str(number),

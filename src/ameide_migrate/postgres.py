@@ -8,7 +8,7 @@ Everything that talks to PostgreSQL without Flyway lives here. SQL is composed w
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -183,7 +183,7 @@ class HistoryRow:
 def read_history(creds: Credentials, table: str, *, timeout: int = 5) -> list[HistoryRow] | None:
     """Flyway's schema history of the database, read-only; None when the table does not exist."""
     with connect(creds, timeout=timeout, read_only=True) as conn:
-        return _history(conn, creds, table)
+        return history_on(conn, creds, table)
 
 
 def _history_identifier(table: str) -> sql.Identifier:
@@ -192,15 +192,13 @@ def _history_identifier(table: str) -> sql.Identifier:
     return sql.Identifier(*table.split(".", 1))
 
 
-def _history(conn: psycopg.Connection, creds: Credentials, table: str) -> list[HistoryRow] | None:
+def history_on(conn: psycopg.Connection, creds: Credentials, table: str) -> list[HistoryRow] | None:
+    """The history read on an open connection (which SELECTs only); None without the table."""
+    # The table is read at once, its absence is PostgreSQL's error: in a transaction, behind a
+    # savepoint, so that the transaction goes on after it.
+    guard = nullcontext() if conn.autocommit else conn.transaction()
     try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT to_regclass(%s) IS NOT NULL", (_history_identifier(table).as_string(conn),)
-            )
-            row = cur.fetchone()
-            if not row or not row[0]:
-                return None
+        with guard, conn.cursor() as cur:
             cur.execute(
                 sql.SQL(
                     "SELECT installed_rank, version, description, type, script, checksum, success,"
@@ -208,6 +206,8 @@ def _history(conn: psycopg.Connection, creds: Credentials, table: str) -> list[H
                 ).format(_history_identifier(table))
             )
             return [HistoryRow(*r) for r in cur.fetchall()]
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+        return None
     except psycopg.errors.OperationalError as e:
         raise DatabaseUnreachable(
             f"database {creds.database}: reading {table} was interrupted: {e}"
@@ -415,7 +415,7 @@ class SchemaState:
 
 def read_schema_state(creds: Credentials, history_table: str, *, timeout: int = 5) -> SchemaState:
     with connect(creds, timeout=timeout, read_only=True) as conn:
-        history = _history(conn, creds, history_table)
+        history = history_on(conn, creds, history_table)
         live = live_fingerprint(conn, history_table)
         invalid = _invalid_indexes(conn)
         exists = conn.execute("SELECT to_regclass('ameide_migrate.schema_fingerprint')").fetchone()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar, cast
 from uuid import UUID
@@ -23,7 +23,8 @@ from prefect.runtime import deployment, flow_run
 from prefect.states import Cancelled, Completed, Failed
 
 from ameide_migrate import environments, fleet, migrate, postgres, report
-from ameide_migrate.context import RunContext
+from ameide_migrate.catalog import DatabaseCatalog
+from ameide_migrate.context import RunContext, history_table_of
 from ameide_migrate.environments import ApprovalPolicy
 from ameide_migrate.errors import (
     REJECTED_STATE,
@@ -36,7 +37,8 @@ from ameide_migrate.fleet import FleetReport
 from ameide_migrate.flows import approval
 from ameide_migrate.flows.deployment_guard import own_environment
 from ameide_migrate.flows.retrying import with_retries
-from ameide_migrate.flows.secrets import verify_credentials
+from ameide_migrate.flows.secrets import verify_credentials, verify_credentials_reading_histories
+from ameide_migrate.history import current_version
 from ameide_migrate.migrate import Steps
 from ameide_migrate.outcomes import DatabaseFailed, DatabaseOutcome, OutcomeState
 from ameide_migrate.plan import Decision
@@ -97,26 +99,33 @@ def _targets(environment: str, declared: fleet.Fleet, settings: Settings) -> lis
     )
 
 
-def _histories(ctx: RunContext) -> dict[str, list[HistoryRow] | None]:
-    """Every target's history, read-only, 8 at once."""
+def _histories(
+    ctx: RunContext, skip: Mapping[str, object] | None = None
+) -> dict[str, list[HistoryRow] | None]:
+    """Every target's history (but those in `skip`), read-only, 8 at once."""
 
     def read(database: str) -> list[HistoryRow] | None:
         return retried(postgres.read_history, get_settings())(
             ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
         )
 
-    names = list(ctx.databases)
+    names = [d for d in ctx.databases if d not in (skip or {})]
     with ThreadPoolExecutor(max_workers=8) as pool:
         return dict(zip(names, pool.map(read, names), strict=True))
 
 
-def _approved(ctx: RunContext, name: str, policy: ApprovalPolicy) -> Decision | None:
+def _approved(
+    ctx: RunContext,
+    name: str,
+    policy: ApprovalPolicy,
+    read: dict[str, list[HistoryRow] | None],
+) -> Decision | None:
     """A person's decision on what the fleet would apply, its targets grouped by the state of
     their histories (None when nothing is pending). An approval holds for the groups approved:
     they are read again after it, and asked for again when they changed meanwhile."""
     template = next(iter(ctx.databases.values()))
     key = artifact_key(ctx.environment, name)
-    groups = fleet.group_by_state(template, _histories(ctx))
+    groups = fleet.group_by_state(template, {**_histories(ctx, skip=read), **read})
     while groups:
         plan_id = fleet.groups_digest(groups)
         create_markdown_artifact(
@@ -144,6 +153,15 @@ def _approved(ctx: RunContext, name: str, policy: ApprovalPolicy) -> Decision | 
 
 
 SHARD_FLOW = "fleet-shard"
+
+
+def _already(
+    database: str, history: list[HistoryRow] | None, template: DatabaseCatalog
+) -> DatabaseOutcome:
+    """A target at the latest version when the fleet began: no wave needs it."""
+    version = current_version(history or [])
+    latest = str(template.latest_version) if template.latest_version else None
+    return DatabaseOutcome(database, OutcomeState.UP_TO_DATE, version, version, latest, 0, 0.0)
 
 
 def _migrate_targets(
@@ -192,6 +210,8 @@ def _shards_in_process(
     """The wave's shards at once, each a subflow of this process on the fleet's own context
     (one Flyway engine for every shard)."""
     size = sum(len(p) for p in parts)
+    if len(parts) == 1:  # the wave's subflow is its one shard
+        return _migrate_targets(ctx, declared, wave, size, parts[0], steps)
     found: dict[int, list[DatabaseOutcome]] = {}
 
     def shard(index: int, databases: list[str]) -> State[Any]:
@@ -416,27 +436,40 @@ def fleet_flow(
                 f"{', '.join(names[:5])}"
             )
         names = [t for t in names if t in targets]
-    waves = fleet.plan_waves(names, declared.waves)
+    fleet.plan_waves(names, declared.waves)  # a canary that is no target is named first
     databases = {declared.database_of(t): template for t in names}
+    # The gate logs in to every target before any is touched, and reads its history there.
+    verified, histories = with_retries(verify_credentials_reading_histories, settings)(
+        environment, list(databases), history_table_of(template, settings.flyway_table)
+    )
+    ctx = RunContext.create(environment, databases, verified, settings)
+    found = FleetReport(environment, name)
+    found.up_to_date = [
+        _already(database, histories[database], template)
+        for database in databases
+        if database in histories and migrate.compare(template, histories[database]).up_to_date
+    ]
+    done = {o.database for o in found.up_to_date}
+    waves = fleet.plan_pending_waves(
+        names, [t for t in names if declared.database_of(t) not in done], declared.waves
+    )
     logger.info(
-        "fleet %s: %d targets in %d waves (%s)",
+        "fleet %s: %d targets, %d up to date; the others in %d wave(s) (%s)",
         name,
         len(names),
+        len(done),
         len(waves),
-        ", ".join(str(len(w)) for w in waves),
+        ", ".join(str(len(w)) for w in waves) or "none",
     )
-    verified = with_retries(verify_credentials, settings)(environment, list(databases))
-    ctx = RunContext.create(environment, databases, verified, settings)
     policy = environments.get(environment, settings).approval
     if policy.required:
-        decision = _approved(ctx, name, policy)
+        decision = _approved(ctx, name, policy, histories)
         if decision is not None and not decision.approved:
             ctx.close()
             return Cancelled(
                 name=REJECTED_STATE,
                 message=f"plan {decision.verdict.value}: {decision.reason}; nothing was migrated",
             )
-    found = FleetReport(environment, name)
     steps = _steps(settings)
     shards_on = _shard_deployment(environment)
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import cast
 
+import psycopg
 from prefect import get_run_logger, task
 
-from ameide_migrate import credential_gate, environments
+from ameide_migrate import credential_gate, environments, postgres
 from ameide_migrate.blocks import VaultDatabaseSecrets
 from ameide_migrate.flows.retrying import step_options
-from ameide_migrate.postgres import Credentials
+from ameide_migrate.postgres import Credentials, HistoryRow
 from ameide_migrate.settings import get_settings
 from ameide_migrate.vault import VaultSettings
 
@@ -29,6 +31,31 @@ def verify_credentials(
 ) -> dict[str, Credentials]:
     """Every database's `<DB>_DATABASE_URL/_USER/_PASSWORD`: present, well-formed, and (with
     `login`) working."""
+    return _verified(environment, databases, login=login)
+
+
+@task(**step_options("verify credentials"), task_run_name="verify credentials")
+def verify_credentials_reading_histories(
+    environment: str, databases: list[str], history_table: str
+) -> tuple[dict[str, Credentials], dict[str, list[HistoryRow] | None]]:
+    """The gate, as `verify_credentials`, and each database's history (`history_table`) read on
+    its login's connection: a fleet's targets cost one connection each before its waves. A
+    history that could not be read is left out, for the target's own inspection to report."""
+    histories: dict[str, list[HistoryRow] | None] = {}
+
+    def read(database: str, creds: Credentials, conn: psycopg.Connection) -> None:
+        histories[database] = postgres.history_on(conn, creds, history_table)
+
+    return _verified(environment, databases, login=True, on_login=read), histories
+
+
+def _verified(
+    environment: str,
+    databases: list[str],
+    *,
+    login: bool,
+    on_login: Callable[[str, Credentials, psycopg.Connection], None] | None = None,
+) -> dict[str, Credentials]:
     settings = get_settings()
     conn = vault_block_connection(environment)
     with environments.secret_source(environment, settings, conn) as source:
@@ -36,5 +63,9 @@ def verify_credentials(
             "verifying %d databases' credentials in %s", len(databases), source.location("<db>")
         )
         return credential_gate.verify_secrets(
-            source, databases, connect_timeout=settings.connect_timeout_seconds, login=login
+            source,
+            databases,
+            connect_timeout=settings.connect_timeout_seconds,
+            login=login,
+            on_login=on_login,
         )
