@@ -546,6 +546,25 @@ def _squawk(
         command.append("--include=" + ",".join(on))
     if off:
         command.append("--exclude=" + ",".join(off))
+    key = (*command, script.text, rules.model_dump_json())
+    if (known := _squawked.get(key)) is not None:
+        return list(known)
+    found = _run_squawk(binary, script, rules, command, cwd)
+    if len(_squawked) >= _SQUAWKED_AT_MOST:
+        _squawked.clear()
+    _squawked[key] = tuple(found)
+    return found
+
+
+_squawked: dict[tuple[str, ...], tuple[Finding, ...]] = {}
+"""squawk's findings by its command, the script's text and the levels: the same file linted for
+each target of a fleet (a thousand of them) is one squawk process, not a thousand."""
+_SQUAWKED_AT_MOST = 4096
+
+
+def _run_squawk(
+    binary: Path, script: Script, rules: LintRules, command: list[str], cwd: Path
+) -> list[Finding]:
     try:
         done = subprocess.run(
             command,
