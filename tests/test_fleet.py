@@ -51,6 +51,18 @@ def test_waves_start_with_the_canary_and_grow_by_their_factor() -> None:
         fleet.plan_waves(TARGETS, Waves(canary_targets=("t999",)))
 
 
+def test_only_targets_with_work_pending_go_in_waves_and_the_canary_is_one_of_them() -> None:
+    pending = TARGETS[100:]
+    assert fleet.plan_pending_waves(TARGETS, [], Waves()) == []
+    waves = fleet.plan_pending_waves(TARGETS, pending, Waves())
+    assert waves[0] == ["t100"]
+    assert [t for w in waves for t in w] == pending
+    named = Waves(canary_targets=("t007", "t150"))
+    assert fleet.plan_pending_waves(TARGETS, pending, named)[0] == ["t150"]
+    up_to_date_canary = Waves(canary_targets=("t007",), canary=2)
+    assert fleet.plan_pending_waves(TARGETS, pending, up_to_date_canary)[0] == ["t100", "t101"]
+
+
 def test_a_wave_halts_the_fleet_on_failures_a_failure_rate_or_its_p95() -> None:
     ok, failed = outcome(OutcomeState.MIGRATED), outcome(OutcomeState.FAILED)
     assert fleet.halt_reason([ok, ok], Waves()) is None
@@ -279,6 +291,8 @@ def test_a_failed_canary_halts_the_fleet_before_its_second_wave_and_a_rerun_comp
     again = ameide("fleet", "run", "--env", "local", "--fleet", "tenants", timeout=900)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "Flyway" not in again.stderr
+    already = r"- +│ +200 +│ +0 +│ +200 +│ +0 +│ up to date already: in no wave"
+    assert re.search(already, again.stdout), again.stdout
 
 
 REGISTRY_FLEET = """

@@ -367,6 +367,9 @@ def print_fleet(found: FleetReport, console: Console) -> None:
     table = Table(title=f"Fleet {found.fleet}: {found.environment}", title_justify="left")
     for column in ("wave", "targets", "migrated", "up to date", "failed", "slowest"):
         table.add_column(column, justify="left" if column == "wave" else "right")
+    if found.up_to_date:
+        count = str(len(found.up_to_date))
+        table.add_row("-", count, "0", count, "0", "up to date already: in no wave")
     for number, wave in enumerate(found.waves, start=1):
         states = [o.state for o in wave]
         table.add_row(
