@@ -193,12 +193,14 @@ TENANT_MIGRATIONS = {
 }
 
 
-def add_fleet(platform: Platform, targets: list[str], declared: str) -> None:
-    """The platform's tree with a `tenant` template, `targets` in tenants.txt and `declared`
-    (TOML) added to its ameide.toml."""
+def add_fleet(
+    platform: Platform, targets: list[str], declared: str, extra: dict[str, str] | None = None
+) -> None:
+    """The platform's tree with a `tenant` template (and `extra` migrations), `targets` in
+    tenants.txt and `declared` (TOML) added to its ameide.toml."""
     template = platform.sql_dir / "tenant"
     template.mkdir()
-    for name, text in TENANT_MIGRATIONS.items():
+    for name, text in {**TENANT_MIGRATIONS, **(extra or {})}.items():
         (template / name).write_text(text)
     (platform.sql_dir / "tenants.txt").write_text("\n".join(targets) + "\n")
     toml = platform.sql_dir / "ameide.toml"
@@ -412,7 +414,10 @@ def test_a_deployments_fleet_runs_each_shard_as_a_run_of_the_shard_deployment_at
     `fleet-shard/qa` on that pool, all at once, and collects what they did."""
     nine = TARGETS[:9]
     pool = f"{platform.prefix}fleet-qa".replace("_", "-")
-    add_fleet(platform, nine, QA_FLEET.format(pool=pool))
+    # Each target takes a few seconds, so that the shards' runs overlap however slowly the
+    # worker starts them.
+    slow = {"V4__settle.sql": "SELECT pg_sleep(6);\n"}
+    add_fleet(platform, nine, QA_FLEET.format(pool=pool), slow)
     monkeypatch.setenv("VAULT_ADDR", vault.address)
     monkeypatch.setenv("VAULT_TOKEN", vault.root_token.get_secret_value())
     monkeypatch.setenv(
@@ -465,7 +470,7 @@ def test_a_deployments_fleet_runs_each_shard_as_a_run_of_the_shard_deployment_at
         assert done.returncode == 0, report
         assert done.stdout.strip().splitlines()[-1].startswith("Completed"), report
         assert "wave 2 of 2: 8 target(s) in 3 shard(s), 0 failed" in done.stdout, report
-        assert all(v == ["1", "2", "3"] for v in histories(platform, nine).values())
+        assert all(v == ["1", "2", "3", "4"] for v in histories(platform, nine).values())
         shards = shard_runs("fleet-shard/qa", since=_flow_run_id(done.stdout))
         assert sorted(r.name for r in shards) == [
             "tenants wave 1 shard 1 of 1",

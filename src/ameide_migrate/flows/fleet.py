@@ -125,7 +125,9 @@ def _approved(
     they are read again after it, and asked for again when they changed meanwhile."""
     template = next(iter(ctx.databases.values()))
     key = artifact_key(ctx.environment, name)
-    groups = fleet.group_by_state(template, {**_histories(ctx, skip=read), **read})
+    first = {**_histories(ctx, skip=read), **read}
+    # In the fleet's order, as every later reading: the gate's threads filled `read` as they went.
+    groups = fleet.group_by_state(template, {d: first[d] for d in ctx.databases})
     while groups:
         plan_id = fleet.groups_digest(groups)
         create_markdown_artifact(
