@@ -134,6 +134,18 @@ def test_a_wave_splits_into_shards_of_near_equal_size_and_their_ledger_round_tri
     ]
 
 
+def test_a_fleet_keeps_its_targets_secrets_where_its_vault_path_says() -> None:
+    declared = Fleet(
+        name="tenants", template="tenant", targets=("acme",), vault_path="{environment}/t/{target}"
+    )
+    assert declared.vault_path_of("prod", "tenant_acme") == "prod/t/acme"
+    assert declared.vault_path_of("prod", "platform") is None
+    with pytest.raises(ValueError, match=r"names no \{target\}"):
+        Fleet(name="tenants", template="tenant", targets=("a",), vault_path="{environment}/all")
+    with pytest.raises(ValueError, match=r"names 'tenant': it may name \{environment\}"):
+        Fleet(name="tenants", template="tenant", targets=("a",), vault_path="{tenant}/{target}")
+
+
 def test_a_tree_with_fleets_deploys_a_fleet_form_and_a_shard_deployment(tmp_path: Path) -> None:
     from ameide_migrate.deployments.definitions import deployments_for
 
@@ -396,6 +408,7 @@ pool_type = "process"
 [fleets.tenants]
 template = "tenant"
 targets_file = "tenants.txt"
+vault_path = "{prefix}{{environment}}/tenants/{{target}}"
 
 [fleets.tenants.waves]
 canary = 1
@@ -417,7 +430,7 @@ def test_a_deployments_fleet_runs_each_shard_as_a_run_of_the_shard_deployment_at
     # Each target takes a few seconds, so that the shards' runs overlap however slowly the
     # worker starts them.
     slow = {"V4__settle.sql": "SELECT pg_sleep(6);\n"}
-    add_fleet(platform, nine, QA_FLEET.format(pool=pool), slow)
+    add_fleet(platform, nine, QA_FLEET.format(pool=pool, prefix=platform.prefix), slow)
     monkeypatch.setenv("VAULT_ADDR", vault.address)
     monkeypatch.setenv("VAULT_TOKEN", vault.root_token.get_secret_value())
     monkeypatch.setenv(
@@ -429,9 +442,9 @@ def test_a_deployments_fleet_runs_each_shard_as_a_run_of_the_shard_deployment_at
     assert conn is not None
     with vault_api.session(conn) as client:
         for database, creds in owners.items():
-            vault_api.write_secret(
-                client, conn, conn.path("qa", database), secret_sources.secret_of(database, creds)
-            )
+            # Where the fleet's vault_path puts each target's secret: by the target's name.
+            path = f"{platform.prefix}qa/tenants/{database.removeprefix('tenant_')}"
+            vault_api.write_secret(client, conn, path, secret_sources.secret_of(database, creds))
     log = (tmp_path / "worker.log").open("w")
     worker = None
     try:

@@ -104,7 +104,8 @@ def seed_local(
         database_prefix=settings.local_database_prefix,
         progress=progress,
     )
-    return env, local.seed(settings.state_dir, env.owners, settings.vault_connection())
+    paths = environments.vault_path_of("local", settings)
+    return env, local.seed(settings.state_dir, env.owners, settings.vault_connection(), paths)
 
 
 class _NoTracebackForExpectedFailures(logging.Filter):

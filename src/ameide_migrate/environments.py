@@ -16,7 +16,7 @@ Without the file, the one environment is the embedded local default, `local`.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -383,4 +383,17 @@ def secret_source(
             "(blocks/vault.py), or set VAULT_ADDR with VAULT_TOKEN (or AMEIDE_VAULT_AUTH_METHOD)"
         )
     with vault.session(conn) as client:
-        yield VaultSource(environment, conn, client)
+        yield VaultSource(environment, conn, client, vault_path_of(environment, settings))
+
+
+def vault_path_of(environment: str, settings: Settings) -> Callable[[str], str | None]:
+    """A database's secret path as a fleet declares it (`vault_path`), None for the others."""
+    declared = [f for f in fleets(settings).values() if f.vault_path is not None]
+
+    def path_of(database: str) -> str | None:
+        return next(
+            (p for f in declared if (p := f.vault_path_of(environment, database)) is not None),
+            None,
+        )
+
+    return path_of

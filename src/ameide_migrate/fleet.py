@@ -102,7 +102,42 @@ class Fleet(BaseModel):
     registry: str | None = Field(
         default=None, description="The database of the tree `targets_query` runs on."
     )
+    vault_path: str | None = Field(
+        default=None,
+        description="Where each target's secret lives in Vault, over the environment's "
+        "path_template: {environment}, {target}, {database}, {template}.",
+    )
     waves: Waves = Waves()
+
+    @model_validator(mode="after")
+    def _one_vault_path_a_target(self) -> Self:
+        if self.vault_path is None:
+            return self
+        try:
+            self.vault_path.format(environment="e", target="t", database="d", template="x")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(
+                f"vault_path {self.vault_path!r} names {e}: it may name {{environment}}, "
+                "{target}, {database} and {template}"
+            ) from None
+        if "{target}" not in self.vault_path and "{database}" not in self.vault_path:
+            raise ValueError(
+                f"vault_path {self.vault_path!r} names no {{target}} (or {{database}}): every "
+                "target would read the same secret"
+            )
+        return self
+
+    def vault_path_of(self, environment: str, database: str) -> str | None:
+        """Where this fleet's target `database` keeps its secret, when the fleet says so."""
+        prefix = self.database_of("")
+        if self.vault_path is None or not database.startswith(prefix):
+            return None
+        return self.vault_path.format(
+            environment=environment,
+            target=database[len(prefix) :],
+            database=database,
+            template=self.template,
+        )
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:

@@ -119,7 +119,12 @@ def _up(
     return LocalEnvironment(admin=admin, owners=owners, cluster_dir=directory)
 
 
-def seed(state_dir: Path, owners: Mapping[str, Credentials], conn: VaultSettings | None) -> str:
+def seed(
+    state_dir: Path,
+    owners: Mapping[str, Credentials],
+    conn: VaultSettings | None,
+    path_of: Callable[[str], str | None] = lambda _database: None,
+) -> str:
     """Write the local credentials that are missing where the local environment reads them:
     Vault when one is configured (KV v2, as the other environments), else the local store.
     Returns where.
@@ -132,7 +137,7 @@ def seed(state_dir: Path, owners: Mapping[str, Credentials], conn: VaultSettings
     with vault.session(conn) as client:
         vault.ensure_kv_v2(client, conn)
         for database, creds in owners.items():
-            path = conn.path("local", database)
+            path = path_of(database) or conn.path("local", database)
             try:
                 vault.read_secret(client, conn, path)
             except SecretMissing:

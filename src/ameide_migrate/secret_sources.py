@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -171,32 +171,43 @@ class LocalStoreSource:
 class VaultSource:
     """One KV v2 secret per database, read through a logged-in session."""
 
-    def __init__(self, environment: str, conn: vault.VaultSettings, client: object) -> None:
+    def __init__(
+        self,
+        environment: str,
+        conn: vault.VaultSettings,
+        client: object,
+        path_of: Callable[[str], str | None] = lambda _database: None,
+    ) -> None:
         self.environment = environment
         self.conn = conn
         self._client = client
+        self._path_of = path_of
+
+    def path(self, database: str) -> str:
+        """The database's secret path: a fleet's `vault_path` for its targets, else the
+        environment's path_template."""
+        return self._path_of(database) or self.conn.path(self.environment, database)
+
+    def _display(self, database: str) -> str:
+        return f"{self.conn.kv_mount}/{self.path(database)}"
 
     def location(self, database: str) -> str:
-        return f"Vault {self.conn.address} {self.conn.display_path(self.environment, database)}"
+        return f"Vault {self.conn.address} {self._display(database)}"
 
     def fetch(self, database: str) -> dict[str, str]:
-        return vault.read_secret(
-            self._client,
-            self.conn,
-            self.conn.path(self.environment, database),
-        )
+        return vault.read_secret(self._client, self.conn, self.path(database))
 
     def fix(self, database: str, key: str | None) -> str:
         if self.environment == "local":
             if key is None:
                 return "run `ameide-migrate secrets seed-local` (with VAULT_ADDR set) to write it"
             return (
-                f"correct {key} at {self.conn.display_path(self.environment, database)}, or "
+                f"correct {key} at {self._display(database)}, or "
                 "delete that secret and run `ameide-migrate secrets seed-local` (with VAULT_ADDR "
                 "set; it writes only what is missing)"
             )
         what = f"key {key}" if key else "the secret"
         return (
             f"reconcile the secret bundle of {self.environment} (vault-secrets-platform, Layer 15) "
-            f"so that it writes {what} at {self.conn.display_path(self.environment, database)}"
+            f"so that it writes {what} at {self._display(database)}"
         )
