@@ -61,6 +61,8 @@ def test_only_targets_with_work_pending_go_in_waves_and_the_canary_is_one_of_the
     assert fleet.plan_pending_waves(TARGETS, pending, named)[0] == ["t150"]
     up_to_date_canary = Waves(canary_targets=("t007",), canary=2)
     assert fleet.plan_pending_waves(TARGETS, pending, up_to_date_canary)[0] == ["t100", "t101"]
+    with pytest.raises(FleetInvalid, match="canary_targets t999 are no targets"):
+        fleet.plan_pending_waves(TARGETS, pending, Waves(canary_targets=("t999",)))
 
 
 def test_a_wave_halts_the_fleet_on_failures_a_failure_rate_or_its_p95() -> None:

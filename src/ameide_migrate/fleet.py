@@ -256,10 +256,11 @@ def plan_pending_waves(
     targets: Sequence[str], pending: Sequence[str], waves: Waves
 ) -> list[list[str]]:
     """The waves of the `pending` targets alone (those up to date need none): a named canary
-    that is up to date already proves nothing and is left out; with none of them left, the
-    first `canary` pending targets are the canary."""
+    must be one of `targets`, and one that is up to date already proves nothing and is left
+    out; with none of them left, the first `canary` pending targets are the canary."""
     named = waves.canary_targets
     if named is not None:
+        plan_waves(targets, Waves(canary_targets=named))  # FleetInvalid names a stranger
         still = tuple(t for t in named if t in pending)
         waves = waves.model_copy(update={"canary_targets": still or None})
     return plan_waves(pending, waves) if pending else []

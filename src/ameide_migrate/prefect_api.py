@@ -761,12 +761,74 @@ def _tables(client: Any, flow_run_id: UUID) -> list[ArtifactTable]:
     return tables
 
 
-def shard_table(client: Any, flow_run_id: UUID) -> list[dict[str, str]]:
+def _shard_table(client: Any, flow_run_id: UUID) -> list[dict[str, str]]:
     """The rows of a fleet shard run's ledger (its `...-shard` table); none when it has none."""
     for table in _tables(client, flow_run_id):
         if table.key.endswith("-shard"):
             return table.rows
     return []
+
+
+@dataclass(frozen=True)
+class EndedRun:
+    """A flow run as it ended: its final state, and the rows of its shard ledger."""
+
+    flow_run_id: UUID
+    name: str
+    state: str
+    message: str
+    rows: list[dict[str, str]]
+
+
+def await_runs(
+    flow_run_ids: list[UUID], timeout: float, on_end: Callable[[EndedRun], None]
+) -> None:
+    """Wait for every run to end, `on_end` called as each does; a run still going after
+    `timeout` seconds is cancelled, and ends so."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled
+
+    deadline = time.monotonic() + timeout
+    pending = list(flow_run_ids)
+    with get_client(sync_client=True) as client:
+        while pending:
+            for run_id in list(pending):
+                run = client.read_flow_run(run_id)
+                state = run.state
+                if state is not None and not state.is_final() and time.monotonic() > deadline:
+                    message = f"still {state.name} after {timeout:g}s: cancelled"
+                    client.set_flow_run_state(run_id, Cancelled(message=message), force=True)
+                    state = Cancelled(message=message)
+                if state is None or not state.is_final():
+                    continue
+                pending.remove(run_id)
+                rows = _shard_table(client, run_id)
+                on_end(
+                    EndedRun(
+                        run_id, run.name, state.name or state.type.value, state.message or "", rows
+                    )
+                )
+            if pending:
+                time.sleep(2)
+
+
+def job_variables_of(flow_run_id: str) -> dict[str, Any]:
+    """The job variables a flow run was started with (a deployment's, and a trigger's)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return dict(client.read_flow_run(UUID(flow_run_id)).job_variables or {})
+
+
+def running_flow_name(flow_run_id: str) -> str | None:
+    """The flow's name of a flow run that is running now; None when it is not running."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(flow_run_id))
+        if run.state is None or not run.state.is_running():
+            return None
+        return str(client.read_flow(run.flow_id).name)
 
 
 def latest_table(key: str) -> list[dict[str, str]]:

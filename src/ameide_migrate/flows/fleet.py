@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar, cast
-from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -22,7 +21,7 @@ from prefect.client.schemas.objects import FlowRun, State
 from prefect.runtime import deployment, flow_run
 from prefect.states import Cancelled, Completed, Failed
 
-from ameide_migrate import environments, fleet, migrate, postgres, report
+from ameide_migrate import environments, fleet, migrate, postgres, prefect_api, report
 from ameide_migrate.catalog import DatabaseCatalog
 from ameide_migrate.context import RunContext, history_table_of
 from ameide_migrate.environments import ApprovalPolicy
@@ -244,11 +243,7 @@ def _shard_deployment(environment: str) -> tuple[str, dict[str, Any]] | None:
     deployment (on Kubernetes, a Job each), on the image this run has."""
     if not deployment.id or environments.get(environment, get_settings()).local:
         return None
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        own = client.read_flow_run(UUID(str(flow_run.id)))
-    image = (own.job_variables or {}).get("image")
+    image = prefect_api.job_variables_of(str(flow_run.id)).get("image")
     return f"{SHARD_FLOW}/{environment}", ({"image": image} if image else {})
 
 
@@ -261,14 +256,11 @@ def _shards_on_deployment(
     """The wave's shards as runs of `fleet-shard/<env>`, all at once, collected from their
     artifacts; a shard run that ends without one (its Job crashed, its credentials missing) or
     outlives `shard_timeout_minutes` fails its targets with its state's message."""
-    from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
-    from prefect.states import Cancelled as CancelledState
 
     logger = get_run_logger()
     deployment_name, job_variables = shard_deployment
     size = sum(len(p) for p in parts)
-    name, waves = declared.name, declared.waves
     prefix = len(declared.database_of(""))
     runs = [
         cast(
@@ -276,12 +268,12 @@ def _shards_on_deployment(
             run_deployment(
                 deployment_name,
                 parameters={
-                    "name": name,
+                    "name": declared.name,
                     "wave": wave,
                     "wave_size": size,
                     "targets": [d[prefix:] for d in databases],
                 },
-                flow_run_name=f"{name} wave {wave} shard {index + 1} of {len(parts)}",
+                flow_run_name=f"{declared.name} wave {wave} shard {index + 1} of {len(parts)}",
                 job_variables=job_variables or None,
                 timeout=0,
                 as_subflow=True,
@@ -290,51 +282,28 @@ def _shards_on_deployment(
         for index, databases in enumerate(parts)
     ]
     logger.info("wave %d: %d shard run(s) of %s started", wave, len(runs), deployment_name)
-    deadline = time.monotonic() + waves.shard_timeout_minutes * 60
+    shard_of = {run.id: databases for run, databases in zip(runs, parts, strict=True)}
     outcomes: list[DatabaseOutcome] = []
-    with get_client(sync_client=True) as client:
-        pending = {run.id: databases for run, databases in zip(runs, parts, strict=True)}
-        while pending:
-            for run_id, databases in list(pending.items()):
-                run = client.read_flow_run(run_id)
-                state = run.state
-                if state is not None and not state.is_final() and time.monotonic() > deadline:
-                    message = (
-                        f"still {state.name} after shard_timeout_minutes = "
-                        f"{waves.shard_timeout_minutes:g}"
-                    )
-                    client.set_flow_run_state(run_id, CancelledState(message=message), force=True)
-                    state = CancelledState(message=message)
-                if state is None or not state.is_final():
-                    continue
-                del pending[run_id]
-                got = _collected(client, run.name, run_id, state, databases)
-                for outcome in got:
-                    fleet.target_done(wave, size, outcome)
-                outcomes += got
-                logger.info(
-                    "wave %d: shard run %s ended %s (%d target(s))",
-                    wave,
-                    run.name,
-                    state.name,
-                    len(databases),
-                )
-            if pending:
-                time.sleep(2)
+
+    def ended(run: prefect_api.EndedRun) -> None:
+        got = _collected(run, shard_of[run.flow_run_id])
+        for outcome in got:
+            fleet.target_done(wave, size, outcome)
+        outcomes.extend(got)
+        logger.info(
+            "wave %d: shard run %s ended %s (%d target(s))", wave, run.name, run.state, len(got)
+        )
+
+    prefect_api.await_runs(list(shard_of), declared.waves.shard_timeout_minutes * 60, ended)
     order = {d: i for i, d in enumerate(d for p in parts for d in p)}
     return sorted(outcomes, key=lambda o: order.get(o.database, len(order)))
 
 
-def _collected(
-    client: Any, run_name: str, run_id: UUID, state: Any, databases: list[str]
-) -> list[DatabaseOutcome]:
+def _collected(run: prefect_api.EndedRun, databases: list[str]) -> list[DatabaseOutcome]:
     """The shard run's outcomes, from its artifact; its targets failed with the run's state
     when it has none."""
-    from ameide_migrate.prefect_api import shard_table
-
-    rows = shard_table(client, run_id)
-    found = {o.database: o for o in fleet.outcomes_of_rows(rows)}
-    reason = " ".join((state.message or "").split())[:300]
+    found = {o.database: o for o in fleet.outcomes_of_rows(run.rows)}
+    reason = " ".join(run.message.split())[:300]
     return [
         found.get(database)
         or DatabaseOutcome(
@@ -345,7 +314,7 @@ def _collected(
             latest=None,
             applied=0,
             duration_s=0.0,
-            message=f"its shard run {run_name} ended {state.name} before it: {reason}",
+            message=f"its shard run {run.name} ended {run.state} before it: {reason}",
         )
         for database in databases
     ]
@@ -393,18 +362,8 @@ def started_by_a_fleet() -> None:
     if not deployment.id:
         return
     parent = flow_run.parent_flow_run_id
-    if parent:
-        from prefect.client.orchestration import get_client
-
-        with get_client(sync_client=True) as client:
-            run = client.read_flow_run(UUID(str(parent)))
-            flow_name = client.read_flow(run.flow_id).name
-        if (
-            flow_name in ("fleet", "fleet wave")
-            and run.state is not None
-            and run.state.is_running()
-        ):
-            return
+    if parent and prefect_api.running_flow_name(str(parent)) in ("fleet", "fleet wave"):
+        return
     raise UsageError(
         f"{SHARD_FLOW}/{deployment.name} runs a shard of a running fleet run only: start the "
         f"fleet with `ameide-migrate trigger --env {deployment.name} --flow fleet --fleet NAME` "
@@ -438,7 +397,6 @@ def fleet_flow(
                 f"{', '.join(names[:5])}"
             )
         names = [t for t in names if t in targets]
-    fleet.plan_waves(names, declared.waves)  # a canary that is no target is named first
     databases = {declared.database_of(t): template for t in names}
     # The gate logs in to every target before any is touched, and reads its history there.
     verified, histories = with_retries(verify_credentials_reading_histories, settings)(
