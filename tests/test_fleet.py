@@ -17,12 +17,21 @@ from typing import Any
 
 import psycopg
 import pytest
+from rich.console import Console
 
-from ameide_migrate import commands, environments, fleet, postgres, prefect_api, secret_sources
+from ameide_migrate import (
+    commands,
+    environments,
+    fleet,
+    postgres,
+    prefect_api,
+    report,
+    secret_sources,
+)
 from ameide_migrate import vault as vault_api
 from ameide_migrate.commands import seed_local
 from ameide_migrate.errors import EnvironmentsFileInvalid, FleetInvalid
-from ameide_migrate.fleet import Fleet, Waves
+from ameide_migrate.fleet import Fleet, FleetReport, Waves
 from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import Settings, get_settings
@@ -35,8 +44,10 @@ from .test_approval import artifact, paused_run, protect, wait_for
 TARGETS = [f"t{n:03d}" for n in range(200)]
 
 
-def outcome(state: OutcomeState, seconds: float = 0.1) -> DatabaseOutcome:
-    return DatabaseOutcome("tenant_t000", state, None, "3", "3", 3, seconds)
+def outcome(
+    state: OutcomeState, seconds: float = 0.1, database: str = "tenant_t000"
+) -> DatabaseOutcome:
+    return DatabaseOutcome(database, state, None, "3", "3", 3, seconds)
 
 
 def test_waves_start_with_the_canary_and_grow_by_their_factor() -> None:
@@ -66,14 +77,59 @@ def test_only_targets_with_work_pending_go_in_waves_and_the_canary_is_one_of_the
 
 
 def test_a_wave_halts_the_fleet_on_failures_a_failure_rate_or_its_p95() -> None:
-    ok, failed = outcome(OutcomeState.MIGRATED), outcome(OutcomeState.FAILED)
+    ok = outcome(OutcomeState.MIGRATED)
+    failed = outcome(OutcomeState.FAILED, database="tenant_t009")
     assert fleet.halt_reason([ok, ok], Waves()) is None
-    assert "1 of 2 target(s) failed" in (fleet.halt_reason([ok, failed], Waves()) or "")
+    assert fleet.halt_reason([ok, failed], Waves()) == (
+        "halt_failures = 0: 1 of 2 target(s) failed: tenant_t009"
+    )
     lenient = Waves(halt_failures=5, halt_failure_percent=20)
     assert fleet.halt_reason([ok] * 9 + [failed], lenient) is None
-    assert "40 % of the wave failed" in (fleet.halt_reason([ok] * 3 + [failed] * 2, lenient) or "")
-    slow = [outcome(OutcomeState.MIGRATED, s) for s in (1, 1, 1, 30)]
-    assert "p95" in (fleet.halt_reason(slow, Waves(halt_p95_seconds=10)) or "")
+    assert fleet.halt_reason([ok] * 3 + [failed] * 2, lenient) == (
+        "halt_failure_percent = 20: 40 % of the wave failed (2 of 5): tenant_t009, tenant_t009"
+    )
+    slow = [outcome(OutcomeState.MIGRATED, s, f"tenant_t{s:03d}") for s in (1, 12, 1, 30)]
+    assert fleet.halt_reason(slow, Waves(halt_p95_seconds=10)) == (
+        "halt_p95_seconds = 10: the wave's p95 duration was 30.00s (nearest rank of 4 "
+        "target(s)); slower than 10s: tenant_t030 30.00s, tenant_t012 12.00s"
+    )
+
+
+def test_a_waves_p95_is_by_nearest_rank_never_above_its_slowest_target() -> None:
+    durations = [2.56, 2.56, 2.57, 5.56]
+    assert fleet.p95_nearest_rank(durations) == 5.56
+    wave = [outcome(OutcomeState.MIGRATED, s, f"tenant_t{i}") for i, s in enumerate(durations)]
+    # Interpolated, that wave read 7.8 s: above a limit of 6 no target came near.
+    assert fleet.halt_reason(wave, Waves(halt_p95_seconds=6)) is None
+    assert fleet.p95_nearest_rank([float(s) for s in range(1, 101)]) == 95
+    assert fleet.p95_nearest_rank([3.0]) == 3.0
+
+
+def test_a_halt_names_what_to_fix_and_never_failed_targets_when_none_failed() -> None:
+    slow = FleetReport("local", "tenants")
+    slow.waves = [[outcome(OutcomeState.MIGRATED, s, f"tenant_t{s}") for s in (1, 9)]]
+    slow.halted = fleet.halt_reason(slow.waves[0], Waves(halt_p95_seconds=5))
+    slow.not_started = ["tenant_t7"]
+    summary = slow.summary()
+    assert summary.splitlines()[:2] == [
+        "fleet tenants in local: 2 migrated in 1 wave(s), 1 not started",
+        "halted after wave 1: halt_p95_seconds = 5: the wave's p95 duration was 9.00s (nearest "
+        "rank of 2 target(s)); slower than 5s: tenant_t9 9.00s",
+    ]
+    assert "No target failed" in summary
+    assert "failed targets" not in summary
+    assert "`ameide-migrate fleet run --env local --fleet tenants`" in summary
+    printed = Console(record=True, width=200)
+    report.print_fleet(slow, printed)
+    shown = printed.export_text()
+    assert "failed targets" not in shown
+    assert "No target failed" in shown
+
+    broken = FleetReport("local", "tenants")
+    broken.waves = [[outcome(OutcomeState.FAILED, 1, "tenant_t1")]]
+    broken.halted = fleet.halt_reason(broken.waves[0], Waves())
+    assert "halt_failures = 0: 1 of 1 target(s) failed: tenant_t1" in broken.summary()
+    assert "Fix the failed targets as each says" in broken.summary()
 
 
 def test_a_fleet_takes_its_targets_one_way_with_names_a_database_can_have(

@@ -27,7 +27,6 @@ import hashlib
 import json
 import math
 import re
-import statistics
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -321,25 +320,47 @@ def outcomes_of_rows(rows: Sequence[Mapping[str, Any]]) -> list[DatabaseOutcome]
     ]
 
 
+def p95_nearest_rank(durations: Sequence[float]) -> float:
+    """The 95th percentile by nearest rank: the smallest duration with 95 % of the wave at or
+    below it. Always one of the durations, never above the slowest (an interpolating quantile
+    extrapolates past it on a small wave: [2.56, 2.56, 2.57, 5.56] would read 7.8)."""
+    ordered = sorted(durations)
+    return ordered[math.ceil(0.95 * len(ordered)) - 1]
+
+
+def _named(databases: Sequence[str], limit: int = 10) -> str:
+    more = len(databases) - limit
+    return ", ".join(databases[:limit]) + (f" and {more} more" if more > 0 else "")
+
+
 def halt_reason(outcomes: Sequence[DatabaseOutcome], waves: Waves) -> str | None:
-    """Why the fleet stops after a wave with these outcomes, or None to go on."""
-    failed = [o for o in outcomes if o.state is OutcomeState.FAILED]
+    """Why the fleet stops after a wave with these outcomes, or None to go on: the rule and its
+    limit, what the wave read against it, and the targets that made that reading."""
+    failed = [o.database for o in outcomes if o.state is OutcomeState.FAILED]
     if len(failed) > waves.halt_failures:
         return (
-            f"{len(failed)} of {len(outcomes)} target(s) failed, more than halt_failures = "
-            f"{waves.halt_failures}"
+            f"halt_failures = {waves.halt_failures}: {len(failed)} of {len(outcomes)} "
+            f"target(s) failed: {_named(failed)}"
         )
     if waves.halt_failure_percent is not None and outcomes:
         percent = 100 * len(failed) / len(outcomes)
         if percent > waves.halt_failure_percent:
             return (
-                f"{percent:.0f} % of the wave failed, more than halt_failure_percent = "
-                f"{waves.halt_failure_percent:g}"
+                f"halt_failure_percent = {waves.halt_failure_percent:g}: {percent:.0f} % of the "
+                f"wave failed ({len(failed)} of {len(outcomes)}): {_named(failed)}"
             )
-    if waves.halt_p95_seconds is not None and len(outcomes) > 1:
-        p95 = statistics.quantiles([o.duration_s for o in outcomes], n=20)[-1]
-        if p95 > waves.halt_p95_seconds:
-            return f"the wave's p95 duration {p95:.1f}s is above halt_p95_seconds"
+    limit = waves.halt_p95_seconds
+    if limit is not None and len(outcomes) > 1:
+        p95 = p95_nearest_rank([o.duration_s for o in outcomes])
+        if p95 > limit:
+            slow = sorted(
+                (o for o in outcomes if o.duration_s > limit), key=lambda o: -o.duration_s
+            )
+            return (
+                f"halt_p95_seconds = {limit:g}: the wave's p95 duration was {p95:.2f}s (nearest "
+                f"rank of {len(outcomes)} target(s)); slower than {limit:g}s: "
+                + _named([f"{o.database} {o.duration_s:.2f}s" for o in slow])
+            )
     return None
 
 
@@ -417,6 +438,21 @@ class FleetReport:
     def ok(self) -> bool:
         return not self.failed and self.halted is None
 
+    def next_step(self) -> str:
+        """What to do after a halt: fix the failed targets when there are, else look at what
+        the rule judged (a slow wave fails no target)."""
+        rerun = (
+            f"run the fleet again (`ameide-migrate fleet run --env {self.environment} --fleet "
+            f"{self.fleet}`): the migrated targets are up to date and skipped"
+        )
+        if self.failed:
+            return f"Fix the failed targets as each says, then {rerun}."
+        return (
+            "No target failed: find why the targets named above were slow (locks, load), or "
+            f"raise the rule's limit in [fleets.{self.fleet}.waves] if that is their normal "
+            f"pace, then {rerun}."
+        )
+
     def summary(self) -> str:
         counts: dict[str, int] = {}
         for outcome in self.outcomes:
@@ -428,6 +464,7 @@ class FleetReport:
         ]
         if self.halted:
             lines.append(f"halted after wave {len(self.waves)}: {self.halted}")
+            lines.append(self.next_step())
         lines += [f"- {o.database}: {o.message}" for o in self.failed]
         return "\n".join(lines)
 

@@ -391,10 +391,10 @@ def print_fleet(found: FleetReport, console: Console) -> None:
     if found.halted:
         console.print(
             f"[bold red]halted[/] after wave {len(found.waves)}: {escape(found.halted)}; "
-            f"{len(found.not_started)} target(s) not started. Fix the failed targets and run "
-            "the fleet again: the migrated ones are up to date and skipped.",
+            f"{len(found.not_started)} target(s) not started.",
             soft_wrap=True,
         )
+        console.print(f"  [yellow]next:[/] {escape(found.next_step())}", soft_wrap=True)
 
 
 @contextmanager
