@@ -24,10 +24,13 @@ def pytest_configure(config: pytest.Config) -> None:
         "actionlint",
         "lints the workflow with actionlint (built from source once into .cache/bin)",
     )
+    # A system tool, not a locked Python dependency: its tests stay out of the fast tier.
+    register(config, "shellcheck", "runs Debian's shellcheck (which `./dev test` installs)")
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
     mark_if_uses(item, _FIXTURES, "actionlint")
+    mark_if_uses(item, frozenset({"shellcheck"}), "shellcheck")
 
 
 @pytest.fixture(scope="session")

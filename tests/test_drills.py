@@ -77,6 +77,27 @@ BAD_INPUT: list[tuple[str, list[str], dict[str, str], tuple[str, int] | None, st
     ("concurrency 0", ["run", "--concurrency", "0"], {}, None, "--concurrency 0"),
     ("concurrency not a number", ["run", "--concurrency", "x"], {}, None, "--concurrency"),
     ("empty --db", ["run", "--db", ""], {}, None, "--db"),
+    (
+        "--db twice",
+        ["run", "--db", "graph", "--db", "graph"],
+        {},
+        None,
+        "graph named more than once",
+    ),
+    (
+        "baseline version not a version",
+        ["baseline", "--env", "local", "--db", "graph", "--version", "abc"],
+        {},
+        None,
+        "'abc' is not a Flyway version",
+    ),
+    (
+        "AMEIDE_FLYWAY_VERSION not a release",
+        ["flyway", "install"],
+        {"AMEIDE_FLYWAY_VERSION": "notaversion"},
+        None,
+        "AMEIDE_FLYWAY_VERSION='notaversion': not a Flyway release",
+    ),
     ("unknown option", ["run", "--sql-dir", "x"], {}, None, "--sql-dir"),
     ("AMEIDE_MAX_CONCURRENCY=0", ["run"], {"AMEIDE_MAX_CONCURRENCY": "0"}, None, "greater"),
     ("AMEIDE_RETRIES not a number", ["catalog"], {"AMEIDE_RETRIES": "many"}, None, "RETRIES"),
@@ -139,6 +160,38 @@ def test_bad_input_is_one_failed_line_and_a_usage_exit_never_a_traceback(
     assert fix in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     assert "hunter2" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("command", [["run", "--env", "local"], ["local", "up"], ["dev"]])
+@pytest.mark.parametrize("how", ["under a file", "immutable"])
+def test_a_state_folder_that_cannot_be_written_is_one_failed_line_naming_it(
+    tmp_path: Path, command: list[str], how: str
+) -> None:
+    if how == "under a file":
+        (tmp_path / "afile").write_text("")
+        state_dir = tmp_path / "afile" / "state"
+    else:
+        state_dir = tmp_path / "state"
+        state_dir.mkdir()
+        subprocess.run(["chattr", "+i", str(state_dir)], check=True)
+    # As a person at a fresh terminal: no Prefect server named, nothing of this suite's.
+    env = {k: v for k, v in _user_environment(state_dir).items() if not k.startswith("PREFECT_")}
+    env["HOME"] = str(tmp_path / "home")
+    try:
+        done = ameide(*command, env=env, timeout=120)
+    finally:
+        if how == "immutable":
+            subprocess.run(["chattr", "-i", str(state_dir)], check=True)
+
+    assert done.returncode == ExitCode.USAGE, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    (last,) = done.stderr.strip().splitlines()
+    assert last.startswith(f"FAILED: cannot write the state folder {state_dir}: ")
+    assert "AMEIDE_STATE_DIR" in last
+    if how == "under a file":
+        assert f"{tmp_path / 'afile'} is a file" in last
+    else:
+        assert list(state_dir.iterdir()) == []
 
 
 @pytest.mark.parametrize("store", [("{not json", 0o600), (_VALID_STORE, 0o644)])

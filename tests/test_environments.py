@@ -133,6 +133,21 @@ def test_an_unknown_key_names_the_key_and_the_file(site_tree: Path) -> None:
     assert str(raised.value) == f"{path}: environments.qa: unknown key namepsace"
 
 
+def test_an_unknown_database_of_an_environment_names_the_file_and_the_folders(
+    site_tree: Path,
+) -> None:
+    path = site_tree / environments.FILE_NAME
+    path.write_text(SITE.replace('databases = ["threads", "graph"]', 'databases = ["threds"]'))
+
+    with pytest.raises(EnvironmentsFileInvalid) as raised:
+        environments.catalog("qa", Settings(sql_dir=site_tree))
+
+    message = str(raised.value)
+    assert message.startswith(f"{path}: [environments.qa] databases names threds, ")
+    assert "choose from " in message
+    assert "threads" in message.split("choose from ")[1]
+
+
 def test_a_tree_without_the_file_has_the_local_default_only(tmp_path: Path) -> None:
     (tmp_path / "threads").mkdir()
 

@@ -315,11 +315,14 @@ def _time_local_default(staging: Staging) -> float:
     return elapsed
 
 
-def _flow_run_pods(staging: Staging) -> list[dict[str, Any]]:
+def _flow_run_pods(staging: Staging, flow_run_id: str | None = None) -> list[dict[str, Any]]:
+    """The pods of flow runs (of `flow_run_id` alone, when given), oldest first: another test's
+    runs (a fleet's shards) may have left newer pods in the cluster."""
     pods = [
         p
         for p in staging.objects("pods")
-        if "prefect.io/flow-run-id" in p["metadata"].get("labels", {})
+        if (label := p["metadata"].get("labels", {}).get("prefect.io/flow-run-id")) is not None
+        and flow_run_id in (None, label)
     ]
     return sorted(pods, key=lambda p: str(p["metadata"]["creationTimestamp"]))
 
@@ -341,8 +344,8 @@ def test_trigger_runs_the_staging_deployment_as_a_job_on_the_pushed_digest(
     for database in PLATFORM_DATABASES:
         assert deployed.versions(database)[-1] == str(catalog.databases[database].latest_version)
 
-    pods = _flow_run_pods(deployed)
-    assert pods, "the worker submitted no Job pod"
+    pods = _flow_run_pods(deployed, _flow_run_id(first_run.stdout))
+    assert pods, "the worker submitted no Job pod for this run"
     (status,) = pods[-1]["status"]["containerStatuses"]
     assert deployed.built.digest
     assert status["imageID"].endswith(deployed.built.digest)
@@ -370,7 +373,7 @@ def test_the_job_runs_hardened_and_no_password_is_anywhere_in_the_cluster(
         if j["metadata"].get("labels", {}).get("prefect.io/flow-run-id")
         == _flow_run_id(first_run.stdout)
     ]
-    pod = _flow_run_pods(deployed)[-1]
+    pod = _flow_run_pods(deployed, _flow_run_id(first_run.stdout))[-1]
     for spec in (job["spec"]["template"]["spec"], pod["spec"]):
         assert spec["securityContext"]["runAsNonRoot"] is True
         assert spec["securityContext"]["runAsUser"] == 10001
@@ -482,8 +485,7 @@ def test_release_builds_the_refs_image_and_migrates_staging_on_exactly_that_dige
     assert latest.job_variables == {"image": reference}
     assert latest.state is not None
     assert latest.state.is_completed()
-    pod = _flow_run_pods(deployed)[-1]
-    assert pod["metadata"]["labels"]["prefect.io/flow-run-id"] == str(latest.id)
+    pod = _flow_run_pods(deployed, str(latest.id))[-1]
     assert pod["status"]["containerStatuses"][0]["imageID"].endswith(reference.split("@")[1])
 
 

@@ -7,6 +7,7 @@ traceback.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -83,7 +84,24 @@ def _named_databases(names: list[str] | None) -> list[str] | None:
             "an empty name names no database: give a folder of the SQL tree (`ameide-migrate "
             "catalog` lists them), or leave --db out for all"
         )
+    twice = sorted({name for name in names or [] if names and names.count(name) > 1})
+    if twice:
+        raise typer.BadParameter(
+            f"{', '.join(twice)} named more than once: give each database once"
+        )
     return names
+
+
+def _flyway_version(text: str | None) -> str | None:
+    """A baseline version Flyway would refuse is refused here, before the JVM starts."""
+    if text is None:
+        return None
+    if not re.fullmatch(r"\d+([._]\d+)*", text):
+        raise typer.BadParameter(
+            f"{text!r} is not a Flyway version: digits separated by dots or underscores, "
+            "as in the V<version>__ of a file name (1, 2.1, 20240501_1)"
+        )
+    return text
 
 
 DbOption = Annotated[
@@ -555,7 +573,10 @@ def baseline(
     db: Annotated[str, typer.Option("--db", "-d", help="The database to baseline.")],
     version: Annotated[
         str | None,
-        typer.Option(help="The version its schema is at; Flyway's default (1) when not given."),
+        typer.Option(
+            help="The version its schema is at; Flyway's default (1) when not given.",
+            callback=_flyway_version,
+        ),
     ] = None,
 ) -> None:
     """Flyway baseline of a database that has a schema and no history table: the next run

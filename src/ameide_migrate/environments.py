@@ -353,6 +353,13 @@ def catalog(environment: str, settings: Settings) -> Catalog:
             databases={n: d for n, d in loaded.databases.items() if n not in templates},
         )
     if env.databases is not None:
+        unknown = [d for d in env.databases if d not in loaded.databases]
+        if unknown:
+            raise EnvironmentsFileInvalid(
+                f"{file_of(settings)}: [environments.{environment}] databases names "
+                f"{', '.join(unknown)}, no database folder of {loaded.root}: choose from "
+                f"{', '.join(loaded.databases)}, or remove the name"
+            )
         kept = loaded.select(list(env.databases))
         loaded = Catalog(root=loaded.root, databases={d.name: d for d in kept})
     for database in loaded.databases.values():

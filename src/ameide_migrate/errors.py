@@ -72,6 +72,10 @@ class LocalStoreExposed(UsageError):
     private key of mode 0644."""
 
 
+class StateDirUnwritable(UsageError):
+    """The local state folder cannot be made or written."""
+
+
 class UnknownDatabase(UsageError):
     def __init__(self, names: Iterable[str], valid: Iterable[str], sql_tree: Path) -> None:
         self.names = sorted(names)

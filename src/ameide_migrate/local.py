@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from ameide_migrate import postgres, prefect_api, secret_sources, vault
+from ameide_migrate import postgres, prefect_api, secret_sources, state, vault
 from ameide_migrate.errors import DatabaseUrlInvalid, SecretMissing
 from ameide_migrate.pg_cluster import Cluster
 from ameide_migrate.postgres import Credentials
@@ -77,7 +77,7 @@ def up(
 ) -> LocalEnvironment:
     """Make the local PostgreSQL serve every database with its deterministic owner (`seed` then
     writes their credentials). Two runs started at once take turns here."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    state.writable(state_dir)
     with (state_dir / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         return _up(state_dir, databases, admin_url, database_prefix, progress)

@@ -23,6 +23,7 @@ from uuid import UUID
 if TYPE_CHECKING:
     from prefect.automations import Automation
 
+from ameide_migrate import state
 from ameide_migrate.errors import (
     REJECTED_STATE,
     DeploymentNotRegistered,
@@ -254,7 +255,7 @@ def connect(state_dir: Path, *, local_allowed: bool, needed_for: str) -> Api:
                 "the deployments live: set PREFECT_API_URL to its API address "
                 "(http://HOST:4200/api, or Prefect Cloud's workspace URL with PREFECT_API_KEY)"
             )
-        server = ensure_server(state_dir / "prefect")
+        server = ensure_server(state.writable(state_dir) / "prefect")
         api = Api(server.api_url, server.ui_url, local=True)
     elif not configured.strip():
         raise PrefectApiNotConfigured(

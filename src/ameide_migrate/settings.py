@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ameide_migrate.errors import SettingInvalid
@@ -51,7 +59,10 @@ class Settings(BaseSettings):
         default=Path("."),
         description="The workspace the migrations image is built from (migrations/, uv.lock).",
     )
-    flyway_version: str = DEFAULT_FLYWAY_VERSION
+    flyway_version: str = Field(
+        default=DEFAULT_FLYWAY_VERSION,
+        description="The Flyway release resolved from Maven Central, as 10.17.0",
+    )
     postgresql_driver_version: str = DEFAULT_POSTGRESQL_DRIVER_VERSION
     java: str = Field(default="java", description="The Java 17+ launcher that runs Flyway.")
     maven: str = Field(default="mvn", description="Maven, used once to resolve Flyway's jars.")
@@ -133,6 +144,14 @@ class Settings(BaseSettings):
         "VAULT_NAMESPACE and VAULT_CACERT and AMEIDE_VAULT_<FIELD> for the rest; the Prefect "
         "block `vault-<env>` takes precedence where it is saved.",
     )
+
+    @field_validator("flyway_version")
+    @classmethod
+    def _a_flyway_release(cls, value: str) -> str:
+        # Checked here: Maven would otherwise answer a typo with a page of its own output.
+        if not re.fullmatch(r"\d+\.\d+(\.\d+)*", value):
+            raise ValueError("not a Flyway release: numbers separated by dots")
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -233,7 +252,8 @@ def _described(
         secret = info is not None and "SecretStr" in str(info.annotation)
         shown = "" if secret else f"={value!r}"
         meaning = f" ({info.description.rstrip('.')})" if info and info.description else ""
-        problems.append(f"{variable}{shown}: {problem['msg'].lower()}{meaning}")
+        said = problem["msg"].removeprefix("Value error, ")
+        problems.append(f"{variable}{shown}: {said[:1].lower()}{said[1:]}{meaning}")
     return "; ".join(problems)
 
 
