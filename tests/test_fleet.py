@@ -140,9 +140,14 @@ def test_a_fleet_takes_its_targets_one_way_with_names_a_database_can_have(
     with pytest.raises(ValueError, match="targets_query needs registry"):
         Fleet(name="tenants", template="tenant", targets_query="SELECT 1")
     listed = tmp_path / "tenants.txt"
-    listed.write_text("# active tenants\nacme\n\nglobex  # since 2024\nacme\n")
+    listed.write_text("# active tenants\nacme\n\nglobex  # since 2024\n")
     declared = Fleet(name="tenants", template="tenant", targets_file="tenants.txt")
     assert fleet.targets_of_file(declared, listed) == ["acme", "globex"]
+    # A target listed twice is a mistake in the list (a tenant pasted twice, or two tenants
+    # given one slug): named, not tidied away.
+    listed.write_text("acme\nglobex\nacme\ninitech\nglobex\n")
+    with pytest.raises(FleetInvalid, match=r"acme, globex named more than once \(.*tenants.txt\)"):
+        fleet.targets_of_file(declared, listed)
     listed.write_text("acme\ndrop table x;--\n")
     with pytest.raises(FleetInvalid, match=r"target 'drop table x;--' \(.*tenants.txt\)"):
         fleet.targets_of_file(declared, listed)
@@ -202,6 +207,64 @@ def test_a_fleet_keeps_its_targets_secrets_where_its_vault_path_says() -> None:
         Fleet(name="tenants", template="tenant", targets=("a",), vault_path="{environment}/all")
     with pytest.raises(ValueError, match=r"names 'tenant': it may name \{environment\}"):
         Fleet(name="tenants", template="tenant", targets=("a",), vault_path="{tenant}/{target}")
+    with pytest.raises(ValueError, match=r"makes paths such as 'staging//acme'"):
+        Fleet(
+            name="tenants", template="tenant", targets=("a",), vault_path="{environment}//{target}"
+        )
+    with pytest.raises(ValueError, match=r"makes paths such as '/staging/acme'"):
+        Fleet(
+            name="tenants", template="tenant", targets=("a",), vault_path="/{environment}/{target}"
+        )
+
+
+def test_a_fleet_run_checks_template_registry_targets_and_secret_paths_before_anything(
+    tmp_path: Path,
+) -> None:
+    """What `fleet run` checks before it makes a database, a role, a secret or a flow run (the
+    test with a server below proves nothing is made)."""
+    fleet_tree(tmp_path, 'targets = ["acme", "globex"]\n')
+    toml = tmp_path / "ameide.toml"
+    base = toml.read_text()
+
+    def checked(table: str, targets: list[str] | None = None) -> list[str]:
+        toml.write_text(base.replace('targets = ["acme", "globex"]\n', table))
+        return commands.check_fleet(Settings(sql_dir=tmp_path), "local", "tenants", targets)
+
+    assert checked('targets = ["acme", "globex"]\n') == ["acme", "globex"]
+    assert checked('targets = ["acme", "globex"]\n', ["globex"]) == ["globex"]
+    with pytest.raises(FleetInvalid, match=r"initech are no targets of it; .* begin acme, globex"):
+        checked('targets = ["acme", "globex"]\n', ["initech"])
+    with pytest.raises(FleetInvalid, match=r"acme named more than once \(its targets list\)"):
+        checked('targets = ["acme", "globex", "acme"]\n')
+    toml.write_text(base.replace('template = "tenant"', 'template = "tenants"'))
+    with pytest.raises(FleetInvalid, match=r"template 'tenants' is no folder .* platform, tenant"):
+        commands.check_fleet(Settings(sql_dir=tmp_path), "local", "tenants")
+    with pytest.raises(FleetInvalid, match=r"template 'tenants' is no folder"):  # no run started
+        commands.trigger(Settings(sql_dir=tmp_path), "local", flow="fleet", fleet_name="tenants")
+    with pytest.raises(
+        FleetInvalid, match=r"registry 'billing' is no database of local .*platform"
+    ):
+        checked('registry = "billing"\ntargets_query = "SELECT slug FROM tenants"\n')
+    with pytest.raises(FleetInvalid, match=r"registry 'tenant' is no database of local"):
+        checked('registry = "tenant"\ntargets_query = "SELECT slug FROM tenants"\n')
+    # Two fleets of templates that begin alike: `tenant`'s vault_path would claim the targets
+    # of `tenant_eu` (databases tenant_eu_<target>), whose secrets live elsewhere.
+    (tmp_path / "tenant_eu").mkdir()
+    (tmp_path / "tenant_eu" / "V1__accounts.sql").write_text("CREATE TABLE accounts (id int);\n")
+    toml.write_text(
+        base.replace(
+            'targets = ["acme", "globex"]\n',
+            'targets = ["acme"]\nvault_path = "{environment}/tenants/{target}"\n'
+            '\n[fleets.eu]\ntemplate = "tenant_eu"\ntargets = ["acme"]\n'
+            'vault_path = "{environment}/eu/{target}"\n',
+        )
+    )
+    with pytest.raises(
+        FleetInvalid,
+        match=r"fleet eu: the secret of its target acme would be read at local/tenants/eu_acme, "
+        r"by the vault_path of fleet tenants .* not at local/eu/acme",
+    ):
+        commands.check_fleet(Settings(sql_dir=tmp_path), "local", "eu")
 
 
 def test_a_tree_with_fleets_deploys_a_fleet_form_and_a_shard_deployment(tmp_path: Path) -> None:
@@ -365,6 +428,56 @@ def test_a_failed_canary_halts_the_fleet_before_its_second_wave_and_a_rerun_comp
     assert "Flyway" not in again.stderr
     already = r"- +│ +200 +│ +0 +│ +200 +│ +0 +│ up to date already: in no wave"
     assert re.search(already, again.stdout), again.stdout
+
+
+def made_so_far(platform: Platform) -> dict[str, object]:
+    """What a run makes: databases and roles on the server, the local store's entries, and
+    flow runs (those of this process's kind: no deployment's)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+
+    with psycopg.connect(**platform.admin.conninfo(5), autocommit=True) as conn:  # type: ignore[arg-type]
+        databases = sorted(r[0] for r in conn.execute("SELECT datname FROM pg_database"))
+        roles = sorted(r[0] for r in conn.execute("SELECT rolname FROM pg_roles"))
+    with get_client(sync_client=True) as client:
+        runs = client.count_flow_runs(
+            flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(is_null_=True))
+        )
+    store = (platform.state_dir / secret_sources.STORE_NAME).read_text()
+    return {"databases": databases, "roles": roles, "store": store, "flow runs": runs}
+
+
+@pytest.mark.parametrize(
+    ("declared", "refusal"),
+    [
+        (
+            '\n[fleets.tenants]\ntemplate = "tenants"\ntargets_file = "tenants.txt"\n',
+            "FAILED: fleet tenants: its template 'tenants' is no folder of the SQL tree",
+        ),
+        (
+            '\n[fleets.tenants]\ntemplate = "tenant"\nregistry = "billing"\n'
+            'targets_query = "SELECT slug FROM tenant_registry"\n',
+            "FAILED: fleet tenants: its registry 'billing' is no database of local",
+        ),
+        (
+            '\n[fleets.tenants]\ntemplate = "tenant"\ntargets = ["acme", "globex", "acme"]\n',
+            "FAILED: fleet tenants: acme named more than once (its targets list)",
+        ),
+    ],
+    ids=["template missing", "registry unknown", "target named twice"],
+)
+def test_a_fleet_that_cannot_run_as_declared_makes_nothing_before_it_is_refused(
+    platform: Platform, declared: str, refusal: str
+) -> None:
+    add_fleet(platform, ["acme", "globex", "initech"], declared)
+    before = made_so_far(platform)
+
+    refused = ameide("fleet", "run", "--env", "local", "--fleet", "tenants")
+
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refusal in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stdout + refused.stderr
+    assert made_so_far(platform) == before
 
 
 REGISTRY_FLEET = """

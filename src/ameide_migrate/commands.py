@@ -215,29 +215,36 @@ class FleetRun:
     failure: MigrateError | None
 
 
-def fleet_targets(
-    settings: Settings, env: str, name: str, admin_url: SecretStr | None = None
-) -> list[str]:
-    """The fleet's targets as its flow reads them (a query on its registry, for the local
-    environment, through the local registry's own credentials, made first)."""
+def fleet_targets(settings: Settings, env: str, name: str) -> list[str]:
+    """The fleet's targets as its flow reads them: a query runs on its registry through the
+    secret gate, as the registry's credentials are (nothing is made for it)."""
     declared = environments.fleet(name, settings)
 
     def query(registry: str, sql: str) -> list[str]:
-        made, _ = seed_local(settings, [registry], admin_url)
-        return postgres.first_column(
-            made.owners[registry], sql, timeout=settings.connect_timeout_seconds
-        )
-
-    def vault_query(registry: str, sql: str) -> list[str]:
         creds = verify_secrets(settings, env, [registry])[registry]
         return postgres.first_column(creds, sql, timeout=settings.connect_timeout_seconds)
 
-    local_env = environments.get(env, settings).local
+    environments.fleet_registry(env, declared, settings)
     return fleet.resolve_targets(
-        declared,
-        environments.fleet_targets_file(declared, settings),
-        query if local_env else vault_query,
+        declared, environments.fleet_targets_file(declared, settings), query
     )
+
+
+def check_fleet(
+    settings: Settings, env: str, name: str, targets: list[str] | None = None
+) -> list[str]:
+    """Everything a fleet run needs, checked before any database, role, secret or flow run is
+    made: its template folder, its registry, its targets (each named once, each a database
+    name, `targets` among them) and where their secrets are read. The targets it would
+    migrate, in the fleet's order."""
+    declared = environments.fleet(name, settings)
+    environments.fleet_template(env, declared, settings)
+    chosen = fleet.chosen_targets(declared, fleet_targets(settings, env, name), targets)
+    others = [f for f in environments.fleets(settings).values() if f.name != name]
+    fleet.check_vault_paths(
+        declared, others, env, chosen, environments.vault_path_of(env, settings)
+    )
+    return chosen
 
 
 def fleet_run(
@@ -252,12 +259,11 @@ def fleet_run(
     on_target: fleet.WaveProgress = lambda _wave, _size, _outcome: None,
 ) -> FleetRun:
     """A fleet's targets migrated in waves (for the local environment, their databases and
-    owners made first)."""
+    owners made first, once everything the run needs is checked)."""
     declared = environments.fleet(name, settings)
+    chosen = check_fleet(settings, env, name, targets)
     install_flyway(settings, progress=progress)
     if environments.get(env, settings).local:
-        names = fleet_targets(settings, env, name, admin_url)
-        chosen = [t for t in names if not targets or t in targets]
         progress(f"fleet {name}: making the local databases of {len(chosen)} target(s)")
         seed_local(settings, [declared.database_of(t) for t in chosen], admin_url, progress)
     api = connect(settings, env)
@@ -645,9 +651,14 @@ def trigger(
         raise UsageError("--fleet NAME goes with --flow fleet, and --flow fleet needs --fleet")
     parameters: dict[str, Any]
     if fleet_name is not None:
-        environments.fleet(fleet_name, settings)
+        declared = environments.fleet(fleet_name, settings)
         if databases:
             raise UsageError("--db does not apply to a fleet: its targets are the fleet's")
+        # What this machine can check without the environment's secrets, before a run exists.
+        environments.fleet_template(env, declared, settings)
+        environments.fleet_registry(env, declared, settings)
+        if declared.targets_query is None:
+            fleet_targets(settings, env, fleet_name)
         parameters = {"name": fleet_name}
     else:
         catalog = environments.catalog(env, settings)

@@ -306,6 +306,22 @@ def fleet_template(environment: str, declared: Fleet, settings: Settings) -> Dat
     return loaded.databases[declared.template]
 
 
+def fleet_registry(environment: str, declared: Fleet, settings: Settings) -> str | None:
+    """The database its `targets_query` runs on: one of this environment's databases (never a
+    fleet's template, which is no database of its own)."""
+    if declared.registry is None:
+        return None
+    loaded = catalog(environment, settings)
+    if declared.registry not in loaded.databases:
+        raise FleetInvalid(
+            f"fleet {declared.name}: its registry {declared.registry!r} is no database of "
+            f"{environment} in the SQL tree {loaded.root} (its databases: "
+            f"{', '.join(loaded.databases)}): set registry to the database its targets_query "
+            "reads"
+        )
+    return declared.registry
+
+
 def fleet_targets_file(declared: Fleet, settings: Settings) -> Path:
     """Its targets_file, relative to the environments file."""
     return file_of(settings).parent / (declared.targets_file or "")

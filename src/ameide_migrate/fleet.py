@@ -27,6 +27,7 @@ import hashlib
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -124,6 +125,15 @@ class Fleet(BaseModel):
                 f"vault_path {self.vault_path!r} names no {{target}} (or {{database}}): every "
                 "target would read the same secret"
             )
+        example = self.vault_path.format(
+            environment="staging", target="acme", database="tenant_acme", template="tenant"
+        )
+        if example.startswith("/") or any(p in ("", ".", "..") for p in example.split("/")):
+            raise ValueError(
+                f"vault_path {self.vault_path!r} makes paths such as {example!r}: a secret's "
+                "path under the KV mount has no leading or trailing /, no empty part and no "
+                "'.' or '..'"
+            )
         return self
 
     def vault_path_of(self, environment: str, database: str) -> str | None:
@@ -159,7 +169,14 @@ class Fleet(BaseModel):
 
 
 def checked_targets(fleet: Fleet, names: Sequence[str], source: str) -> list[str]:
-    """The targets as given, in order, each once; FleetInvalid naming a bad one and `source`."""
+    """The targets as given, in order; FleetInvalid naming a bad one, or those named more than
+    once (a list that repeats a target is a mistake to show, not to tidy), and `source`."""
+    repeated = sorted(name for name, times in Counter(names).items() if times > 1)
+    if repeated:
+        raise FleetInvalid(
+            f"fleet {fleet.name}: {', '.join(repeated)} named more than once ({source}): name "
+            "each target once"
+        )
     found: list[str] = []
     for name in names:
         if not _TARGET.fullmatch(name):
@@ -172,8 +189,7 @@ def checked_targets(fleet: Fleet, names: Sequence[str], source: str) -> list[str
                 f"fleet {fleet.name}: target {name!r} ({source}) makes the database name "
                 f"{fleet.database_of(name)!r}, over {_MAX_DATABASE_NAME} characters"
             )
-        if name not in found:
-            found.append(name)
+        found.append(name)
     if not found:
         raise FleetInvalid(f"fleet {fleet.name}: {source} names no target")
     return found
@@ -202,6 +218,50 @@ def resolve_targets(
     registry = declared.registry or ""
     names = run_query(registry, declared.targets_query or "")
     return checked_targets(declared, names, f"its targets_query on {registry}")
+
+
+def chosen_targets(
+    declared: Fleet, names: Sequence[str], chosen: Sequence[str] | None
+) -> list[str]:
+    """The fleet's targets `names`, or those of them `chosen` (each once), in the fleet's order;
+    FleetInvalid naming a chosen one that is no target of it."""
+    if not chosen:
+        return list(names)
+    checked_targets(declared, chosen, "the targets asked for")
+    unknown = [t for t in chosen if t not in names]
+    if unknown:
+        raise FleetInvalid(
+            f"fleet {declared.name}: {', '.join(unknown)} are no targets of it; its targets begin "
+            f"{', '.join(names[:5])}"
+        )
+    return [t for t in names if t in chosen]
+
+
+def check_vault_paths(
+    declared: Fleet,
+    others: Sequence[Fleet],
+    environment: str,
+    names: Sequence[str],
+    path_of: Callable[[str], str | None],
+) -> None:
+    """FleetInvalid when a target's secret would be read anywhere but where its fleet says:
+    `path_of` (each database's path as the secret gate finds it) picks the first fleet whose
+    databases begin as the target's does, which may be another's of a like template."""
+    for target in names:
+        database = declared.database_of(target)
+        read = path_of(database)
+        if read == declared.vault_path_of(environment, database):
+            continue
+        claimed = next(
+            (f.name for f in others if f.vault_path_of(environment, database) == read), "?"
+        )
+        meant = declared.vault_path_of(environment, database) or "the environment's path_template"
+        raise FleetInvalid(
+            f"fleet {declared.name}: the secret of its target {target} would be read at {read}, "
+            f"by the vault_path of fleet {claimed} (whose databases begin as {database} does), "
+            f"not at {meant}: give the two fleets templates that do not begin alike, or one "
+            "vault_path"
+        )
 
 
 WaveProgress = Callable[[int, int, DatabaseOutcome], None]

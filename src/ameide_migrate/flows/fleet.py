@@ -28,7 +28,6 @@ from ameide_migrate.environments import ApprovalPolicy
 from ameide_migrate.errors import (
     REJECTED_STATE,
     FleetHalted,
-    FleetInvalid,
     MigrateError,
     UsageError,
 )
@@ -93,6 +92,7 @@ def _targets(environment: str, declared: fleet.Fleet, settings: Settings) -> lis
         creds = with_retries(verify_credentials, settings)(environment, [registry])[registry]
         return postgres.first_column(creds, sql, timeout=settings.connect_timeout_seconds)
 
+    environments.fleet_registry(environment, declared, settings)
     return fleet.resolve_targets(
         declared, environments.fleet_targets_file(declared, settings), query
     )
@@ -388,15 +388,7 @@ def fleet_flow(
     logger = get_run_logger()
     declared = environments.fleet(name, settings)
     template = environments.fleet_template(environment, declared, settings)
-    names = _targets(environment, declared, settings)
-    if targets:
-        unknown = [t for t in targets if t not in names]
-        if unknown:
-            raise FleetInvalid(
-                f"fleet {name}: {', '.join(unknown)} are no targets of it; its targets begin "
-                f"{', '.join(names[:5])}"
-            )
-        names = [t for t in names if t in targets]
+    names = fleet.chosen_targets(declared, _targets(environment, declared, settings), targets)
     databases = {declared.database_of(t): template for t in names}
     # The gate logs in to every target before any is touched, and reads its history there.
     verified, histories = with_retries(verify_credentials_reading_histories, settings)(
