@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 from rich.console import Console
 
 from ameide_migrate import (
@@ -130,6 +131,61 @@ def test_a_halt_names_what_to_fix_and_never_failed_targets_when_none_failed() ->
     broken.halted = fleet.halt_reason(broken.waves[0], Waves())
     assert "halt_failures = 0: 1 of 1 target(s) failed: tenant_t1" in broken.summary()
     assert "Fix the failed targets as each says" in broken.summary()
+
+
+def test_targets_unreachable_at_the_gate_are_quarantined_up_to_the_fleets_limit() -> None:
+    refused = fleet.Quarantined(
+        "tenant_t1",
+        "database tenant_t1 at h:5432 refused tenant_t1_owner: permission denied",
+        'run `GRANT CONNECT ON DATABASE "tenant_t1" TO "tenant_t1_owner";` as an administrator, '
+        "then `ameide-migrate fleet run --env local --fleet tenants --target t1`",
+    )
+    down = fleet.Quarantined("tenant_t2", "database tenant_t2 is unreachable", "bring it up")
+    assert fleet.Waves().quarantine_max == 1
+    assert fleet.quarantine_reason([refused], Waves()) is None
+    assert fleet.quarantine_reason([refused, down], Waves()) == (
+        "quarantine_max = 1: 2 target(s) unreachable at the gate: tenant_t1, tenant_t2; no "
+        "target was touched"
+    )
+
+    went_on = FleetReport("local", "tenants", quarantined=[refused])
+    went_on.waves = [[outcome(OutcomeState.MIGRATED, 1, "tenant_t0")]]
+    assert not went_on.ok
+    assert went_on.summary().splitlines() == [
+        "fleet tenants in local: 1 migrated in 1 wave(s), 1 quarantined",
+        f"- tenant_t1 quarantined: {refused.reason}; fix: {refused.fix}",
+    ]
+    assert [r["state"] for r in went_on.rows()] == ["migrated", "quarantined"]
+
+    stopped = FleetReport("local", "tenants", quarantined=[refused, down])
+    stopped.halted = fleet.quarantine_reason(stopped.quarantined, Waves())
+    stopped.not_started = ["tenant_t0"]
+    summary = stopped.summary()
+    assert "halted before its first wave: quarantine_max = 1" in summary
+    assert "Let the unreachable targets in as each fix says" in summary
+    assert "failed targets" not in summary
+    assert "slow" not in summary
+
+
+def test_fleet_status_counts_failed_quarantined_not_started_and_behind_apart() -> None:
+    def at(last: str, *, up_to_date: bool = False, history: bool = True) -> str:
+        return fleet.standing(up_to_date=up_to_date, has_history=history, last_outcome=last)
+
+    assert at("failed", up_to_date=True) == "up to date"
+    assert at("failed") == "failed"
+    assert at("not started", history=False) == "not started"
+    assert at("quarantined") == "quarantined"
+    assert at("migrated") == "behind"
+    assert at("never run", history=False) == "no history"
+    shown = Console(record=True, width=200)
+    targets = [
+        commands.FleetTarget(f"tenant_t{i}", "1", "2", state, "", "")
+        for i, state in enumerate(["behind", "not started", "failed", "behind", "unreachable"])
+    ]
+    report.print_fleet_status("tenants", targets, shown)
+    assert shown.export_text().strip().splitlines()[-1] == (
+        "1 failed, 1 not started, 2 behind, 1 unreachable"
+    )
 
 
 def test_a_fleet_takes_its_targets_one_way_with_names_a_database_can_have(
@@ -671,6 +727,132 @@ def test_a_deployments_fleet_runs_each_shard_as_a_run_of_the_shard_deployment_at
             worker.terminate()
             worker.wait(timeout=30)
         log.close()
+        drop_owners(platform.admin, owners)
+
+
+QUARANTINE_FLEET = """
+[fleets.tenants]
+template = "tenant"
+targets_file = "tenants.txt"
+vault_path = "{prefix}{{environment}}/tenants/{{target}}"
+
+[fleets.tenants.waves]
+canary = 1
+growth = 4
+"""
+
+
+def refuse_connect(platform: Platform, target: str) -> None:
+    """The tenant's database closed to its own login (and everyone's but a superuser's), as an
+    administrator isolating a tenant does."""
+    creds = tenant(platform, target)
+    revoke = sql.SQL("REVOKE CONNECT ON DATABASE {} FROM PUBLIC, {}").format(
+        sql.Identifier(creds.database), sql.Identifier(creds.user)
+    )
+    postgres_admin(platform, revoke.as_string(None))
+
+
+def versions_as_admin(platform: Platform, target: str) -> list[str] | None:
+    """The target's applied versions read as the superuser, past a refused CONNECT."""
+    on = platform.admin.with_database(tenant(platform, target).database)
+    rows = postgres.read_history(on, "flyway_schema_history")
+    return None if rows is None else [r.version for r in rows if r.version and r.success]
+
+
+@pytest.mark.slow
+def test_a_target_refusing_connect_is_quarantined_and_more_than_the_limit_touches_nothing(
+    platform: Platform, vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    five = TARGETS[:5]
+    add_fleet(platform, five, QUARANTINE_FLEET.format(prefix=platform.prefix))
+    monkeypatch.setenv("VAULT_ADDR", vault.address)
+    monkeypatch.setenv("VAULT_TOKEN", vault.root_token.get_secret_value())
+    get_settings.cache_clear()
+    owners = seed_local(get_settings(), [f"tenant_{t}" for t in five])[0].owners
+    try:
+        refuse_connect(platform, "t002")
+
+        went_on = ameide("fleet", "run", "--env", "local", "--fleet", "tenants", timeout=600)
+
+        out = went_on.stdout + went_on.stderr
+        assert went_on.returncode == 1, out
+        assert "Traceback" not in out
+        # The gate names where it reads the targets' secrets: the fleet's vault_path.
+        assert f"secret/{platform.prefix}local/tenants/<target>" in went_on.stderr, out
+        assert "/databases/" not in out
+        assert "FAILED: fleet tenants in local: 4 migrated in 2 wave(s), 1 quarantined" in (
+            went_on.stderr
+        )
+        assert "tenant_t002 quarantined: " in went_on.stdout
+        assert "lacks the CONNECT privilege" in went_on.stdout
+        assert "seed-local" not in out
+        assert "credentials do not work" not in out
+        fix = re.search(
+            r"next: run `(GRANT CONNECT ON DATABASE [^`]+)` as its owner or an administrator, then",
+            out,
+        )
+        assert fix is not None, out
+        assert "`ameide-migrate fleet run --env local --fleet tenants --target t002`" in out
+        assert histories(platform, [t for t in five if t != "t002"]) == {
+            t: ["1", "2", "3"] for t in five if t != "t002"
+        }
+        assert versions_as_admin(platform, "t002") is None
+
+        # The printed fix lets it in; the printed command migrates it alone.
+        postgres_admin(platform, fix.group(1))
+        alone = ameide("fleet", "run", "--env", "local", "--fleet", "tenants", "--target", "t002")
+        assert alone.returncode == 0, alone.stdout + alone.stderr
+        assert histories(platform, ["t002"]) == {"t002": ["1", "2", "3"]}
+
+        # Two targets closed, one more than quarantine_max: the fleet stops before any wave.
+        (platform.sql_dir / "tenant" / "V4__notes.sql").write_text(
+            "ALTER TABLE accounts ADD COLUMN notes text;\n"
+        )
+        refuse_connect(platform, "t000")
+        refuse_connect(platform, "t001")
+        stopped = ameide("fleet", "run", "--env", "local", "--fleet", "tenants", timeout=600)
+
+        out = stopped.stdout + stopped.stderr
+        assert stopped.returncode == 1, out
+        assert (
+            "halted before its first wave: quarantine_max = 1: 2 target(s) unreachable at the "
+            "gate: tenant_t000, tenant_t001; no target was touched"
+        ) in stopped.stdout, out
+        assert "3 target(s) not started" in stopped.stdout
+        assert "failed targets" not in out
+        assert histories(platform, ["t002", "t003", "t004"]) == {
+            t: ["1", "2", "3"] for t in ("t002", "t003", "t004")
+        }
+        assert [versions_as_admin(platform, t) for t in ("t000", "t001")] == [["1", "2", "3"]] * 2
+
+        status = ameide("fleet", "status", "--env", "local", "--fleet", "tenants")
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert status.stdout.strip().splitlines()[-1] == "3 not started, 2 unreachable"
+
+        # Let them in, and fail the canary of a run of two: one failed, one never started, and
+        # the three the run was not asked for stay behind.
+        for target in ("t000", "t001"):
+            creds = tenant(platform, target)
+            grant = sql.SQL("GRANT CONNECT ON DATABASE {} TO PUBLIC, {}").format(
+                sql.Identifier(creds.database), sql.Identifier(creds.user)
+            )
+            postgres_admin(platform, grant.as_string(None))
+        postgres_admin(
+            platform,
+            f"ALTER DATABASE {tenant(platform, 't000').database} "
+            "SET default_transaction_read_only = on",
+        )
+        halted = ameide(
+            "fleet", "run", "--env", "local", "--fleet", "tenants", "-t", "t000", "-t", "t001"
+        )
+        assert halted.returncode == 1, halted.stdout + halted.stderr
+        assert "Fix the failed targets as each says" in halted.stdout
+
+        status = ameide("fleet", "status", "--env", "local", "--fleet", "tenants")
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert status.stdout.strip().splitlines()[-1] == "1 failed, 1 not started, 3 behind"
+        assert all(v == ["1", "2", "3"] for v in histories(platform, five).values())
+    finally:
         drop_owners(platform.admin, owners)
 
 

@@ -29,6 +29,8 @@ from ameide_migrate import credential_gate, environments, local, postgres, secre
 from ameide_migrate.catalog import PLATFORM_DATABASES
 from ameide_migrate.errors import (
     CredentialsMissing,
+    DatabaseRefusedConnection,
+    DatabaseUnreachable,
     SecretsInvalid,
     VaultAuthFailed,
     VaultSealed,
@@ -409,3 +411,60 @@ def test_no_password_reaches_logs_artifacts_parameters_or_the_prefect_database(
     assert database_files, f"no Prefect database under {SERVER_HOME}"
     for path in database_files:
         assert known.encode() not in path.read_bytes(), f"the password is in {path}"
+
+
+def test_a_database_turned_away_is_named_with_its_own_fix_not_the_credentials(
+    platform: Platform,
+) -> None:
+    """A database closed to connections, one whose CONNECT was revoked and one whose server is
+    down are no credential problem: the gate hands them back (a fleet quarantines them), and a
+    run stops on them with the statement that lets the login in, not `seed-local`."""
+    store = platform.state_dir / secret_sources.STORE_NAME
+    entries = json.loads(store.read_text())
+    down = platform.owners["graph"]
+    entries["graph"]["GRAPH_DATABASE_URL"] = down.url.replace(f":{down.port}/", f":{free_port()}/")
+    store.write_text(json.dumps(entries))
+    closed, revoked = platform.owners["threads"], platform.owners["agents"]
+    with postgres.connect(platform.admin) as conn:
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(
+                sql.Identifier(closed.database)
+            )
+        )
+        conn.execute(
+            sql.SQL("REVOKE CONNECT ON DATABASE {} FROM PUBLIC, {}").format(
+                sql.Identifier(revoked.database), sql.Identifier(revoked.user)
+            )
+        )
+    try:
+        source = secret_sources.LocalStoreSource(platform.state_dir)
+        gate = credential_gate.verify_reachable(source, ["platform", "graph", "threads", "agents"])
+
+        assert list(gate.credentials) == ["platform"]
+        assert list(gate.unreachable) == ["graph", "threads", "agents"]
+        graph, threads, agents = gate.unreachable.values()
+        assert isinstance(graph, DatabaseUnreachable)
+        assert "is unreachable" in str(graph)
+        assert isinstance(threads, DatabaseRefusedConnection)
+        assert "is not currently accepting connections" in threads.what
+        assert threads.fix == (
+            f'once whatever closed it is over, run `ALTER DATABASE "{closed.database}" '
+            "ALLOW_CONNECTIONS true;` as an administrator"
+        )
+        assert isinstance(agents, DatabaseRefusedConnection)
+        assert "lacks the CONNECT privilege" in agents.what
+        assert agents.fix == (
+            f'run `GRANT CONNECT ON DATABASE "{revoked.database}" TO "{revoked.user}";` '
+            "as its owner or an administrator"
+        )
+        with pytest.raises(DatabaseRefusedConnection) as refused:
+            credential_gate.verify_secrets(source, ["platform", "agents"])
+        assert "seed-local" not in str(refused.value)
+        assert "GRANT CONNECT ON DATABASE" in str(refused.value)
+    finally:
+        with postgres.connect(platform.admin) as conn:
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(
+                    sql.Identifier(closed.database)
+                )
+            )

@@ -291,7 +291,7 @@ class FleetTarget:
     version: str | None
     latest: str | None
     state: str
-    """up to date, behind, no history, or unreachable."""
+    """One of `fleet.STANDINGS`."""
     last_outcome: str
     last_message: str
 
@@ -329,9 +329,9 @@ def fleet_status(settings: Settings, env: str, name: str) -> list[FleetTarget]:
         except MigrateError:
             return FleetTarget(database, None, latest, "unreachable", *last)
         inspection = migrate.compare(template, history)
-        state = "up to date" if inspection.up_to_date else "behind"
-        if history is None:
-            state = "no history"
+        state = fleet.standing(
+            up_to_date=inspection.up_to_date, has_history=history is not None, last_outcome=last[0]
+        )
         return FleetTarget(database, inspection.version, latest, state, *last)
 
     with ThreadPoolExecutor(max_workers=8) as pool:

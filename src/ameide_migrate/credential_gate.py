@@ -18,6 +18,7 @@ import psycopg
 from ameide_migrate import postgres, secret_sources
 from ameide_migrate.errors import (
     DatabaseError,
+    DatabaseRefusedConnection,
     DatabaseUnreachable,
     MigrateError,
     SecretMissing,
@@ -85,6 +86,19 @@ def _parse(
     return creds, []
 
 
+Unreachable = DatabaseUnreachable | DatabaseRefusedConnection
+"""A login the database's server or the database itself turned away (down, CONNECT revoked,
+closed to connections): no credential problem, and no secret fix."""
+
+
+@dataclass(frozen=True)
+class GateResult:
+    credentials: dict[str, Credentials]
+    """Of every database whose login worked (or, without a login, whose secret is sound)."""
+    unreachable: dict[str, Unreachable]
+    """The databases whose login was turned away, each with why, in the order given."""
+
+
 def verify_secrets(
     source: SecretSource,
     databases: list[str],
@@ -93,7 +107,26 @@ def verify_secrets(
     login: bool = True,
     on_login: Callable[[str, Credentials, psycopg.Connection], None] | None = None,
 ) -> dict[str, Credentials]:
-    """Read, check and try every database's credentials; SecretsInvalid lists every problem.
+    """Read, check and try every database's credentials; SecretsInvalid lists every problem,
+    then the first database turned away is raised (a server down is transient: retried)."""
+    gate = verify_reachable(
+        source, databases, connect_timeout=connect_timeout, login=login, on_login=on_login
+    )
+    for unreachable in gate.unreachable.values():
+        raise unreachable
+    return gate.credentials
+
+
+def verify_reachable(
+    source: SecretSource,
+    databases: list[str],
+    *,
+    connect_timeout: int = 5,
+    login: bool = True,
+    on_login: Callable[[str, Credentials, psycopg.Connection], None] | None = None,
+) -> GateResult:
+    """As `verify_secrets`, but the databases turned away are handed back, not raised: a fleet
+    goes on without them (its quarantine).
 
     Vault-wide faults (unreachable, sealed, a refused login) are raised as they come: they are
     not one database's problem. `on_login` is handed each login's connection before it closes
@@ -132,7 +165,7 @@ def verify_secrets(
         if creds is not None:
             found[database] = creds
 
-    def try_login(item: tuple[str, Credentials]) -> Problem | DatabaseUnreachable | None:
+    def try_login(item: tuple[str, Credentials]) -> Problem | Unreachable | None:
         database, creds = item
         try:
             with postgres.connect(creds, timeout=connect_timeout) as conn:
@@ -140,8 +173,8 @@ def verify_secrets(
                     with suppress(MigrateError):
                         on_login(database, creds, conn)
                 return None
-        except DatabaseUnreachable as down:
-            return down
+        except (DatabaseUnreachable, DatabaseRefusedConnection) as turned_away:
+            return turned_away
         except DatabaseError as e:
             url_key, user_key, password_key = secret_sources.secret_keys(database)
             return Problem(
@@ -154,17 +187,20 @@ def verify_secrets(
             )
 
     if not login:  # the drift check reports an unreachable database as its verdict
-        logins: list[Problem | DatabaseUnreachable | None] = []
+        logins: dict[str, Problem | Unreachable | None] = {}
     else:
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(found)))) as pool:
-            logins = list(pool.map(try_login, found.items()))
-    problems += [p for p in logins if isinstance(p, Problem)]
+            logins = dict(zip(found, pool.map(try_login, found.items()), strict=True))
+    problems += [p for p in logins.values() if isinstance(p, Problem)]
     if problems:
         order = {db: i for i, db in enumerate(databases)}
         problems.sort(key=lambda p: order[p.database])
         raise SecretsInvalid(source.environment, [str(p) for p in problems])
-    # A server that is down says nothing about the credentials: transient, so the step retries.
-    unreachable = [p for p in logins if isinstance(p, DatabaseUnreachable)]
-    if unreachable:
-        raise unreachable[0]
-    return found
+    unreachable = {
+        db: login
+        for db, login in logins.items()
+        if isinstance(login, DatabaseUnreachable | DatabaseRefusedConnection)
+    }
+    return GateResult(
+        {db: creds for db, creds in found.items() if db not in unreachable}, unreachable
+    )

@@ -207,6 +207,17 @@ class DatabaseError(MigrateError):
     pass
 
 
+class DatabaseRefusedConnection(DatabaseError):
+    """The server answered and refused this database to the login for the database's own sake:
+    its CONNECT privilege revoked, or connections to it disallowed (ALLOW_CONNECTIONS false).
+    Neither is the credentials' fault nor passes by waiting: `fix` lets the login in again."""
+
+    def __init__(self, what: str, *, fix: str) -> None:
+        super().__init__(f"{what}: {fix}")
+        self.what = what
+        self.fix = fix
+
+
 class CredentialsMissing(UsageError):
     """The environment has nowhere to read its databases' credentials from (no Vault
     configured): a configuration to fix, nothing was started."""

@@ -83,6 +83,13 @@ class Waves(BaseModel):
     halt_p95_seconds: float | None = Field(
         default=None, gt=0, description="A wave whose p95 duration is above this halts it."
     )
+    quarantine_max: int = Field(
+        default=1,
+        ge=0,
+        description="Targets the gate finds unreachable (server down, CONNECT refused) are "
+        "quarantined, the waves go on without them, up to this many; more stops the fleet "
+        "before it touches any.",
+    )
 
 
 class Fleet(BaseModel):
@@ -424,6 +431,54 @@ def halt_reason(outcomes: Sequence[DatabaseOutcome], waves: Waves) -> str | None
     return None
 
 
+QUARANTINED = "quarantined"
+"""A target's state in the ledger when the gate could not log in to it."""
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """A target the gate could not log in to: in no wave, named with why and its fix."""
+
+    database: str
+    reason: str
+    fix: str
+
+
+def quarantine_reason(quarantined: Sequence[Quarantined], waves: Waves) -> str | None:
+    """Why the fleet stops before its first wave: more targets unreachable than it may leave
+    behind (a server of many down, a grant gone from all); None to go on without them."""
+    if len(quarantined) <= waves.quarantine_max:
+        return None
+    return (
+        f"quarantine_max = {waves.quarantine_max}: {len(quarantined)} target(s) unreachable at "
+        f"the gate: {_named([q.database for q in quarantined])}; no target was touched"
+    )
+
+
+STANDINGS = (
+    "up to date",
+    "failed",
+    QUARANTINED,
+    "not started",
+    "behind",
+    "no history",
+    "unreachable",
+)
+"""Where `fleet status` finds a target, in the order it counts them. A target not at the latest
+version is counted by what its last run did to it, so that a failed one and one its fleet never
+reached are not both `behind`. (A target found `interrupted`, a non-transactional migration cut
+short, belongs before `failed`: it needs its own fix first.)"""
+
+
+def standing(*, up_to_date: bool, has_history: bool, last_outcome: str) -> str:
+    """A reachable target's standing: its history read now, then its ledger's `last_outcome`."""
+    if up_to_date:
+        return "up to date"
+    if last_outcome in ("failed", QUARANTINED, "not started"):
+        return last_outcome
+    return "behind" if has_history else "no history"
+
+
 @dataclass(frozen=True)
 class StateGroup:
     """Targets whose histories are in the same state: one approval covers them all, since the
@@ -485,6 +540,8 @@ class FleetReport:
     """The targets at the latest version when the fleet began: in no wave."""
     not_started: list[str] = field(default_factory=list)
     """The target databases of the waves that never started."""
+    quarantined: list[Quarantined] = field(default_factory=list)
+    """The targets the gate could not log in to: in no wave."""
 
     @property
     def outcomes(self) -> list[DatabaseOutcome]:
@@ -496,15 +553,22 @@ class FleetReport:
 
     @property
     def ok(self) -> bool:
-        return not self.failed and self.halted is None
+        return not self.failed and self.halted is None and not self.quarantined
 
     def next_step(self) -> str:
-        """What to do after a halt: fix the failed targets when there are, else look at what
-        the rule judged (a slow wave fails no target)."""
+        """What to do after a halt: let the quarantined targets in when they stopped it, fix
+        the failed targets when there are, else look at what the rule judged (a slow wave
+        fails no target)."""
         rerun = (
             f"run the fleet again (`ameide-migrate fleet run --env {self.environment} --fleet "
             f"{self.fleet}`): the migrated targets are up to date and skipped"
         )
+        if self.quarantined and not self.waves:
+            return (
+                "Let the unreachable targets in as each fix says (or, to migrate the others "
+                f"without them, raise quarantine_max in [fleets.{self.fleet}.waves]), then "
+                f"{rerun}."
+            )
         if self.failed:
             return f"Fix the failed targets as each says, then {rerun}."
         return (
@@ -521,11 +585,14 @@ class FleetReport:
         lines = [
             f"fleet {self.fleet} in {self.environment}: {done} in {len(self.waves)} wave(s)"
             + (f", {len(self.not_started)} not started" if self.not_started else "")
+            + (f", {len(self.quarantined)} quarantined" if self.quarantined else "")
         ]
         if self.halted:
-            lines.append(f"halted after wave {len(self.waves)}: {self.halted}")
+            after = f"after wave {len(self.waves)}" if self.waves else "before its first wave"
+            lines.append(f"halted {after}: {self.halted}")
             lines.append(self.next_step())
         lines += [f"- {o.database}: {o.message}" for o in self.failed]
+        lines += [f"- {q.database} quarantined: {q.reason}; fix: {q.fix}" for q in self.quarantined]
         return "\n".join(lines)
 
     def rows(self) -> list[dict[str, Any]]:
@@ -569,5 +636,18 @@ class FleetReport:
                 "message": "halted before its wave",
             }
             for name in self.not_started
+        ]
+        rows += [
+            {
+                "target": q.database,
+                "wave": "-",
+                "before": "",
+                "after": "",
+                "applied": "0",
+                "duration": "",
+                "state": QUARANTINED,
+                "message": " ".join(f"{q.reason}; fix: {q.fix}".split())[:600],
+            }
+            for q in self.quarantined
         ]
         return rows

@@ -21,6 +21,7 @@ from pydantic import SecretStr
 
 from ameide_migrate.errors import (
     DatabaseError,
+    DatabaseRefusedConnection,
     DatabaseUnreachable,
     DatabaseUrlInvalid,
 )
@@ -128,15 +129,50 @@ def _is_transient(error: psycopg.OperationalError) -> bool:
     return not any(r in text for r in refused) and any(t in text for t in _TRANSIENT_CONNECT)
 
 
+def _refused(
+    creds: Credentials, error: psycopg.OperationalError
+) -> DatabaseRefusedConnection | None:
+    """The database refused this login for its own sake (libpq gives the server's text, no
+    SQLSTATE): 42501 when its CONNECT privilege is revoked, 55000 when it takes no connections."""
+    text = str(error)
+    fatal = next((line for line in text.splitlines() if "FATAL:" in line), text)
+    reason = " ".join(fatal.split("FATAL:", 1)[-1].split())
+    refused = f"database {creds.database} at {creds.host}:{creds.port} refused {creds.user}"
+    database = sql.Identifier(creds.database)
+    if "permission denied for database" in text:
+        grant = sql.SQL("GRANT CONNECT ON DATABASE {} TO {};").format(
+            database, sql.Identifier(creds.user)
+        )
+        return DatabaseRefusedConnection(
+            f"{refused}: {reason}; the login lacks the CONNECT privilege, the credentials are "
+            "not the cause",
+            fix=f"run `{grant.as_string(None)}` as its owner or an administrator",
+        )
+    if "is not currently accepting connections" in text:
+        allow = (
+            sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true;").format(database).as_string(None)
+        )
+        return DatabaseRefusedConnection(
+            f"{refused}: {reason}; its ALLOW_CONNECTIONS is false, the credentials are not the "
+            "cause",
+            fix=f"once whatever closed it is over, run `{allow}` as an administrator",
+        )
+    return None
+
+
 @contextmanager
 def connect(
     creds: Credentials, *, timeout: int = 5, read_only: bool = False
 ) -> Iterator[psycopg.Connection]:
-    """A connection, or DatabaseUnreachable (transient) / DatabaseError naming the database."""
+    """A connection, or DatabaseUnreachable (transient) / DatabaseRefusedConnection /
+    DatabaseError naming the database."""
     try:
         conn = psycopg.connect(**creds.conninfo(timeout), autocommit=not read_only)  # type: ignore[arg-type]
     except psycopg.OperationalError as e:
         reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        refused = _refused(creds, e)
+        if refused is not None:
+            raise refused from None
         if _is_transient(e):
             raise DatabaseUnreachable(
                 f"database {creds.database} at {creds.host}:{creds.port} is unreachable: {reason}. "

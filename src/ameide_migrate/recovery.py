@@ -12,6 +12,8 @@ from collections.abc import Collection, Sequence
 from ameide_migrate import lint
 from ameide_migrate.errors import (
     ChecksumMismatch,
+    DatabaseRefusedConnection,
+    DatabaseUnreachable,
     HistoryMissing,
     LintErrorsFound,
     MigrateError,
@@ -34,6 +36,10 @@ def repair_command(environment: str, database: str) -> str:
 
 def baseline_command(environment: str, database: str, version: str = "VERSION") -> str:
     return f"ameide-migrate baseline --env {environment} --db {database} --version {version}"
+
+
+def fleet_target_command(environment: str, fleet: str, target: str) -> str:
+    return f"ameide-migrate fleet run --env {environment} --fleet {fleet} --target {target}"
 
 
 def drop_command(indexes: Sequence[InvalidIndex]) -> str:
@@ -132,6 +138,23 @@ def after_leftovers_unread(environment: str, database: str, reason: MigrateError
         f"read to name it ({reason}). Once reachable, rerun "
         f"`{rerun_command(environment, database)}`, which names it."
     )
+
+
+# --- For a fleet's target the gate could not log in to ----------------------------------------
+
+
+def for_unreachable_target(
+    environment: str,
+    fleet: str,
+    target: str,
+    error: DatabaseUnreachable | DatabaseRefusedConnection,
+) -> str:
+    """A target quarantined at the gate: let its login in (its credentials are not the
+    cause), then migrate it alone."""
+    rerun = fleet_target_command(environment, fleet, target)
+    if isinstance(error, DatabaseRefusedConnection):
+        return f"{error.fix}, then `{rerun}`"
+    return f"bring its server up, then `{rerun}`"
 
 
 # --- For a database the drift check found out of sync ------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -22,6 +23,7 @@ from rich.table import Table
 
 from ameide_migrate import locking
 from ameide_migrate.drift import DriftReport, Verdict
+from ameide_migrate.fleet import STANDINGS
 from ameide_migrate.history import SETTLED_STATES
 from ameide_migrate.image import BuiltImage
 from ameide_migrate.lint import Finding, Level, counts
@@ -384,13 +386,20 @@ def print_fleet(found: FleetReport, console: Console) -> None:
         )
     if found.not_started:
         table.add_row("-", str(len(found.not_started)), "", "", "", "not started")
+    if found.quarantined:
+        count = str(len(found.quarantined))
+        table.add_row("-", count, "0", "0", "0", "quarantined at the gate: in no wave")
     console.print(table)
     for o in found.failed:
         console.print(f"[bold red]{o.database}[/]: {escape(o.message)}", soft_wrap=True)
         console.print(f"  [yellow]next:[/] {escape(o.recovery)}", soft_wrap=True)
+    for q in found.quarantined:
+        console.print(f"[bold red]{q.database}[/] quarantined: {escape(q.reason)}", soft_wrap=True)
+        console.print(f"  [yellow]next:[/] {escape(q.fix)}", soft_wrap=True)
     if found.halted:
+        after = f"after wave {len(found.waves)}" if found.waves else "before its first wave"
         console.print(
-            f"[bold red]halted[/] after wave {len(found.waves)}: {escape(found.halted)}; "
+            f"[bold red]halted[/] {after}: {escape(found.halted)}; "
             f"{len(found.not_started)} target(s) not started.",
             soft_wrap=True,
         )
@@ -432,10 +441,9 @@ def print_fleet_status(name: str, targets: Sequence[FleetTarget], console: Conso
     for t in targets:
         table.add_row(t.database, t.version or "empty", t.latest or "-", t.state, t.last_outcome)
     console.print(table)
-    counts: dict[str, int] = {}
-    for t in targets:
-        counts[t.state] = counts.get(t.state, 0) + 1
-    console.print(", ".join(f"{n} {state}" for state, n in counts.items()), highlight=False)
+    counts = Counter(t.state for t in targets)
+    order = [*STANDINGS, *sorted(set(counts) - set(STANDINGS))]
+    console.print(", ".join(f"{counts[s]} {s}" for s in order if counts[s]), highlight=False)
 
 
 def lint_artifact_key(environment: str, *, dry_run: bool) -> str:

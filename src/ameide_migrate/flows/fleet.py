@@ -21,12 +21,13 @@ from prefect.client.schemas.objects import FlowRun, State
 from prefect.runtime import deployment, flow_run
 from prefect.states import Cancelled, Completed, Failed
 
-from ameide_migrate import environments, fleet, migrate, postgres, prefect_api, report
+from ameide_migrate import environments, fleet, migrate, postgres, prefect_api, recovery, report
 from ameide_migrate.catalog import DatabaseCatalog
 from ameide_migrate.context import RunContext, history_table_of
 from ameide_migrate.environments import ApprovalPolicy
 from ameide_migrate.errors import (
     REJECTED_STATE,
+    DatabaseRefusedConnection,
     FleetHalted,
     MigrateError,
     UsageError,
@@ -345,7 +346,9 @@ def fleet_shard_flow(
     template = environments.fleet_template(environment, declared, settings)
     names = fleet.checked_targets(declared, targets or [], "the shard's targets")
     databases = {declared.database_of(t): template for t in names}
-    verified = with_retries(verify_credentials, settings)(environment, list(databases))
+    verified = with_retries(verify_credentials, settings)(
+        environment, list(databases), shown_as=declared.database_of("<target>")
+    )
     ctx = RunContext.create(environment, databases, verified, settings)
     try:
         outcomes = _migrate_targets(
@@ -371,6 +374,15 @@ def started_by_a_fleet() -> None:
     )
 
 
+def _ledger(found: FleetReport) -> None:
+    """The fleet's ledger as its table artifact: every target's outcome, and why it stopped."""
+    create_table_artifact(
+        key=artifact_key(found.environment, found.fleet),
+        table=found.rows(),
+        description=f"### Fleet `{found.fleet}`, `{found.environment}`\n\n{found.summary()}",
+    )
+
+
 @flow(name="fleet", log_prints=False, validate_parameters=True)
 def fleet_flow(
     environment: str = "local", name: str = "", targets: list[str] | None = None
@@ -390,31 +402,56 @@ def fleet_flow(
     template = environments.fleet_template(environment, declared, settings)
     names = fleet.chosen_targets(declared, _targets(environment, declared, settings), targets)
     databases = {declared.database_of(t): template for t in names}
-    # The gate logs in to every target before any is touched, and reads its history there.
-    verified, histories = with_retries(verify_credentials_reading_histories, settings)(
-        environment, list(databases), history_table_of(template, settings.flyway_table)
+    # The gate logs in to every target before any is touched, and reads its history there; the
+    # targets it cannot log in to are quarantined: in no wave, each named with its fix.
+    verified, histories, unreachable = with_retries(verify_credentials_reading_histories, settings)(
+        environment,
+        list(databases),
+        history_table_of(template, settings.flyway_table),
+        shown_as=declared.database_of("<target>"),
     )
-    ctx = RunContext.create(environment, databases, verified, settings)
     found = FleetReport(environment, name)
+    prefix = len(declared.database_of(""))
+    found.quarantined = [
+        fleet.Quarantined(
+            database,
+            error.what if isinstance(error, DatabaseRefusedConnection) else str(error),
+            recovery.for_unreachable_target(environment, name, database[prefix:], error),
+        )
+        for database, error in unreachable.items()
+    ]
+    for q in found.quarantined:
+        logger.warning("quarantined %s: %s", q.database, q.reason)
+    reachable = {d: t for d, t in databases.items() if d not in unreachable}
+    ctx = RunContext.create(environment, reachable, verified, settings)
     found.up_to_date = [
         _already(database, histories[database], template)
-        for database in databases
+        for database in reachable
         if database in histories and migrate.compare(template, histories[database]).up_to_date
     ]
-    done = {o.database for o in found.up_to_date}
+    done = {o.database for o in found.up_to_date} | set(unreachable)
     waves = fleet.plan_pending_waves(
         names, [t for t in names if declared.database_of(t) not in done], declared.waves
     )
     logger.info(
-        "fleet %s: %d targets, %d up to date; the others in %d wave(s) (%s)",
+        "fleet %s: %d targets, %d up to date, %d quarantined; the others in %d wave(s) (%s)",
         name,
         len(names),
-        len(done),
+        len(found.up_to_date),
+        len(found.quarantined),
         len(waves),
         ", ".join(str(len(w)) for w in waves) or "none",
     )
+    too_many = fleet.quarantine_reason(found.quarantined, declared.waves)
+    if too_many is not None:
+        ctx.close()
+        found.halted = too_many
+        found.not_started = [declared.database_of(t) for wave in waves for t in wave]
+        logger.error("fleet %s stopped before its first wave: %s", name, too_many)
+        _ledger(found)
+        raise FleetHalted(found.summary(), found)
     policy = environments.get(environment, settings).approval
-    if policy.required:
+    if policy.required and reachable:
         decision = _approved(ctx, name, policy, histories)
         if decision is not None and not decision.approved:
             ctx.close()
@@ -467,11 +504,7 @@ def fleet_flow(
                 time.sleep(declared.waves.bake_seconds)
     finally:
         ctx.close()
-        create_table_artifact(
-            key=artifact_key(environment, name),
-            table=found.rows(),
-            description=f"### Fleet `{name}`, `{environment}`\n\n{found.summary()}",
-        )
+        _ledger(found)
     if not found.ok:
         raise FleetHalted(found.summary(), found)
     return found

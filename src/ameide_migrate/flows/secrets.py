@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import cast
 
 import psycopg
@@ -10,8 +11,10 @@ from prefect import get_run_logger, task
 
 from ameide_migrate import credential_gate, environments, postgres
 from ameide_migrate.blocks import VaultDatabaseSecrets
+from ameide_migrate.credential_gate import Unreachable
 from ameide_migrate.flows.retrying import step_options
 from ameide_migrate.postgres import Credentials, HistoryRow
+from ameide_migrate.secret_sources import SecretSource
 from ameide_migrate.settings import get_settings
 from ameide_migrate.vault import VaultSettings
 
@@ -27,45 +30,46 @@ def vault_block_connection(environment: str) -> VaultSettings | None:
 
 @task(**step_options("verify credentials"), task_run_name="verify credentials")
 def verify_credentials(
-    environment: str, databases: list[str], login: bool = True
+    environment: str, databases: list[str], login: bool = True, shown_as: str = "<db>"
 ) -> dict[str, Credentials]:
     """Every database's `<DB>_DATABASE_URL/_USER/_PASSWORD`: present, well-formed, and (with
-    `login`) working."""
-    return _verified(environment, databases, login=login)
+    `login`) working. `shown_as` stands for every database where the log names where their
+    secrets live."""
+    settings = get_settings()
+    with _source(environment, len(databases), shown_as) as source:
+        return credential_gate.verify_secrets(
+            source, databases, connect_timeout=settings.connect_timeout_seconds, login=login
+        )
 
 
 @task(**step_options("verify credentials"), task_run_name="verify credentials")
 def verify_credentials_reading_histories(
-    environment: str, databases: list[str], history_table: str
-) -> tuple[dict[str, Credentials], dict[str, list[HistoryRow] | None]]:
+    environment: str, databases: list[str], history_table: str, shown_as: str = "<db>"
+) -> tuple[dict[str, Credentials], dict[str, list[HistoryRow] | None], dict[str, Unreachable]]:
     """The gate, as `verify_credentials`, and each database's history (`history_table`) read on
     its login's connection: a fleet's targets cost one connection each before its waves. A
-    history that could not be read is left out, for the target's own inspection to report."""
+    history that could not be read is left out, for the target's own inspection to report.
+    The databases turned away (server down, CONNECT refused) are handed back with why, not
+    raised: the fleet decides whether it goes on without them. `shown_as` stands for every
+    database where the log names where their secrets live (a fleet's `tenant_<target>`)."""
     histories: dict[str, list[HistoryRow] | None] = {}
 
     def read(database: str, creds: Credentials, conn: psycopg.Connection) -> None:
         histories[database] = postgres.history_on(conn, creds, history_table)
 
-    return _verified(environment, databases, login=True, on_login=read), histories
-
-
-def _verified(
-    environment: str,
-    databases: list[str],
-    *,
-    login: bool,
-    on_login: Callable[[str, Credentials, psycopg.Connection], None] | None = None,
-) -> dict[str, Credentials]:
     settings = get_settings()
+    with _source(environment, len(databases), shown_as) as source:
+        gate = credential_gate.verify_reachable(
+            source, databases, connect_timeout=settings.connect_timeout_seconds, on_login=read
+        )
+    return gate.credentials, histories, gate.unreachable
+
+
+@contextmanager
+def _source(environment: str, count: int, shown_as: str) -> Iterator[SecretSource]:
     conn = vault_block_connection(environment)
-    with environments.secret_source(environment, settings, conn) as source:
+    with environments.secret_source(environment, get_settings(), conn) as source:
         get_run_logger().info(
-            "verifying %d databases' credentials in %s", len(databases), source.location("<db>")
+            "verifying %d databases' credentials in %s", count, source.location(shown_as)
         )
-        return credential_gate.verify_secrets(
-            source,
-            databases,
-            connect_timeout=settings.connect_timeout_seconds,
-            login=login,
-            on_login=on_login,
-        )
+        yield source
