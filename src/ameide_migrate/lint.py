@@ -18,6 +18,7 @@ Levels: every rule is `error` (the run stops that database before Flyway starts)
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import json
 import re
@@ -460,14 +461,15 @@ def lint_scripts(
     with tempfile.TemporaryDirectory(prefix="ameide-lint-") as elsewhere:
         for script in scripts:
             parsed = statements.split(script.text)
-            refused = statements.non_transactional(script.text)
+            refused = statements.non_transactional_among(parsed)
+            starts = [statement.line for statement in parsed]
             worked_on = []
             for statement in parsed:
                 targets = locking.locks(statement)
                 worked_on.append(batch.existing(targets[0]) if targets else None)
                 batch.after(statement)
             for finding in _squawk(binary, script, rules, not refused, Path(elsewhere)):
-                index = _statement_at(parsed, finding.line)
+                index = _statement_at(starts, finding.line)
                 if finding.rule in _TABLE_WORK_RULES and index is not None:
                     judged = _judged(finding, worked_on[index], rules)
                     if judged is not None:
@@ -641,6 +643,9 @@ def _transaction_findings(
                 f"Move {first.kind} into a migration of its own, with no other statement.",
             )
         )
+    kinds: dict[int, str] = {}
+    for r in refused:
+        kinds.setdefault(r.statement.line, r.kind)
     in_block = False
     for statement in parsed:
         word = statement.words.split(" ", 1)[0].upper()
@@ -648,7 +653,7 @@ def _transaction_findings(
             in_block = True
         elif word in ("COMMIT", "END", "ROLLBACK", "ABORT"):
             in_block = False
-        kind = next((r.kind for r in refused if r.statement.line == statement.line), None)
+        kind = kinds.get(statement.line)
         if in_block and kind is not None and kind != "CREATE INDEX CONCURRENTLY":
             found.append(
                 Finding(
@@ -664,14 +669,11 @@ def _transaction_findings(
     return found
 
 
-def _statement_at(parsed: list[statements.Statement], line: int) -> int | None:
-    """The statement a finding's line falls in: the last one starting on or before it."""
-    index = None
-    for i, statement in enumerate(parsed):
-        if statement.line > line:
-            break
-        index = i
-    return index
+def _statement_at(starts: list[int], line: int) -> int | None:
+    """The statement a finding's line falls in, by the lines the statements start on (in
+    order): the last one starting on or before it."""
+    index = bisect.bisect_right(starts, line) - 1
+    return index if index >= 0 else None
 
 
 def lock_level(

@@ -11,11 +11,21 @@ so a function body or a comment that mentions CREATE INDEX CONCURRENTLY is not f
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 _DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_\u0080-\uffff][\w\u0080-\uffff]*)?\$")
 _IDENTIFIER_CHAR = re.compile(r"[\w$\u0080-\uffff]")
+# Where the lexer's state may change: a comment, a statement's end, a quote, a dollar sign.
+_TURNS = re.compile(r"--|/\*|[;'\"$]")
+_COMMENT_MARK = re.compile(r"/\*|\*/")
+# What follows an opening quote, up to and with its closing one (to the end when none): doubled
+# quotes stay inside; in E'' strings so does whatever a backslash escapes.
+_STRING_REST = re.compile(r"[^']*(?:''[^']*)*'?")
+_ESCAPED_STRING_REST = re.compile(r"(?:[^'\\]+|\\.?|'')*'?", re.DOTALL)
+_QUOTED_REST = re.compile(r'[^"]*(?:""[^"]*)*"?')
 
 # (pattern over a statement's words, what PostgreSQL calls it); matched from the statement's start.
 _NON_TRANSACTIONAL: tuple[tuple[re.Pattern[str], str], ...] = tuple(
@@ -60,106 +70,130 @@ class NonTransactional:
 
 def split(sql_text: str) -> list[Statement]:
     """The statements of a script, in order; empty ones (a lone `;`, only comments) dropped."""
+    return list(_split(sql_text))
+
+
+# A run reads each pending script several times in a row (the names to ask the database about,
+# the lint, the locks of the plan and of the pre-flight): a large script is split once. A few
+# scripts are kept, not all: each costs about three times its text.
+@functools.lru_cache(maxsize=8)
+def _split(sql_text: str) -> tuple[Statement, ...]:
+    """One pass over the text, in time proportional to it: the runs of plain code between two
+    places where the lexer's state may change (`_TURNS`) are taken whole."""
     statements: list[Statement] = []
     code: list[str] = []
     start = 0
     first_word: int | None = None
+    # The code's last character (" " for none): a `$` or an `E'` right after a name's character
+    # continues the name.
+    last = " "
+    line, counted = 1, 0
     i, n = 0, len(sql_text)
 
     def finish(end: int) -> None:
-        nonlocal code, first_word
+        nonlocal code, first_word, last, line, counted
         words = " ".join("".join(code).split())
         if words and first_word is not None:
-            line = sql_text.count("\n", 0, first_word) + 1
+            line += sql_text.count("\n", counted, first_word)
+            counted = first_word
             statements.append(Statement(sql_text[start:end].strip(), words, line))
-        code, first_word = [], None
+        code, first_word, last = [], None, " "
 
     while i < n:
-        c = sql_text[i]
-        if sql_text.startswith("--", i):
-            end = sql_text.find("\n", i)
-            i = n if end < 0 else end
-            code.append(" ")
-            continue
-        if sql_text.startswith("/*", i):
-            i = _end_of_block_comment(sql_text, i)
-            code.append(" ")
-            continue
-        if c == ";":
-            finish(i)
-            i += 1
-            start = i
-            continue
-        if c.isspace():
-            code.append(" ")
-            i += 1
-            continue
-        if first_word is None:
-            first_word = i
-        if c == "'" or (c in "eE" and sql_text.startswith("'", i + 1) and not _in_word(code)):
-            escapes = c != "'"
-            i = _end_of_string(sql_text, i + (1 if escapes else 0), backslash=escapes)
+        turn = _TURNS.search(sql_text, i)
+        j = n if turn is None else turn.start()
+        before = last
+        if j > i:
+            plain = sql_text[i:j]
+            if first_word is None and (indent := len(plain) - len(plain.lstrip())) < len(plain):
+                first_word = i + indent
+            code.append(plain)
+            last = " " if plain[-1].isspace() else plain[-1]
+        if turn is None:
+            break
+        mark = turn.group()
+        if mark == "'":
+            if first_word is None:
+                first_word = j
+            # E'...': the E is the plain run's last character, and no name goes on before it.
+            escapes = j > i and sql_text[j - 1] in "eE"
+            if escapes:
+                ahead = sql_text[j - 2] if j - 2 >= i else before
+                escapes = not _continues_name(" " if ahead.isspace() else ahead)
+            if escapes:
+                code[-1] = code[-1][:-1]
+            i = _end(_ESCAPED_STRING_REST if escapes else _STRING_REST, sql_text, j + 1)
             code.append("''")
-            continue
-        if c == '"':
-            end = sql_text.find('"', i + 1)
-            while end >= 0 and sql_text.startswith('"', end + 1):
-                end = sql_text.find('"', end + 2)
-            stop = n if end < 0 else end + 1
-            code.append(sql_text[i:stop])
-            i = stop
-            continue
-        if c == "$" and not _in_word(code):
-            tag = _DOLLAR_TAG.match(sql_text, i)
+            last = "'"
+        elif mark == "$":
+            if first_word is None:
+                first_word = j
+            tag = None if _continues_name(last) else _DOLLAR_TAG.match(sql_text, j)
             if tag:
                 end = sql_text.find(tag.group(), tag.end())
                 i = n if end < 0 else end + len(tag.group())
                 code.append("$$")
-                continue
-        code.append(c)
-        i += 1
+            else:
+                i = j + 1
+                code.append("$")
+            last = "$"
+        elif mark == ";":
+            finish(j)
+            i = start = j + 1
+        elif mark == '"':
+            if first_word is None:
+                first_word = j
+            i = _end(_QUOTED_REST, sql_text, j + 1)
+            code.append(sql_text[j:i])
+            last = sql_text[i - 1]
+        elif mark == "--":
+            end = sql_text.find("\n", j)
+            i = n if end < 0 else end
+            code.append(" ")
+            last = " "
+        else:  # "/*"
+            i = _end_of_block_comment(sql_text, j)
+            code.append(" ")
+            last = " "
     finish(n)
-    return statements
+    return tuple(statements)
 
 
-def _in_word(code: list[str]) -> bool:
-    """Whether the text before is part of an identifier (`a$b$` is a name, not a quote)."""
-    return bool(code) and bool(_IDENTIFIER_CHAR.fullmatch(code[-1][-1:] or " "))
+def _continues_name(last: str) -> bool:
+    """Whether code's last character is part of an identifier (`a$b$` is a name, not a quote)."""
+    return bool(_IDENTIFIER_CHAR.fullmatch(last))
+
+
+def _end(rest: re.Pattern[str], text: str, i: int) -> int:
+    """Where `rest` (one of the `_..._REST`, which match from anywhere) ends, from `i`."""
+    found = rest.match(text, i)
+    return i if found is None else found.end()
 
 
 def _end_of_block_comment(text: str, i: int) -> int:
+    """The index after the (nested) block comment opening at `i`."""
     depth, i = 1, i + 2
-    while i < len(text) and depth:
-        if text.startswith("/*", i):
-            depth, i = depth + 1, i + 2
-        elif text.startswith("*/", i):
-            depth, i = depth - 1, i + 2
-        else:
-            i += 1
-    return i
-
-
-def _end_of_string(text: str, i: int, *, backslash: bool) -> int:
-    """The index after the string literal opening at `i` (its quote)."""
-    i += 1
-    while i < len(text):
-        if backslash and text[i] == "\\":
-            i += 2
-        elif text[i] == "'":
-            if text.startswith("'", i + 1):
-                i += 2
-            else:
-                return i + 1
-        else:
-            i += 1
+    while depth:
+        mark = _COMMENT_MARK.search(text, i)
+        if mark is None:
+            return len(text)
+        depth += 1 if mark.group() == "/*" else -1
+        i = mark.end()
     return i
 
 
 def non_transactional(sql_text: str, server_major: int | None = None) -> list[NonTransactional]:
     """The statements PostgreSQL refuses inside a transaction block. `server_major` None assumes
     a current server (12 or newer)."""
+    return non_transactional_among(split(sql_text), server_major)
+
+
+def non_transactional_among(
+    parsed: Iterable[Statement], server_major: int | None = None
+) -> list[NonTransactional]:
+    """Of a script's statements (`split`), those PostgreSQL refuses inside a transaction block."""
     found = []
-    for statement in split(sql_text):
+    for statement in parsed:
         kind = next((k for p, k in _NON_TRANSACTIONAL if p.match(statement.words)), None)
         too_old = server_major is not None and server_major < 12
         if kind is None and too_old and _ADD_ENUM_VALUE.match(statement.words):
