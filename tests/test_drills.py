@@ -353,6 +353,62 @@ def test_a_run_killed_while_another_starts_leaves_no_jvm_ends_crashed_and_a_reru
     assert followed.exit_code == ExitCode.FAILED
 
 
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        children = _children(todo.pop())
+        found += children
+        todo += children
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "form",
+    [
+        pytest.param(["uv", "run", "--frozen"], id="uv run"),
+        pytest.param(["timeout", "400", "uv", "run", "--frozen"], id="timeout uv run"),
+    ],
+)
+def test_sigterm_to_the_command_as_the_readme_runs_it_stops_the_run_within_seconds(
+    platform: Platform, tmp_path: Path, form: list[str]
+) -> None:
+    """What a CI timeout or a process manager sends, to the outermost process of the README's
+    form: the run ends, its JVM with it, PostgreSQL rolls the migration back, the Prefect run
+    is ended, and the exit code says it was a signal."""
+    _sleeping_migration(platform, 120)
+    env = dict(os.environ)
+    env["PATH"] = f"{Path.home() / '.local' / 'bin'}{os.pathsep}{env['PATH']}"
+    with (tmp_path / "run.log").open("wb") as out:
+        cli = subprocess.Popen(
+            [*form, "ameide-migrate", "run", "--env", "local", "--db", "threads"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    _wait_for(lambda: _sleeping_on(platform.admin), 240, "the sleeping migration to start")
+    processes = _descendants(cli.pid)
+    assert any("FlywayEngine" in _command_line(pid) for pid in processes), processes
+
+    cli.send_signal(signal.SIGTERM)
+
+    assert cli.wait(timeout=10) == 128 + signal.SIGTERM
+    _wait_for(lambda: all(_gone(pid) for pid in processes), 10, "the run's processes to end")
+    _wait_for(lambda: not _sleeping_on(platform.admin), 10, "the migration's session to end")
+    assert not platform.table_exists("threads", "threads_drill_done")
+    _, state = _latest_migrate_run()
+    assert state in ("CANCELLED", "CRASHED"), state
+    assert "Traceback" not in (tmp_path / "run.log").read_text()
+
+
+def _command_line(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
 @pytest.mark.slow
 def test_a_postgresql_restart_mid_migration_is_ridden_through_with_the_default_budget(
     platform: Platform, spare_cluster: Cluster, tmp_path: Path

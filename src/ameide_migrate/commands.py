@@ -14,7 +14,9 @@ import json
 import logging
 import os
 import signal
+import sys
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -31,11 +33,13 @@ from ameide_migrate import (
     local,
     postgres,
     prefect_api,
+    stopping,
 )
 from ameide_migrate.catalog import Catalog, load_folder
 from ameide_migrate.errors import (
     REJECTED_STATE,
     ApprovalRejected,
+    ExitCode,
     MigrateError,
     RunFailed,
     UsageError,
@@ -126,8 +130,33 @@ def _run_flow(flow: Any, **parameters: Any) -> tuple[Any, UUID]:
     for handler in logging.getLogger().handlers + logging.getLogger("prefect").handlers:
         if isinstance(handler, logging.StreamHandler):
             handler.addFilter(_NoTracebackForExpectedFailures())
-    state = flow(**parameters, return_state=True)
+    with _stopped_by_signals(flow.name):
+        state = flow(**parameters, return_state=True)
     return settle(state), state.state_details.flow_run_id
+
+
+@contextmanager
+def _stopped_by_signals(flow_name: str) -> Iterator[None]:
+    """Ctrl-C or SIGTERM (a CI timeout, `timeout`, a process manager) while the flow runs here:
+    its flow and task runs cancelled on the server, a last line saying so, and the process ends
+    at once (130 or 143), its Flyway JVM with it. Inside the dev loop, the loop's own handling."""
+    if stopping.handled():
+        yield
+        return
+    from prefect import tags
+
+    session = f"ameide-migrate-{uuid4().hex[:12]}"
+
+    def on_interrupt(signum: int) -> None:
+        name = signal.Signals(signum).name
+        ended = prefect_api.end_unfinished_runs(session, f"stopped by {name}")
+        runs = f"{flow_name} run {', '.join(ended)} cancelled" if ended else "no run left running"
+        sys.stderr.write(
+            f"FAILED: stopped by {name}: {runs}; the Flyway JVM ended with this process\n"
+        )
+
+    with tags(session), stopping.stopping_at_once(on_interrupt):
+        yield
 
 
 def settle(state: Any) -> Any:
@@ -1002,17 +1031,23 @@ def dev(
         ended = prefect_api.end_unfinished_runs(session, "stopped by Ctrl-C (ameide-migrate dev)")
         return dev_loop.Stopped(runs, tuple(ended))
 
-    def on_interrupt() -> None:
+    def on_interrupt(_signal: int) -> None:
         on_event(stopped())
 
     def migrate(databases: list[str] | None) -> RunResult:
         nonlocal runs
         runs += 1
-        with tags("ameide-migrate dev", session), dev_loop.stopping_at_once(on_interrupt):
+        with (
+            tags("ameide-migrate dev", session),
+            stopping.stopping_at_once(on_interrupt, ExitCode.INTERRUPTED),
+        ):
             return run(settings, target.name, databases, build=False, progress=progress)
 
     def build() -> BuiltImage:
-        with tags("ameide-migrate dev", session), dev_loop.stopping_at_once(on_interrupt):
+        with (
+            tags("ameide-migrate dev", session),
+            stopping.stopping_at_once(on_interrupt, ExitCode.INTERRUPTED),
+        ):
             return build_image(settings, push=True, registry=registry)
 
     root = settings.sql_dir.absolute()
@@ -1045,6 +1080,6 @@ def dev(
         loop.watch()
     except KeyboardInterrupt:
         # A second Ctrl-C must not cut this short: it is what ends the runs left Running.
-        for sig in dev_loop.STOP_SIGNALS:
+        for sig in stopping.STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
     on_event(stopped())

@@ -138,9 +138,27 @@ class RunContext:
                 **db.flyway.placeholders,
             },
             table=db.flyway.settings.get("table", self.table),
-            configuration=db.flyway.engine_settings(),
+            configuration=_noticing_a_gone_client(db.flyway.engine_settings()),
             **options,
         )
+
+
+# A migration's session whose JVM died (the run stopped, killed) ends within a second on
+# PostgreSQL 14+, its locks with it, instead of running its statement to the end first; older
+# servers have no such setting and are left as they were.
+_CHECK_THE_CLIENT = (
+    "DO $$BEGIN IF current_setting('server_version_num')::int >= 140000 THEN "
+    "PERFORM set_config('client_connection_check_interval', '1s', false); END IF; END$$"
+)
+
+
+def _noticing_a_gone_client(configuration: dict[str, str]) -> dict[str, str]:
+    """Flyway's configuration with the client check first in its initSql (the set's own after)."""
+    own = configuration.get("flyway.initSql")
+    return {
+        **configuration,
+        "flyway.initSql": f"{_CHECK_THE_CLIENT};\n{own}" if own else _CHECK_THE_CLIENT,
+    }
 
 
 def history_table_of(db: DatabaseCatalog, default_table: str) -> str:

@@ -12,11 +12,8 @@ mapping and the grouping are tested without PostgreSQL, Prefect or a JVM.
 from __future__ import annotations
 
 import os
-import signal
-import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +23,7 @@ import watchfiles
 
 from ameide_migrate import environments, flyway_config, git, history, recovery
 from ameide_migrate.catalog import Catalog, DatabaseCatalog
-from ameide_migrate.errors import ExitCode, MigrateError
+from ameide_migrate.errors import MigrateError
 from ameide_migrate.postgres import HistoryRow
 
 if TYPE_CHECKING:
@@ -337,36 +334,3 @@ class DevLoop:
             self.on_event(ImageReady(build_image()))
         except MigrateError as error:
             self.on_event(Refused("the migrations image", error))
-
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-"""Ctrl-C, and the polite `kill` a process manager or a closing terminal session sends."""
-
-
-@contextmanager
-def stopping_at_once(on_interrupt: Callable[[], None]) -> Iterator[None]:
-    """Ctrl-C while a run is in flight stops the process now: `on_interrupt` (which ends the
-    run on the server and says so), then exit 130.
-
-    Waiting for the run to wind down would mean waiting for its task threads: Prefect's engine
-    joins them, and they go on migrating (a retried step even starts a new JVM). Exiting takes
-    the Flyway JVM with it (its parent-death signal), and PostgreSQL rolls back the migration it
-    was running, as after a kill. Outside this block Ctrl-C is a KeyboardInterrupt as usual.
-    """
-
-    def stop(_signal: int, _frame: object) -> None:
-        for sig in STOP_SIGNALS:  # a second Ctrl-C must not cut this short
-            signal.signal(sig, signal.SIG_IGN)
-        try:
-            on_interrupt()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(ExitCode.INTERRUPTED)
-
-    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

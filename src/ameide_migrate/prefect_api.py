@@ -100,7 +100,7 @@ def _recorded(record: Path, role: bytes) -> dict[str, Any] | None:
     return known if _alive(known["pid"]) and _runs_prefect(known["pid"], role) else None
 
 
-def ensure_server(home: Path, *, port: int | None = None, timeout: float = 90.0) -> Server:
+def ensure_server(home: Path, *, port: int | None = None, timeout: float = 180.0) -> Server:
     """The server whose state lives in `home`, started when it is not running.
 
     It keeps running after this process exits, so the next run (and the UI) find it.

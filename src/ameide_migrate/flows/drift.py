@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from ameide_migrate import drift, environments, metrics
+from ameide_migrate import drift, environments, metrics, stopping
 from ameide_migrate import report as rendering
 from ameide_migrate.context import RunContext
 from ameide_migrate.drift import DatabaseDrift, DriftReport, Verdict
@@ -45,6 +45,7 @@ def drift_flow(
             worker's setting (AMEIDE_MAX_CONCURRENCY, 8 unless set).
     """
     own_environment(environment)
+    stopping.reclaim()
     settings = get_settings()
     catalog = environments.catalog(environment, settings)
     targets = catalog.select(databases)

@@ -21,7 +21,16 @@ from prefect.client.schemas.objects import FlowRun, State
 from prefect.runtime import deployment, flow_run
 from prefect.states import Cancelled, Completed, Failed
 
-from ameide_migrate import environments, fleet, migrate, postgres, prefect_api, recovery, report
+from ameide_migrate import (
+    environments,
+    fleet,
+    migrate,
+    postgres,
+    prefect_api,
+    recovery,
+    report,
+    stopping,
+)
 from ameide_migrate.catalog import DatabaseCatalog
 from ameide_migrate.context import RunContext, history_table_of
 from ameide_migrate.environments import ApprovalPolicy
@@ -396,6 +405,7 @@ def fleet_flow(
         targets: Only these targets (in the fleet's order). Leave it empty for all of them.
     """
     own_environment(environment)
+    stopping.reclaim()
     settings = get_settings()
     logger = get_run_logger()
     declared = environments.fleet(name, settings)
@@ -464,6 +474,7 @@ def fleet_flow(
 
     def run_wave(number: int, targets: list[str]) -> list[DatabaseOutcome]:
         """One wave's targets in shards, each a flow run: a deployment's, or in this process."""
+        stopping.reclaim()
         parts = [
             [declared.database_of(t) for t in part]
             for part in fleet.shards_of(targets, declared.waves.shards)

@@ -18,7 +18,7 @@ from prefect.client.schemas.objects import State
 from prefect.states import Cancelled
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from ameide_migrate import environments, lint, migrate, plan, recovery, report
+from ameide_migrate import environments, lint, migrate, plan, recovery, report, stopping
 from ameide_migrate.context import RunContext
 from ameide_migrate.environments import ApprovalPolicy
 from ameide_migrate.errors import REJECTED_STATE, MigrateError, RunFailed
@@ -252,6 +252,7 @@ def migrate_flow(
             any database is touched. Empty in a deployment's runs, which run inside the image.
     """
     own_environment(environment)
+    stopping.reclaim()
     settings = get_settings()
     target = environments.get(environment, settings)
     catalog = environments.catalog(environment, settings)
