@@ -538,6 +538,10 @@ def test_a_dropped_history_gets_the_fix_drift_gives_a_baseline_not_a_fix_forward
     assert "Traceback" not in run_output
     assert drift.returncode == ExitCode.DRIFT, drift_output
     assert baseline in " ".join(drift_output.split()), drift_output
+    # The table says what the database holds: objects and no history, never "empty".
+    (row,) = [line for line in run.stdout.splitlines() if line.startswith("│ threads")]
+    assert re.search(r"no history, \d+ objects", " ".join(run.stdout.split())), run.stdout
+    assert "empty" not in row, row
 
 
 CONNECTION_IN_FLYWAY_TOML = [

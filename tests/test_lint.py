@@ -552,3 +552,27 @@ def test_the_findings_table_keeps_line_level_and_fix_in_a_narrow_terminal() -> N
     assert "│    2 │" in text
     assert "error" in text
     assert "Use `concurrently`" in text
+
+
+def test_lint_of_the_local_environment_sets_it_up_as_a_run_would(
+    platform: Platform, tmp_path: Path
+) -> None:
+    """On a machine where nothing ran yet (no local secrets), `lint --env local` makes the local
+    databases and their credentials as `run --env local` would, then lints what is pending."""
+    env = {**os.environ, "AMEIDE_STATE_DIR": str(tmp_path / "fresh-state")}
+
+    done = subprocess.run(
+        [sys.executable, "-m", "ameide_migrate.cli", "lint", "--env", "local", "--db", "graph"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+
+    graph = environments.catalog("local", Settings(sql_dir=platform.sql_dir)).databases["graph"]
+    assert done.returncode == 0, done.stdout + done.stderr
+    pending = f"no finding in {len(graph.migrations)} pending migration(s) in local"
+    assert pending in done.stdout, done.stdout
+    assert (tmp_path / "fresh-state" / "local-secrets.json").is_file()

@@ -442,6 +442,9 @@ def lint(
         catalog = environments.catalog(env, settings)
         targets = catalog.select(databases)
         names = [d.name for d in targets]
+        if environments.get(env, settings).local:
+            # As `run --env local` would: on a machine where nothing ran yet, set it up first.
+            seed_local(settings, names)
         ctx = RunContext.create(env, targets, verify_secrets(settings, env, names), settings)
         checked: list[str] = []
         found: list[tuple[str | None, Finding]] = []

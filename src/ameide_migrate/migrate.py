@@ -17,6 +17,7 @@ from ameide_migrate.catalog import DatabaseCatalog, Migration, Version
 from ameide_migrate.context import RunContext
 from ameide_migrate.errors import (
     FlywayCommandFailed,
+    HistoryMissing,
     LeftoversFound,
     LintErrorsFound,
     MigrateError,
@@ -384,6 +385,17 @@ def _joined(*parts: str) -> str:
 _LOG_LEVEL = {lint.Level.ERROR: logging.ERROR, lint.Level.WARNING: logging.WARNING}
 
 
+def _unversioned(ctx: RunContext, database: str) -> str:
+    """How a schema with no history stands: its objects counted, where they can be read."""
+    try:
+        state = postgres.read_schema_state(
+            ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
+        )
+    except MigrateError:
+        return "no history"
+    return f"no history, {len(state.live)} objects"
+
+
 def _failed(
     ctx: RunContext,
     database: str,
@@ -402,6 +414,10 @@ def _failed(
             after = before  # unreachable now: report what was last seen
     reached = after.version if after else None
     applied = (after.applied_rows - before.applied_rows) if after and before else 0
+    was = before.version if before else None
+    if isinstance(error, HistoryMissing):
+        # "empty" would be untrue: the schema holds what another tool, or a dropped history, left.
+        was = reached = _unversioned(ctx, database)
     if isinstance(error, NonTransactionalMigrationFailed | LeftoversFound):
         message, next_step = _leftovers_failure(ctx, database, error)
     elif isinstance(error, LintErrorsFound):
@@ -420,7 +436,7 @@ def _failed(
     return DatabaseOutcome(
         database,
         OutcomeState.FAILED,
-        before.version if before else None,
+        was,
         reached,
         latest,
         applied,
