@@ -1,12 +1,18 @@
 """A migration's SQL split into statements as PostgreSQL's lexer reads it, and the locks read from
 each statement: the same split, words and lines on every tricky input as the splitter gave before
-it was made linear, on a seed file of thousands of statements as on a short one."""
+it was made linear, on a seed file of thousands of statements as on a short one; and a seed's
+thousands of locks shown to a person as the runs they make."""
 
 from __future__ import annotations
 
-import pytest
+import re
 
-from ameide_migrate import locking, statements
+import pytest
+from rich.console import Console
+
+from ameide_migrate import locking, report, statements
+from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState
+from ameide_migrate.plan import DatabasePlan, PlannedMigration
 
 # (script, [(text, words, line)]) as the splitter before the linear one gave them.
 TRICKY = [
@@ -141,3 +147,42 @@ def test_a_statement_with_a_long_non_ascii_name_is_read_at_once(
     statement = statements.split(sql)[0]
     assert [(t.name, t.mode) for t in locking.locks(statement)] == locked
     assert locking.created(statement) is None
+
+
+def test_a_seeds_locks_on_a_table_that_exists_read_as_one_row_a_run_of_alike_statements() -> None:
+    script = (
+        "INSERT INTO items VALUES (1);\n" * 1_000
+        + "CREATE INDEX items_name ON items (name);\n"
+        + "INSERT INTO items VALUES (2);\n" * 2
+    )
+    facts = {"items": locking.RelationFacts(7, "public.items", 5_000, 1 << 20)}
+    found = locking.statement_locks(script, locking.Batch(facts))
+    assert len(found) == 1_003
+    outcome = DatabaseOutcome("shop", OutcomeState.WOULD_APPLY, "1", "2", "2", 1, 0.1)
+    planned = DatabasePlan(
+        outcome, (PlannedMigration("shop/V2__seed.sql", "2", "seed", 1, tuple(found)),)
+    )
+    rows = [
+        row
+        for row in report.plan_markdown("prod", [planned], "abc", asks=False).splitlines()
+        if row.startswith("| shop/V2__seed.sql:")
+    ]
+    assert rows == [
+        "| shop/V2__seed.sql:1-1000 (1,000 statements) | INSERT INTO items VALUES (1) "
+        "| ROW EXCLUSIVE | public.items | ~5,000 | 1.0 MB | - |",
+        "| shop/V2__seed.sql:1001 | CREATE INDEX items_name ON items (name) | SHARE | public.items "
+        "| ~5,000 | 1.0 MB | possible |",
+        "| shop/V2__seed.sql:1002-1003 (2 statements) | INSERT INTO items VALUES (2) "
+        "| ROW EXCLUSIVE | public.items | ~5,000 | 1.0 MB | - |",
+    ]
+    console = Console(width=200, record=True)
+    report.print_locks(
+        [("shop", "shop/V2__seed.sql", lock) for lock in found], console, title="Locks"
+    )
+    printed = [r for r in console.export_text().splitlines() if "shop/V2__seed.sql:" in r]
+    assert [r.split()[1] for r in printed] == [
+        "shop/V2__seed.sql:1-1000",
+        "shop/V2__seed.sql:1001",
+        "shop/V2__seed.sql:1002-1003",
+    ]
+    assert re.search(r"\(1,000 statements\)\s+│ ROW EXCLUSIVE │ public\.items", printed[0])

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -175,10 +176,61 @@ def plan_markdown(environment: str, plans: list[DatabasePlan], plan_id: str, *, 
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class _LockRun:
+    """Locks of consecutive statements of one script that differ by nothing else (a seed file's
+    thousands of INSERTs into one table): one row of a table, which a person can read and a
+    terminal or an artifact can hold."""
+
+    database: str
+    script: str
+    lock: locking.StatementLock
+    """The first statement's."""
+    last_line: int
+    statements: int
+
+    @property
+    def where(self) -> str:
+        if self.statements == 1:
+            return f"{self.script}:{self.lock.line}"
+        return f"{self.script}:{self.lock.line}-{self.last_line} ({self.statements:,} statements)"
+
+
+def _lock_runs(locks: Iterable[tuple[str, str, locking.StatementLock]]) -> list[_LockRun]:
+    """(database, script, lock) in the statements' order, in runs."""
+    runs: list[_LockRun] = []
+    for database, script, lock in locks:
+        last = runs[-1] if runs else None
+        if (
+            last is not None
+            and (last.database, last.script) == (database, script)
+            and _alike(last.lock, lock)
+        ):
+            runs[-1] = replace(last, last_line=lock.line, statements=last.statements + 1)
+        else:
+            runs.append(_LockRun(database, script, lock, lock.line, 1))
+    return runs
+
+
+def _alike(a: locking.StatementLock, b: locking.StatementLock) -> bool:
+    """The same lock on the same relation holding the same, by another statement."""
+    return _what_it_locks(a) == _what_it_locks(b)
+
+
+def _what_it_locks(lock: locking.StatementLock) -> tuple[object, ...]:
+    return (lock.relation, lock.mode, lock.facts, lock.new, lock.concurrently)
+
+
 def _locks_markdown(planned: DatabasePlan) -> list[str]:
     """Per statement, the locks it takes on relations that exist before it: mode, relation, what
-    the relation holds, whether CONCURRENTLY applies. Relations the run creates are counted."""
-    existing = [(m, lock) for m in planned.migrations for lock in m.locks if not lock.new]
+    the relation holds, whether CONCURRENTLY applies (consecutive statements alike in one row).
+    Relations the run creates are counted."""
+    existing = _lock_runs(
+        (planned.database, m.script, lock)
+        for m in planned.migrations
+        for lock in m.locks
+        if not lock.new
+    )
     new = sum(1 for m in planned.migrations for lock in m.locks if lock.new)
     lines = []
     if existing:
@@ -186,11 +238,11 @@ def _locks_markdown(planned: DatabasePlan) -> list[str]:
             "| file:line | statement | lock | relation | rows | size | CONCURRENTLY |",
             "|---|---|---|---|---|---|---|",
             *(
-                f"| {_markdown_cell(m.script)}:{lock.line} | {_markdown_cell(lock.statement)} "
-                f"| {lock.mode} | {_markdown_cell(lock.relation)} | {_rows(lock.facts)} "
-                f"| {locking.human_bytes(lock.facts.bytes) if lock.facts else 'unknown'} "
-                f"| {lock.concurrently.value} |"
-                for m, lock in existing
+                f"| {_markdown_cell(run.where)} | {_markdown_cell(run.lock.statement)} "
+                f"| {run.lock.mode} | {_markdown_cell(run.lock.relation)} "
+                f"| {_rows(run.lock.facts)} | {_size(run.lock.facts)} "
+                f"| {run.lock.concurrently.value} |"
+                for run in existing
             ),
             "",
         ]
@@ -205,6 +257,10 @@ def _locks_markdown(planned: DatabasePlan) -> list[str]:
 
 def _rows(facts: locking.RelationFacts | None) -> str:
     return "unknown" if facts is None else facts.rows_text
+
+
+def _size(facts: locking.RelationFacts | None) -> str:
+    return "unknown" if facts is None else locking.human_bytes(facts.bytes)
 
 
 def fleet_plan_markdown(
@@ -347,18 +403,18 @@ def print_locks(
     locks: Sequence[tuple[str, str, locking.StatementLock]], console: Console, *, title: str
 ) -> None:
     """(database, script, lock) as a table: where, the mode, the relation, what it holds, and
-    whether CONCURRENTLY applies."""
+    whether CONCURRENTLY applies; consecutive statements alike in one row."""
     table = Table(title=title, title_justify="left")
     for column in ("file:line", "lock", "relation", "rows", "size", "CONCURRENTLY"):
         table.add_column(column, justify="right" if column in ("rows", "size") else "left")
-    for _, script, lock in locks:
+    for run in _lock_runs(locks):
         table.add_row(
-            f"{escape(script)}:{lock.line}",
-            lock.mode,
-            escape(lock.relation),
-            _rows(lock.facts),
-            locking.human_bytes(lock.facts.bytes) if lock.facts else "unknown",
-            lock.concurrently.value,
+            escape(run.where),
+            run.lock.mode,
+            escape(run.lock.relation),
+            _rows(run.lock.facts),
+            _size(run.lock.facts),
+            run.lock.concurrently.value,
         )
     console.print(table)
 
