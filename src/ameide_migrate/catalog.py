@@ -127,11 +127,6 @@ class Catalog:
         return [db for name, db in self.databases.items() if name in set(names)]
 
 
-def flyway_checksum(data: bytes, encoding: str = "utf-8") -> int:
-    """Flyway's checksum of a file's bytes, read in the configured encoding."""
-    return _checksum_of_text(data.decode(encoding))
-
-
 def _checksum_of_text(text: str) -> int:
     if text.startswith(_BOM):
         text = text[1:]

@@ -21,7 +21,7 @@ import tarfile
 import tempfile
 import zipfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -103,9 +103,6 @@ class BuiltImage:
         if self.digest:
             return f"{self.repository}@{self.digest}"
         return f"{self.repository}:{self.tag}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "reference": self.reference}
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,3 @@ def export(report: DriftReport, *, textfile: Path, pushgateway: str | None) -> s
     textfile.parent.mkdir(parents=True, exist_ok=True)
     write_to_textfile(str(textfile), registry)
     return str(textfile)
-
-
-_NOT_IN_SYNC = (Verdict.DRIFTED, Verdict.NO_HISTORY, Verdict.UNREACHABLE)
