@@ -253,6 +253,41 @@ def test_a_wave_splits_into_shards_of_near_equal_size_and_their_ledger_round_tri
     ]
 
 
+def test_a_target_its_shard_run_never_reported_is_what_its_history_says(tmp_path: Path) -> None:
+    """A shard run cancelled or crashed leaves no ledger: its targets are read back from their
+    histories, what it committed counted, never reported as not applied."""
+    fleet_tree(tmp_path, 'targets = ["a", "b", "c", "d"]\n')
+    for name, text in TENANT_MIGRATIONS.items():
+        (tmp_path / "tenant" / name).write_text(text)
+    settings = Settings(sql_dir=tmp_path)
+    template = environments.fleet_template(
+        "local", environments.fleet("tenants", settings), settings
+    )
+    rows = [
+        postgres.HistoryRow(n, str(m.version), m.description, "SQL", m.script, m.checksum, True)
+        for n, m in enumerate(template.migrations, start=1)
+    ]
+    why = "its shard run s1 ended Crashed"
+
+    done = fleet.read_back("tenant_a", template, None, rows, why, 4.0)
+    midway = fleet.read_back("tenant_b", template, rows[:1], rows[:2], why, 4.0)
+    untouched = fleet.read_back("tenant_c", template, None, None, why, 4.0)
+    unread = fleet.read_back("tenant_d", template, rows[:1], "its history: refused", why, 4.0)
+
+    assert (done.state, done.before, done.after, done.applied) == (
+        OutcomeState.MIGRATED, None, "3", 3
+    )  # fmt: skip
+    assert done.message == f"{why}; its history shows it at 3, the latest"
+    assert (midway.state, midway.before, midway.after, midway.applied) == (
+        OutcomeState.FAILED, "1", "2", 1
+    )  # fmt: skip
+    assert "shows it at 2 of 3: 1 migration(s) applied, the rest not" in midway.message
+    assert (untouched.state, untouched.after, untouched.applied) == (OutcomeState.FAILED, None, 0)
+    assert "shows it at empty of 3: 0 migration(s) applied" in untouched.message
+    assert (unread.state, unread.before, unread.after) == (OutcomeState.FAILED, "1", None)
+    assert unread.message == f"{why}; its history: refused"
+
+
 def test_a_fleet_keeps_its_targets_secrets_where_its_vault_path_says() -> None:
     declared = Fleet(
         name="tenants", template="tenant", targets=("acme",), vault_path="{environment}/t/{target}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 from ameide_migrate import environments, flyway, lint
 from ameide_migrate.catalog import DatabaseCatalog
@@ -36,6 +37,7 @@ class RunContext:
         lock_timeout_seconds: int,
         lint_rules: lint.LintRules | None = None,
         long_transaction_seconds: float = 2.0,
+        session_name: str | None = None,
     ) -> None:
         self.environment = environment
         self.databases = dict(databases)
@@ -48,6 +50,8 @@ class RunContext:
         self.lock_timeout_seconds = lock_timeout_seconds
         self.lint_rules = lint_rules or lint.LintRules()
         self.long_transaction_seconds = long_transaction_seconds
+        self.session_name = session_name
+        """The application_name of the engine's sessions, when they must be found again."""
         self.waited_for: dict[str, dict[int, str]] = {}
         """Per database, the sessions (by pid) whose locks its pre-flight check waited for."""
         self._engine: FlywayEngine | None = None
@@ -64,6 +68,7 @@ class RunContext:
         databases: list[DatabaseCatalog] | Mapping[str, DatabaseCatalog],
         credentials: Mapping[str, Credentials],
         settings: Settings,
+        session_name: str | None = None,
     ) -> RunContext:
         """`databases` by their own names, or as a mapping: a fleet's targets are each a
         database of the same template."""
@@ -87,6 +92,7 @@ class RunContext:
             lock_timeout_seconds=settings.lock_timeout_seconds,
             lint_rules=environments.get(environment, settings).lint,
             long_transaction_seconds=settings.long_transaction_seconds,
+            session_name=session_name,
         )
 
     @property
@@ -106,6 +112,8 @@ class RunContext:
                 # A migration waiting on an application's lock fails after lock_timeout with
                 # SQLSTATE 55P03, a transient fault the task retries, instead of waiting forever.
                 options = f"?options=-c%20lock_timeout%3D{self.lock_timeout_seconds}s"
+                if self.session_name:
+                    options += f"&ApplicationName={quote(self.session_name)}"
                 targets = {
                     db: flyway.Target(c.jdbc_url + options, c.user, c.password)
                     for db, c in self.credentials.items()

@@ -70,8 +70,8 @@ class Waves(BaseModel):
     shard_timeout_minutes: float = Field(
         default=60,
         gt=0,
-        description="A shard run of a deployment not ended by then is cancelled, its targets "
-        "failed.",
+        description="A shard run of a deployment not ended by then is cancelled (its worker "
+        "stops it), its targets read back from their histories once it has stopped.",
     )
     bake_seconds: float = Field(default=0, ge=0, description="The wait between two waves.")
     halt_failures: int = Field(
@@ -398,6 +398,56 @@ def p95_nearest_rank(durations: Sequence[float]) -> float:
 def _named(databases: Sequence[str], limit: int = 10) -> str:
     more = len(databases) - limit
     return ", ".join(databases[:limit]) + (f" and {more} more" if more > 0 else "")
+
+
+def read_back(
+    database: str,
+    template: DatabaseCatalog,
+    before: Sequence[HistoryRow] | None,
+    now: Sequence[HistoryRow] | str | None,
+    why: str,
+    seconds: float,
+) -> DatabaseOutcome:
+    """A target whose shard run ended without reporting it (crashed, cancelled), as its own
+    history says now: what the run committed counts as applied, and a target it brought to the
+    latest version is migrated, whatever became of the run. `now` is why its state cannot be
+    known, when it cannot."""
+    latest = str(template.latest_version) if template.latest_version else None
+    was = current_version(list(before or []))
+    if isinstance(now, str):
+        return DatabaseOutcome(
+            database=database,
+            state=OutcomeState.FAILED,
+            before=was,
+            after=None,
+            latest=latest,
+            applied=0,
+            duration_s=seconds,
+            message=f"{why}; {now}",
+        )
+    rows = list(now or [])
+    version = current_version(rows)
+    applied = max(0, sum(1 for r in rows if r.success) - sum(1 for r in before or () if r.success))
+    reached = now is not None and not pending_migrations(template, rows)
+    if reached:
+        state = OutcomeState.MIGRATED if applied else OutcomeState.UP_TO_DATE
+        message = f"{why}; its history shows it at {version}, the latest"
+    else:
+        state = OutcomeState.FAILED
+        message = (
+            f"{why}; its history shows it at {version or 'empty'} of {latest}: "
+            f"{applied} migration(s) applied, the rest not"
+        )
+    return DatabaseOutcome(
+        database=database,
+        state=state,
+        before=was,
+        after=version,
+        latest=latest,
+        applied=applied,
+        duration_s=seconds,
+        message=message,
+    )
 
 
 def halt_reason(outcomes: Sequence[DatabaseOutcome], waves: Waves) -> str | None:

@@ -7,6 +7,7 @@ Everything that talks to PostgreSQL without Flyway lives here. SQL is composed w
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -220,6 +221,27 @@ def read_history(creds: Credentials, table: str, *, timeout: int = 5) -> list[Hi
     """Flyway's schema history of the database, read-only; None when the table does not exist."""
     with connect(creds, timeout=timeout, read_only=True) as conn:
         return history_on(conn, creds, table)
+
+
+def end_sessions(
+    creds: Credentials, application_name: str, *, timeout: int = 5, wait_seconds: float = 30
+) -> int:
+    """End the database's sessions named `application_name` (those of a run that was stopped:
+    PostgreSQL runs the statement of a client that died to its end, its locks held, before it
+    rolls it back) and wait until they are gone; how many are still there after
+    `wait_seconds` (0 when none is)."""
+    query = (
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND application_name = %s AND pid <> pg_backend_pid()"
+    )
+    deadline = time.monotonic() + wait_seconds
+    with connect(creds, timeout=timeout) as conn, _reading(creds, "its sessions"):
+        while True:
+            row = conn.execute(query, (application_name,)).fetchone()
+            left = int(row[0]) if row else 0
+            if not left or time.monotonic() > deadline:
+                return left
+            time.sleep(0.5)
 
 
 def _history_identifier(table: str) -> sql.Identifier:

@@ -770,6 +770,12 @@ def _shard_table(client: Any, flow_run_id: UUID) -> list[dict[str, str]]:
     return []
 
 
+STOP_GRACE_SECONDS = 150.0
+"""How long a cancelled run may take to stop: its worker sees Cancelling at once (an event) or
+within its polling; a process worker's SIGTERM is followed by SIGKILL 30 s later, a Kubernetes
+Job's pod gets its termination grace (30 s by default) once the worker deletes the Job."""
+
+
 @dataclass(frozen=True)
 class EndedRun:
     """A flow run as it ended: its final state, and the rows of its shard ledger."""
@@ -779,34 +785,66 @@ class EndedRun:
     state: str
     message: str
     rows: list[dict[str, str]]
+    seconds: float = 0.0
+    """How long it ran, as Prefect counts it."""
+    overdue: bool = False
+    """Still going after its timeout, and cancelled for it."""
+    stopped: bool = True
+    """False: cancelled, yet still not in a final state when the grace ran out; its process
+    may still be running."""
 
 
 def await_runs(
-    flow_run_ids: list[UUID], timeout: float, on_end: Callable[[EndedRun], None]
+    flow_run_ids: list[UUID],
+    timeout: float,
+    on_end: Callable[[EndedRun], None],
+    *,
+    grace: float = STOP_GRACE_SECONDS,
 ) -> None:
-    """Wait for every run to end, `on_end` called as each does; a run still going after
-    `timeout` seconds is cancelled, and ends so."""
+    """Wait for every run to end, `on_end` called as each does. A run still going after
+    `timeout` seconds is cancelled through Prefect's own cancellation (Cancelling: its worker
+    kills its process, or deletes its Job, and sets it Cancelled), and handed on once it has
+    stopped; one still not in a final state `grace` seconds later is handed on as it is, not
+    stopped."""
     from prefect.client.orchestration import get_client
-    from prefect.states import Cancelled
+    from prefect.client.schemas.objects import State, StateType
 
     deadline = time.monotonic() + timeout
+    cancelled_at: dict[UUID, float] = {}
     pending = list(flow_run_ids)
     with get_client(sync_client=True) as client:
         while pending:
             for run_id in list(pending):
                 run = client.read_flow_run(run_id)
                 state = run.state
-                if state is not None and not state.is_final() and time.monotonic() > deadline:
-                    message = f"still {state.name} after {timeout:g}s: cancelled"
-                    client.set_flow_run_state(run_id, Cancelled(message=message), force=True)
-                    state = Cancelled(message=message)
-                if state is None or not state.is_final():
+                final = state is not None and state.is_final()
+                now = time.monotonic()
+                if not final and run_id not in cancelled_at and now > deadline:
+                    # Not forced, so that the server's own rules apply: a run no worker has
+                    # taken yet has nothing to stop, and goes straight to Cancelled.
+                    client.set_flow_run_state(
+                        run_id,
+                        State(
+                            type=StateType.CANCELLING,
+                            message=f"still {state.name if state else 'unstarted'} after "
+                            f"{timeout:g}s: cancelled",
+                        ),
+                    )
+                    cancelled_at[run_id] = now
+                    continue
+                if not final and (run_id not in cancelled_at or now < cancelled_at[run_id] + grace):
                     continue
                 pending.remove(run_id)
-                rows = _shard_table(client, run_id)
                 on_end(
                     EndedRun(
-                        run_id, run.name, state.name or state.type.value, state.message or "", rows
+                        run_id,
+                        run.name,
+                        (state.name or state.type.value) if state else "unknown",
+                        (state.message or "") if state else "",
+                        _shard_table(client, run_id),
+                        run.total_run_time.total_seconds(),
+                        overdue=run_id in cancelled_at,
+                        stopped=final,
                     )
                 )
             if pending:

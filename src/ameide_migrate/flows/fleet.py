@@ -259,13 +259,17 @@ def _shard_deployment(environment: str) -> tuple[str, dict[str, Any]] | None:
 
 def _shards_on_deployment(
     shard_deployment: tuple[str, dict[str, Any]],
+    ctx: RunContext,
     declared: fleet.Fleet,
     wave: int,
     parts: list[list[str]],
+    before: Mapping[str, list[HistoryRow] | None],
 ) -> list[DatabaseOutcome]:
     """The wave's shards as runs of `fleet-shard/<env>`, all at once, collected from their
-    artifacts; a shard run that ends without one (its Job crashed, its credentials missing) or
-    outlives `shard_timeout_minutes` fails its targets with its state's message."""
+    artifacts. A shard run that outlives `shard_timeout_minutes` is cancelled (its worker stops
+    its process, or deletes its Job) and waited for until it has stopped; the targets a shard
+    run ended without reporting (cancelled, crashed, its credentials missing) are read back
+    from their own histories (`before` is what the gate read), with the run's state."""
     from prefect.deployments import run_deployment
 
     logger = get_run_logger()
@@ -296,7 +300,7 @@ def _shards_on_deployment(
     outcomes: list[DatabaseOutcome] = []
 
     def ended(run: prefect_api.EndedRun) -> None:
-        got = _collected(run, shard_of[run.flow_run_id])
+        got = _collected(ctx, run, shard_of[run.flow_run_id], before, declared.waves)
         for outcome in got:
             fleet.target_done(wave, size, outcome)
         outcomes.extend(got)
@@ -309,25 +313,73 @@ def _shards_on_deployment(
     return sorted(outcomes, key=lambda o: order.get(o.database, len(order)))
 
 
-def _collected(run: prefect_api.EndedRun, databases: list[str]) -> list[DatabaseOutcome]:
-    """The shard run's outcomes, from its artifact; its targets failed with the run's state
-    when it has none."""
+def _collected(
+    ctx: RunContext,
+    run: prefect_api.EndedRun,
+    databases: list[str],
+    before: Mapping[str, list[HistoryRow] | None],
+    waves: fleet.Waves,
+) -> list[DatabaseOutcome]:
+    """The shard run's outcomes, from its artifact; the targets it has none for, as their
+    histories say once the run has ended: what it committed before it stopped is applied."""
     found = {o.database: o for o in fleet.outcomes_of_rows(run.rows)}
+    missing = [d for d in databases if d not in found]
+    if not missing:
+        return [found[d] for d in databases]
     reason = " ".join(run.message.split())[:300]
-    return [
-        found.get(database)
-        or DatabaseOutcome(
-            database=database,
-            state=OutcomeState.FAILED,
-            before=None,
-            after=None,
-            latest=None,
-            applied=0,
-            duration_s=0.0,
-            message=f"its shard run {run.name} ended {run.state} before it: {reason}",
+    if run.overdue and run.stopped:
+        why = (
+            f"its shard run {run.name} outlived shard_timeout_minutes = "
+            f"{waves.shard_timeout_minutes:g}: cancelled, it stopped {run.state}"
         )
-        for database in databases
-    ]
+    elif run.overdue:
+        why = (
+            f"its shard run {run.name} outlived shard_timeout_minutes = "
+            f"{waves.shard_timeout_minutes:g} and was cancelled, but is still {run.state} "
+            f"{prefect_api.STOP_GRACE_SECONDS:g}s later: its process may still be migrating "
+            "(`fleet status` reads where each target stands)"
+        )
+    else:
+        why = f"its shard run {run.name} ended {run.state} before reporting it: {reason}"
+    now = _histories_once_stopped(ctx, missing, shard_session_name(str(run.flow_run_id)))
+    for database in missing:
+        found[database] = fleet.read_back(
+            database, ctx.databases[database], before.get(database), now[database], why, run.seconds
+        )
+    return [found[d] for d in databases]
+
+
+def shard_session_name(flow_run_id: str) -> str:
+    """The application_name of a shard run's Flyway sessions, by which the fleet finds them."""
+    return f"ameide-migrate shard {flow_run_id}"
+
+
+def _histories_once_stopped(
+    ctx: RunContext, names: list[str], session_name: str
+) -> dict[str, list[HistoryRow] | str | None]:
+    """The targets' histories once the sessions `session_name` left on them are gone, 8 at
+    once; for a target whose state cannot be known, why."""
+    settings = get_settings()
+
+    def read(database: str) -> list[HistoryRow] | str | None:
+        creds = ctx.credentials[database]
+        try:
+            left = retried(postgres.end_sessions, settings)(
+                creds, session_name, timeout=ctx.connect_timeout
+            )
+            if left:
+                return (
+                    f"{left} session(s) of the run still open on it after it was ended: "
+                    "it may yet commit (`fleet status` reads where it stands)"
+                )
+            return retried(postgres.read_history, settings)(
+                creds, ctx.history_table(database), timeout=ctx.connect_timeout
+            )
+        except MigrateError as error:
+            return f"its history could not be read: {error}"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return dict(zip(names, pool.map(read, names), strict=True))
 
 
 @flow(name=SHARD_FLOW, log_prints=False, validate_parameters=True, persist_result=False)
@@ -358,7 +410,9 @@ def fleet_shard_flow(
     verified = with_retries(verify_credentials, settings)(
         environment, list(databases), shown_as=declared.database_of("<target>")
     )
-    ctx = RunContext.create(environment, databases, verified, settings)
+    ctx = RunContext.create(
+        environment, databases, verified, settings, session_name=shard_session_name(flow_run.id)
+    )
     try:
         outcomes = _migrate_targets(
             ctx, declared, wave, wave_size or len(names), list(databases), _steps(settings)
@@ -480,7 +534,7 @@ def fleet_flow(
             for part in fleet.shards_of(targets, declared.waves.shards)
         ]
         if shards_on is not None:
-            outcomes = _shards_on_deployment(shards_on, declared, number, parts)
+            outcomes = _shards_on_deployment(shards_on, ctx, declared, number, parts, histories)
         else:
             outcomes = _shards_in_process(ctx, declared, number, parts, steps)
         return outcomes

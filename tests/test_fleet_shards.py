@@ -1,0 +1,360 @@
+"""A fleet's shard runs that do not end well, on a real process worker: one past its
+`shard_timeout_minutes`, one whose process is killed mid-wave. What the fleet reports is checked
+against the process table and the targets' own histories, not against its own words.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import psycopg
+import pytest
+
+from ameide_migrate import prefect_api, secret_sources
+from ameide_migrate import vault as vault_api
+from ameide_migrate.commands import seed_local
+from ameide_migrate.settings import get_settings
+
+from .fix_platform import REPO, Platform, ameide, drop_owners
+from .fix_vault import Vault
+from .fix_worker import start_worker
+from .test_fleet import add_fleet, histories, tenant
+
+QA_FLEET = """
+[environments.qa]
+work_pool = "{pool}"
+pool_type = "process"
+
+[fleets.tenants]
+template = "tenant"
+targets_file = "tenants.txt"
+vault_path = "{prefix}{{environment}}/tenants/{{target}}"
+
+[fleets.tenants.waves]
+canary = 2
+shards = 1
+parallel = 1
+"""
+
+TWO = ["t000", "t001"]
+ALL = ["1", "2", "3", "4"]
+
+
+@contextmanager
+def qa_fleet(
+    platform: Platform,
+    vault: Vault,
+    monkeypatch: pytest.MonkeyPatch,
+    log: Path,
+    waves: str,
+    slow_target: str,
+    seconds: int,
+) -> Iterator[None]:
+    """qa on a process work pool with a real worker, its two targets' secrets in Vault, and a
+    V4 that sleeps `seconds` on `slow_target` alone (t000 goes through at once, then t001)."""
+    pool = f"{platform.prefix}shards-qa".replace("_", "-")
+    sleepy = tenant(platform, slow_target).database
+    extra = {
+        "V4__settle.sql": (
+            f"SELECT pg_sleep(CASE WHEN current_database() = '{sleepy}' THEN {seconds} ELSE 0 "
+            "END);\n"
+        )
+    }
+    add_fleet(platform, TWO, QA_FLEET.format(pool=pool, prefix=platform.prefix) + waves, extra)
+    monkeypatch.setenv("VAULT_ADDR", vault.address)
+    monkeypatch.setenv("VAULT_TOKEN", vault.root_token.get_secret_value())
+    monkeypatch.setenv(
+        "AMEIDE_VAULT_PATH_TEMPLATE", f"{platform.prefix}{{environment}}/{{database}}"
+    )
+    get_settings.cache_clear()
+    owners = seed_local(get_settings(), [f"tenant_{t}" for t in TWO])[0].owners
+    conn = get_settings().vault_connection()
+    assert conn is not None
+    with vault_api.session(conn) as client:
+        for database, creds in owners.items():
+            path = f"{platform.prefix}qa/tenants/{database.removeprefix('tenant_')}"
+            vault_api.write_secret(client, conn, path, secret_sources.secret_of(database, creds))
+    out = log.open("w")
+    worker = None
+    try:
+        deployed = ameide("deploy", "--env", "qa")
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        worker = start_worker(pool, "process", out, REPO)
+        yield
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=60)
+        out.close()
+        drop_owners(platform.admin, owners)
+
+
+def _sleeping_in(platform: Platform, database: str) -> bool:
+    with psycopg.connect(**platform.admin.conninfo(5), autocommit=True) as conn:  # type: ignore[arg-type]
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND query LIKE %s",
+            (database, "%pg_sleep%"),
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def _sessions_on(platform: Platform, database: str) -> list[str]:
+    """What every session on `database` is running (the checker's own is on another database)."""
+    with psycopg.connect(**platform.admin.conninfo(5), autocommit=True) as conn:  # type: ignore[arg-type]
+        rows = conn.execute(
+            "SELECT coalesce(query, '') FROM pg_stat_activity WHERE datname = %s", (database,)
+        ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def _running_shard_run() -> UUID | None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterDeploymentId,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    with get_client(sync_client=True) as client:
+        shard = client.read_deployment_by_name("fleet-shard/qa")
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                deployment_id=FlowRunFilterDeploymentId(any_=[shard.id]),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING])),
+            )
+        )
+    return runs[0].id if runs else None
+
+
+def _read_flow_run(run_id: UUID) -> Any:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(run_id)
+
+
+def _processes() -> dict[int, tuple[int, str, bytes]]:
+    """Every process: pid -> (parent, command, environment)."""
+    found = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            status = dict(
+                line.split(":\t", 1)
+                for line in (entry / "status").read_text().splitlines()
+                if ":\t" in line
+            )
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        found[int(entry.name)] = (int(status["PPid"]), status["Name"].strip(), environ)
+    return found
+
+
+def _processes_of_run(run_id: UUID) -> dict[int, str]:
+    """The processes a flow run's worker started for it (the run's id in their environment)
+    and all they started in turn (the Flyway JVM keeps none of that environment): pid -> name."""
+    table = _processes()
+    marker = f"PREFECT__FLOW_RUN_ID={run_id}".encode()
+    found = {pid: name for pid, (_, name, env) in table.items() if marker in env.split(b"\0")}
+    grew = True
+    while grew:
+        more = {pid: name for pid, (ppid, name, _) in table.items() if ppid in found}
+        grew = not more.keys() <= found.keys()
+        found |= more
+    return found
+
+
+def _gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie nobody reaped yet (it runs nothing)."""
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")
+
+
+class ShardWatch:
+    """Waits, beside the fleet run, until the shard's migration sleeps in `database`; then
+    notes the shard run and its processes, and does `then` to them."""
+
+    def __init__(
+        self, platform: Platform, database: str, then: Callable[[dict[int, str]], None]
+    ) -> None:
+        self.run_id: UUID | None = None
+        self.processes: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, args=(platform, database, then))
+
+    def __enter__(self) -> ShardWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _watch(
+        self, platform: Platform, database: str, then: Callable[[dict[int, str]], None]
+    ) -> None:
+        while not self._stop.wait(0.5):
+            if not _sleeping_in(platform, database):
+                continue
+            self.run_id = _running_shard_run()
+            if self.run_id is None:
+                continue
+            self.processes = _processes_of_run(self.run_id)
+            then(self.processes)
+            return
+
+
+def _fleet_ledger() -> dict[str, dict[str, str]]:
+    return {row["target"]: row for row in prefect_api.latest_table("fleet-qa-tenants")}
+
+
+@pytest.mark.slow
+def test_a_shard_past_its_timeout_is_stopped_before_it_is_counted_and_its_commits_are_reported(
+    platform: Platform, vault: Vault, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The shard migrates t000 to V4, then sleeps in t001's V4 past shard_timeout_minutes: the
+    fleet cancels it through Prefect (its worker kills the process group, the JVM with it),
+    waits until it has stopped, and reports t000 migrated and t001 at V3, as they are."""
+    log = tmp_path / "worker.log"
+    slow = tenant(platform, "t001").database
+    with qa_fleet(platform, vault, monkeypatch, log, "shard_timeout_minutes = 1\n", "t001", 900):
+        with ShardWatch(platform, slow, then=lambda _processes: None) as watch:
+            done = ameide(
+                "trigger", "--env", "qa", "--flow", "fleet", "--fleet", "tenants",
+                "--wait", "--timeout", "900", timeout=1200,
+            )  # fmt: skip
+        report = done.stdout[-6000:] + done.stderr[-3000:] + log.read_text()[-6000:]
+
+        assert done.returncode == 1, report
+        # The check holds only if the timeout caught the shard mid-migration, JVM and all.
+        assert watch.run_id is not None, "the shard never reached t001's V4: " + report
+        assert "java" in watch.processes.values(), watch.processes
+        shard = _read_flow_run(watch.run_id)
+        assert shard.state.is_cancelled(), shard.state
+        # Stopped, and nothing left that could commit later: no process of the shard, no
+        # session on t001.
+        alive = {pid: name for pid, name in watch.processes.items() if not _gone(pid)}
+        assert alive == {}, alive
+        assert _sessions_on(platform, slow) == []
+        assert histories(platform, TWO) == {"t000": ALL, "t001": ALL[:3]}
+
+        ledger = _fleet_ledger()
+        assert (ledger["tenant_t000"]["state"], ledger["tenant_t000"]["after"]) == (
+            "migrated",
+            "4",
+        ), ledger
+        assert ledger["tenant_t000"]["applied"] == "4"
+        assert (
+            "outlived shard_timeout_minutes = 1: cancelled, it stopped Cancelled"
+            in (ledger["tenant_t000"]["message"])
+        )
+        failed = ledger["tenant_t001"]
+        assert (failed["state"], failed["before"], failed["after"], failed["applied"]) == (
+            "failed", "empty", "3", "3"
+        ), failed  # fmt: skip
+        assert "shows it at 3 of 4: 3 migration(s) applied, the rest not" in failed["message"]
+        assert "tenant_t001" in done.stdout + done.stderr, report
+
+
+@pytest.mark.slow
+def test_a_shard_killed_mid_wave_fails_its_targets_with_the_versions_they_hold_and_a_rerun_ends_it(
+    platform: Platform, vault: Vault, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """kill -9 of the shard's process while t001's V4 runs: the run ends Crashed, the JVM dies
+    with it (PostgreSQL rolls V4 back), t000 is reported migrated and t001 failed at V3; the
+    rerun takes t001 alone to V4."""
+    log = tmp_path / "worker.log"
+    slow = tenant(platform, "t001").database
+
+    def kill_the_shard(processes: dict[int, str]) -> None:
+        table = _processes()
+        jvm_parents = {table[pid][0] for pid, name in processes.items() if name == "java"}
+        for pid in jvm_parents & processes.keys():
+            os.kill(pid, signal.SIGKILL)
+
+    with qa_fleet(platform, vault, monkeypatch, log, "", "t001", 15):
+        with ShardWatch(platform, slow, then=kill_the_shard) as watch:
+            crashed = ameide(
+                "trigger", "--env", "qa", "--flow", "fleet", "--fleet", "tenants",
+                "--wait", "--timeout", "900", timeout=1200,
+            )  # fmt: skip
+        report = crashed.stdout[-6000:] + crashed.stderr[-3000:] + log.read_text()[-6000:]
+
+        assert crashed.returncode == 1, report
+        assert watch.run_id is not None, "the shard never reached t001's V4: " + report
+        assert "java" in watch.processes.values(), watch.processes
+        shard = _read_flow_run(watch.run_id)
+        assert shard.state.is_crashed(), shard.state
+        assert all(_gone(pid) for pid in watch.processes), watch.processes
+        assert histories(platform, TWO) == {"t000": ALL, "t001": ALL[:3]}
+        ledger = _fleet_ledger()
+        assert (ledger["tenant_t000"]["state"], ledger["tenant_t000"]["after"]) == (
+            "migrated",
+            "4",
+        ), ledger
+        failed = ledger["tenant_t001"]
+        assert (failed["state"], failed["after"], failed["applied"]) == ("failed", "3", "3")
+        assert "ended Crashed before reporting it" in failed["message"], failed
+
+        rerun = ameide(
+            "trigger", "--env", "qa", "--flow", "fleet", "--fleet", "tenants",
+            "--wait", "--timeout", "900", timeout=1200,
+        )  # fmt: skip
+
+        assert rerun.returncode == 0, rerun.stdout[-6000:] + rerun.stderr[-3000:]
+        assert histories(platform, TWO) == {
+            "t000": ["1", "2", "3", "4"],
+            "t001": ["1", "2", "3", "4"],
+        }
+        ledger = _fleet_ledger()
+        assert ledger["tenant_t000"]["state"] == "up to date", ledger
+        assert (ledger["tenant_t001"]["state"], ledger["tenant_t001"]["before"]) == (
+            "migrated",
+            "3",
+        )
+
+
+def test_an_overdue_run_is_cancelled_through_prefect_and_one_nobody_stops_is_said_so(
+    prefect_server: prefect_api.Server,
+) -> None:
+    """A run no worker has taken goes straight to Cancelled (nothing to stop); a running one is
+    asked to stop (Cancelling) and, with no worker to stop it, handed on as not stopped."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Running, Scheduled
+
+    @flow(name="overdue-shard")
+    def overdue() -> None:
+        """Never runs: its runs are made by hand."""
+
+    with get_client(sync_client=True) as client:
+        waiting = client.create_flow_run(overdue, state=Scheduled()).id
+        running = client.create_flow_run(overdue, state=Running()).id
+    ended: list[prefect_api.EndedRun] = []
+
+    prefect_api.await_runs([waiting, running], 0, ended.append, grace=3)
+
+    by_id = {run.flow_run_id: run for run in ended}
+    assert (by_id[waiting].state, by_id[waiting].overdue, by_id[waiting].stopped) == (
+        "Cancelled",
+        True,
+        True,
+    )
+    assert (by_id[running].state, by_id[running].overdue, by_id[running].stopped) == (
+        "Cancelling",
+        True,
+        False,
+    )
+    assert _read_flow_run(running).state.is_cancelling()
