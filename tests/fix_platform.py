@@ -57,20 +57,26 @@ class Platform:
             return conn.execute(statement).fetchall()
 
     def move_to(self, database: str, cluster: pg_cluster.Cluster) -> None:
-        """Give `database` a home on another server (its credentials follow in the store, whose
-        entry is removed first: seeding never overwrites one)."""
-        store = self.state_dir / secret_sources.STORE_NAME
-        entries = json.loads(store.read_text())
-        del entries[database]
-        store.write_text(json.dumps(entries))
+        """Give `database` a home on another server: its entry among the local environment's
+        server's entries names that server, as if edited by hand (seeding writes each server's
+        own entries only)."""
         env = local.up(
             self.state_dir,
             [database],
             admin_url=admin_url_of(cluster.admin),
             database_prefix=self.prefix,
         )
-        local.seed(self.state_dir, env.owners, None)
+        store = self.state_dir / secret_sources.STORE_NAME
+        stored = json.loads(store.read_text())
+        moved = secret_sources.secret_of(database, env.owners[database])
+        stored["servers"][self.admin.server][database] = moved
+        store.write_text(json.dumps(stored))
         self.owners[database] = env.owners[database]
+
+    def entries(self) -> dict[str, dict[str, str]]:
+        """The local store's entries of the platform's server, as the file holds them."""
+        store = self.state_dir / secret_sources.STORE_NAME
+        return dict(json.loads(store.read_text())["servers"][self.admin.server])
 
     def table_exists(self, database: str, table: str) -> bool:
         with postgres.connect(self.owners[database]) as conn:

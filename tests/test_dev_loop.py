@@ -279,7 +279,7 @@ class DevMachine:
         """Its Flyway history, read with the owner's credentials from the local store."""
         store = json.loads((self.state_dir / "local-secrets.json").read_text())
         key = database.upper()
-        secret = store[database]
+        (secret,) = [entries[database] for entries in store["servers"].values()]
         with psycopg.connect(
             secret[f"{key}_DATABASE_URL"],
             user=secret[f"{key}_DATABASE_USER"],

@@ -203,7 +203,8 @@ def test_drift_flow_artifact_names_the_drift_and_the_fix(platform: Platform) -> 
     mine = [a for a in artifacts if a.flow_run_id == state.state_details.flow_run_id]
     assert len(mine) == 1
     markdown = str(mine[0].data)
-    assert "**threads**: drifted" in markdown
+    assert f"### Schema drift `local` on {platform.admin.server}" in markdown
+    assert f"**threads**: drifted on {platform.admin.server}" in markdown
     assert "checksum mismatch for version 2" in markdown
     assert "ameide-migrate repair --env local --db threads" in markdown
     assert "**graph**" not in markdown

@@ -217,15 +217,15 @@ def test_seeding_never_puts_back_a_removed_key_and_the_gate_reports_it(
     platform: Platform,
 ) -> None:
     store = platform.state_dir / secret_sources.STORE_NAME
-    entries = json.loads(store.read_text())
-    del entries["threads"]["THREADS_DATABASE_PASSWORD"]
-    store.write_text(json.dumps(entries))
+    stored = json.loads(store.read_text())
+    del stored["servers"][platform.admin.server]["threads"]["THREADS_DATABASE_PASSWORD"]
+    store.write_text(json.dumps(stored))
 
     seeded = ameide("secrets", "seed-local")
     verified = ameide("secrets", "verify", "--env", "local", "--db", "threads")
 
     assert seeded.returncode == 0, seeded.stderr
-    assert "THREADS_DATABASE_PASSWORD" not in json.loads(store.read_text())["threads"]
+    assert "THREADS_DATABASE_PASSWORD" not in platform.entries()["threads"]
     assert verified.returncode == ExitCode.FAILED
     assert "THREADS_DATABASE_PASSWORD" in verified.stderr
     assert "missing or empty" in verified.stderr

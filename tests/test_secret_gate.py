@@ -350,10 +350,7 @@ def test_seed_local_without_vault_writes_a_0600_file(
     )
     assert done.returncode == 0, done.stderr
     assert stat.S_IMODE(store.stat().st_mode) == 0o600
-    assert (
-        json.loads(store.read_text())["threads"]["THREADS_DATABASE_USER"]
-        == platform.owners["threads"].user
-    )
+    assert platform.entries()["threads"]["THREADS_DATABASE_USER"] == platform.owners["threads"].user
 
 
 def test_no_password_reaches_logs_artifacts_parameters_or_the_prefect_database(
@@ -420,10 +417,11 @@ def test_a_database_turned_away_is_named_with_its_own_fix_not_the_credentials(
     down are no credential problem: the gate hands them back (a fleet quarantines them), and a
     run stops on them with the statement that lets the login in, not `seed-local`."""
     store = platform.state_dir / secret_sources.STORE_NAME
-    entries = json.loads(store.read_text())
-    down = platform.owners["graph"]
-    entries["graph"]["GRAPH_DATABASE_URL"] = down.url.replace(f":{down.port}/", f":{free_port()}/")
-    store.write_text(json.dumps(entries))
+    stored = json.loads(store.read_text())
+    down, nowhere = platform.owners["graph"], free_port()
+    entry = stored["servers"][platform.admin.server]["graph"]
+    entry["GRAPH_DATABASE_URL"] = down.url.replace(f":{down.port}/", f":{nowhere}/")
+    store.write_text(json.dumps(stored))
     closed, revoked = platform.owners["threads"], platform.owners["agents"]
     with postgres.connect(platform.admin) as conn:
         conn.execute(
@@ -437,11 +435,13 @@ def test_a_database_turned_away_is_named_with_its_own_fix_not_the_credentials(
             )
         )
     try:
-        source = secret_sources.LocalStoreSource(platform.state_dir)
+        source = secret_sources.LocalStoreSource(platform.state_dir, platform.admin.server)
         gate = credential_gate.verify_reachable(source, ["platform", "graph", "threads", "agents"])
 
         assert list(gate.credentials) == ["platform"]
         assert list(gate.unreachable) == ["graph", "threads", "agents"]
+        assert gate.servers["graph"] == f"{down.host}:{nowhere}"
+        assert gate.servers["threads"] == platform.admin.server
         graph, threads, agents = gate.unreachable.values()
         assert isinstance(graph, DatabaseUnreachable)
         assert "is unreachable" in str(graph)

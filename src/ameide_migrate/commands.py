@@ -101,15 +101,20 @@ def seed_local(
 ) -> tuple[local.LocalEnvironment, str]:
     """The local databases and owners made (on the embedded cluster unless an admin URL is
     given) and their credentials stored; (the environment, where they were written)."""
+    databases = list(databases)
+    admin_url = admin_url or settings.local_admin_url
+    conn = settings.vault_connection()
+    paths = environments.vault_path_of("local", settings)
+    if conn is not None:
+        local.check_vault_server(settings.state_dir, admin_url, conn, databases, paths)
     env = local.up(
         settings.state_dir,
         databases,
-        admin_url=admin_url or settings.local_admin_url,
+        admin_url=admin_url,
         database_prefix=settings.local_database_prefix,
         progress=progress,
     )
-    paths = environments.vault_path_of("local", settings)
-    return env, local.seed(settings.state_dir, env.owners, settings.vault_connection(), paths)
+    return env, local.seed(settings.state_dir, env.owners, conn, paths)
 
 
 class _NoTracebackForExpectedFailures(logging.Filter):
@@ -204,9 +209,11 @@ def run(
     catalog = environments.catalog(env, settings)
     targets = [d.name for d in catalog.select(databases)]
     install_flyway(settings, progress=progress)
+    server = None
     if target.local:
         # Only the targeted databases: `--db X` touches X alone.
-        seed_local(settings, targets, admin_url, progress)
+        made, _ = seed_local(settings, targets, admin_url, progress)
+        server = made.admin.server
     api = connect(settings, env)
     prefect_api.ensure_heartbeat_guard()
     serves = api.local and target.local
@@ -216,16 +223,18 @@ def run(
     from ameide_migrate.flows.image import ImageBuild
     from ameide_migrate.flows.migrate import migrate_flow
 
-    outcome, flow_run_id = _run_flow(
-        migrate_flow,
-        environment=env,
-        databases=targets if databases else None,
-        concurrency=concurrency,
-        dry_run=dry_run,
-        build=ImageBuild(registry=registry)
-        if (build is None and not target.local) or build
-        else None,
-    )
+    # The run reads the local entries of the server it just seeded, no other.
+    with local.reading_server(server):
+        outcome, flow_run_id = _run_flow(
+            migrate_flow,
+            environment=env,
+            databases=targets if databases else None,
+            concurrency=concurrency,
+            dry_run=dry_run,
+            build=ImageBuild(registry=registry)
+            if (build is None and not target.local) or build
+            else None,
+        )
     url = prefect_api.ui_address_of_flow_run(api.ui_url, str(flow_run_id))
     if isinstance(outcome, RunFailed):
         return RunResult(outcome.report, api, url, outcome, serves)
@@ -290,18 +299,24 @@ def fleet_run(
     """A fleet's targets migrated in waves (for the local environment, their databases and
     owners made first, once everything the run needs is checked)."""
     declared = environments.fleet(name, settings)
-    chosen = check_fleet(settings, env, name, targets)
+    # A registry is queried on the server the run was given, as the flow will.
+    with local.reading_server(local.server_of(admin_url)):
+        chosen = check_fleet(settings, env, name, targets)
     install_flyway(settings, progress=progress)
+    server = None
     if environments.get(env, settings).local:
         progress(f"fleet {name}: making the local databases of {len(chosen)} target(s)")
-        seed_local(settings, [declared.database_of(t) for t in chosen], admin_url, progress)
+        made, _ = seed_local(
+            settings, [declared.database_of(t) for t in chosen], admin_url, progress
+        )
+        server = made.admin.server
     api = connect(settings, env)
     prefect_api.ensure_heartbeat_guard()
     on_api(api)
     from ameide_migrate.errors import FleetHalted
     from ameide_migrate.flows.fleet import fleet_flow
 
-    with fleet.progress_to(on_target):
+    with fleet.progress_to(on_target), local.reading_server(server):
         outcome, flow_run_id = _run_flow(fleet_flow, environment=env, name=name, targets=targets)
     url = prefect_api.ui_address_of_flow_run(api.ui_url, str(flow_run_id))
     if isinstance(outcome, FleetHalted):

@@ -97,6 +97,8 @@ class GateResult:
     """Of every database whose login worked (or, without a login, whose secret is sound)."""
     unreachable: dict[str, Unreachable]
     """The databases whose login was turned away, each with why, in the order given."""
+    servers: dict[str, str]
+    """The server (HOST:PORT) each sound secret names, its login turned away or not."""
 
 
 def verify_secrets(
@@ -202,5 +204,7 @@ def verify_reachable(
         if isinstance(login, DatabaseUnreachable | DatabaseRefusedConnection)
     }
     return GateResult(
-        {db: creds for db, creds in found.items() if db not in unreachable}, unreachable
+        {db: creds for db, creds in found.items() if db not in unreachable},
+        unreachable,
+        {db: creds.server for db, creds in found.items()},
     )

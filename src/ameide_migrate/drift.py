@@ -54,6 +54,8 @@ class DatabaseDrift:
     """The applied migrations whose file was edited since (checksum mismatch)."""
     checked_at: float = 0.0
     duration_s: float = 0.0
+    server: str = ""
+    """The server (HOST:PORT) its credentials name: where it was read."""
 
     @property
     def pending(self) -> int:
@@ -62,6 +64,7 @@ class DatabaseDrift:
     def as_json(self) -> dict[str, Any]:
         return {
             "database": self.database,
+            "server": self.server,
             "verdict": self.verdict.value,
             "version": self.version,
             "latest": self.latest,
@@ -263,6 +266,11 @@ class DriftReport:
         return all(d.verdict is Verdict.IN_SYNC for d in self.databases)
 
     @property
+    def servers_read(self) -> list[str]:
+        """The servers (HOST:PORT) the check read, in the order of its databases."""
+        return list(dict.fromkeys(d.server for d in self.databases if d.server))
+
+    @property
     def unreachable(self) -> list[DatabaseDrift]:
         return [d for d in self.databases if d.verdict is Verdict.UNREACHABLE]
 
@@ -280,9 +288,12 @@ class DriftReport:
         return "\n".join(lines)
 
 
-def unreachable(environment: str, db: DatabaseCatalog, reason: str) -> DatabaseDrift:
+def unreachable(
+    environment: str, db: DatabaseCatalog, reason: str, *, server: str
+) -> DatabaseDrift:
     report = DatabaseDrift(
         database=db.name,
+        server=server,
         verdict=Verdict.UNREACHABLE,
         checked_at=time.time(),
         latest=str(db.latest_version) if db.latest_version else None,
@@ -317,6 +328,7 @@ def check_database(ctx: RunContext, database: str, engine: str = "native") -> Da
             state.invalid_indexes,
         )
     report.checked_at, report.duration_s = checked_at, time.monotonic() - started
+    report.server = ctx.credentials[database].server
     return report
 
 

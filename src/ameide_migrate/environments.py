@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ameide_migrate import vault
+from ameide_migrate import local, vault
 from ameide_migrate.catalog import Catalog, DatabaseCatalog, load_catalog
 from ameide_migrate.errors import (
     CatalogError,
@@ -36,7 +36,7 @@ from ameide_migrate.errors import (
 )
 from ameide_migrate.fleet import Fleet
 from ameide_migrate.lint import LintRules
-from ameide_migrate.secret_sources import LocalStoreSource, SecretSource, VaultSource
+from ameide_migrate.secret_sources import SecretSource, VaultSource
 from ameide_migrate.settings import Settings
 
 FILE_NAME = "ameide.toml"
@@ -393,12 +393,13 @@ def secret_source(
     environment: str, settings: Settings, conn: vault.VaultSettings | None = None
 ) -> Iterator[SecretSource]:
     """Vault when a connection is given or configured; for the local environment only, else
-    the local store. Every other environment accepts Vault only."""
+    the local store's entries of the local environment's server (`local.store_source`). Every
+    other environment accepts Vault only."""
     env = get(environment, settings)
     conn = conn or settings.vault_connection(env.vault)
     if conn is None:
         if env.local:
-            yield LocalStoreSource(settings.state_dir)
+            yield local.store_source(settings.state_dir, settings.local_admin_url)
             return
         raise CredentialsMissing(
             f"environment {environment} reads its database credentials from Vault only, and no "

@@ -67,6 +67,11 @@ class LocalStoreInvalid(UsageError):
     """The local secret store is not the JSON `secrets seed-local` writes."""
 
 
+class LocalServerMismatch(UsageError):
+    """The local credentials already in Vault name another server than the one the command
+    uses: read, they would answer for a server nobody named."""
+
+
 class LocalStoreExposed(UsageError):
     """The local secret store is readable or writable by others: refused, as ssh refuses a
     private key of mode 0644."""

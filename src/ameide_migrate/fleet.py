@@ -592,6 +592,16 @@ class FleetReport:
     """The target databases of the waves that never started."""
     quarantined: list[Quarantined] = field(default_factory=list)
     """The targets the gate could not log in to: in no wave."""
+    server_of: dict[str, str] = field(default_factory=dict)
+    """Each target's server (HOST:PORT), as its credentials name it: what the fleet read."""
+
+    @property
+    def servers_read(self) -> list[str]:
+        """The servers of the fleet's targets, in their order."""
+        quarantined = (q.database for q in self.quarantined)
+        names = [*(o.database for o in self.outcomes), *self.not_started, *quarantined]
+        found = (self.server_of.get(name, "") for name in names)
+        return [s for s in dict.fromkeys(found) if s]
 
     @property
     def outcomes(self) -> list[DatabaseOutcome]:
@@ -650,6 +660,7 @@ class FleetReport:
         rows = [
             {
                 "target": o.database,
+                "server": self.server_of.get(o.database, ""),
                 "wave": "-",
                 "before": o.before or "empty",
                 "after": o.after or "empty",
@@ -663,6 +674,7 @@ class FleetReport:
         rows += [
             {
                 "target": o.database,
+                "server": self.server_of.get(o.database, ""),
                 "wave": str(number),
                 "before": o.before or "empty",
                 "after": o.after or "empty",
@@ -677,6 +689,7 @@ class FleetReport:
         rows += [
             {
                 "target": name,
+                "server": self.server_of.get(name, ""),
                 "wave": "-",
                 "before": "",
                 "after": "",
@@ -690,6 +703,7 @@ class FleetReport:
         rows += [
             {
                 "target": q.database,
+                "server": self.server_of.get(q.database, ""),
                 "wave": "-",
                 "before": "",
                 "after": "",

@@ -68,6 +68,14 @@ class RunReport:
     outcomes: list[DatabaseOutcome] = field(default_factory=list)
     smoke: list[SmokeResult] = field(default_factory=list)
     jvm_starts: int = 0
+    server_of: dict[str, str] = field(default_factory=dict)
+    """Each database's server (HOST:PORT), as its credentials name it: what the run read."""
+
+    @property
+    def servers_read(self) -> list[str]:
+        """The servers the run read, in the order of its outcomes."""
+        found = (self.server_of.get(o.database, "") for o in self.outcomes)
+        return [s for s in dict.fromkeys(found) if s]
 
     @property
     def failed(self) -> list[DatabaseOutcome]:

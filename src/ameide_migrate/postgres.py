@@ -50,6 +50,11 @@ class Credentials:
         return f"postgresql://{self.host}:{self.port}/{self.database}"
 
     @property
+    def server(self) -> str:
+        """HOST:PORT, as every outcome names the server it read."""
+        return f"{self.host}:{self.port}"
+
+    @property
     def jdbc_url(self) -> str:
         return f"jdbc:postgresql://{self.host}:{self.port}/{self.database}"
 

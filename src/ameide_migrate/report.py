@@ -75,12 +75,31 @@ def table_cell(text: str) -> str:
     return ";\n".join(c for c in clauses if c).replace("\0", " ")
 
 
+def on_servers(servers: Sequence[str]) -> str:
+    """Where the outcomes were read, for a heading: ` on HOST:PORT`, or the servers when they
+    are a few, or how many (a column then names each outcome's)."""
+    if not servers:
+        return ""
+    if len(servers) <= 3:
+        return f" on {', '.join(servers)}"
+    return f" on {len(servers)} servers"
+
+
+def _server_heading(servers: Sequence[str]) -> tuple[str, bool]:
+    """A terminal table's (heading suffix, server column): the one server every row was read on
+    in the heading, else a column naming each row's."""
+    if len(servers) == 1:
+        return f" on {servers[0]}", False
+    return "", len(servers) > 1
+
+
 def drift_rows(found: DriftReport) -> list[dict[str, str]]:
     """The table artifact's rows: what to do comes before what is wrong, each long value is
     laid out by `table_cell`, and no lone `-`, which a cell renders as a list's bullet."""
     return [
         {
             "database": d.database,
+            "server": d.server,
             "verdict": d.verdict.value,
             "version": d.version or "empty",
             "latest": d.latest or "none",
@@ -95,14 +114,19 @@ def drift_rows(found: DriftReport) -> list[dict[str, str]]:
 
 def drift_markdown(found: DriftReport) -> str:
     """The drift check's markdown artifact: each database not in sync, what is wrong, its fix."""
-    lines = [f"### Schema drift `{found.environment}`", "", found.summary().splitlines()[0], ""]
+    lines = [
+        f"### Schema drift `{found.environment}`{on_servers(found.servers_read)}",
+        "",
+        found.summary().splitlines()[0],
+        "",
+    ]
     lines += [f"- warning: {s.warning}" for s in found.servers if s.warning]
     for d in found.databases:
         if d.verdict is Verdict.IN_SYNC:
             continue
         since = f"; as Flyway left it at {d.known_good}" if d.known_good else ""
         lines += [
-            f"**{d.database}**: {d.verdict.value} (at {d.version or 'empty'}, "
+            f"**{d.database}**: {d.verdict.value} on {d.server} (at {d.version or 'empty'}, "
             f"latest {d.latest}{since})",
             "",
         ]
@@ -316,6 +340,7 @@ def artifact_rows(run: RunReport) -> list[dict[str, str]]:
         rows.append(
             {
                 "database": o.database,
+                "server": run.server_of.get(o.database, ""),
                 "before": o.before or "empty",
                 "after": o.after or "empty",
                 "latest": o.latest or "none",
@@ -340,7 +365,10 @@ def markdown_summary(
     kind = "Dry run of migrate" if dry_run else "Migrate"
     scope = f"{_names(databases)} only" if databases else "all databases"
     verdict = "FAILED" if not run.ok else "nothing changed" if dry_run else "success"
-    lines = [f"### {kind} `{run.environment}`, {scope}: {verdict}", ""]
+    lines = [
+        f"### {kind} `{run.environment}`{on_servers(run.servers_read)}, {scope}: {verdict}",
+        "",
+    ]
     lines.append(run.summary().splitlines()[0])
     findings = [f for o in run.outcomes for f in o.findings]
     if findings:
@@ -365,14 +393,19 @@ def _names(databases: Sequence[str]) -> str:
 
 
 def print_run(run: RunReport, console: Console) -> None:
+    """The run's outcomes as a table; its heading names the server they were read on, or a
+    column names each one's when they were read on several."""
     smoke = {s.database: s for s in run.smoke}
-    table = Table(title=f"Migrations: {run.environment}", title_justify="left")
-    for column in ("database", "before", "after", "applied", "duration", "state", "smoke"):
+    heading, by_row = _server_heading(run.servers_read)
+    table = Table(title=f"Migrations: {run.environment}{heading}", title_justify="left")
+    columns = ("database", *(("server",) if by_row else ()), "before", "after", "applied")
+    for column in (*columns, "duration", "state", "smoke"):
         table.add_column(column, justify="right" if column in ("applied", "duration") else "left")
     for o in run.outcomes:
         check = smoke.get(o.database)
         table.add_row(
             o.database,
+            *((run.server_of.get(o.database, ""),) if by_row else ()),
             o.before or "empty",
             o.after or "empty",
             str(o.applied),
@@ -422,7 +455,10 @@ def print_locks(
 def print_fleet(found: FleetReport, console: Console) -> None:
     """A fleet's run: a line a wave (its targets, how they ended, how long the slowest took),
     then each failed target with its fix, and why the fleet halted."""
-    table = Table(title=f"Fleet {found.fleet}: {found.environment}", title_justify="left")
+    table = Table(
+        title=f"Fleet {found.fleet}: {found.environment}{on_servers(found.servers_read)}",
+        title_justify="left",
+    )
     for column in ("wave", "targets", "migrated", "up to date", "failed", "slowest"):
         table.add_column(column, justify="left" if column == "wave" else "right")
     if found.up_to_date:
@@ -446,8 +482,10 @@ def print_fleet(found: FleetReport, console: Console) -> None:
         count = str(len(found.quarantined))
         table.add_row("-", count, "0", "0", "0", "quarantined at the gate: in no wave")
     console.print(table)
+    several = len(found.servers_read) > 1
     for o in found.failed:
-        console.print(f"[bold red]{o.database}[/]: {escape(o.message)}", soft_wrap=True)
+        on = f" on {found.server_of.get(o.database, '')}" if several else ""
+        console.print(f"[bold red]{o.database}[/]{on}: {escape(o.message)}", soft_wrap=True)
         console.print(f"  [yellow]next:[/] {escape(o.recovery)}", soft_wrap=True)
     for q in found.quarantined:
         console.print(f"[bold red]{q.database}[/] quarantined: {escape(q.reason)}", soft_wrap=True)
@@ -565,12 +603,15 @@ _VERDICT_STYLE = {
 
 
 def print_drift(found: DriftReport, console: Console) -> None:
-    table = Table(title=f"Schema drift: {found.environment}", title_justify="left")
-    for column in ("database", "verdict", "version", "latest", "pending"):
+    heading, by_row = _server_heading(found.servers_read)
+    table = Table(title=f"Schema drift: {found.environment}{heading}", title_justify="left")
+    columns = ("database", *(("server",) if by_row else ()), "verdict", "version", "latest")
+    for column in (*columns, "pending"):
         table.add_column(column, justify="right" if column == "pending" else "left")
     for d in found.databases:
         table.add_row(
             d.database,
+            *((d.server,) if by_row else ()),
             f"[{_VERDICT_STYLE[d.verdict]}]{d.verdict.value}[/]",
             d.version or "empty",
             d.latest or "-",

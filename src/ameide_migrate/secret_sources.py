@@ -4,7 +4,8 @@
 
 The local environment derives them deterministically (the same values every run, like the seed's
 `ensure-local-secrets.py`) and keeps them in a local secret store: a file outside the repository,
-mode 0600, laid out like the Vault secrets of the other environments.
+mode 0600, laid out like the Vault secrets of the other environments, one set a server (HOST:PORT):
+the entries seeded on one server are never read for another.
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ from ameide_migrate.errors import LocalStoreExposed, LocalStoreInvalid, SecretMi
 from ameide_migrate.postgres import Credentials
 
 STORE_NAME = "local-secrets.json"
+STORE_VERSION = 2
+"""The store's layout: `{"version": 2, "servers": {HOST:PORT: {database: secret}}}`. The first
+layout, `{database: secret}`, is read as the entries of the servers their URLs name."""
+
+Store = dict[str, dict[str, dict[str, str]]]
+"""HOST:PORT -> database -> the secret's keys."""
 
 
 def secret_keys(database: str) -> tuple[str, str, str]:
@@ -61,9 +68,9 @@ def secret_of(database: str, creds: Credentials) -> dict[str, str]:
     }
 
 
-def _read_store(path: Path) -> dict[str, dict[str, str]]:
-    """The store's entries; refused, as ssh refuses a private key, when others may read or
-    write it, and named with its fix when it is not the JSON this module writes."""
+def _read_store(path: Path) -> Store:
+    """The store's entries by server; refused, as ssh refuses a private key, when others may
+    read or write it, and named with its fix when it is not the JSON this module writes."""
     try:
         found = path.stat()
     except FileNotFoundError:
@@ -74,13 +81,20 @@ def _read_store(path: Path) -> dict[str, dict[str, str]]:
             f"the local secret store {path} is open to other users (mode {mode:04o}); it holds "
             f"database passwords and must be 0600: run `chmod 600 {path}`"
         )
-    return dict(_parsed_store(path, found.st_mtime_ns, found.st_size))
+    stored, _ = _parsed_store(path, found.st_mtime_ns, found.st_size)
+    return {server: dict(entries) for server, entries in stored.items()}
+
+
+def _first_layout(path: Path) -> bool:
+    """The store is of the first layout (`{database: secret}`), to be rewritten in the second."""
+    found = path.stat()
+    return _parsed_store(path, found.st_mtime_ns, found.st_size)[1]
 
 
 @lru_cache(maxsize=4)
-def _parsed_store(path: Path, _mtime_ns: int, _size: int) -> dict[str, dict[str, str]]:
-    """The store as read when it last changed: a fleet's thousand targets read it once, not a
-    thousand times."""
+def _parsed_store(path: Path, _mtime_ns: int, _size: int) -> tuple[Store, bool]:
+    """The store as read when it last changed (a fleet's thousand targets read it once, not a
+    thousand times), and whether it is of the first layout."""
     try:
         stored = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -89,20 +103,55 @@ def _parsed_store(path: Path, _mtime_ns: int, _size: int) -> dict[str, dict[str,
             "`ameide-migrate secrets seed-local`, which writes it again (the local credentials "
             "are the same on every machine)"
         ) from None
-    if not isinstance(stored, dict) or not all(
+    if isinstance(stored, dict) and stored.get("version") == STORE_VERSION:
+        servers = stored.get("servers")
+        if isinstance(servers, dict) and all(
+            isinstance(entries, dict) and _secrets(entries) for entries in servers.values()
+        ):
+            return servers, False
+    elif isinstance(stored, dict) and _secrets(stored):
+        return _by_server(stored), True
+    raise LocalStoreInvalid(
+        f"the local secret store {path} is not a JSON object of servers (HOST:PORT), each an "
+        "object of databases, each an object of <DB>_DATABASE_URL, _USER and _PASSWORD strings: "
+        "remove it and run `ameide-migrate secrets seed-local`, which writes it again"
+    )
+
+
+def _secrets(entries: dict[object, object]) -> bool:
+    return all(
         isinstance(entry, dict) and all(isinstance(v, str) for v in entry.values())
-        for entry in stored.values()
-    ):
-        raise LocalStoreInvalid(
-            f"the local secret store {path} is not a JSON object of databases, each an object of "
-            "<DB>_DATABASE_URL, _USER and _PASSWORD strings: remove it and run "
-            "`ameide-migrate secrets seed-local`, which writes it again"
-        )
-    return stored
+        for entry in entries.values()
+    )
 
 
-def write_local_store(state_dir: Path, credentials: Mapping[str, Credentials]) -> Path:
-    """Fill in what the local store lacks for these databases; the file is created 0600.
+def _by_server(entries: Mapping[str, dict[str, str]]) -> Store:
+    """The first layout's entries under the servers their URLs name; an entry whose URL
+    cannot be read stays with the others when they all name one server (the gate then reports
+    its URL), else it belongs to none and is seeded again."""
+    found: Store = {}
+    unplaced: dict[str, dict[str, str]] = {}
+    for database, entry in entries.items():
+        server = _server_of_entry(database, entry)
+        if server is None:
+            unplaced[database] = entry
+        else:
+            found.setdefault(server, {})[database] = entry
+    if len(found) == 1:
+        next(iter(found.values())).update(unplaced)
+    return found
+
+
+def _server_of_entry(database: str, entry: Mapping[str, str]) -> str | None:
+    try:
+        return Credentials.from_url(entry.get(secret_keys(database)[0], "")).server
+    except ValueError:
+        return None
+
+
+def write_local_store(state_dir: Path, server: str, credentials: Mapping[str, Credentials]) -> Path:
+    """Fill in what the local store lacks for these databases of `server` (HOST:PORT); the
+    file is created 0600, and a store of the first layout is rewritten in the second.
 
     An entry or key already there is kept as it is, even when it is wrong: the secret gate
     reports a bad one as it would in staging, instead of it being silently put back.
@@ -110,24 +159,37 @@ def write_local_store(state_dir: Path, credentials: Mapping[str, Credentials]) -
     path = state_dir / STORE_NAME
     state_dir.mkdir(parents=True, exist_ok=True)
     stored = _read_store(path)
-    changed = not path.exists()
+    entries = stored.setdefault(server, {})
+    changed = not path.exists() or _first_layout(path)
     for database, creds in credentials.items():
-        if database not in stored:
-            stored[database] = secret_of(database, creds)
+        if database not in entries:
+            entries[database] = secret_of(database, creds)
             changed = True
     if not changed:
         return path
     scratch = path.with_suffix(".tmp")
     fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump(stored, f, indent=2, sort_keys=True)
+        json.dump({"version": STORE_VERSION, "servers": stored}, f, indent=2, sort_keys=True)
     scratch.replace(path)
     return path
 
 
-def read_local_entry(state_dir: Path, database: str) -> dict[str, str] | None:
-    entry = _read_store(state_dir / STORE_NAME).get(database)
+def read_local_entry(state_dir: Path, server: str, database: str) -> dict[str, str] | None:
+    entry = _read_store(state_dir / STORE_NAME).get(server, {}).get(database)
     return None if entry is None else {str(k): str(v) for k, v in entry.items()}
+
+
+def stored_servers(state_dir: Path) -> list[str]:
+    """The servers (HOST:PORT) with entries in the local store."""
+    return sorted(_read_store(state_dir / STORE_NAME))
+
+
+def servers_holding(state_dir: Path, database: str) -> list[str]:
+    """The servers whose entries in the local store hold `database`."""
+    return sorted(
+        s for s, entries in _read_store(state_dir / STORE_NAME).items() if database in entries
+    )
 
 
 class SecretSource(Protocol):
@@ -145,26 +207,35 @@ class SecretSource(Protocol):
 
 @dataclass
 class LocalStoreSource:
-    """The local environment without Vault: the 0600 file that `secrets seed-local` writes."""
+    """The local environment without Vault: the entries of one server (HOST:PORT) in the 0600
+    file that `secrets seed-local` writes. `seed` is the command that writes them."""
 
     state_dir: Path
+    server: str
+    seed: str = "ameide-migrate secrets seed-local"
     environment: str = "local"
 
     def location(self, database: str) -> str:
-        return f"{self.state_dir / STORE_NAME} [{database}]"
+        return f"{self.state_dir / STORE_NAME} [{database} on {self.server}]"
 
     def fetch(self, database: str) -> dict[str, str]:
-        entry = read_local_entry(self.state_dir, database)
+        entry = read_local_entry(self.state_dir, self.server, database)
         if entry is None:
             raise SecretMissing(f"no entry for {database} in {self.location(database)}")
         return entry
 
     def fix(self, database: str, key: str | None) -> str:
         if key is None:
-            return "run `ameide-migrate secrets seed-local` to write the local credentials"
+            elsewhere = [s for s in servers_holding(self.state_dir, database) if s != self.server]
+            seeded = (
+                f" (the store holds {database}'s of {', '.join(elsewhere)}, another server)"
+                if elsewhere
+                else ""
+            )
+            return f"run `{self.seed}` to write the local credentials of {self.server}{seeded}"
         return (
-            f"correct {key} in the store, or remove the {database} entry and run "
-            "`ameide-migrate secrets seed-local` (it writes only what is missing)"
+            f"correct {key} in the store, or remove the {database} entry of {self.server} and "
+            f"run `{self.seed}` (it writes only what is missing)"
         )
 
 

@@ -67,7 +67,12 @@ def drift_flow(
                 future.wait()
                 result = future.state.result(raise_on_failure=False)
                 if isinstance(result, MigrateError):
-                    result = drift.unreachable(environment, catalog.databases[name], str(result))
+                    result = drift.unreachable(
+                        environment,
+                        catalog.databases[name],
+                        str(result),
+                        server=credentials[name].server,
+                    )
                 if not isinstance(result, DatabaseDrift):
                     raise result if isinstance(result, BaseException) else RuntimeError(result)
                 report.databases.append(result)

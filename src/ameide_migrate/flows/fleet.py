@@ -468,13 +468,14 @@ def fleet_flow(
     databases = {declared.database_of(t): template for t in names}
     # The gate logs in to every target before any is touched, and reads its history there; the
     # targets it cannot log in to are quarantined: in no wave, each named with its fix.
-    verified, histories, unreachable = with_retries(verify_credentials_reading_histories, settings)(
+    gate = with_retries(verify_credentials_reading_histories, settings)
+    verified, histories, unreachable, servers = gate(
         environment,
         list(databases),
         history_table_of(template, settings.flyway_table),
         shown_as=declared.database_of("<target>"),
     )
-    found = FleetReport(environment, name)
+    found = FleetReport(environment, name, server_of=servers)
     prefix = len(declared.database_of(""))
     found.quarantined = [
         fleet.Quarantined(

@@ -263,7 +263,7 @@ def migrate_flow(
         get_run_logger().info("migrations image: %s", built.reference)
     verified = with_retries(verify_credentials, settings)(environment, names)
     ctx = RunContext.create(environment, targets, verified, settings)
-    run = RunReport(environment)
+    run = RunReport(environment, server_of={n: c.server for n, c in verified.items()})
     runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(
         max_workers=concurrency or settings.max_concurrency
     )

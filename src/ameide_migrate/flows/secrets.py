@@ -45,13 +45,19 @@ def verify_credentials(
 @task(**step_options("verify credentials"), task_run_name="verify credentials")
 def verify_credentials_reading_histories(
     environment: str, databases: list[str], history_table: str, shown_as: str = "<db>"
-) -> tuple[dict[str, Credentials], dict[str, list[HistoryRow] | None], dict[str, Unreachable]]:
+) -> tuple[
+    dict[str, Credentials],
+    dict[str, list[HistoryRow] | None],
+    dict[str, Unreachable],
+    dict[str, str],
+]:
     """The gate, as `verify_credentials`, and each database's history (`history_table`) read on
     its login's connection: a fleet's targets cost one connection each before its waves. A
     history that could not be read is left out, for the target's own inspection to report.
     The databases turned away (server down, CONNECT refused) are handed back with why, not
     raised: the fleet decides whether it goes on without them. `shown_as` stands for every
-    database where the log names where their secrets live (a fleet's `tenant_<target>`)."""
+    database where the log names where their secrets live (a fleet's `tenant_<target>`). Last,
+    the server (HOST:PORT) of every database whose secret is sound, turned away or not."""
     histories: dict[str, list[HistoryRow] | None] = {}
 
     def read(database: str, creds: Credentials, conn: psycopg.Connection) -> None:
@@ -62,7 +68,7 @@ def verify_credentials_reading_histories(
         gate = credential_gate.verify_reachable(
             source, databases, connect_timeout=settings.connect_timeout_seconds, on_login=read
         )
-    return gate.credentials, histories, gate.unreachable
+    return gate.credentials, histories, gate.unreachable, gate.servers
 
 
 @contextmanager
