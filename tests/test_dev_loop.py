@@ -470,6 +470,9 @@ def test_a_new_migration_is_applied_to_its_database_alone_in_one_run_on_the_prin
     link, table = dev.run_after(mark, timeout=60)
     assert time.monotonic() - saved < 60
     assert _rows(table) == {"threads": ["4 -> 5", "1", "migrated"]}, dev.output
+    store = json.loads((dev_machine.state_dir / "local-secrets.json").read_text())
+    (server,) = store["servers"]
+    assert f"on {server}" in [line.strip() for line in table], dev.output
     new = [run for run in _flow_runs(ui) if run["id"] not in before]
     assert len(new) == 1, new
     (run,) = new

@@ -179,13 +179,13 @@ def test_fleet_status_counts_failed_quarantined_not_started_and_behind_apart() -
     assert at("never run", history=False) == "no history"
     shown = Console(record=True, width=200)
     targets = [
-        commands.FleetTarget(f"tenant_t{i}", "1", "2", state, "", "")
+        commands.FleetTarget(f"tenant_t{i}", "1", "2", state, "", "", "127.0.0.1:5432")
         for i, state in enumerate(["behind", "not started", "failed", "behind", "unreachable"])
     ]
     report.print_fleet_status("tenants", targets, shown)
-    assert shown.export_text().strip().splitlines()[-1] == (
-        "1 failed, 1 not started, 2 behind, 1 unreachable"
-    )
+    text = shown.export_text()
+    assert text.startswith("Fleet tenants on 127.0.0.1:5432")
+    assert text.strip().splitlines()[-1] == ("1 failed, 1 not started, 2 behind, 1 unreachable")
 
 
 def test_a_fleet_takes_its_targets_one_way_with_names_a_database_can_have(

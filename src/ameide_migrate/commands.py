@@ -338,6 +338,8 @@ class FleetTarget:
     """One of `fleet.STANDINGS`."""
     last_outcome: str
     last_message: str
+    server: str
+    """Where its history was read (HOST:PORT), as its credentials name it."""
 
 
 def fleet_status(settings: Settings, env: str, name: str) -> list[FleetTarget]:
@@ -366,17 +368,18 @@ def fleet_status(settings: Settings, env: str, name: str) -> list[FleetTarget]:
     def one(database: str) -> FleetTarget:
         row = ledger.get(database, {})
         last = row.get("state", "never run"), row.get("message", "")
+        server = found[database].server
         try:
             history = postgres.read_history(
                 found[database], history_table, timeout=settings.connect_timeout_seconds
             )
         except MigrateError:
-            return FleetTarget(database, None, latest, "unreachable", *last)
+            return FleetTarget(database, None, latest, "unreachable", *last, server=server)
         inspection = migrate.compare(template, history)
         state = fleet.standing(
             up_to_date=inspection.up_to_date, has_history=history is not None, last_outcome=last[0]
         )
-        return FleetTarget(database, inspection.version, latest, state, *last)
+        return FleetTarget(database, inspection.version, latest, state, *last, server=server)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         return list(pool.map(one, names))

@@ -528,12 +528,22 @@ def wave_bars(console: Console) -> Iterator[WaveProgress]:
 
 
 def print_fleet_status(name: str, targets: Sequence[FleetTarget], console: Console) -> None:
-    """Per target its version and last outcome, then how many stand where."""
-    table = Table(title=f"Fleet {name}", title_justify="left")
-    for column in ("target", "version", "latest", "state", "last outcome"):
+    """Per target its version and last outcome (and the server it was read on, in the heading
+    when they share one), then how many stand where."""
+    heading, by_row = _server_heading(list(dict.fromkeys(t.server for t in targets)))
+    table = Table(title=f"Fleet {name}{heading}", title_justify="left")
+    for column in ("target", *(("server",) if by_row else ()), "version", "latest", "state"):
         table.add_column(column)
+    table.add_column("last outcome")
     for t in targets:
-        table.add_row(t.database, t.version or "empty", t.latest or "-", t.state, t.last_outcome)
+        table.add_row(
+            t.database,
+            *((t.server,) if by_row else ()),
+            t.version or "empty",
+            t.latest or "-",
+            t.state,
+            t.last_outcome,
+        )
     console.print(table)
     counts = Counter(t.state for t in targets)
     order = [*STANDINGS, *sorted(set(counts) - set(STANDINGS))]
@@ -741,12 +751,15 @@ def _print_dev_run(event: dev_loop.Ran, console: Console) -> None:
         failure = event.result.failure
         console.print(f"[bold red]{escape(str(failure))}[/]", highlight=False, soft_wrap=True)
     else:
-        table = Table(box=None, pad_edge=False)
-        for column in ("database", "version", "applied", "state"):
+        heading, by_row = _server_heading(run.servers_read)
+        table = Table(title=heading.strip() or None, box=None, pad_edge=False, title_justify="left")
+        for column in ("database", *(("server",) if by_row else ()), "version", "applied"):
             table.add_column(column, justify="right" if column == "applied" else "left")
+        table.add_column("state")
         for o in run.outcomes:
             table.add_row(
                 o.database,
+                *((run.server_of.get(o.database, ""),) if by_row else ()),
                 f"{o.before or 'empty'} -> {o.after or 'empty'}",
                 str(o.applied),
                 f"[{_STYLE[o.state]}]{o.state.value}[/]",
