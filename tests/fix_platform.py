@@ -25,6 +25,8 @@ from ameide_migrate.postgres import Credentials
 from ameide_migrate.prefect_api import Server
 from ameide_migrate.settings import get_settings
 
+from . import fixes
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -136,8 +138,9 @@ def admin_url_of(creds: Credentials) -> SecretStr:
 def ameide(
     *args: str, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
-    """The command line as a user runs it, in the repository, with this process's environment."""
-    return subprocess.run(
+    """The command line as a user runs it, in the repository, with this process's environment.
+    Every fix it printed is a command the tool accepts, or the test fails (tests/fixes.py)."""
+    done = subprocess.run(
         [sys.executable, "-m", "ameide_migrate.cli", *args],
         capture_output=True,
         text=True,
@@ -146,3 +149,21 @@ def ameide(
         timeout=timeout,
         check=False,
     )
+    quoted = fixes.commands_in(done.stdout + done.stderr)
+    if quoted:
+        # In a process of the command's own environment: its settings name the same tree.
+        checked = subprocess.run(
+            [sys.executable, "-m", "tests.fixes"],
+            input="\n".join(quoted),
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=env,
+            timeout=300,
+            check=False,
+        )
+        assert checked.returncode == 0, (
+            f"`ameide-migrate {' '.join(args)}` printed fixes the tool refuses: "
+            f"{checked.stdout}{checked.stderr}"
+        )
+    return done

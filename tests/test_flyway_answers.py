@@ -226,7 +226,7 @@ def test_a_failed_migration_names_its_script_and_the_statement_flyway_hides(
 def test_recovery_after_a_failed_migration_says_where_the_database_stays(tmp_path: Path) -> None:
     answer = ANSWERS["errors"]["duplicate key"]
     error = flyway.classify(request("migrate"), answer["error"])
-    text = recovery.after_error(ENV, "shop", error, "3.1")
+    text = recovery.after_error(recovery.Subject(ENV, "shop"), error, "3.1")
 
     assert "rolled the failed migration back" in text
     assert "stays at version 3.1" in text
@@ -237,7 +237,7 @@ def test_recovery_after_an_edited_file_offers_restore_then_repair() -> None:
     validation = SCENARIOS["edited applied file"]["validate"]
     error = flyway.validation_error(request("validate"), validation)
     assert error is not None
-    text = recovery.after_error(ENV, "shop", error, "3.1")
+    text = recovery.after_error(recovery.Subject(ENV, "shop"), error, "3.1")
 
     assert "restore the file to what was applied" in text
     assert "changes no schema" in text
@@ -248,7 +248,7 @@ def test_recovery_after_an_edited_file_offers_restore_then_repair() -> None:
 def test_recovery_after_retries_ran_out_points_at_the_server() -> None:
     answer = ANSWERS["errors"]["connection refused"]
     error = flyway.classify(request("migrate"), answer["error"])
-    text = recovery.after_error(ENV, "shop", error, None)
+    text = recovery.after_error(recovery.Subject(ENV, "shop"), error, None)
 
     assert text.startswith("It kept failing after every retry: check the server and the network")
     assert "repair" not in text

@@ -114,6 +114,18 @@ DbOption = Annotated[
     ),
 ]
 
+FleetOfOption = Annotated[
+    str | None,
+    typer.Option(
+        "--fleet",
+        help="Instead of --db: a fleet of ameide.toml, whose --target(s) are worked on.",
+    ),
+]
+TargetOption = Annotated[
+    list[str] | None,
+    typer.Option("--target", "-t", help="A target of --fleet; repeat for several."),
+]
+
 
 def main() -> None:
     """Every mistake (an option, an AMEIDE_* setting, a file, an address) ends as one
@@ -344,6 +356,8 @@ def lint(
         str,
         typer.Option("--format", help="table, json (for tools) or github (Actions annotations)."),
     ] = "table",
+    fleet: FleetOfOption = None,
+    target: TargetOption = None,
 ) -> None:
     """Lint migrations with squawk and the transaction checks, before they lock anything.
 
@@ -354,7 +368,7 @@ def lint(
 
     if output_format not in ("table", "json", "github"):
         raise UsageError(f"unknown format {output_format!r}: choose table, json or github")
-    linted = commands.lint(get_settings(), env, db, paths)
+    linted = commands.lint(get_settings(), env, db, paths, fleet_name=fleet, targets=target)
     if output_format == "json":
         typer.echo(json.dumps(_lint_json(linted), indent=2, ensure_ascii=False))
     elif output_format == "github":
@@ -543,34 +557,63 @@ def approve(
     )
 
 
+def _one_of_db_or_fleet(
+    verb: str, db: list[str] | None, fleet: str | None, target: list[str] | None
+) -> None:
+    """A database of the tree by --db, or a fleet's targets by --fleet and --target: a fleet's
+    target has no folder of its own, so --db cannot name it."""
+    if db and fleet is not None:
+        raise UsageError(
+            f"{verb}: give --db DB (a database of the tree) or --fleet NAME --target T (a "
+            "fleet's target), not both"
+        )
+    if target and fleet is None:
+        raise UsageError(f"{verb}: --target names a fleet's target: give its --fleet NAME too")
+    if fleet is not None and not target:
+        raise UsageError(
+            f"{verb} --fleet {fleet}: name the target(s) with --target T, or "
+            f"`ameide-migrate fleet {verb} --env ENV --fleet {fleet}` for all of them"
+        )
+    if not db and fleet is None:
+        raise UsageError(
+            f"{verb}: name the database with --db DB, or a fleet's target with --fleet NAME "
+            "--target T"
+        )
+
+
+def _on_flyway_log(database: str, _level: str, message: str) -> None:
+    _progress(f"{database}: {message}")
+
+
 @app.command()
 def repair(
     env: EnvOption,
     db: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option(
             "--db", "-d", help="Database to repair; repeatable.", callback=_named_databases
         ),
-    ],
+    ] = None,
+    fleet: FleetOfOption = None,
+    target: TargetOption = None,
 ) -> None:
-    """Flyway repair: remove failed rows and realign checksums of the named databases."""
+    """Flyway repair: remove failed rows and realign checksums of the named databases (or of a
+    fleet's named targets)."""
     from ameide_migrate import commands
     from ameide_migrate.settings import get_settings
 
-    repaired = commands.repair(
-        get_settings(),
-        env,
-        db,
-        on_log=lambda database, _level, message: _progress(f"{database}: {message}"),
-    )
-    for done in repaired:
+    _one_of_db_or_fleet("repair", db, fleet, target)
+    if fleet is not None:
+        _fleet_chore(commands.fleet_repair(get_settings(), env, fleet, target, _on_flyway_log))
+        return
+    for done in commands.repair(get_settings(), env, db or [], on_log=_on_flyway_log):
         console.print(done.summary(), highlight=False, soft_wrap=True)
 
 
 @app.command()
 def baseline(
     env: EnvOption,
-    db: Annotated[str, typer.Option("--db", "-d", help="The database to baseline.")],
+    db: Annotated[str | None, typer.Option("--db", "-d", help="The database to baseline.")] = None,
     version: Annotated[
         str | None,
         typer.Option(
@@ -578,20 +621,36 @@ def baseline(
             callback=_flyway_version,
         ),
     ] = None,
+    fleet: FleetOfOption = None,
+    target: TargetOption = None,
 ) -> None:
-    """Flyway baseline of a database that has a schema and no history table: the next run
-    applies only the migrations above VERSION."""
+    """Flyway baseline of a database that has a schema and no history table (or of a fleet's
+    named targets): the next run applies only the migrations above VERSION."""
     from ameide_migrate import commands
     from ameide_migrate.settings import get_settings
 
-    at = commands.baseline(
-        get_settings(),
-        env,
-        db,
-        version,
-        on_log=lambda database, _level, message: _progress(f"{database}: {message}"),
-    )
+    _one_of_db_or_fleet("baseline", [db] if db else None, fleet, target)
+    if fleet is not None:
+        _fleet_chore(
+            commands.fleet_baseline(get_settings(), env, fleet, target, version, _on_flyway_log)
+        )
+        return
+    at = commands.baseline(get_settings(), env, db or "", version, on_log=_on_flyway_log)
     console.print(f"{db}: baselined at version {at}", highlight=False)
+
+
+def _fleet_chore(done: commands.FleetChore) -> None:
+    """Every target's outcome, then the summary; exit 1 when one failed."""
+    from ameide_migrate import report
+    from ameide_migrate.errors import FleetTargetsFailed
+
+    report.print_fleet_chore(done, console)
+    if done.failed:
+        raise FleetTargetsFailed(
+            f"{done.summary()}; each failed target's reason is in its row: fix it, then run "
+            "the same command again (the targets done are left as they are)"
+        )
+    console.print(done.summary(), highlight=False, soft_wrap=True)
 
 
 @app.command("chart-values")
@@ -699,8 +758,11 @@ def flyway_install(
 
 
 @secrets_app.command("verify")
-def secrets_verify(env: EnvOption, db: DbOption = None) -> None:
-    """Check every database's credentials: present, well-formed, and able to log in.
+def secrets_verify(
+    env: EnvOption, db: DbOption = None, fleet: FleetOfOption = None, target: TargetOption = None
+) -> None:
+    """Check every database's credentials (or a fleet's targets'): present, well-formed, and
+    able to log in.
 
     Reads Vault (VAULT_ADDR, VAULT_TOKEN or AMEIDE_VAULT_AUTH_METHOD...); for local without
     Vault, the local store. Exits 1 listing every problem, each with its fix.
@@ -708,7 +770,12 @@ def secrets_verify(env: EnvOption, db: DbOption = None) -> None:
     from ameide_migrate import commands
     from ameide_migrate.settings import get_settings
 
-    for name, creds in commands.verify_secrets(get_settings(), env, db).items():
+    if db and fleet is not None:
+        raise UsageError("give --db (databases of the tree) or --fleet (a fleet's), not both")
+    if target and fleet is None:
+        raise UsageError("--target names a fleet's target: give its --fleet NAME too")
+    found = commands.verify_secrets(get_settings(), env, db, fleet_name=fleet, targets=target)
+    for name, creds in found.items():
         console.print(f"[green]ok[/] {name}: {creds.user} @ {creds.url}")
 
 
@@ -782,6 +849,41 @@ def fleet_status(fleet: FleetOption, env: EnvOption = "local") -> None:
     from ameide_migrate.settings import get_settings
 
     report.print_fleet_status(fleet, commands.fleet_status(get_settings(), env, fleet), console)
+
+
+@fleet_app.command("baseline")
+def fleet_baseline(
+    fleet: FleetOption,
+    env: EnvOption = "local",
+    version: Annotated[
+        str | None,
+        typer.Option(
+            help="The template's version the targets' schemas are at; Flyway's default (1) "
+            "when not given."
+        ),
+    ] = None,
+    target: TargetOption = None,
+) -> None:
+    """Adopt a fleet whose targets have tables and no history: each such target baselined at
+    VERSION (the fleet's `parallel` at once), so that `fleet run` applies only what is above it.
+    A target with a history, or an empty one, is left as it is. Exits 0 when no target failed,
+    1 otherwise."""
+    from ameide_migrate import commands
+    from ameide_migrate.settings import get_settings
+
+    _fleet_chore(
+        commands.fleet_baseline(get_settings(), env, fleet, target, version, _on_flyway_log)
+    )
+
+
+@fleet_app.command("repair")
+def fleet_repair(fleet: FleetOption, env: EnvOption = "local", target: TargetOption = None) -> None:
+    """Flyway repair of a fleet's targets (all, or the named ones), the fleet's `parallel` at
+    once: failed rows removed, checksums realigned. Exits 0 when no target failed, 1 otherwise."""
+    from ameide_migrate import commands
+    from ameide_migrate.settings import get_settings
+
+    _fleet_chore(commands.fleet_repair(get_settings(), env, fleet, target, _on_flyway_log))
 
 
 @local_app.command("up")

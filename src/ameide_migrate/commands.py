@@ -49,6 +49,7 @@ from ameide_migrate.settings import Settings
 
 if TYPE_CHECKING:
     from ameide_migrate.catalog import DatabaseCatalog, Migration
+    from ameide_migrate.context import RunContext
     from ameide_migrate.drift import DriftReport
     from ameide_migrate.fleet import FleetReport
     from ameide_migrate.image import BuiltImage
@@ -440,30 +441,44 @@ def lint(
     env: str | None = None,
     databases: list[str] | None = None,
     paths: list[Path] | None = None,
+    *,
+    fleet_name: str | None = None,
+    targets: list[str] | None = None,
 ) -> Linted:
     """The lint, with no database connection: the given files or folders, else the whole tree
     (as a fresh database would receive it), at the levels of `env` or the file's `[lint]`.
-    With `env` and no path: only what is pending in the environment's databases, read from
-    their history tables with the secret gate's credentials."""
+    With `env` and no path: only what is pending in the environment's databases (or in the
+    fleet's `targets`), read from their history tables with the secret gate's credentials."""
     from ameide_migrate import lint as linting
     from ameide_migrate import migrate
     from ameide_migrate.catalog import load_catalog
     from ameide_migrate.context import RunContext
 
-    if paths and databases:
+    if paths and (databases or fleet_name):
         raise UsageError(
-            "give --db or paths, not both: a path names the files itself (a database's folder "
-            "lints that database)"
+            "give --db (or --fleet) or paths, not both: a path names the files itself (a "
+            "database's folder lints that database)"
+        )
+    if targets and fleet_name is None:
+        raise UsageError("--target names a fleet's target: give its --fleet NAME too")
+    if fleet_name is not None and (env is None or databases):
+        raise UsageError(
+            "--fleet lints what is pending in its targets: give it with --env and no --db"
         )
     rules = environments.lint_rules(settings, env)
     if env is not None and not paths:
         catalog = environments.catalog(env, settings)
-        targets = catalog.select(databases)
-        names = [d.name for d in targets]
-        if environments.get(env, settings).local:
-            # As `run --env local` would: on a machine where nothing ran yet, set it up first.
-            seed_local(settings, names)
-        ctx = RunContext.create(env, targets, verify_secrets(settings, env, names), settings)
+        if fleet_name is None:
+            chosen = catalog.select(databases)
+            names = [d.name for d in chosen]
+            if environments.get(env, settings).local:
+                # As `run --env local` would: on a machine where nothing ran yet, set it up first.
+                seed_local(settings, names)
+            ctx = RunContext.create(env, chosen, verify_secrets(settings, env, names), settings)
+        else:
+            # Its local databases are set up as a fleet run sets them up.
+            _, ctx = _fleet_context(settings, env, fleet_name, targets)
+            names = list(ctx.databases)
         checked: list[str] = []
         found: list[tuple[str | None, Finding]] = []
         try:
@@ -823,15 +838,16 @@ def repair(
         results = {name: migrate.repair(ctx, name, _log_of(name, on_log)) for name in names}
     finally:
         ctx.close()
-    return [
-        Repaired(
-            name,
-            _versions(result.get("migrationsRemoved")),
-            _versions(result.get("migrationsAligned")),
-            _versions(result.get("migrationsDeleted")),
-        )
-        for name, result in results.items()
-    ]
+    return [_repaired(name, result) for name, result in results.items()]
+
+
+def _repaired(database: str, result: dict[str, Any]) -> Repaired:
+    return Repaired(
+        database,
+        _versions(result.get("migrationsRemoved")),
+        _versions(result.get("migrationsAligned")),
+        _versions(result.get("migrationsDeleted")),
+    )
 
 
 def baseline(
@@ -843,23 +859,187 @@ def baseline(
 ) -> str:
     """Flyway baseline of a database that has a schema and no history: a history table whose
     one row says the schema is at `version` (Flyway's default, 1, when None); that version."""
-    from dataclasses import replace
-
     from ameide_migrate.context import RunContext
 
     (target,) = environments.catalog(env, settings).select([database])
     install_flyway(settings)
     ctx = RunContext.create(env, [target], verify_secrets(settings, env, [database]), settings)
+    try:
+        return _baseline(ctx, database, version, on_log)
+    finally:
+        ctx.close()
+
+
+def _baseline(
+    ctx: RunContext, database: str, version: str | None, on_log: Callable[[str, str, str], None]
+) -> str:
+    from dataclasses import replace
+
     request = ctx.request("baseline", database)
     if version is not None:
         request = replace(
             request, configuration={**request.configuration, "flyway.baselineVersion": version}
         )
+    result = ctx.engine().run(request, _log_of(database, on_log))
+    return str(result.get("baselineVersion") or version or "1")
+
+
+@dataclass(frozen=True)
+class TargetDone:
+    """What a baseline or repair over a fleet did to one of its targets."""
+
+    target: str
+    database: str
+    outcome: str
+    """baselined, has history, empty, repaired, nothing to repair, or failed."""
+    version: str | None
+    message: str
+
+
+@dataclass(frozen=True)
+class FleetChore:
+    """A baseline or repair over a fleet's targets: each target's outcome, in the fleet's order."""
+
+    verb: str
+    environment: str
+    fleet: str
+    targets: list[TargetDone]
+
+    @property
+    def failed(self) -> list[TargetDone]:
+        return [t for t in self.targets if t.outcome == "failed"]
+
+    def summary(self) -> str:
+        counts: dict[str, int] = {}
+        for t in self.targets:
+            counts[t.outcome] = counts.get(t.outcome, 0) + 1
+        done = ", ".join(f"{n} {outcome}" for outcome, n in counts.items())
+        return f"fleet {self.fleet} in {self.environment}, {self.verb}: {done}"
+
+
+def _fleet_databases(
+    settings: Settings, env: str, name: str, targets: list[str] | None
+) -> tuple[fleet.Fleet, dict[str, DatabaseCatalog]]:
+    """The fleet's chosen targets (all when `targets` is empty), each a database of its
+    template, in the fleet's order."""
+    declared = environments.fleet(name, settings)
+    template = environments.fleet_template(env, declared, settings)
+    chosen = fleet.chosen_targets(declared, fleet_targets(settings, env, name), targets)
+    return declared, {declared.database_of(t): template for t in chosen}
+
+
+def _fleet_context(
+    settings: Settings, env: str, name: str, targets: list[str] | None
+) -> tuple[fleet.Fleet, RunContext]:
+    """The fleet's chosen targets (all when `targets` is empty) with their credentials verified
+    through the secret gate before any is touched (for the local environment, their databases
+    and owners made first, as a fleet run makes them), in a context of their own."""
+    from ameide_migrate.context import RunContext
+
+    declared, databases = _fleet_databases(settings, env, name, targets)
+    if environments.get(env, settings).local:
+        seed_local(settings, list(databases))
+    with environments.secret_source(env, settings) as source:
+        verified = credential_gate.verify_secrets(
+            source, list(databases), connect_timeout=settings.connect_timeout_seconds
+        )
+    return declared, RunContext.create(env, databases, verified, settings, fleet=declared)
+
+
+def _over_targets(
+    verb: str,
+    declared: fleet.Fleet,
+    ctx: RunContext,
+    chore: Callable[[str], tuple[str, str | None, str]],
+) -> FleetChore:
+    """`chore` (database -> outcome, version, message) on each target, the fleet's `parallel`
+    at once; one that fails is that target's outcome, the others go on."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    prefix = len(declared.database_of(""))
+
+    def one(database: str) -> TargetDone:
+        try:
+            outcome, version, message = chore(database)
+        except MigrateError as error:
+            outcome, version, message = "failed", None, str(error)
+        return TargetDone(database[prefix:], database, outcome, version, message)
+
     try:
-        result = ctx.engine().run(request, _log_of(database, on_log))
+        with ThreadPoolExecutor(max_workers=declared.waves.parallel) as pool:
+            done = list(pool.map(one, ctx.databases))
     finally:
         ctx.close()
-    return str(result.get("baselineVersion") or version or "1")
+    return FleetChore(verb, ctx.environment, declared.name, done)
+
+
+def fleet_baseline(
+    settings: Settings,
+    env: str,
+    name: str,
+    targets: list[str] | None = None,
+    version: str | None = None,
+    on_log: Callable[[str, str, str], None] = lambda _db, _level, _message: None,
+) -> FleetChore:
+    """A fleet adopted: each target with a schema and no history baselined at `version`
+    (Flyway's default, 1, when None), so that a fleet run applies only what is above it. A
+    target with a history is left as it is, an empty one too (a fleet run migrates it from the
+    first version): baselining it would skip migrations it never had."""
+    from ameide_migrate.catalog import Version
+    from ameide_migrate.history import current_version
+
+    declared = environments.fleet(name, settings)
+    latest = environments.fleet_template(env, declared, settings).latest_version
+    if version is not None:
+        try:
+            at = Version.parse(version)
+        except ValueError:
+            raise UsageError(
+                f"--version {version} is no Flyway version: give the template's version the "
+                "schemas match, e.g. 1 or 2.1"
+            ) from None
+        if latest is not None and at > latest:
+            raise UsageError(
+                f"--version {version} is above the latest version of fleet {name}'s template "
+                f"({latest}): give the version the targets' schemas match"
+            )
+    install_flyway(settings)
+    declared, ctx = _fleet_context(settings, env, name, targets)
+
+    def adopt(database: str) -> tuple[str, str | None, str]:
+        state = postgres.read_schema_state(
+            ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
+        )
+        if state.history is not None:
+            return "has history", current_version(state.history), "left as it is"
+        if not state.live:
+            return "empty", None, "nothing to adopt: a fleet run migrates it from the start"
+        at = _baseline(ctx, database, version, on_log)
+        return "baselined", at, f"{len(state.live)} schema object(s) adopted"
+
+    return _over_targets("baseline", declared, ctx, adopt)
+
+
+def fleet_repair(
+    settings: Settings,
+    env: str,
+    name: str,
+    targets: list[str] | None = None,
+    on_log: Callable[[str, str, str], None] = lambda _db, _level, _message: None,
+) -> FleetChore:
+    """Flyway repair of a fleet's targets (all when `targets` is empty): failed rows removed,
+    checksums realigned; what it changed on each."""
+    from ameide_migrate import migrate
+
+    install_flyway(settings)
+    declared, ctx = _fleet_context(settings, env, name, targets)
+
+    def repair_one(database: str) -> tuple[str, str | None, str]:
+        done = _repaired(database, migrate.repair(ctx, database, _log_of(database, on_log)))
+        outcome = "repaired" if done.changed else "nothing to repair"
+        return outcome, None, done.summary().removeprefix(f"{database}: ")
+
+    return _over_targets("repair", declared, ctx, repair_one)
 
 
 def _log_of(database: str, on_log: Callable[[str, str, str], None]) -> flyway.LogSink:
@@ -867,11 +1047,20 @@ def _log_of(database: str, on_log: Callable[[str, str, str], None]) -> flyway.Lo
 
 
 def verify_secrets(
-    settings: Settings, env: str, databases: list[str] | None = None
+    settings: Settings,
+    env: str,
+    databases: list[str] | None = None,
+    *,
+    fleet_name: str | None = None,
+    targets: list[str] | None = None,
 ) -> dict[str, Credentials]:
     """The secret gate from the command line: Vault from VAULT_ADDR and friends (flows also read
-    the Prefect block `vault-<env>`); for the local environment without Vault, the local store."""
-    names = [d.name for d in environments.catalog(env, settings).select(databases)]
+    the Prefect block `vault-<env>`); for the local environment without Vault, the local store.
+    The databases of the tree, or a fleet's `targets` (all when none is named)."""
+    if fleet_name is not None:
+        names = list(_fleet_databases(settings, env, fleet_name, targets)[1])
+    else:
+        names = [d.name for d in environments.catalog(env, settings).select(databases)]
     with environments.secret_source(env, settings) as source:
         return credential_gate.verify_secrets(
             source, names, connect_timeout=settings.connect_timeout_seconds

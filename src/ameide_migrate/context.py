@@ -8,9 +8,10 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from ameide_migrate import environments, flyway, lint
+from ameide_migrate import environments, flyway, lint, recovery
 from ameide_migrate.catalog import DatabaseCatalog
 from ameide_migrate.errors import FlywayCommandFailed, FlywayNotInstalled
+from ameide_migrate.fleet import Fleet
 from ameide_migrate.flyway import FlywayEngine, Installation, Request
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import Settings
@@ -38,8 +39,11 @@ class RunContext:
         lint_rules: lint.LintRules | None = None,
         long_transaction_seconds: float = 2.0,
         session_name: str | None = None,
+        fleet: Fleet | None = None,
     ) -> None:
         self.environment = environment
+        self.fleet = fleet
+        """The fleet whose targets `databases` are, when they are."""
         self.databases = dict(databases)
         self.credentials = dict(credentials)
         self.installation = installation
@@ -69,9 +73,10 @@ class RunContext:
         credentials: Mapping[str, Credentials],
         settings: Settings,
         session_name: str | None = None,
+        fleet: Fleet | None = None,
     ) -> RunContext:
         """`databases` by their own names, or as a mapping: a fleet's targets are each a
-        database of the same template."""
+        database of the same template (`fleet`'s)."""
         try:
             inst: Installation | None = flyway.installation(
                 settings.flyway_home, settings.flyway_version, settings.java
@@ -93,7 +98,15 @@ class RunContext:
             lint_rules=environments.get(environment, settings).lint,
             long_transaction_seconds=settings.long_transaction_seconds,
             session_name=session_name,
+            fleet=fleet,
         )
+
+    def subject(self, database: str) -> recovery.Subject:
+        """`database` as a fix names it: a fleet's target by its fleet and target."""
+        if self.fleet is None:
+            return recovery.Subject(self.environment, database)
+        target = database.removeprefix(self.fleet.database_of(""))
+        return recovery.Subject(self.environment, database, self.fleet.name, target)
 
     @property
     def engine_started(self) -> bool:

@@ -87,18 +87,19 @@ def verdict(statuses: list[MigrationStatus], problems: Mapping[str, str]) -> Ver
 
 
 def fix_for(environment: str, database: str, drift: DatabaseDrift) -> str:
-    """The command (or file to restore) that brings this database back, as `recovery` words it."""
+    """The command (or file to restore) that brings this database back, as `recovery` words it.
+    The drift check reads the tree's databases: `database` is one of its folders."""
+    subject = recovery.Subject(environment, database)
     if drift.verdict is Verdict.IN_SYNC:
         return ""
     if drift.verdict is Verdict.BEHIND:
-        return recovery.apply_pending(environment, database)
+        return recovery.apply_pending(subject)
     if drift.verdict is Verdict.UNREACHABLE:
-        return recovery.check_connection()
+        return recovery.check_connection(subject)
     if drift.verdict is Verdict.NO_HISTORY:
-        return recovery.baseline_first(environment, database)
+        return recovery.baseline_first(subject)
     return recovery.for_drifted(
-        environment,
-        database,
+        subject,
         states={s.state for s in drift.migrations},
         invalid_indexes=drift.invalid_indexes,
         schema_changes=list(drift.schema_changes),

@@ -265,6 +265,11 @@ class FleetHalted(MigrateError):
         self.report = report
 
 
+class FleetTargetsFailed(MigrateError):
+    """A baseline or repair over a fleet's targets failed on some of them; the others were
+    done (each target is its own database: one failure undoes nothing elsewhere)."""
+
+
 class VaultError(MigrateError):
     """Vault could not give what was asked; subclasses name the condition."""
 

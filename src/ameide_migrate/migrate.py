@@ -421,13 +421,13 @@ def _failed(
     if isinstance(error, NonTransactionalMigrationFailed | LeftoversFound):
         message, next_step = _leftovers_failure(ctx, database, error)
     elif isinstance(error, LintErrorsFound):
-        message, next_step = str(error), recovery.after_lint(ctx.environment, database, error)
+        message, next_step = str(error), recovery.after_lint(ctx.subject(database), error)
     elif isinstance(error, MigrateError):
         message = failure_message(error, ctx.databases[database])
-        next_step = recovery.after_error(ctx.environment, database, error, reached)
+        next_step = recovery.after_error(ctx.subject(database), error, reached)
     else:
         message = f"unexpected {type(error).__name__}: {error}"
-        next_step = recovery.after_unexpected(ctx.environment, database)
+        next_step = recovery.after_unexpected(ctx.subject(database))
     original = ctx.first_failures.get(database)
     if original is not None and original is not error:
         message = (
@@ -478,7 +478,7 @@ def _leftovers_failure(
         )
     except MigrateError as unreachable:
         return failure_message(error), recovery.after_leftovers_unread(
-            ctx.environment, database, unreachable
+            ctx.subject(database), unreachable
         )
     lines = [failure_message(error, ctx.databases[database])]
     applied_in = None
@@ -502,8 +502,7 @@ def _leftovers_failure(
     if leftovers:
         lines.append(f"It left: {describe_leftovers(leftovers)}.")
     next_step = recovery.after_leftovers(
-        ctx.environment,
-        database,
+        ctx.subject(database),
         leftovers=leftovers,
         applied_in=applied_in,
         failed_row=any(not r.success for r in history or []),

@@ -88,7 +88,7 @@ def dry_run(ctx: RunContext, database: str) -> DatabaseOutcome:
         )
 
     if stop is not None:
-        return stopped(str(stop), recovery.after_lint(ctx.environment, database, stop))
+        return stopped(str(stop), recovery.after_lint(ctx.subject(database), stop))
     if report.verdict in (drift.Verdict.DRIFTED, drift.Verdict.NO_HISTORY):
         return stopped("; ".join(report.problems.values()) or "drifted", report.fix)
     return DatabaseOutcome(

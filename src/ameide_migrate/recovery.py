@@ -2,12 +2,15 @@
 applied migration edited in the dev loop. Each names the exact command to run next, built here
 alone, so that a fix never disagrees with another for the same condition.
 
-The callers decide which condition holds; this module only words its fix.
+The callers decide which condition holds; this module only words its fix. A fix names its
+database as the command that reaches it does: a database of the tree by `--db`, a fleet's target
+by `--fleet NAME --target T` (its database is no folder of the tree, so `--db` would not find it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 
 from ameide_migrate import lint
 from ameide_migrate.errors import (
@@ -26,47 +29,67 @@ from ameide_migrate.postgres import InvalidIndex
 # --- The commands ------------------------------------------------------------------------------
 
 
-def rerun_command(environment: str, database: str) -> str:
-    return f"ameide-migrate run --env {environment} --db {database}"
+@dataclass(frozen=True)
+class Subject:
+    """The database a fix is about, as the commands name it."""
+
+    environment: str
+    database: str
+    fleet: str | None = None
+    """The fleet whose target the database is; None for a database of the tree."""
+    target: str | None = None
+
+    @property
+    def options(self) -> str:
+        if self.fleet is None:
+            return f"--env {self.environment} --db {self.database}"
+        return f"--env {self.environment} --fleet {self.fleet} --target {self.target}"
 
 
-def repair_command(environment: str, database: str) -> str:
-    return f"ameide-migrate repair --env {environment} --db {database}"
+def rerun_command(subject: Subject) -> str:
+    """A fleet's target is migrated again by its fleet's run: the fleet's approval and ledger
+    cover it."""
+    verb = "run" if subject.fleet is None else "fleet run"
+    return f"ameide-migrate {verb} {subject.options}"
 
 
-def baseline_command(environment: str, database: str, version: str = "VERSION") -> str:
-    return f"ameide-migrate baseline --env {environment} --db {database} --version {version}"
+def repair_command(subject: Subject) -> str:
+    return f"ameide-migrate repair {subject.options}"
 
 
-def fleet_target_command(environment: str, fleet: str, target: str) -> str:
-    return f"ameide-migrate fleet run --env {environment} --fleet {fleet} --target {target}"
+def baseline_command(subject: Subject, version: str = "VERSION") -> str:
+    return f"ameide-migrate baseline {subject.options} --version {version}"
+
+
+def lint_command(subject: Subject) -> str:
+    return f"ameide-migrate lint {subject.options}"
 
 
 def drop_command(indexes: Sequence[InvalidIndex]) -> str:
     return " ".join(index.drop() for index in indexes)
 
 
-def restore_or_repair(environment: str, database: str, files: str) -> str:
+def restore_or_repair(subject: Subject, files: str) -> str:
     """An applied migration edited since: put the file back, or record the edit as applied."""
     return (
         f"restore {files} to what was applied (git history), or if the edit is intended and "
-        f"changes no schema, `{repair_command(environment, database)}` to realign checksums"
+        f"changes no schema, `{repair_command(subject)}` to realign checksums"
     )
 
 
 # --- After a failed database -------------------------------------------------------------------
 
 
-def after_error(environment: str, database: str, error: MigrateError, before: str | None) -> str:
+def after_error(subject: Subject, error: MigrateError, before: str | None) -> str:
     """What to do next after `error`, ending with the command that reruns only this database."""
-    rerun = rerun_command(environment, database)
+    rerun = rerun_command(subject)
     if isinstance(error, ChecksumMismatch):
         return (
             "An applied migration was edited after it ran: "
-            f"{restore_or_repair(environment, database, 'the file')}; then rerun `{rerun}`."
+            f"{restore_or_repair(subject, 'the file')}; then rerun `{rerun}`."
         )
     if isinstance(error, HistoryMissing):
-        return f"{baseline_first(environment, database)}."
+        return f"{baseline_first(subject)}."
     if isinstance(error, ValidationFailed):
         return f"Fix what Flyway reports above, then rerun `{rerun}`."
     if isinstance(error, MigrationFailed):
@@ -89,27 +112,26 @@ def after_error(environment: str, database: str, error: MigrateError, before: st
     return f"Rerun `{rerun}` once the cause is fixed."
 
 
-def after_unexpected(environment: str, database: str) -> str:
+def after_unexpected(subject: Subject) -> str:
     """A failure that is no MigrateError: a bug of ours, or of something under us."""
-    return f"Report this with the run's logs; rerun `{rerun_command(environment, database)}`."
+    return f"Report this with the run's logs; rerun `{rerun_command(subject)}`."
 
 
-def after_lint(environment: str, database: str, error: LintErrorsFound) -> str:
+def after_lint(subject: Subject, error: LintErrorsFound) -> str:
     """A lint error stopped the database before Flyway: change the file, or accept the rule."""
     rules = sorted({f.rule for f in error.findings if isinstance(f, lint.Finding)})
     example = rules[0] if rules else "RULE"
     return (
         "Change the pending migration as each fix says (it was not applied, so it may still be "
-        f"edited), check it with `ameide-migrate lint --env {environment} --db {database}`, and "
-        f"rerun `{rerun_command(environment, database)}`. To accept a rule in {environment} "
-        f"instead, lower its level in ameide.toml: [environments.{environment}.lint.rules] "
+        f"edited), check it with `{lint_command(subject)}`, and "
+        f"rerun `{rerun_command(subject)}`. To accept a rule in {subject.environment} "
+        f"instead, lower its level in ameide.toml: [environments.{subject.environment}.lint.rules] "
         f'"{example}" = "warning" (or "off").'
     )
 
 
 def after_leftovers(
-    environment: str,
-    database: str,
+    subject: Subject,
     *,
     leftovers: Sequence[InvalidIndex],
     applied_in: str | None,
@@ -124,19 +146,17 @@ def after_leftovers(
     if applied_in is not None:
         steps.append(f"undo those statements, or make them idempotent in {applied_in}")
     if failed_row:
-        steps.append(
-            f"remove the failed row Flyway recorded with `{repair_command(environment, database)}`"
-        )
-    steps.append(f"rerun `{rerun_command(environment, database)}`")
+        steps.append(f"remove the failed row Flyway recorded with `{repair_command(subject)}`")
+    steps.append(f"rerun `{rerun_command(subject)}`")
     return "Recover: " + "; then ".join(steps) + "."
 
 
-def after_leftovers_unread(environment: str, database: str, reason: MigrateError) -> str:
+def after_leftovers_unread(subject: Subject, reason: MigrateError) -> str:
     """As `after_leftovers`, when the database could not be read to name what was left."""
     return (
         f"It ran outside a transaction, so what it did stays; the database could not be "
         f"read to name it ({reason}). Once reachable, rerun "
-        f"`{rerun_command(environment, database)}`, which names it."
+        f"`{rerun_command(subject)}`, which names it."
     )
 
 
@@ -144,14 +164,11 @@ def after_leftovers_unread(environment: str, database: str, reason: MigrateError
 
 
 def for_unreachable_target(
-    environment: str,
-    fleet: str,
-    target: str,
-    error: DatabaseUnreachable | DatabaseRefusedConnection,
+    subject: Subject, error: DatabaseUnreachable | DatabaseRefusedConnection
 ) -> str:
     """A target quarantined at the gate: let its login in (its credentials are not the
     cause), then migrate it alone."""
-    rerun = fleet_target_command(environment, fleet, target)
+    rerun = rerun_command(subject)
     if isinstance(error, DatabaseRefusedConnection):
         return f"{error.fix}, then `{rerun}`"
     return f"bring its server up, then `{rerun}`"
@@ -160,26 +177,34 @@ def for_unreachable_target(
 # --- For a database the drift check found out of sync ------------------------------------------
 
 
-def apply_pending(environment: str, database: str) -> str:
-    return f"apply what is pending: `{rerun_command(environment, database)}`"
+def apply_pending(subject: Subject) -> str:
+    return f"apply what is pending: `{rerun_command(subject)}`"
 
 
-def check_connection() -> str:
-    return "check the server and the credentials (`ameide-migrate secrets verify`)"
-
-
-def baseline_first(environment: str, database: str) -> str:
-    """A non-empty schema with no history: Flyway must be told which version it already is."""
+def check_connection(subject: Subject) -> str:
     return (
+        f"check the server and the credentials (`ameide-migrate secrets verify {subject.options}`)"
+    )
+
+
+def baseline_first(subject: Subject) -> str:
+    """A non-empty schema with no history: Flyway must be told which version it already is.
+    A fleet's target is seldom alone in that: the whole fleet is adopted at once."""
+    fix = (
         "Flyway refuses to migrate a non-empty schema without history: find the version the "
-        f"schema matches, then `{baseline_command(environment, database)}` and "
-        f"`{rerun_command(environment, database)}` to apply what is above it"
+        f"schema matches, then `{baseline_command(subject)}` and "
+        f"`{rerun_command(subject)}` to apply what is above it"
+    )
+    if subject.fleet is None:
+        return fix
+    return (
+        f"{fix} (every target of the fleet in that state at once: `ameide-migrate fleet "
+        f"baseline --env {subject.environment} --fleet {subject.fleet} --version VERSION`)"
     )
 
 
 def for_drifted(
-    environment: str,
-    database: str,
+    subject: Subject,
     *,
     states: Collection[str],
     invalid_indexes: Sequence[InvalidIndex],
@@ -188,8 +213,8 @@ def for_drifted(
 ) -> str:
     """The steps that bring a drifted database back: by the INVALID indexes, the objects changed
     outside Flyway, the applied files edited since, and the states of its migrations."""
-    rerun = rerun_command(environment, database)
-    repair = repair_command(environment, database)
+    rerun = rerun_command(subject)
+    repair = repair_command(subject)
     steps = []
     if invalid_indexes:
         steps.append(
@@ -202,7 +227,7 @@ def for_drifted(
             f"migration and `{rerun}` (which records the schema again)"
         )
     if edited:
-        steps.append(restore_or_repair(environment, database, ", ".join(edited)))
+        steps.append(restore_or_repair(subject, ", ".join(edited)))
     if set(states) & {"Failed", "Failed (Missing)", "Failed (Future)"}:
         steps.append(f"undo the failed migration's partial changes, then `{repair}` and `{rerun}`")
     if "Missing" in states:

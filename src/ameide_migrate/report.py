@@ -34,7 +34,7 @@ from ameide_migrate.prefect_api import ArtifactTable
 
 if TYPE_CHECKING:
     from ameide_migrate import dev_loop
-    from ameide_migrate.commands import FleetTarget
+    from ameide_migrate.commands import FleetChore, FleetTarget
     from ameide_migrate.fleet import FleetReport, StateGroup, WaveProgress
 
 _STYLE = {
@@ -548,6 +548,17 @@ def print_fleet_status(name: str, targets: Sequence[FleetTarget], console: Conso
     counts = Counter(t.state for t in targets)
     order = [*STANDINGS, *sorted(set(counts) - set(STANDINGS))]
     console.print(", ".join(f"{counts[s]} {s}" for s in order if counts[s]), highlight=False)
+
+
+def print_fleet_chore(done: FleetChore, console: Console) -> None:
+    """A baseline or repair over a fleet: each target's outcome, version and what was done."""
+    table = Table(title=f"Fleet {done.fleet}, {done.verb}", title_justify="left")
+    for column in ("target", "outcome", "version", "message"):
+        table.add_column(column)
+    for t in done.targets:
+        style = "red" if t.outcome == "failed" else None
+        table.add_row(t.database, t.outcome, t.version or "-", escape(t.message), style=style)
+    console.print(table)
 
 
 def lint_artifact_key(environment: str, *, dry_run: bool) -> str:

@@ -411,7 +411,12 @@ def fleet_shard_flow(
         environment, list(databases), shown_as=declared.database_of("<target>")
     )
     ctx = RunContext.create(
-        environment, databases, verified, settings, session_name=shard_session_name(flow_run.id)
+        environment,
+        databases,
+        verified,
+        settings,
+        session_name=shard_session_name(flow_run.id),
+        fleet=declared,
     )
     try:
         outcomes = _migrate_targets(
@@ -481,14 +486,16 @@ def fleet_flow(
         fleet.Quarantined(
             database,
             error.what if isinstance(error, DatabaseRefusedConnection) else str(error),
-            recovery.for_unreachable_target(environment, name, database[prefix:], error),
+            recovery.for_unreachable_target(
+                recovery.Subject(environment, database, name, database[prefix:]), error
+            ),
         )
         for database, error in unreachable.items()
     ]
     for q in found.quarantined:
         logger.warning("quarantined %s: %s", q.database, q.reason)
     reachable = {d: t for d, t in databases.items() if d not in unreachable}
-    ctx = RunContext.create(environment, reachable, verified, settings)
+    ctx = RunContext.create(environment, reachable, verified, settings, fleet=declared)
     found.up_to_date = [
         _already(database, histories[database], template)
         for database in reachable

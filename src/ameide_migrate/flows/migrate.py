@@ -143,7 +143,7 @@ def _planned(ctx: RunContext, database: str, future: Any) -> DatabasePlan:
             0,
             0.0,
             message=f"could not plan: {planned}",
-            recovery=recovery.after_error(ctx.environment, database, planned, None),
+            recovery=recovery.after_error(ctx.subject(database), planned, None),
         )
         return DatabasePlan(failed, ())
     raise planned if isinstance(planned, BaseException) else RuntimeError(repr(planned))
