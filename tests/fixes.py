@@ -4,7 +4,7 @@ Each `ameide-migrate ...` a text quotes in backticks is parsed by the tool's own
 unknown option, a missing one or an extra argument is a refused fix), then the names it gives (the
 environment, the databases, the fleet and its targets) are resolved as the verbs resolve them: an
 "unknown database" is as much a refusal as a usage error. Nothing is run. A value in capitals
-(VERSION, NAME) is a placeholder the reader fills in, and is not resolved.
+(VERSION, NAME) is a placeholder the reader fills in: neither checked nor resolved.
 
 `ameide(...)` of fix_platform checks what every command printed; `python -m tests.fixes` reads
 the commands on stdin and checks them with the settings of its own environment (the command's).
@@ -19,7 +19,7 @@ import sys
 from typing import Any
 
 from typer._click.core import Context
-from typer._click.exceptions import ClickException
+from typer._click.exceptions import BadParameter, ClickException
 from typer.core import TyperGroup
 from typer.main import get_command
 
@@ -78,11 +78,23 @@ def resolve_names(params: dict[str, Any], settings: Settings) -> None:
             fleet.chosen_targets(declared, commands.fleet_targets(settings, env, name), targets)
 
 
+def _given_placeholder(command: str, error: BadParameter) -> bool:
+    """The value refused is a placeholder the reader replaces (`--version VERSION`)."""
+    words = shlex.split(command)
+    opts = error.param.opts if error.param is not None else []
+    values = [words[i + 1] for i, word in enumerate(words[:-1]) if word in opts]
+    return bool(values) and all(_PLACEHOLDER.fullmatch(v) for v in values)
+
+
 def refusal(command: str, settings: Settings) -> str | None:
     """Why the tool would refuse `command`, or None when it accepts it."""
     try:
         _, params = parsed(command)
         resolve_names(params, settings)
+    except BadParameter as error:
+        if _given_placeholder(command, error):
+            return None
+        return f"usage error: {error.format_message()}"
     except ClickException as error:
         return f"usage error: {error.format_message()}"
     except MigrateError as error:

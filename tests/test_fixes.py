@@ -197,6 +197,15 @@ def test_placeholders_are_left_for_the_reader_and_options_parse_as_the_tool_pars
     settings: Settings,
 ) -> None:
     assert refusal("ameide-migrate trigger --env local --flow fleet --fleet NAME", settings) is None
+    assert (
+        refusal("ameide-migrate baseline --env local --db threads --version VERSION", settings)
+        is None
+    )
+    assert refusal("ameide-migrate baseline --env local --db threads --version v2", settings) == (
+        "usage error: Invalid value for '--version': 'v2' is not a Flyway version: digits "
+        "separated by dots or underscores, as in the V<version>__ of a file name (1, 2.1, "
+        "20240501_1)"
+    )
     path, params = parsed("ameide-migrate fleet baseline -e local --fleet tenants -t t009 -t t010")
     assert path == "ameide-migrate fleet baseline"
     assert params["target"] == ["t009", "t010"]

@@ -859,7 +859,8 @@ def fleet_baseline(
         str | None,
         typer.Option(
             help="The template's version the targets' schemas are at; Flyway's default (1) "
-            "when not given."
+            "when not given.",
+            callback=_flyway_version,
         ),
     ] = None,
     target: TargetOption = None,
