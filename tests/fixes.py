@@ -86,8 +86,16 @@ def _given_placeholder(command: str, error: BadParameter) -> bool:
     return bool(values) and all(_PLACEHOLDER.fullmatch(v) for v in values)
 
 
+_OPTIONAL = re.compile(r"\[([^\[\]]*)\]")
+
+
 def refusal(command: str, settings: Settings) -> str | None:
-    """Why the tool would refuse `command`, or None when it accepts it."""
+    """Why the tool would refuse `command`, or None when it accepts it. A part in brackets is
+    optional, as a usage line writes it (`approve RUN_ID [--reject --reason TEXT]`): the command
+    is accepted with it and without it."""
+    if _OPTIONAL.search(command):
+        without, given = _OPTIONAL.sub("", command), _OPTIONAL.sub(r"\1", command)
+        return refusal(without, settings) or refusal(given, settings)
     try:
         _, params = parsed(command)
         resolve_names(params, settings)

@@ -201,6 +201,10 @@ def test_placeholders_are_left_for_the_reader_and_options_parse_as_the_tool_pars
         refusal("ameide-migrate baseline --env local --db threads --version VERSION", settings)
         is None
     )
+    assert refusal("ameide-migrate approve RUN_ID [--reject --reason TEXT]", settings) is None
+    assert refusal("ameide-migrate approve RUN_ID [--refuse]", settings) == (
+        "usage error: No such option: --refuse (Possible options: --reason, --reject)"
+    )
     assert refusal("ameide-migrate baseline --env local --db threads --version v2", settings) == (
         "usage error: Invalid value for '--version': 'v2' is not a Flyway version: digits "
         "separated by dots or underscores, as in the V<version>__ of a file name (1, 2.1, "

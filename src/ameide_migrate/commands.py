@@ -783,7 +783,7 @@ def approve(
     who = getpass.getuser()
     given = reason.strip() or ("approved" if approved else "rejected")
     prefect_api.decide(
-        run_id, approved=approved, reason=f"{given} (`ameide-migrate approve`, {who})"
+        run_id, approved=approved, reason=f"{given} (`ameide-migrate approve {run_id}`, {who})"
     )
     return Approved(run_id, approved, given, prefect_api.ui_address_of_flow_run(api.ui_url, run_id))
 
