@@ -886,9 +886,8 @@ def _baseline(
 
 @dataclass(frozen=True)
 class TargetDone:
-    """What a baseline or repair over a fleet did to one of its targets."""
+    """What a baseline or repair over a fleet did to one of its targets (by its database)."""
 
-    target: str
     database: str
     outcome: str
     """baselined, has history, empty, repaired, nothing to repair, or failed."""
@@ -956,14 +955,12 @@ def _over_targets(
     at once; one that fails is that target's outcome, the others go on."""
     from concurrent.futures import ThreadPoolExecutor
 
-    prefix = len(declared.database_of(""))
-
     def one(database: str) -> TargetDone:
         try:
             outcome, version, message = chore(database)
         except MigrateError as error:
             outcome, version, message = "failed", None, str(error)
-        return TargetDone(database[prefix:], database, outcome, version, message)
+        return TargetDone(database, outcome, version, message)
 
     try:
         with ThreadPoolExecutor(max_workers=declared.waves.parallel) as pool:
