@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ameide_migrate import lint, recovery
+from ameide_migrate import environments, lint, recovery
 from ameide_migrate.errors import (
     ChecksumMismatch,
     DatabaseRefusedConnection,
@@ -21,6 +21,7 @@ from ameide_migrate.errors import (
     MigrateError,
     MigrationFailed,
     TablesBusy,
+    UnknownDatabase,
     ValidationFailed,
 )
 from ameide_migrate.postgres import InvalidIndex
@@ -223,3 +224,19 @@ def test_commands_are_found_where_a_text_quotes_them() -> None:
         "--db a`)"
     )
     assert commands_in(text) == ["ameide-migrate run --env local --db a"]
+
+
+def test_a_fleet_targets_database_given_as_db_is_refused_with_the_form_that_names_it(
+    settings: Settings,
+) -> None:
+    with pytest.raises(UnknownDatabase) as refused:
+        environments.catalog("local", settings).select(["threads", "tenant_t010", "nosuch"])
+
+    assert str(refused.value) == (
+        f"unknown database nosuch, tenant_t010: choose from threads (the folders under "
+        f"{settings.sql_dir}); tenant_t010 is target t010 of fleet tenants, which --db cannot "
+        "name: `ameide-migrate fleet run --env ENV --fleet tenants --target t010` (repair, "
+        "baseline, lint and secrets verify take --fleet and --target too)"
+    )
+    (command,) = commands_in(str(refused.value))
+    assert refusal(command, settings) is None

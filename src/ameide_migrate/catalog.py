@@ -116,14 +116,24 @@ class DatabaseCatalog:
 class Catalog:
     root: Path
     databases: Mapping[str, DatabaseCatalog] = field(default_factory=dict)
+    fleets: Mapping[str, str] = field(default_factory=dict)
+    """The fleets whose templates the tree holds, by template: their targets' databases
+    (`<template>_<target>`) are no databases of the tree."""
 
     def select(self, names: list[str] | tuple[str, ...] | None) -> list[DatabaseCatalog]:
-        """The databases asked for, in catalog order; all of them when none is named."""
+        """The databases asked for, in catalog order; all of them when none is named. An
+        unknown name that is a fleet's target's database is refused naming the fleet's form."""
         if not names:
             return list(self.databases.values())
         unknown = [n for n in names if n not in self.databases]
         if unknown:
-            raise UnknownDatabase(unknown, self.databases, self.root)
+            targets = {
+                name: (fleet, name[len(template) + 1 :])
+                for name in unknown
+                for template, fleet in self.fleets.items()
+                if name.startswith(f"{template}_") and len(name) > len(template) + 1
+            }
+            raise UnknownDatabase(unknown, self.databases, self.root, targets)
         return [db for name, db in self.databases.items() if name in set(names)]
 
 

@@ -361,12 +361,13 @@ def catalog(environment: str, settings: Settings) -> Catalog:
             f"SQL tree {loaded.root} holds no database folder: put each database's Flyway "
             "migrations in a folder of its own under it (AMEIDE_SQL_DIR names another tree)"
         )
-    templates = {f.template for f in fleets(settings).values()}
+    templates = {f.template: f.name for f in fleets(settings).values()}
     if templates:
         # A fleet's template is the migrations of its targets, no database of its own.
         loaded = Catalog(
             root=loaded.root,
             databases={n: d for n, d in loaded.databases.items() if n not in templates},
+            fleets=templates,
         )
     if env.databases is not None:
         unknown = [d for d in env.databases if d not in loaded.databases]
@@ -377,7 +378,9 @@ def catalog(environment: str, settings: Settings) -> Catalog:
                 f"{', '.join(loaded.databases)}, or remove the name"
             )
         kept = loaded.select(list(env.databases))
-        loaded = Catalog(root=loaded.root, databases={d.name: d for d in kept})
+        loaded = Catalog(
+            root=loaded.root, databases={d.name: d for d in kept}, fleets=loaded.fleets
+        )
     for database in loaded.databases.values():
         if not database.migrations:
             raise CatalogError(

@@ -6,7 +6,7 @@ Every message says what happened, where (environment, database, path) and what t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
@@ -82,12 +82,26 @@ class StateDirUnwritable(UsageError):
 
 
 class UnknownDatabase(UsageError):
-    def __init__(self, names: Iterable[str], valid: Iterable[str], sql_tree: Path) -> None:
+    def __init__(
+        self,
+        names: Iterable[str],
+        valid: Iterable[str],
+        sql_tree: Path,
+        fleet_targets: Mapping[str, tuple[str, str]] | None = None,
+    ) -> None:
+        """`fleet_targets`: of the names, those that are a fleet's target's database, with
+        (fleet, target): `--db` cannot name them, `--fleet F --target T` does."""
         self.names = sorted(names)
         self.valid = sorted(valid)
+        targets = "".join(
+            f"; {name} is target {target} of fleet {fleet}, which --db cannot name: "
+            f"`ameide-migrate fleet run --env ENV --fleet {fleet} --target {target}` (repair, "
+            "baseline, lint and secrets verify take --fleet and --target too)"
+            for name, (fleet, target) in sorted((fleet_targets or {}).items())
+        )
         super().__init__(
             f"unknown database {', '.join(self.names)}: "
-            f"choose from {', '.join(self.valid)} (the folders under {sql_tree})"
+            f"choose from {', '.join(self.valid)} (the folders under {sql_tree}){targets}"
         )
 
 
