@@ -8,6 +8,7 @@ On a real PostgreSQL, Flyway and Prefect server, through the migrate flow as `ru
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -17,6 +18,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 from rich.console import Console
 
 from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState, RunReport
@@ -209,5 +211,183 @@ def test_the_run_goes_on_once_the_session_ends_and_says_what_it_waited_for(
     assert state.is_completed()
     (outcome,) = report.outcomes
     assert outcome.state is OutcomeState.MIGRATED
-    assert f"waited for 1 session(s) holding locks first: pid {pid}" in outcome.message
+    assert re.search(
+        rf"waited \d+s for 1 session\(s\) holding locks first: pid {pid}", outcome.message
+    )
     assert platform.versions("graph")[-1] == "9"
+
+
+# --- A blocker of another role ------------------------------------------------------------------
+
+THREADS_FLAG = "ALTER TABLE threads ADD COLUMN flagged boolean;\n"
+
+
+def lock_waits(creds: Credentials, table: str, stop: threading.Event, waits: list[float]) -> None:
+    """An application reading `table` all along: how long each read waited for its lock, as
+    PostgreSQL measures it: its transaction starts before the statement takes its lock, and
+    clock_timestamp() is read after (statement_timestamp() would restart at the Bind message,
+    after the lock taken at Parse)."""
+    with psycopg.connect(**creds.conninfo(5), autocommit=True) as conn:  # type: ignore[arg-type]
+        conn.execute("SET statement_timeout = '20s'")
+        while not stop.is_set():
+            row = conn.execute(
+                sql.SQL(
+                    "SELECT extract(epoch FROM clock_timestamp() - transaction_timestamp())"
+                    "::float8, count(*) FROM {}"
+                ).format(sql.Identifier(table))
+            ).fetchone()
+            assert row
+            waits.append(float(row[0]))
+            time.sleep(0.05)
+
+
+@contextmanager
+def reading(creds: Credentials, table: str) -> Iterator[list[float]]:
+    stop, waits = threading.Event(), list[float]()
+    reader = threading.Thread(target=lock_waits, args=(creds, table, stop, waits))
+    reader.start()
+    try:
+        yield waits
+    finally:
+        stop.set()
+        reader.join()
+
+
+@contextmanager
+def open_transaction(creds: Credentials, table: str) -> Iterator[int]:
+    """`idle_in_transaction`, for a session the test may terminate: closing it ends whatever is
+    left of it."""
+    conn = psycopg.connect(**creds.conninfo(5))  # type: ignore[arg-type]
+    try:
+        conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+        assert row
+        yield int(row[0])
+    finally:
+        conn.close()
+
+
+def as_superuser(platform: Platform, database: str) -> Credentials:
+    return platform.admin.with_database(platform.owners[database].database)
+
+
+def sessions_of(platform: Platform, pid: int) -> list[tuple[Any, ...]]:
+    with psycopg.connect(**platform.admin.conninfo(5)) as conn:  # type: ignore[arg-type]
+        return conn.execute("SELECT pid FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchall()
+
+
+def no_flag_column(platform: Platform) -> bool:
+    return not platform.query(
+        "threads",
+        "SELECT 1 FROM information_schema.columns "
+        "WHERE table_name = 'threads' AND column_name = 'flagged'",
+    )
+
+
+@pytest.mark.drills
+def test_a_superusers_idle_transaction_is_named_with_its_fix_and_readers_never_queue(
+    platform: Platform, short_budget: None
+) -> None:
+    state, _ = platform.run(databases=["threads"])
+    assert state.is_completed()
+    owner, admin = platform.owners["threads"], as_superuser(platform, "threads")
+    (platform.sql_dir / "threads" / "V5__threads_flagged.sql").write_text(THREADS_FLAG)
+
+    with open_transaction(admin, "threads") as pid, reading(owner, "threads") as waits:
+        state, report = platform.run(databases=["threads"])
+        assert sessions_of(platform, pid), "the blocker ended before the run did"
+
+    assert state.is_failed()
+    (outcome,) = report.outcomes
+    assert outcome.state is OutcomeState.FAILED
+    assert "Flyway was not started" in outcome.message
+    # The migration's login cannot see a superuser's transaction start: the session is named by
+    # what pg_locks and pg_stat_activity show every login, with the grant that shows the rest.
+    assert f"pid {pid}, user {admin.user} (ameide-migrate), in one transaction for at least" in (
+        outcome.message
+    )
+    assert f"`GRANT pg_read_all_stats TO {owner.user}` shows them" in outcome.message
+    assert "holds AccessShareLock on threads" in outcome.message
+    assert f"SELECT pg_terminate_backend({pid});" in outcome.recovery
+    assert no_flag_column(platform)
+    # Readers of threads never queued behind an ALTER TABLE: not one read waited for its lock.
+    assert waits
+    assert max(waits) < 0.5, f"a read of threads waited {max(waits):.2f}s for its lock"
+
+    # The fix as printed is one PostgreSQL takes; then the rerun applies.
+    with open_transaction(admin, "threads") as pid:
+        state, report = platform.run(databases=["threads"])
+        fix = re.search(r"`(SELECT pg_terminate_backend\(\d+\);)`", report.outcomes[0].recovery)
+        assert fix, report.outcomes[0].recovery
+        with psycopg.connect(**admin.conninfo(5), autocommit=True) as conn:  # type: ignore[arg-type]
+            conn.execute(fix[1].encode())
+        assert not sessions_of(platform, pid)
+        state, report = platform.run(databases=["threads"])
+    assert state.is_completed()
+    assert platform.versions("threads")[-1] == "5"
+
+
+@pytest.mark.drills
+def test_a_migration_cancelled_by_lock_timeout_names_the_blocker_and_readers_wait_a_second_at_most(
+    platform: Platform, short_budget: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The pre-flight check lets a young transaction pass (here: any under an hour), so Flyway
+    # meets the lock itself; the migration's login may read every session's activity.
+    monkeypatch.setenv("AMEIDE_LONG_TRANSACTION_SECONDS", "3600")
+    get_settings.cache_clear()
+    state, _ = platform.run(databases=["threads"])
+    assert state.is_completed()
+    owner, admin = platform.owners["threads"], as_superuser(platform, "threads")
+    with psycopg.connect(**admin.conninfo(5), autocommit=True) as conn:  # type: ignore[arg-type]
+        conn.execute(f'GRANT pg_read_all_stats TO "{owner.user}"'.encode())
+    (platform.sql_dir / "threads" / "V5__threads_flagged.sql").write_text(THREADS_FLAG)
+
+    with idle_in_transaction(admin, "threads") as pid, reading(owner, "threads") as waits:
+        state, report = platform.run(databases=["threads"])
+
+    assert state.is_failed()
+    (outcome,) = report.outcomes
+    assert "waited 1s (lock_timeout) for a table lock and PostgreSQL cancelled it" in (
+        outcome.message
+    )
+    assert f"pid {pid}, user {admin.user} (ameide-migrate), idle in transaction" in outcome.message
+    assert "(SELECT pg_backend_pid()), holds AccessShareLock on threads" in outcome.message
+    assert "kept trying for" in outcome.message
+    assert f"SELECT pg_terminate_backend({pid});" in outcome.recovery
+    assert "network" not in outcome.recovery
+    assert no_flag_column(platform)
+    # Each try queued its ALTER TABLE for its lock_timeout, and each read behind it waited that
+    # long at most, as PostgreSQL timed them.
+    assert 0.3 < max(waits) < 1.3, f"the slowest read of threads waited {max(waits):.2f}s"
+
+
+@pytest.mark.drills
+def test_a_superusers_transaction_that_ends_in_time_lets_the_run_apply_and_its_table_says_so(
+    platform: Platform, short_budget: None
+) -> None:
+    state, _ = platform.run(databases=["threads"])
+    assert state.is_completed()
+    admin = as_superuser(platform, "threads")
+    (platform.sql_dir / "threads" / "V5__threads_flagged.sql").write_text(THREADS_FLAG)
+
+    result: list[tuple[Any, RunReport]] = []
+    runner = threading.Thread(target=lambda: result.append(platform.run(databases=["threads"])))
+    with idle_in_transaction(admin, "threads") as pid:
+        runner.start()
+        time.sleep(4)  # the session commits while the run retries its pre-flight check
+        assert sessions_of(platform, pid)
+    runner.join(timeout=120)
+
+    ((state, report),) = result
+    assert state.is_completed()
+    (outcome,) = report.outcomes
+    assert outcome.state is OutcomeState.MIGRATED
+    waited = rf"waited \d+s for 1 session\(s\) holding locks first: pid {pid}, user {admin.user}"
+    assert re.search(waited, outcome.message), outcome.message
+    assert platform.versions("threads")[-1] == "5"
+    console = Console(width=300, record=True)
+    print_run(report, console)
+    assert re.search(waited, " ".join(console.export_text().split()))
+    rows = json.loads(artifact("migrate-local", state.state_details.flow_run_id))
+    (row,) = rows
+    assert re.search(waited, " ".join(row["message"].split())), row

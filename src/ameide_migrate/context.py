@@ -35,7 +35,7 @@ class RunContext:
         table: str,
         connect_timeout: int,
         lock_retry_count: int,
-        lock_timeout_seconds: int,
+        lock_timeout_seconds: float,
         lint_rules: lint.LintRules | None = None,
         long_transaction_seconds: float = 2.0,
         session_name: str | None = None,
@@ -57,7 +57,10 @@ class RunContext:
         self.session_name = session_name
         """The application_name of the engine's sessions, when they must be found again."""
         self.waited_for: dict[str, dict[int, str]] = {}
-        """Per database, the sessions (by pid) whose locks its pre-flight check waited for."""
+        """Per database, the sessions (by pid) whose locks it waited for: those its pre-flight
+        check found, and those in the way of a migration lock_timeout cancelled."""
+        self.waiting_since: dict[str, float] = {}
+        """Per database, when (time.monotonic) it first met one of them."""
         self._engine: FlywayEngine | None = None
         self._engine_lock = threading.Lock()
         self.engine_starts = 0
@@ -83,6 +86,7 @@ class RunContext:
             )
         except FlywayNotInstalled:
             inst = None  # a run with nothing to apply needs no Flyway; engine() says how to fix
+        env = environments.get(environment, settings)
         return cls(
             environment=environment,
             databases=databases
@@ -90,12 +94,12 @@ class RunContext:
             else {db.name: db for db in databases},
             credentials=credentials,
             installation=inst,
-            placeholders=environments.get(environment, settings).flyway_placeholders(),
+            placeholders=env.flyway_placeholders(),
             table=settings.flyway_table,
             connect_timeout=settings.connect_timeout_seconds,
             lock_retry_count=settings.lock_retry_count,
-            lock_timeout_seconds=settings.lock_timeout_seconds,
-            lint_rules=environments.get(environment, settings).lint,
+            lock_timeout_seconds=env.lock_timeout_seconds or settings.lock_timeout_seconds,
+            lint_rules=env.lint,
             long_transaction_seconds=settings.long_transaction_seconds,
             session_name=session_name,
             fleet=fleet,
@@ -124,7 +128,8 @@ class RunContext:
                     )
                 # A migration waiting on an application's lock fails after lock_timeout with
                 # SQLSTATE 55P03, a transient fault the task retries, instead of waiting forever.
-                options = f"?options=-c%20lock_timeout%3D{self.lock_timeout_seconds}s"
+                timeout_ms = round(self.lock_timeout_seconds * 1000)
+                options = f"?options=-c%20lock_timeout%3D{timeout_ms}ms"
                 if self.session_name:
                     options += f"&ApplicationName={quote(self.session_name)}"
                 targets = {

@@ -114,6 +114,12 @@ class Environment(BaseModel):
         default_factory=dict, description="Laid over the work pool's job variables."
     )
     tags: tuple[str, ...] = ()
+    lock_timeout_seconds: float | None = Field(
+        default=None,
+        ge=0.1,
+        description="How long each try of a migration waits for a table lock, while every "
+        "session after it waits too (AMEIDE_LOCK_TIMEOUT_SECONDS, 1 s, if unset).",
+    )
     vault: VaultLayout = VaultLayout()
     lint: LintRules = Field(
         default_factory=LintRules,

@@ -216,10 +216,18 @@ class TablesBusy(MigrateError):
 
     transient = True
 
-    def __init__(self, message: str, holders: tuple[str, ...]) -> None:
+    def __init__(self, message: str, holders: tuple[str, ...], pids: tuple[int, ...]) -> None:
         super().__init__(message)
         self.holders = holders
         """Each session, described (pid, user, age, the lock it holds)."""
+        self.pids = pids
+        """Their process ids, what `pg_terminate_backend` takes."""
+
+
+class LockTimedOut(TablesBusy):
+    """A migration waited its lock_timeout for a table lock and PostgreSQL cancelled it
+    (SQLSTATE 55P03): Flyway rolled it back, and it is retried. `holders` are the sessions in
+    its way as pg_locks showed them right after, whatever their role or age."""
 
 
 class DatabaseError(MigrateError):

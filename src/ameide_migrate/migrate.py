@@ -9,7 +9,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ameide_migrate import flyway, lint, locking, postgres, recovery, statements
@@ -20,10 +20,12 @@ from ameide_migrate.errors import (
     HistoryMissing,
     LeftoversFound,
     LintErrorsFound,
+    LockTimedOut,
     MigrateError,
     MigrationFailed,
     NonTransactionalMigrationFailed,
     TablesBusy,
+    TransientFlywayFault,
 )
 from ameide_migrate.flyway import LogSink
 from ameide_migrate.history import (
@@ -149,6 +151,12 @@ def migrate(ctx: RunContext, database: str, on_log: LogSink) -> MigrateSummary:
     request = ctx.request("migrate", database, lock_retry_count=ctx.lock_retry_count)
     try:
         result = ctx.engine().run(request, on_log)
+    except TransientFlywayFault as error:
+        if "55P03" not in error.sql_states:
+            ctx.first_failures.setdefault(database, error)
+            raise
+        # Rolled back and retried: what a user needs is whom it waited for, not the engine's text.
+        raise lock_timed_out(ctx, database, error) from error
     except FlywayCommandFailed as error:
         ctx.first_failures.setdefault(database, error)
         raise
@@ -218,34 +226,96 @@ def statement_locks(
 
 
 def preflight(ctx: RunContext, database: str) -> None:
-    """Before Flyway starts: no session in a long transaction holds a lock that a pending
-    migration's statements would queue behind (and, queued, block every session after them).
-    TablesBusy names each such session; the step is retried with backoff while they last."""
-    found = statement_locks(ctx, database, pending(ctx, database))
-    wanted = locking.wanted([lock for locks in found.values() for lock in locks])
+    """Before Flyway starts: no session in a long transaction, of whatever role, holds (or waits
+    for) a lock that a pending migration's statements would queue behind (and, queued, block
+    every session after them). TablesBusy names each such session; the step is retried with
+    backoff while they last."""
+    wanted = _wanted(ctx, database)
     if not wanted:
         return
-    holders = postgres.lock_holders(
-        ctx.credentials[database], list(wanted), timeout=ctx.connect_timeout
-    )
+    found = _in_the_way(ctx, database, wanted)
+    hidden = {(s.pid, s.transaction) for s in found if s.transaction_seconds is None}
+    if hidden:
+        # Another role's transaction start is hidden from a login without pg_read_all_stats,
+        # not its virtual transaction id in pg_locks: one still holding its lock under the same
+        # id a while later has been in that transaction at least that long.
+        looked = time.monotonic()
+        time.sleep(ctx.long_transaction_seconds)
+        found = _in_the_way(ctx, database, wanted)
+        seen_for = time.monotonic() - looked
+        found = [
+            replace(s, at_least_seconds=seen_for) if (s.pid, s.transaction) in hidden else s
+            for s in found
+        ]
     blocking = [
-        holder
-        for oid, holder in holders
-        if locking.conflicts(wanted[oid][0], locking.mode_of_pg_locks(holder.mode))
-        and holder.transaction_seconds is not None
-        and holder.transaction_seconds >= ctx.long_transaction_seconds
+        s
+        for s in found
+        if s.open_seconds is not None and s.open_seconds >= ctx.long_transaction_seconds
     ]
     if not blocking:
         return
-    seen = ctx.waited_for.setdefault(database, {})
-    for holder in blocking:
-        seen[holder.pid] = holder.describe()
-    described = tuple(holder.describe() for holder in blocking)
+    described = _waited_for(ctx, database, blocking)
     raise TablesBusy(
         f"database {database}: Flyway was not started, since {len(blocking)} session(s) in a "
         "long transaction hold locks its pending migrations would wait for (waiting, they "
         "would block every session after them): " + "; ".join(described),
         described,
+        _pids(blocking),
+    )
+
+
+def _wanted(ctx: RunContext, database: str) -> dict[int, tuple[str, str]]:
+    found = statement_locks(ctx, database, pending(ctx, database))
+    return locking.wanted([lock for locks in found.values() for lock in locks])
+
+
+def _in_the_way(
+    ctx: RunContext, database: str, wanted: dict[int, tuple[str, str]]
+) -> list[postgres.LockHolder]:
+    """Every other session holding or waiting for a lock that the statements would wait for."""
+    sessions = postgres.lock_holders(
+        ctx.credentials[database], list(wanted), timeout=ctx.connect_timeout
+    )
+    return [
+        session
+        for oid, session in sessions
+        if locking.conflicts(wanted[oid][0], locking.mode_of_pg_locks(session.mode))
+    ]
+
+
+def _waited_for(
+    ctx: RunContext, database: str, sessions: list[postgres.LockHolder]
+) -> tuple[str, ...]:
+    """The sessions, described, and remembered as what this run waited for."""
+    ctx.waiting_since.setdefault(database, time.monotonic())
+    seen = ctx.waited_for.setdefault(database, {})
+    for session in sessions:
+        seen[session.pid] = session.describe()
+    return tuple(session.describe() for session in sessions)
+
+
+def _pids(sessions: list[postgres.LockHolder]) -> tuple[int, ...]:
+    return tuple(dict.fromkeys(s.pid for s in sessions))
+
+
+def lock_timed_out(ctx: RunContext, database: str, error: FlywayCommandFailed) -> LockTimedOut:
+    """A migration cancelled by lock_timeout (55P03), named by the sessions in its way now: a
+    fresh read of pg_locks, whatever their role or age."""
+    sessions = _in_the_way(ctx, database, _wanted(ctx, database))
+    described = _waited_for(ctx, database, sessions) if sessions else ()
+    script = error.script or "a migration"
+    in_the_way = (
+        "In its way: " + "; ".join(described)
+        if described
+        else "No session held a conflicting lock on a table it locks when pg_locks was read "
+        "right after (a short transaction, or a lock on a table the statements do not name)"
+    )
+    return LockTimedOut(
+        f"database {database}: {script} waited {ctx.lock_timeout_seconds:g}s (lock_timeout) for "
+        "a table lock and PostgreSQL cancelled it (SQLSTATE 55P03); Flyway rolled it back. "
+        + in_the_way,
+        described,
+        _pids(sessions),
     )
 
 
@@ -326,6 +396,7 @@ def migrate_database(
         log.info("%s: %s; validating with Flyway", database, before.reason)
         steps.validate(ctx, database)
         summary = steps.migrate(ctx, database)
+        migrated = time.monotonic()
     except Exception as error:
         outcome = _failed(ctx, database, error, before, latest_text, time.monotonic() - started)
         outcome.findings = findings
@@ -353,7 +424,9 @@ def migrate_database(
             latest_text,
             0,
             time.monotonic() - started,
-            message=_joined("another run applied what was pending", _waited(ctx, database)),
+            message=_joined(
+                "another run applied what was pending", _waited(ctx, database, migrated)
+            ),
             findings=findings,
         )
     log.info("%s: %s -> %s, %d applied", database, before.version or "empty", after, applied)
@@ -365,17 +438,21 @@ def migrate_database(
         latest_text,
         applied,
         time.monotonic() - started,
-        message=_waited(ctx, database),
+        message=_waited(ctx, database, migrated),
         findings=findings,
     )
 
 
-def _waited(ctx: RunContext, database: str) -> str:
-    """The sessions the pre-flight check waited for before Flyway started, if any."""
+def _waited(ctx: RunContext, database: str, migrated: float) -> str:
+    """The sessions the run waited for before its migrations could take their locks, if any,
+    and how long from the first sight of one to the end of Flyway's migrate."""
     seen = ctx.waited_for.get(database)
     if not seen:
         return ""
-    return f"waited for {len(seen)} session(s) holding locks first: " + "; ".join(seen.values())
+    waited = migrated - ctx.waiting_since[database]
+    return f"waited {waited:.0f}s for {len(seen)} session(s) holding locks first: " + "; ".join(
+        seen.values()
+    )
 
 
 def _joined(*parts: str) -> str:

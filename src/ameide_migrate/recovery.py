@@ -19,6 +19,7 @@ from ameide_migrate.errors import (
     DatabaseUnreachable,
     HistoryMissing,
     LintErrorsFound,
+    LockTimedOut,
     MigrateError,
     MigrationFailed,
     TablesBusy,
@@ -65,6 +66,11 @@ def lint_command(subject: Subject) -> str:
     return f"ameide-migrate lint {subject.options}"
 
 
+def terminate_command(pids: Sequence[int]) -> str:
+    """The statement that ends these sessions."""
+    return "SELECT " + ", ".join(f"pg_terminate_backend({pid})" for pid in pids) + ";"
+
+
 def drop_command(indexes: Sequence[InvalidIndex]) -> str:
     return " ".join(index.drop() for index in indexes)
 
@@ -99,10 +105,20 @@ def after_error(subject: Subject, error: MigrateError, before: str | None) -> st
             f"rerun `{rerun}`."
         )
     if isinstance(error, TablesBusy):
+        how = (
+            "PostgreSQL rolled the migration back when its lock_timeout ran out"
+            if isinstance(error, LockTimedOut)
+            else "Flyway was not started while those sessions held their locks"
+        )
+        if not error.pids:
+            return (
+                f"Nothing was applied: {how}, and no session held a lock in its way when "
+                f"pg_locks was read again: rerun `{rerun}`."
+            )
         return (
-            "Nothing was applied: Flyway was not started while those sessions held their locks. "
-            "End them (their application, or `SELECT pg_terminate_backend(PID)` as an "
-            f"administrator) or wait until they finish, then rerun `{rerun}`."
+            f"Nothing was applied: {how}. Wait until they finish, or end them (their "
+            f"application, or `{terminate_command(error.pids)}` as a superuser or a member of "
+            f"their role), then rerun `{rerun}`."
         )
     if error.transient:
         return (

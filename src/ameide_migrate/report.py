@@ -380,6 +380,8 @@ def markdown_summary(
         ]
     if dry_run:
         lines += ["", "A dry run: nothing was applied. The table lists what a run would apply."]
+    for o in _noted(run):
+        lines += ["", f"**{o.database}** {o.state.value}: {o.message}"]
     for o in run.failed:
         lines += ["", f"**{o.database}** failed:", "", "```", o.message, "```", "", o.recovery]
     for s in run.smoke_failures:
@@ -392,12 +394,25 @@ def _names(databases: Sequence[str]) -> str:
     return f"{', '.join(rest)} and {last}" if rest else last
 
 
+def _noted(run: RunReport) -> list[DatabaseOutcome]:
+    """The databases that ended well with something to say: what they waited for first, or
+    that another run applied their migrations."""
+    done = (OutcomeState.MIGRATED, OutcomeState.UP_TO_DATE)
+    return [o for o in run.outcomes if o.state in done and o.message]
+
+
 def print_run(run: RunReport, console: Console) -> None:
     """The run's outcomes as a table; its heading names the server they were read on, or a
     column names each one's when they were read on several."""
     smoke = {s.database: s for s in run.smoke}
     heading, by_row = _server_heading(run.servers_read)
-    table = Table(title=f"Migrations: {run.environment}{heading}", title_justify="left")
+    notes = "\n".join(f"{o.database}: {escape(o.message)}" for o in _noted(run))
+    table = Table(
+        title=f"Migrations: {run.environment}{heading}",
+        title_justify="left",
+        caption=notes or None,
+        caption_justify="left",
+    )
     columns = ("database", *(("server",) if by_row else ()), "before", "after", "applied")
     for column in (*columns, "duration", "state", "smoke"):
         table.add_column(column, justify="right" if column in ("applied", "duration") else "left")

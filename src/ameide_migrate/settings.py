@@ -111,12 +111,13 @@ class Settings(BaseSettings):
         default=15.0, gt=0, description="The longest wait between two retries."
     )
     connect_timeout_seconds: int = Field(default=5, ge=1)
-    lock_timeout_seconds: int = Field(
-        default=5,
-        ge=1,
+    lock_timeout_seconds: float = Field(
+        default=1.0,
+        ge=0.1,
         description="How long a migration may wait for a table lock before it fails with a "
         "lock wait, which is retried: short, so that a statement queued behind another session "
-        "does not block everyone queued behind it for long.",
+        "does not block everyone queued behind it for long (an environment's "
+        "lock_timeout_seconds in ameide.toml wins).",
     )
     long_transaction_seconds: float = Field(
         default=2.0,
