@@ -323,7 +323,14 @@ def test_a_concurrently_build_cancelled_by_lock_timeout_is_not_retried(
     platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     prepare_table(platform)
-    monkeypatch.setenv("AMEIDE_LOCK_TIMEOUT_SECONDS", "2")
+    # The environment's own lock_timeout, over AMEIDE_LOCK_TIMEOUT_SECONDS.
+    monkeypatch.setenv("AMEIDE_LOCK_TIMEOUT_SECONDS", "30")
+    toml = platform.sql_dir / "ameide.toml"
+    toml.write_text(
+        toml.read_text().replace(
+            "[environments.local]\n", "[environments.local]\nlock_timeout_seconds = 2\n"
+        )
+    )
     get_settings.cache_clear()
 
     started = time.monotonic()
@@ -337,7 +344,8 @@ def test_a_concurrently_build_cancelled_by_lock_timeout_is_not_retried(
     assert "55P03" in outcome.message
     assert "on a retry" not in outcome.message
     assert "already exists" not in outcome.message
-    assert "AMEIDE_LOCK_TIMEOUT_SECONDS" in outcome.message
+    assert "It was cancelled by lock_timeout (2s)" in outcome.message
+    assert "raise lock_timeout_seconds of [environments.local] in ameide.toml" in outcome.message
     assert f"INVALID index public.{CANCELLED_INDEX}" in outcome.message
     assert time.monotonic() - started < 20
     assert success_rows_of_10(platform) == []

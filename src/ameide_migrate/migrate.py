@@ -572,9 +572,11 @@ def _leftovers_failure(
             applied_in = error.script or "the migration"
         if "55P03" in error.sql_states:
             lines.append(
-                "It was cancelled by lock_timeout: a CONCURRENTLY build waits for every "
-                "transaction older than it; end the long transactions (pg_stat_activity) or "
-                "raise AMEIDE_LOCK_TIMEOUT_SECONDS."
+                f"It was cancelled by lock_timeout ({ctx.lock_timeout_seconds:g}s): a "
+                "CONCURRENTLY build waits for every transaction older than it; end the long "
+                "transactions (pg_stat_activity) or raise lock_timeout_seconds of "
+                f"[environments.{ctx.environment}] in ameide.toml (AMEIDE_LOCK_TIMEOUT_SECONDS "
+                "where it sets none): its wait blocks no reader or writer of the table."
             )
     if leftovers:
         lines.append(f"It left: {describe_leftovers(leftovers)}.")
