@@ -402,6 +402,53 @@ def test_sigterm_to_the_command_as_the_readme_runs_it_stops_the_run_within_secon
     assert "Traceback" not in (tmp_path / "run.log").read_text()
 
 
+@pytest.mark.slow
+def test_sigterm_to_trigger_as_the_ci_workflow_runs_it_cancels_the_deployments_run(
+    process_worker: Platform, tmp_path: Path
+) -> None:
+    """The CI workflow's form, `ameide-migrate trigger --wait`, stopped as a job's timeout or
+    cancel stops it: the run on the worker is cancelled through Prefect and stops, its JVM and
+    its migration's session with it, before trigger's last line says so."""
+    platform = process_worker
+    _sleeping_migration(platform, 120)
+    with (tmp_path / "trigger.log").open("wb") as out:
+        trigger = subprocess.Popen(
+            ["ameide-migrate", "trigger", "--env", "local", "--db", "threads", "--wait"],
+            cwd=REPO,
+            env={
+                **os.environ,
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}" + os.environ["PATH"],
+            },
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    _wait_for(lambda: _sleeping_on(platform.admin), 240, "the sleeping migration to start")
+    run_id, state = _latest_migrate_run()
+    assert state == "RUNNING"
+    engines = [p for p in _all_processes() if "FlywayEngine" in _command_line(p)]
+    assert engines, "the worker's run has a Flyway JVM"
+
+    trigger.send_signal(signal.SIGTERM)
+
+    assert trigger.wait(timeout=30) == 128 + signal.SIGTERM
+    state_then = _latest_migrate_run()[1]
+    last = (tmp_path / "trigger.log").read_text().strip().splitlines()[-1]
+    said = f"FAILED: stopped by SIGTERM: flow run {run_id} "
+    # What trigger says of the run is what the server said when it ended.
+    if state_then == "CANCELLED":
+        assert last == said + "Cancelled", last
+    else:
+        assert last == said + "Cancelling: its worker has not stopped it yet", last
+    _wait_for(lambda: all(_gone(pid) for pid in engines), 60, "the run's JVM to end")
+    _wait_for(lambda: not _sleeping_on(platform.admin), 10, "the migration's session to end")
+    _wait_for(lambda: _latest_migrate_run() == (run_id, "CANCELLED"), 30, "the run Cancelled")
+    assert not platform.table_exists("threads", "threads_drill_done")
+
+
+def _all_processes() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
 def _command_line(pid: int) -> str:
     try:
         return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()

@@ -758,10 +758,23 @@ def follow(
     on_waiting: Callable[[], None] | None = None,
 ) -> prefect_api.Outcome:
     """Follow a triggered run to its end: its state, its tasks' states and its logs as lines,
-    `on_waiting` when it waits for a decision on its plan."""
-    return prefect_api.follow_flow_run(
-        flow_run_id, timeout, on_log=on_line, on_state=on_line, on_waiting=on_waiting
-    )
+    `on_waiting` when it waits for a decision on its plan. Ctrl-C or SIGTERM (a CI job's
+    timeout or cancel) cancels the run through Prefect, so its worker stops it, and ends this
+    process (130 or 143) saying which state the run reached."""
+
+    def on_interrupt(signum: int) -> None:
+        name = signal.Signals(signum).name
+        # At most 8 s: a CI runner sends SIGKILL soon after its SIGTERM (GitHub: 10 s in all).
+        reached = prefect_api.cancel_flow_run(
+            flow_run_id, f"stopped by {name} (ameide-migrate trigger)", wait=8
+        )
+        tail = "" if reached != "Cancelling" else ": its worker has not stopped it yet"
+        sys.stderr.write(f"FAILED: stopped by {name}: flow run {flow_run_id} {reached}{tail}\n")
+
+    with stopping.stopping_at_once(on_interrupt):
+        return prefect_api.follow_flow_run(
+            flow_run_id, timeout, on_log=on_line, on_state=on_line, on_waiting=on_waiting
+        )
 
 
 @dataclass(frozen=True)

@@ -851,6 +851,46 @@ def await_runs(
                 time.sleep(2)
 
 
+def cancel_flow_run(flow_run_id: UUID, message: str, wait: float) -> str:
+    """Cancel a run through Prefect's own cancellation (Cancelling: its worker kills its process
+    or deletes its Job, then sets it Cancelled); the name of the state it reached within `wait`
+    seconds (`Cancelling` when its worker has not stopped it yet)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import State, StateType
+
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(flow_run_id).state
+        if state is None or not state.is_final():
+            client.set_flow_run_state(
+                flow_run_id, State(type=StateType.CANCELLING, message=message)
+            )
+        deadline = time.monotonic() + wait
+        while True:
+            state = client.read_flow_run(flow_run_id).state
+            if state is not None and (state.is_final() or time.monotonic() > deadline):
+                return state.name or state.type.value
+            time.sleep(0.5)
+
+
+def end_this_run_on_signal(flow_run_id: UUID, signum: int) -> None:
+    """A deployment's run process told to stop (its worker cancelling it, a pod evicted): a run
+    that is Cancelling is left to its worker, which marks it Cancelled once the process is gone;
+    any other is marked Crashed, saying why."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(flow_run_id).state
+        if state is not None and (state.is_cancelling() or state.is_final()):
+            return
+        name = signal.Signals(signum).name
+        client.set_flow_run_state(
+            flow_run_id,
+            Crashed(message=f"its process was stopped by {name}; the Flyway JVM ended with it"),
+            force=True,
+        )
+
+
 def job_variables_of(flow_run_id: str) -> dict[str, Any]:
     """The job variables a flow run was started with (a deployment's, and a trigger's)."""
     from prefect.client.orchestration import get_client

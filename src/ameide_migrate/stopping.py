@@ -36,6 +36,12 @@ def stopping_at_once(
     session, as after a kill. Outside this block the signals behave as before it.
     """
 
+    if threading.current_thread() is not threading.main_thread():
+        # Only the main thread may set signal handlers; a run on another thread (a test's,
+        # a fleet's shard) is stopped with the process that the main thread stops.
+        yield
+        return
+
     def stop(signum: int, _frame: object) -> None:
         for sig in STOP_SIGNALS:  # a second Ctrl-C must not cut this short
             signal.signal(sig, signal.SIG_IGN)
@@ -64,3 +70,24 @@ def reclaim() -> None:
         return
     for sig in STOP_SIGNALS:
         signal.signal(sig, _handling[-1])
+
+
+def for_the_rest_of_the_process(on_interrupt: Callable[[int], None]) -> None:
+    """A deployment's run process: a stop signal (its worker cancelling the run, a pod evicted)
+    ends it now, after `on_interrupt(signal)`, with 128 + the signal. Prefect's engine would
+    wait for the run's task threads first, i.e. for the migration, until the worker's SIGKILL."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(signum: int, _frame: object) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        try:
+            on_interrupt(signum)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(128 + signum)
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, stop)

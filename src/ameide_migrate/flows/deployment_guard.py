@@ -7,8 +7,11 @@ network, would then migrate prod. The run form offers no `environment`; this ref
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from prefect.runtime import deployment, flow_run
 
+from ameide_migrate import prefect_api, stopping
 from ameide_migrate.errors import UsageError
 
 
@@ -22,3 +25,18 @@ def own_environment(requested: str) -> str:
             f"{flow_run.flow_name}/{requested} for {requested}"
         )
     return requested
+
+
+def stopped_at_once() -> None:
+    """At the start of a flow: a stop signal ends its process within seconds, the Flyway JVM
+    with it. In the command line's process, as the command says (its runs cancelled); in a
+    deployment's run process, the run marked Crashed (or left to the worker that is cancelling
+    it). Prefect's engine installs its own SIGTERM handler for each flow run, which waits for
+    the run's task threads: for the migration."""
+    if stopping.handled():
+        stopping.reclaim()
+    elif deployment.id and flow_run.id:
+        run_id = UUID(str(flow_run.id))
+        stopping.for_the_rest_of_the_process(
+            lambda signum: prefect_api.end_this_run_on_signal(run_id, signum)
+        )

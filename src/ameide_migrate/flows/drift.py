@@ -10,12 +10,12 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from ameide_migrate import drift, environments, metrics, stopping
+from ameide_migrate import drift, environments, metrics
 from ameide_migrate import report as rendering
 from ameide_migrate.context import RunContext
 from ameide_migrate.drift import DatabaseDrift, DriftReport, Verdict
 from ameide_migrate.errors import DriftFound, MigrateError
-from ameide_migrate.flows.deployment_guard import own_environment
+from ameide_migrate.flows.deployment_guard import own_environment, stopped_at_once
 from ameide_migrate.flows.retrying import step_options, with_retries
 from ameide_migrate.flows.secrets import verify_credentials
 from ameide_migrate.prefect_api import DRIFTED_STATE
@@ -45,7 +45,7 @@ def drift_flow(
             worker's setting (AMEIDE_MAX_CONCURRENCY, 8 unless set).
     """
     own_environment(environment)
-    stopping.reclaim()
+    stopped_at_once()
     settings = get_settings()
     catalog = environments.catalog(environment, settings)
     targets = catalog.select(databases)

@@ -29,7 +29,6 @@ from ameide_migrate import (
     prefect_api,
     recovery,
     report,
-    stopping,
 )
 from ameide_migrate.catalog import DatabaseCatalog
 from ameide_migrate.context import RunContext, history_table_of
@@ -43,7 +42,7 @@ from ameide_migrate.errors import (
 )
 from ameide_migrate.fleet import FleetReport
 from ameide_migrate.flows import approval
-from ameide_migrate.flows.deployment_guard import own_environment
+from ameide_migrate.flows.deployment_guard import own_environment, stopped_at_once
 from ameide_migrate.flows.retrying import with_retries
 from ameide_migrate.flows.secrets import verify_credentials, verify_credentials_reading_histories
 from ameide_migrate.history import current_version
@@ -401,6 +400,7 @@ def fleet_shard_flow(
         targets: The shard's targets.
     """
     own_environment(environment)
+    stopped_at_once()
     started_by_a_fleet()
     settings = get_settings()
     declared = environments.fleet(name, settings)
@@ -464,7 +464,7 @@ def fleet_flow(
         targets: Only these targets (in the fleet's order). Leave it empty for all of them.
     """
     own_environment(environment)
-    stopping.reclaim()
+    stopped_at_once()
     settings = get_settings()
     logger = get_run_logger()
     declared = environments.fleet(name, settings)
@@ -536,7 +536,7 @@ def fleet_flow(
 
     def run_wave(number: int, targets: list[str]) -> list[DatabaseOutcome]:
         """One wave's targets in shards, each a flow run: a deployment's, or in this process."""
-        stopping.reclaim()
+        stopped_at_once()
         parts = [
             [declared.database_of(t) for t in part]
             for part in fleet.shards_of(targets, declared.waves.shards)

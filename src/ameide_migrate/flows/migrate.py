@@ -18,12 +18,12 @@ from prefect.client.schemas.objects import State
 from prefect.states import Cancelled
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from ameide_migrate import environments, lint, migrate, plan, recovery, report, stopping
+from ameide_migrate import environments, lint, migrate, plan, recovery, report
 from ameide_migrate.context import RunContext
 from ameide_migrate.environments import ApprovalPolicy
 from ameide_migrate.errors import REJECTED_STATE, MigrateError, RunFailed
 from ameide_migrate.flows import approval
-from ameide_migrate.flows.deployment_guard import own_environment
+from ameide_migrate.flows.deployment_guard import own_environment, stopped_at_once
 from ameide_migrate.flows.image import ImageBuild, build_image_flow
 from ameide_migrate.flows.retrying import says_how_long, step_options, with_retries
 from ameide_migrate.flows.secrets import verify_credentials
@@ -252,7 +252,7 @@ def migrate_flow(
             any database is touched. Empty in a deployment's runs, which run inside the image.
     """
     own_environment(environment)
-    stopping.reclaim()
+    stopped_at_once()
     settings = get_settings()
     target = environments.get(environment, settings)
     catalog = environments.catalog(environment, settings)
