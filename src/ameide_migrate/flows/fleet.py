@@ -10,6 +10,7 @@ each: a fleet of a thousand targets would otherwise be thousands of task runs on
 from __future__ import annotations
 
 import contextvars
+import random
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -61,7 +62,9 @@ def artifact_key(environment: str, name: str) -> str:
 
 
 def retried(step: Callable[P, R], settings: Settings) -> Callable[P, R]:
-    """The step, a transient fault retried after the run's delays (doubling, capped)."""
+    """The step, a transient fault retried after the run's delays (doubling, capped), each
+    jittered by up to 20 % as the tasks' retries are: a thousand targets that met the same
+    blocker do not come back at the same instant."""
 
     def attempt(*args: P.args, **kwargs: P.kwargs) -> R:
         for delay in [*settings.retry_delays, None]:
@@ -70,7 +73,7 @@ def retried(step: Callable[P, R], settings: Settings) -> Callable[P, R]:
             except MigrateError as error:
                 if not error.transient or delay is None:
                     raise
-                time.sleep(delay)
+                time.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 (no secret)
         raise AssertionError("unreachable")
 
     return attempt
