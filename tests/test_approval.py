@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -24,7 +25,9 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.states import Cancelled
 
-from ameide_migrate import commands, environments, locking, plan, report
+from ameide_migrate import commands, environments, locking, migrate, plan, report
+from ameide_migrate.catalog import DatabaseCatalog, pinned_copy
+from ameide_migrate.context import RunContext
 from ameide_migrate.errors import REJECTED_STATE, ExitCode, RunNotAwaitingApproval
 from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState
 from ameide_migrate.plan import DatabasePlan, PlannedMigration
@@ -147,6 +150,7 @@ def test_the_plan_lists_each_statements_lock_relation_size_and_concurrently() ->
                 "4",
                 "graph label index",
                 123,
+                "5e2bf57d3f40c4b6df69daf1936cb766f832374b4fc0259a7cbff06e2f70f269",
                 (label_index, on_new),
             ),
         ),
@@ -155,8 +159,11 @@ def test_the_plan_lists_each_statements_lock_relation_size_and_concurrently() ->
         DatabaseOutcome("threads", OutcomeState.UP_TO_DATE, "4", "4", "4", 0, 0.1), ()
     )
     text = report.plan_markdown("prod", [planned, up_to_date], "abc", asks=True)
+    assert "Fingerprint `abc`: of each database's state and the name, checksum and SHA-256" in text
     assert "## graph: 3 -> 4, 1 migration(s), strongest lock SHARE" in text
-    assert "| 4 | graph label index | graph/V4__graph_label_index.sql | 123 | SHARE |" in text
+    assert (
+        "| 4 | graph label index | graph/V4__graph_label_index.sql | 123 | 5e2bf57d3f40 | SHARE |"
+    ) in text
     assert (
         "| graph/V4__graph_label_index.sql:2 | CREATE INDEX graph_label ON graph_node (label) "
         "| SHARE | public.graph_node | ~1,000,000 | 73.0 MB | possible |"
@@ -166,16 +173,24 @@ def test_the_plan_lists_each_statements_lock_relation_size_and_concurrently() ->
     assert "ameide-migrate approve RUN_ID" in text
     assert plan.needs_decision([planned, up_to_date])
     assert not plan.needs_decision([up_to_date])
-    # An approval holds for one plan: another checksum is another plan.
-    changed = DatabasePlan(
-        outcome,
-        (
-            PlannedMigration(
-                "graph/V4__graph_label_index.sql", "4", "graph label index", 9, (label_index,)
+    # An approval holds for one plan: another checksum is another plan, and so are other bytes
+    # under the same Flyway checksum (a line break changed, a CRC-32 matched on purpose).
+    sha256 = planned.migrations[0].sha256
+    for checksum, content in ((9, sha256), (123, "0" * 64)):
+        changed = DatabasePlan(
+            outcome,
+            (
+                PlannedMigration(
+                    "graph/V4__graph_label_index.sql",
+                    "4",
+                    "graph label index",
+                    checksum,
+                    content,
+                    (label_index,),
+                ),
             ),
-        ),
-    )
-    assert plan.digest([planned]) != plan.digest([changed])
+        )
+        assert plan.digest([planned]) != plan.digest([changed])
 
 
 def test_the_shipped_file_protects_prod_only() -> None:
@@ -224,6 +239,120 @@ def test_approval_holds_for_the_plan_approved_only(platform: Platform) -> None:
     thread.join(timeout=300)
     assert ended["state"].is_completed(), ended["state"].message
     assert platform.versions("graph")[-1] == "4"
+
+
+GRAPH_V3 = "V3__graph_add_node_properties.sql"
+
+
+def edit_and_add(platform: Platform) -> None:
+    """graph's V3 edited (a table more) and a V4 added, each leaving a table to look for."""
+    v3 = platform.sql_dir / "graph" / GRAPH_V3
+    v3.write_text(v3.read_text() + "\nCREATE TABLE graph_v3_edited (id int);\n")
+    (platform.sql_dir / "graph" / "V4__graph_audit.sql").write_text(
+        "CREATE TABLE graph_audit (id int);\n"
+    )
+
+
+def graph_on_disk() -> DatabaseCatalog:
+    (graph,) = environments.catalog("local", get_settings()).select(["graph"])
+    return graph
+
+
+def fingerprint_of(plan_text: str) -> str:
+    found = re.search(r"Fingerprint `([0-9a-f]{16})`", plan_text)
+    assert found, plan_text
+    return found.group(1)
+
+
+def test_approval_covers_the_files_it_showed_an_edited_and_an_added_file_are_asked_for(
+    platform: Platform,
+) -> None:
+    """While the run waits, V3 is edited and a V4 added: the approval of the plan that showed
+    V3 as it was applies neither (nor anything else); the run asks again with a plan naming
+    both, and the approval of that plan applies them as they now are."""
+    protect(platform)
+    thread, ended = run_in_thread(databases=["graph"])
+    run_id = wait_for("paused run", paused_run)
+    first_plan = artifact("migrate-local-plan", run_id)
+    approved = fingerprint_of(first_plan)
+    assert f"# Plan for local (plan {approved})" in first_plan
+    assert f"graph/{GRAPH_V3}" in first_plan
+    edit_and_add(platform)
+
+    commands.approve(get_settings(), str(run_id), reason="the plan as shown")
+    wait_for("second plan", lambda: artifact("migrate-local-plan", run_id) != first_plan)
+    second_plan = artifact("migrate-local-plan", run_id)
+    assert f"since plan {approved} was approved, the files it listed changed" in second_plan
+    assert f"- edited: graph/{GRAPH_V3}" in second_plan
+    assert "- added: graph/V4__graph_audit.sql" in second_plan
+    assert fingerprint_of(second_plan) != approved
+    wait_for("paused again", paused_run)
+    # Under the old approval nothing ran: no history, neither the edit's table nor V4's.
+    assert platform.history("graph") is None
+    assert not platform.table_exists("graph", "graph_v3_edited")
+    assert not platform.table_exists("graph", "graph_audit")
+
+    commands.approve(get_settings(), str(run_id), reason="the plan with V4")
+    thread.join(timeout=300)
+    assert ended["state"].is_completed(), ended["state"].message
+    assert platform.versions("graph") == ["1", "2", "3", "4"]
+    assert platform.table_exists("graph", "graph_v3_edited")
+    assert platform.table_exists("graph", "graph_audit")
+    (edited,) = [m for m in graph_on_disk().migrations if m.script == GRAPH_V3]
+    (row,) = [r for r in platform.history("graph") or [] if r.version == "3"]
+    assert row.checksum == edited.checksum
+
+
+def test_approval_of_files_changed_since_with_no_decision_on_them_exits_5_naming_them(
+    platform: Platform,
+) -> None:
+    """`run` in a terminal: the plan approved, its files changed meanwhile, and nobody decides
+    on the new plan in time: exit 5, the files named, nothing migrated."""
+    protect(platform, timeout_minutes=0.5)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "ameide_migrate.cli", "run", "--env", "local", "--db", "graph"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        run_id = wait_for("paused run", paused_run)
+        edit_and_add(platform)
+        commands.approve(get_settings(), str(run_id), reason="the plan as shown")
+        out, err = run.communicate(timeout=300)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate(timeout=10)
+
+    assert run.returncode == ExitCode.REJECTED, out + err
+    assert "plan timed out: no decision within 0.5 minutes" in err
+    assert f"edited graph/{GRAPH_V3}; added graph/V4__graph_audit.sql" in err
+    assert "nothing was migrated" in err
+    assert platform.history("graph") is None
+    assert not platform.table_exists("graph", "graph_audit")
+
+
+def test_flyway_applies_the_copy_a_plan_was_made_of_not_the_tree_as_it_is_later(
+    platform: Platform, tmp_path: Path
+) -> None:
+    """The copy closes the window between the check and Flyway's start: an edit and a new file
+    in the tree after the copy was made are not what Flyway reads."""
+    settings = get_settings()
+    graph = graph_on_disk()
+    copy = pinned_copy(graph, tmp_path)
+    edit_and_add(platform)
+    ctx = RunContext.create("local", [copy], {"graph": platform.owners["graph"]}, settings)
+    try:
+        migrate.migrate(ctx, "graph", lambda _level, _message: None)
+    finally:
+        ctx.close()
+
+    assert platform.versions("graph") == ["1", "2", "3"]
+    assert not platform.table_exists("graph", "graph_v3_edited")
+    (row,) = [r for r in platform.history("graph") or [] if r.version == "3"]
+    assert row.checksum == next(m.checksum for m in graph.migrations if m.script == GRAPH_V3)
 
 
 def test_approval_rejected_ends_cancelled_with_nothing_migrated_and_the_reason(

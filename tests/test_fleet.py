@@ -662,6 +662,75 @@ def test_one_approval_covers_the_targets_of_each_state_in_a_protected_environmen
         drop_owners(platform.admin, {t: tenant(platform, t) for t in twelve})
 
 
+def relations(platform: Platform, targets: list[str], *names: str) -> dict[str, list[str]]:
+    """Per target, which of the relations `names` its database holds."""
+    found = {}
+    for target in targets:
+        with postgres.connect(tenant(platform, target)) as conn:
+            found[target] = [
+                n
+                for n in names
+                if (row := conn.execute("SELECT to_regclass(%s)", (n,)).fetchone()) and row[0]
+            ]
+    return found
+
+
+def test_a_fleets_approval_covers_the_files_it_showed_an_edited_and_an_added_file_ask_again(
+    platform: Platform,
+) -> None:
+    """While the fleet waits, V3 is edited (another index) and a V4 added: the approval of the
+    plan that showed V3 as it was applies nothing to any target; the fleet asks again with a plan
+    naming both, and the approval of that plan applies them as they now are."""
+    four = TARGETS[:4]
+    runner: threading.Thread | None = None
+    add_fleet(
+        platform, four, '\n[fleets.tenants]\ntemplate = "tenant"\ntargets_file = "tenants.txt"\n'
+    )
+    template = platform.sql_dir / "tenant"
+    try:
+        protect(platform)
+        ended: list[Any] = []
+        runner = threading.Thread(
+            target=lambda: ended.append(commands.fleet_run(get_settings(), "local", "tenants"))
+        )
+        runner.start()
+        run_id = wait_for("paused fleet run", paused_run)
+        first_plan = artifact("fleet-local-tenants-plan", run_id)
+        approved = re.search(r"Fingerprint `([0-9a-f]{16})`", first_plan)
+        assert approved, first_plan
+        assert "| V3__accounts_email_index.sql |" in first_plan
+        (template / "V3__accounts_email_index.sql").write_text(
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS accounts_name_idx ON accounts (name);\n"
+        )
+        (template / "V4__audit.sql").write_text("CREATE TABLE audit (id bigint);\n")
+
+        assert ameide("approve", str(run_id), "--reason", "CHG-8").returncode == 0
+        wait_for("second plan", lambda: artifact("fleet-local-tenants-plan", run_id) != first_plan)
+        second_plan = artifact("fleet-local-tenants-plan", run_id)
+        assert f"since plan {approved.group(1)} was approved, the files it listed" in second_plan
+        assert "- edited: V3__accounts_email_index.sql" in second_plan
+        assert "- added: V4__audit.sql" in second_plan
+        wait_for("paused again", paused_run)
+        # Under the old approval no target got anything: no history, no table.
+        assert all(versions == [] for versions in histories(platform, four).values())
+        assert all(found == [] for found in relations(platform, four, "accounts").values())
+
+        assert ameide("approve", str(run_id), "--reason", "CHG-8 with V4").returncode == 0
+        runner.join(timeout=300)
+        (done,) = ended
+        assert done.failure is None, done.failure
+        assert all(v == ["1", "2", "3", "4"] for v in histories(platform, four).values())
+        held = relations(platform, four, "accounts_name_idx", "accounts_email_idx", "audit")
+        assert all(found == ["accounts_name_idx", "audit"] for found in held.values()), held
+    finally:
+        if runner is not None and runner.is_alive():  # a failed check: no run left waiting
+            waiting = paused_run()
+            if waiting is not None:
+                ameide("approve", str(waiting), "--reject", "--reason", "the test failed")
+            runner.join(timeout=120)
+        drop_owners(platform.admin, {t: tenant(platform, t) for t in four})
+
+
 QA_FLEET = """
 [environments.qa]
 work_pool = "{pool}"

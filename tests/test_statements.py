@@ -160,7 +160,8 @@ def test_a_seeds_locks_on_a_table_that_exists_read_as_one_row_a_run_of_alike_sta
     assert len(found) == 1_003
     outcome = DatabaseOutcome("shop", OutcomeState.WOULD_APPLY, "1", "2", "2", 1, 0.1)
     planned = DatabasePlan(
-        outcome, (PlannedMigration("shop/V2__seed.sql", "2", "seed", 1, tuple(found)),)
+        outcome,
+        (PlannedMigration("shop/V2__seed.sql", "2", "seed", 1, "0" * 64, tuple(found)),),
     )
     rows = [
         row

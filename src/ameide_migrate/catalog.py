@@ -14,6 +14,7 @@ the history table, as Flyway itself will read them.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import zlib
 from collections.abc import Mapping
@@ -82,6 +83,9 @@ class Migration:
     path: Path
     checksum: int | None
     """None when a placeholder's value is only known to Flyway at run time."""
+    sha256: str
+    """Of the file's bytes: what an approval holds for. Flyway's checksum is blind to line
+    breaks and placeholders' values, and a CRC-32 is easy to match with other content."""
     encoding: str = "utf-8"
     """The file's encoding, as its Flyway configuration gives it."""
 
@@ -330,6 +334,7 @@ def _load_database(directory: Path, config: FlywayConfig) -> DatabaseCatalog:
                     script,
                     path,
                     _checksum_of_text(text),
+                    hashlib.sha256(data).hexdigest(),
                     config.encoding,
                 )
             )
@@ -343,6 +348,7 @@ def _load_database(directory: Path, config: FlywayConfig) -> DatabaseCatalog:
                     script,
                     path,
                     None if replaced is None else _checksum_of_text(replaced),
+                    hashlib.sha256(data).hexdigest(),
                     config.encoding,
                 )
             )
@@ -367,3 +373,24 @@ def _load_database(directory: Path, config: FlywayConfig) -> DatabaseCatalog:
     return DatabaseCatalog(
         directory.name, directory, tuple(versioned_sorted + repeatables_sorted), config
     )
+
+
+def pinned_copy(db: DatabaseCatalog, into: Path) -> DatabaseCatalog:
+    """`db`'s folder as it is now, its migrations copied into a folder of their own under `into`
+    and read back from there: a run whose Flyway reads the copy applies the very bytes its plan
+    was made of, whatever happens to the SQL tree after the copy. `into` should be private to
+    the run."""
+    copy = into / db.name
+    suffixes = db.flyway.sql_migration_suffixes
+    for path in sorted(p for p in db.directory.rglob("*") if p.is_file()):
+        if not path.name.endswith(suffixes):
+            continue
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            continue  # removed since the folder was listed: the copy is the tree without it
+        target = copy / path.relative_to(db.directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    copy.mkdir(parents=True, exist_ok=True)
+    return _load_database(copy, db.flyway)

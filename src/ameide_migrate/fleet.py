@@ -538,8 +538,8 @@ class StateGroup:
     """Of the applied versions and checksums, in order."""
     version: str | None
     targets: tuple[str, ...]
-    pending: tuple[tuple[str, int | None], ...]
-    """(script, checksum) of what a migrate would apply, in Flyway's order."""
+    pending: tuple[tuple[str, int | None, str], ...]
+    """(script, Flyway checksum, SHA-256) of what a migrate would apply, in Flyway's order."""
 
 
 def history_fingerprint(history: Sequence[HistoryRow] | None) -> str:
@@ -567,16 +567,22 @@ def group_by_state(
                 fingerprint,
                 current_version(rows or []),
                 tuple(targets),
-                tuple((m.script, m.checksum) for m in pending_migrations(template, rows)),
+                tuple((m.script, m.checksum, m.sha256) for m in pending_migrations(template, rows)),
             )
         )
     return sorted(found, key=lambda g: (-len(g.targets), g.fingerprint))
 
 
 def groups_digest(groups: Sequence[StateGroup]) -> str:
-    """What an approval holds for: every group, its targets and what would apply to them."""
+    """What an approval holds for: every group, its targets and what would apply to them (each
+    file's name, Flyway checksum and SHA-256)."""
     content = [[g.fingerprint, list(g.targets), [list(p) for p in g.pending]] for g in groups]
     return hashlib.sha256(json.dumps(content).encode()).hexdigest()[:16]
+
+
+def files_of_groups(groups: Sequence[StateGroup]) -> dict[str, str]:
+    """The files the groups would apply, each with its SHA-256."""
+    return {script: sha256 for g in groups for script, _, sha256 in g.pending}
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from ameide_migrate import drift, locking, postgres, recovery
@@ -29,6 +29,8 @@ class PlannedMigration:
     """None for a repeatable migration."""
     description: str
     checksum: int | None
+    sha256: str
+    """Of the file's bytes, as the plan read them: what an approval of the plan holds for."""
     locks: tuple[locking.StatementLock, ...]
     """Per statement, each lock it takes: the relation, the mode, what the relation holds, and
     whether CONCURRENTLY applies."""
@@ -123,6 +125,7 @@ def plan_database(ctx: RunContext, database: str) -> DatabasePlan:
                 str(m.version) if m.version is not None else None,
                 m.description,
                 m.checksum,
+                m.sha256,
                 tuple(found),
             )
             for m, (name, found) in zip(pending, locks.items(), strict=True)
@@ -131,12 +134,60 @@ def plan_database(ctx: RunContext, database: str) -> DatabasePlan:
 
 
 def digest(plans: list[DatabasePlan]) -> str:
-    """A short fingerprint of what the plans would apply: an approval holds for this plan only."""
+    """The plan's fingerprint: each database's state and the name, Flyway checksum and SHA-256
+    of every file it lists. An approval holds for this fingerprint only."""
     content = [
-        [p.database, p.outcome.state.value, [[m.script, m.checksum] for m in p.migrations]]
+        [
+            p.database,
+            p.outcome.state.value,
+            [[m.script, m.checksum, m.sha256] for m in p.migrations],
+        ]
         for p in plans
     ]
     return hashlib.sha256(json.dumps(content).encode()).hexdigest()[:16]
+
+
+def files_of(plans: list[DatabasePlan]) -> dict[str, str]:
+    """The files the plans list, each with its SHA-256."""
+    return {m.script: m.sha256 for p in plans for m in p.migrations}
+
+
+@dataclass(frozen=True)
+class FileChanges:
+    """How the files a plan lists differ from those of the plan approved before it."""
+
+    approved: str
+    """The fingerprint of the plan approved."""
+    edited: tuple[str, ...]
+    added: tuple[str, ...]
+    dropped: tuple[str, ...]
+    """Listed by the approved plan, no longer by this one (removed, or applied meanwhile)."""
+
+    def __bool__(self) -> bool:
+        return bool(self.edited or self.added or self.dropped)
+
+    def __str__(self) -> str:
+        parts = [
+            f"{label} {', '.join(files)}"
+            for label, files in (
+                ("edited", self.edited),
+                ("added", self.added),
+                ("no longer listed", self.dropped),
+            )
+            if files
+        ]
+        return f"since plan {self.approved} was approved, files changed: " + "; ".join(parts)
+
+
+def file_changes(approved: str, before: dict[str, str], after: dict[str, str]) -> FileChanges:
+    """The files edited, added and dropped between the approved plan's `before` and `after`
+    (each a file's name and SHA-256)."""
+    return FileChanges(
+        approved,
+        tuple(f for f in after if f in before and after[f] != before[f]),
+        tuple(f for f in after if f not in before),
+        tuple(f for f in before if f not in after),
+    )
 
 
 def needs_decision(plans: list[DatabasePlan]) -> bool:
@@ -160,3 +211,11 @@ class Decision:
     @property
     def approved(self) -> bool:
         return self.verdict is Verdict.APPROVED
+
+
+def asked_again(decision: Decision, changes: FileChanges | None) -> Decision:
+    """A decision that did not approve a plan asked again: its reason names the files that
+    changed since the plan approved before it, the reason the run could not go on."""
+    if not changes:
+        return decision
+    return replace(decision, reason=f"{decision.reason} ({changes})")

@@ -565,6 +565,18 @@ def decide(run_id: str, *, approved: bool, reason: str) -> None:
         ) from None
 
 
+def end_expired_pause(flow_run_id: str) -> None:
+    """A run of this process whose pause for a decision timed out, Running again, so that it
+    records the timeout and ends as it decides (Rejected). Prefect otherwise turns any state
+    the run proposes out of an expired pause into Failed ("never resumed"), unless its
+    pause-expiration service happened to fail the run first: which of the two, a race."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Running
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(flow_run_id, Running(message="no decision in time"), force=True)
+
+
 # --- Triggering a deployment and following its run (for CI) ------------------------------------
 
 DRIFTED_STATE = "Drifted"

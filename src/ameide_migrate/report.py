@@ -29,7 +29,7 @@ from ameide_migrate.history import SETTLED_STATES
 from ameide_migrate.image import BuiltImage
 from ameide_migrate.lint import Finding, Level, counts
 from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState, RunReport
-from ameide_migrate.plan import DatabasePlan, Decision
+from ameide_migrate.plan import DatabasePlan, Decision, FileChanges
 from ameide_migrate.prefect_api import ArtifactTable
 
 if TYPE_CHECKING:
@@ -146,9 +146,17 @@ def _markdown_cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def plan_markdown(environment: str, plans: list[DatabasePlan], plan_id: str, *, asks: bool) -> str:
-    """The plan as a person reads it before approving: per database, its pending migrations with
-    version, description, file, checksum and lock, and the lint's findings."""
+def plan_markdown(
+    environment: str,
+    plans: list[DatabasePlan],
+    plan_id: str,
+    *,
+    asks: bool,
+    changes: FileChanges | None = None,
+) -> str:
+    """The plan as a person reads it before approving: its fingerprint, what changed since the
+    plan approved before it (when one was), per database its pending migrations with version,
+    description, file, checksums and lock, and the lint's findings."""
     lines = [f"# Plan for {environment} (plan {plan_id})", ""]
     if asks:
         lines += [
@@ -157,6 +165,7 @@ def plan_markdown(environment: str, plans: list[DatabasePlan], plan_id: str, *, 
             "before a decision; a rejection, or no decision in time, ends the run Cancelled.",
             "",
         ]
+    lines += _fingerprint_markdown(plan_id, "each database's state", changes, asks=asks)
     for p in plans:
         o = p.outcome
         if o.state is OutcomeState.UP_TO_DATE:
@@ -175,12 +184,13 @@ def plan_markdown(environment: str, plans: list[DatabasePlan], plan_id: str, *, 
             ]
         if p.migrations:
             lines += [
-                "| version | description | file | checksum | lock |",
-                "|---|---|---|---|---|",
+                "| version | description | file | checksum | sha256 | lock |",
+                "|---|---|---|---|---|---|",
                 *(
                     f"| {m.version or 'repeatable'} | {_markdown_cell(m.description)} "
                     f"| {_markdown_cell(m.script)} "
-                    f"| {m.checksum if m.checksum is not None else 'at run time'} | {m.lock} |"
+                    f"| {m.checksum if m.checksum is not None else 'at run time'} "
+                    f"| {m.sha256[:12]} | {m.lock} |"
                     for m in p.migrations
                 ),
                 "",
@@ -245,6 +255,31 @@ def _what_it_locks(lock: locking.StatementLock) -> tuple[object, ...]:
     return (lock.relation, lock.mode, lock.facts, lock.new, lock.concurrently)
 
 
+def _fingerprint_markdown(
+    plan_id: str, states: str, changes: FileChanges | None, *, asks: bool
+) -> list[str]:
+    held = (
+        " An approval holds for this fingerprint only: after the decision the files are read "
+        "again, any change asks again, and Flyway reads the copy of the files that was checked."
+    )
+    lines = [
+        f"Fingerprint `{plan_id}`: of {states} and the name, checksum and SHA-256 of every file "
+        f"listed.{held if asks else ''}",
+        "",
+    ]
+    if changes:
+        lines += [
+            f"**Asked again**: since plan {changes.approved} was approved, the files it "
+            "listed changed:",
+            "",
+            *(f"- edited: {_markdown_cell(f)}" for f in changes.edited),
+            *(f"- added: {_markdown_cell(f)}" for f in changes.added),
+            *(f"- no longer listed: {_markdown_cell(f)}" for f in changes.dropped),
+            "",
+        ]
+    return lines
+
+
 def _locks_markdown(planned: DatabasePlan) -> list[str]:
     """Per statement, the locks it takes on relations that exist before it: mode, relation, what
     the relation holds, whether CONCURRENTLY applies (consecutive statements alike in one row).
@@ -288,7 +323,11 @@ def _size(facts: locking.RelationFacts | None) -> str:
 
 
 def fleet_plan_markdown(
-    environment: str, name: str, groups: Sequence[StateGroup], plan_id: str
+    environment: str,
+    name: str,
+    groups: Sequence[StateGroup],
+    plan_id: str,
+    changes: FileChanges | None = None,
 ) -> str:
     """A fleet's plan as a person approves it: its targets grouped by the state of their
     histories, each group with what would apply to every one of its targets."""
@@ -300,6 +339,7 @@ def fleet_plan_markdown(
         "or reject it in the Prefect UI (Resume), or with `ameide-migrate approve RUN_ID "
         "[--reject --reason TEXT]`. Targets already up to date are not listed.",
         "",
+        *_fingerprint_markdown(plan_id, "the targets' histories", changes, asks=True),
     ]
     for number, g in enumerate(groups, start=1):
         shown = ", ".join(g.targets[:10]) + (
@@ -311,11 +351,12 @@ def fleet_plan_markdown(
             "",
             shown,
             "",
-            "| would apply | checksum |",
-            "|---|---|",
+            "| would apply | checksum | sha256 |",
+            "|---|---|---|",
             *(
-                f"| {_markdown_cell(script)} | {'at run time' if crc is None else crc} |"
-                for script, crc in g.pending
+                f"| {_markdown_cell(script)} | {'at run time' if crc is None else crc} "
+                f"| {sha256[:12]} |"
+                for script, crc, sha256 in g.pending
             ),
             "",
         ]

@@ -23,9 +23,9 @@ from prefect.runtime import deployment, flow_run
 from prefect.utilities.urls import url_for
 from pydantic import Field
 
-from ameide_migrate import plan, report
+from ameide_migrate import plan, prefect_api, report
 from ameide_migrate.environments import ApprovalPolicy
-from ameide_migrate.plan import DatabasePlan, Decision, Verdict
+from ameide_migrate.plan import DatabasePlan, Decision, FileChanges, Verdict
 
 
 class ApprovalInput(RunInput):
@@ -52,12 +52,21 @@ def decision_key(environment: str) -> str:
     return f"migrate-{environment}-decision"
 
 
-def publish_plan(environment: str, plans: list[DatabasePlan], *, dry_run: bool) -> str:
-    """The plan as a markdown artifact (a dry run's under a key of its own); its id."""
+def publish_plan(
+    environment: str,
+    plans: list[DatabasePlan],
+    *,
+    dry_run: bool,
+    changes: FileChanges | None = None,
+) -> str:
+    """The plan as a markdown artifact (a dry run's under a key of its own), with the `changes`
+    that made it be asked again; its id."""
     plan_id = plan.digest(plans)
     create_markdown_artifact(
         key=f"migrate-{environment}-dry-run-plan" if dry_run else plan_key(environment),
-        markdown=report.plan_markdown(environment, plans, plan_id, asks=not dry_run),
+        markdown=report.plan_markdown(
+            environment, plans, plan_id, asks=not dry_run, changes=changes
+        ),
         description=f"What a run of {environment} would migrate now",
     )
     return plan_id
@@ -96,6 +105,7 @@ def ask(
         else:
             answer = pause_flow_run(wait_for_input=form, timeout=timeout, key=key)
     except FlowPauseTimeout:
+        prefect_api.end_expired_pause(flow_run.id)
         answer = None
     # A suspended run nobody decided on is resumed by the timeout's automation with no input:
     # Prefect then hands the form's defaults back, which are no one's decision.

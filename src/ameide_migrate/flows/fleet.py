@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import contextvars
 import random
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, cast
 
 from prefect import flow, get_run_logger
@@ -26,12 +29,13 @@ from ameide_migrate import (
     environments,
     fleet,
     migrate,
+    plan,
     postgres,
     prefect_api,
     recovery,
     report,
 )
-from ameide_migrate.catalog import DatabaseCatalog
+from ameide_migrate.catalog import DatabaseCatalog, pinned_copy
 from ameide_migrate.context import RunContext, history_table_of
 from ameide_migrate.environments import ApprovalPolicy
 from ameide_migrate.errors import (
@@ -125,26 +129,65 @@ def _histories(
         return dict(zip(names, pool.map(read, names), strict=True))
 
 
+def _pinned(ctx: RunContext, declared: fleet.Fleet, settings: Settings, pins: Path) -> RunContext:
+    """A context on a copy, made now under `pins`, of the template's folder as the disk holds
+    it (read again, not the template in memory): its Flyway reads the copy, so what it applies
+    to every target is what the plan built on this context was made of."""
+    fresh = environments.fleet_template(ctx.environment, declared, settings)
+    template = pinned_copy(fresh, Path(tempfile.mkdtemp(dir=pins)))
+    ctx.close()
+    return RunContext.create(
+        ctx.environment,
+        dict.fromkeys(ctx.databases, template),
+        ctx.credentials,
+        settings,
+        fleet=declared,
+    )
+
+
 def _approved(
     ctx: RunContext,
-    name: str,
+    declared: fleet.Fleet,
     policy: ApprovalPolicy,
     read: dict[str, list[HistoryRow] | None],
-) -> Decision | None:
+    pins: Path,
+) -> tuple[Decision | None, RunContext, dict[str, list[HistoryRow] | None]]:
     """A person's decision on what the fleet would apply, its targets grouped by the state of
-    their histories (None when nothing is pending). An approval holds for the groups approved:
-    they are read again after it, and asked for again when they changed meanwhile."""
-    template = next(iter(ctx.databases.values()))
-    key = artifact_key(ctx.environment, name)
-    first = {**_histories(ctx, skip=read), **read}
+    their histories (None when nothing is pending), the context to run it with and the
+    histories the decision held for. An approval holds for the groups approved: after it the
+    template is read again, into a fresh copy under `pins`, and the histories too; when the
+    groups differ (a file or a target changed meanwhile), they are asked for again, naming the
+    files that changed. The context returned runs the copy whose plan was approved."""
+    key = artifact_key(ctx.environment, declared.name)
     # In the fleet's order, as every later reading: the gate's threads filled `read` as they went.
-    groups = fleet.group_by_state(template, {d: first[d] for d in ctx.databases})
-    while groups:
+    first = {**_histories(ctx, skip=read), **read}
+    histories = {d: first[d] for d in ctx.databases}
+    approved: tuple[Decision, str, dict[str, str]] | None = None
+    while True:
+        ctx = _pinned(ctx, declared, get_settings(), pins)
+        template = next(iter(ctx.databases.values()))
+        groups = fleet.group_by_state(template, histories)
         plan_id = fleet.groups_digest(groups)
+        changes = None
+        if approved is not None:
+            decision, approved_id, files = approved
+            if plan_id == approved_id:
+                return decision, ctx, histories
+            changes = plan.file_changes(approved_id, files, fleet.files_of_groups(groups))
+            get_run_logger().warning(
+                "%s; asking for the new plan %s",
+                changes
+                or f"plan {approved_id} was approved, but the targets' states changed since",
+                plan_id,
+            )
+        if not groups:
+            return None, ctx, histories
         create_markdown_artifact(
             key=f"{key}-plan",
-            markdown=report.fleet_plan_markdown(ctx.environment, name, groups, plan_id),
-            description=f"What fleet {name} would migrate in {ctx.environment} now",
+            markdown=report.fleet_plan_markdown(
+                ctx.environment, declared.name, groups, plan_id, changes
+            ),
+            description=f"What fleet {declared.name} would migrate in {ctx.environment} now",
         )
         decision = approval.ask(
             ctx.environment,
@@ -154,15 +197,9 @@ def _approved(
             decision_artifact=f"{key}-decision",
         )
         if not decision.approved:
-            return decision
-        again = fleet.group_by_state(template, _histories(ctx))
-        if fleet.groups_digest(again) == plan_id:
-            return decision
-        get_run_logger().warning(
-            "plan %s was approved, but the targets' states changed since: asking again", plan_id
-        )
-        groups = again
-    return None
+            return plan.asked_again(decision, changes), ctx, histories
+        approved = (decision, plan_id, fleet.files_of_groups(groups))
+        histories = _histories(ctx)
 
 
 SHARD_FLOW = "fleet-shard"
@@ -499,24 +536,31 @@ def fleet_flow(
         logger.warning("quarantined %s: %s", q.database, q.reason)
     reachable = {d: t for d, t in databases.items() if d not in unreachable}
     ctx = RunContext.create(environment, reachable, verified, settings, fleet=declared)
-    found.up_to_date = [
-        _already(database, histories[database], template)
-        for database in reachable
-        if database in histories and migrate.compare(template, histories[database]).up_to_date
-    ]
-    done = {o.database for o in found.up_to_date} | set(unreachable)
-    waves = fleet.plan_pending_waves(
-        names, [t for t in names if declared.database_of(t) not in done], declared.waves
-    )
-    logger.info(
-        "fleet %s: %d targets, %d up to date, %d quarantined; the others in %d wave(s) (%s)",
-        name,
-        len(names),
-        len(found.up_to_date),
-        len(found.quarantined),
-        len(waves),
-        ", ".join(str(len(w)) for w in waves) or "none",
-    )
+
+    def pending_waves(template: DatabaseCatalog) -> list[list[str]]:
+        """The waves of the targets with something pending on `template`; the others are up
+        to date in the ledger."""
+        found.up_to_date = [
+            _already(database, histories[database], template)
+            for database in reachable
+            if database in histories and migrate.compare(template, histories[database]).up_to_date
+        ]
+        done = {o.database for o in found.up_to_date} | set(unreachable)
+        waves = fleet.plan_pending_waves(
+            names, [t for t in names if declared.database_of(t) not in done], declared.waves
+        )
+        logger.info(
+            "fleet %s: %d targets, %d up to date, %d quarantined; the others in %d wave(s) (%s)",
+            name,
+            len(names),
+            len(found.up_to_date),
+            len(found.quarantined),
+            len(waves),
+            ", ".join(str(len(w)) for w in waves) or "none",
+        )
+        return waves
+
+    waves = pending_waves(template)
     too_many = fleet.quarantine_reason(found.quarantined, declared.waves)
     if too_many is not None:
         ctx.close()
@@ -526,14 +570,26 @@ def fleet_flow(
         _ledger(found)
         raise FleetHalted(found.summary(), found)
     policy = environments.get(environment, settings).approval
-    if policy.required and reachable:
-        decision = _approved(ctx, name, policy, histories)
+    # The copies of the template a plan was approved on, private to this run: what Flyway reads.
+    pins = (
+        Path(tempfile.mkdtemp(prefix="ameide-approved-")) if policy.required and reachable else None
+    )
+    if pins is not None:
+        try:
+            decision, ctx, histories = _approved(ctx, declared, policy, histories, pins)
+        except BaseException:  # a suspended run's process ends here too: leave no copy behind
+            shutil.rmtree(pins)
+            raise
         if decision is not None and not decision.approved:
             ctx.close()
+            shutil.rmtree(pins)
             return Cancelled(
                 name=REJECTED_STATE,
                 message=f"plan {decision.verdict.value}: {decision.reason}; nothing was migrated",
             )
+        # The waves of what was approved: the files and histories read after the decision.
+        template = next(iter(ctx.databases.values()))
+        waves = pending_waves(template)
     steps = _steps(settings)
     shards_on = _shard_deployment(environment)
 
@@ -580,6 +636,8 @@ def fleet_flow(
                 time.sleep(declared.waves.bake_seconds)
     finally:
         ctx.close()
+        if pins is not None:
+            shutil.rmtree(pins)
         _ledger(found)
     if not found.ok:
         raise FleetHalted(found.summary(), found)

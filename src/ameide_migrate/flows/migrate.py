@@ -8,7 +8,10 @@ concurrency; the verbs hold the logic.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, cast
 
 from prefect import flow, get_run_logger, task
@@ -19,6 +22,7 @@ from prefect.states import Cancelled
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from ameide_migrate import environments, lint, migrate, plan, recovery, report
+from ameide_migrate.catalog import pinned_copy
 from ameide_migrate.context import RunContext
 from ameide_migrate.environments import ApprovalPolicy
 from ameide_migrate.errors import REJECTED_STATE, MigrateError, RunFailed
@@ -202,34 +206,54 @@ def _outcome(future: Any) -> DatabaseOutcome:
     raise outcome if isinstance(outcome, BaseException) else RuntimeError(repr(outcome))
 
 
+def _pinned(ctx: RunContext, names: list[str], settings: Settings, pins: Path) -> RunContext:
+    """A context on a copy, made now under `pins`, of the databases' folders as the disk holds
+    them (read again, not the catalog in memory): its Flyway reads the copy, so what it applies
+    is what the plan built on this context was made of."""
+    fresh = environments.catalog(ctx.environment, settings).select(names)
+    into = Path(tempfile.mkdtemp(dir=pins))
+    ctx.close()
+    return RunContext.create(
+        ctx.environment, [pinned_copy(db, into) for db in fresh], ctx.credentials, settings
+    )
+
+
 def _approved(
     ctx: RunContext,
     names: list[str],
     runner: ThreadPoolTaskRunner[Any],
     settings: Settings,
     policy: ApprovalPolicy,
+    pins: Path,
 ) -> tuple[Decision | None, RunContext]:
     """A person's decision on the plan of what will run (None when nothing is pending), and the
-    context to run it with. An approval holds for the plan approved: the tree is read again and
-    the plan built again after it, and when it differs (the run waited while a file or a
-    database changed), the new plan is asked for."""
-    planned = _plans(ctx, names, runner, settings, approving=True)
-    while plan.needs_decision(planned):
-        plan_id = approval.publish_plan(ctx.environment, planned, dry_run=False)
+    context to run it with. An approval holds for the plan approved: after it the tree is read
+    again, into a fresh copy under `pins`, and the plan built again on that copy; when it
+    differs (the run waited while a file or a database changed), the new plan is asked for,
+    naming the files that changed. The context returned runs the copy whose plan was approved."""
+    approved: tuple[Decision, str, dict[str, str]] | None = None
+    while True:
+        ctx = _pinned(ctx, names, settings, pins)
+        planned = _plans(ctx, names, runner, settings, approving=True)
+        plan_id = plan.digest(planned)
+        changes = None
+        if approved is not None:
+            decision, approved_id, files = approved
+            if plan_id == approved_id:
+                return decision, ctx
+            changes = plan.file_changes(approved_id, files, plan.files_of(planned))
+            get_run_logger().warning(
+                "%s; asking for the new plan %s",
+                changes or f"plan {approved_id} was approved, but what is pending changed since",
+                plan_id,
+            )
+        if not plan.needs_decision(planned):
+            return None, ctx
+        approval.publish_plan(ctx.environment, planned, dry_run=False, changes=changes)
         decision = approval.ask(ctx.environment, plan_id, policy)
         if not decision.approved:
-            return decision, ctx
-        catalog = environments.catalog(ctx.environment, settings)
-        ctx.close()
-        ctx = RunContext.create(ctx.environment, catalog.select(names), ctx.credentials, settings)
-        planned = _plans(ctx, names, runner, settings, approving=True)
-        if plan.digest(planned) == plan_id:
-            return decision, ctx
-        get_run_logger().warning(
-            "plan %s was approved, but what is pending changed since: asking for the new plan",
-            plan_id,
-        )
-    return None, ctx
+            return plan.asked_again(decision, changes), ctx
+        approved = (decision, plan_id, plan.files_of(planned))
 
 
 @flow(name="migrate", log_prints=False, validate_parameters=True)
@@ -264,6 +288,8 @@ def migrate_flow(
     verified = with_retries(verify_credentials, settings)(environment, names)
     ctx = RunContext.create(environment, targets, verified, settings)
     run = RunReport(environment, server_of={n: c.server for n, c in verified.items()})
+    # The copies of the files a plan was approved on, private to this run: what its Flyway reads.
+    pins = Path(tempfile.mkdtemp(prefix="ameide-approved-")) if target.approval.required else None
     runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(
         max_workers=concurrency or settings.max_concurrency
     )
@@ -273,8 +299,8 @@ def migrate_flow(
                 planned = _plans(ctx, names, runner, settings)
                 approval.publish_plan(environment, planned, dry_run=True)
                 run.outcomes = [p.outcome for p in planned]
-            elif target.approval.required:
-                decision, ctx = _approved(ctx, names, runner, settings, target.approval)
+            elif pins is not None:
+                decision, ctx = _approved(ctx, names, runner, settings, target.approval, pins)
                 if decision is not None and not decision.approved:
                     return Cancelled(
                         name=REJECTED_STATE,
@@ -294,6 +320,8 @@ def migrate_flow(
             run.smoke = _smoke_or_its_failure(ctx, settled, settings)
     finally:
         ctx.close()
+        if pins is not None:
+            shutil.rmtree(pins)
         run.jvm_starts = ctx.engine_starts
         if run.outcomes:
             create_table_artifact(
