@@ -731,6 +731,58 @@ def test_a_fleets_approval_covers_the_files_it_showed_an_edited_and_an_added_fil
         drop_owners(platform.admin, {t: tenant(platform, t) for t in four})
 
 
+def test_a_shard_migrates_only_the_files_its_fleets_plan_was_approved_on(
+    platform: Platform,
+) -> None:
+    """A shard run reads its own template (on a deployment, its image's): given the files the
+    fleet's plan was approved on, it migrates a copy of them, and nothing when its own files
+    differ, naming them."""
+    from ameide_migrate.flows.fleet import fleet_shard_flow
+
+    two = TARGETS[:2]
+    add_fleet(
+        platform, two, '\n[fleets.tenants]\ntemplate = "tenant"\ntargets_file = "tenants.txt"\n'
+    )
+    template = platform.sql_dir / "tenant"
+    settings = get_settings()
+    seed_local(settings, [f"tenant_{t}" for t in two])
+    try:
+        declared = environments.fleet("tenants", settings)
+        shown = environments.fleet_template("local", declared, settings)
+        approved = {m.script: m.sha256 for m in shown.migrations}
+        v3 = template / "V3__accounts_email_index.sql"
+        v3.write_text(
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS accounts_name_idx ON accounts (name);\n"
+        )
+        (template / "V4__audit.sql").write_text("CREATE TABLE audit (id bigint);\n")
+
+        state = fleet_shard_flow(
+            environment="local",
+            name="tenants",
+            targets=two,
+            approved_files=approved,
+            return_state=True,
+        )
+        assert state.is_failed()
+        assert "not those the fleet's plan was approved on" in (state.message or "")
+        assert "edited V3__accounts_email_index.sql; added V4__audit.sql" in (state.message or "")
+        assert all(versions == [] for versions in histories(platform, two).values())
+
+        v3.write_text(TENANT_MIGRATIONS["V3__accounts_email_index.sql"])
+        (template / "V4__audit.sql").unlink()
+        state = fleet_shard_flow(
+            environment="local",
+            name="tenants",
+            targets=two,
+            approved_files=approved,
+            return_state=True,
+        )
+        assert state.is_completed(), state.message
+        assert all(v == ["1", "2", "3"] for v in histories(platform, two).values())
+    finally:
+        drop_owners(platform.admin, {t: tenant(platform, t) for t in two})
+
+
 QA_FLEET = """
 [environments.qa]
 work_pool = "{pool}"

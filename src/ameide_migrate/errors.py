@@ -278,6 +278,11 @@ class RunFailed(MigrateError):
         self.report = report
 
 
+class ApprovedFilesChanged(MigrateError):
+    """A fleet's shard run found its template's files other than those the fleet's plan was
+    approved on: it migrated nothing."""
+
+
 class FleetHalted(MigrateError):
     """A fleet's wave broke a halt rule, or a target failed: `report` holds every target's
     outcome and the waves that never started."""

@@ -166,8 +166,10 @@ class FileChanges:
     def __bool__(self) -> bool:
         return bool(self.edited or self.added or self.dropped)
 
-    def __str__(self) -> str:
-        parts = [
+    @property
+    def listed(self) -> str:
+        """`edited A; added B; no longer listed C`."""
+        return "; ".join(
             f"{label} {', '.join(files)}"
             for label, files in (
                 ("edited", self.edited),
@@ -175,8 +177,10 @@ class FileChanges:
                 ("no longer listed", self.dropped),
             )
             if files
-        ]
-        return f"since plan {self.approved} was approved, files changed: " + "; ".join(parts)
+        )
+
+    def __str__(self) -> str:
+        return f"since plan {self.approved} was approved, files changed: {self.listed}"
 
 
 def file_changes(approved: str, before: dict[str, str], after: dict[str, str]) -> FileChanges:

@@ -40,6 +40,7 @@ from ameide_migrate.context import RunContext, history_table_of
 from ameide_migrate.environments import ApprovalPolicy
 from ameide_migrate.errors import (
     REJECTED_STATE,
+    ApprovedFilesChanged,
     DatabaseRefusedConnection,
     FleetHalted,
     MigrateError,
@@ -303,6 +304,7 @@ def _shards_on_deployment(
     wave: int,
     parts: list[list[str]],
     before: Mapping[str, list[HistoryRow] | None],
+    approved_files: dict[str, str] | None,
 ) -> list[DatabaseOutcome]:
     """The wave's shards as runs of `fleet-shard/<env>`, all at once, collected from their
     artifacts. A shard run that outlives `shard_timeout_minutes` is cancelled (its worker stops
@@ -325,6 +327,8 @@ def _shards_on_deployment(
                     "wave": wave,
                     "wave_size": size,
                     "targets": [d[prefix:] for d in databases],
+                    # Only when approved: an unprotected fleet's shard runs take what they took.
+                    **({} if approved_files is None else {"approved_files": approved_files}),
                 },
                 flow_run_name=f"{declared.name} wave {wave} shard {index + 1} of {len(parts)}",
                 job_variables=job_variables or None,
@@ -428,6 +432,7 @@ def fleet_shard_flow(
     wave: int = 1,
     wave_size: int = 0,
     targets: list[str] | None = None,
+    approved_files: dict[str, str] | None = None,
 ) -> State[Any]:
     """A shard of a fleet's wave: its targets migrated `parallel` at once, their outcomes in
     its artifact. The fleet run starts it; it runs only as a shard of a running fleet run.
@@ -438,6 +443,9 @@ def fleet_shard_flow(
         wave: The wave this shard belongs to.
         wave_size: The wave's targets, over all its shards.
         targets: The shard's targets.
+        approved_files: In a protected environment, the template's files (name: SHA-256) the
+            fleet's plan was approved on: the shard migrates a copy of them, or nothing when
+            its own files differ.
     """
     own_environment(environment)
     stopped_at_once()
@@ -446,24 +454,43 @@ def fleet_shard_flow(
     declared = environments.fleet(name, settings)
     template = environments.fleet_template(environment, declared, settings)
     names = fleet.checked_targets(declared, targets or [], "the shard's targets")
-    databases = {declared.database_of(t): template for t in names}
-    verified = with_retries(verify_credentials, settings)(
-        environment, list(databases), shown_as=declared.database_of("<target>")
-    )
-    ctx = RunContext.create(
-        environment,
-        databases,
-        verified,
-        settings,
-        session_name=shard_session_name(flow_run.id),
-        fleet=declared,
-    )
-    try:
-        outcomes = _migrate_targets(
-            ctx, declared, wave, wave_size or len(names), list(databases), _steps(settings)
+    pins = None
+    if approved_files is not None:
+        pins = Path(tempfile.mkdtemp(prefix="ameide-approved-"))
+        template = pinned_copy(template, pins)
+        changes = plan.file_changes(
+            name, approved_files, {m.script: m.sha256 for m in template.migrations}
         )
+        if changes:
+            shutil.rmtree(pins)
+            raise ApprovedFilesChanged(
+                f"a shard of fleet {name} in {environment}: the files of its template "
+                f"{declared.template} are not those the fleet's plan was approved on "
+                f"({changes.listed}): the shard migrated nothing. Run the fleet again and "
+                "approve the plan of the files as they are now"
+            )
+    databases = {declared.database_of(t): template for t in names}
+    try:
+        verified = with_retries(verify_credentials, settings)(
+            environment, list(databases), shown_as=declared.database_of("<target>")
+        )
+        ctx = RunContext.create(
+            environment,
+            databases,
+            verified,
+            settings,
+            session_name=shard_session_name(flow_run.id),
+            fleet=declared,
+        )
+        try:
+            outcomes = _migrate_targets(
+                ctx, declared, wave, wave_size or len(names), list(databases), _steps(settings)
+            )
+        finally:
+            ctx.close()
     finally:
-        ctx.close()
+        if pins is not None:
+            shutil.rmtree(pins)
     return _shard_ended(environment, name, outcomes)
 
 
@@ -592,6 +619,8 @@ def fleet_flow(
         waves = pending_waves(template)
     steps = _steps(settings)
     shards_on = _shard_deployment(environment)
+    # A shard run reads its own template (its image's): it migrates only the approved files.
+    approved_files = {m.script: m.sha256 for m in template.migrations} if pins is not None else None
 
     def run_wave(number: int, targets: list[str]) -> list[DatabaseOutcome]:
         """One wave's targets in shards, each a flow run: a deployment's, or in this process."""
@@ -601,7 +630,9 @@ def fleet_flow(
             for part in fleet.shards_of(targets, declared.waves.shards)
         ]
         if shards_on is not None:
-            outcomes = _shards_on_deployment(shards_on, ctx, declared, number, parts, histories)
+            outcomes = _shards_on_deployment(
+                shards_on, ctx, declared, number, parts, histories, approved_files
+            )
         else:
             outcomes = _shards_in_process(ctx, declared, number, parts, steps)
         return outcomes
