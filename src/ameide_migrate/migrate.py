@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ameide_migrate import flyway, lint, locking, postgres, recovery, statements
+from ameide_migrate import flyway, interruption, lint, locking, postgres, recovery, statements
 from ameide_migrate.catalog import DatabaseCatalog, Migration, Version
 from ameide_migrate.context import RunContext
 from ameide_migrate.errors import (
@@ -94,10 +94,19 @@ def inspect(ctx: RunContext, database: str) -> Inspection:
 def validate(ctx: RunContext, database: str, on_log: LogSink) -> None:
     """Flyway validate of what is applied; pending migrations are expected here, not errors.
 
-    First, the leftovers of a failed non-transactional migration stop it: migrating over an
-    INVALID index would let `CREATE INDEX CONCURRENTLY IF NOT EXISTS` skip it and Flyway record
-    the migration as a success.
+    First, the leftovers of a failed or interrupted non-transactional migration stop it:
+    migrating over an INVALID index would let `CREATE INDEX CONCURRENTLY IF NOT EXISTS` skip it
+    and Flyway record the migration as a success, and over an index an interrupted migration
+    built, applying it again fails on "already exists".
     """
+    history = postgres.read_history(
+        ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
+    )
+    found = interrupted(ctx, database, history)
+    if found is not None and found.blocks_a_rerun:
+        raise interruption.MigrationInterrupted(
+            f"database {database}: {found.describe()} Nothing was migrated over it.", found
+        )
     leftovers = postgres.invalid_indexes(ctx.credentials[database], timeout=ctx.connect_timeout)
     if leftovers:
         raise LeftoversFound(
@@ -109,6 +118,19 @@ def validate(ctx: RunContext, database: str, on_log: LogSink) -> None:
     problem = flyway.validation_error(request, result)
     if problem is not None:
         raise problem
+
+
+def interrupted(
+    ctx: RunContext, database: str, history: list[HistoryRow] | None
+) -> interruption.Interrupted | None:
+    """The database's first pending migration, when a crash cut it short (see interruption)."""
+    creds = ctx.credentials[database]
+    return interruption.find(
+        database,
+        ctx.databases[database],
+        history,
+        lambda names: postgres.indexes_named(creds, names, timeout=ctx.connect_timeout),
+    )
 
 
 @dataclass(frozen=True)
@@ -495,7 +517,12 @@ def _failed(
     if isinstance(error, HistoryMissing):
         # "empty" would be untrue: the schema holds what another tool, or a dropped history, left.
         was = reached = _unversioned(ctx, database)
-    if isinstance(error, NonTransactionalMigrationFailed | LeftoversFound):
+    if isinstance(error, interruption.MigrationInterrupted):
+        message = str(error)
+        next_step = recovery.after_interrupted(
+            error.found, recovery.rerun_command(ctx.environment, database)
+        )
+    elif isinstance(error, NonTransactionalMigrationFailed | LeftoversFound):
         message, next_step = _leftovers_failure(ctx, database, error)
     elif isinstance(error, LintErrorsFound):
         message, next_step = str(error), recovery.after_lint(ctx.subject(database), error)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
@@ -420,11 +420,56 @@ class InvalidIndex:
 
     def drop(self) -> str:
         """The statement that removes it without blocking writes to its table."""
-        return (
-            sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {};")
-            .format(sql.Identifier(self.schema, self.name))
-            .as_string(None)
-        )
+        return drop_index_concurrently(self.schema, self.name)
+
+
+def drop_index_concurrently(schema: str, name: str) -> str:
+    return (
+        sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {};")
+        .format(sql.Identifier(schema, name))
+        .as_string(None)
+    )
+
+
+@dataclass(frozen=True)
+class NamedIndex:
+    """An index found under a name a migration gives it."""
+
+    schema: str
+    name: str
+    table: str
+    valid: bool
+    """False for an index whose CREATE INDEX CONCURRENTLY did not finish (or is still running)."""
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    def drop(self) -> str:
+        return drop_index_concurrently(self.schema, self.name)
+
+
+_NAMED_INDEX_SQL = """
+SELECT n.nspname, c.relname, t.relname, i.indisvalid
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_class t ON t.oid = i.indrelid
+WHERE i.indexrelid = to_regclass(%s)
+"""
+
+
+def indexes_named(
+    creds: Credentials, names: Sequence[str], *, timeout: int = 5
+) -> dict[str, NamedIndex]:
+    """Of `names` (as a statement writes them: `s.idx`, `"Idx"`), those an index has now,
+    resolved as the server's search_path resolves them; read-only, in one connection."""
+    found: dict[str, NamedIndex] = {}
+    with connect(creds, timeout=timeout, read_only=True) as conn, _reading(creds, "its indexes"):
+        for name in names:
+            row = conn.execute(_NAMED_INDEX_SQL, (name,)).fetchone()
+            if row is not None:
+                found[name] = NamedIndex(*row)
+    return found
 
 
 def _invalid_indexes(conn: psycopg.Connection) -> list[InvalidIndex]:

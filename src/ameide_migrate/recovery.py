@@ -25,6 +25,7 @@ from ameide_migrate.errors import (
     TablesBusy,
     ValidationFailed,
 )
+from ameide_migrate.interruption import Interrupted
 from ameide_migrate.postgres import InvalidIndex
 
 # --- The commands ------------------------------------------------------------------------------
@@ -173,6 +174,23 @@ def after_leftovers_unread(subject: Subject, reason: MigrateError) -> str:
         f"It ran outside a transaction, so what it did stays; the database could not be "
         f"read to name it ({reason}). Once reachable, rerun "
         f"`{rerun_command(subject)}`, which names it."
+    )
+
+
+def after_interrupted(found: Interrupted, rerun: str) -> str:
+    """A non-transactional migration cut short (`found`): undo what it built, then `rerun`
+    applies it whole; Flyway records a migration only by running it, so finishing its
+    statements by hand would leave it pending."""
+    if not found.blocks_a_rerun:
+        return (
+            f"rerun `{rerun}`: every index {found.migration.script} built is valid and its "
+            "statements say IF NOT EXISTS, so running it again finishes it and records it"
+        )
+    return (
+        f"undo what {found.migration.script} built with `{' '.join(found.undo())}` as the "
+        f"database's owner, then rerun `{rerun}`, which applies all of it again and records it "
+        "(Flyway records a migration only by running it: finishing its statements by hand would "
+        "leave it pending)"
     )
 
 

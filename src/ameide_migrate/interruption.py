@@ -1,0 +1,145 @@
+"""A non-transactional migration cut short: its first statements applied, and no history row.
+
+Flyway records a migration once it has run it. One it runs outside a transaction (a CREATE INDEX
+CONCURRENTLY) whose run is killed midway (the run's process, its pod, its machine) leaves what
+its first statements built and no row: the history says the migration is pending, and applying
+it again fails on "relation already exists" (or, with IF NOT EXISTS, skips an INVALID index and
+records a success). Nothing rolled it back; no error was ever reported for it.
+
+It is found from what the database holds: the first pending migration is non-transactional and
+an index one of its CREATE INDEX CONCURRENTLY statements names is there. The way back is to undo
+what it built (each such index dropped CONCURRENTLY) and run it again whole: Flyway can record a
+migration only by running it, so finishing its statements by hand would leave it pending.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ameide_migrate import statements
+from ameide_migrate.catalog import DatabaseCatalog, Migration
+from ameide_migrate.errors import LeftoversFound
+from ameide_migrate.history import pending_migrations
+from ameide_migrate.postgres import HistoryRow, NamedIndex
+
+_NAME = r'(?:"(?:[^"]|"")+"|[A-Za-z_\u0080-\uffff][\w$\u0080-\uffff]*)'
+_CREATE_INDEX = re.compile(
+    rf"CREATE (?:UNIQUE )?INDEX CONCURRENTLY (?P<if_not_exists>IF NOT EXISTS )?"
+    rf"(?P<name>{_NAME}(?:\.{_NAME})?) ON ",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class IndexBuild:
+    """A CREATE INDEX CONCURRENTLY statement of a migration, and the name it gives its index."""
+
+    statement: statements.Statement
+    name: str
+    """As written: `idx`, `s.idx`, `"Idx"`; what PostgreSQL resolves it to is asked of it."""
+    if_not_exists: bool
+
+
+def index_builds(sql_text: str, schema: str | None = None) -> list[IndexBuild]:
+    """The script's CREATE INDEX CONCURRENTLY statements that name their index (one that does
+    not gets a name PostgreSQL makes up, which cannot be looked for). An unqualified name is
+    in `schema` when Flyway runs the script with it as its default schema."""
+    found = []
+    for statement in statements.split(sql_text):
+        match = _CREATE_INDEX.match(statement.words)
+        if match is None:
+            continue
+        name = match.group("name")
+        if schema and "." not in name.replace('""', ""):
+            name = f'"{schema}".{name}'
+        found.append(IndexBuild(statement, name, bool(match.group("if_not_exists"))))
+    return found
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """The first pending migration of a database, found half applied."""
+
+    database: str
+    migration: Migration
+    built: tuple[tuple[IndexBuild, NamedIndex], ...]
+    """Each statement whose index is there, with the index as PostgreSQL holds it."""
+    not_built: tuple[IndexBuild, ...]
+
+    @property
+    def blocks_a_rerun(self) -> bool:
+        """Whether applying it again would fail or record a lie: an index left INVALID (IF NOT
+        EXISTS would skip it), or one whose statement has no IF NOT EXISTS."""
+        return any(not index.valid or not build.if_not_exists for build, index in self.built)
+
+    def undo(self) -> list[str]:
+        """The statements that take the database back to before the migration: every index it
+        built dropped without blocking writes."""
+        return [index.drop() for _, index in self.built]
+
+    def remaining(self) -> list[statements.Statement]:
+        """The statements after the last one whose index is complete: those it had yet to run
+        (and the one it was running)."""
+        script = statements.split(self.migration.text())
+        done = [build.statement.line for build, index in self.built if index.valid]
+        last = max(done, default=0)
+        return [st for st in script if st.line > last]
+
+    def describe(self) -> str:
+        """What it left, and what it had yet to do, one sentence a part."""
+        found = ", ".join(
+            f"index {index.qualified} on {index.table}"
+            + ("" if index.valid else " (INVALID: its build was cut short)")
+            + f" (line {build.statement.line})"
+            for build, index in self.built
+        )
+        left = "; ".join(f"line {st.line}: {st.words[:120]}" for st in self.remaining())
+        return (
+            f"{self.migration.script} was interrupted: it runs outside a transaction, so "
+            f"PostgreSQL did not roll it back, and it has no history row. In the database: "
+            f"{found}. Not done: {left or 'nothing (only its history row is missing)'}."
+        )
+
+
+IndexLookup = Callable[[Sequence[str]], dict[str, NamedIndex]]
+"""Of the names given, those an index has in the database (`postgres.indexes_named`)."""
+
+
+def find(
+    database: str,
+    template: DatabaseCatalog,
+    history: list[HistoryRow] | None,
+    lookup: IndexLookup,
+) -> Interrupted | None:
+    """The database's first pending migration when it was cut short, else None; `lookup` is
+    asked only when that migration is non-transactional and names an index."""
+    pending = pending_migrations(template, history)
+    if not pending:
+        return None
+    first = pending[0]
+    text = first.text()
+    if not statements.non_transactional(text):
+        return None  # run in one transaction: PostgreSQL rolled all of it back
+    builds = index_builds(text, template.flyway.schema)
+    if not builds:
+        return None
+    present = lookup([b.name for b in builds])
+    if not present:
+        return None
+    return Interrupted(
+        database,
+        first,
+        tuple((b, present[b.name]) for b in builds if b.name in present),
+        tuple(b for b in builds if b.name not in present),
+    )
+
+
+class MigrationInterrupted(LeftoversFound):
+    """The database's first pending migration was cut short (`found`): applying it again would
+    fail on what it built, or record a success over an INVALID index."""
+
+    def __init__(self, message: str, found: Interrupted) -> None:
+        super().__init__(message)
+        self.found = found
