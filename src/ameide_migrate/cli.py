@@ -310,8 +310,12 @@ def drift(
     engine: Annotated[
         str, typer.Option(help="native: read the history table, no JVM; flyway: Flyway's info.")
     ] = "native",
+    fleet: Annotated[
+        str | None,
+        typer.Option("--fleet", "-f", help="Check a fleet's targets ([fleets.NAME]) instead."),
+    ] = None,
 ) -> None:
-    """Check the databases against the SQL tree, read-only.
+    """Check the databases (or a fleet's targets) against the SQL tree, read-only.
 
     Exits 0 when every database is in sync, 3 when any has drifted or has pending migrations,
     1 on an error (an unreachable database, a Vault fault).
@@ -321,7 +325,7 @@ def drift(
 
     if engine not in ("native", "flyway"):
         raise UsageError(f"unknown engine {engine!r}: choose native or flyway")
-    found = commands.drift(get_settings(), env, db, engine, _progress)  # type: ignore[arg-type]
+    found = commands.drift(get_settings(), env, db, engine, _progress, fleet)  # type: ignore[arg-type]
     if json_output:
         typer.echo(json.dumps([d.as_json() for d in found.databases], indent=2))
     else:

@@ -341,13 +341,16 @@ class FleetTarget:
     last_message: str
     server: str
     """Where its history was read (HOST:PORT), as its credentials name it."""
+    fix: str = ""
+    """For an interrupted target: what undoes its migration, and the rerun."""
 
 
 def fleet_status(settings: Settings, env: str, name: str) -> list[FleetTarget]:
     """Every target of the fleet, read-only: its version and its last outcome."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from ameide_migrate import migrate
+    from ameide_migrate import interruption, migrate, recovery
+    from ameide_migrate.outcomes import OutcomeState
 
     declared = environments.fleet(name, settings)
     template = environments.fleet_template(env, declared, settings)
@@ -380,7 +383,31 @@ def fleet_status(settings: Settings, env: str, name: str) -> list[FleetTarget]:
         state = fleet.standing(
             up_to_date=inspection.up_to_date, has_history=history is not None, last_outcome=last[0]
         )
+        try:
+            cut_short = interruption.find(database, template, history, indexes_of(database))
+        except MigrateError:
+            return FleetTarget(
+                database, inspection.version, latest, "unreachable", *last, server=server
+            )
+        if cut_short is not None:
+            rerun = recovery.fleet_target_command(env, name, database[len(prefix) :])
+            return FleetTarget(
+                database,
+                inspection.version,
+                latest,
+                OutcomeState.INTERRUPTED.value,
+                *last,
+                server=server,
+                fix=f"{cut_short.describe()} Fix: {recovery.after_interrupted(cut_short, rerun)}",
+            )
         return FleetTarget(database, inspection.version, latest, state, *last, server=server)
+
+    def indexes_of(database: str) -> interruption.IndexLookup:
+        return lambda wanted: postgres.indexes_named(
+            found[database], wanted, timeout=settings.connect_timeout_seconds
+        )
+
+    prefix = declared.database_of("")
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         return list(pool.map(one, names))
@@ -392,20 +419,28 @@ def drift(
     databases: list[str] | None = None,
     engine: Literal["native", "flyway"] = "native",
     progress: Progress = _silent,
+    fleet_name: str | None = None,
 ) -> DriftReport:
-    """Every targeted database checked against the SQL tree, read-only."""
+    """Every targeted database checked against the SQL tree, read-only: the tree's databases,
+    or a fleet's targets against its template."""
     from ameide_migrate.drift import DriftReport
     from ameide_migrate.errors import DriftFound
 
-    catalog = environments.catalog(env, settings)
-    targets = [d.name for d in catalog.select(databases)]
+    if fleet_name is not None:
+        if databases:
+            raise UsageError("--db and --fleet cannot be combined: a fleet checks its targets")
+        environments.fleet_template(env, environments.fleet(fleet_name, settings), settings)
+        targets = None
+    else:
+        catalog = environments.catalog(env, settings)
+        targets = [d.name for d in catalog.select(databases)] if databases else None
     if engine == "flyway":
         install_flyway(settings, progress=progress)
     connect(settings, env)
     from ameide_migrate.flows.drift import drift_flow
 
     outcome, _ = _run_flow(
-        drift_flow, environment=env, databases=targets if databases else None, engine=engine
+        drift_flow, environment=env, databases=targets, engine=engine, fleet=fleet_name
     )
     found = outcome.report if isinstance(outcome, DriftFound) else outcome
     if isinstance(found, BaseException):

@@ -4,13 +4,14 @@ last migrate, and a verdict with its fix per database."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ameide_migrate import postgres, recovery
+from ameide_migrate import interruption, postgres, recovery
 from ameide_migrate.catalog import DatabaseCatalog, Version
 from ameide_migrate.context import RunContext
 from ameide_migrate.history import (
@@ -21,6 +22,7 @@ from ameide_migrate.history import (
     native_info,
     validate_problems,
 )
+from ameide_migrate.interruption import Interrupted
 from ameide_migrate.postgres import Fingerprint, HistoryRow, InvalidIndex
 
 
@@ -31,6 +33,9 @@ class Verdict(StrEnum):
     NO_HISTORY = "schema present, no history"
     """Objects in the schema and no Flyway history: built by another tool, or by hand."""
     UNREACHABLE = "unreachable"
+    INTERRUPTED = "interrupted"
+    """Its first pending migration ran outside a transaction and was cut short: what its first
+    statements built is there, with no history row."""
 
 
 @dataclass
@@ -304,9 +309,22 @@ def unreachable(
     return report
 
 
-def check_database(ctx: RunContext, database: str, engine: str = "native") -> DatabaseDrift:
-    """One database's report: natively from its history, or from Flyway's own info/validate."""
-    db = ctx.databases[database]
+def interrupted(drift: DatabaseDrift, found: Interrupted, rerun: str) -> None:
+    """`drift` is of a database whose first pending migration `found` was cut short: named so,
+    with what undoes it and the rerun that applies it whole."""
+    drift.verdict = Verdict.INTERRUPTED
+    drift.problems = {**drift.problems, found.migration.script: found.describe()}
+    drift.fix = recovery.after_interrupted(found, rerun)
+
+
+def check_database(
+    ctx: RunContext, database: str, engine: str = "native", rerun: str | None = None
+) -> DatabaseDrift:
+    """One database's report: natively from its history, or from Flyway's own info/validate.
+    A database behind (or holding an INVALID index) is looked at for a migration cut short,
+    whose fix reruns it with `rerun` (`run --db DATABASE` by default)."""
+    # A fleet's target is a database of its template's catalog: reported under its own name.
+    db = dataclasses.replace(ctx.databases[database], name=database)
     checked_at, started = time.time(), time.monotonic()
     if engine == "flyway":
         info = ctx.engine().run(ctx.request("info", database))
@@ -328,6 +346,19 @@ def check_database(ctx: RunContext, database: str, engine: str = "native") -> Da
             state.live,
             state.invalid_indexes,
         )
+    if report.verdict in (Verdict.BEHIND, Verdict.DRIFTED) and report.pending:
+        history = postgres.read_history(
+            ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
+        )
+        creds = ctx.credentials[database]
+        found = interruption.find(
+            database,
+            db,
+            history,
+            lambda names: postgres.indexes_named(creds, names, timeout=ctx.connect_timeout),
+        )
+        if found is not None:
+            interrupted(report, found, rerun or recovery.rerun_command(ctx.environment, database))
     report.checked_at, report.duration_s = checked_at, time.monotonic() - started
     report.server = ctx.credentials[database].server
     return report

@@ -507,6 +507,7 @@ def quarantine_reason(quarantined: Sequence[Quarantined], waves: Waves) -> str |
 
 STANDINGS = (
     "up to date",
+    "interrupted",
     "failed",
     QUARANTINED,
     "not started",
@@ -516,8 +517,8 @@ STANDINGS = (
 )
 """Where `fleet status` finds a target, in the order it counts them. A target not at the latest
 version is counted by what its last run did to it, so that a failed one and one its fleet never
-reached are not both `behind`. (A target found `interrupted`, a non-transactional migration cut
-short, belongs before `failed`: it needs its own fix first.)"""
+reached are not both `behind`. A target found `interrupted` (a non-transactional migration cut
+short, see interruption) comes before `failed`: it needs its own fix first."""
 
 
 def standing(*, up_to_date: bool, has_history: bool, last_outcome: str) -> str:
@@ -609,9 +610,13 @@ class FleetReport:
         found = (self.server_of.get(name, "") for name in names)
         return [s for s in dict.fromkeys(found) if s]
 
+    interrupted: list[DatabaseOutcome] = field(default_factory=list)
+    """The targets whose last migration a crash cut short when the fleet began: in no wave
+    (migrating them would fail on what it built), each with its fix."""
+
     @property
     def outcomes(self) -> list[DatabaseOutcome]:
-        return [*self.up_to_date, *(o for wave in self.waves for o in wave)]
+        return [*self.up_to_date, *self.interrupted, *(o for wave in self.waves for o in wave)]
 
     @property
     def failed(self) -> list[DatabaseOutcome]:
@@ -619,7 +624,12 @@ class FleetReport:
 
     @property
     def ok(self) -> bool:
-        return not self.failed and self.halted is None and not self.quarantined
+        return (
+            not self.failed
+            and not self.interrupted
+            and self.halted is None
+            and not self.quarantined
+        )
 
     def next_step(self) -> str:
         """What to do after a halt: let the quarantined targets in when they stopped it, fix
@@ -659,6 +669,7 @@ class FleetReport:
             lines.append(self.next_step())
         lines += [f"- {o.database}: {o.message}" for o in self.failed]
         lines += [f"- {q.database} quarantined: {q.reason}; fix: {q.fix}" for q in self.quarantined]
+        lines += [f"- {o.database}: {o.message} Fix: {o.recovery}" for o in self.interrupted]
         return "\n".join(lines)
 
     def rows(self) -> list[dict[str, Any]]:
@@ -676,6 +687,20 @@ class FleetReport:
                 "message": "up to date when the fleet began: in no wave",
             }
             for o in self.up_to_date
+        ]
+        rows += [
+            {
+                "target": o.database,
+                "server": self.server_of.get(o.database, ""),
+                "wave": "-",
+                "before": o.before or "empty",
+                "after": o.after or "empty",
+                "applied": "0",
+                "duration": "",
+                "state": o.state.value,
+                "message": f"{o.message} Fix: {o.recovery}",
+            }
+            for o in self.interrupted
         ]
         rows += [
             {

@@ -15,6 +15,8 @@ from ameide_migrate.catalog import Version
 from ameide_migrate.drift import DriftReport, Verdict
 
 JOB = "ameide_migrate_drift"
+_DRIFTED = (Verdict.DRIFTED, Verdict.NO_HISTORY, Verdict.UNREACHABLE, Verdict.INTERRUPTED)
+"""The verdicts the drift flag is raised for: `behind` alone is not drift."""
 
 
 def _version_number(version: str | None) -> float:
@@ -60,9 +62,7 @@ def registry_for(report: DriftReport) -> CollectorRegistry:
         version.labels(*key).set(_version_number(d.version))
         latest.labels(*key).set(_version_number(d.latest))
         pending.labels(*key).set(d.pending)
-        drifted.labels(*key).set(
-            1 if d.verdict in (Verdict.DRIFTED, Verdict.NO_HISTORY, Verdict.UNREACHABLE) else 0
-        )
+        drifted.labels(*key).set(1 if d.verdict in _DRIFTED else 0)
         checked.labels(*key).set(d.checked_at)
         duration.labels(*key).set(d.duration_s)
     return registry

@@ -15,6 +15,8 @@ class OutcomeState(StrEnum):
     UP_TO_DATE = "up to date"
     FAILED = "failed"
     WOULD_APPLY = "would apply"
+    INTERRUPTED = "interrupted"
+    """A fleet's target whose last migration a crash cut short: set apart, in no wave."""
 
 
 @dataclass(frozen=True)

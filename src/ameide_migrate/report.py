@@ -42,6 +42,7 @@ _STYLE = {
     OutcomeState.UP_TO_DATE: "cyan",
     OutcomeState.FAILED: "bold red",
     OutcomeState.WOULD_APPLY: "yellow",
+    OutcomeState.INTERRUPTED: "bold magenta",
 }
 
 
@@ -532,6 +533,9 @@ def print_fleet(found: FleetReport, console: Console) -> None:
             else "0",
             f"{max((o.duration_s for o in wave), default=0):.2f}s",
         )
+    if found.interrupted:
+        count = str(len(found.interrupted))
+        table.add_row("-", count, "0", "0", "0", "interrupted: in no wave")
     if found.not_started:
         table.add_row("-", str(len(found.not_started)), "", "", "", "not started")
     if found.quarantined:
@@ -539,9 +543,10 @@ def print_fleet(found: FleetReport, console: Console) -> None:
         table.add_row("-", count, "0", "0", "0", "quarantined at the gate: in no wave")
     console.print(table)
     several = len(found.servers_read) > 1
-    for o in found.failed:
+    for o in [*found.interrupted, *found.failed]:
         on = f" on {found.server_of.get(o.database, '')}" if several else ""
-        console.print(f"[bold red]{o.database}[/]{on}: {escape(o.message)}", soft_wrap=True)
+        style = _STYLE[o.state]
+        console.print(f"[{style}]{o.database}[/]{on}: {escape(o.message)}", soft_wrap=True)
         console.print(f"  [yellow]next:[/] {escape(o.recovery)}", soft_wrap=True)
     for q in found.quarantined:
         console.print(f"[bold red]{q.database}[/] quarantined: {escape(q.reason)}", soft_wrap=True)
@@ -601,6 +606,9 @@ def print_fleet_status(name: str, targets: Sequence[FleetTarget], console: Conso
             t.last_outcome,
         )
     console.print(table)
+    for t in targets:
+        if t.fix:
+            console.print(f"[bold magenta]{t.database}[/]: {escape(t.fix)}", soft_wrap=True)
     counts = Counter(t.state for t in targets)
     order = [*STANDINGS, *sorted(set(counts) - set(STANDINGS))]
     console.print(", ".join(f"{counts[s]} {s}" for s in order if counts[s]), highlight=False)
@@ -676,6 +684,7 @@ _VERDICT_STYLE = {
     Verdict.DRIFTED: "bold red",
     Verdict.NO_HISTORY: "bold red",
     Verdict.UNREACHABLE: "bold red",
+    Verdict.INTERRUPTED: "bold magenta",
 }
 
 

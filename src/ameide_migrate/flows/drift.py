@@ -10,8 +10,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from ameide_migrate import drift, environments, metrics
+from ameide_migrate import drift, environments, metrics, postgres, recovery
+from ameide_migrate import fleet as fleets
 from ameide_migrate import report as rendering
+from ameide_migrate.catalog import DatabaseCatalog
 from ameide_migrate.context import RunContext
 from ameide_migrate.drift import DatabaseDrift, DriftReport, Verdict
 from ameide_migrate.errors import DriftFound, MigrateError
@@ -23,8 +25,30 @@ from ameide_migrate.settings import get_settings
 
 
 @task(**step_options("check"), task_run_name="check {database}")
-def check_database(ctx: RunContext, database: str, engine: str) -> DatabaseDrift:
-    return drift.check_database(ctx, database, engine)
+def check_database(
+    ctx: RunContext, database: str, engine: str, rerun: str | None = None
+) -> DatabaseDrift:
+    return drift.check_database(ctx, database, engine, rerun)
+
+
+def _fleet_targets(environment: str, name: str) -> tuple[dict[str, DatabaseCatalog], list[str]]:
+    """The fleet's target databases, each a database of its template, and the fleet run that
+    reruns each."""
+    settings = get_settings()
+    declared = environments.fleet(name, settings)
+    template = environments.fleet_template(environment, declared, settings)
+
+    def query(registry: str, sql: str) -> list[str]:
+        creds = with_retries(verify_credentials, settings)(environment, [registry])[registry]
+        return postgres.first_column(creds, sql, timeout=settings.connect_timeout_seconds)
+
+    targets = fleets.resolve_targets(
+        declared, environments.fleet_targets_file(declared, settings), query
+    )
+    return (
+        {declared.database_of(t): template for t in targets},
+        [recovery.fleet_target_command(environment, name, t) for t in targets],
+    )
 
 
 @flow(name="drift", log_prints=False, validate_parameters=True)
@@ -33,6 +57,7 @@ def drift_flow(
     databases: list[str] | None = None,
     engine: Literal["native", "flyway"] = "native",
     concurrency: int | None = None,
+    fleet: str | None = None,
 ) -> DriftReport:
     """Compare every database's schema history with the SQL tree being deployed.
 
@@ -43,13 +68,21 @@ def drift_flow(
             quickly; flyway asks Flyway itself (its info and validate), which starts Java.
         concurrency: How many databases to check at the same time. Leave it empty for the
             worker's setting (AMEIDE_MAX_CONCURRENCY, 8 unless set).
+        fleet: Check a fleet's targets (as ameide.toml declares it, [fleets.NAME]) instead of
+            the tree's databases.
     """
     own_environment(environment)
     stopped_at_once()
     settings = get_settings()
-    catalog = environments.catalog(environment, settings)
-    targets = catalog.select(databases)
-    names = [db.name for db in targets]
+    reruns: dict[str, str] = {}
+    if fleet:
+        targets, commands = _fleet_targets(environment, fleet)
+        reruns = dict(zip(targets, commands, strict=True))
+    else:
+        targets = {
+            db.name: db for db in environments.catalog(environment, settings).select(databases)
+        }
+    names = list(targets)
     credentials = with_retries(verify_credentials, settings)(environment, names, login=False)
     ctx = RunContext.create(environment, targets, credentials, settings)
     report = DriftReport(environment)
@@ -60,7 +93,10 @@ def drift_flow(
     try:
         with runner:
             futures = {
-                name: runner.submit(checked, {"ctx": ctx, "database": name, "engine": engine})
+                name: runner.submit(
+                    checked,
+                    {"ctx": ctx, "database": name, "engine": engine, "rerun": reruns.get(name)},
+                )
                 for name in names
             }
             for name, future in futures.items():
@@ -69,10 +105,11 @@ def drift_flow(
                 if isinstance(result, MigrateError):
                     result = drift.unreachable(
                         environment,
-                        catalog.databases[name],
+                        targets[name],
                         str(result),
                         server=credentials[name].server,
                     )
+                    result.database = name
                 if not isinstance(result, DatabaseDrift):
                     raise result if isinstance(result, BaseException) else RuntimeError(result)
                 report.databases.append(result)

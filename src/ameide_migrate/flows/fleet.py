@@ -215,6 +215,43 @@ def _already(
     return DatabaseOutcome(database, OutcomeState.UP_TO_DATE, version, version, latest, 0, 0.0)
 
 
+def _interrupted(
+    ctx: RunContext,
+    declared: fleet.Fleet,
+    histories: Mapping[str, list[HistoryRow] | None],
+    skip: set[str],
+) -> list[DatabaseOutcome]:
+    """The targets whose first pending migration a crash cut short, each with its fix: set
+    apart before the waves are planned, so that no wave (the canary's least of all) fails on
+    what that migration built, and the canary is one that can prove the migrations."""
+    prefix = len(declared.database_of(""))
+
+    def one(database: str) -> DatabaseOutcome | None:
+        history = histories.get(database)
+        found = retried(migrate.interrupted, get_settings())(ctx, database, history)
+        if found is None or not found.blocks_a_rerun:
+            return None
+        version = current_version(history or [])
+        template = ctx.databases[database]
+        latest = str(template.latest_version) if template.latest_version else None
+        rerun = recovery.fleet_target_command(ctx.environment, declared.name, database[prefix:])
+        return DatabaseOutcome(
+            database,
+            OutcomeState.INTERRUPTED,
+            version,
+            version,
+            latest,
+            0,
+            0.0,
+            message=found.describe(),
+            recovery=recovery.after_interrupted(found, rerun),
+        )
+
+    names = [d for d in ctx.databases if d not in skip and d in histories]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return [o for o in pool.map(one, names) if o is not None]
+
+
 def _migrate_targets(
     ctx: RunContext, declared: fleet.Fleet, wave: int, size: int, databases: list[str], steps: Steps
 ) -> list[DatabaseOutcome]:
@@ -566,22 +603,29 @@ def fleet_flow(
 
     def pending_waves(template: DatabaseCatalog) -> list[list[str]]:
         """The waves of the targets with something pending on `template`; the others are up
-        to date in the ledger."""
+        to date in the ledger, or set apart as interrupted."""
         found.up_to_date = [
             _already(database, histories[database], template)
             for database in reachable
             if database in histories and migrate.compare(template, histories[database]).up_to_date
         ]
-        done = {o.database for o in found.up_to_date} | set(unreachable)
+        found.interrupted = _interrupted(
+            ctx, declared, histories, {o.database for o in found.up_to_date}
+        )
+        done = {o.database for o in found.outcomes} | set(unreachable)
         waves = fleet.plan_pending_waves(
             names, [t for t in names if declared.database_of(t) not in done], declared.waves
         )
+        for outcome in found.interrupted:
+            logger.error("%s: %s Fix: %s", outcome.database, outcome.message, outcome.recovery)
         logger.info(
-            "fleet %s: %d targets, %d up to date, %d quarantined; the others in %d wave(s) (%s)",
+            "fleet %s: %d targets, %d up to date, %d quarantined, %d interrupted; the others in "
+            "%d wave(s) (%s)",
             name,
             len(names),
             len(found.up_to_date),
             len(found.quarantined),
+            len(found.interrupted),
             len(waves),
             ", ".join(str(len(w)) for w in waves) or "none",
         )
