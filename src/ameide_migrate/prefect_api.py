@@ -391,6 +391,16 @@ def ensure_image_pull_guard() -> None:
 
 
 HEARTBEAT_GUARD = "ameide-migrate: a run whose heartbeat stopped is crashed"
+CRASH_MESSAGE = (
+    f"no heartbeat for {CRASH_AFTER_SECONDS}s: the run's process or pod died before it could "
+    "report its end. A migration it was applying in a transaction was rolled back by "
+    "PostgreSQL; one outside a transaction (CREATE INDEX CONCURRENTLY and the like) keeps what "
+    "its first statements did, with no history row. `ameide-migrate drift` (`--fleet NAME` for "
+    "a fleet) and `fleet status` name such a database as interrupted, with the statements that "
+    "undo it; then run it again"
+)
+"""The crashed run cannot say which migration it was applying: the message says what either
+kind leaves, and where to find out which."""
 
 
 def ensure_heartbeat_guard() -> None:
@@ -433,9 +443,7 @@ def ensure_heartbeat_guard() -> None:
             ChangeFlowRunState(
                 state=StateType.CRASHED,
                 name="Crashed",
-                message=f"no heartbeat for {CRASH_AFTER_SECONDS}s: the run's process or pod "
-                "died before it could report its end. An interrupted migration was rolled back "
-                "by PostgreSQL; run it again",
+                message=CRASH_MESSAGE,
             )
         ],
     )
