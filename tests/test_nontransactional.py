@@ -10,25 +10,32 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from ameide_migrate import postgres, statements
+from ameide_migrate import interruption, postgres, recovery, statements
+from ameide_migrate.catalog import DatabaseCatalog, Version, load_folder
 from ameide_migrate.errors import NonTransactionalMigrationFailed
 from ameide_migrate.flyway import Installation, Request, classify
 from ameide_migrate.outcomes import OutcomeState
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import get_settings
 
-from .fix_platform import Platform, ameide
+from .fix_platform import REPO, Platform, ameide, drop_owners
+from .test_drills import _children as children
+from .test_drills import _gone as gone
+from .test_fleet import add_fleet, histories, tenant
 
 # --- which statements PostgreSQL refuses in a transaction, read from the SQL text -------------
 
@@ -388,3 +395,327 @@ def test_drift_sees_a_disabled_trigger_and_a_constraint_made_not_valid(platform:
     assert "DISABLED" not in trigger.split(", now ")[0]
     assert constraint.split(", now ")[1].rstrip("'\"").endswith(" NOT VALID")
     assert "NOT VALID" not in constraint.split(", now ")[0]
+
+
+# --- a non-transactional migration cut short by a crash ---------------------------------------
+
+TWO_INDEXES = (
+    "CREATE INDEX CONCURRENTLY accounts_name_idx ON accounts (name);\n"
+    "-- the second waits for a lock the test holds: the run is killed there\n"
+    "CREATE INDEX CONCURRENTLY notes_body_idx ON notes (body);\n"
+)
+
+
+def tenant_template(root: Path, second: str) -> DatabaseCatalog:
+    folder = root / "tenant"
+    folder.mkdir(exist_ok=True)
+    (folder / "V1__tables.sql").write_text("CREATE TABLE accounts (name text);\n")
+    (folder / "V2__two_indexes.sql").write_text(second)
+    template = load_folder(folder)
+    assert template is not None
+    return template
+
+
+def applied_up_to(template: DatabaseCatalog, version: str) -> list[postgres.HistoryRow]:
+    """The history Flyway writes for the template's migrations up to `version`."""
+    return [
+        postgres.HistoryRow(rank, str(m.version), m.description, "SQL", m.script, m.checksum, True)
+        for rank, m in enumerate(template.migrations, start=1)
+        if m.version is not None and m.version <= Version.parse(version)
+    ]
+
+
+def test_a_migration_cut_short_is_found_by_the_index_its_first_statement_built(
+    tmp_path: Path,
+) -> None:
+    template = tenant_template(tmp_path, TWO_INDEXES)
+    at_v1 = applied_up_to(template, "1")
+    built = postgres.NamedIndex("public", "accounts_name_idx", "accounts", True)
+    asked: list[list[str]] = []
+
+    def lookup(names: Sequence[str]) -> dict[str, postgres.NamedIndex]:
+        asked.append(list(names))
+        return {n: built for n in names if n == "accounts_name_idx"}
+
+    found = interruption.find("tenant_t1", template, at_v1, lookup)
+
+    assert found is not None
+    assert asked == [["accounts_name_idx", "notes_body_idx"]]
+    assert found.blocks_a_rerun  # no IF NOT EXISTS: a rerun fails on "already exists"
+    assert found.undo() == ['DROP INDEX CONCURRENTLY IF EXISTS "public"."accounts_name_idx";']
+    assert [st.line for st in found.remaining()] == [3]
+    described = found.describe()
+    assert "V2__two_indexes.sql was interrupted" in described
+    assert "index public.accounts_name_idx on accounts (line 1)" in described
+    assert "line 3: CREATE INDEX CONCURRENTLY notes_body_idx ON notes (body)" in described
+    assert "did not roll it back" in described
+    fix = recovery.after_interrupted(found, "ameide-migrate run --env local --db tenant_t1")
+    assert fix.index("DROP INDEX CONCURRENTLY") < fix.index("then rerun `ameide-migrate run")
+
+    # Nothing built yet: not interrupted. Applied: nothing pending, nothing asked.
+    assert interruption.find("tenant_t1", template, at_v1, lambda names: {}) is None
+    asked.clear()
+    assert interruption.find("tenant_t1", template, applied_up_to(template, "2"), lookup) is None
+    assert asked == []
+
+
+def test_a_rerun_finishes_what_if_not_exists_makes_safe_and_never_what_is_invalid(
+    tmp_path: Path,
+) -> None:
+    template = tenant_template(
+        tmp_path, TWO_INDEXES.replace("CONCURRENTLY ", "CONCURRENTLY IF NOT EXISTS ")
+    )
+    at_v1 = applied_up_to(template, "1")
+    valid = postgres.NamedIndex("public", "accounts_name_idx", "accounts", True)
+    half = postgres.NamedIndex("public", "accounts_name_idx", "accounts", False)
+
+    complete = interruption.find("tenant_t1", template, at_v1, lambda names: {names[0]: valid})
+    cut_in_its_build = interruption.find(
+        "tenant_t1", template, at_v1, lambda names: {names[0]: half}
+    )
+
+    assert complete is not None
+    assert not complete.blocks_a_rerun
+    assert recovery.after_interrupted(complete, "x").startswith("rerun `x`")
+    assert cut_in_its_build is not None
+    assert cut_in_its_build.blocks_a_rerun
+    assert "(INVALID: its build was cut short)" in cut_in_its_build.describe()
+    assert [st.line for st in cut_in_its_build.remaining()] == [1, 3]
+
+
+def test_a_transactional_migration_is_never_taken_for_one_cut_short(tmp_path: Path) -> None:
+    template = tenant_template(tmp_path, "CREATE INDEX accounts_name_idx ON accounts (name);\n")
+    asked: list[Sequence[str]] = []
+
+    def lookup(names: Sequence[str]) -> dict[str, postgres.NamedIndex]:
+        asked.append(names)
+        return {}
+
+    assert interruption.find("tenant_t1", template, applied_up_to(template, "1"), lookup) is None
+    assert asked == []  # PostgreSQL rolled all of it back: nothing to look for
+
+
+def test_index_names_are_read_as_postgresql_reads_them() -> None:
+    script = (
+        'CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS "Odd ""name""" ON t (a);\n'
+        "create index concurrently app.by_b on app.t (b);\n"
+        "CREATE INDEX CONCURRENTLY ON t (c);\n"
+        "CREATE INDEX by_d ON t (d);\n"
+    )
+    builds = interruption.index_builds(script)
+    assert [(b.name, b.if_not_exists, b.statement.line) for b in builds] == [
+        ('"Odd ""name"""', True, 1),
+        ("app.by_b", False, 2),
+    ]
+    assert [b.name for b in interruption.index_builds(script, "tenant")] == [
+        '"tenant"."Odd ""name"""',
+        "app.by_b",
+    ]
+
+
+FIVE_TENANTS = ["t0", "t1", "t2", "t3", "t4"]
+FIVE_TENANTS_FLEET = (
+    '\n[fleets.tenants]\ntemplate = "tenant"\ntargets_file = "tenants.txt"\n'
+    "\n[fleets.tenants.waves]\ncanary = 1\ngrowth = 2\nparallel = 4\n"
+)
+NOTES = {"V4__notes.sql": "CREATE TABLE notes (id bigint PRIMARY KEY, body text);\n"}
+
+
+def waiting_on_notes_lock(admin: Credentials) -> set[str]:
+    """The databases where the second index's build waits for the lock the test holds."""
+    with postgres.connect(admin, timeout=5) as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query ILIKE '%%CREATE INDEX CONCURRENTLY notes_body_idx%%'"
+        ).fetchall()
+    return {str(name) for (name,) in rows}
+
+
+def end_orphaned_builds(admin: Credentials) -> None:
+    """What a server with client_connection_check_interval does to a backend whose client
+    died: the build the killed run left waiting ends, building nothing."""
+    with postgres.connect(admin, timeout=5) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE wait_event_type = 'Lock' "
+            "AND query ILIKE '%%CREATE INDEX CONCURRENTLY notes_body_idx%%'"
+        )
+
+
+def index_states(creds: Credentials) -> dict[str, bool]:
+    with postgres.connect(creds) as conn:
+        rows = conn.execute(
+            "SELECT c.relname, i.indisvalid FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE c.relname IN ('accounts_name_idx', 'notes_body_idx')"
+        ).fetchall()
+    return {str(name): bool(valid) for name, valid in rows}
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:.0f}s")
+        time.sleep(0.5)
+
+
+def fixes_printed(output: str) -> dict[str, str]:
+    """Per target database, the `next:` line printed under it."""
+    return dict(re.findall(r"^(tenant_t\d): .*\n  next: (.*)$", output, re.MULTILINE))
+
+
+@pytest.mark.slow
+def test_a_fleet_killed_between_two_index_builds_names_its_interrupted_targets_and_the_fix_works(
+    platform: Platform, tmp_path: Path
+) -> None:
+    add_fleet(platform, FIVE_TENANTS, FIVE_TENANTS_FLEET, NOTES)
+    targets = {t: tenant(platform, t) for t in FIVE_TENANTS}
+    fleet_run = ("fleet", "run", "--env", "local", "--fleet", "tenants")
+    try:
+        first = ameide(*fleet_run, timeout=600)
+        assert first.returncode == 0, first.stdout + first.stderr
+        (platform.sql_dir / "tenant" / "V5__two_indexes.sql").write_text(TWO_INDEXES)
+
+        # The second wave's targets (t1, t2) wait on their second index when the run is killed;
+        # the canary (t0) finished; the third wave (t3, t4) never started.
+        with ExitStack() as held:
+            for target in ("t1", "t2"):
+                conn = held.enter_context(psycopg.connect(**targets[target].conninfo(5)))  # type: ignore[arg-type]
+                conn.execute("LOCK TABLE notes IN SHARE MODE")
+            env = {
+                **os.environ,
+                # Neither the pre-flight check nor lock_timeout ends the wait before the kill.
+                "AMEIDE_LONG_TRANSACTION_SECONDS": "600",
+                "AMEIDE_LOCK_TIMEOUT_SECONDS": "600",
+            }
+            with (tmp_path / "killed.log").open("wb") as log:
+                cli = subprocess.Popen(
+                    [sys.executable, "-m", "ameide_migrate.cli", *fleet_run],
+                    cwd=REPO,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            wanted = {targets["t1"].database, targets["t2"].database}
+            wait_until(lambda: waiting_on_notes_lock(platform.admin) >= wanted, 300, "the waits")
+            jvms = children(cli.pid)
+            cli.send_signal(signal.SIGKILL)
+            cli.wait()
+            wait_until(lambda: all(gone(pid) for pid in jvms), 30, "the orphaned JVM to end")
+            end_orphaned_builds(platform.admin)
+
+        assert histories(platform, FIVE_TENANTS) == {
+            "t0": ["1", "2", "3", "4", "5"],
+            **{t: ["1", "2", "3", "4"] for t in FIVE_TENANTS[1:]},
+        }
+        for target in ("t1", "t2"):
+            assert index_states(targets[target]) == {"accounts_name_idx": True}
+        drop = 'DROP INDEX CONCURRENTLY IF EXISTS "public"."accounts_name_idx";'
+
+        status = ameide("fleet", "status", "--env", "local", "--fleet", "tenants")
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert status.stdout.strip().splitlines()[-1] == "1 up to date, 2 interrupted, 2 behind"
+        for target in ("t1", "t2"):
+            (line,) = [
+                line for line in status.stdout.splitlines() if line.startswith(f"tenant_{target}:")
+            ]
+            assert "V5__two_indexes.sql was interrupted" in line
+            assert "index public.accounts_name_idx on accounts (line 1)" in line
+            assert "Not done: line 3: CREATE INDEX CONCURRENTLY notes_body_idx" in line
+            assert f"`{drop}`" in line
+            assert f"`ameide-migrate fleet run --env local --fleet tenants --target {target}`" in (
+                line
+            )
+
+        drift = ameide("drift", "--env", "local", "--fleet", "tenants", "--json")
+        assert drift.returncode == 3, drift.stdout + drift.stderr
+        verdicts = {d["database"]: d for d in json.loads(drift.stdout)}
+        assert {name: d["verdict"] for name, d in verdicts.items()} == {
+            "tenant_t0": "in sync",
+            "tenant_t1": "interrupted",
+            "tenant_t2": "interrupted",
+            "tenant_t3": "behind",
+            "tenant_t4": "behind",
+        }
+        assert drop in verdicts["tenant_t1"]["fix"]
+        assert any("was interrupted" in p for p in verdicts["tenant_t2"]["problems"])
+
+        # The rerun sets the interrupted targets apart: its canary is t3, and nothing halts.
+        rerun = ameide(*fleet_run, timeout=600)
+        assert rerun.returncode == 1, rerun.stdout + rerun.stderr
+        assert "Traceback" not in rerun.stdout + rerun.stderr
+        assert "halted" not in rerun.stdout
+        assert "already exists" not in rerun.stdout
+        assert "2 interrupted, 2 migrated" in rerun.stderr
+        fixes = fixes_printed(rerun.stdout)
+        assert set(fixes) == {"tenant_t1", "tenant_t2"}, rerun.stdout
+        assert histories(platform, FIVE_TENANTS) == {
+            **{t: ["1", "2", "3", "4", "5"] for t in ("t0", "t3", "t4")},
+            **{t: ["1", "2", "3", "4"] for t in ("t1", "t2")},
+        }
+
+        # The fix exactly as printed: its statements as the owner, then its command.
+        for database, fix in fixes.items():
+            target = database.removeprefix("tenant_")
+            with postgres.connect(targets[target]) as conn:
+                for statement in re.findall(r"`(DROP INDEX CONCURRENTLY [^`]*)`", fix):
+                    conn.execute(statement.encode())
+            (command,) = re.findall(r"`ameide-migrate (fleet run [^`]*)`", fix)
+            done = ameide(*command.split(), timeout=600)
+            assert done.returncode == 0, done.stdout + done.stderr
+
+        assert histories(platform, FIVE_TENANTS) == {
+            t: ["1", "2", "3", "4", "5"] for t in FIVE_TENANTS
+        }
+        for creds in targets.values():
+            assert index_states(creds) == {"accounts_name_idx": True, "notes_body_idx": True}
+            assert postgres.invalid_indexes(creds) == []
+        status = ameide("fleet", "status", "--env", "local", "--fleet", "tenants")
+        assert status.stdout.strip().splitlines()[-1] == "5 up to date", status.stdout
+        drift = ameide("drift", "--env", "local", "--fleet", "tenants", "--json")
+        assert drift.returncode == 0, drift.stdout + drift.stderr
+    finally:
+        drop_owners(platform.admin, targets)
+
+
+def test_run_and_drift_name_a_database_a_crash_left_between_two_index_builds(
+    platform: Platform,
+) -> None:
+    """The state a run killed between the two statements leaves (the fleet test above kills one
+    for real): the first index built, no history row."""
+    prepare_table(platform)
+    (platform.sql_dir / "graph" / CANCELLED_SCRIPT).write_text(
+        f"CREATE INDEX CONCURRENTLY {CANCELLED_INDEX} ON cic_items (code);\n"
+        "CREATE INDEX CONCURRENTLY cic_items_tenant_idx ON cic_items (tenant);\n"
+    )
+    graph = platform.owners["graph"]
+    with postgres.connect(graph) as conn:
+        conn.execute(f"CREATE INDEX CONCURRENTLY {CANCELLED_INDEX} ON cic_items (code)".encode())
+    drop = f'DROP INDEX CONCURRENTLY IF EXISTS "public"."{CANCELLED_INDEX}";'
+
+    state, report = platform.run(databases=["graph"])
+
+    assert state.is_failed()
+    (outcome,) = report.outcomes
+    assert f"{CANCELLED_SCRIPT} was interrupted" in outcome.message
+    assert "already exists" not in outcome.message  # Flyway was not started over it
+    assert f"`{drop}`" in outcome.recovery
+    assert "rerun `ameide-migrate run --env local --db graph`" in outcome.recovery
+    assert success_rows_of_10(platform) == []
+
+    done = ameide("drift", "--env", "local", "--json", "--db", "graph")
+    assert done.returncode == 3, done.stdout + done.stderr
+    (verdict,) = json.loads(done.stdout)
+    assert verdict["verdict"] == "interrupted"
+    assert drop in verdict["fix"]
+
+    with postgres.connect(graph) as conn:
+        conn.execute(drop.encode())
+    state, report = platform.run(databases=["graph"])
+    assert state.is_completed(), report.summary()
+    assert len(success_rows_of_10(platform)) == 1
+    assert {name for (name,) in platform.query("graph", "SELECT indexname FROM pg_indexes")} >= {
+        CANCELLED_INDEX,
+        "cic_items_tenant_idx",
+    }
