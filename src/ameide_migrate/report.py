@@ -511,7 +511,7 @@ def print_locks(
 
 def print_fleet(found: FleetReport, console: Console) -> None:
     """A fleet's run: a line a wave (its targets, how they ended, how long the slowest took),
-    then each failed target with its fix, and why the fleet halted."""
+    then each interrupted and failed target with its fix, and why the fleet halted."""
     table = Table(
         title=f"Fleet {found.fleet}: {found.environment}{on_servers(found.servers_read)}",
         title_justify="left",
