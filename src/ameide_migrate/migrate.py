@@ -103,7 +103,7 @@ def validate(ctx: RunContext, database: str, on_log: LogSink) -> None:
         ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
     )
     found = interrupted(ctx, database, history)
-    if found is not None and found.blocks_a_rerun:
+    if found is not None:
         raise interruption.MigrationInterrupted(
             f"database {database}: {found.describe()} Nothing was migrated over it.", found
         )

@@ -181,11 +181,6 @@ def after_interrupted(found: Interrupted, rerun: str) -> str:
     """A non-transactional migration cut short (`found`): undo what it built, then `rerun`
     applies it whole; Flyway records a migration only by running it, so finishing its
     statements by hand would leave it pending."""
-    if not found.blocks_a_rerun:
-        return (
-            f"rerun `{rerun}`: every index {found.migration.script} built is valid and its "
-            "statements say IF NOT EXISTS, so running it again finishes it and records it"
-        )
     return (
         f"undo what {found.migration.script} built with `{' '.join(found.undo())}` as the "
         f"database's owner, then rerun `{rerun}`, which applies all of it again and records it "

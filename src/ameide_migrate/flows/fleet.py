@@ -229,7 +229,7 @@ def _interrupted(
     def one(database: str) -> DatabaseOutcome | None:
         history = histories.get(database)
         found = retried(migrate.interrupted, get_settings())(ctx, database, history)
-        if found is None or not found.blocks_a_rerun:
+        if found is None:
             return None
         version = current_version(history or [])
         template = ctx.databases[database]
