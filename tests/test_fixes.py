@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ameide_migrate import environments, lint, recovery
+from ameide_migrate.catalog import Kind, Migration, Version
 from ameide_migrate.errors import (
     ChecksumMismatch,
     DatabaseRefusedConnection,
@@ -25,9 +26,11 @@ from ameide_migrate.errors import (
     UnknownDatabase,
     ValidationFailed,
 )
-from ameide_migrate.postgres import InvalidIndex
+from ameide_migrate.interruption import IndexBuild, Interrupted
+from ameide_migrate.postgres import InvalidIndex, NamedIndex
 from ameide_migrate.recovery import Subject
 from ameide_migrate.settings import Settings
+from ameide_migrate.statements import Statement
 
 from .fixes import commands_in, parsed, refusal
 
@@ -51,6 +54,22 @@ def settings(tmp_path: Path) -> Settings:
 
 def _flyway_error(kind: type[FlywayCommandFailed]) -> MigrateError:
     return kind("failed", database="x", command="migrate", flyway_message="failed")
+
+
+def _cut_short() -> Interrupted:
+    """A two-index migration a crash cut after its first index."""
+    statement = "CREATE INDEX CONCURRENTLY accounts_name_idx ON accounts (name)"
+    migration = Migration(
+        Kind.VERSIONED,
+        Version.parse("2"),
+        "two indexes",
+        "V2__two_indexes.sql",
+        Path("V2__two_indexes.sql"),
+        None,
+    )
+    built = NamedIndex("public", "accounts_name_idx", "accounts", True)
+    build = IndexBuild(Statement(statement, statement, 1), "accounts_name_idx", False)
+    return Interrupted("x", migration, ((build, built),), ())
 
 
 def every_fix(subject: Subject) -> dict[str, list[str]]:
@@ -90,6 +109,7 @@ def every_fix(subject: Subject) -> dict[str, list[str]]:
             for applied_in in (None, "V3__x.sql")
             for failed_row in (False, True)
         ],
+        "after_interrupted": [recovery.after_interrupted(_cut_short(), subject)],
         "after_leftovers_unread": [
             recovery.after_leftovers_unread(subject, DatabaseUnreachable("refused"))
         ],

@@ -448,8 +448,9 @@ def test_a_migration_cut_short_is_found_by_the_index_its_first_statement_built(
     assert "index public.accounts_name_idx on accounts (line 1)" in described
     assert "line 3: CREATE INDEX CONCURRENTLY notes_body_idx ON notes (body)" in described
     assert "did not roll it back" in described
-    fix = recovery.after_interrupted(found, "ameide-migrate run --env local --db tenant_t1")
-    assert fix.index("DROP INDEX CONCURRENTLY") < fix.index("then rerun `ameide-migrate run")
+    fix = recovery.after_interrupted(found, recovery.Subject("local", "tenant_t1", "tenants", "t1"))
+    rerun = "then rerun `ameide-migrate fleet run --env local --fleet tenants --target t1`"
+    assert fix.index("DROP INDEX CONCURRENTLY") < fix.index(rerun)
 
     # Nothing built yet: not interrupted. Applied: nothing pending, nothing asked.
     assert interruption.find("tenant_t1", template, at_v1, lambda names: {}) is None

@@ -390,7 +390,8 @@ def fleet_status(settings: Settings, env: str, name: str) -> list[FleetTarget]:
                 database, inspection.version, latest, "unreachable", *last, server=server
             )
         if cut_short is not None:
-            rerun = recovery.fleet_target_command(env, name, database[len(prefix) :])
+            subject = recovery.Subject(env, database, name, database[len(prefix) :])
+            fix = recovery.after_interrupted(cut_short, subject)
             return FleetTarget(
                 database,
                 inspection.version,
@@ -398,7 +399,7 @@ def fleet_status(settings: Settings, env: str, name: str) -> list[FleetTarget]:
                 OutcomeState.INTERRUPTED.value,
                 *last,
                 server=server,
-                fix=f"{cut_short.describe()} Fix: {recovery.after_interrupted(cut_short, rerun)}",
+                fix=f"{cut_short.describe()} Fix: {fix}",
             )
         return FleetTarget(database, inspection.version, latest, state, *last, server=server)
 

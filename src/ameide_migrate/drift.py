@@ -92,9 +92,13 @@ def verdict(statuses: list[MigrationStatus], problems: Mapping[str, str]) -> Ver
 
 
 def fix_for(environment: str, database: str, drift: DatabaseDrift) -> str:
-    """The command (or file to restore) that brings this database back, as `recovery` words it.
-    The drift check reads the tree's databases: `database` is one of its folders."""
-    subject = recovery.Subject(environment, database)
+    """The command (or file to restore) that brings this database of the tree back, as
+    `recovery` words it."""
+    return fix_for_subject(recovery.Subject(environment, database), drift)
+
+
+def fix_for_subject(subject: recovery.Subject, drift: DatabaseDrift) -> str:
+    """As `fix_for`, for a database named as the commands reach it (a fleet's target too)."""
     if drift.verdict is Verdict.IN_SYNC:
         return ""
     if drift.verdict is Verdict.BEHIND:
@@ -309,20 +313,17 @@ def unreachable(
     return report
 
 
-def interrupted(drift: DatabaseDrift, found: Interrupted, rerun: str) -> None:
+def interrupted(drift: DatabaseDrift, found: Interrupted, subject: recovery.Subject) -> None:
     """`drift` is of a database whose first pending migration `found` was cut short: named so,
     with what undoes it and the rerun that applies it whole."""
     drift.verdict = Verdict.INTERRUPTED
     drift.problems = {**drift.problems, found.migration.script: found.describe()}
-    drift.fix = recovery.after_interrupted(found, rerun)
+    drift.fix = recovery.after_interrupted(found, subject)
 
 
-def check_database(
-    ctx: RunContext, database: str, engine: str = "native", rerun: str | None = None
-) -> DatabaseDrift:
+def check_database(ctx: RunContext, database: str, engine: str = "native") -> DatabaseDrift:
     """One database's report: natively from its history, or from Flyway's own info/validate.
-    A database behind (or holding an INVALID index) is looked at for a migration cut short,
-    whose fix reruns it with `rerun` (`run --db DATABASE` by default)."""
+    A database behind (or holding an INVALID index) is looked at for a migration cut short."""
     # A fleet's target is a database of its template's catalog: reported under its own name.
     db = dataclasses.replace(ctx.databases[database], name=database)
     checked_at, started = time.time(), time.monotonic()
@@ -346,6 +347,8 @@ def check_database(
             state.live,
             state.invalid_indexes,
         )
+    if ctx.fleet is not None:
+        report.fix = fix_for_subject(ctx.subject(database), report)
     if report.verdict in (Verdict.BEHIND, Verdict.DRIFTED) and report.pending:
         history = postgres.read_history(
             ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
@@ -358,7 +361,7 @@ def check_database(
             lambda names: postgres.indexes_named(creds, names, timeout=ctx.connect_timeout),
         )
         if found is not None:
-            interrupted(report, found, rerun or recovery.rerun_command(ctx.environment, database))
+            interrupted(report, found, ctx.subject(database))
     report.checked_at, report.duration_s = checked_at, time.monotonic() - started
     report.server = ctx.credentials[database].server
     return report

@@ -519,9 +519,7 @@ def _failed(
         was = reached = _unversioned(ctx, database)
     if isinstance(error, interruption.MigrationInterrupted):
         message = str(error)
-        next_step = recovery.after_interrupted(
-            error.found, recovery.rerun_command(ctx.environment, database)
-        )
+        next_step = recovery.after_interrupted(error.found, ctx.subject(database))
     elif isinstance(error, NonTransactionalMigrationFailed | LeftoversFound):
         message, next_step = _leftovers_failure(ctx, database, error)
     elif isinstance(error, LintErrorsFound):

@@ -177,10 +177,11 @@ def after_leftovers_unread(subject: Subject, reason: MigrateError) -> str:
     )
 
 
-def after_interrupted(found: Interrupted, rerun: str) -> str:
-    """A non-transactional migration cut short (`found`): undo what it built, then `rerun`
+def after_interrupted(found: Interrupted, subject: Subject) -> str:
+    """A non-transactional migration cut short (`found`): undo what it built, then the rerun
     applies it whole; Flyway records a migration only by running it, so finishing its
     statements by hand would leave it pending."""
+    rerun = rerun_command(subject)
     return (
         f"undo what {found.migration.script} built with `{' '.join(found.undo())}` as the "
         f"database's owner, then rerun `{rerun}`, which applies all of it again and records it "

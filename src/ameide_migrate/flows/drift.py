@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from ameide_migrate import drift, environments, metrics, postgres, recovery
+from ameide_migrate import drift, environments, metrics, postgres
 from ameide_migrate import fleet as fleets
 from ameide_migrate import report as rendering
 from ameide_migrate.catalog import DatabaseCatalog
@@ -25,15 +25,12 @@ from ameide_migrate.settings import get_settings
 
 
 @task(**step_options("check"), task_run_name="check {database}")
-def check_database(
-    ctx: RunContext, database: str, engine: str, rerun: str | None = None
-) -> DatabaseDrift:
-    return drift.check_database(ctx, database, engine, rerun)
+def check_database(ctx: RunContext, database: str, engine: str) -> DatabaseDrift:
+    return drift.check_database(ctx, database, engine)
 
 
-def _fleet_targets(environment: str, name: str) -> tuple[dict[str, DatabaseCatalog], list[str]]:
-    """The fleet's target databases, each a database of its template, and the fleet run that
-    reruns each."""
+def _fleet_targets(environment: str, name: str) -> tuple[fleets.Fleet, dict[str, DatabaseCatalog]]:
+    """The fleet, and its target databases, each a database of its template."""
     settings = get_settings()
     declared = environments.fleet(name, settings)
     template = environments.fleet_template(environment, declared, settings)
@@ -45,10 +42,7 @@ def _fleet_targets(environment: str, name: str) -> tuple[dict[str, DatabaseCatal
     targets = fleets.resolve_targets(
         declared, environments.fleet_targets_file(declared, settings), query
     )
-    return (
-        {declared.database_of(t): template for t in targets},
-        [recovery.fleet_target_command(environment, name, t) for t in targets],
-    )
+    return declared, {declared.database_of(t): template for t in targets}
 
 
 @flow(name="drift", log_prints=False, validate_parameters=True)
@@ -74,17 +68,16 @@ def drift_flow(
     own_environment(environment)
     stopped_at_once()
     settings = get_settings()
-    reruns: dict[str, str] = {}
+    declared: fleets.Fleet | None = None
     if fleet:
-        targets, commands = _fleet_targets(environment, fleet)
-        reruns = dict(zip(targets, commands, strict=True))
+        declared, targets = _fleet_targets(environment, fleet)
     else:
         targets = {
             db.name: db for db in environments.catalog(environment, settings).select(databases)
         }
     names = list(targets)
     credentials = with_retries(verify_credentials, settings)(environment, names, login=False)
-    ctx = RunContext.create(environment, targets, credentials, settings)
+    ctx = RunContext.create(environment, targets, credentials, settings, fleet=declared)
     report = DriftReport(environment)
     runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(
         max_workers=concurrency or settings.max_concurrency
@@ -93,10 +86,7 @@ def drift_flow(
     try:
         with runner:
             futures = {
-                name: runner.submit(
-                    checked,
-                    {"ctx": ctx, "database": name, "engine": engine, "rerun": reruns.get(name)},
-                )
+                name: runner.submit(checked, {"ctx": ctx, "database": name, "engine": engine})
                 for name in names
             }
             for name, future in futures.items():
@@ -110,6 +100,7 @@ def drift_flow(
                         server=credentials[name].server,
                     )
                     result.database = name
+                    result.fix = drift.fix_for_subject(ctx.subject(name), result)
                 if not isinstance(result, DatabaseDrift):
                     raise result if isinstance(result, BaseException) else RuntimeError(result)
                 report.databases.append(result)

@@ -224,7 +224,6 @@ def _interrupted(
     """The targets whose first pending migration a crash cut short, each with its fix: set
     apart before the waves are planned, so that no wave (the canary's least of all) fails on
     what that migration built, and the canary is one that can prove the migrations."""
-    prefix = len(declared.database_of(""))
 
     def one(database: str) -> DatabaseOutcome | None:
         history = histories.get(database)
@@ -234,7 +233,6 @@ def _interrupted(
         version = current_version(history or [])
         template = ctx.databases[database]
         latest = str(template.latest_version) if template.latest_version else None
-        rerun = recovery.fleet_target_command(ctx.environment, declared.name, database[prefix:])
         return DatabaseOutcome(
             database,
             OutcomeState.INTERRUPTED,
@@ -244,7 +242,7 @@ def _interrupted(
             0,
             0.0,
             message=found.describe(),
-            recovery=recovery.after_interrupted(found, rerun),
+            recovery=recovery.after_interrupted(found, ctx.subject(database)),
         )
 
     names = [d for d in ctx.databases if d not in skip and d in histories]
