@@ -66,6 +66,7 @@ def _cut_short() -> Interrupted:
         "V2__two_indexes.sql",
         Path("V2__two_indexes.sql"),
         None,
+        "0" * 64,
     )
     built = NamedIndex("public", "accounts_name_idx", "accounts", True)
     build = IndexBuild(Statement(statement, statement, 1), "accounts_name_idx", False)
