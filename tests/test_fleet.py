@@ -9,6 +9,9 @@ bringing every target up, as `fleet status` then shows.
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -404,6 +407,8 @@ def test_trigger_names_what_a_fleet_run_needs_before_it_calls_the_api(tmp_path: 
         commands.trigger(settings, "local", ["platform"], flow="fleet", fleet_name="tenants")
     with pytest.raises(UsageError, match="unknown flow 'fleets': choose migrate, drift or fleet"):
         commands.trigger(settings, "local", flow="fleets")
+    with pytest.raises(UsageError, match="--wait-for-lock goes with --flow fleet"):
+        commands.trigger(settings, "local", wait_for_lock=True)
 
 
 # --- With a real PostgreSQL, Flyway and Prefect --------------------------------------------------
@@ -1044,3 +1049,167 @@ def shard_runs(deployment: str, since: str) -> list[Any]:
             flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[shard.id]))
         )
     return [r for r in runs if r.created and parent.created and r.created > parent.created]
+
+
+# --- One run of a fleet at a time ----------------------------------------------------------------
+
+SETTLING_FLEET = """
+[fleets.tenants]
+template = "tenant"
+targets_file = "tenants.txt"
+
+[fleets.tenants.waves]
+canary = 1
+growth = 4
+"""
+
+
+def start_fleet_run(log: Path, *args: str) -> subprocess.Popen[bytes]:
+    """`fleet run --env local --fleet tenants` in a process of its own, its output in `log`."""
+    command = ["fleet", "run", "--env", "local", "--fleet", "tenants", *args]
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "ameide_migrate.cli", *command],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def settling(platform: Platform) -> bool:
+    """A target's migration sleeps on the server (V4__settle.sql)."""
+    with psycopg.connect(**platform.admin.conninfo(5), autocommit=True) as conn:  # type: ignore[arg-type]
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(%'"
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def fleet_runs() -> dict[str, Any]:
+    """Every run of the `fleet` flow on the server, by id."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["fleet"])))
+    return {str(r.id): r for r in runs}
+
+
+def the_running_fleet_run() -> Any:
+    (running,) = [r for r in fleet_runs().values() if r.state and r.state.is_running()]
+    return running
+
+
+def run_named_in(output: str) -> str:
+    """The flow run id of the `Flow run: <UI address>` line a fleet run prints."""
+    (address,) = re.findall(r"Flow run: \S+/runs/flow-run/([0-9a-f-]{36})", output)
+    return str(address)
+
+
+def applied_counts(platform: Platform, targets: list[str]) -> dict[str, dict[str, int]]:
+    """Per target, how often each version was applied (a version twice: two runs raced)."""
+
+    def counts(target: str) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for row in postgres.read_history(tenant(platform, target), "flyway_schema_history") or []:
+            if row.version and row.success:
+                found[row.version] = found.get(row.version, 0) + 1
+        return found
+
+    return {t: counts(t) for t in targets}
+
+
+@pytest.mark.slow
+def test_a_second_run_of_a_running_fleet_is_refused_naming_it_or_waits_for_its_end(
+    platform: Platform, tmp_path: Path
+) -> None:
+    three = ["acme", "globex", "initech"]
+    add_fleet(platform, three, SETTLING_FLEET, {"V4__settle.sql": "SELECT pg_sleep(12);\n"})
+    first = start_fleet_run(tmp_path / "first.log")
+    try:
+        wait_for("the first run's canary to migrate", lambda: settling(platform), timeout=300)
+        holder = the_running_fleet_run()
+        made = made_so_far(platform)
+        runs = set(fleet_runs())
+
+        refused = ameide("fleet", "run", "--env", "local", "--fleet", "tenants")
+
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "Traceback" not in refused.stdout + refused.stderr
+        assert (
+            f"FAILED: fleet tenants in local is being migrated by another run, {holder.name} "
+            "(Running): " in refused.stderr
+        ), refused.stderr
+        assert f"/runs/flow-run/{holder.id} " in refused.stderr, refused.stderr
+        assert "--wait-for-lock" in refused.stderr
+        # Refused before it made a run, a database, a role or a secret of its own.
+        assert set(fleet_runs()) == runs
+        assert {k: v for k, v in made_so_far(platform).items() if k != "flow runs"} == {
+            k: v for k, v in made.items() if k != "flow runs"
+        }
+
+        # A run that got past the command's check (a deployment's, or one started at the same
+        # moment) is refused by the flow itself, before it reads a target.
+        from ameide_migrate.flows.fleet import fleet_flow
+
+        raced = fleet_flow(environment="local", name="tenants", return_state=True)
+        assert raced.is_failed(), raced
+        assert f"/runs/flow-run/{holder.id} " in (raced.message or ""), raced.message
+
+        waited = ameide(
+            "fleet", "run", "--env", "local", "--fleet", "tenants", "--wait-for-lock", timeout=600
+        )
+
+        assert first.wait(timeout=600) == 0, (tmp_path / "first.log").read_text()
+        assert waited.returncode == 0, waited.stdout + waited.stderr
+        assert f"waiting for {holder.name} (Running) to end" in waited.stderr, waited.stderr
+        # It started once the first had ended, and found every target up to date: each
+        # version applied once, by the first run.
+        ended = fleet_runs()
+        second = ended[run_named_in(waited.stderr)]
+        assert ended[str(holder.id)].end_time <= second.start_time
+        assert applied_counts(platform, three) == {t: dict.fromkeys("1234", 1) for t in three}
+        assert "up to date already: in no wave" in waited.stdout, waited.stdout
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+        drop_owners(platform.admin, {t: tenant(platform, t) for t in three})
+
+
+@pytest.mark.slow
+def test_a_killed_fleet_run_holds_the_fleet_until_it_is_crashed_then_the_next_one_runs(
+    platform: Platform, tmp_path: Path
+) -> None:
+    three = ["acme", "globex", "initech"]
+    add_fleet(platform, three, SETTLING_FLEET, {"V4__settle.sql": "SELECT pg_sleep(15);\n"})
+    first = start_fleet_run(tmp_path / "first.log")
+    try:
+        wait_for("the first run's canary to migrate", lambda: settling(platform), timeout=300)
+        holder = the_running_fleet_run()
+
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        # Its process is gone, but nothing has told Prefect yet: the fleet is still its.
+        refused = ameide("fleet", "run", "--env", "local", "--fleet", "tenants")
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert f"/runs/flow-run/{holder.id} " in refused.stderr, refused.stderr
+        assert "marks it Crashed" in refused.stderr
+
+        waited = ameide(
+            "fleet", "run", "--env", "local", "--fleet", "tenants", "--wait-for-lock", timeout=600
+        )
+
+        assert waited.returncode == 0, waited.stdout + waited.stderr
+        ended = fleet_runs()
+        killed = ended[str(holder.id)]
+        assert killed.state is not None
+        assert killed.state.name == "Crashed", killed.state
+        second = ended[run_named_in(waited.stderr)]
+        assert killed.state.timestamp <= second.start_time
+        assert applied_counts(platform, three) == {t: dict.fromkeys("1234", 1) for t in three}
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+        drop_owners(platform.admin, {t: tenant(platform, t) for t in three})

@@ -476,6 +476,16 @@ def _job_variables_file(path: Path) -> dict[str, Any]:
     return loaded
 
 
+WaitForLockOption = Annotated[
+    bool,
+    typer.Option(
+        "--wait-for-lock",
+        help="A fleet runs one at a time in an environment: while another run of it has not "
+        "ended, wait for it instead of being refused.",
+    ),
+]
+
+
 @app.command()
 def trigger(
     env: EnvOption,
@@ -502,6 +512,7 @@ def trigger(
             "--push` prints it) instead of the deployment's."
         ),
     ] = None,
+    wait_for_lock: WaitForLockOption = False,
 ) -> None:
     """Start a run of the environment's deployment through the Prefect API (for CI).
 
@@ -512,7 +523,14 @@ def trigger(
     from ameide_migrate.settings import get_settings
 
     started = commands.trigger(
-        get_settings(), env, db, flow=flow, dry_run=dry_run, image=image, fleet_name=fleet
+        get_settings(),
+        env,
+        db,
+        flow=flow,
+        dry_run=dry_run,
+        image=image,
+        fleet_name=fleet,
+        wait_for_lock=wait_for_lock,
     )
     flow_run_id, ui = started.flow_run_id, started.ui_url
     console.print(f"flow run {flow_run_id}: {ui}", soft_wrap=True, highlight=False)
@@ -819,11 +837,14 @@ def fleet_run(
         typer.Option("--target", "-t", help="Only this target; repeat for several."),
     ] = None,
     admin_url: AdminUrlOption = None,
+    wait_for_lock: WaitForLockOption = False,
 ) -> None:
     """Migrate a fleet's targets in waves: the canary first, each wave larger, and a halt when a
     wave breaks the fleet's halt rules (the waves after it never start). A rerun finds the
-    migrated targets up to date and goes on with the failed and the new ones. Exits 0 when
-    every target migrated, 1 when a target failed or the fleet halted."""
+    migrated targets up to date and goes on with the failed and the new ones. One run of a
+    fleet in an environment at a time: another is refused (exit 2) naming the running one, or
+    waits for it with --wait-for-lock. Exits 0 when every target migrated, 1 when a target
+    failed or the fleet halted."""
     from ameide_migrate import commands, report
     from ameide_migrate.settings import get_settings
 
@@ -834,6 +855,7 @@ def fleet_run(
             fleet,
             target,
             admin_url=_admin_url(admin_url),
+            wait_for_lock=wait_for_lock,
             progress=_progress,
             on_api=_announce_local_server,
             on_target=on_target,

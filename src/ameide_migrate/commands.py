@@ -293,16 +293,34 @@ def fleet_run(
     targets: list[str] | None = None,
     *,
     admin_url: SecretStr | None = None,
+    wait_for_lock: bool = False,
     progress: Progress = _silent,
     on_api: Callable[[prefect_api.Api], None] = lambda _: None,
     on_target: fleet.WaveProgress = lambda _wave, _size, _outcome: None,
 ) -> FleetRun:
     """A fleet's targets migrated in waves (for the local environment, their databases and
-    owners made first, once everything the run needs is checked)."""
+    owners made first, once everything the run needs is checked); refused (FleetBusy) while
+    another run of the fleet in the environment has not ended, or, `wait_for_lock`, started
+    once it has."""
     declared = environments.fleet(name, settings)
     # A registry is queried on the server the run was given, as the flow will.
     with local.reading_server(local.server_of(admin_url)):
         chosen = check_fleet(settings, env, name, targets)
+    api = connect(settings, env)
+    prefect_api.ensure_heartbeat_guard()
+    on_api(api)
+    from ameide_migrate.errors import FleetHalted
+    from ameide_migrate.flows.fleet import await_the_fleets_turn, fleet_flow
+
+    # Before anything is made; the run checks again once it exists, against runs started since.
+    await_the_fleets_turn(
+        env,
+        name,
+        None,
+        wait=wait_for_lock,
+        how_to_wait="run again with --wait-for-lock",
+        on_wait=progress,
+    )
     install_flyway(settings, progress=progress)
     server = None
     if environments.get(env, settings).local:
@@ -311,14 +329,10 @@ def fleet_run(
             settings, [declared.database_of(t) for t in chosen], admin_url, progress
         )
         server = made.admin.server
-    api = connect(settings, env)
-    prefect_api.ensure_heartbeat_guard()
-    on_api(api)
-    from ameide_migrate.errors import FleetHalted
-    from ameide_migrate.flows.fleet import fleet_flow
-
     with fleet.progress_to(on_target), local.reading_server(server):
-        outcome, flow_run_id = _run_flow(fleet_flow, environment=env, name=name, targets=targets)
+        outcome, flow_run_id = _run_flow(
+            fleet_flow, environment=env, name=name, targets=targets, wait_for_lock=wait_for_lock
+        )
     url = prefect_api.ui_address_of_flow_run(api.ui_url, str(flow_run_id))
     if isinstance(outcome, FleetHalted):
         return FleetRun(outcome.report, url, outcome)
@@ -744,6 +758,7 @@ def trigger(
     dry_run: bool = False,
     image: str | None = None,
     fleet_name: str | None = None,
+    wait_for_lock: bool = False,
 ) -> Triggered:
     """A run of the environment's deployment, created through the Prefect API (for CI)."""
     if flow not in ("migrate", "drift", "fleet"):
@@ -760,7 +775,9 @@ def trigger(
         environments.fleet_registry(env, declared, settings)
         if declared.targets_query is None:
             fleet_targets(settings, env, fleet_name)
-        parameters = {"name": fleet_name}
+        parameters = {"name": fleet_name, "wait_for_lock": wait_for_lock}
+    elif wait_for_lock:
+        raise UsageError("--wait-for-lock goes with --flow fleet: a fleet runs one at a time")
     else:
         catalog = environments.catalog(env, settings)
         names = [d.name for d in catalog.select(databases)] if databases else []
@@ -775,6 +792,18 @@ def trigger(
             "`ameide-migrate image build --push` prints it"
         )
     api = connect(settings, env, deployments=True)
+    if fleet_name is not None and not wait_for_lock:
+        from ameide_migrate.flows.fleet import await_the_fleets_turn
+
+        # Refused before a run exists; the run checks again (or waits) once it does.
+        await_the_fleets_turn(
+            env,
+            fleet_name,
+            None,
+            wait=False,
+            how_to_wait="trigger it with --wait-for-lock",
+            on_wait=_silent,
+        )
     job_variables = {"image": image} if image else None
     flow_run_id = prefect_api.start_deployment(f"{flow}/{env}", parameters, job_variables)
     policy = environments.get(env, settings).approval

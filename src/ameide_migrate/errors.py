@@ -292,6 +292,21 @@ class FleetHalted(MigrateError):
         self.report = report
 
 
+class FleetBusy(UsageError):
+    """Another run of the fleet in the environment has not ended: one at a time, or two canaries
+    would each prove half of what they claim. Nothing of this run was started."""
+
+    def __init__(
+        self, environment: str, fleet: str, holder: str, url: str, how_to_wait: str
+    ) -> None:
+        super().__init__(
+            f"fleet {fleet} in {environment} is being migrated by another run, {holder}: {url} "
+            f"— wait for it to end, or {how_to_wait} to start once it has (a run whose process "
+            "died holds the fleet until the heartbeat guard marks it Crashed, within two "
+            "minutes of its last heartbeat)"
+        )
+
+
 class FleetTargetsFailed(MigrateError):
     """A baseline or repair over a fleet's targets failed on some of them; the others were
     done (each target is its own database: one failure undoes nothing elsewhere)."""

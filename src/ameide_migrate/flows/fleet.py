@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, cast
+from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -42,6 +43,7 @@ from ameide_migrate.errors import (
     REJECTED_STATE,
     ApprovedFilesChanged,
     DatabaseRefusedConnection,
+    FleetBusy,
     FleetHalted,
     MigrateError,
     UsageError,
@@ -64,6 +66,62 @@ R = TypeVar("R")
 
 def artifact_key(environment: str, name: str) -> str:
     return f"fleet-{environment}-{name}".replace("_", "-").lower()
+
+
+FLEET_FLOW = "fleet"
+TURN_POLL_SECONDS = 5.0
+
+
+def await_the_fleets_turn(
+    environment: str,
+    name: str,
+    own: UUID | None,
+    *,
+    wait: bool,
+    how_to_wait: str,
+    on_wait: Callable[[str], None],
+) -> None:
+    """Return once no unended run of the fleet in the environment is ahead of the run `own`
+    (of any such run, without `own`: a command that has started none yet); FleetBusy naming the
+    first, with its address, unless `wait`: then `on_wait` is told of each run waited for."""
+    key = f"{artifact_key(environment, name)}-turn"
+    told: UUID | None = None
+    while ahead := prefect_api.runs_before(key, FLEET_FLOW, own):
+        holder = ahead[0]
+        if not wait:
+            raise FleetBusy(
+                environment, name, f"{holder.name} ({holder.state})", holder.url, how_to_wait
+            )
+        if holder.flow_run_id != told:
+            on_wait(
+                f"fleet {name} in {environment}: waiting for {holder.name} ({holder.state}) "
+                f"to end: {holder.url}"
+            )
+            told = holder.flow_run_id
+        time.sleep(TURN_POLL_SECONDS)
+
+
+def _take_the_fleets_turn(environment: str, name: str, wait: bool) -> None:
+    """This run's turn at the fleet, taken before it reads or touches anything; held until the
+    run ends (see prefect_api.runs_before)."""
+    create_markdown_artifact(
+        key=f"{artifact_key(environment, name)}-turn",
+        markdown=f"Flow run `{flow_run.name}` took its turn at fleet `{name}` in "
+        f"`{environment}`: the fleet's runs migrate one at a time, in the order of their turns.",
+        description=f"A turn at fleet {name} in {environment}",
+    )
+    await_the_fleets_turn(
+        environment,
+        name,
+        UUID(flow_run.id),
+        wait=wait,
+        how_to_wait=(
+            "start this run again with `wait_for_lock` ticked (trigger --wait-for-lock)"
+            if deployment.id
+            else "run again with --wait-for-lock"
+        ),
+        on_wait=get_run_logger().info,
+    )
 
 
 def retried(step: Callable[P, R], settings: Settings) -> Callable[P, R]:
@@ -553,20 +611,26 @@ def _ledger(found: FleetReport) -> None:
     )
 
 
-@flow(name="fleet", log_prints=False, validate_parameters=True)
+@flow(name=FLEET_FLOW, log_prints=False, validate_parameters=True)
 def fleet_flow(
-    environment: str = "local", name: str = "", targets: list[str] | None = None
+    environment: str = "local",
+    name: str = "",
+    targets: list[str] | None = None,
+    wait_for_lock: bool = False,
 ) -> FleetReport | State[Any]:
     """Migrate a fleet's targets in waves: a canary first, each wave larger, a halt when a wave
-    breaks the fleet's halt rules.
+    breaks the fleet's halt rules. One run of a fleet in an environment at a time.
 
     Args:
         environment: local, staging or prod.
         name: The fleet, as ameide.toml declares it ([fleets.NAME]).
         targets: Only these targets (in the fleet's order). Leave it empty for all of them.
+        wait_for_lock: When another run of this fleet has not ended, wait for it (else this
+            run is refused, naming it).
     """
     own_environment(environment)
     stopped_at_once()
+    _take_the_fleets_turn(environment, name, wait_for_lock)
     settings = get_settings()
     logger = get_run_logger()
     declared = environments.fleet(name, settings)
