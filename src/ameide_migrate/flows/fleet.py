@@ -72,6 +72,12 @@ FLEET_FLOW = "fleet"
 TURN_POLL_SECONDS = 5.0
 
 
+def turn_key(environment: str, name: str) -> str:
+    """The key of a run's turn at a fleet: a prefix of its own, where a suffix could be another
+    fleet's ledger (`fleet-local-a-turn` is fleet a-turn's)."""
+    return f"turn-{artifact_key(environment, name)}"
+
+
 def await_the_fleets_turn(
     environment: str,
     name: str,
@@ -84,7 +90,7 @@ def await_the_fleets_turn(
     """Return once no unended run of the fleet in the environment is ahead of the run `own`
     (of any such run, without `own`: a command that has started none yet); FleetBusy naming the
     first, with its address, unless `wait`: then `on_wait` is told of each run waited for."""
-    key = f"{artifact_key(environment, name)}-turn"
+    key = turn_key(environment, name)
     told: UUID | None = None
     while ahead := prefect_api.runs_before(key, FLEET_FLOW, own):
         holder = ahead[0]
@@ -105,7 +111,7 @@ def _take_the_fleets_turn(environment: str, name: str, wait: bool) -> None:
     """This run's turn at the fleet, taken before it reads or touches anything; held until the
     run ends (see prefect_api.runs_before)."""
     create_markdown_artifact(
-        key=f"{artifact_key(environment, name)}-turn",
+        key=turn_key(environment, name),
         markdown=f"Flow run `{flow_run.name}` took its turn at fleet `{name}` in "
         f"`{environment}`: the fleet's runs migrate one at a time, in the order of their turns.",
         description=f"A turn at fleet {name} in {environment}",
