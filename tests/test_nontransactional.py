@@ -451,6 +451,9 @@ def test_a_migration_cut_short_is_found_by_the_index_its_first_statement_built(
     fix = recovery.after_interrupted(found, recovery.Subject("local", "tenant_t1", "tenants", "t1"))
     rerun = "then rerun `ameide-migrate fleet run --env local --fleet tenants --target t1`"
     assert fix.index("DROP INDEX CONCURRENTLY") < fix.index(rerun)
+    assert fix.endswith(f"; or let `{rerun[len('then rerun `') : -1]} --undo-interrupted` do both")
+    tree = recovery.after_interrupted(found, recovery.Subject("local", "graph"))
+    assert "--undo-interrupted" not in tree  # run leaves a database of the tree to its owner
 
     # Nothing built yet: not interrupted. Applied: nothing pending, nothing asked.
     assert interruption.find("tenant_t1", template, at_v1, lambda names: {}) is None
@@ -638,8 +641,9 @@ def test_a_fleet_killed_between_two_index_builds_names_its_interrupted_targets_a
         assert drop in verdicts["tenant_t1"]["fix"]
         assert any("was interrupted" in p for p in verdicts["tenant_t2"]["problems"])
 
-        # The rerun sets the interrupted targets apart: its canary is t3, and nothing halts.
-        rerun = ameide(*fleet_run, timeout=600)
+        # The rerun sets the interrupted targets apart: its canary is t3, and nothing halts. The
+        # killed run holds the fleet's lock until the heartbeat guard crashes it.
+        rerun = ameide(*fleet_run, "--wait-for-lock", timeout=600)
         assert rerun.returncode == 1, rerun.stdout + rerun.stderr
         assert "Traceback" not in rerun.stdout + rerun.stderr
         assert "halted" not in rerun.stdout
@@ -652,15 +656,24 @@ def test_a_fleet_killed_between_two_index_builds_names_its_interrupted_targets_a
             **{t: ["1", "2", "3", "4"] for t in ("t1", "t2")},
         }
 
-        # The fix exactly as printed: its statements as the owner, then its command.
-        for database, fix in fixes.items():
-            target = database.removeprefix("tenant_")
-            with postgres.connect(targets[target]) as conn:
-                for statement in re.findall(r"`(DROP INDEX CONCURRENTLY [^`]*)`", fix):
-                    conn.execute(statement.encode())
-            (command,) = re.findall(r"`ameide-migrate (fleet run [^`]*)`", fix)
-            done = ameide(*command.split(), timeout=600)
-            assert done.returncode == 0, done.stdout + done.stderr
+        # The fix exactly as printed: on t1 its statements as the owner, then its rerun; on t2
+        # the one command it offers that does both.
+        commands = {
+            database: re.findall(r"`ameide-migrate (fleet run [^`]*)`", fix)
+            for database, fix in fixes.items()
+        }
+        rerun, undo_and_rerun = commands["tenant_t1"]
+        assert rerun == "fleet run --env local --fleet tenants --target t1"
+        assert undo_and_rerun == f"{rerun} --undo-interrupted"
+        with postgres.connect(targets["t1"]) as conn:
+            for statement in re.findall(r"`(DROP INDEX CONCURRENTLY [^`]*)`", fixes["tenant_t1"]):
+                conn.execute(statement.encode())
+        done = ameide(*rerun.split(), timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        _, undo_and_rerun = commands["tenant_t2"]
+        done = ameide(*undo_and_rerun.split(), timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "interrupted" not in done.stdout  # undone, then migrated in its wave
 
         assert histories(platform, FIVE_TENANTS) == {
             t: ["1", "2", "3", "4", "5"] for t in FIVE_TENANTS

@@ -838,13 +838,21 @@ def fleet_run(
     ] = None,
     admin_url: AdminUrlOption = None,
     wait_for_lock: WaitForLockOption = False,
+    undo_interrupted: Annotated[
+        bool,
+        typer.Option(
+            "--undo-interrupted",
+            help="On a target whose last migration a crash cut short, drop the indexes it "
+            "built (its fix's statements) and migrate it, instead of setting it apart.",
+        ),
+    ] = False,
 ) -> None:
     """Migrate a fleet's targets in waves: the canary first, each wave larger, and a halt when a
     wave breaks the fleet's halt rules (the waves after it never start). A rerun finds the
-    migrated targets up to date and goes on with the failed and the new ones. One run of a
-    fleet in an environment at a time: another is refused (exit 2) naming the running one, or
-    waits for it with --wait-for-lock. Exits 0 when every target migrated, 1 when a target
-    failed or the fleet halted."""
+    migrated targets up to date and goes on with the failed and the new ones, and sets apart
+    those a crash left interrupted. One run of a fleet in an environment at a time: another is
+    refused (exit 2) naming the running one, or waits for it with --wait-for-lock. Exits 0 when
+    every target migrated, 1 when a target failed or is interrupted, or the fleet halted."""
     from ameide_migrate import commands, report
     from ameide_migrate.settings import get_settings
 
@@ -859,6 +867,7 @@ def fleet_run(
             progress=_progress,
             on_api=_announce_local_server,
             on_target=on_target,
+            undo_interrupted=undo_interrupted,
         )
     if done.report is not None:
         report.print_fleet(done.report, console)

@@ -297,6 +297,7 @@ def fleet_run(
     progress: Progress = _silent,
     on_api: Callable[[prefect_api.Api], None] = lambda _: None,
     on_target: fleet.WaveProgress = lambda _wave, _size, _outcome: None,
+    undo_interrupted: bool = False,
 ) -> FleetRun:
     """A fleet's targets migrated in waves (for the local environment, their databases and
     owners made first, once everything the run needs is checked); refused (FleetBusy) while
@@ -331,7 +332,12 @@ def fleet_run(
         server = made.admin.server
     with fleet.progress_to(on_target), local.reading_server(server):
         outcome, flow_run_id = _run_flow(
-            fleet_flow, environment=env, name=name, targets=targets, wait_for_lock=wait_for_lock
+            fleet_flow,
+            environment=env,
+            name=name,
+            targets=targets,
+            wait_for_lock=wait_for_lock,
+            undo_interrupted=undo_interrupted,
         )
     url = prefect_api.ui_address_of_flow_run(api.ui_url, str(flow_run_id))
     if isinstance(outcome, FleetHalted):

@@ -472,6 +472,20 @@ def indexes_named(
     return found
 
 
+def drop_indexes_concurrently(
+    creds: Credentials, indexes: Sequence[NamedIndex], *, timeout: int = 5
+) -> None:
+    """Each index dropped without blocking writes to its table (autocommit: PostgreSQL refuses
+    DROP INDEX CONCURRENTLY in a transaction)."""
+    with connect(creds, timeout=timeout) as conn, _reading(creds, "its indexes, dropping them"):
+        for index in indexes:
+            conn.execute(
+                sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
+                    sql.Identifier(index.schema, index.name)
+                )
+            )
+
+
 def _invalid_indexes(conn: psycopg.Connection) -> list[InvalidIndex]:
     return [InvalidIndex(*row) for row in conn.execute(_INVALID_INDEXES_SQL).fetchall()]
 

@@ -182,11 +182,13 @@ def after_interrupted(found: Interrupted, subject: Subject) -> str:
     applies it whole; Flyway records a migration only by running it, so finishing its
     statements by hand would leave it pending."""
     rerun = rerun_command(subject)
+    # A fleet run undoes it itself when asked; `run` leaves a database of the tree to its owner.
+    both = f"; or let `{rerun} --undo-interrupted` do both" if subject.fleet else ""
     return (
         f"undo what {found.migration.script} built with `{' '.join(found.undo())}` as the "
         f"database's owner, then rerun `{rerun}`, which applies all of it again and records it "
         "(Flyway records a migration only by running it: finishing its statements by hand would "
-        "leave it pending)"
+        f"leave it pending){both}"
     )
 
 

@@ -314,6 +314,41 @@ def _interrupted(
         return [o for o in pool.map(one, names) if o is not None]
 
 
+def _undo(
+    ctx: RunContext,
+    histories: Mapping[str, list[HistoryRow] | None],
+    interrupted: list[DatabaseOutcome],
+) -> list[DatabaseOutcome]:
+    """What each interrupted migration built, dropped (its fix's statements, read again now), so
+    that its target migrates in the waves as any pending one; those whose undo fails stay set
+    apart, saying so."""
+    logger = get_run_logger()
+    left: list[DatabaseOutcome] = []
+    for outcome in interrupted:
+        database = outcome.database
+        try:
+            found = retried(migrate.interrupted, get_settings())(
+                ctx, database, histories.get(database)
+            )
+            if found is None:
+                continue
+            logger.warning(
+                "%s: undoing what the interrupted %s built: %s",
+                database,
+                found.migration.script,
+                " ".join(found.undo()),
+            )
+            retried(postgres.drop_indexes_concurrently, get_settings())(
+                ctx.credentials[database],
+                [index for _, index in found.built],
+                timeout=ctx.connect_timeout,
+            )
+        except MigrateError as error:
+            outcome.message = f"{outcome.message} Undoing it failed: {error}"
+            left.append(outcome)
+    return left
+
+
 def _migrate_targets(
     ctx: RunContext, declared: fleet.Fleet, wave: int, size: int, databases: list[str], steps: Steps
 ) -> list[DatabaseOutcome]:
@@ -623,6 +658,7 @@ def fleet_flow(
     name: str = "",
     targets: list[str] | None = None,
     wait_for_lock: bool = False,
+    undo_interrupted: bool = False,
 ) -> FleetReport | State[Any]:
     """Migrate a fleet's targets in waves: a canary first, each wave larger, a halt when a wave
     breaks the fleet's halt rules. One run of a fleet in an environment at a time.
@@ -633,6 +669,9 @@ def fleet_flow(
         targets: Only these targets (in the fleet's order). Leave it empty for all of them.
         wait_for_lock: When another run of this fleet has not ended, wait for it (else this
             run is refused, naming it).
+        undo_interrupted: On each target whose last migration a crash cut short, drop what it
+            built (its fix's statements) and migrate it in the waves, instead of setting it
+            apart.
     """
     own_environment(environment)
     stopped_at_once()
@@ -669,6 +708,8 @@ def fleet_flow(
     reachable = {d: t for d, t in databases.items() if d not in unreachable}
     ctx = RunContext.create(environment, reachable, verified, settings, fleet=declared)
 
+    to_undo: list[DatabaseOutcome] = []
+
     def pending_waves(template: DatabaseCatalog) -> list[list[str]]:
         """The waves of the targets with something pending on `template`; the others are up
         to date in the ledger, or set apart as interrupted."""
@@ -677,9 +718,11 @@ def fleet_flow(
             for database in reachable
             if database in histories and migrate.compare(template, histories[database]).up_to_date
         ]
-        found.interrupted = _interrupted(
-            ctx, declared, histories, {o.database for o in found.up_to_date}
-        )
+        cut_short = _interrupted(ctx, declared, histories, {o.database for o in found.up_to_date})
+        # Asked to undo them, they wait in the waves (approved with the others) and are undone
+        # just before the first; otherwise they are set apart.
+        found.interrupted = [] if undo_interrupted else cut_short
+        to_undo[:] = cut_short if undo_interrupted else []
         done = {o.database for o in found.outcomes} | set(unreachable)
         waves = fleet.plan_pending_waves(
             names, [t for t in names if declared.database_of(t) not in done], declared.waves
@@ -729,6 +772,11 @@ def fleet_flow(
         # The waves of what was approved: the files and histories read after the decision.
         template = next(iter(ctx.databases.values()))
         waves = pending_waves(template)
+    if to_undo:
+        found.interrupted = _undo(ctx, histories, to_undo)
+        still = {o.database for o in found.interrupted}
+        kept = ([t for t in wave if declared.database_of(t) not in still] for wave in waves)
+        waves = [wave for wave in kept if wave]
     steps = _steps(settings)
     shards_on = _shard_deployment(environment)
     # A shard run reads its own template (its image's): it migrates only the approved files.
