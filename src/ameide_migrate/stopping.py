@@ -42,16 +42,7 @@ def stopping_at_once(
         yield
         return
 
-    def stop(signum: int, _frame: object) -> None:
-        for sig in STOP_SIGNALS:  # a second Ctrl-C must not cut this short
-            signal.signal(sig, signal.SIG_IGN)
-        try:
-            on_interrupt(signum)
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(128 + signum if exit_code is None else exit_code)
-
+    stop = _stopper(on_interrupt, exit_code)
     previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
     _handling.append(stop)
     try:
@@ -79,6 +70,17 @@ def for_the_rest_of_the_process(on_interrupt: Callable[[int], None]) -> None:
     if threading.current_thread() is not threading.main_thread():
         return
 
+    stop = _stopper(on_interrupt, None)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, stop)
+
+
+def _stopper(
+    on_interrupt: Callable[[int], None], exit_code: int | None
+) -> Callable[[int, object], None]:
+    """The signal handler: `on_interrupt(signal)`, then the exit, `exit_code` or 128 + the
+    signal; a second signal meanwhile is ignored (a second Ctrl-C must not cut it short)."""
+
     def stop(signum: int, _frame: object) -> None:
         for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
@@ -87,7 +89,6 @@ def for_the_rest_of_the_process(on_interrupt: Callable[[int], None]) -> None:
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
-            os._exit(128 + signum)
+            os._exit(128 + signum if exit_code is None else exit_code)
 
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, stop)
+    return stop
