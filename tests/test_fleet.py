@@ -29,8 +29,8 @@ from ameide_migrate import (
     fleet,
     postgres,
     prefect_api,
-    report,
     secret_sources,
+    terminal,
 )
 from ameide_migrate import vault as vault_api
 from ameide_migrate.commands import seed_local
@@ -124,7 +124,7 @@ def test_a_halt_names_what_to_fix_and_never_failed_targets_when_none_failed() ->
     assert "failed targets" not in summary
     assert "`ameide-migrate fleet run --env local --fleet tenants`" in summary
     printed = Console(record=True, width=200)
-    report.print_fleet(slow, printed)
+    terminal.print_fleet(slow, printed)
     shown = printed.export_text()
     assert "failed targets" not in shown
     assert "No target failed" in shown
@@ -185,7 +185,7 @@ def test_fleet_status_counts_failed_quarantined_not_started_and_behind_apart() -
         commands.FleetTarget(f"tenant_t{i}", "1", "2", state, "", "", "127.0.0.1:5432")
         for i, state in enumerate(["behind", "not started", "failed", "behind", "unreachable"])
     ]
-    report.print_fleet_status("tenants", targets, shown)
+    terminal.print_fleet_status("tenants", targets, shown)
     text = shown.export_text()
     assert text.startswith("Fleet tenants on 127.0.0.1:5432")
     assert text.strip().splitlines()[-1] == ("1 failed, 1 not started, 2 behind, 1 unreachable")

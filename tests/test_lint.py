@@ -536,7 +536,7 @@ def test_a_table_created_if_not_exists_is_not_new(tmp_path: Path) -> None:
 def test_the_findings_table_keeps_line_level_and_fix_in_a_narrow_terminal() -> None:
     from rich.console import Console
 
-    from ameide_migrate import report
+    from ameide_migrate import terminal
 
     finding = Finding(
         "/a/long/checkout/path/db/flyway/sql/graph/V9__graph_nodes_label_index.sql",
@@ -547,7 +547,7 @@ def test_the_findings_table_keeps_line_level_and_fix_in_a_narrow_terminal() -> N
         "Use `concurrently` to avoid blocking writes.",
     )
     console = Console(width=80, record=True)
-    report.print_findings([(None, finding)], console, title="lint")
+    terminal.print_findings([(None, finding)], console, title="lint")
     text = console.export_text()
     assert "│    2 │" in text
     assert "error" in text

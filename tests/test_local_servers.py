@@ -21,8 +21,8 @@ from ameide_migrate.errors import ExitCode
 from ameide_migrate.fleet import FleetReport
 from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState, RunReport
 from ameide_migrate.pg_cluster import Cluster
-from ameide_migrate.report import print_run
 from ameide_migrate.settings import get_settings
+from ameide_migrate.terminal import print_run
 
 from .fix_platform import Platform, admin_url_of, ameide, drop_owners
 from .fix_vault import Vault

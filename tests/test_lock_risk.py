@@ -23,8 +23,8 @@ from rich.console import Console
 
 from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState, RunReport
 from ameide_migrate.postgres import Credentials
-from ameide_migrate.report import print_run
 from ameide_migrate.settings import get_settings
+from ameide_migrate.terminal import print_run
 
 from .fix_platform import Platform
 from .test_approval import artifact

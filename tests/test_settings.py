@@ -8,10 +8,9 @@ import os
 import pytest
 
 from ameide_migrate.blocks import VaultDatabaseSecrets
-from ameide_migrate.environments import VaultLayout
 from ameide_migrate.errors import SettingInvalid
 from ameide_migrate.settings import Settings, get_settings
-from ameide_migrate.vault import VaultSettings
+from ameide_migrate.vault import VaultLayout, VaultSettings
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ import re
 import pytest
 from rich.console import Console
 
-from ameide_migrate import locking, report, statements
+from ameide_migrate import locking, report, statements, terminal
 from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState
 from ameide_migrate.plan import DatabasePlan, PlannedMigration
 
@@ -177,7 +177,7 @@ def test_a_seeds_locks_on_a_table_that_exists_read_as_one_row_a_run_of_alike_sta
         "| ROW EXCLUSIVE | public.items | ~5,000 | 1.0 MB | - |",
     ]
     console = Console(width=200, record=True)
-    report.print_locks(
+    terminal.print_locks(
         [("shop", "shop/V2__seed.sql", lock) for lock in found], console, title="Locks"
     )
     printed = [r for r in console.export_text().splitlines() if "shop/V2__seed.sql:" in r]

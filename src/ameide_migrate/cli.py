@@ -223,7 +223,7 @@ def run(
 ) -> None:
     """(Build and push the migrations image,) verify the credentials, migrate the environment's
     databases to the latest version, then prove it (flyway info)."""
-    from ameide_migrate import commands, report
+    from ameide_migrate import commands, terminal
     from ameide_migrate.settings import get_settings
 
     if concurrency is not None and concurrency < 1:
@@ -244,7 +244,7 @@ def run(
         on_api=_announce_local_server,
     )
     if done.report is not None:
-        report.print_run(done.report, console)
+        terminal.print_run(done.report, console)
     err_console.print(f"Flow run: {done.flow_run_url}", soft_wrap=True, highlight=False)
     if done.failure is not None:
         raise done.failure
@@ -288,7 +288,7 @@ def dev(
     An applied migration edited since is named with its two fixes, neither done unasked. Exits
     130 on Ctrl-C, leaving no run Running.
     """
-    from ameide_migrate import commands, report
+    from ameide_migrate import commands, terminal
     from ameide_migrate.settings import get_settings
 
     commands.dev(
@@ -296,7 +296,7 @@ def dev(
         reset=reset,
         image=image,
         registry=registry,
-        on_event=lambda event: report.print_dev_event(event, console),
+        on_event=lambda event: terminal.print_dev_event(event, console),
         progress=_progress,
     )
     raise SystemExit(ExitCode.INTERRUPTED)
@@ -320,7 +320,7 @@ def drift(
     Exits 0 when every database is in sync, 3 when any has drifted or has pending migrations,
     1 on an error (an unreachable database, a Vault fault).
     """
-    from ameide_migrate import commands, report
+    from ameide_migrate import commands, terminal
     from ameide_migrate.settings import get_settings
 
     if engine not in ("native", "flyway"):
@@ -329,7 +329,7 @@ def drift(
     if json_output:
         typer.echo(json.dumps([d.as_json() for d in found.databases], indent=2))
     else:
-        report.print_drift(found, console)
+        terminal.print_drift(found, console)
     if found.unreachable:
         raise SystemExit(ExitCode.FAILED)
     if not found.in_sync:
@@ -367,7 +367,7 @@ def lint(
 
     Exits 0 clean or warnings only, 1 an error finding, 2 a usage mistake.
     """
-    from ameide_migrate import commands, report
+    from ameide_migrate import commands, terminal
     from ameide_migrate.settings import get_settings
 
     if output_format not in ("table", "json", "github"):
@@ -382,7 +382,7 @@ def lint(
     else:
         if linted.findings:
             title = f"Lint: {env}" if env else "Lint"
-            report.print_findings(linted.findings, console, title=title)
+            terminal.print_findings(linted.findings, console, title=title)
         console.print(_lint_verdict(linted), highlight=False, soft_wrap=True)
     if linted.errors:
         raise SystemExit(ExitCode.FAILED)
@@ -519,7 +519,7 @@ def trigger(
     Exits 0 completed, 1 failed, crashed or cancelled, 3 drift found, 4 timed out (the run keeps
     going), 5 a protected environment's plan rejected or not approved in time.
     """
-    from ameide_migrate import commands, report
+    from ameide_migrate import commands, terminal
     from ameide_migrate.settings import get_settings
 
     started = commands.trigger(
@@ -548,7 +548,7 @@ def trigger(
         flow_run_id, timeout or started.wait_seconds, on_line=line, on_waiting=waiting
     )
     for table in outcome.tables:
-        report.print_artifact_table(table, console)
+        terminal.print_artifact_table(table, console)
     console.print(f"Flow run: {ui}", soft_wrap=True, highlight=False)
     line(outcome.summary)
     raise SystemExit(outcome.exit_code)
@@ -663,10 +663,10 @@ def baseline(
 
 def _fleet_chore(done: commands.FleetChore) -> None:
     """Every target's outcome, then the summary; exit 1 when one failed."""
-    from ameide_migrate import report
+    from ameide_migrate import terminal
     from ameide_migrate.errors import FleetTargetsFailed
 
-    report.print_fleet_chore(done, console)
+    terminal.print_fleet_chore(done, console)
     if done.failed:
         raise FleetTargetsFailed(
             f"{done.summary()}; each failed target's reason is in its row: fix it, then run "
@@ -733,13 +733,13 @@ def image_build(
     The tag is a hash of the SQL, the Dockerfile, the base, the Flyway version, the locked
     dependencies and the project's code. With --push, the last line is REPOSITORY@sha256:DIGEST.
     """
-    from ameide_migrate import commands, report
+    from ameide_migrate import commands, terminal
     from ameide_migrate.settings import get_settings
 
     built = commands.build_image(
         get_settings(), push=push, registry=registry, release=release, base=base
     )
-    report.print_image(built, err_console)
+    terminal.print_image(built, err_console)
     typer.echo(built.reference)  # never wrapped: scripts take it from the last line
 
 
@@ -853,10 +853,10 @@ def fleet_run(
     those a crash left interrupted. One run of a fleet in an environment at a time: another is
     refused (exit 2) naming the running one, or waits for it with --wait-for-lock. Exits 0 when
     every target migrated, 1 when a target failed or is interrupted, or the fleet halted."""
-    from ameide_migrate import commands, report
+    from ameide_migrate import commands, terminal
     from ameide_migrate.settings import get_settings
 
-    with report.wave_bars(err_console) as on_target:
+    with terminal.wave_bars(err_console) as on_target:
         done = commands.fleet_run(
             get_settings(),
             env,
@@ -870,7 +870,7 @@ def fleet_run(
             undo_interrupted=undo_interrupted,
         )
     if done.report is not None:
-        report.print_fleet(done.report, console)
+        terminal.print_fleet(done.report, console)
     err_console.print(f"Flow run: {done.flow_run_url}", soft_wrap=True, highlight=False)
     if done.failure is not None:
         raise done.failure
@@ -880,10 +880,10 @@ def fleet_run(
 def fleet_status(fleet: FleetOption, env: EnvOption = "local") -> None:
     """Every target of a fleet, read-only: the version its history is at, and its last outcome
     in the fleet's ledger (the latest run's artifact)."""
-    from ameide_migrate import commands, report
+    from ameide_migrate import commands, terminal
     from ameide_migrate.settings import get_settings
 
-    report.print_fleet_status(fleet, commands.fleet_status(get_settings(), env, fleet), console)
+    terminal.print_fleet_status(fleet, commands.fleet_status(get_settings(), env, fleet), console)
 
 
 @fleet_app.command("baseline")

@@ -41,9 +41,9 @@ from ameide_migrate.errors import (
     ApprovalRejected,
     ExitCode,
     MigrateError,
-    RunFailed,
     UsageError,
 )
+from ameide_migrate.outcomes import RunFailed
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import Settings
 
@@ -310,7 +310,7 @@ def fleet_run(
     api = connect(settings, env)
     prefect_api.ensure_heartbeat_guard()
     on_api(api)
-    from ameide_migrate.errors import FleetHalted
+    from ameide_migrate.fleet import FleetHalted
     from ameide_migrate.flows.fleet import await_the_fleets_turn, fleet_flow
 
     # Before anything is made; the run checks again once it exists, against runs started since.
@@ -444,8 +444,7 @@ def drift(
 ) -> DriftReport:
     """Every targeted database checked against the SQL tree, read-only: the tree's databases,
     or a fleet's targets against its template."""
-    from ameide_migrate.drift import DriftReport
-    from ameide_migrate.errors import DriftFound
+    from ameide_migrate.drift import DriftFound, DriftReport
 
     if fleet_name is not None:
         if databases:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import watchfiles
 
@@ -27,9 +27,23 @@ from ameide_migrate.errors import MigrateError
 from ameide_migrate.postgres import HistoryRow
 
 if TYPE_CHECKING:
-    from ameide_migrate.commands import RunResult
     from ameide_migrate.image import BuiltImage
     from ameide_migrate.lint import Finding
+    from ameide_migrate.outcomes import RunReport
+
+
+class RunResult(Protocol):
+    """What the loop reads of a migrate run (`commands.RunResult`, which runs it, is one)."""
+
+    @property
+    def report(self) -> RunReport | None: ...
+
+    @property
+    def flow_run_url(self) -> str: ...
+
+    @property
+    def failure(self) -> MigrateError | None: ...
+
 
 Lint = Callable[[list[Path]], list[tuple[str | None, "Finding"]]]
 """The lint of some saved migrations: (database, finding) each."""

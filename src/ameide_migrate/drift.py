@@ -14,6 +14,7 @@ from typing import Any
 from ameide_migrate import interruption, postgres, recovery
 from ameide_migrate.catalog import DatabaseCatalog, Version
 from ameide_migrate.context import RunContext
+from ameide_migrate.errors import ExitCode, MigrateError
 from ameide_migrate.history import (
     PENDING,
     SETTLED_STATES,
@@ -384,3 +385,13 @@ def server_support(ctx: RunContext, reachable: list[str]) -> list[ServerSupport]
         )
         for server, database in servers.items()
     ]
+
+
+class DriftFound(MigrateError):
+    """A drift check found databases not in sync; `report` holds every database's verdict."""
+
+    exit_code = ExitCode.DRIFT
+
+    def __init__(self, message: str, report: DriftReport) -> None:
+        super().__init__(message)
+        self.report = report

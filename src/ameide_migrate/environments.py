@@ -38,26 +38,9 @@ from ameide_migrate.fleet import Fleet
 from ameide_migrate.lint import LintRules
 from ameide_migrate.secret_sources import SecretSource, VaultSource
 from ameide_migrate.settings import Settings
+from ameide_migrate.vault import VaultLayout
 
 FILE_NAME = "ameide.toml"
-
-
-class VaultLayout(BaseModel):
-    """Where an environment's database secrets live in Vault and how its runs log in. Vault's
-    address and credentials come from the `vault-<env>` block or VAULT_ADDR, never this file."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kv_mount: str = Field(default="secret", description="Mount of the KV v2 engine.")
-    path_template: str = Field(
-        default="{environment}/databases/{database}",
-        description="Secret path under the mount; {environment} and {database} are filled in.",
-    )
-    auth_method: Literal["token", "approle", "kubernetes"] | None = Field(
-        default=None, description="How runs log in; AMEIDE_VAULT_AUTH_METHOD when unset."
-    )
-    kubernetes_role: str | None = None
-    kubernetes_mount: str | None = None
 
 
 class ApprovalPolicy(BaseModel):

@@ -13,10 +13,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from ameide_migrate.drift import DriftReport
-    from ameide_migrate.fleet import FleetReport
-    from ameide_migrate.outcomes import RunReport
-
 
 class ExitCode(IntEnum):
     """Every command's exit codes, in one place (the README's table lists them)."""
@@ -270,26 +266,9 @@ class DeploymentNotRegistered(UsageError):
     """The Prefect API has no deployment of that name."""
 
 
-class RunFailed(MigrateError):
-    """At least one database failed; `report` holds the outcome of every database."""
-
-    def __init__(self, message: str, report: RunReport) -> None:
-        super().__init__(message)
-        self.report = report
-
-
 class ApprovedFilesChanged(MigrateError):
     """A fleet's shard run found its template's files other than those the fleet's plan was
     approved on: it migrated nothing."""
-
-
-class FleetHalted(MigrateError):
-    """A fleet's wave broke a halt rule, or a target failed: `report` holds every target's
-    outcome and the waves that never started."""
-
-    def __init__(self, message: str, report: FleetReport) -> None:
-        super().__init__(message)
-        self.report = report
 
 
 class FleetBusy(UsageError):
@@ -347,16 +326,6 @@ class SecretsInvalid(MigrateError):
             f"environment {environment}: {len(problems)} credential problem(s), "
             "nothing was migrated:\n" + "\n".join(f"- {p}" for p in problems)
         )
-
-
-class DriftFound(MigrateError):
-    """A drift check found databases not in sync; `report` holds every database's verdict."""
-
-    exit_code = ExitCode.DRIFT
-
-    def __init__(self, message: str, report: DriftReport) -> None:
-        super().__init__(message)
-        self.report = report
 
 
 class ImageError(MigrateError):

@@ -37,7 +37,7 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ameide_migrate.catalog import DatabaseCatalog
-from ameide_migrate.errors import FleetInvalid
+from ameide_migrate.errors import FleetInvalid, MigrateError
 from ameide_migrate.history import current_version, pending_migrations
 from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState
 from ameide_migrate.postgres import HistoryRow
@@ -746,3 +746,12 @@ class FleetReport:
             for q in self.quarantined
         ]
         return rows
+
+
+class FleetHalted(MigrateError):
+    """A fleet's wave broke a halt rule, or a target failed: `report` holds every target's
+    outcome and the waves that never started."""
+
+    def __init__(self, message: str, report: FleetReport) -> None:
+        super().__init__(message)
+        self.report = report

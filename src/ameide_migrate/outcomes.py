@@ -110,3 +110,11 @@ class DatabaseFailed(MigrateError):
     def __init__(self, outcome: DatabaseOutcome) -> None:
         super().__init__(f"{outcome.database}: {outcome.message}")
         self.outcome = outcome
+
+
+class RunFailed(MigrateError):
+    """At least one database failed; `report` holds the outcome of every database."""
+
+    def __init__(self, message: str, report: RunReport) -> None:
+        super().__init__(message)
+        self.report = report

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import (
     BaseModel,
@@ -20,10 +20,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ameide_migrate.errors import SettingInvalid
-from ameide_migrate.vault import VaultSettings
-
-if TYPE_CHECKING:
-    from ameide_migrate.environments import VaultLayout
+from ameide_migrate.vault import VaultLayout, VaultSettings
 
 DEFAULT_FLYWAY_VERSION = "10.17.0"
 DEFAULT_POSTGRESQL_DRIVER_VERSION = "42.7.4"

@@ -32,6 +32,24 @@ AuthMethod = Literal["token", "approle", "kubernetes"]
 T = TypeVar("T")
 
 
+class VaultLayout(BaseModel):
+    """Where an environment's database secrets live in Vault and how its runs log in. Vault's
+    address and credentials come from the `vault-<env>` block or VAULT_ADDR, never this file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kv_mount: str = Field(default="secret", description="Mount of the KV v2 engine.")
+    path_template: str = Field(
+        default="{environment}/databases/{database}",
+        description="Secret path under the mount; {environment} and {database} are filled in.",
+    )
+    auth_method: Literal["token", "approle", "kubernetes"] | None = Field(
+        default=None, description="How runs log in; AMEIDE_VAULT_AUTH_METHOD when unset."
+    )
+    kubernetes_role: str | None = None
+    kubernetes_mount: str | None = None
+
+
 class VaultSettings(BaseModel):
     """Where Vault is and how to log in: the one definition, read from VAULT_*/AMEIDE_VAULT_*
     variables (`Settings.vault`) and saved as the `vault-<env>` block's schema (blocks.py).

@@ -44,11 +44,10 @@ from ameide_migrate.errors import (
     ApprovedFilesChanged,
     DatabaseRefusedConnection,
     FleetBusy,
-    FleetHalted,
     MigrateError,
     UsageError,
 )
-from ameide_migrate.fleet import FleetReport
+from ameide_migrate.fleet import FleetHalted, FleetReport
 from ameide_migrate.flows import approval
 from ameide_migrate.flows.deployment_guard import own_environment, stopped_at_once
 from ameide_migrate.flows.retrying import with_retries

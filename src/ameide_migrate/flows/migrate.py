@@ -25,7 +25,7 @@ from ameide_migrate import environments, lint, migrate, plan, recovery, report
 from ameide_migrate.catalog import pinned_copy
 from ameide_migrate.context import RunContext
 from ameide_migrate.environments import ApprovalPolicy
-from ameide_migrate.errors import REJECTED_STATE, MigrateError, RunFailed
+from ameide_migrate.errors import REJECTED_STATE, MigrateError
 from ameide_migrate.flows import approval
 from ameide_migrate.flows.deployment_guard import own_environment, stopped_at_once
 from ameide_migrate.flows.image import ImageBuild, build_image_flow
@@ -37,6 +37,7 @@ from ameide_migrate.outcomes import (
     DatabaseOutcome,
     Inspection,
     OutcomeState,
+    RunFailed,
     RunReport,
     SmokeResult,
 )
