@@ -67,3 +67,19 @@ def test_repair_says_what_it_changed_and_when_there_was_nothing(platform: Platfo
     assert realigned.returncode == 0, realigned.stdout + realigned.stderr
     assert realigned.stdout.strip() == "graph: realigned checksum of 1"
     assert ameide("run", "--env", "local", "--db", "graph").returncode == 0
+
+
+def test_baseline_refuses_an_empty_database_and_a_version_above_the_latest(
+    platform: Platform,
+) -> None:
+    """Baselining an empty database, or above the last migration, would mark as applied what
+    never ran: both are refused before Flyway writes a history, each naming what to run."""
+    above = ameide("baseline", "--env", "local", "--db", "graph", "--version", "99")
+    empty = ameide("baseline", "--env", "local", "--db", "graph", "--version", "2")
+
+    assert above.returncode == 2, above.stdout + above.stderr
+    assert "--version 99 is above the latest version of graph's migrations (3)" in above.stderr
+    assert empty.returncode == 2, empty.stdout + empty.stderr
+    assert "graph in local is empty: nothing to adopt" in empty.stderr
+    assert "`ameide-migrate run --env local --db graph`" in empty.stderr
+    assert platform.history("graph") is None

@@ -16,8 +16,9 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 from uuid import UUID, uuid4
@@ -30,12 +31,18 @@ from ameide_migrate import (
     environments,
     fleet,
     flyway,
+    interruption,
     local,
+    migrate,
     postgres,
     prefect_api,
+    recovery,
     stopping,
 )
-from ameide_migrate.catalog import Catalog, load_folder
+from ameide_migrate import lint as linting
+from ameide_migrate.catalog import Catalog, DatabaseCatalog, Version, load_catalog, load_folder
+from ameide_migrate.context import RunContext
+from ameide_migrate.drift import DriftFound, DriftReport
 from ameide_migrate.errors import (
     REJECTED_STATE,
     ApprovalRejected,
@@ -43,13 +50,14 @@ from ameide_migrate.errors import (
     MigrateError,
     UsageError,
 )
-from ameide_migrate.outcomes import RunFailed
+from ameide_migrate.fleet import FleetHalted
+from ameide_migrate.history import current_version
+from ameide_migrate.outcomes import OutcomeState, RunFailed
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import Settings
 
 if TYPE_CHECKING:
     from ameide_migrate.catalog import DatabaseCatalog, Migration
-    from ameide_migrate.context import RunContext
     from ameide_migrate.drift import DriftReport
     from ameide_migrate.fleet import FleetReport
     from ameide_migrate.image import BuiltImage
@@ -310,7 +318,6 @@ def fleet_run(
     api = connect(settings, env)
     prefect_api.ensure_heartbeat_guard()
     on_api(api)
-    from ameide_migrate.fleet import FleetHalted
     from ameide_migrate.flows.fleet import await_the_fleets_turn, fleet_flow
 
     # Before anything is made; the run checks again once it exists, against runs started since.
@@ -367,10 +374,6 @@ class FleetTarget:
 
 def fleet_status(settings: Settings, env: str, name: str) -> list[FleetTarget]:
     """Every target of the fleet, read-only: its version and its last outcome."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ameide_migrate import interruption, migrate, recovery
-    from ameide_migrate.outcomes import OutcomeState
 
     declared = environments.fleet(name, settings)
     template = environments.fleet_template(env, declared, settings)
@@ -444,7 +447,6 @@ def drift(
 ) -> DriftReport:
     """Every targeted database checked against the SQL tree, read-only: the tree's databases,
     or a fleet's targets against its template."""
-    from ameide_migrate.drift import DriftFound, DriftReport
 
     if fleet_name is not None:
         if databases:
@@ -504,10 +506,6 @@ def lint(
     (as a fresh database would receive it), at the levels of `env` or the file's `[lint]`.
     With `env` and no path: only what is pending in the environment's databases (or in the
     fleet's `targets`), read from their history tables with the secret gate's credentials."""
-    from ameide_migrate import lint as linting
-    from ameide_migrate import migrate
-    from ameide_migrate.catalog import load_catalog
-    from ameide_migrate.context import RunContext
 
     if paths and (databases or fleet_name):
         raise UsageError(
@@ -909,8 +907,6 @@ def repair(
     on_log: Callable[[str, str, str], None] = lambda _db, _level, _message: None,
 ) -> list[Repaired]:
     """Flyway repair of each named database, and what it changed there."""
-    from ameide_migrate import migrate
-    from ameide_migrate.context import RunContext
 
     catalog = environments.catalog(env, settings)
     targets = catalog.select(databases)
@@ -941,30 +937,58 @@ def baseline(
     on_log: Callable[[str, str, str], None] = lambda _db, _level, _message: None,
 ) -> str:
     """Flyway baseline of a database that has a schema and no history: a history table whose
-    one row says the schema is at `version` (Flyway's default, 1, when None); that version."""
-    from ameide_migrate.context import RunContext
-
+    one row says the schema is at `version` (Flyway's default, 1, when None); that version. An
+    empty database is refused, as a fleet's empty target is: baselining it would skip
+    migrations it never had."""
     (target,) = environments.catalog(env, settings).select([database])
+    _at_most_latest(version, target, f"{database}'s")
     install_flyway(settings)
     ctx = RunContext.create(env, [target], verify_secrets(settings, env, [database]), settings)
     try:
-        return _baseline(ctx, database, version, on_log)
+        outcome, at, message = _adopt(ctx, database, version, on_log)
     finally:
         ctx.close()
+    rerun = recovery.rerun_command(ctx.subject(database))
+    if outcome == "empty":
+        raise UsageError(f"{database} in {env} is empty: {message} (`{rerun}`)")
+    if outcome == "has history":
+        raise UsageError(
+            f"{database} in {env} has a schema history already (at {at or 'no version'}): "
+            f"baseline is for a schema without one; `{rerun}` applies what is pending"
+        )
+    return at or "1"
 
 
-def _baseline(
+def _at_most_latest(version: str | None, template: DatabaseCatalog, whose: str) -> None:
+    """A baseline version above the migrations there are would skip all of them: refused."""
+    latest = template.latest_version
+    if version is not None and latest is not None and Version.parse(version) > latest:
+        raise UsageError(
+            f"--version {version} is above the latest version of {whose} migrations ({latest}): "
+            "give the version the schema matches"
+        )
+
+
+def _adopt(
     ctx: RunContext, database: str, version: str | None, on_log: Callable[[str, str, str], None]
-) -> str:
-    from dataclasses import replace
-
+) -> tuple[str, str | None, str]:
+    """A database with a schema and no history baselined at `version`; (outcome, version,
+    what was done). One with a history, or an empty one, is left as it is."""
+    state = postgres.read_schema_state(
+        ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
+    )
+    if state.history is not None:
+        return "has history", current_version(state.history), "left as it is"
+    if not state.live:
+        return "empty", None, "nothing to adopt: a run migrates it from the first version"
     request = ctx.request("baseline", database)
     if version is not None:
         request = replace(
             request, configuration={**request.configuration, "flyway.baselineVersion": version}
         )
     result = ctx.engine().run(request, _log_of(database, on_log))
-    return str(result.get("baselineVersion") or version or "1")
+    at = str(result.get("baselineVersion") or version or "1")
+    return "baselined", at, f"{len(state.live)} schema object(s) adopted"
 
 
 @dataclass(frozen=True)
@@ -1016,7 +1040,6 @@ def _fleet_context(
     """The fleet's chosen targets (all when `targets` is empty) with their credentials verified
     through the secret gate before any is touched (for the local environment, their databases
     and owners made first, as a fleet run makes them), in a context of their own."""
-    from ameide_migrate.context import RunContext
 
     declared, databases = _fleet_databases(settings, env, name, targets)
     if environments.get(env, settings).local:
@@ -1036,7 +1059,6 @@ def _over_targets(
 ) -> FleetChore:
     """`chore` (database -> outcome, version, message) on each target, the fleet's `parallel`
     at once; one that fails is that target's outcome, the others go on."""
-    from concurrent.futures import ThreadPoolExecutor
 
     def one(database: str) -> TargetDone:
         try:
@@ -1065,39 +1087,14 @@ def fleet_baseline(
     (Flyway's default, 1, when None), so that a fleet run applies only what is above it. A
     target with a history is left as it is, an empty one too (a fleet run migrates it from the
     first version): baselining it would skip migrations it never had."""
-    from ameide_migrate.catalog import Version
-    from ameide_migrate.history import current_version
-
     declared = environments.fleet(name, settings)
-    latest = environments.fleet_template(env, declared, settings).latest_version
-    if version is not None:
-        try:
-            at = Version.parse(version)
-        except ValueError:
-            raise UsageError(
-                f"--version {version} is no Flyway version: give the template's version the "
-                "schemas match, e.g. 1 or 2.1"
-            ) from None
-        if latest is not None and at > latest:
-            raise UsageError(
-                f"--version {version} is above the latest version of fleet {name}'s template "
-                f"({latest}): give the version the targets' schemas match"
-            )
+    template = environments.fleet_template(env, declared, settings)
+    _at_most_latest(version, template, f"fleet {name}'s template's")
     install_flyway(settings)
     declared, ctx = _fleet_context(settings, env, name, targets)
-
-    def adopt(database: str) -> tuple[str, str | None, str]:
-        state = postgres.read_schema_state(
-            ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
-        )
-        if state.history is not None:
-            return "has history", current_version(state.history), "left as it is"
-        if not state.live:
-            return "empty", None, "nothing to adopt: a fleet run migrates it from the start"
-        at = _baseline(ctx, database, version, on_log)
-        return "baselined", at, f"{len(state.live)} schema object(s) adopted"
-
-    return _over_targets("baseline", declared, ctx, adopt)
+    return _over_targets(
+        "baseline", declared, ctx, lambda database: _adopt(ctx, database, version, on_log)
+    )
 
 
 def fleet_repair(
@@ -1109,7 +1106,6 @@ def fleet_repair(
 ) -> FleetChore:
     """Flyway repair of a fleet's targets (all when `targets` is empty): failed rows removed,
     checksums realigned; what it changed on each."""
-    from ameide_migrate import migrate
 
     install_flyway(settings)
     declared, ctx = _fleet_context(settings, env, name, targets)
@@ -1263,7 +1259,6 @@ def edited_local_migrations(
     settings: Settings, databases: list[str]
 ) -> list[dev_loop.EditedMigration]:
     """The local databases' applied migrations edited since, read from their history tables."""
-    from ameide_migrate.context import RunContext
 
     target = _dev_environment(settings)
     targets = environments.catalog(target.name, settings).select(databases)
