@@ -352,7 +352,7 @@ def lint(
             "--env",
             "-e",
             help="Its levels and placeholders; without PATH, lint only what is pending in its "
-            "databases (reads their history; nothing else).",
+            "databases (reads their history; for local, makes them first as run does).",
         ),
     ] = None,
     db: DbOption = None,

@@ -41,7 +41,7 @@ from ameide_migrate import (
 )
 from ameide_migrate import lint as linting
 from ameide_migrate.catalog import Catalog, DatabaseCatalog, Version, load_catalog, load_folder
-from ameide_migrate.context import RunContext
+from ameide_migrate.context import RunContext, history_table_of
 from ameide_migrate.drift import DriftFound, DriftReport
 from ameide_migrate.errors import (
     REJECTED_STATE,
@@ -164,9 +164,9 @@ def _stopped_by_signals(flow_name: str) -> Iterator[None]:
     def on_interrupt(signum: int) -> None:
         name = signal.Signals(signum).name
         ended = prefect_api.end_unfinished_runs(session, f"stopped by {name}")
-        runs = f"{flow_name} run {', '.join(ended)} cancelled" if ended else "no run left running"
+        runs = f"{flow_name} run {', '.join(ended)} cancelled" if ended else "no run was left open"
         sys.stderr.write(
-            f"FAILED: stopped by {name}: {runs}; the Flyway JVM ended with this process\n"
+            f"FAILED: stopped by {name}: {runs}; a Flyway JVM it started ends with this process\n"
         )
 
     with tags(session), stopping.stopping_at_once(on_interrupt):
@@ -384,13 +384,9 @@ def fleet_status(settings: Settings, env: str, name: str) -> list[FleetTarget]:
     ledger = {
         row.get("target", ""): row for row in prefect_api.latest_table(artifact_key(env, name))
     }
-    with environments.secret_source(env, settings) as source:
-        found = credential_gate.verify_secrets(
-            source, names, connect_timeout=settings.connect_timeout_seconds, login=False
-        )
+    found = _verified(settings, env, names, login=False)
     latest = str(template.latest_version) if template.latest_version else None
-    table = template.flyway.settings.get("table", settings.flyway_table)
-    history_table = f"{template.flyway.schema}.{table}" if template.flyway.schema else table
+    history_table = history_table_of(template, settings.flyway_table)
 
     def one(database: str) -> FleetTarget:
         row = ledger.get(database, {})
@@ -1044,10 +1040,7 @@ def _fleet_context(
     declared, databases = _fleet_databases(settings, env, name, targets)
     if environments.get(env, settings).local:
         seed_local(settings, list(databases))
-    with environments.secret_source(env, settings) as source:
-        verified = credential_gate.verify_secrets(
-            source, list(databases), connect_timeout=settings.connect_timeout_seconds
-        )
+    verified = _verified(settings, env, list(databases))
     return declared, RunContext.create(env, databases, verified, settings, fleet=declared)
 
 
@@ -1137,9 +1130,16 @@ def verify_secrets(
         names = list(_fleet_databases(settings, env, fleet_name, targets)[1])
     else:
         names = [d.name for d in environments.catalog(env, settings).select(databases)]
+    return _verified(settings, env, names)
+
+
+def _verified(
+    settings: Settings, env: str, names: list[str], *, login: bool = True
+) -> dict[str, Credentials]:
+    """The secret gate over `names` from where `env` keeps its secrets; `login`: each logs in."""
     with environments.secret_source(env, settings) as source:
         return credential_gate.verify_secrets(
-            source, names, connect_timeout=settings.connect_timeout_seconds
+            source, names, connect_timeout=settings.connect_timeout_seconds, login=login
         )
 
 
@@ -1319,20 +1319,22 @@ def dev(
     def on_interrupt(_signal: int) -> None:
         on_event(stopped())
 
-    def migrate(databases: list[str] | None) -> RunResult:
-        nonlocal runs
-        runs += 1
+    @contextmanager
+    def in_session() -> Iterator[None]:
         with (
             tags("ameide-migrate dev", session),
             stopping.stopping_at_once(on_interrupt, ExitCode.INTERRUPTED),
         ):
+            yield
+
+    def migrate_changed(databases: list[str] | None) -> RunResult:
+        nonlocal runs
+        runs += 1
+        with in_session():
             return run(settings, target.name, databases, build=False, progress=progress)
 
     def build() -> BuiltImage:
-        with (
-            tags("ameide-migrate dev", session),
-            stopping.stopping_at_once(on_interrupt, ExitCode.INTERRUPTED),
-        ):
+        with in_session():
             return build_image(settings, push=True, registry=registry)
 
     root = settings.sql_dir.absolute()
@@ -1345,7 +1347,7 @@ def dev(
         root,
         dev_loop.Actions(
             catalog=lambda: environments.catalog(target.name, settings),
-            migrate=migrate,
+            migrate=migrate_changed,
             edited=lambda databases: edited_local_migrations(settings, databases),
             build_image=build if image else None,
             lint=lambda files: lint(settings, target.name, paths=files).findings,

@@ -18,7 +18,8 @@ loop says."""
 
 
 def handled() -> bool:
-    """A `stopping_at_once` block is in force in this process."""
+    """A stop handler of this module is in force in this process (a `stopping_at_once` block,
+    or a deployment's run process's)."""
     return bool(_handling)
 
 
@@ -71,6 +72,9 @@ def for_the_rest_of_the_process(on_interrupt: Callable[[int], None]) -> None:
         return
 
     stop = _stopper(on_interrupt, None)
+    # In force for the subflows too: each one's engine installs Prefect's handler again, and
+    # `reclaim` at its start takes the signals back for this one.
+    _handling.append(stop)
     for sig in STOP_SIGNALS:
         signal.signal(sig, stop)
 
