@@ -380,16 +380,19 @@ def test_a_tree_with_fleets_deploys_a_fleet_form_and_a_shard_deployment(tmp_path
     assert form["name"]["enum"] == ["tenants", "vendors"]
     assert form["name"]["title"] == "Fleet"
     assert form["targets"]["type"] == "array"
-    # A tree without fleets deploys what it did before.
+    # The nightly drift may check a fleet instead of the tree: a choice of the declared ones.
+    drift_form = by_flow["drift"]._parameter_openapi_schema.model_dump()["properties"]
+    assert drift_form["fleet"]["enum"] == ["", "tenants", "vendors"]
+    assert drift_form["fleet"]["title"] == "Fleet"
+    # A tree without fleets deploys what it did before, drift's form without a fleet field.
     (tmp_path / "plain").mkdir()
     fleet_tree(tmp_path / "plain", 'targets = ["acme"]\n')
     toml = tmp_path / "plain" / "ameide.toml"
     toml.write_text(toml.read_text().split("[fleets")[0])
     plain = Settings(sql_dir=tmp_path / "plain")
-    flows = [
-        d.flow_name for d in deployments_for(plain, "local", environments.catalog("local", plain))
-    ]
-    assert flows == ["migrate", "drift"]
+    deployed = deployments_for(plain, "local", environments.catalog("local", plain))
+    assert [d.flow_name for d in deployed] == ["migrate", "drift"]
+    assert "fleet" not in deployed[1]._parameter_openapi_schema.model_dump()["properties"]
 
 
 def test_trigger_names_what_a_fleet_run_needs_before_it_calls_the_api(tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ def test_the_run_forms_offer_no_environment_and_the_eight_databases_to_pick(
     assert open_multi_select(page, "Databases") == list(PLATFORM_DATABASES)
 
     open_custom_run(page, prefect_server.ui_url, "drift/local")
+    # No fleet is declared in the sample tree: the drift form offers no fleet to pick.
     assert form_labels(page) == [
         "Databases (Optional)",
         "Engine (Optional)",
@@ -48,7 +49,9 @@ def test_a_run_started_from_the_ui_completes_and_its_artifact_shows_the_two_data
 
     assert run.state == "Completed"
     assert run.artifact.key == "migrate-local"
-    assert run.artifact.description.startswith("Migrate local, graph and threads only: success")
+    assert run.artifact.description.startswith(
+        f"Migrate local on {process_worker.admin.server}, graph and threads only: success"
+    )
     seen = {r["database"]: (r["before"], r["after"], r["state"]) for r in run.artifact.rows}
     assert seen == {"graph": ("empty", "3", "migrated"), "threads": ("empty", "4", "migrated")}
     assert process_worker.versions("threads")[-1] == "4"
@@ -66,7 +69,7 @@ def test_a_dry_run_has_an_artifact_of_its_own_that_says_so(
     artifact = artifact_table(page)
     assert artifact.key == "migrate-local-dry-run"
     assert artifact.description.startswith(
-        "Dry run of migrate local, graph and threads only: nothing changed"
+        f"Dry run of migrate local on {platform.admin.server}, graph and threads only: nothing changed"
     )
     assert {r["database"]: (r["state"], r["smoke"]) for r in artifact.rows} == {
         "graph": ("would apply", "not run"),
@@ -75,7 +78,7 @@ def test_a_dry_run_has_an_artifact_of_its_own_that_says_so(
     # The latest `migrate-local` is still what the real run did.
     page.goto(f"{prefect_server.ui_url}/artifacts/key/migrate-local")
     expect(page.locator(".artifact-description h3")).to_have_text(
-        "Migrate local, threads only: success"
+        f"Migrate local on {platform.admin.server}, threads only: success"
     )
 
 

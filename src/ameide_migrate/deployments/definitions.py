@@ -24,14 +24,15 @@ from ameide_migrate.flows.migrate import migrate_flow
 from ameide_migrate.settings import Settings
 
 
-def _form(deployment: RunnerDeployment, catalog: Catalog) -> RunnerDeployment:
+def _form(deployment: RunnerDeployment, catalog: Catalog, fleets: list[str]) -> RunnerDeployment:
     """The run form a person fills in the UI.
 
     It offers no `environment`: the deployment belongs to one environment, which its parameters
     fix, and the server lays a run's parameters over the deployment's. It leaves out the image
     build: a deployment's run already runs inside the image, pinned by digest. `databases` is a
     multi-select of the catalog's databases from the start (empty: all of them), and every field
-    has a title in words rather than the parameter's name.
+    has a title in words rather than the parameter's name. The drift check's `fleet` is a
+    choice of the declared fleets (empty: the tree's databases), and no field where none is.
     """
     schema = deployment._parameter_openapi_schema.model_dump()
     properties = schema["properties"]
@@ -51,6 +52,15 @@ def _form(deployment: RunnerDeployment, catalog: Catalog) -> RunnerDeployment:
         "type": "integer",
         "minimum": 1,
     }
+    if "fleet" in properties and not fleets:
+        properties.pop("fleet")
+    elif "fleet" in properties:
+        properties["fleet"] = {
+            **_described(properties["fleet"]),
+            "type": "string",
+            "enum": ["", *fleets],
+            "default": "",
+        }
     for name, shown in properties.items():
         shown["title"] = name.replace("_", " ").capitalize()
     deployment._parameter_openapi_schema = type(deployment._parameter_openapi_schema)(**schema)
@@ -98,11 +108,11 @@ def deployments_for(
         schedules=[CronSchedule(cron=env.drift_cron, timezone=env.timezone)],
         **common,
     )
-    found = [
-        _form(cast(RunnerDeployment, migrate), catalog),
-        _form(cast(RunnerDeployment, drift), catalog),
-    ]
     fleets = sorted(environments.fleets(settings))
+    found = [
+        _form(cast(RunnerDeployment, migrate), catalog, fleets),
+        _form(cast(RunnerDeployment, drift), catalog, fleets),
+    ]
     if fleets:
         fleet = fleet_flow.to_deployment(
             name,
