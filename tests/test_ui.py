@@ -69,7 +69,8 @@ def test_a_dry_run_has_an_artifact_of_its_own_that_says_so(
     artifact = artifact_table(page)
     assert artifact.key == "migrate-local-dry-run"
     assert artifact.description.startswith(
-        f"Dry run of migrate local on {platform.admin.server}, graph and threads only: nothing changed"
+        f"Dry run of migrate local on {platform.admin.server}, graph and threads only: "
+        "nothing changed"
     )
     assert {r["database"]: (r["state"], r["smoke"]) for r in artifact.rows} == {
         "graph": ("would apply", "not run"),
