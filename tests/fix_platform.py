@@ -7,10 +7,11 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
@@ -28,6 +29,8 @@ from ameide_migrate.settings import get_settings
 from . import fixes
 
 REPO = Path(__file__).resolve().parent.parent
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -127,6 +130,18 @@ def drop_owners(admin: Credentials, owners: Mapping[str, Credentials]) -> None:
                 )
             )
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(owner.user)))
+
+
+def wait_for(what: str, check: Callable[[], T | None], timeout: float = 120) -> T:
+    """What `check` found once it finds something, polled; a failed test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:g}s")
+        time.sleep(0.5)
 
 
 def admin_url_of(creds: Credentials) -> SecretStr:

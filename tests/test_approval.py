@@ -35,7 +35,7 @@ from ameide_migrate.prefect_api import Server
 from ameide_migrate.settings import get_settings
 
 from .fix_browser import wait_for_final_state
-from .fix_platform import REPO, Platform, ameide
+from .fix_platform import REPO, Platform, ameide, wait_for
 
 DATABASES = ["graph", "threads"]
 LABEL_INDEX = "graph/V4__graph_label_index.sql"
@@ -62,16 +62,6 @@ def run_in_thread(**params: Any) -> tuple[threading.Thread, dict[str, Any]]:
     thread = threading.Thread(target=body, daemon=True)
     thread.start()
     return thread, ended
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"no {what} within {timeout:g}s")
 
 
 def waiting_runs(*, in_process: bool) -> list[UUID]:

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from uuid import UUID
 
@@ -27,7 +26,7 @@ from ameide_migrate.errors import DatabaseUnreachable, ExitCode
 from ameide_migrate.pg_cluster import Cluster
 from ameide_migrate.postgres import Credentials
 
-from .fix_platform import REPO, Platform, admin_url_of, ameide
+from .fix_platform import REPO, Platform, admin_url_of, ameide, wait_for
 
 pytestmark = pytest.mark.drills
 
@@ -252,14 +251,6 @@ def _start_run(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen[b
         )
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f}s")
-        time.sleep(0.5)
-
-
 def _sleeping_on(server: Credentials) -> bool:
     with postgres.connect(server, timeout=5) as conn:
         row = conn.execute(
@@ -338,7 +329,7 @@ def test_a_run_killed_while_another_starts_leaves_no_jvm_ends_crashed_and_a_reru
     killed run's countdown survives that, and following it (as `trigger --wait` does) exits 1."""
     _sleeping_migration(platform, 20)
     cli = _start_run("--db", "threads", env=dict(os.environ), log=tmp_path / "run.log")
-    _wait_for(lambda: _sleeping_on(platform.admin), 240, "the sleeping migration to start")
+    wait_for("the sleeping migration to start", lambda: _sleeping_on(platform.admin), 240)
     jvms = _children(cli.pid)
     flow_run_id, state = _latest_migrate_run()
     assert jvms, "the run's Flyway JVM"
@@ -347,7 +338,7 @@ def test_a_run_killed_while_another_starts_leaves_no_jvm_ends_crashed_and_a_reru
     cli.send_signal(signal.SIGKILL)
     cli.wait()
 
-    _wait_for(lambda: all(_gone(pid) for pid in jvms), 10, "the orphaned JVM to end")
+    wait_for("the orphaned JVM to end", lambda: all(_gone(pid) for pid in jvms), 10)
     assert not platform.table_exists("threads", "threads_drill_done")
 
     rerun = ameide("run", "--env", "local", "--db", "threads")
@@ -396,15 +387,15 @@ def test_sigterm_to_the_command_as_the_readme_runs_it_stops_the_run_within_secon
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    _wait_for(lambda: _sleeping_on(platform.admin), 240, "the sleeping migration to start")
+    wait_for("the sleeping migration to start", lambda: _sleeping_on(platform.admin), 240)
     processes = _descendants(cli.pid)
     assert any("FlywayEngine" in _command_line(pid) for pid in processes), processes
 
     cli.send_signal(signal.SIGTERM)
 
     assert cli.wait(timeout=10) == 128 + signal.SIGTERM
-    _wait_for(lambda: all(_gone(pid) for pid in processes), 10, "the run's processes to end")
-    _wait_for(lambda: not _sleeping_on(platform.admin), 10, "the migration's session to end")
+    wait_for("the run's processes to end", lambda: all(_gone(pid) for pid in processes), 10)
+    wait_for("the migration's session to end", lambda: not _sleeping_on(platform.admin), 10)
     assert not platform.table_exists("threads", "threads_drill_done")
     _, state = _latest_migrate_run()
     assert state in ("CANCELLED", "CRASHED"), state
@@ -431,7 +422,7 @@ def test_sigterm_to_trigger_as_the_ci_workflow_runs_it_cancels_the_deployments_r
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    _wait_for(lambda: _sleeping_on(platform.admin), 240, "the sleeping migration to start")
+    wait_for("the sleeping migration to start", lambda: _sleeping_on(platform.admin), 240)
     run_id, state = _latest_migrate_run()
     assert state == "RUNNING"
     engines = [p for p in _all_processes() if "FlywayEngine" in _command_line(p)]
@@ -449,9 +440,9 @@ def test_sigterm_to_trigger_as_the_ci_workflow_runs_it_cancels_the_deployments_r
     # cancelling since, so its history, not its state now).
     named = last.removeprefix(said).split(":")[0]
     assert named in _states_of(run_id), (named, _states_of(run_id))
-    _wait_for(lambda: all(_gone(pid) for pid in engines), 60, "the run's JVM to end")
-    _wait_for(lambda: not _sleeping_on(platform.admin), 10, "the migration's session to end")
-    _wait_for(lambda: _latest_migrate_run() == (run_id, "CANCELLED"), 30, "the run Cancelled")
+    wait_for("the run's JVM to end", lambda: all(_gone(pid) for pid in engines), 60)
+    wait_for("the migration's session to end", lambda: not _sleeping_on(platform.admin), 10)
+    wait_for("the run Cancelled", lambda: _latest_migrate_run() == (run_id, "CANCELLED"), 30)
     assert not platform.table_exists("threads", "threads_drill_done")
 
 
@@ -475,7 +466,7 @@ def test_a_postgresql_restart_mid_migration_is_ridden_through_with_the_default_b
     env = {k: v for k, v in os.environ.items() if not k.startswith("AMEIDE_RETR")}
     log = tmp_path / "run.log"
     cli = _start_run("--db", "threads", env=env, log=log)
-    _wait_for(lambda: _sleeping_on(spare_cluster.admin), 240, "the sleeping migration to start")
+    wait_for("the sleeping migration to start", lambda: _sleeping_on(spare_cluster.admin), 240)
 
     spare_cluster.stop("fast")
     time.sleep(15)
@@ -497,7 +488,7 @@ def test_an_outage_longer_than_the_budget_is_named_against_its_database_and_step
     env = {**os.environ, "AMEIDE_RETRIES": "3", "AMEIDE_RETRY_DELAY_SECONDS": "1"}
     log = tmp_path / "run.log"
     cli = _start_run("--db", "agents", "--db", "threads", env=env, log=log)
-    _wait_for(lambda: _sleeping_on(spare_cluster.admin), 240, "the sleeping migration to start")
+    wait_for("the sleeping migration to start", lambda: _sleeping_on(spare_cluster.admin), 240)
 
     spare_cluster.stop("fast")
     try:
@@ -554,7 +545,7 @@ def test_the_flyway_jvm_sees_its_own_credentials_and_not_the_rest_of_the_callers
     log = tmp_path / "run.log"
     cli = _start_run("--db", "threads", env=env, log=log)
     try:
-        _wait_for(lambda: _sleeping_on(platform.admin), 240, "the sleeping migration to start")
+        wait_for("the sleeping migration to start", lambda: _sleeping_on(platform.admin), 240)
         (jvm,) = [pid for pid in _children(cli.pid) if _command_of(pid) == "java"]
         seen = _environ_of(jvm)
     finally:

@@ -40,10 +40,10 @@ from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import Settings, get_settings
 
-from .fix_platform import REPO, Platform, ameide, drop_owners
+from .fix_platform import REPO, Platform, ameide, drop_owners, wait_for
 from .fix_vault import Vault
 from .fix_worker import start_worker
-from .test_approval import artifact, paused_run, protect, wait_for
+from .test_approval import artifact, paused_run, protect
 
 TARGETS = [f"t{n:03d}" for n in range(200)]
 

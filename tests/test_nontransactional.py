@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from ameide_migrate.outcomes import OutcomeState
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import get_settings
 
-from .fix_platform import REPO, Platform, ameide, drop_owners
+from .fix_platform import REPO, Platform, ameide, drop_owners, wait_for
 from .test_drills import _children as children
 from .test_drills import _gone as gone
 from .test_fleet import add_fleet, histories, tenant
@@ -552,14 +552,6 @@ def index_states(creds: Credentials) -> dict[str, bool]:
     return {str(name): bool(valid) for name, valid in rows}
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f}s")
-        time.sleep(0.5)
-
-
 def fixes_printed(output: str) -> dict[str, str]:
     """Per target database, the `next:` line printed under it."""
     return dict(re.findall(r"^(tenant_t\d): .*\n  next: (.*)$", output, re.MULTILINE))
@@ -598,15 +590,15 @@ def test_a_fleet_killed_between_two_index_builds_names_its_interrupted_targets_a
                     stderr=subprocess.STDOUT,
                 )
             wanted = {targets["t1"].database, targets["t2"].database}
-            wait_until(lambda: waiting_on_notes_lock(platform.admin) >= wanted, 300, "the waits")
+            wait_for("the waits", lambda: waiting_on_notes_lock(platform.admin) >= wanted, 300)
             jvms = children(cli.pid)
             cli.send_signal(signal.SIGKILL)
             cli.wait()
-            wait_until(lambda: all(gone(pid) for pid in jvms), 30, "the orphaned JVM to end")
+            wait_for("the orphaned JVM to end", lambda: all(gone(pid) for pid in jvms), 30)
             # The tool's sessions check their client every second: the builds the killed run
             # left waiting end by themselves, building nothing, while the locks are still held.
-            wait_until(
-                lambda: not building_notes_index(platform.admin), 10, "the orphaned builds to end"
+            wait_for(
+                "the orphaned builds to end", lambda: not building_notes_index(platform.admin), 10
             )
 
         assert histories(platform, FIVE_TENANTS) == {
