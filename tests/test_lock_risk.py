@@ -26,7 +26,7 @@ from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import get_settings
 from ameide_migrate.terminal import print_run
 
-from .fix_platform import Platform
+from .fix_platform import Platform, wait_for
 from .test_approval import artifact
 
 EVENTS = "CREATE TABLE events (id bigint, kind text);\n"
@@ -321,7 +321,8 @@ def test_a_superusers_idle_transaction_is_named_with_its_fix_and_readers_never_q
         assert fix, report.outcomes[0].recovery
         with psycopg.connect(**admin.conninfo(5), autocommit=True) as conn:  # type: ignore[arg-type]
             conn.execute(fix[1].encode())
-        assert not sessions_of(platform, pid)
+        # pg_terminate_backend signals the session and returns; the session ends soon after.
+        wait_for("the terminated session to end", lambda: not sessions_of(platform, pid), 10)
         state, report = platform.run(databases=["threads"])
     assert state.is_completed()
     assert platform.versions("threads")[-1] == "5"
