@@ -27,6 +27,7 @@ from ameide_migrate import (
     commands,
     environments,
     fleet,
+    interruption,
     postgres,
     prefect_api,
     secret_sources,
@@ -289,6 +290,55 @@ def test_a_target_its_shard_run_never_reported_is_what_its_history_says(tmp_path
     assert "shows it at empty of 3: 0 migration(s) applied" in untouched.message
     assert (unread.state, unread.before, unread.after) == (OutcomeState.FAILED, "1", None)
     assert unread.message == f"{why}; its history: refused"
+
+
+def test_a_canary_whose_undo_failed_leaves_its_place_to_a_pending_target(tmp_path: Path) -> None:
+    """Set apart after its undo failed, an interrupted canary is no wave's: the waves are planned
+    again on the pending targets, the first of them the canary, not the next, larger wave."""
+    fleet_tree(tmp_path, "targets = [" + ", ".join(f'"{t}"' for t in TARGETS[:10]) + "]\n")
+    for name, text in TENANT_MIGRATIONS.items():
+        (tmp_path / "tenant" / name).write_text(text)
+    settings = Settings(sql_dir=tmp_path)
+    declared = environments.fleet("tenants", settings)
+    template = environments.fleet_template("local", declared, settings)
+    rows = [
+        postgres.HistoryRow(n, str(m.version), m.description, "SQL", m.script, m.checksum, True)
+        for n, m in enumerate(template.migrations[:2], start=1)
+    ]
+    build = interruption.index_builds(template.migrations[2].text())[0]
+    built = postgres.NamedIndex("public", "accounts_email_idx", "accounts", False)
+    cut_short = interruption.Interrupted(
+        "tenant_t000", template.migrations[2], ((build, built),), ()
+    )
+    names = TARGETS[:10]
+    histories = {declared.database_of(t): rows for t in names}
+
+    def sort(undo_failed: dict[str, str]) -> fleet.Sorted:
+        return fleet.sort_targets(
+            declared,
+            "local",
+            names,
+            template,
+            histories,
+            up_to_date={"tenant_t009"},
+            set_apart={"tenant_t000": cut_short} if undo_failed else {},
+            unreachable={"tenant_t008"},
+            undo_failed=undo_failed,
+        )
+
+    assert sort({}).waves == [["t000"], names[1:5], names[5:8]]
+    failed = sort({"tenant_t000": "permission denied to drop index accounts_email_idx"})
+    assert failed.waves == [["t001"], names[2:6], names[6:8]]
+    assert [o.database for o in failed.up_to_date] == ["tenant_t009"]
+    [apart] = failed.interrupted
+    assert (apart.database, apart.state, apart.before) == (
+        "tenant_t000", OutcomeState.INTERRUPTED, "2"
+    )  # fmt: skip
+    assert apart.message.endswith(
+        "Undoing it failed: permission denied to drop index accounts_email_idx"
+    )
+    assert "V3__accounts_email_index.sql was interrupted" in apart.message
+    assert "--fleet tenants --target t000 --undo-interrupted" in apart.recovery
 
 
 def test_a_fleet_keeps_its_targets_secrets_where_its_vault_path_says() -> None:

@@ -28,7 +28,7 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +36,11 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ameide_migrate import recovery
 from ameide_migrate.catalog import DatabaseCatalog
 from ameide_migrate.errors import FleetInvalid, MigrateError
 from ameide_migrate.history import current_version, pending_migrations
+from ameide_migrate.interruption import Interrupted
 from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState
 from ameide_migrate.postgres import HistoryRow
 
@@ -173,6 +175,10 @@ class Fleet(BaseModel):
 
     def database_of(self, target: str) -> str:
         return f"{self.template}_{target}"
+
+    def target_of(self, database: str) -> str:
+        """The target whose database `database` is: `database_of` undone."""
+        return database[len(self.database_of("")) :]
 
 
 def checked_targets(fleet: Fleet, names: Sequence[str], source: str) -> list[str]:
@@ -330,6 +336,70 @@ def plan_pending_waves(
         still = tuple(t for t in named if t in pending)
         waves = waves.model_copy(update={"canary_targets": still or None})
     return plan_waves(pending, waves) if pending else []
+
+
+@dataclass(frozen=True)
+class Sorted:
+    """A fleet's reachable targets as their histories found them: those that need no wave,
+    those set apart, and the waves of the others."""
+
+    up_to_date: list[DatabaseOutcome]
+    interrupted: list[DatabaseOutcome]
+    waves: list[list[str]]
+
+
+def sort_targets(
+    declared: Fleet,
+    environment: str,
+    names: Sequence[str],
+    template: DatabaseCatalog,
+    histories: Mapping[str, Sequence[HistoryRow] | None],
+    *,
+    up_to_date: Collection[str],
+    set_apart: Mapping[str, Interrupted],
+    unreachable: Collection[str],
+    undo_failed: Mapping[str, str] | None = None,
+) -> Sorted:
+    """The targets (`names`) sorted: the databases `up_to_date` (at the latest version when the
+    fleet began), those `set_apart` (a crash cut their first pending migration short; why
+    undoing it failed, when it did, in `undo_failed`), each with its fix, and the waves of the
+    others but the `unreachable`, planned on them alone: a canary set apart leaves the canary's
+    place to another pending target, not to the next, larger wave."""
+    latest = str(template.latest_version) if template.latest_version else None
+
+    def version(database: str) -> str | None:
+        return current_version(list(histories.get(database) or []))
+
+    def interrupted(database: str, found: Interrupted) -> DatabaseOutcome:
+        failed = (undo_failed or {}).get(database)
+        was = version(database)
+        return DatabaseOutcome(
+            database,
+            OutcomeState.INTERRUPTED,
+            was,
+            was,
+            latest,
+            0,
+            0.0,
+            message=found.describe() + (f" Undoing it failed: {failed}" if failed else ""),
+            recovery=recovery.after_interrupted(
+                found,
+                recovery.Subject(
+                    environment, database, declared.name, declared.target_of(database)
+                ),
+            ),
+        )
+
+    databases = [declared.database_of(t) for t in names]
+    current = [
+        DatabaseOutcome(d, OutcomeState.UP_TO_DATE, version(d), version(d), latest, 0, 0.0)
+        for d in databases
+        if d in up_to_date
+    ]
+    apart = [interrupted(d, set_apart[d]) for d in databases if d in set_apart]
+    done = {*up_to_date, *set_apart, *unreachable}
+    pending = [t for t in names if declared.database_of(t) not in done]
+    return Sorted(current, apart, plan_pending_waves(names, pending, declared.waves))
 
 
 def shards_of(targets: Sequence[str], shards: int) -> list[list[str]]:

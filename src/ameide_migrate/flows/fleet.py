@@ -14,7 +14,7 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, cast
@@ -52,7 +52,7 @@ from ameide_migrate.flows import approval
 from ameide_migrate.flows.deployment_guard import own_environment, stopped_at_once
 from ameide_migrate.flows.retrying import with_retries
 from ameide_migrate.flows.secrets import verify_credentials, verify_credentials_reading_histories
-from ameide_migrate.history import current_version
+from ameide_migrate.interruption import Interrupted
 from ameide_migrate.migrate import Steps
 from ameide_migrate.outcomes import DatabaseFailed, DatabaseOutcome, OutcomeState
 from ameide_migrate.plan import Decision
@@ -269,83 +269,56 @@ def _approved(
 SHARD_FLOW = "fleet-shard"
 
 
-def _already(
-    database: str, history: list[HistoryRow] | None, template: DatabaseCatalog
-) -> DatabaseOutcome:
-    """A target at the latest version when the fleet began: no wave needs it."""
-    version = current_version(history or [])
-    latest = str(template.latest_version) if template.latest_version else None
-    return DatabaseOutcome(database, OutcomeState.UP_TO_DATE, version, version, latest, 0, 0.0)
+def _up_to_date(
+    databases: Iterable[str],
+    template: DatabaseCatalog,
+    histories: Mapping[str, list[HistoryRow] | None],
+) -> set[str]:
+    """The databases whose history (read by the gate) holds every migration of `template`."""
+    return {
+        d
+        for d in databases
+        if d in histories and migrate.compare(template, histories[d]).up_to_date
+    }
 
 
 def _interrupted(
-    ctx: RunContext,
-    declared: fleet.Fleet,
-    histories: Mapping[str, list[HistoryRow] | None],
-    skip: set[str],
-) -> list[DatabaseOutcome]:
-    """The targets whose first pending migration a crash cut short, each with its fix: set
-    apart before the waves are planned, so that no wave (the canary's least of all) fails on
-    what that migration built, and the canary is one that can prove the migrations."""
+    ctx: RunContext, histories: Mapping[str, list[HistoryRow] | None], skip: Collection[str]
+) -> dict[str, Interrupted]:
+    """The targets whose first pending migration a crash cut short: set apart before the waves
+    are planned, so that no wave (the canary's least of all) fails on what that migration
+    built, and the canary is one that can prove the migrations."""
 
-    def one(database: str) -> DatabaseOutcome | None:
-        history = histories.get(database)
-        found = retried(migrate.interrupted, get_settings())(ctx, database, history)
-        if found is None:
-            return None
-        version = current_version(history or [])
-        template = ctx.databases[database]
-        latest = str(template.latest_version) if template.latest_version else None
-        return DatabaseOutcome(
-            database,
-            OutcomeState.INTERRUPTED,
-            version,
-            version,
-            latest,
-            0,
-            0.0,
-            message=found.describe(),
-            recovery=recovery.after_interrupted(found, ctx.subject(database)),
-        )
+    def one(database: str) -> Interrupted | None:
+        return retried(migrate.interrupted, get_settings())(ctx, database, histories.get(database))
 
     names = [d for d in ctx.databases if d not in skip and d in histories]
     with ThreadPoolExecutor(max_workers=8) as pool:
-        return [o for o in pool.map(one, names) if o is not None]
+        found = dict(zip(names, pool.map(one, names), strict=True))
+    return {d: i for d, i in found.items() if i is not None}
 
 
-def _undo(
-    ctx: RunContext,
-    histories: Mapping[str, list[HistoryRow] | None],
-    interrupted: list[DatabaseOutcome],
-) -> list[DatabaseOutcome]:
-    """What each interrupted migration built, dropped (its fix's statements, read again now), so
-    that its target migrates in the waves as any pending one; those whose undo fails stay set
-    apart, saying so."""
+def _undo(ctx: RunContext, interrupted: Mapping[str, Interrupted]) -> dict[str, str]:
+    """What each interrupted migration built, dropped (its fix's statements), so that its
+    target migrates in the waves as any pending one; why, for each whose undo failed."""
     logger = get_run_logger()
-    left: list[DatabaseOutcome] = []
-    for outcome in interrupted:
-        database = outcome.database
+    failed: dict[str, str] = {}
+    for database, found in interrupted.items():
+        logger.warning(
+            "%s: undoing what the interrupted %s built: %s",
+            database,
+            found.migration.script,
+            " ".join(found.undo()),
+        )
         try:
-            found = retried(migrate.interrupted, get_settings())(
-                ctx, database, histories.get(database)
-            )
-            if found is None:
-                continue
-            logger.warning(
-                "%s: undoing what the interrupted %s built: %s",
-                database,
-                found.migration.script,
-                " ".join(found.undo()),
-            )
             retried(postgres.drop_indexes_concurrently, get_settings())(
                 ctx.credentials[database],
                 [index for _, index in found.built],
                 timeout=ctx.connect_timeout,
             )
         except MigrateError as error:
-            outcome.message = f"{outcome.message} Undoing it failed: {error}"
-            left.append(outcome)
-    return left
+            failed[database] = str(error)
+    return failed
 
 
 def _migrate_targets(
@@ -707,25 +680,28 @@ def fleet_flow(
     reachable = {d: t for d, t in databases.items() if d not in unreachable}
     ctx = RunContext.create(environment, reachable, verified, settings, fleet=declared)
 
-    to_undo: list[DatabaseOutcome] = []
+    to_undo: dict[str, Interrupted] = {}
 
     def pending_waves(template: DatabaseCatalog) -> list[list[str]]:
         """The waves of the targets with something pending on `template`; the others are up
         to date in the ledger, or set apart as interrupted."""
-        found.up_to_date = [
-            _already(database, histories[database], template)
-            for database in reachable
-            if database in histories and migrate.compare(template, histories[database]).up_to_date
-        ]
-        cut_short = _interrupted(ctx, declared, histories, {o.database for o in found.up_to_date})
+        current = _up_to_date(reachable, template, histories)
+        cut_short = _interrupted(ctx, histories, current)
         # Asked to undo them, they wait in the waves (approved with the others) and are undone
         # just before the first; otherwise they are set apart.
-        found.interrupted = [] if undo_interrupted else cut_short
-        to_undo[:] = cut_short if undo_interrupted else []
-        done = {o.database for o in found.outcomes} | set(unreachable)
-        waves = fleet.plan_pending_waves(
-            names, [t for t in names if declared.database_of(t) not in done], declared.waves
+        to_undo.clear()
+        to_undo.update(cut_short if undo_interrupted else {})
+        ordered = fleet.sort_targets(
+            declared,
+            environment,
+            names,
+            template,
+            histories,
+            up_to_date=current,
+            set_apart={} if undo_interrupted else cut_short,
+            unreachable=unreachable,
         )
+        found.up_to_date, found.interrupted = ordered.up_to_date, ordered.interrupted
         for outcome in found.interrupted:
             logger.error("%s: %s Fix: %s", outcome.database, outcome.message, outcome.recovery)
         logger.info(
@@ -736,10 +712,10 @@ def fleet_flow(
             len(found.up_to_date),
             len(found.quarantined),
             len(found.interrupted),
-            len(waves),
-            ", ".join(str(len(w)) for w in waves) or "none",
+            len(ordered.waves),
+            ", ".join(str(len(w)) for w in ordered.waves) or "none",
         )
-        return waves
+        return ordered.waves
 
     waves = pending_waves(template)
     too_many = fleet.quarantine_reason(found.quarantined, declared.waves)
@@ -772,10 +748,21 @@ def fleet_flow(
         template = next(iter(ctx.databases.values()))
         waves = pending_waves(template)
     if to_undo:
-        found.interrupted = _undo(ctx, histories, to_undo)
-        still = {o.database for o in found.interrupted}
-        kept = ([t for t in wave if declared.database_of(t) not in still] for wave in waves)
-        waves = [wave for wave in kept if wave]
+        # A target whose undo failed is set apart: the waves are planned again without it, so
+        # that another pending target, not the next wave, takes the canary's place.
+        failed = _undo(ctx, to_undo)
+        ordered = fleet.sort_targets(
+            declared,
+            environment,
+            names,
+            template,
+            histories,
+            up_to_date={o.database for o in found.up_to_date},
+            set_apart={d: to_undo[d] for d in failed},
+            unreachable=unreachable,
+            undo_failed=failed,
+        )
+        found.interrupted, waves = ordered.interrupted, ordered.waves
     steps = _steps(settings)
     shards_on = _shard_deployment(environment)
     # A shard run reads its own template (its image's): it migrates only the approved files.
