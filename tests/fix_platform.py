@@ -4,6 +4,7 @@ a helper that runs the real migrate flow against them through the session's Pref
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -151,29 +152,35 @@ def admin_url_of(creds: Credentials) -> SecretStr:
 
 
 def ameide(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300, cwd: Path = REPO
 ) -> subprocess.CompletedProcess[str]:
-    """The command line as a user runs it, in the repository, with this process's environment.
-    Every fix it printed is a command the tool accepts, or the test fails (tests/fixes.py)."""
+    """The command line as a user runs it, in `cwd` (the repository), with `env` (this
+    process's environment). Every fix it printed is a command the tool accepts, or the test
+    fails (tests/fixes.py)."""
     done = subprocess.run(
         [sys.executable, "-m", "ameide_migrate.cli", *args],
         capture_output=True,
         text=True,
-        cwd=REPO,
+        cwd=cwd,
         env=env,
         timeout=timeout,
         check=False,
     )
     quoted = fixes.commands_in(done.stdout + done.stderr)
     if quoted:
-        # In a process of the command's own environment: its settings name the same tree.
+        # In a process of the command's own environment and folder: its settings name the same
+        # tree; the checker itself is imported from the repository.
+        checker_env = dict(os.environ if env is None else env)
+        checker_env["PYTHONPATH"] = os.pathsep.join(
+            [str(REPO), *filter(None, [checker_env.get("PYTHONPATH")])]
+        )
         checked = subprocess.run(
             [sys.executable, "-m", "tests.fixes"],
             input="\n".join(quoted),
             capture_output=True,
             text=True,
-            cwd=REPO,
-            env=env,
+            cwd=cwd,
+            env=checker_env,
             timeout=300,
             check=False,
         )

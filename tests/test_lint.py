@@ -17,15 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from ameide_migrate import commands, environments, lint, locking
+from ameide_migrate import commands, environments, lint, locking, postgres, secret_sources
 from ameide_migrate.catalog import PLATFORM_DATABASES
 from ameide_migrate.errors import EnvironmentsFileInvalid, LinterNotInstalled
 from ameide_migrate.lint import Finding, Level, LintRules
 from ameide_migrate.outcomes import OutcomeState
+from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import Settings
 
 from .fix_actionlint import run_actionlint
-from .fix_platform import REPO, Platform
+from .fix_platform import REPO, Platform, admin_url_of, ameide, drop_owners
 
 DATA = REPO / "tests" / "data" / "lint"
 SHOP = DATA / "shop"
@@ -375,15 +376,7 @@ def test_a_missing_squawk_says_how_to_install_it(
 def cli(*args: str, sql_dir: Path, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "AMEIDE_SQL_DIR": str(sql_dir)}
     env.pop("AMEIDE_ENVIRONMENTS_FILE", None)
-    return subprocess.run(
-        [sys.executable, "-m", "ameide_migrate.cli", "lint", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    return ameide("lint", *args, env=env, timeout=120, cwd=cwd)
 
 
 def test_the_command_exits_0_clean_or_warnings_1_on_an_error_2_on_a_mistake(
@@ -555,24 +548,45 @@ def test_the_findings_table_keeps_line_level_and_fix_in_a_narrow_terminal() -> N
 
 
 def test_lint_of_the_local_environment_sets_it_up_as_a_run_would(
-    platform: Platform, tmp_path: Path
+    pg_admin: Credentials, db_prefix: str, tmp_path: Path
 ) -> None:
-    """On a machine where nothing ran yet (no local secrets), `lint --env local` makes the local
-    databases and their credentials as `run --env local` would, then lints what is pending."""
-    env = {**os.environ, "AMEIDE_STATE_DIR": str(tmp_path / "fresh-state")}
+    """On a machine where nothing ran yet (no local secrets, no databases under its prefix),
+    `lint --env local` makes the local databases and their credentials as `run --env local`
+    would, then lints what is pending."""
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(REPO / "db" / "flyway" / "sql", sql_dir)
+    state_dir = tmp_path / "fresh-state"
+    env = {
+        **os.environ,
+        "AMEIDE_SQL_DIR": str(sql_dir),
+        "AMEIDE_STATE_DIR": str(state_dir),
+        "AMEIDE_LOCAL_DATABASE_PREFIX": db_prefix,
+        "AMEIDE_CACHE_DIR": str(REPO / ".cache"),
+        "AMEIDE_LOCAL_ADMIN_URL": admin_url_of(pg_admin).get_secret_value(),
+    }
+    env.pop("AMEIDE_ENVIRONMENTS_FILE", None)
+    owners = {
+        db: secret_sources.local_credentials(
+            db, host=pg_admin.host, port=pg_admin.port, prefix=db_prefix
+        )
+        for db in PLATFORM_DATABASES
+    }
+    graph_database = owners["graph"].database
+    assert not databases_named(pg_admin, graph_database)
+    try:
+        done = ameide("lint", "--env", "local", "--db", "graph", env=env)
 
-    done = subprocess.run(
-        [sys.executable, "-m", "ameide_migrate.cli", "lint", "--env", "local", "--db", "graph"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=300,
-        check=False,
-    )
+        graph = environments.catalog("local", Settings(sql_dir=sql_dir)).databases["graph"]
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert databases_named(pg_admin, graph_database) == [graph_database]
+        pending = f"no finding in {len(graph.migrations)} pending migration(s) in local"
+        assert pending in done.stdout, done.stdout
+        assert (state_dir / "local-secrets.json").is_file()
+    finally:
+        drop_owners(pg_admin, owners)
 
-    graph = environments.catalog("local", Settings(sql_dir=platform.sql_dir)).databases["graph"]
-    assert done.returncode == 0, done.stdout + done.stderr
-    pending = f"no finding in {len(graph.migrations)} pending migration(s) in local"
-    assert pending in done.stdout, done.stdout
-    assert (tmp_path / "fresh-state" / "local-secrets.json").is_file()
+
+def databases_named(admin: Credentials, name: str) -> list[str]:
+    with postgres.connect(admin, timeout=5) as conn:
+        rows = conn.execute("SELECT datname FROM pg_database WHERE datname = %s", (name,))
+        return [str(datname) for (datname,) in rows.fetchall()]
