@@ -35,7 +35,13 @@ from ameide_migrate import (
 )
 from ameide_migrate import vault as vault_api
 from ameide_migrate.commands import seed_local
-from ameide_migrate.errors import EnvironmentsFileInvalid, FleetInvalid
+from ameide_migrate.credential_gate import Unreachable
+from ameide_migrate.errors import (
+    DatabaseRefusedConnection,
+    DatabaseUnreachable,
+    EnvironmentsFileInvalid,
+    FleetInvalid,
+)
 from ameide_migrate.fleet import Fleet, FleetReport, Waves
 from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState
 from ameide_migrate.postgres import Credentials
@@ -145,6 +151,25 @@ def test_targets_unreachable_at_the_gate_are_quarantined_up_to_the_fleets_limit(
         "then `ameide-migrate fleet run --env local --fleet tenants --target t1`",
     )
     down = fleet.Quarantined("tenant_t2", "database tenant_t2 is unreachable", "bring it up")
+    declared = Fleet(name="tenants", template="tenant", targets=("t1", "t2"))
+    assert declared.target_of("tenant_t1") == "t1"
+    turned_away: dict[str, Unreachable] = {
+        "tenant_t1": DatabaseRefusedConnection(refused.reason, fix="let it in"),
+        "tenant_t2": DatabaseUnreachable("database tenant_t2 is unreachable"),
+    }
+    assert fleet.quarantined(declared, "local", turned_away) == [
+        fleet.Quarantined(
+            "tenant_t1",
+            refused.reason,
+            "let it in, then `ameide-migrate fleet run --env local --fleet tenants --target t1`",
+        ),
+        fleet.Quarantined(
+            "tenant_t2",
+            "database tenant_t2 is unreachable",
+            "bring its server up, then "
+            "`ameide-migrate fleet run --env local --fleet tenants --target t2`",
+        ),
+    ]
     assert fleet.Waves().quarantine_max == 1
     assert fleet.quarantine_reason([refused], Waves()) is None
     assert fleet.quarantine_reason([refused, down], Waves()) == (

@@ -38,7 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ameide_migrate import recovery
 from ameide_migrate.catalog import DatabaseCatalog
-from ameide_migrate.errors import FleetInvalid, MigrateError
+from ameide_migrate.credential_gate import Unreachable
+from ameide_migrate.errors import DatabaseRefusedConnection, FleetInvalid, MigrateError
 from ameide_migrate.history import current_version, pending_migrations
 from ameide_migrate.interruption import Interrupted
 from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState
@@ -147,12 +148,11 @@ class Fleet(BaseModel):
 
     def vault_path_of(self, environment: str, database: str) -> str | None:
         """Where this fleet's target `database` keeps its secret, when the fleet says so."""
-        prefix = self.database_of("")
-        if self.vault_path is None or not database.startswith(prefix):
+        if self.vault_path is None or not database.startswith(self.database_of("")):
             return None
         return self.vault_path.format(
             environment=environment,
-            target=database[len(prefix) :],
+            target=self.target_of(database),
             database=database,
             template=self.template,
         )
@@ -562,6 +562,26 @@ class Quarantined:
     database: str
     reason: str
     fix: str
+
+
+def quarantined(
+    declared: Fleet, environment: str, unreachable: Mapping[str, Unreachable]
+) -> list[Quarantined]:
+    """The targets the gate could not log in to (`unreachable`, each with why), with their fix:
+    a refusal's reason is what was refused, its fix having a column of its own."""
+    return [
+        Quarantined(
+            database,
+            error.what if isinstance(error, DatabaseRefusedConnection) else str(error),
+            recovery.for_unreachable_target(
+                recovery.Subject(
+                    environment, database, declared.name, declared.target_of(database)
+                ),
+                error,
+            ),
+        )
+        for database, error in unreachable.items()
+    ]
 
 
 def quarantine_reason(quarantined: Sequence[Quarantined], waves: Waves) -> str | None:

@@ -33,7 +33,6 @@ from ameide_migrate import (
     plan,
     postgres,
     prefect_api,
-    recovery,
     report,
 )
 from ameide_migrate.catalog import DatabaseCatalog, pinned_copy
@@ -42,7 +41,6 @@ from ameide_migrate.environments import ApprovalPolicy
 from ameide_migrate.errors import (
     REJECTED_STATE,
     ApprovedFilesChanged,
-    DatabaseRefusedConnection,
     FleetBusy,
     MigrateError,
     UsageError,
@@ -422,7 +420,6 @@ def _shards_on_deployment(
     logger = get_run_logger()
     deployment_name, job_variables = shard_deployment
     size = sum(len(p) for p in parts)
-    prefix = len(declared.database_of(""))
     runs = [
         cast(
             FlowRun,
@@ -432,7 +429,7 @@ def _shards_on_deployment(
                     "name": declared.name,
                     "wave": wave,
                     "wave_size": size,
-                    "targets": [d[prefix:] for d in databases],
+                    "targets": [declared.target_of(d) for d in databases],
                     # Only when approved: an unprotected fleet's shard runs take what they took.
                     **({} if approved_files is None else {"approved_files": approved_files}),
                 },
@@ -664,17 +661,7 @@ def fleet_flow(
         shown_as=declared.database_of("<target>"),
     )
     found = FleetReport(environment, name, server_of=servers)
-    prefix = len(declared.database_of(""))
-    found.quarantined = [
-        fleet.Quarantined(
-            database,
-            error.what if isinstance(error, DatabaseRefusedConnection) else str(error),
-            recovery.for_unreachable_target(
-                recovery.Subject(environment, database, name, database[prefix:]), error
-            ),
-        )
-        for database, error in unreachable.items()
-    ]
+    found.quarantined = fleet.quarantined(declared, environment, unreachable)
     for q in found.quarantined:
         logger.warning("quarantined %s: %s", q.database, q.reason)
     reachable = {d: t for d, t in databases.items() if d not in unreachable}
