@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -434,37 +435,39 @@ def test_a_database_turned_away_is_named_with_its_own_fix_not_the_credentials(
                 sql.Identifier(revoked.database), sql.Identifier(revoked.user)
             )
         )
-    try:
-        source = secret_sources.LocalStoreSource(platform.state_dir, platform.admin.server)
-        gate = credential_gate.verify_reachable(source, ["platform", "graph", "threads", "agents"])
+    source = secret_sources.LocalStoreSource(platform.state_dir, platform.admin.server)
+    gate = credential_gate.verify_reachable(source, ["platform", "graph", "threads", "agents"])
 
-        assert list(gate.credentials) == ["platform"]
-        assert list(gate.unreachable) == ["graph", "threads", "agents"]
-        assert gate.servers["graph"] == f"{down.host}:{nowhere}"
-        assert gate.servers["threads"] == platform.admin.server
-        graph, threads, agents = gate.unreachable.values()
-        assert isinstance(graph, DatabaseUnreachable)
-        assert "is unreachable" in str(graph)
-        assert isinstance(threads, DatabaseRefusedConnection)
-        assert "is not currently accepting connections" in threads.what
-        assert threads.fix == (
-            f'once whatever closed it is over, run `ALTER DATABASE "{closed.database}" '
-            "ALLOW_CONNECTIONS true;` as an administrator"
-        )
-        assert isinstance(agents, DatabaseRefusedConnection)
-        assert "lacks the CONNECT privilege" in agents.what
-        assert agents.fix == (
-            f'run `GRANT CONNECT ON DATABASE "{revoked.database}" TO "{revoked.user}";` '
-            "as its owner or an administrator"
-        )
-        with pytest.raises(DatabaseRefusedConnection) as refused:
-            credential_gate.verify_secrets(source, ["platform", "agents"])
-        assert "seed-local" not in str(refused.value)
-        assert "GRANT CONNECT ON DATABASE" in str(refused.value)
-    finally:
-        with postgres.connect(platform.admin) as conn:
-            conn.execute(
-                sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(
-                    sql.Identifier(closed.database)
-                )
-            )
+    assert list(gate.credentials) == ["platform"]
+    assert list(gate.unreachable) == ["graph", "threads", "agents"]
+    assert gate.servers["graph"] == f"{down.host}:{nowhere}"
+    assert gate.servers["threads"] == platform.admin.server
+    graph, threads, agents = gate.unreachable.values()
+    assert isinstance(graph, DatabaseUnreachable)
+    assert "is unreachable" in str(graph)
+    assert isinstance(threads, DatabaseRefusedConnection)
+    assert "is not currently accepting connections" in threads.what
+    assert threads.fix == (
+        f'once whatever closed it is over, run `ALTER DATABASE "{closed.database}" '
+        "ALLOW_CONNECTIONS true;` as an administrator"
+    )
+    assert isinstance(agents, DatabaseRefusedConnection)
+    assert "lacks the CONNECT privilege" in agents.what
+    assert agents.fix == (
+        f'run `GRANT CONNECT ON DATABASE "{revoked.database}" TO "{revoked.user}";` '
+        "as its owner or an administrator"
+    )
+    with pytest.raises(DatabaseRefusedConnection) as refused:
+        credential_gate.verify_secrets(source, ["platform", "agents"])
+    assert "seed-local" not in str(refused.value)
+    assert "GRANT CONNECT ON DATABASE" in str(refused.value)
+
+    # The fixes as printed, run as an administrator, let the logins in: the gate hands the
+    # databases back among the credentials.
+    with postgres.connect(platform.admin) as conn:
+        for fix in (threads.fix, agents.fix):
+            (statement,) = re.findall(r"`([^`]*;)`", fix)
+            conn.execute(statement.encode())
+    reopened = credential_gate.verify_reachable(source, ["threads", "agents"])
+    assert list(reopened.credentials) == ["threads", "agents"]
+    assert reopened.unreachable == {}
