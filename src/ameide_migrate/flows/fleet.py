@@ -667,49 +667,23 @@ def fleet_flow(
     reachable = {d: t for d, t in databases.items() if d not in unreachable}
     ctx = RunContext.create(environment, reachable, verified, settings, fleet=declared)
 
-    to_undo: dict[str, Interrupted] = {}
-
-    def pending_waves(template: DatabaseCatalog) -> list[list[str]]:
-        """The waves of the targets with something pending on `template`; the others are up
-        to date in the ledger, or set apart as interrupted."""
-        current = _up_to_date(reachable, template, histories)
-        cut_short = _interrupted(ctx, histories, current)
-        # Asked to undo them, they wait in the waves (approved with the others) and are undone
-        # just before the first; otherwise they are set apart.
-        to_undo.clear()
-        to_undo.update(cut_short if undo_interrupted else {})
+    too_many = fleet.quarantine_reason(found.quarantined, declared.waves)
+    if too_many is not None:
+        ctx.close()
+        # Before any lookup on a target: what each would need, its history alone says.
         ordered = fleet.sort_targets(
             declared,
             environment,
             names,
             template,
             histories,
-            up_to_date=current,
-            set_apart={} if undo_interrupted else cut_short,
+            up_to_date=_up_to_date(reachable, template, histories),
+            set_apart={},
             unreachable=unreachable,
         )
-        found.up_to_date, found.interrupted = ordered.up_to_date, ordered.interrupted
-        for outcome in found.interrupted:
-            logger.error("%s: %s Fix: %s", outcome.database, outcome.message, outcome.recovery)
-        logger.info(
-            "fleet %s: %d targets, %d up to date, %d quarantined, %d interrupted; the others in "
-            "%d wave(s) (%s)",
-            name,
-            len(names),
-            len(found.up_to_date),
-            len(found.quarantined),
-            len(found.interrupted),
-            len(ordered.waves),
-            ", ".join(str(len(w)) for w in ordered.waves) or "none",
-        )
-        return ordered.waves
-
-    waves = pending_waves(template)
-    too_many = fleet.quarantine_reason(found.quarantined, declared.waves)
-    if too_many is not None:
-        ctx.close()
+        found.up_to_date = ordered.up_to_date
         found.halted = too_many
-        found.not_started = [declared.database_of(t) for wave in waves for t in wave]
+        found.not_started = [declared.database_of(t) for wave in ordered.waves for t in wave]
         logger.error("fleet %s stopped before its first wave: %s", name, too_many)
         _ledger(found)
         raise FleetHalted(found.summary(), found)
@@ -733,23 +707,41 @@ def fleet_flow(
             )
         # The waves of what was approved: the files and histories read after the decision.
         template = next(iter(ctx.databases.values()))
-        waves = pending_waves(template)
-    if to_undo:
-        # A target whose undo failed is set apart: the waves are planned again without it, so
-        # that another pending target, not the next wave, takes the canary's place.
-        failed = _undo(ctx, to_undo)
-        ordered = fleet.sort_targets(
-            declared,
-            environment,
-            names,
-            template,
-            histories,
-            up_to_date={o.database for o in found.up_to_date},
-            set_apart={d: to_undo[d] for d in failed},
-            unreachable=unreachable,
-            undo_failed=failed,
-        )
-        found.interrupted, waves = ordered.interrupted, ordered.waves
+    current = _up_to_date(reachable, template, histories)
+    cut_short = _interrupted(ctx, histories, current)
+    # Asked to undo them, they are undone now, just before the first wave, and migrate in the
+    # waves (approved with the others); otherwise, or when their undo failed, they are set
+    # apart, and the waves planned without them.
+    failed = _undo(ctx, cut_short) if undo_interrupted else {}
+    ordered = fleet.sort_targets(
+        declared,
+        environment,
+        names,
+        template,
+        histories,
+        up_to_date=current,
+        set_apart={d: i for d, i in cut_short.items() if not undo_interrupted or d in failed},
+        unreachable=unreachable,
+        undo_failed=failed,
+    )
+    found.up_to_date, found.interrupted, waves = (
+        ordered.up_to_date,
+        ordered.interrupted,
+        ordered.waves,
+    )
+    for outcome in found.interrupted:
+        logger.error("%s: %s Fix: %s", outcome.database, outcome.message, outcome.recovery)
+    logger.info(
+        "fleet %s: %d targets, %d up to date, %d quarantined, %d interrupted; the others in "
+        "%d wave(s) (%s)",
+        name,
+        len(names),
+        len(found.up_to_date),
+        len(found.quarantined),
+        len(found.interrupted),
+        len(waves),
+        ", ".join(str(len(w)) for w in waves) or "none",
+    )
     steps = _steps(settings)
     shards_on = _shard_deployment(environment)
     # A shard run reads its own template (its image's): it migrates only the approved files.
