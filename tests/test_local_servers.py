@@ -12,6 +12,8 @@ import json
 import os
 import re
 import stat
+from datetime import UTC, datetime
+from uuid import UUID
 
 import psycopg
 import pytest
@@ -26,6 +28,7 @@ from ameide_migrate.terminal import print_run
 
 from .fix_platform import Platform, admin_url_of, ameide, drop_owners
 from .fix_vault import Vault
+from .test_approval import artifact
 from .test_fleet import add_fleet, tenant
 
 GRAPH_VERSIONS = ["1", "2", "3"]
@@ -87,13 +90,32 @@ def test_a_run_given_another_servers_admin_url_migrates_that_server_and_names_it
     drift = ameide("drift", "--env", "local", "--db", "graph")
     assert drift.returncode == 0, drift.stdout + drift.stderr
     assert f"Schema drift: local on {here}" in drift.stdout
+    before = datetime.now(UTC)
     checked = json.loads(ameide("drift", "--env", "local", "--db", "graph", "--json").stdout)
     assert [(d["database"], d["server"], d["verdict"]) for d in checked] == [
         ("graph", here, "in sync")
     ]
-    assert [(r["database"], r["server"]) for r in prefect_api.latest_table("drift-local")] == [
-        ("graph", here)
-    ]
+    rows = json.loads(artifact("drift-local", drift_run_since(before)))
+    assert [(r["database"], r["server"]) for r in rows] == [("graph", here)]
+
+
+def drift_run_since(since: datetime) -> UUID:
+    """The one run of the drift flow started since `since`: the command's own."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterStartTime,
+    )
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["drift"])),
+            flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since)),
+        )
+    (run,) = runs
+    return run.id
 
 
 def test_a_server_without_entries_in_the_store_is_named_with_the_command_that_seeds_it(
