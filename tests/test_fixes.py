@@ -69,8 +69,8 @@ def _cut_short() -> Interrupted:
         "0" * 64,
     )
     built = NamedIndex("public", "accounts_name_idx", "accounts", True)
-    build = IndexBuild(Statement(statement, statement, 1), "accounts_name_idx", False)
-    return Interrupted("x", migration, ((build, built),), ())
+    build = IndexBuild(Statement(statement, statement, 1), "accounts_name_idx", "accounts", False)
+    return Interrupted("x", migration, ((build, built),))
 
 
 def every_fix(subject: Subject) -> dict[str, list[str]]:

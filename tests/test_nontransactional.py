@@ -431,16 +431,18 @@ def test_a_migration_cut_short_is_found_by_the_index_its_first_statement_built(
     template = tenant_template(tmp_path, TWO_INDEXES)
     at_v1 = applied_up_to(template, "1")
     built = postgres.NamedIndex("public", "accounts_name_idx", "accounts", True)
-    asked: list[list[str]] = []
+    asked: list[list[postgres.IndexOnTable]] = []
 
-    def lookup(names: Sequence[str]) -> dict[str, postgres.NamedIndex]:
-        asked.append(list(names))
-        return {n: built for n in names if n == "accounts_name_idx"}
+    def lookup(
+        wanted: Sequence[postgres.IndexOnTable],
+    ) -> dict[postgres.IndexOnTable, postgres.NamedIndex]:
+        asked.append(list(wanted))
+        return {w: built for w in wanted if w[0] == "accounts_name_idx"}
 
     found = interruption.find("tenant_t1", template, at_v1, lookup)
 
     assert found is not None
-    assert asked == [["accounts_name_idx", "notes_body_idx"]]
+    assert asked == [[("accounts_name_idx", "accounts"), ("notes_body_idx", "notes")]]
     assert found.undo() == ['DROP INDEX CONCURRENTLY IF EXISTS "public"."accounts_name_idx";']
     assert [st.line for st in found.remaining()] == [3]
     described = found.describe()
@@ -485,10 +487,12 @@ def test_what_if_not_exists_makes_safe_is_left_to_the_rerun_and_never_what_is_in
 
 def test_a_transactional_migration_is_never_taken_for_one_cut_short(tmp_path: Path) -> None:
     template = tenant_template(tmp_path, "CREATE INDEX accounts_name_idx ON accounts (name);\n")
-    asked: list[Sequence[str]] = []
+    asked: list[Sequence[postgres.IndexOnTable]] = []
 
-    def lookup(names: Sequence[str]) -> dict[str, postgres.NamedIndex]:
-        asked.append(names)
+    def lookup(
+        wanted: Sequence[postgres.IndexOnTable],
+    ) -> dict[postgres.IndexOnTable, postgres.NamedIndex]:
+        asked.append(wanted)
         return {}
 
     assert interruption.find("tenant_t1", template, applied_up_to(template, "1"), lookup) is None
@@ -498,19 +502,62 @@ def test_a_transactional_migration_is_never_taken_for_one_cut_short(tmp_path: Pa
 def test_index_names_are_read_as_postgresql_reads_them() -> None:
     script = (
         'CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS "Odd ""name""" ON t (a);\n'
-        "create index concurrently app.by_b on app.t (b);\n"
+        "create index concurrently by_b on app . t (b);\n"
+        "CREATE INDEX CONCURRENTLY app.by_c ON app.t (c);\n"  # PostgreSQL refuses: no schema
         "CREATE INDEX CONCURRENTLY ON t (c);\n"
         "CREATE INDEX by_d ON t (d);\n"
     )
     builds = interruption.index_builds(script)
-    assert [(b.name, b.if_not_exists, b.statement.line) for b in builds] == [
-        ('"Odd ""name"""', True, 1),
-        ("app.by_b", False, 2),
+    assert [(b.name, b.table, b.if_not_exists, b.statement.line) for b in builds] == [
+        ('"Odd ""name"""', "t", True, 1),
+        ("by_b", "app.t", False, 2),
     ]
-    assert [b.name for b in interruption.index_builds(script, "tenant")] == [
-        '"tenant"."Odd ""name"""',
-        "app.by_b",
+    assert [b.looked_for for b in interruption.index_builds(script, "tenant")] == [
+        ('"Odd ""name"""', '"tenant".t'),
+        ("by_b", "app.t"),
     ]
+
+
+def test_an_index_cut_short_is_found_in_its_tables_schema_whatever_the_search_path_finds(
+    tmp_path: Path, pg_admin: Credentials, db_prefix: str
+) -> None:
+    template = tenant_template(
+        tmp_path,
+        "CREATE INDEX CONCURRENTLY accounts_name_idx ON app.accounts (name);\n"
+        "CREATE INDEX CONCURRENTLY accounts_body_idx ON app.accounts (body);\n",
+    )
+    with scratch_database(pg_admin, f"{db_prefix}tenant_t1", pg_admin) as creds:
+        with postgres.connect(creds) as conn:
+            # What the crash left in app, and an index of the same name in public (first on
+            # the search path) that the migration never touched.
+            conn.execute("CREATE SCHEMA app")
+            conn.execute("CREATE TABLE app.accounts (name text, body text)")
+            conn.execute("CREATE INDEX accounts_name_idx ON app.accounts (name)")
+            conn.execute("CREATE TABLE public.other (name text)")
+            conn.execute("CREATE INDEX accounts_name_idx ON public.other (name)")
+
+        def lookup(
+            wanted: Sequence[postgres.IndexOnTable],
+        ) -> dict[postgres.IndexOnTable, postgres.NamedIndex]:
+            return postgres.indexes_named(creds, wanted)
+
+        found = interruption.find("tenant_t1", template, applied_up_to(template, "1"), lookup)
+
+        assert found is not None
+        assert [index for _, index in found.built] == [
+            postgres.NamedIndex("app", "accounts_name_idx", "accounts", True)
+        ]
+        assert [st.line for st in found.remaining()] == [2]
+        assert found.undo() == ['DROP INDEX CONCURRENTLY IF EXISTS "app"."accounts_name_idx";']
+        postgres.drop_indexes_concurrently(creds, [index for _, index in found.built])
+        with postgres.connect(creds) as conn:
+            left = conn.execute(
+                "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE c.relname LIKE 'accounts_%_idx'"
+            ).fetchall()
+        assert left == [("public", "accounts_name_idx")]
+        undone = interruption.find("tenant_t1", template, applied_up_to(template, "1"), lookup)
+        assert undone is None
 
 
 FIVE_TENANTS = ["t0", "t1", "t2", "t3", "t4"]

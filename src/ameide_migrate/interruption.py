@@ -14,47 +14,49 @@ migration only by running it, so finishing its statements by hand would leave it
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ameide_migrate import statements
+from ameide_migrate import locking, statements
 from ameide_migrate.catalog import DatabaseCatalog, Migration
 from ameide_migrate.errors import LeftoversFound
 from ameide_migrate.history import pending_migrations
-from ameide_migrate.postgres import HistoryRow, NamedIndex
-
-_NAME = r'(?:"(?:[^"]|"")+"|[A-Za-z_\u0080-\uffff][\w$\u0080-\uffff]*)'
-_CREATE_INDEX = re.compile(
-    rf"CREATE (?:UNIQUE )?INDEX CONCURRENTLY (?P<if_not_exists>IF NOT EXISTS )?"
-    rf"(?P<name>{_NAME}(?:\.{_NAME})?) ON ",
-    re.IGNORECASE,
-)
+from ameide_migrate.postgres import HistoryRow, IndexOnTable, NamedIndex
 
 
 @dataclass(frozen=True)
 class IndexBuild:
-    """A CREATE INDEX CONCURRENTLY statement of a migration, and the name it gives its index."""
+    """A CREATE INDEX CONCURRENTLY statement of a migration, and the names it gives its index
+    and its table."""
 
     statement: statements.Statement
     name: str
-    """As written: `idx`, `s.idx`, `"Idx"`; what PostgreSQL resolves it to is asked of it."""
+    """As written: `idx`, `"Idx"`; PostgreSQL creates it in its table's schema."""
+    table: str
+    """As written (`t`, `s.t`), in Flyway's default schema when written unqualified."""
     if_not_exists: bool
+
+    @property
+    def looked_for(self) -> IndexOnTable:
+        return self.name, self.table
 
 
 def index_builds(sql_text: str, schema: str | None = None) -> list[IndexBuild]:
     """The script's CREATE INDEX CONCURRENTLY statements that name their index (one that does
-    not gets a name PostgreSQL makes up, which cannot be looked for). An unqualified name is
-    in `schema` when Flyway runs the script with it as its default schema."""
+    not gets a name PostgreSQL makes up, which cannot be looked for; one that qualifies it is
+    refused by PostgreSQL, having built nothing). An unqualified table is in `schema` when
+    Flyway runs the script with it as its default schema."""
     found = []
     for statement in statements.split(sql_text):
-        match = _CREATE_INDEX.match(statement.words)
-        if match is None:
+        match = locking.CREATES_INDEX.match(statement.words)
+        if match is None or not match["concurrently"] or not match["index"]:
             continue
-        name = match.group("name")
-        if schema and "." not in name.replace('""', ""):
-            name = f'"{schema}".{name}'
-        found.append(IndexBuild(statement, name, bool(match.group("if_not_exists"))))
+        name, table = locking.written(match["index"]), locking.written(match["table"])
+        if not locking.unqualified(name):
+            continue
+        if schema and locking.unqualified(table):
+            table = '"{}".{}'.format(schema.replace('"', '""'), table)
+        found.append(IndexBuild(statement, name, table, bool(match["if_not_exists"])))
     return found
 
 
@@ -66,7 +68,6 @@ class Interrupted:
     migration: Migration
     built: tuple[tuple[IndexBuild, NamedIndex], ...]
     """Each statement whose index is there, with the index as PostgreSQL holds it."""
-    not_built: tuple[IndexBuild, ...]
 
     def undo(self) -> list[str]:
         """The statements that take the database back to before the migration: every index it
@@ -97,8 +98,9 @@ class Interrupted:
         )
 
 
-IndexLookup = Callable[[Sequence[str]], dict[str, NamedIndex]]
-"""Of the names given, those an index has in the database (`postgres.indexes_named`)."""
+IndexLookup = Callable[[Sequence[IndexOnTable]], dict[IndexOnTable, NamedIndex]]
+"""Of the indexes given (each by its name and its table's), those in the database
+(`postgres.indexes_named`)."""
 
 
 def find(
@@ -120,21 +122,15 @@ def find(
     builds = index_builds(text, template.flyway.schema)
     if not builds:
         return None
-    present = lookup([b.name for b in builds])
+    present = lookup([b.looked_for for b in builds])
+    built = [(b, present[b.looked_for]) for b in builds if b.looked_for in present]
     # Applying it again fails on an index whose statement has no IF NOT EXISTS, and skips an
     # INVALID one, recording a lie. Valid indexes of IF NOT EXISTS statements are skipped as
     # they should be: the rerun finishes the migration, and there is nothing to name (nor can
     # they be told from indexes an earlier migration built under the same names).
-    if not any(
-        not present[b.name].valid or not b.if_not_exists for b in builds if b.name in present
-    ):
+    if not any(not index.valid or not b.if_not_exists for b, index in built):
         return None
-    return Interrupted(
-        database,
-        first,
-        tuple((b, present[b.name]) for b in builds if b.name in present),
-        tuple(b for b in builds if b.name not in present),
-    )
+    return Interrupted(database, first, tuple(built))
 
 
 class MigrationInterrupted(LeftoversFound):

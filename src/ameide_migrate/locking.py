@@ -77,11 +77,13 @@ _CREATES = re.compile(
     rf"(IF NOT EXISTS )?{_NAME}",
     re.IGNORECASE,
 )
-_CREATES_INDEX = re.compile(
-    rf"^CREATE (?:UNIQUE )?INDEX (CONCURRENTLY )?(?:IF NOT EXISTS )?(?:{_NAME} )?ON (?:ONLY )?"
-    rf"{_NAME}",
+CREATES_INDEX = re.compile(
+    r"^CREATE (?:UNIQUE )?INDEX (?P<concurrently>CONCURRENTLY )?(?P<if_not_exists>IF NOT EXISTS )?"
+    rf"(?:(?P<index>{_NAME}) )?ON (?:ONLY )?(?P<table>{_NAME})",
     re.IGNORECASE,
 )
+"""A CREATE INDEX statement's words: its index's name (none when PostgreSQL makes one up), its
+table's, whether CONCURRENTLY and IF NOT EXISTS."""
 _REFERENCES = re.compile(rf"\bREFERENCES {_NAME}", re.IGNORECASE)
 # (pattern, lock mode): the first to match a statement's words names the table it works on.
 _STATEMENT_LOCKS: tuple[tuple[str, str], ...] = (
@@ -186,7 +188,13 @@ def bare(name: str) -> str:
     return last.lower()
 
 
-def _written(name: str) -> str:
+def unqualified(name: str) -> bool:
+    """Whether the name has no schema part (`"a.b"` is one quoted part)."""
+    return len(re.findall(_IDENT, name)) == 1
+
+
+def written(name: str) -> str:
+    """A name as a statement writes it, spaces around its dots left out (`s . t` is `s.t`)."""
     return re.sub(r"\s?\.\s?", ".", name)
 
 
@@ -205,40 +213,40 @@ class Creation:
 def created(statement: statements.Statement) -> Creation | None:
     match = _CREATES.match(statement.words)
     if match:
-        return Creation(_written(match.group(2)), bool(match.group(1)))
-    index = _CREATES_INDEX.match(statement.words)
-    if index and index.group(2):
-        return Creation(_written(index.group(2)), "IF NOT EXISTS" in statement.words.upper())
+        return Creation(written(match.group(2)), bool(match.group(1)))
+    index = CREATES_INDEX.match(statement.words)
+    if index and index["index"]:
+        return Creation(written(index["index"]), bool(index["if_not_exists"]))
     return None
 
 
 def locks(statement: statements.Statement) -> list[LockTarget]:
     """Each relation the statement locks beyond ACCESS SHARE; its first is the one it works on."""
     words = statement.words
-    index = _CREATES_INDEX.match(words)
+    index = CREATES_INDEX.match(words)
     if index:
-        mode = "SHARE UPDATE EXCLUSIVE" if index.group(1) else "SHARE"
-        return [LockTarget(_written(index.group(3)), mode)]
+        mode = "SHARE UPDATE EXCLUSIVE" if index["concurrently"] else "SHARE"
+        return [LockTarget(written(index["table"]), mode)]
     if _CREATES.match(words):
-        return [LockTarget(_written(r), "SHARE ROW EXCLUSIVE") for r in _REFERENCES.findall(words)]
+        return [LockTarget(written(r), "SHARE ROW EXCLUSIVE") for r in _REFERENCES.findall(words)]
     alter = _ALTER_TABLE.match(words)
     if alter:
         modes = [_alter_table_mode(part) for part in _subcommands(alter.group(2))]
         strongest = max(modes, key=LOCK_MODES.index, default=ACCESS_EXCLUSIVE)
         referenced = [
-            LockTarget(_written(r), "SHARE ROW EXCLUSIVE") for r in _REFERENCES.findall(words)
+            LockTarget(written(r), "SHARE ROW EXCLUSIVE") for r in _REFERENCES.findall(words)
         ]
-        return [LockTarget(_written(alter.group(1)), strongest), *referenced]
+        return [LockTarget(written(alter.group(1)), strongest), *referenced]
     lock = _LOCK_TABLE.match(words)
     if lock:
         mode = (lock.group(2) or ACCESS_EXCLUSIVE).upper()
         known = mode if mode in LOCK_MODES else ACCESS_EXCLUSIVE
-        return [LockTarget(_written(lock.group(1)), known)]
+        return [LockTarget(written(lock.group(1)), known)]
     match = _ANY_STATEMENT_LOCK.match(words)
     if match is None or match.lastgroup is None or match.lastindex is None:
         return []
     mode = _STATEMENT_LOCKS[int(match.lastgroup.removeprefix("p"))][1]
-    return [LockTarget(_written(match.group(match.lastindex + 1)), mode)]
+    return [LockTarget(written(match.group(match.lastindex + 1)), mode)]
 
 
 def _subcommands(text: str) -> list[str]:

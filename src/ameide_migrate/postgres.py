@@ -449,27 +449,38 @@ class NamedIndex:
         return drop_index_concurrently(self.schema, self.name)
 
 
+# An index is created in its table's schema whatever the search_path says: each name is looked
+# for there, the table resolved as the migration's session resolves it.
 _NAMED_INDEX_SQL = """
-SELECT n.nspname, c.relname, t.relname, i.indisvalid
-FROM pg_index i
-JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+SELECT w.index, w.tbl, n.nspname, c.relname, t.relname, i.indisvalid
+FROM unnest(%(indexes)s::text[], %(tables)s::text[]) AS w(index, tbl)
+JOIN pg_class r ON r.oid = to_regclass(w.tbl)
+JOIN pg_class c ON c.relnamespace = r.relnamespace AND c.relname = (parse_ident(w.index))[1]
+JOIN pg_index i ON i.indexrelid = c.oid
 JOIN pg_class t ON t.oid = i.indrelid
-WHERE i.indexrelid = to_regclass(%s)
+JOIN pg_namespace n ON n.oid = c.relnamespace
 """
+
+IndexOnTable = tuple[str, str]
+"""An index's name and its table's, as a CREATE INDEX statement writes them (`"Idx"`, `s.t`)."""
 
 
 def indexes_named(
-    creds: Credentials, names: Sequence[str], *, timeout: int = 5
-) -> dict[str, NamedIndex]:
-    """Of `names` (as a statement writes them: `s.idx`, `"Idx"`), those an index has now,
-    resolved as the server's search_path resolves them; read-only, in one connection."""
-    found: dict[str, NamedIndex] = {}
-    with connect(creds, timeout=timeout, read_only=True) as conn, _reading(creds, "its indexes"):
-        for name in names:
-            row = conn.execute(_NAMED_INDEX_SQL, (name,)).fetchone()
-            if row is not None:
-                found[name] = NamedIndex(*row)
-    return found
+    creds: Credentials, wanted: Sequence[IndexOnTable], *, timeout: int = 5
+) -> dict[IndexOnTable, NamedIndex]:
+    """Of `wanted`, those an index has now in its table's schema; read-only."""
+    with connect(creds, timeout=timeout, read_only=True) as conn:
+        return indexes_named_on(conn, creds, wanted)
+
+
+def indexes_named_on(
+    conn: psycopg.Connection, creds: Credentials, wanted: Sequence[IndexOnTable]
+) -> dict[IndexOnTable, NamedIndex]:
+    """As `indexes_named`, on an open connection, in one query."""
+    indexes, tables = [index for index, _ in wanted], [table for _, table in wanted]
+    with _reading(creds, "its indexes"):
+        rows = conn.execute(_NAMED_INDEX_SQL, {"indexes": indexes, "tables": tables}).fetchall()
+    return {(index, table): NamedIndex(*found) for index, table, *found in rows}
 
 
 def drop_indexes_concurrently(
