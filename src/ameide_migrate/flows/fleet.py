@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import contextvars
 import random
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, cast
 from uuid import UUID
@@ -557,23 +557,21 @@ def fleet_shard_flow(
     declared = environments.fleet(name, settings)
     template = environments.fleet_template(environment, declared, settings)
     names = fleet.checked_targets(declared, targets or [], "the shard's targets")
-    pins = None
-    if approved_files is not None:
-        pins = Path(tempfile.mkdtemp(prefix="ameide-approved-"))
-        template = pinned_copy(template, pins)
-        changes = plan.file_changes(
-            name, approved_files, {m.script: m.sha256 for m in template.migrations}
-        )
-        if changes:
-            shutil.rmtree(pins)
-            raise ApprovedFilesChanged(
-                f"a shard of fleet {name} in {environment}: the files of its template "
-                f"{declared.template} are not those the fleet's plan was approved on "
-                f"({changes.listed}): the shard migrated nothing. Run the fleet again and "
-                "approve the plan of the files as they are now"
+    with ExitStack() as stack:
+        if approved_files is not None:
+            pins = stack.enter_context(tempfile.TemporaryDirectory(prefix="ameide-approved-"))
+            template = pinned_copy(template, Path(pins))
+            changes = plan.file_changes(
+                name, approved_files, {m.script: m.sha256 for m in template.migrations}
             )
-    databases = {declared.database_of(t): template for t in names}
-    try:
+            if changes:
+                raise ApprovedFilesChanged(
+                    f"a shard of fleet {name} in {environment}: the files of its template "
+                    f"{declared.template} are not those the fleet's plan was approved on "
+                    f"({changes.listed}): the shard migrated nothing. Run the fleet again and "
+                    "approve the plan of the files as they are now"
+                )
+        databases = {declared.database_of(t): template for t in names}
         verified = with_retries(verify_credentials, settings)(
             environment, list(databases), shown_as=declared.database_of("<target>")
         )
@@ -585,15 +583,10 @@ def fleet_shard_flow(
             session_name=shard_session_name(flow_run.id),
             fleet=declared,
         )
-        try:
-            outcomes = _migrate_targets(
-                ctx, declared, wave, wave_size or len(names), list(databases), _steps(settings)
-            )
-        finally:
-            ctx.close()
-    finally:
-        if pins is not None:
-            shutil.rmtree(pins)
+        stack.callback(ctx.close)
+        outcomes = _migrate_targets(
+            ctx, declared, wave, wave_size or len(names), list(databases), _steps(settings)
+        )
     return _shard_ended(environment, name, outcomes)
 
 
@@ -619,6 +612,90 @@ def _ledger(found: FleetReport) -> None:
         table=found.rows(),
         description=f"### Fleet `{found.fleet}`, `{found.environment}`\n\n{found.summary()}",
     )
+
+
+def _sorted(
+    ctx: RunContext,
+    declared: fleet.Fleet,
+    template: DatabaseCatalog,
+    names: list[str],
+    histories: Mapping[str, list[HistoryRow] | None],
+    unreachable: Collection[str],
+    undo_interrupted: bool,
+) -> fleet.Sorted:
+    """The targets sorted on the `template` the context runs (the approved copy, in a
+    protected environment): the interrupted ones looked up, and undone when asked (just before
+    the first wave: they then migrate in the waves, approved with the others); set apart
+    otherwise, or when their undo failed, and the waves planned without them."""
+    current = _up_to_date(ctx.databases, template, histories)
+    cut_short = _interrupted(ctx, histories, current)
+    failed = _undo(ctx, cut_short) if undo_interrupted else {}
+    return fleet.sort_targets(
+        declared,
+        ctx.environment,
+        names,
+        template,
+        histories,
+        up_to_date=current,
+        set_apart={d: i for d, i in cut_short.items() if not undo_interrupted or d in failed},
+        unreachable=unreachable,
+        undo_failed=failed,
+    )
+
+
+def _run_waves(
+    ctx: RunContext,
+    declared: fleet.Fleet,
+    found: FleetReport,
+    waves: list[list[str]],
+    histories: Mapping[str, list[HistoryRow] | None],
+    approved_files: dict[str, str] | None,
+) -> None:
+    """The waves one after the other, each a subflow, into `found`, until one breaks the
+    fleet's halt rules."""
+    logger = get_run_logger()
+    name = declared.name
+    steps = _steps(get_settings())
+    shards_on = _shard_deployment(ctx.environment)
+
+    def run_wave(number: int, targets: list[str]) -> list[DatabaseOutcome]:
+        """One wave's targets in shards, each a flow run: a deployment's, or in this process."""
+        stopped_at_once()
+        parts = [
+            [declared.database_of(t) for t in part]
+            for part in fleet.shards_of(targets, declared.waves.shards)
+        ]
+        if shards_on is not None:
+            return _shards_on_deployment(
+                shards_on, ctx, declared, number, parts, histories, approved_files
+            )
+        return _shards_in_process(ctx, declared, number, parts, steps)
+
+    for number, wave in enumerate(waves, start=1):
+        wave_flow: Any = flow(
+            name="fleet wave",
+            flow_run_name=f"{name} wave {number} of {len(waves)}",
+            persist_result=False,
+        )(run_wave)
+        outcomes = wave_flow(number, wave)
+        found.waves.append(outcomes)
+        logger.info(
+            "wave %d of %d: %d target(s) in %d shard(s), %d failed",
+            number,
+            len(waves),
+            len(outcomes),
+            len(fleet.shards_of(wave, declared.waves.shards)),
+            sum(1 for o in outcomes if o.state is OutcomeState.FAILED),
+        )
+        reason = fleet.halt_reason(outcomes, declared.waves)
+        if reason is not None:
+            found.halted = reason
+            found.not_started = [declared.database_of(t) for later in waves[number:] for t in later]
+            logger.error("fleet %s halted after wave %d: %s", name, number, reason)
+            return
+        if number < len(waves) and declared.waves.bake_seconds:
+            logger.info("baking %gs before wave %d", declared.waves.bake_seconds, number + 1)
+            time.sleep(declared.waves.bake_seconds)
 
 
 @flow(name=FLEET_FLOW, log_prints=False, validate_parameters=True)
@@ -665,136 +742,73 @@ def fleet_flow(
     for q in found.quarantined:
         logger.warning("quarantined %s: %s", q.database, q.reason)
     reachable = {d: t for d, t in databases.items() if d not in unreachable}
-    ctx = RunContext.create(environment, reachable, verified, settings, fleet=declared)
-
     too_many = fleet.quarantine_reason(found.quarantined, declared.waves)
-    if too_many is not None:
-        ctx.close()
-        # Before any lookup on a target: what each would need, its history alone says.
-        ordered = fleet.sort_targets(
-            declared,
-            environment,
-            names,
-            template,
-            histories,
-            up_to_date=_up_to_date(reachable, template, histories),
-            set_apart={},
-            unreachable=unreachable,
-        )
-        found.up_to_date = ordered.up_to_date
-        found.halted = too_many
-        found.not_started = [declared.database_of(t) for wave in ordered.waves for t in wave]
-        logger.error("fleet %s stopped before its first wave: %s", name, too_many)
-        _ledger(found)
-        raise FleetHalted(found.summary(), found)
     policy = environments.get(environment, settings).approval
-    # The copies of the template a plan was approved on, private to this run: what Flyway reads.
-    pins = (
-        Path(tempfile.mkdtemp(prefix="ameide-approved-")) if policy.required and reachable else None
-    )
-    if pins is not None:
-        try:
-            decision, ctx, histories = _approved(ctx, declared, policy, histories, pins)
-        except BaseException:  # a suspended run's process ends here too: leave no copy behind
-            shutil.rmtree(pins)
-            raise
-        if decision is not None and not decision.approved:
-            ctx.close()
-            shutil.rmtree(pins)
-            return Cancelled(
-                name=REJECTED_STATE,
-                message=f"plan {decision.verdict.value}: {decision.reason}; nothing was migrated",
-            )
-        # The waves of what was approved: the files and histories read after the decision.
-        template = next(iter(ctx.databases.values()))
-    current = _up_to_date(reachable, template, histories)
-    cut_short = _interrupted(ctx, histories, current)
-    # Asked to undo them, they are undone now, just before the first wave, and migrate in the
-    # waves (approved with the others); otherwise, or when their undo failed, they are set
-    # apart, and the waves planned without them.
-    failed = _undo(ctx, cut_short) if undo_interrupted else {}
-    ordered = fleet.sort_targets(
-        declared,
-        environment,
-        names,
-        template,
-        histories,
-        up_to_date=current,
-        set_apart={d: i for d, i in cut_short.items() if not undo_interrupted or d in failed},
-        unreachable=unreachable,
-        undo_failed=failed,
-    )
-    found.up_to_date, found.interrupted, waves = (
-        ordered.up_to_date,
-        ordered.interrupted,
-        ordered.waves,
-    )
-    for outcome in found.interrupted:
-        logger.error("%s: %s Fix: %s", outcome.database, outcome.message, outcome.recovery)
-    logger.info(
-        "fleet %s: %d targets, %d up to date, %d quarantined, %d interrupted; the others in "
-        "%d wave(s) (%s)",
-        name,
-        len(names),
-        len(found.up_to_date),
-        len(found.quarantined),
-        len(found.interrupted),
-        len(waves),
-        ", ".join(str(len(w)) for w in waves) or "none",
-    )
-    steps = _steps(settings)
-    shards_on = _shard_deployment(environment)
-    # A shard run reads its own template (its image's): it migrates only the approved files.
-    approved_files = {m.script: m.sha256 for m in template.migrations} if pins is not None else None
-
-    def run_wave(number: int, targets: list[str]) -> list[DatabaseOutcome]:
-        """One wave's targets in shards, each a flow run: a deployment's, or in this process."""
-        stopped_at_once()
-        parts = [
-            [declared.database_of(t) for t in part]
-            for part in fleet.shards_of(targets, declared.waves.shards)
-        ]
-        if shards_on is not None:
-            outcomes = _shards_on_deployment(
-                shards_on, ctx, declared, number, parts, histories, approved_files
-            )
-        else:
-            outcomes = _shards_in_process(ctx, declared, number, parts, steps)
-        return outcomes
-
-    try:
-        for number, wave in enumerate(waves, start=1):
-            wave_flow: Any = flow(
-                name="fleet wave",
-                flow_run_name=f"{name} wave {number} of {len(waves)}",
-                persist_result=False,
-            )(run_wave)
-            outcomes = wave_flow(number, wave)
-            found.waves.append(outcomes)
-            logger.info(
-                "wave %d of %d: %d target(s) in %d shard(s), %d failed",
-                number,
-                len(waves),
-                len(outcomes),
-                len(fleet.shards_of(wave, declared.waves.shards)),
-                sum(1 for o in outcomes if o.state is OutcomeState.FAILED),
-            )
-            reason = fleet.halt_reason(outcomes, declared.waves)
-            if reason is not None:
-                found.halted = reason
-                found.not_started = [
-                    declared.database_of(t) for later in waves[number:] for t in later
-                ]
-                logger.error("fleet %s halted after wave %d: %s", name, number, reason)
-                break
-            if number < len(waves) and declared.waves.bake_seconds:
-                logger.info("baking %gs before wave %d", declared.waves.bake_seconds, number + 1)
-                time.sleep(declared.waves.bake_seconds)
-    finally:
-        ctx.close()
+    with ExitStack() as stack:
+        # The copies of the template a plan was approved on, private to this run (what Flyway
+        # reads), gone however it ends: a suspended run's process ends in the wait, too.
+        pins = (
+            Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ameide-approved-")))
+            if too_many is None and policy.required and reachable
+            else None
+        )
+        ctx = RunContext.create(environment, reachable, verified, settings, fleet=declared)
+        # The approval swaps the context for one on the copy approved: the last one is closed.
+        stack.callback(lambda: ctx.close())
         if pins is not None:
-            shutil.rmtree(pins)
-        _ledger(found)
+            decision, ctx, histories = _approved(ctx, declared, policy, histories, pins)
+            if decision is not None and not decision.approved:
+                # No ledger: the last one still says where the fleet's targets stand.
+                return Cancelled(
+                    name=REJECTED_STATE,
+                    message=f"plan {decision.verdict.value}: {decision.reason}; "
+                    "nothing was migrated",
+                )
+            # The waves of what was approved: the files and histories read after the decision.
+            template = next(iter(ctx.databases.values()))
+        try:
+            if too_many is not None:
+                # Before any lookup on a target: what each would need, its history alone says.
+                ordered = fleet.sort_targets(
+                    declared,
+                    environment,
+                    names,
+                    template,
+                    histories,
+                    up_to_date=_up_to_date(reachable, template, histories),
+                    set_apart={},
+                    unreachable=unreachable,
+                )
+                found.up_to_date = ordered.up_to_date
+                found.halted = too_many
+                found.not_started = [declared.database_of(t) for w in ordered.waves for t in w]
+                logger.error("fleet %s stopped before its first wave: %s", name, too_many)
+                raise FleetHalted(found.summary(), found)
+            ordered = _sorted(
+                ctx, declared, template, names, histories, unreachable, undo_interrupted
+            )
+            found.up_to_date, found.interrupted = ordered.up_to_date, ordered.interrupted
+            for outcome in found.interrupted:
+                logger.error("%s: %s Fix: %s", outcome.database, outcome.message, outcome.recovery)
+            logger.info(
+                "fleet %s: %d targets, %d up to date, %d quarantined, %d interrupted; the others "
+                "in %d wave(s) (%s)",
+                name,
+                len(names),
+                len(found.up_to_date),
+                len(found.quarantined),
+                len(found.interrupted),
+                len(ordered.waves),
+                ", ".join(str(len(w)) for w in ordered.waves) or "none",
+            )
+            # A shard run reads its own template (its image's): it migrates only the approved
+            # files.
+            approved = (
+                {m.script: m.sha256 for m in template.migrations} if pins is not None else None
+            )
+            _run_waves(ctx, declared, found, ordered.waves, histories, approved)
+        finally:
+            _ledger(found)
     if not found.ok:
         raise FleetHalted(found.summary(), found)
     return found
