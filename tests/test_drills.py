@@ -27,6 +27,7 @@ from ameide_migrate.pg_cluster import Cluster
 from ameide_migrate.postgres import Credentials
 
 from .fix_platform import REPO, Platform, admin_url_of, ameide, wait_for
+from .fix_processes import all_processes, children, command_line, descendants, gone
 
 pytestmark = pytest.mark.drills
 
@@ -259,29 +260,6 @@ def _sleeping_on(server: Credentials) -> bool:
     return bool(row and row[0])
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            fields = dict(
-                line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line
-            )
-        except OSError:
-            continue
-        if fields.get("PPid", "").strip() == str(pid):
-            found.append(int(status.parent.name))
-    return found
-
-
-def _gone(pid: int) -> bool:
-    """Exited: no such process, or a zombie nobody reaped yet (it runs nothing)."""
-    try:
-        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state in ("Z", "X")
-
-
 def _latest_migrate_run() -> tuple[UUID, str]:
     """The migrate run started last; the session's server also holds other tests' runs, and
     runs its deployments' schedules create (Scheduled, never started)."""
@@ -330,7 +308,7 @@ def test_a_run_killed_while_another_starts_leaves_no_jvm_ends_crashed_and_a_reru
     _sleeping_migration(platform, 20)
     cli = _start_run("--db", "threads", env=dict(os.environ), log=tmp_path / "run.log")
     wait_for("the sleeping migration to start", lambda: _sleeping_on(platform.admin), 240)
-    jvms = _children(cli.pid)
+    jvms = children(cli.pid)
     flow_run_id, state = _latest_migrate_run()
     assert jvms, "the run's Flyway JVM"
     assert state == "RUNNING"
@@ -338,7 +316,7 @@ def test_a_run_killed_while_another_starts_leaves_no_jvm_ends_crashed_and_a_reru
     cli.send_signal(signal.SIGKILL)
     cli.wait()
 
-    wait_for("the orphaned JVM to end", lambda: all(_gone(pid) for pid in jvms), 10)
+    wait_for("the orphaned JVM to end", lambda: all(gone(pid) for pid in jvms), 10)
     assert not platform.table_exists("threads", "threads_drill_done")
 
     rerun = ameide("run", "--env", "local", "--db", "threads")
@@ -351,15 +329,6 @@ def test_a_run_killed_while_another_starts_leaves_no_jvm_ends_crashed_and_a_reru
     )
     assert followed.state == "Crashed", followed.summary
     assert followed.exit_code == ExitCode.FAILED
-
-
-def _descendants(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        children = _children(todo.pop())
-        found += children
-        todo += children
-    return found
 
 
 @pytest.mark.slow
@@ -388,13 +357,13 @@ def test_sigterm_to_the_command_as_the_readme_runs_it_stops_the_run_within_secon
             stderr=subprocess.STDOUT,
         )
     wait_for("the sleeping migration to start", lambda: _sleeping_on(platform.admin), 240)
-    processes = _descendants(cli.pid)
-    assert any("FlywayEngine" in _command_line(pid) for pid in processes), processes
+    processes = descendants(cli.pid)
+    assert any("FlywayEngine" in command_line(pid) for pid in processes), processes
 
     cli.send_signal(signal.SIGTERM)
 
     assert cli.wait(timeout=10) == 128 + signal.SIGTERM
-    wait_for("the run's processes to end", lambda: all(_gone(pid) for pid in processes), 10)
+    wait_for("the run's processes to end", lambda: all(gone(pid) for pid in processes), 10)
     wait_for("the migration's session to end", lambda: not _sleeping_on(platform.admin), 10)
     assert not platform.table_exists("threads", "threads_drill_done")
     _, state = _latest_migrate_run()
@@ -425,7 +394,7 @@ def test_sigterm_to_trigger_as_the_ci_workflow_runs_it_cancels_the_deployments_r
     wait_for("the sleeping migration to start", lambda: _sleeping_on(platform.admin), 240)
     run_id, state = _latest_migrate_run()
     assert state == "RUNNING"
-    engines = [p for p in _all_processes() if "FlywayEngine" in _command_line(p)]
+    engines = [p for p in all_processes() if "FlywayEngine" in command_line(p)]
     assert engines, "the worker's run has a Flyway JVM"
 
     trigger.send_signal(signal.SIGTERM)
@@ -440,21 +409,10 @@ def test_sigterm_to_trigger_as_the_ci_workflow_runs_it_cancels_the_deployments_r
     # cancelling since, so its history, not its state now).
     named = last.removeprefix(said).split(":")[0]
     assert named in _states_of(run_id), (named, _states_of(run_id))
-    wait_for("the run's JVM to end", lambda: all(_gone(pid) for pid in engines), 60)
+    wait_for("the run's JVM to end", lambda: all(gone(pid) for pid in engines), 60)
     wait_for("the migration's session to end", lambda: not _sleeping_on(platform.admin), 10)
     wait_for("the run Cancelled", lambda: _latest_migrate_run() == (run_id, "CANCELLED"), 30)
     assert not platform.table_exists("threads", "threads_drill_done")
-
-
-def _all_processes() -> list[int]:
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
-
-
-def _command_line(pid: int) -> str:
-    try:
-        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
 
 
 @pytest.mark.slow
@@ -546,7 +504,7 @@ def test_the_flyway_jvm_sees_its_own_credentials_and_not_the_rest_of_the_callers
     cli = _start_run("--db", "threads", env=env, log=log)
     try:
         wait_for("the sleeping migration to start", lambda: _sleeping_on(platform.admin), 240)
-        (jvm,) = [pid for pid in _children(cli.pid) if _command_of(pid) == "java"]
+        (jvm,) = [pid for pid in children(cli.pid) if _command_of(pid) == "java"]
         seen = _environ_of(jvm)
     finally:
         assert cli.wait(timeout=300) == 0, log.read_text()

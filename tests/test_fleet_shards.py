@@ -23,6 +23,7 @@ from ameide_migrate.commands import seed_local
 from ameide_migrate.settings import get_settings
 
 from .fix_platform import REPO, Platform, ameide, drop_owners
+from .fix_processes import gone
 from .fix_vault import Vault
 from .fix_worker import start_worker
 from .test_fleet import add_fleet, histories, tenant
@@ -173,15 +174,6 @@ def _processes_of_run(run_id: UUID) -> dict[int, str]:
     return found
 
 
-def _gone(pid: int) -> bool:
-    """Exited: no such process, or a zombie nobody reaped yet (it runs nothing)."""
-    try:
-        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state in ("Z", "X")
-
-
 class ShardWatch:
     """Waits, beside the fleet run, until the shard's migration sleeps in `database`; then
     notes the shard run and its processes, and does `then` to them."""
@@ -245,7 +237,7 @@ def test_a_shard_past_its_timeout_is_stopped_before_it_is_counted_and_its_commit
         assert shard.state.is_cancelled(), shard.state
         # Stopped, and nothing left that could commit later: no process of the shard, no
         # session on t001.
-        alive = {pid: name for pid, name in watch.processes.items() if not _gone(pid)}
+        alive = {pid: name for pid, name in watch.processes.items() if not gone(pid)}
         assert alive == {}, alive
         assert _sessions_on(platform, slow) == []
         assert histories(platform, TWO) == {"t000": ALL, "t001": ALL[:3]}
@@ -297,7 +289,7 @@ def test_a_shard_killed_mid_wave_fails_its_targets_with_the_versions_they_hold_a
         assert "java" in watch.processes.values(), watch.processes
         shard = _read_flow_run(watch.run_id)
         assert shard.state.is_crashed(), shard.state
-        assert all(_gone(pid) for pid in watch.processes), watch.processes
+        assert all(gone(pid) for pid in watch.processes), watch.processes
         assert histories(platform, TWO) == {"t000": ALL, "t001": ALL[:3]}
         ledger = _fleet_ledger()
         assert (ledger["tenant_t000"]["state"], ledger["tenant_t000"]["after"]) == (

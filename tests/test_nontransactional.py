@@ -33,8 +33,7 @@ from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import get_settings
 
 from .fix_platform import REPO, Platform, ameide, drop_owners, wait_for
-from .test_drills import _children as children
-from .test_drills import _gone as gone
+from .fix_processes import children, gone
 from .test_fleet import add_fleet, histories, tenant
 
 # --- which statements PostgreSQL refuses in a transaction, read from the SQL text -------------
