@@ -99,15 +99,16 @@ def validate(ctx: RunContext, database: str, on_log: LogSink) -> None:
     and Flyway record the migration as a success, and over an index an interrupted migration
     built, applying it again fails on "already exists".
     """
-    history = postgres.read_history(
-        ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
-    )
-    found = interrupted(ctx, database, history)
+    with postgres.read_only_session(
+        ctx.credentials[database], timeout=ctx.connect_timeout
+    ) as session:
+        history = session.history(ctx.history_table(database))
+        found = interruption.find(database, ctx.databases[database], history, session.indexes_named)
+        leftovers = session.invalid_indexes()
     if found is not None:
         raise interruption.MigrationInterrupted(
             f"database {database}: {found.describe()} Nothing was migrated over it.", found
         )
-    leftovers = postgres.invalid_indexes(ctx.credentials[database], timeout=ctx.connect_timeout)
     if leftovers:
         raise LeftoversFound(
             f"database {database} holds what a failed CREATE INDEX CONCURRENTLY left: "

@@ -31,12 +31,6 @@ from ameide_migrate.locking import RelationFacts
 
 
 @dataclass(frozen=True)
-class ServerAddress:
-    host: str
-    port: int
-
-
-@dataclass(frozen=True)
 class Credentials:
     """How one role connects to one database; `url` carries no password."""
 
@@ -423,12 +417,13 @@ class InvalidIndex:
         return drop_index_concurrently(self.schema, self.name)
 
 
+def _drop_index(schema: str, name: str) -> sql.Composed:
+    return sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(schema, name))
+
+
 def drop_index_concurrently(schema: str, name: str) -> str:
-    return (
-        sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {};")
-        .format(sql.Identifier(schema, name))
-        .as_string(None)
-    )
+    """The statement as a person runs it (the fixes print it)."""
+    return _drop_index(schema, name).as_string(None) + ";"
 
 
 @dataclass(frozen=True)
@@ -490,11 +485,7 @@ def drop_indexes_concurrently(
     DROP INDEX CONCURRENTLY in a transaction)."""
     with connect(creds, timeout=timeout) as conn, _reading(creds, "its indexes, dropping them"):
         for index in indexes:
-            conn.execute(
-                sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
-                    sql.Identifier(index.schema, index.name)
-                )
-            )
+            conn.execute(_drop_index(index.schema, index.name))
 
 
 def _invalid_indexes(conn: psycopg.Connection) -> list[InvalidIndex]:
@@ -505,6 +496,29 @@ def invalid_indexes(creds: Credentials, *, timeout: int = 5) -> list[InvalidInde
     """The database's INVALID indexes (builds in progress aside), read-only."""
     with connect(creds, timeout=timeout, read_only=True) as conn:
         return _invalid_indexes(conn)
+
+
+class Session:
+    """One read-only connection to a database, for reads that belong together (a validate's)."""
+
+    def __init__(self, conn: psycopg.Connection, creds: Credentials) -> None:
+        self._conn, self._creds = conn, creds
+
+    def history(self, table: str) -> list[HistoryRow] | None:
+        return history_on(self._conn, self._creds, table)
+
+    def indexes_named(self, wanted: Sequence[IndexOnTable]) -> dict[IndexOnTable, NamedIndex]:
+        return indexes_named_on(self._conn, self._creds, wanted)
+
+    def invalid_indexes(self) -> list[InvalidIndex]:
+        with _reading(self._creds, "its indexes"):
+            return _invalid_indexes(self._conn)
+
+
+@contextmanager
+def read_only_session(creds: Credentials, *, timeout: int = 5) -> Iterator[Session]:
+    with connect(creds, timeout=timeout, read_only=True) as conn:
+        yield Session(conn, creds)
 
 
 @dataclass(frozen=True)
