@@ -198,11 +198,7 @@ def verify_reachable(
         order = {db: i for i, db in enumerate(databases)}
         problems.sort(key=lambda p: order[p.database])
         raise SecretsInvalid(source.environment, [str(p) for p in problems])
-    unreachable = {
-        db: login
-        for db, login in logins.items()
-        if isinstance(login, DatabaseUnreachable | DatabaseRefusedConnection)
-    }
+    unreachable = {db: login for db, login in logins.items() if isinstance(login, Unreachable)}
     return GateResult(
         {db: creds for db, creds in found.items() if db not in unreachable},
         unreachable,

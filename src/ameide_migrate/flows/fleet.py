@@ -731,13 +731,14 @@ def fleet_flow(
     # The gate logs in to every target before any is touched, and reads its history there; the
     # targets it cannot log in to are quarantined: in no wave, each named with its fix.
     gate = with_retries(verify_credentials_reading_histories, settings)
-    verified, histories, unreachable, servers = gate(
+    read, histories = gate(
         environment,
         list(databases),
         history_table_of(template, settings.flyway_table),
         shown_as=declared.database_of("<target>"),
     )
-    found = FleetReport(environment, name, server_of=servers)
+    unreachable = read.unreachable
+    found = FleetReport(environment, name, server_of=read.servers)
     found.quarantined = fleet.quarantined(declared, environment, unreachable)
     for q in found.quarantined:
         logger.warning("quarantined %s: %s", q.database, q.reason)
@@ -752,7 +753,7 @@ def fleet_flow(
             if too_many is None and policy.required and reachable
             else None
         )
-        ctx = RunContext.create(environment, reachable, verified, settings, fleet=declared)
+        ctx = RunContext.create(environment, reachable, read.credentials, settings, fleet=declared)
         # The approval swaps the context for one on the copy approved: the last one is closed.
         stack.callback(lambda: ctx.close())
         if pins is not None:

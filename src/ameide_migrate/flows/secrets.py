@@ -11,7 +11,7 @@ from prefect import get_run_logger, task
 
 from ameide_migrate import credential_gate, environments, postgres
 from ameide_migrate.blocks import VaultDatabaseSecrets
-from ameide_migrate.credential_gate import Unreachable
+from ameide_migrate.credential_gate import GateResult
 from ameide_migrate.flows.retrying import step_options
 from ameide_migrate.postgres import Credentials, HistoryRow
 from ameide_migrate.secret_sources import SecretSource
@@ -45,19 +45,13 @@ def verify_credentials(
 @task(**step_options("verify credentials"), task_run_name="verify credentials")
 def verify_credentials_reading_histories(
     environment: str, databases: list[str], history_table: str, shown_as: str = "<db>"
-) -> tuple[
-    dict[str, Credentials],
-    dict[str, list[HistoryRow] | None],
-    dict[str, Unreachable],
-    dict[str, str],
-]:
+) -> tuple[GateResult, dict[str, list[HistoryRow] | None]]:
     """The gate, as `verify_credentials`, and each database's history (`history_table`) read on
     its login's connection: a fleet's targets cost one connection each before its waves. A
     history that could not be read is left out, for the target's own inspection to report.
     The databases turned away (server down, CONNECT refused) are handed back with why, not
     raised: the fleet decides whether it goes on without them. `shown_as` stands for every
-    database where the log names where their secrets live (a fleet's `tenant_<target>`). Last,
-    the server (HOST:PORT) of every database whose secret is sound, turned away or not."""
+    database where the log names where their secrets live (a fleet's `tenant_<target>`)."""
     histories: dict[str, list[HistoryRow] | None] = {}
 
     def read(database: str, creds: Credentials, conn: psycopg.Connection) -> None:
@@ -68,7 +62,7 @@ def verify_credentials_reading_histories(
         gate = credential_gate.verify_reachable(
             source, databases, connect_timeout=settings.connect_timeout_seconds, on_login=read
         )
-    return gate.credentials, histories, gate.unreachable, gate.servers
+    return gate, histories
 
 
 @contextmanager
