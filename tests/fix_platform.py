@@ -145,6 +145,18 @@ def wait_for(what: str, check: Callable[[], T | None], timeout: float = 120) -> 
         time.sleep(0.5)
 
 
+def sleeping(server: Credentials, prefix: str) -> bool:
+    """A migration sleeps (`SELECT pg_sleep(...)`) on `server` in one of the test's own
+    databases, those named with its `prefix`: another test's leftover sleep is not this one's."""
+    with psycopg.connect(**server.conninfo(5), autocommit=True) as conn:  # type: ignore[arg-type]
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE query LIKE 'SELECT pg_sleep(%%' AND starts_with(datname, %s)",
+            (prefix,),
+        ).fetchone()
+    return bool(row and row[0])
+
+
 def admin_url_of(creds: Credentials) -> SecretStr:
     return SecretStr(
         f"postgresql://{creds.user}:{creds.password.get_secret_value()}@{creds.host}:{creds.port}/postgres"

@@ -26,7 +26,7 @@ from ameide_migrate.errors import DatabaseUnreachable, ExitCode
 from ameide_migrate.pg_cluster import Cluster
 from ameide_migrate.postgres import Credentials
 
-from .fix_platform import REPO, Platform, admin_url_of, ameide, wait_for
+from .fix_platform import REPO, Platform, admin_url_of, ameide, sleeping, wait_for
 from .fix_processes import all_processes, children, command_line, descendants, gone
 
 pytestmark = pytest.mark.drills
@@ -252,14 +252,6 @@ def _start_run(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen[b
         )
 
 
-def _sleeping_on(server: Credentials) -> bool:
-    with postgres.connect(server, timeout=5) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(%'"
-        ).fetchone()
-    return bool(row and row[0])
-
-
 def _latest_migrate_run() -> tuple[UUID, str]:
     """The migrate run started last; the session's server also holds other tests' runs, and
     runs its deployments' schedules create (Scheduled, never started)."""
@@ -307,7 +299,9 @@ def test_a_run_killed_while_another_starts_leaves_no_jvm_ends_crashed_and_a_reru
     killed run's countdown survives that, and following it (as `trigger --wait` does) exits 1."""
     _sleeping_migration(platform, 20)
     cli = _start_run("--db", "threads", env=dict(os.environ), log=tmp_path / "run.log")
-    wait_for("the sleeping migration to start", lambda: _sleeping_on(platform.admin), 240)
+    wait_for(
+        "the sleeping migration to start", lambda: sleeping(platform.admin, platform.prefix), 240
+    )
     jvms = children(cli.pid)
     flow_run_id, state = _latest_migrate_run()
     assert jvms, "the run's Flyway JVM"
@@ -356,7 +350,9 @@ def test_sigterm_to_the_command_as_the_readme_runs_it_stops_the_run_within_secon
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    wait_for("the sleeping migration to start", lambda: _sleeping_on(platform.admin), 240)
+    wait_for(
+        "the sleeping migration to start", lambda: sleeping(platform.admin, platform.prefix), 240
+    )
     processes = descendants(cli.pid)
     assert any("FlywayEngine" in command_line(pid) for pid in processes), processes
 
@@ -364,7 +360,9 @@ def test_sigterm_to_the_command_as_the_readme_runs_it_stops_the_run_within_secon
 
     assert cli.wait(timeout=10) == 128 + signal.SIGTERM
     wait_for("the run's processes to end", lambda: all(gone(pid) for pid in processes), 10)
-    wait_for("the migration's session to end", lambda: not _sleeping_on(platform.admin), 10)
+    wait_for(
+        "the migration's session to end", lambda: not sleeping(platform.admin, platform.prefix), 10
+    )
     assert not platform.table_exists("threads", "threads_drill_done")
     _, state = _latest_migrate_run()
     assert state in ("CANCELLED", "CRASHED"), state
@@ -391,7 +389,9 @@ def test_sigterm_to_trigger_as_the_ci_workflow_runs_it_cancels_the_deployments_r
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    wait_for("the sleeping migration to start", lambda: _sleeping_on(platform.admin), 240)
+    wait_for(
+        "the sleeping migration to start", lambda: sleeping(platform.admin, platform.prefix), 240
+    )
     run_id, state = _latest_migrate_run()
     assert state == "RUNNING"
     engines = [p for p in all_processes() if "FlywayEngine" in command_line(p)]
@@ -410,7 +410,9 @@ def test_sigterm_to_trigger_as_the_ci_workflow_runs_it_cancels_the_deployments_r
     named = last.removeprefix(said).split(":")[0]
     assert named in _states_of(run_id), (named, _states_of(run_id))
     wait_for("the run's JVM to end", lambda: all(gone(pid) for pid in engines), 60)
-    wait_for("the migration's session to end", lambda: not _sleeping_on(platform.admin), 10)
+    wait_for(
+        "the migration's session to end", lambda: not sleeping(platform.admin, platform.prefix), 10
+    )
     wait_for("the run Cancelled", lambda: _latest_migrate_run() == (run_id, "CANCELLED"), 30)
     assert not platform.table_exists("threads", "threads_drill_done")
 
@@ -424,7 +426,11 @@ def test_a_postgresql_restart_mid_migration_is_ridden_through_with_the_default_b
     env = {k: v for k, v in os.environ.items() if not k.startswith("AMEIDE_RETR")}
     log = tmp_path / "run.log"
     cli = _start_run("--db", "threads", env=env, log=log)
-    wait_for("the sleeping migration to start", lambda: _sleeping_on(spare_cluster.admin), 240)
+    wait_for(
+        "the sleeping migration to start",
+        lambda: sleeping(spare_cluster.admin, platform.prefix),
+        240,
+    )
 
     spare_cluster.stop("fast")
     time.sleep(15)
@@ -446,7 +452,11 @@ def test_an_outage_longer_than_the_budget_is_named_against_its_database_and_step
     env = {**os.environ, "AMEIDE_RETRIES": "3", "AMEIDE_RETRY_DELAY_SECONDS": "1"}
     log = tmp_path / "run.log"
     cli = _start_run("--db", "agents", "--db", "threads", env=env, log=log)
-    wait_for("the sleeping migration to start", lambda: _sleeping_on(spare_cluster.admin), 240)
+    wait_for(
+        "the sleeping migration to start",
+        lambda: sleeping(spare_cluster.admin, platform.prefix),
+        240,
+    )
 
     spare_cluster.stop("fast")
     try:
@@ -503,7 +513,11 @@ def test_the_flyway_jvm_sees_its_own_credentials_and_not_the_rest_of_the_callers
     log = tmp_path / "run.log"
     cli = _start_run("--db", "threads", env=env, log=log)
     try:
-        wait_for("the sleeping migration to start", lambda: _sleeping_on(platform.admin), 240)
+        wait_for(
+            "the sleeping migration to start",
+            lambda: sleeping(platform.admin, platform.prefix),
+            240,
+        )
         (jvm,) = [pid for pid in children(cli.pid) if _command_of(pid) == "java"]
         seen = _environ_of(jvm)
     finally:

@@ -47,7 +47,7 @@ from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import Settings, get_settings
 
-from .fix_platform import REPO, Platform, ameide, drop_owners, wait_for
+from .fix_platform import REPO, Platform, ameide, drop_owners, sleeping, wait_for
 from .fix_vault import Vault
 from .fix_worker import start_worker
 from .test_approval import artifact, paused_run, protect
@@ -1154,15 +1154,6 @@ def start_fleet_run(log: Path, *args: str) -> subprocess.Popen[bytes]:
         )
 
 
-def settling(platform: Platform) -> bool:
-    """A target's migration sleeps on the server (V4__settle.sql)."""
-    with psycopg.connect(**platform.admin.conninfo(5), autocommit=True) as conn:  # type: ignore[arg-type]
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(%'"
-        ).fetchone()
-    return bool(row and row[0])
-
-
 def fleet_runs() -> dict[str, Any]:
     """Every run of the `fleet` flow on the server, by id."""
     from prefect.client.orchestration import get_client
@@ -1205,7 +1196,11 @@ def test_a_second_run_of_a_running_fleet_is_refused_naming_it_or_waits_for_its_e
     add_fleet(platform, three, SETTLING_FLEET, {"V4__settle.sql": "SELECT pg_sleep(12);\n"})
     first = start_fleet_run(tmp_path / "first.log")
     try:
-        wait_for("the first run's canary to migrate", lambda: settling(platform), timeout=300)
+        wait_for(
+            "the first run's canary to migrate",
+            lambda: sleeping(platform.admin, platform.prefix),
+            timeout=300,
+        )
         holder = the_running_fleet_run()
         made = made_so_far(platform)
         runs = set(fleet_runs())
@@ -1263,7 +1258,11 @@ def test_a_killed_fleet_run_holds_the_fleet_until_it_is_crashed_then_the_next_on
     add_fleet(platform, three, SETTLING_FLEET, {"V4__settle.sql": "SELECT pg_sleep(15);\n"})
     first = start_fleet_run(tmp_path / "first.log")
     try:
-        wait_for("the first run's canary to migrate", lambda: settling(platform), timeout=300)
+        wait_for(
+            "the first run's canary to migrate",
+            lambda: sleeping(platform.admin, platform.prefix),
+            timeout=300,
+        )
         holder = the_running_fleet_run()
 
         first.send_signal(signal.SIGKILL)
