@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ameide_migrate import interruption, postgres, recovery
+from ameide_migrate import migrate, postgres, recovery
 from ameide_migrate.catalog import DatabaseCatalog, Version
 from ameide_migrate.context import RunContext
 from ameide_migrate.errors import ExitCode, MigrateError
@@ -351,16 +351,14 @@ def check_database(ctx: RunContext, database: str, engine: str = "native") -> Da
     if ctx.fleet is not None:
         report.fix = fix_for_subject(ctx.subject(database), report)
     if report.verdict in (Verdict.BEHIND, Verdict.DRIFTED) and report.pending:
-        history = postgres.read_history(
-            ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
-        )
-        creds = ctx.credentials[database]
-        found = interruption.find(
-            database,
-            db,
-            history,
-            lambda names: postgres.indexes_named(creds, names, timeout=ctx.connect_timeout),
-        )
+        # The native check read the history already; Flyway's engine gave only its view of it.
+        if engine == "flyway":
+            history = postgres.read_history(
+                ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
+            )
+        else:
+            history = state.history
+        found = migrate.interrupted(ctx, database, history)
         if found is not None:
             interrupted(report, found, ctx.subject(database))
     report.checked_at, report.duration_s = checked_at, time.monotonic() - started
