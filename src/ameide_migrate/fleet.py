@@ -764,78 +764,59 @@ class FleetReport:
 
     def rows(self) -> list[dict[str, Any]]:
         """The ledger as the fleet's artifact holds it: one row a target."""
-        rows = [
-            {
-                "target": o.database,
-                "server": self.server_of.get(o.database, ""),
-                "wave": "-",
-                "before": o.before or "empty",
-                "after": o.after or "empty",
-                "applied": "0",
-                "duration": "",
-                "state": o.state.value,
-                "message": "up to date when the fleet began: in no wave",
-            }
-            for o in self.up_to_date
+        return [
+            *(self._row(o, "up to date when the fleet began: in no wave") for o in self.up_to_date),
+            *(self._row(o, f"{o.message} Fix: {o.recovery}") for o in self.interrupted),
+            *(
+                self._row(
+                    o,
+                    " ".join(o.message.split())[:300],
+                    wave=str(number),
+                    applied=str(o.applied),
+                    duration=f"{o.duration_s:.2f}s",
+                )
+                for number, wave in enumerate(self.waves, start=1)
+                for o in wave
+            ),
+            *(
+                self._row(name, "halted before its wave", state="not started")
+                for name in self.not_started
+            ),
+            *(
+                self._row(
+                    q.database,
+                    " ".join(f"{q.reason}; fix: {q.fix}".split())[:600],
+                    state=QUARANTINED,
+                )
+                for q in self.quarantined
+            ),
         ]
-        rows += [
-            {
-                "target": o.database,
-                "server": self.server_of.get(o.database, ""),
-                "wave": "-",
-                "before": o.before or "empty",
-                "after": o.after or "empty",
-                "applied": "0",
-                "duration": "",
-                "state": o.state.value,
-                "message": f"{o.message} Fix: {o.recovery}",
-            }
-            for o in self.interrupted
-        ]
-        rows += [
-            {
-                "target": o.database,
-                "server": self.server_of.get(o.database, ""),
-                "wave": str(number),
-                "before": o.before or "empty",
-                "after": o.after or "empty",
-                "applied": str(o.applied),
-                "duration": f"{o.duration_s:.2f}s",
-                "state": o.state.value,
-                "message": " ".join(o.message.split())[:300],
-            }
-            for number, wave in enumerate(self.waves, start=1)
-            for o in wave
-        ]
-        rows += [
-            {
-                "target": name,
-                "server": self.server_of.get(name, ""),
-                "wave": "-",
-                "before": "",
-                "after": "",
-                "applied": "0",
-                "duration": "",
-                "state": "not started",
-                "message": "halted before its wave",
-            }
-            for name in self.not_started
-        ]
-        rows += [
-            {
-                "target": q.database,
-                "server": self.server_of.get(q.database, ""),
-                "wave": "-",
-                "before": "",
-                "after": "",
-                "applied": "0",
-                "duration": "",
-                "state": QUARANTINED,
-                "message": " ".join(f"{q.reason}; fix: {q.fix}".split())[:600],
-            }
-            for q in self.quarantined
-        ]
-        return rows
+
+    def _row(
+        self,
+        target: DatabaseOutcome | str,
+        message: str,
+        *,
+        wave: str = "-",
+        applied: str = "0",
+        duration: str = "",
+        state: str = "",
+    ) -> dict[str, Any]:
+        """A ledger row: an outcome's versions and state, or for a target with none (never
+        started, quarantined) its `state`."""
+        outcome = target if isinstance(target, DatabaseOutcome) else None
+        database = outcome.database if outcome is not None else str(target)
+        return {
+            "target": database,
+            "server": self.server_of.get(database, ""),
+            "wave": wave,
+            "before": (outcome.before or "empty") if outcome is not None else "",
+            "after": (outcome.after or "empty") if outcome is not None else "",
+            "applied": applied,
+            "duration": duration,
+            "state": outcome.state.value if outcome is not None else state,
+            "message": message,
+        }
 
 
 class FleetHalted(MigrateError):
