@@ -515,6 +515,28 @@ def add_fleet(
     get_settings.cache_clear()
 
 
+def targets_in_vault(
+    platform: Platform, vault: Vault, monkeypatch: pytest.MonkeyPatch, targets: list[str]
+) -> dict[str, Credentials]:
+    """The targets' databases made, and their secrets in `vault` under the test's prefix, where
+    a fleet's `vault_path = "{prefix}{environment}/tenants/{target}"` has qa read them (by the
+    target's name); the settings point at that Vault. Their owners, by database."""
+    monkeypatch.setenv("VAULT_ADDR", vault.address)
+    monkeypatch.setenv("VAULT_TOKEN", vault.root_token.get_secret_value())
+    monkeypatch.setenv(
+        "AMEIDE_VAULT_PATH_TEMPLATE", f"{platform.prefix}{{environment}}/{{database}}"
+    )
+    get_settings.cache_clear()
+    owners = seed_local(get_settings(), [f"tenant_{t}" for t in targets])[0].owners
+    conn = get_settings().vault_connection()
+    assert conn is not None
+    with vault_api.session(conn) as client:
+        for database, creds in owners.items():
+            path = f"{platform.prefix}qa/tenants/{database.removeprefix('tenant_')}"
+            vault_api.write_secret(client, conn, path, secret_sources.secret_of(database, creds))
+    return owners
+
+
 @pytest.fixture
 def tenants(platform: Platform) -> Iterator[Platform]:
     """The platform's tree with a `tenant` template and a fleet of 200 targets in waves that
@@ -897,20 +919,7 @@ def test_a_deployments_fleet_runs_each_shard_as_a_run_of_the_shard_deployment_at
     # worker starts them.
     slow = {"V4__settle.sql": "SELECT pg_sleep(6);\n"}
     add_fleet(platform, nine, QA_FLEET.format(pool=pool, prefix=platform.prefix), slow)
-    monkeypatch.setenv("VAULT_ADDR", vault.address)
-    monkeypatch.setenv("VAULT_TOKEN", vault.root_token.get_secret_value())
-    monkeypatch.setenv(
-        "AMEIDE_VAULT_PATH_TEMPLATE", f"{platform.prefix}{{environment}}/{{database}}"
-    )
-    get_settings.cache_clear()
-    owners = seed_local(get_settings(), [f"tenant_{t}" for t in nine])[0].owners
-    conn = get_settings().vault_connection()
-    assert conn is not None
-    with vault_api.session(conn) as client:
-        for database, creds in owners.items():
-            # Where the fleet's vault_path puts each target's secret: by the target's name.
-            path = f"{platform.prefix}qa/tenants/{database.removeprefix('tenant_')}"
-            vault_api.write_secret(client, conn, path, secret_sources.secret_of(database, creds))
+    owners = targets_in_vault(platform, vault, monkeypatch, nine)
     log = (tmp_path / "worker.log").open("w")
     worker = None
     try:

@@ -17,16 +17,13 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from ameide_migrate import prefect_api, secret_sources
-from ameide_migrate import vault as vault_api
-from ameide_migrate.commands import seed_local
-from ameide_migrate.settings import get_settings
+from ameide_migrate import prefect_api
 
 from .fix_platform import REPO, Platform, ameide, drop_owners
 from .fix_processes import gone
 from .fix_vault import Vault
 from .fix_worker import start_worker
-from .test_fleet import add_fleet, histories, tenant
+from .test_fleet import add_fleet, histories, targets_in_vault, tenant
 
 QA_FLEET = """
 [environments.qa]
@@ -69,19 +66,7 @@ def qa_fleet(
         )
     }
     add_fleet(platform, TWO, QA_FLEET.format(pool=pool, prefix=platform.prefix) + waves, extra)
-    monkeypatch.setenv("VAULT_ADDR", vault.address)
-    monkeypatch.setenv("VAULT_TOKEN", vault.root_token.get_secret_value())
-    monkeypatch.setenv(
-        "AMEIDE_VAULT_PATH_TEMPLATE", f"{platform.prefix}{{environment}}/{{database}}"
-    )
-    get_settings.cache_clear()
-    owners = seed_local(get_settings(), [f"tenant_{t}" for t in TWO])[0].owners
-    conn = get_settings().vault_connection()
-    assert conn is not None
-    with vault_api.session(conn) as client:
-        for database, creds in owners.items():
-            path = f"{platform.prefix}qa/tenants/{database.removeprefix('tenant_')}"
-            vault_api.write_secret(client, conn, path, secret_sources.secret_of(database, creds))
+    owners = targets_in_vault(platform, vault, monkeypatch, TWO)
     out = log.open("w")
     worker = None
     try:
