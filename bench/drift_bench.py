@@ -22,7 +22,7 @@ from pathlib import Path
 
 from psycopg import sql
 
-from ameide_migrate import drift, environments, flyway, postgres
+from ameide_migrate import drift, environments, flyway, postgres, recovery
 from ameide_migrate.catalog import DatabaseCatalog, load_catalog
 from ameide_migrate.flyway import FlywayEngine, Request, Target
 from ameide_migrate.postgres import Credentials
@@ -74,7 +74,8 @@ def native_check(db: DatabaseCatalog, targets: list[Credentials]) -> tuple[float
     def one(creds: Credentials) -> drift.DatabaseDrift:
         # What the drift flow does per database: the history, and the schema's fingerprint.
         state = postgres.read_schema_state(creds, TABLE)
-        return drift.check("bench", db, state.history, state.recorded, state.live)
+        subject = recovery.Subject("bench", creds.database)
+        return drift.check(subject, db, state.history, state.recorded, state.live)
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         reports = list(pool.map(one, targets))

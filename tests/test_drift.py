@@ -16,7 +16,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
-from ameide_migrate import drift, environments, postgres
+from ameide_migrate import drift, environments, postgres, recovery
 from ameide_migrate.context import RunContext
 from ameide_migrate.drift import Verdict
 from ameide_migrate.flyway import Installation
@@ -110,7 +110,9 @@ def test_native_report_agrees_with_flyway(platform: Platform, tampering: str) ->
     catalog = environments.catalog("local", get_settings())
     db = catalog.databases["threads"]
     native = drift.check(
-        "local", db, postgres.read_history(platform.owners["threads"], "flyway_schema_history")
+        recovery.Subject("local", "threads"),
+        db,
+        postgres.read_history(platform.owners["threads"], "flyway_schema_history"),
     )
     ctx = RunContext.create("local", [db], {"threads": platform.owners["threads"]}, get_settings())
     try:
@@ -120,7 +122,7 @@ def test_native_report_agrees_with_flyway(platform: Platform, tampering: str) ->
         )
     finally:
         ctx.close()
-    flyway = drift.from_flyway("local", db, info, validation)
+    flyway = drift.from_flyway(recovery.Subject("local", "threads"), db, info, validation)
 
     assert sorted(m.key for m in native.migrations) == sorted(m.key for m in flyway.migrations)
     assert set(native.problems) == set(flyway.problems), (native.problems, flyway.problems)
@@ -135,7 +137,7 @@ def test_fix_names_the_file_to_restore_and_repair(platform: Platform) -> None:
     edit_applied_file(platform)
     catalog = environments.catalog("local", get_settings())
     report = drift.check(
-        "local",
+        recovery.Subject("local", "threads"),
         catalog.databases["threads"],
         postgres.read_history(platform.owners["threads"], "flyway_schema_history"),
     )
@@ -146,7 +148,7 @@ def test_fix_names_the_file_to_restore_and_repair(platform: Platform) -> None:
 
 def test_a_database_never_migrated_is_behind(platform: Platform) -> None:
     catalog = environments.catalog("local", get_settings())
-    report = drift.check("local", catalog.databases["graph"], None)
+    report = drift.check(recovery.Subject("local", "graph"), catalog.databases["graph"], None)
     assert report.verdict is Verdict.BEHIND
     assert report.pending == len(catalog.databases["graph"].migrations)
     assert report.fix == "apply what is pending: `ameide-migrate run --env local --db graph`"

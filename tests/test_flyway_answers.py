@@ -35,6 +35,7 @@ ANSWERS: dict[str, Any] = json.loads(
 SCENARIOS: dict[str, Any] = ANSWERS["scenarios"]
 PLACEHOLDERS: dict[str, str] = ANSWERS["recorded"]["placeholders"]
 ENV = "staging"
+SHOP = recovery.Subject(ENV, "shop")
 
 
 def catalog_of(tmp_path: Path, files: dict[str, str], name: str = "shop") -> DatabaseCatalog:
@@ -52,7 +53,7 @@ def history_of(scenario: dict[str, Any]) -> list[HistoryRow] | None:
 
 
 def flyway_report(db: DatabaseCatalog, scenario: dict[str, Any]) -> drift.DatabaseDrift:
-    return drift.from_flyway(ENV, db, scenario["info"], scenario["validate"])
+    return drift.from_flyway(SHOP, db, scenario["info"], scenario["validate"])
 
 
 def request(command: str) -> Request:
@@ -88,7 +89,7 @@ def test_every_recorded_scenario_has_its_expected_verdict() -> None:
 def test_native_info_and_validate_agree_with_flyway(tmp_path: Path, scenario: str) -> None:
     recorded = SCENARIOS[scenario]
     db = catalog_of(tmp_path, recorded["files"])
-    native = drift.check(ENV, db, history_of(recorded))
+    native = drift.check(SHOP, db, history_of(recorded))
     real = flyway_report(db, recorded)
 
     assert sorted(m.key for m in native.migrations) == sorted(m.key for m in real.migrations)
@@ -119,7 +120,7 @@ def test_a_database_never_migrated_says_so_and_lists_everything_pending(tmp_path
     recorded = SCENARIOS["never migrated"]
     db = catalog_of(tmp_path, recorded["files"])
     inspection = migrate.compare(db, history_of(recorded))
-    report = drift.check(ENV, db, history_of(recorded))
+    report = drift.check(SHOP, db, history_of(recorded))
 
     assert inspection.reason == "no schema history yet"
     assert report.pending == len(recorded["files"]) == 5
@@ -129,7 +130,7 @@ def test_a_database_never_migrated_says_so_and_lists_everything_pending(tmp_path
 def test_an_edited_file_is_named_with_the_restore_and_the_repair(tmp_path: Path) -> None:
     recorded = SCENARIOS["edited applied file"]
     db = catalog_of(tmp_path, recorded["files"])
-    report = drift.check(ENV, db, history_of(recorded))
+    report = drift.check(SHOP, db, history_of(recorded))
 
     assert report.problems["2"].startswith(
         "checksum mismatch for version 2: V2__add_customer.sql was edited after it was applied"
@@ -142,11 +143,11 @@ def test_an_edited_file_is_named_with_the_restore_and_the_repair(tmp_path: Path)
 def test_a_removed_file_and_a_deleted_row_each_name_their_fix(tmp_path: Path) -> None:
     removed = SCENARIOS["file removed"]
     removed_report = drift.check(
-        ENV, catalog_of(tmp_path / "a", removed["files"]), history_of(removed)
+        SHOP, catalog_of(tmp_path / "a", removed["files"]), history_of(removed)
     )
     deleted = SCENARIOS["deleted history row"]
     deleted_report = drift.check(
-        ENV, catalog_of(tmp_path / "b", deleted["files"]), history_of(deleted)
+        SHOP, catalog_of(tmp_path / "b", deleted["files"]), history_of(deleted)
     )
 
     assert "restore the missing file, or `ameide-migrate repair" in removed_report.fix

@@ -92,14 +92,9 @@ def verdict(statuses: list[MigrationStatus], problems: Mapping[str, str]) -> Ver
     return Verdict.IN_SYNC
 
 
-def fix_for(environment: str, database: str, drift: DatabaseDrift) -> str:
-    """The command (or file to restore) that brings this database of the tree back, as
-    `recovery` words it."""
-    return fix_for_subject(recovery.Subject(environment, database), drift)
-
-
-def fix_for_subject(subject: recovery.Subject, drift: DatabaseDrift) -> str:
-    """As `fix_for`, for a database named as the commands reach it (a fleet's target too)."""
+def fix_for(subject: recovery.Subject, drift: DatabaseDrift) -> str:
+    """The command (or file to restore) that brings the database back, as `recovery` words it
+    for the database as the commands reach it (a fleet's target by its fleet and target)."""
     if drift.verdict is Verdict.IN_SYNC:
         return ""
     if drift.verdict is Verdict.BEHIND:
@@ -146,7 +141,7 @@ def invalid_index_problems(indexes: Sequence[InvalidIndex]) -> dict[str, str]:
 
 
 def check(
-    environment: str,
+    subject: recovery.Subject,
     db: DatabaseCatalog,
     history: list[HistoryRow] | None,
     fingerprint: Fingerprint | None = None,
@@ -183,12 +178,12 @@ def check(
         drift.schema_changes = schema_changes(fingerprint, live)
         if drift.schema_changes:
             drift.verdict = Verdict.DRIFTED
-    drift.fix = fix_for(environment, db.name, drift)
+    drift.fix = fix_for(subject, drift)
     return drift
 
 
 def from_flyway(
-    environment: str,
+    subject: recovery.Subject,
     db: DatabaseCatalog,
     info: Mapping[str, Any],
     validation: Mapping[str, Any],
@@ -228,7 +223,7 @@ def from_flyway(
             if (m.get("errorDetails") or {}).get("errorCode") == "CHECKSUM_MISMATCH"
         ],
     )
-    drift.fix = fix_for(environment, db.name, drift)
+    drift.fix = fix_for(subject, drift)
     return drift
 
 
@@ -300,17 +295,19 @@ class DriftReport:
 
 
 def unreachable(
-    environment: str, db: DatabaseCatalog, reason: str, *, server: str
+    subject: recovery.Subject, db: DatabaseCatalog, reason: str, *, server: str
 ) -> DatabaseDrift:
+    """`db` unread: reported under the subject's name (a fleet's target is a database of its
+    template's catalog)."""
     report = DatabaseDrift(
-        database=db.name,
+        database=subject.database,
         server=server,
         verdict=Verdict.UNREACHABLE,
         checked_at=time.time(),
         latest=str(db.latest_version) if db.latest_version else None,
         problems={"connection": reason},
     )
-    report.fix = fix_for(environment, db.name, report)
+    report.fix = fix_for(subject, report)
     return report
 
 
@@ -335,21 +332,19 @@ def check_database(ctx: RunContext, database: str, engine: str = "native") -> Da
         )
         # Flyway knows nothing of index validity: PostgreSQL is asked either way.
         invalid = postgres.invalid_indexes(ctx.credentials[database], timeout=ctx.connect_timeout)
-        report = from_flyway(ctx.environment, db, info, validation, invalid)
+        report = from_flyway(ctx.subject(database), db, info, validation, invalid)
     else:
         state = postgres.read_schema_state(
             ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
         )
         report = check(
-            ctx.environment,
+            ctx.subject(database),
             db,
             state.history,
             state.recorded,
             state.live,
             state.invalid_indexes,
         )
-    if ctx.fleet is not None:
-        report.fix = fix_for_subject(ctx.subject(database), report)
     if report.verdict in (Verdict.BEHIND, Verdict.DRIFTED) and report.pending:
         # The native check read the history already; Flyway's engine gave only its view of it.
         if engine == "flyway":

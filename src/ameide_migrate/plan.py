@@ -65,7 +65,7 @@ def dry_run(ctx: RunContext, database: str) -> DatabaseOutcome:
         ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
     )
     invalid = postgres.invalid_indexes(ctx.credentials[database], timeout=ctx.connect_timeout)
-    report = drift.check(ctx.environment, db, history, invalid_indexes=invalid)
+    report = drift.check(ctx.subject(database), db, history, invalid_indexes=invalid)
     pending = [m.script for m in report.migrations if m.state in PENDING]
     would_apply = [m.script for m in pending_migrations(db, history)]
     latest = str(db.latest_version) if db.latest_version else None

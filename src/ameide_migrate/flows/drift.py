@@ -94,13 +94,11 @@ def drift_flow(
                 result = future.state.result(raise_on_failure=False)
                 if isinstance(result, MigrateError):
                     result = drift.unreachable(
-                        environment,
+                        ctx.subject(name),
                         targets[name],
                         str(result),
                         server=credentials[name].server,
                     )
-                    result.database = name
-                    result.fix = drift.fix_for_subject(ctx.subject(name), result)
                 if not isinstance(result, DatabaseDrift):
                     raise result if isinstance(result, BaseException) else RuntimeError(result)
                 report.databases.append(result)
