@@ -42,7 +42,7 @@ from ameide_migrate.credential_gate import Unreachable
 from ameide_migrate.errors import DatabaseRefusedConnection, FleetInvalid, MigrateError
 from ameide_migrate.history import current_version, pending_migrations
 from ameide_migrate.interruption import Interrupted
-from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState
+from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState, servers_of
 from ameide_migrate.postgres import HistoryRow
 
 _TARGET = re.compile(r"[a-z0-9][a-z0-9_-]*")
@@ -697,8 +697,7 @@ class FleetReport:
         """The servers of the fleet's targets, in their order."""
         quarantined = (q.database for q in self.quarantined)
         names = [*(o.database for o in self.outcomes), *self.not_started, *quarantined]
-        found = (self.server_of.get(name, "") for name in names)
-        return [s for s in dict.fromkeys(found) if s]
+        return servers_of(names, self.server_of)
 
     interrupted: list[DatabaseOutcome] = field(default_factory=list)
     """The targets whose last migration a crash cut short when the fleet began: in no wave

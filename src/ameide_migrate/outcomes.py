@@ -3,6 +3,7 @@ record as artifacts and the CLI prints."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -64,6 +65,12 @@ class SmokeResult:
         return not self.problems
 
 
+def servers_of(databases: Iterable[str], server_of: Mapping[str, str]) -> list[str]:
+    """The servers (HOST:PORT) `server_of` names for the `databases`, each once, in their
+    order: what a report says it read."""
+    return [s for s in dict.fromkeys(server_of.get(d, "") for d in databases) if s]
+
+
 @dataclass
 class RunReport:
     environment: str
@@ -76,8 +83,7 @@ class RunReport:
     @property
     def servers_read(self) -> list[str]:
         """The servers the run read, in the order of its outcomes."""
-        found = (self.server_of.get(o.database, "") for o in self.outcomes)
-        return [s for s in dict.fromkeys(found) if s]
+        return servers_of((o.database for o in self.outcomes), self.server_of)
 
     @property
     def failed(self) -> list[DatabaseOutcome]:
