@@ -197,6 +197,18 @@ def _fleet_ledger() -> dict[str, dict[str, str]]:
     return {row["target"]: row for row in prefect_api.latest_table("fleet-qa-tenants")}
 
 
+def _t000_migrated_t001_failed_at_v3() -> tuple[dict[str, str], dict[str, str]]:
+    """The ledger's rows of t000 and t001 once the shard stopped in t001's V4: t000 migrated
+    to V4 (all four applied), t001 failed at V3 (three applied, V4 rolled back)."""
+    ledger = _fleet_ledger()
+    migrated, failed = ledger["tenant_t000"], ledger["tenant_t001"]
+    assert (migrated["state"], migrated["after"], migrated["applied"]) == (
+        "migrated", "4", "4"
+    ), ledger  # fmt: skip
+    assert (failed["state"], failed["after"], failed["applied"]) == ("failed", "3", "3"), failed
+    return migrated, failed
+
+
 @pytest.mark.slow
 def test_a_shard_past_its_timeout_is_stopped_before_it_is_counted_and_its_commits_are_reported(
     platform: Platform, vault: Vault, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -227,20 +239,12 @@ def test_a_shard_past_its_timeout_is_stopped_before_it_is_counted_and_its_commit
         assert _sessions_on(platform, slow) == []
         assert histories(platform, TWO) == {"t000": ALL, "t001": ALL[:3]}
 
-        ledger = _fleet_ledger()
-        assert (ledger["tenant_t000"]["state"], ledger["tenant_t000"]["after"]) == (
-            "migrated",
-            "4",
-        ), ledger
-        assert ledger["tenant_t000"]["applied"] == "4"
+        migrated, failed = _t000_migrated_t001_failed_at_v3()
         assert (
             "outlived shard_timeout_minutes = 1: cancelled, it stopped Cancelled"
-            in (ledger["tenant_t000"]["message"])
+            in migrated["message"]
         )
-        failed = ledger["tenant_t001"]
-        assert (failed["state"], failed["before"], failed["after"], failed["applied"]) == (
-            "failed", "empty", "3", "3"
-        ), failed  # fmt: skip
+        assert failed["before"] == "empty", failed
         assert "shows it at 3 of 4: 3 migration(s) applied, the rest not" in failed["message"]
         assert "tenant_t001" in done.stdout + done.stderr, report
 
@@ -276,13 +280,7 @@ def test_a_shard_killed_mid_wave_fails_its_targets_with_the_versions_they_hold_a
         assert shard.state.is_crashed(), shard.state
         assert all(gone(pid) for pid in watch.processes), watch.processes
         assert histories(platform, TWO) == {"t000": ALL, "t001": ALL[:3]}
-        ledger = _fleet_ledger()
-        assert (ledger["tenant_t000"]["state"], ledger["tenant_t000"]["after"]) == (
-            "migrated",
-            "4",
-        ), ledger
-        failed = ledger["tenant_t001"]
-        assert (failed["state"], failed["after"], failed["applied"]) == ("failed", "3", "3")
+        _, failed = _t000_migrated_t001_failed_at_v3()
         assert "ended Crashed before reporting it" in failed["message"], failed
 
         rerun = ameide(
