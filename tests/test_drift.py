@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.sorting import ArtifactSort
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
 from ameide_migrate import drift, environments, postgres, recovery
+from ameide_migrate.commands import seed_local
 from ameide_migrate.context import RunContext
 from ameide_migrate.drift import Verdict
 from ameide_migrate.flyway import Installation
@@ -25,6 +27,7 @@ from ameide_migrate.ports import free_port
 from ameide_migrate.settings import get_settings
 
 from .fix_platform import REPO, Platform
+from .test_fleet import add_fleet
 
 Tamper = Callable[[Platform], None]
 
@@ -255,6 +258,65 @@ def test_drift_check_writes_prometheus_metrics(
     assert samples[("ameide_migrate_check_duration_seconds", "graph")] > 0
 
 
+TWO_TENANTS = '\n[fleets.tenants]\ntemplate = "tenant"\ntargets_file = "tenants.txt"\n'
+
+
+def latest_artifact(key: str) -> tuple[object, str]:
+    """The flow run that wrote the latest artifact under `key`, and what it holds."""
+    with get_client(sync_client=True) as client:
+        (latest,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
+    return latest.flow_run_id, str(latest.data)
+
+
+def metric_samples(exposed: str) -> dict[tuple[str, str | None, str | None], float]:
+    """(metric, database, fleet) -> value, as Prometheus reads them."""
+    return {
+        (s.name, s.labels.get("database"), s.labels.get("fleet")): s.value
+        for family in text_string_to_metric_families(exposed)
+        for s in family.samples
+    }
+
+
+def test_a_fleets_drift_leaves_its_environments_artifacts_and_metrics_as_they_were(
+    platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ameide_migrate.flows.drift import drift_flow
+
+    textfile = tmp_path / "metrics" / "ameide.prom"
+    monkeypatch.setenv("AMEIDE_METRICS_TEXTFILE", str(textfile))
+    add_fleet(platform, ["t1", "t2"], TWO_TENANTS)
+    seed_local(get_settings(), ["tenant_t1", "tenant_t2"])
+    platform.run(databases=["threads"])
+    tree = drift_flow(environment="local", databases=["threads"], return_state=True)
+    tree_metrics = textfile.read_text()
+
+    fleet = drift_flow(environment="local", fleet="tenants", return_state=True)
+
+    tree_run, fleet_run = tree.state_details.flow_run_id, fleet.state_details.flow_run_id
+    assert tree_run != fleet_run
+    ran, rows = latest_artifact("drift-local")
+    assert ran == tree_run
+    assert [r["database"] for r in json.loads(rows)] == ["threads"]
+    ran, markdown = latest_artifact("drift-local-summary")
+    assert ran == tree_run
+    assert "tenant_" not in markdown
+    ran, rows = latest_artifact("drift-fleet-local-tenants")
+    assert ran == fleet_run
+    assert [r["database"] for r in json.loads(rows)] == ["tenant_t1", "tenant_t2"]
+    ran, markdown = latest_artifact("drift-fleet-local-tenants-summary")
+    assert ran == fleet_run
+    assert "**tenant_t1**" in markdown
+    assert "--fleet tenants --target t1" in markdown
+    assert textfile.read_text() == tree_metrics
+    fleet_metrics = metric_samples((textfile.parent / "ameide-fleet-tenants.prom").read_text())
+    assert {database for _, database, _ in fleet_metrics} == {"tenant_t1", "tenant_t2"}
+    assert {database for _, database, _ in metric_samples(tree_metrics)} == {"threads"}
+
+
 def test_changes_made_outside_flyway_are_named(platform: Platform) -> None:
     platform.run(databases=["threads"])
     creds = platform.owners["threads"]
@@ -343,3 +405,24 @@ def test_drift_metrics_are_pushed_to_a_pushgateway_when_configured(
     }
     assert pushed[("ameide_migrate_drift", "threads", "ameide_migrate_drift")] == 1.0
     assert pushed[("ameide_migrate_schema_version", "threads", "ameide_migrate_drift")] == 4.0
+
+
+def test_a_fleets_drift_metrics_are_pushed_to_a_group_the_environments_push_leaves_alone(
+    platform: Platform, pushgateway: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ameide_migrate.flows.drift import drift_flow
+
+    monkeypatch.setenv("AMEIDE_PUSHGATEWAY_URL", pushgateway)
+    add_fleet(platform, ["t1", "t2"], TWO_TENANTS)
+    seed_local(get_settings(), ["tenant_t1", "tenant_t2"])
+    platform.run(databases=["threads"])
+
+    drift_flow(environment="local", fleet="tenants", return_state=True)
+    drift_flow(environment="local", databases=["threads"], return_state=True)
+
+    with urllib.request.urlopen(f"{pushgateway}/metrics", timeout=5) as response:  # noqa: S310
+        pushed = metric_samples(response.read().decode())
+    assert pushed[("ameide_migrate_drift", "threads", None)] == 0.0
+    for target in ("tenant_t1", "tenant_t2"):
+        assert ("ameide_migrate_drift", target, "tenants") in pushed
+    assert ("ameide_migrate_drift", "threads", "tenants") not in pushed

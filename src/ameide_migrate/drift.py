@@ -266,6 +266,16 @@ class DriftReport:
     environment: str
     databases: list[DatabaseDrift] = field(default_factory=list)
     servers: list[ServerSupport] = field(default_factory=list)
+    fleet: str | None = None
+    """The fleet whose targets were checked; None for the environment's databases (the tree)."""
+
+    @property
+    def artifact_key(self) -> str:
+        """The key of its table artifact: a fleet's apart from its environment's, so that one
+        check never stands for the other as the latest."""
+        if self.fleet is None:
+            return f"drift-{self.environment}"
+        return f"drift-fleet-{self.environment}-{self.fleet}".replace("_", "-").lower()
 
     @property
     def in_sync(self) -> bool:

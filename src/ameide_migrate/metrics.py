@@ -69,16 +69,18 @@ def registry_for(report: DriftReport) -> CollectorRegistry:
 
 
 def export(report: DriftReport, *, textfile: Path, pushgateway: str | None) -> str:
-    """Push or write the report's metrics; returns where they went."""
+    """Push or write the report's metrics; returns where they went. A fleet's check has a group
+    (and a textfile) of its own: a push or a write replaces all of its group's series, and the
+    environment's check and the fleet's would erase each other's."""
     registry = registry_for(report)
     if pushgateway:
-        push_to_gateway(
-            pushgateway,
-            job=JOB,
-            registry=registry,
-            grouping_key={"environment": report.environment},
-        )
+        group = {"environment": report.environment}
+        if report.fleet is not None:
+            group["fleet"] = report.fleet
+        push_to_gateway(pushgateway, job=JOB, registry=registry, grouping_key=group)
         return f"pushgateway {pushgateway}"
+    if report.fleet is not None:
+        textfile = textfile.with_name(f"{textfile.stem}-fleet-{report.fleet}{textfile.suffix}")
     textfile.parent.mkdir(parents=True, exist_ok=True)
     write_to_textfile(str(textfile), registry)
     return str(textfile)

@@ -78,7 +78,7 @@ def drift_flow(
     names = list(targets)
     credentials = with_retries(verify_credentials, settings)(environment, names, login=False)
     ctx = RunContext.create(environment, targets, credentials, settings, fleet=declared)
-    report = DriftReport(environment)
+    report = DriftReport(environment, fleet=fleet)
     runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(
         max_workers=concurrency or settings.max_concurrency
     )
@@ -110,10 +110,10 @@ def drift_flow(
         if server.warning:
             get_run_logger().warning("%s", server.warning)
     create_table_artifact(
-        key=f"drift-{environment}", table=rendering.drift_rows(report), description=report.summary()
+        key=report.artifact_key, table=rendering.drift_rows(report), description=report.summary()
     )
     create_markdown_artifact(
-        key=f"drift-{environment}-summary", markdown=rendering.drift_markdown(report)
+        key=f"{report.artifact_key}-summary", markdown=rendering.drift_markdown(report)
     )
     where = metrics.export(
         report, textfile=settings.metrics_path, pushgateway=settings.pushgateway_url
