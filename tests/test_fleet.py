@@ -28,6 +28,7 @@ from ameide_migrate import (
     environments,
     fleet,
     interruption,
+    plan,
     postgres,
     prefect_api,
     secret_sources,
@@ -37,6 +38,7 @@ from ameide_migrate import vault as vault_api
 from ameide_migrate.commands import seed_local
 from ameide_migrate.credential_gate import Unreachable
 from ameide_migrate.errors import (
+    ApprovedFilesChanged,
     DatabaseRefusedConnection,
     DatabaseUnreachable,
     EnvironmentsFileInvalid,
@@ -364,6 +366,27 @@ def test_a_canary_whose_undo_failed_leaves_its_place_to_a_pending_target(tmp_pat
     )
     assert "V3__accounts_email_index.sql was interrupted" in apart.message
     assert "--fleet tenants --target t000 --undo-interrupted" in apart.recovery
+
+
+def test_a_shard_pins_its_template_only_when_its_files_are_those_approved(tmp_path: Path) -> None:
+    fleet_tree(tmp_path / "tree", 'targets = ["a"]\n')
+    settings = Settings(sql_dir=tmp_path / "tree")
+    declared = environments.fleet("tenants", settings)
+    template = environments.fleet_template("local", declared, settings)
+    approved = {m.script: m.sha256 for m in template.migrations}
+    pinned = plan.pinned_as_approved(declared, "local", template, approved, tmp_path / "one")
+    assert pinned.directory.is_relative_to(tmp_path / "one")
+    assert {m.script: m.sha256 for m in pinned.migrations} == approved
+
+    (template.directory / "V1__accounts.sql").write_text("CREATE TABLE accounts (id int);\n")
+    (template.directory / "V2__more.sql").write_text("SELECT 1;\n")
+    with pytest.raises(ApprovedFilesChanged) as refused:
+        plan.pinned_as_approved(declared, "local", template, approved, tmp_path / "two")
+    assert str(refused.value) == (
+        "a shard of fleet tenants in local: the files of its template tenant are not those the "
+        "fleet's plan was approved on (edited V1__accounts.sql; added V2__more.sql): the shard "
+        "migrated nothing. Run the fleet again and approve the plan of the files as they are now"
+    )
 
 
 def test_a_fleet_keeps_its_targets_secrets_where_its_vault_path_says() -> None:

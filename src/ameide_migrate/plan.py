@@ -11,11 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from pathlib import Path
 
 from ameide_migrate import drift, locking, postgres, recovery
+from ameide_migrate.catalog import DatabaseCatalog, pinned_copy
 from ameide_migrate.context import RunContext
+from ameide_migrate.errors import ApprovedFilesChanged
+from ameide_migrate.fleet import Fleet
 from ameide_migrate.history import PENDING, pending_migrations
 from ameide_migrate.migrate import lint_of_pending, lint_stop, statement_locks
 from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState
@@ -192,6 +197,30 @@ def file_changes(approved: str, before: dict[str, str], after: dict[str, str]) -
         tuple(f for f in after if f not in before),
         tuple(f for f in before if f not in after),
     )
+
+
+def pinned_as_approved(
+    declared: Fleet,
+    environment: str,
+    template: DatabaseCatalog,
+    approved_files: Mapping[str, str],
+    into: Path,
+) -> DatabaseCatalog:
+    """A copy under `into` of the fleet's `template` as the disk holds it, for a shard of the
+    fleet to migrate, when its files are those (name: SHA-256) the fleet's plan was approved
+    on; ApprovedFilesChanged naming those that differ otherwise."""
+    pinned = pinned_copy(template, into)
+    changes = file_changes(
+        declared.name, dict(approved_files), {m.script: m.sha256 for m in pinned.migrations}
+    )
+    if changes:
+        raise ApprovedFilesChanged(
+            f"a shard of fleet {declared.name} in {environment}: the files of its template "
+            f"{declared.template} are not those the fleet's plan was approved on "
+            f"({changes.listed}): the shard migrated nothing. Run the fleet again and "
+            "approve the plan of the files as they are now"
+        )
+    return pinned
 
 
 def needs_decision(plans: list[DatabasePlan]) -> bool:

@@ -40,7 +40,6 @@ from ameide_migrate.context import RunContext, history_table_of
 from ameide_migrate.environments import ApprovalPolicy
 from ameide_migrate.errors import (
     REJECTED_STATE,
-    ApprovedFilesChanged,
     FleetBusy,
     MigrateError,
     UsageError,
@@ -560,17 +559,9 @@ def fleet_shard_flow(
     with ExitStack() as stack:
         if approved_files is not None:
             pins = stack.enter_context(tempfile.TemporaryDirectory(prefix="ameide-approved-"))
-            template = pinned_copy(template, Path(pins))
-            changes = plan.file_changes(
-                name, approved_files, {m.script: m.sha256 for m in template.migrations}
+            template = plan.pinned_as_approved(
+                declared, environment, template, approved_files, Path(pins)
             )
-            if changes:
-                raise ApprovedFilesChanged(
-                    f"a shard of fleet {name} in {environment}: the files of its template "
-                    f"{declared.template} are not those the fleet's plan was approved on "
-                    f"({changes.listed}): the shard migrated nothing. Run the fleet again and "
-                    "approve the plan of the files as they are now"
-                )
         databases = {declared.database_of(t): template for t in names}
         verified = with_retries(verify_credentials, settings)(
             environment, list(databases), shown_as=declared.database_of("<target>")
