@@ -524,17 +524,29 @@ TENANT_MIGRATIONS = {
 
 
 def add_fleet(
-    platform: Platform, targets: list[str], declared: str, extra: dict[str, str] | None = None
+    platform: Platform,
+    targets: list[str],
+    waves: str = "",
+    extra: dict[str, str] | None = None,
+    *,
+    vault_path: str | None = None,
+    environments: str = "",
 ) -> None:
     """The platform's tree with a `tenant` template (and `extra` migrations), `targets` in
-    tenants.txt and `declared` (TOML) added to its ameide.toml."""
+    tenants.txt, and in its ameide.toml the fleet `tenants` of them (its secrets at
+    `vault_path`, its `[fleets.tenants.waves]` the TOML `waves`) and the `environments` (TOML)."""
     template = platform.sql_dir / "tenant"
     template.mkdir()
     for name, text in {**TENANT_MIGRATIONS, **(extra or {})}.items():
         (template / name).write_text(text)
     (platform.sql_dir / "tenants.txt").write_text("\n".join(targets) + "\n")
+    declared = '\n[fleets.tenants]\ntemplate = "tenant"\ntargets_file = "tenants.txt"\n'
+    if vault_path is not None:
+        declared += f'vault_path = "{vault_path}"\n'
+    if waves:
+        declared += f"\n[fleets.tenants.waves]\n{waves}"
     toml = platform.sql_dir / "ameide.toml"
-    toml.write_text(toml.read_text() + declared)
+    toml.write_text(toml.read_text() + declared + environments)
     get_settings.cache_clear()
 
 
@@ -564,12 +576,7 @@ def targets_in_vault(
 def tenants(platform: Platform) -> Iterator[Platform]:
     """The platform's tree with a `tenant` template and a fleet of 200 targets in waves that
     grow fourfold from a canary of one, each in three shards."""
-    add_fleet(
-        platform,
-        TARGETS,
-        '\n[fleets.tenants]\ntemplate = "tenant"\ntargets_file = "tenants.txt"\n'
-        + "\n[fleets.tenants.waves]\ncanary = 1\ngrowth = 4\nparallel = 4\nshards = 3\n",
-    )
+    add_fleet(platform, TARGETS, "canary = 1\ngrowth = 4\nparallel = 4\nshards = 3\n")
     yield platform
     drop_owners(platform.admin, {t: tenant(platform, t) for t in TARGETS})
 
@@ -811,9 +818,7 @@ def test_a_fleets_approval_covers_the_files_it_showed_an_edited_and_an_added_fil
     naming both, and the approval of that plan applies them as they now are."""
     four = TARGETS[:4]
     runner: threading.Thread | None = None
-    add_fleet(
-        platform, four, '\n[fleets.tenants]\ntemplate = "tenant"\ntargets_file = "tenants.txt"\n'
-    )
+    add_fleet(platform, four)
     template = platform.sql_dir / "tenant"
     try:
         protect(platform)
@@ -868,9 +873,7 @@ def test_a_shard_migrates_only_the_files_its_fleets_plan_was_approved_on(
     from ameide_migrate.flows.fleet import fleet_shard_flow
 
     two = TARGETS[:2]
-    add_fleet(
-        platform, two, '\n[fleets.tenants]\ntemplate = "tenant"\ntargets_file = "tenants.txt"\n'
-    )
+    add_fleet(platform, two)
     template = platform.sql_dir / "tenant"
     settings = get_settings()
     seed_local(settings, [f"tenant_{t}" for t in two])
@@ -911,22 +914,16 @@ def test_a_shard_migrates_only_the_files_its_fleets_plan_was_approved_on(
         drop_owners(platform.admin, {t: tenant(platform, t) for t in two})
 
 
-QA_FLEET = """
+QA_ENVIRONMENT = """
 [environments.qa]
 work_pool = "{pool}"
 pool_type = "process"
-
-[fleets.tenants]
-template = "tenant"
-targets_file = "tenants.txt"
-vault_path = "{prefix}{{environment}}/tenants/{{target}}"
-
-[fleets.tenants.waves]
-canary = 1
-growth = 8
-shards = 3
-parallel = 2
 """
+
+
+def tenants_vault_path(platform: Platform) -> str:
+    """Where a fleet finds each target's secret: by the target's name (targets_in_vault)."""
+    return f"{platform.prefix}{{environment}}/tenants/{{target}}"
 
 
 @pytest.mark.slow
@@ -941,7 +938,14 @@ def test_a_deployments_fleet_runs_each_shard_as_a_run_of_the_shard_deployment_at
     # Each target takes a few seconds, so that the shards' runs overlap however slowly the
     # worker starts them.
     slow = {"V4__settle.sql": "SELECT pg_sleep(6);\n"}
-    add_fleet(platform, nine, QA_FLEET.format(pool=pool, prefix=platform.prefix), slow)
+    add_fleet(
+        platform,
+        nine,
+        "canary = 1\ngrowth = 8\nshards = 3\nparallel = 2\n",
+        slow,
+        vault_path=tenants_vault_path(platform),
+        environments=QA_ENVIRONMENT.format(pool=pool),
+    )
     owners = targets_in_vault(platform, vault, monkeypatch, nine)
     log = (tmp_path / "worker.log").open("w")
     worker = None
@@ -1001,18 +1005,6 @@ def test_a_deployments_fleet_runs_each_shard_as_a_run_of_the_shard_deployment_at
         drop_owners(platform.admin, owners)
 
 
-QUARANTINE_FLEET = """
-[fleets.tenants]
-template = "tenant"
-targets_file = "tenants.txt"
-vault_path = "{prefix}{{environment}}/tenants/{{target}}"
-
-[fleets.tenants.waves]
-canary = 1
-growth = 4
-"""
-
-
 def refuse_connect(platform: Platform, target: str) -> None:
     """The tenant's database closed to its own login (and everyone's but a superuser's), as an
     administrator isolating a tenant does."""
@@ -1035,7 +1027,7 @@ def test_a_target_refusing_connect_is_quarantined_and_more_than_the_limit_touche
     platform: Platform, vault: Vault, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     five = TARGETS[:5]
-    add_fleet(platform, five, QUARANTINE_FLEET.format(prefix=platform.prefix))
+    add_fleet(platform, five, "canary = 1\ngrowth = 4\n", vault_path=tenants_vault_path(platform))
     monkeypatch.setenv("VAULT_ADDR", vault.address)
     monkeypatch.setenv("VAULT_TOKEN", vault.root_token.get_secret_value())
     get_settings.cache_clear()
@@ -1163,15 +1155,7 @@ def shard_runs(deployment: str, since: str) -> list[Any]:
 
 # --- One run of a fleet at a time ----------------------------------------------------------------
 
-SETTLING_FLEET = """
-[fleets.tenants]
-template = "tenant"
-targets_file = "tenants.txt"
-
-[fleets.tenants.waves]
-canary = 1
-growth = 4
-"""
+SETTLING_WAVES = "canary = 1\ngrowth = 4\n"
 
 
 def start_fleet_run(log: Path, *args: str) -> subprocess.Popen[bytes]:
@@ -1225,7 +1209,7 @@ def test_a_second_run_of_a_running_fleet_is_refused_naming_it_or_waits_for_its_e
     platform: Platform, tmp_path: Path
 ) -> None:
     three = ["acme", "globex", "initech"]
-    add_fleet(platform, three, SETTLING_FLEET, {"V4__settle.sql": "SELECT pg_sleep(12);\n"})
+    add_fleet(platform, three, SETTLING_WAVES, {"V4__settle.sql": "SELECT pg_sleep(12);\n"})
     first = start_fleet_run(tmp_path / "first.log")
     try:
         wait_for(
@@ -1287,7 +1271,7 @@ def test_a_killed_fleet_run_holds_the_fleet_until_it_is_crashed_then_the_next_on
     platform: Platform, tmp_path: Path
 ) -> None:
     three = ["acme", "globex", "initech"]
-    add_fleet(platform, three, SETTLING_FLEET, {"V4__settle.sql": "SELECT pg_sleep(15);\n"})
+    add_fleet(platform, three, SETTLING_WAVES, {"V4__settle.sql": "SELECT pg_sleep(15);\n"})
     first = start_fleet_run(tmp_path / "first.log")
     try:
         wait_for(

@@ -20,10 +20,7 @@ from .fix_platform import Platform, ameide, drop_owners
 from .fixes import commands_in
 from .test_fleet import TENANT_MIGRATIONS, add_fleet, tenant
 
-FLEET = (
-    '\n[fleets.tenants]\ntemplate = "tenant"\ntargets_file = "tenants.txt"\n'
-    "\n[fleets.tenants.waves]\ncanary = 1\ngrowth = 4\nparallel = 2\n"
-)
+WAVES = "canary = 1\ngrowth = 4\nparallel = 2\n"
 
 
 def history(platform: Platform, target: str) -> list[tuple[str | None, str, bool]] | None:
@@ -50,7 +47,7 @@ def index_valid(platform: Platform, target: str, index: str) -> bool | None:
 @pytest.fixture
 def four_tenants(platform: Platform) -> Iterator[Platform]:
     targets = ["a", "b", "c", "d"]
-    add_fleet(platform, targets, FLEET)
+    add_fleet(platform, targets, WAVES)
     seed_local(get_settings(), [f"tenant_{t}" for t in targets])
     yield platform
     drop_owners(platform.admin, {t: tenant(platform, t) for t in targets})

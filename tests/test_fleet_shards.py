@@ -23,23 +23,16 @@ from .fix_platform import REPO, Platform, ameide, drop_owners
 from .fix_processes import gone
 from .fix_vault import Vault
 from .fix_worker import start_worker
-from .test_fleet import add_fleet, histories, targets_in_vault, tenant
+from .test_fleet import (
+    QA_ENVIRONMENT,
+    add_fleet,
+    histories,
+    targets_in_vault,
+    tenant,
+    tenants_vault_path,
+)
 
-QA_FLEET = """
-[environments.qa]
-work_pool = "{pool}"
-pool_type = "process"
-
-[fleets.tenants]
-template = "tenant"
-targets_file = "tenants.txt"
-vault_path = "{prefix}{{environment}}/tenants/{{target}}"
-
-[fleets.tenants.waves]
-canary = 2
-shards = 1
-parallel = 1
-"""
+QA_WAVES = "canary = 2\nshards = 1\nparallel = 1\n"
 
 TWO = ["t000", "t001"]
 ALL = ["1", "2", "3", "4"]
@@ -65,7 +58,14 @@ def qa_fleet(
             "END);\n"
         )
     }
-    add_fleet(platform, TWO, QA_FLEET.format(pool=pool, prefix=platform.prefix) + waves, extra)
+    add_fleet(
+        platform,
+        TWO,
+        QA_WAVES + waves,
+        extra,
+        vault_path=tenants_vault_path(platform),
+        environments=QA_ENVIRONMENT.format(pool=pool),
+    )
     owners = targets_in_vault(platform, vault, monkeypatch, TWO)
     out = log.open("w")
     worker = None

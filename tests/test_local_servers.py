@@ -233,9 +233,7 @@ def test_a_fleet_run_given_another_servers_admin_url_migrates_its_targets_there(
     platform: Platform, spare_cluster: Cluster
 ) -> None:
     targets = ["acme", "globex", "initech"]
-    add_fleet(
-        platform, targets, '\n[fleets.tenants]\ntemplate = "tenant"\ntargets_file = "tenants.txt"\n'
-    )
+    add_fleet(platform, targets)
     there = spare_cluster.admin.server
     try:
         first = ameide("fleet", "run", "--env", "local", "--fleet", "tenants", timeout=600)

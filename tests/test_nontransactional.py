@@ -560,10 +560,7 @@ def test_an_index_cut_short_is_found_in_its_tables_schema_whatever_the_search_pa
 
 
 FIVE_TENANTS = ["t0", "t1", "t2", "t3", "t4"]
-FIVE_TENANTS_FLEET = (
-    '\n[fleets.tenants]\ntemplate = "tenant"\ntargets_file = "tenants.txt"\n'
-    "\n[fleets.tenants.waves]\ncanary = 1\ngrowth = 2\nparallel = 4\n"
-)
+FIVE_TENANTS_WAVES = "canary = 1\ngrowth = 2\nparallel = 4\n"
 NOTES = {"V4__notes.sql": "CREATE TABLE notes (id bigint PRIMARY KEY, body text);\n"}
 
 
@@ -607,7 +604,7 @@ def fixes_printed(output: str) -> dict[str, str]:
 def test_a_fleet_killed_between_two_index_builds_names_its_interrupted_targets_and_the_fix_works(
     platform: Platform, tmp_path: Path
 ) -> None:
-    add_fleet(platform, FIVE_TENANTS, FIVE_TENANTS_FLEET, NOTES)
+    add_fleet(platform, FIVE_TENANTS, FIVE_TENANTS_WAVES, NOTES)
     targets = {t: tenant(platform, t) for t in FIVE_TENANTS}
     fleet_run = ("fleet", "run", "--env", "local", "--fleet", "tenants")
     try:
