@@ -14,13 +14,22 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    TaskRunFilter,
+    TaskRunFilterName,
+    TaskRunFilterStartTime,
+)
+from prefect.client.schemas.objects import TaskRun
 from psycopg import sql
 from rich.console import Console
 
+from ameide_migrate import postgres
 from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState, RunReport
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import get_settings
@@ -189,13 +198,29 @@ def test_a_session_holding_a_lock_is_named_and_the_run_blocks_nobody(
     assert max(reads) < 1.0, f"a read waited {max(reads):.1f}s"
 
 
+def preflight_tried_after(since: datetime) -> TaskRun | None:
+    """The pre-flight check of graph started after `since`, once it failed and waits to try
+    again: it has seen a session in its way."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            task_run_filter=TaskRunFilter(
+                name=TaskRunFilterName(any_=["preflight graph"]),
+                start_time=TaskRunFilterStartTime(after_=since),
+            )
+        )
+    return next((r for r in runs if r.state_name == "AwaitingRetry" or r.run_count > 1), None)
+
+
 def test_the_run_goes_on_once_the_session_ends_and_says_what_it_waited_for(
     platform: Platform, short_budget: None
 ) -> None:
     state, _ = platform.run(databases=["graph"])
     assert state.is_completed()
     owner = platform.owners["graph"]
+    # The migration notes when its first statement ran, then takes its time.
     (platform.sql_dir / "graph" / "V9__graph_nodes_weight.sql").write_text(
+        "CREATE TABLE v9_started AS SELECT extract(epoch FROM clock_timestamp())::float8 AS at;\n"
+        "SELECT pg_sleep(5);\n"
         "ALTER TABLE graph_nodes ADD COLUMN weight real;\n"
     )
 
@@ -203,17 +228,31 @@ def test_the_run_goes_on_once_the_session_ends_and_says_what_it_waited_for(
     runner = threading.Thread(target=lambda: result.append(platform.run(databases=["graph"])))
     with idle_in_transaction(owner, "graph_nodes") as pid:
         time.sleep(1.5)
+        since = datetime.now(UTC)
         runner.start()
-        time.sleep(3)  # the session commits while the run retries its pre-flight check
+        preflight = wait_for(
+            "a pre-flight check that saw the session", lambda: preflight_tried_after(since)
+        )
+        time.sleep(2)  # held 2s more: the session commits while the run retries its check
     runner.join(timeout=120)
 
     ((state, report),) = result
     assert state.is_completed()
     (outcome,) = report.outcomes
     assert outcome.state is OutcomeState.MIGRATED
-    assert re.search(
-        rf"waited \d+s for 1 session\(s\) holding locks first: pid {pid}", outcome.message
+    said = re.search(
+        rf"waited (\d+)s for 1 session\(s\) holding locks first: pid {pid}", outcome.message
     )
+    assert said, outcome.message
+    waited = int(said[1])
+    with postgres.connect(owner) as conn:
+        row = conn.execute("SELECT at FROM v9_started").fetchone()
+    assert row
+    assert preflight.start_time
+    # From the check's first sight of the session (before the test saw it retry, held 2s after)
+    # to the start of Flyway's migrate (before the migration's first statement, which then
+    # slept 5s): not the migration's time.
+    assert 2 <= waited <= row[0] - preflight.start_time.timestamp() + 0.5, outcome.message
     assert platform.versions("graph")[-1] == "9"
 
 

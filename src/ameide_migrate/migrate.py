@@ -139,6 +139,9 @@ class MigrateSummary:
     before: str | None
     after: str | None
     applied: int
+    started: float
+    """When (time.monotonic) Flyway's migrate that applied them was started: any wait for
+    other sessions' locks ended there."""
 
 
 def pending_non_transactional(
@@ -172,6 +175,7 @@ def migrate(ctx: RunContext, database: str, on_log: LogSink) -> MigrateSummary:
             "stays, and it is not retried",
         )
     request = ctx.request("migrate", database, lock_retry_count=ctx.lock_retry_count)
+    started = time.monotonic()
     try:
         result = ctx.engine().run(request, on_log)
     except TransientFlywayFault as error:
@@ -191,7 +195,10 @@ def migrate(ctx: RunContext, database: str, on_log: LogSink) -> MigrateSummary:
         ctx.credentials[database], version, ctx.history_table(database), timeout=ctx.connect_timeout
     )
     return MigrateSummary(
-        before=before, after=after, applied=int(result.get("migrationsExecuted", 0))
+        before=before,
+        after=after,
+        applied=int(result.get("migrationsExecuted", 0)),
+        started=started,
     )
 
 
@@ -419,7 +426,6 @@ def migrate_database(
         log.info("%s: %s; validating with Flyway", database, before.reason)
         steps.validate(ctx, database)
         summary = steps.migrate(ctx, database)
-        migrated = time.monotonic()
     except Exception as error:
         outcome = _failed(ctx, database, error, before, latest_text, time.monotonic() - started)
         outcome.findings = findings
@@ -448,7 +454,7 @@ def migrate_database(
             0,
             time.monotonic() - started,
             message=_joined(
-                "another run applied what was pending", _waited(ctx, database, migrated)
+                "another run applied what was pending", _waited(ctx, database, summary.started)
             ),
             findings=findings,
         )
@@ -461,18 +467,19 @@ def migrate_database(
         latest_text,
         applied,
         time.monotonic() - started,
-        message=_waited(ctx, database, migrated),
+        message=_waited(ctx, database, summary.started),
         findings=findings,
     )
 
 
-def _waited(ctx: RunContext, database: str, migrated: float) -> str:
+def _waited(ctx: RunContext, database: str, migrate_started: float) -> str:
     """The sessions the run waited for before its migrations could take their locks, if any,
-    and how long from the first sight of one to the end of Flyway's migrate."""
+    and how long from the first sight of one to the start of the Flyway migrate that applied
+    them (validating included, migrating not)."""
     seen = ctx.waited_for.get(database)
     if not seen:
         return ""
-    waited = migrated - ctx.waiting_since[database]
+    waited = migrate_started - ctx.waiting_since[database]
     return f"waited {waited:.0f}s for {len(seen)} session(s) holding locks first: " + "; ".join(
         seen.values()
     )
