@@ -14,6 +14,12 @@ then records the timeout like a paused one.
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Generic, TypeVar
+
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.exceptions import FlowPauseTimeout
@@ -24,8 +30,13 @@ from prefect.utilities.urls import url_for
 from pydantic import Field
 
 from ameide_migrate import plan, prefect_api, report
+from ameide_migrate.catalog import DatabaseCatalog, pinned_copy
+from ameide_migrate.context import RunContext
 from ameide_migrate.environments import ApprovalPolicy
 from ameide_migrate.plan import DatabasePlan, Decision, FileChanges, Verdict
+from ameide_migrate.settings import Settings
+
+T = TypeVar("T")
 
 
 class ApprovalInput(RunInput):
@@ -130,3 +141,82 @@ def ask(
     )
     logger.info("plan %s: %s (%s)", plan_id, decision.verdict.value, decision.reason)
     return decision
+
+
+def pinned(
+    ctx: RunContext, fresh: Mapping[str, DatabaseCatalog], settings: Settings, pins: Path
+) -> RunContext:
+    """`ctx` (closed) again, its databases on a copy, made now under `pins`, of their folders
+    as the disk holds them (`fresh`: read again, not the catalog in memory): its Flyway reads
+    the copy, so what it applies is what the plan built on this context was made of. A folder
+    several databases share (a fleet's template) is copied once."""
+    into = Path(tempfile.mkdtemp(dir=pins))
+    copies = {db.name: db for db in fresh.values()}
+    copied = {name: pinned_copy(db, into) for name, db in copies.items()}
+    ctx.close()
+    return RunContext.create(
+        ctx.environment,
+        {database: copied[db.name] for database, db in fresh.items()},
+        ctx.credentials,
+        settings,
+        fleet=ctx.fleet,
+    )
+
+
+@dataclass(frozen=True)
+class Proposal(Generic[T]):
+    """A plan as an approval holds it: `planned` is the caller's own (a run's per-database
+    plans, a fleet's groups of targets)."""
+
+    planned: T
+    id: str
+    """The plan's digest: an approval holds for it only."""
+    files: dict[str, str]
+    """The files it would apply, each with its SHA-256."""
+    pending: bool
+    """Something would be applied: with nothing pending there is nothing to approve."""
+
+
+def decided(
+    environment: str,
+    policy: ApprovalPolicy,
+    propose: Callable[[], Proposal[T]],
+    publish: Callable[[Proposal[T], FileChanges | None], None],
+    *,
+    changed_since: str,
+    plan_artifact: str | None = None,
+    decision_artifact: str | None = None,
+) -> Decision | None:
+    """A person's decision on the plan `propose` builds (None when nothing is pending), which
+    `publish` shows with the `changes` that made it be asked again. An approval holds for the
+    plan approved: after it `propose` builds the plan again (from the files read again, into a
+    fresh copy: the one that will run); when it differs (the run waited while a file or a
+    database changed: `changed_since` says the latter), the new plan is asked for, naming the
+    files that changed."""
+    approved: tuple[Decision, Proposal[T]] | None = None
+    while True:
+        proposal = propose()
+        changes = None
+        if approved is not None:
+            decision, before = approved
+            if proposal.id == before.id:
+                return decision
+            changes = plan.file_changes(before.id, before.files, proposal.files)
+            get_run_logger().warning(
+                "%s; asking for the new plan %s",
+                changes or f"plan {before.id} was approved, but {changed_since}",
+                proposal.id,
+            )
+        if not proposal.pending:
+            return None
+        publish(proposal, changes)
+        decision = ask(
+            environment,
+            proposal.id,
+            policy,
+            plan_artifact=plan_artifact,
+            decision_artifact=decision_artifact,
+        )
+        if not decision.approved:
+            return plan.asked_again(decision, changes)
+        approved = (decision, proposal)

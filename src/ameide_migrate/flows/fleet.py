@@ -35,7 +35,7 @@ from ameide_migrate import (
     prefect_api,
     report,
 )
-from ameide_migrate.catalog import DatabaseCatalog, pinned_copy
+from ameide_migrate.catalog import DatabaseCatalog
 from ameide_migrate.context import RunContext, history_table_of
 from ameide_migrate.environments import ApprovalPolicy
 from ameide_migrate.errors import (
@@ -190,22 +190,6 @@ def _histories(
         return dict(zip(names, pool.map(read, names), strict=True))
 
 
-def _pinned(ctx: RunContext, declared: fleet.Fleet, settings: Settings, pins: Path) -> RunContext:
-    """A context on a copy, made now under `pins`, of the template's folder as the disk holds
-    it (read again, not the template in memory): its Flyway reads the copy, so what it applies
-    to every target is what the plan built on this context was made of."""
-    fresh = environments.fleet_template(ctx.environment, declared, settings)
-    template = pinned_copy(fresh, Path(tempfile.mkdtemp(dir=pins)))
-    ctx.close()
-    return RunContext.create(
-        ctx.environment,
-        dict.fromkeys(ctx.databases, template),
-        ctx.credentials,
-        settings,
-        fleet=declared,
-    )
-
-
 def _approved(
     ctx: RunContext,
     declared: fleet.Fleet,
@@ -214,53 +198,49 @@ def _approved(
     pins: Path,
 ) -> tuple[Decision | None, RunContext, dict[str, list[HistoryRow] | None]]:
     """A person's decision on what the fleet would apply, its targets grouped by the state of
-    their histories (None when nothing is pending), the context to run it with and the
-    histories the decision held for. An approval holds for the groups approved: after it the
-    template is read again, into a fresh copy under `pins`, and the histories too; when the
-    groups differ (a file or a target changed meanwhile), they are asked for again, naming the
-    files that changed. The context returned runs the copy whose plan was approved."""
+    their histories (None when nothing is pending), the context to run it with (on the copy,
+    made under `pins`, whose plan was approved) and the histories the decision held for. After
+    an approval the histories are read again with the template (see approval.decided)."""
     key = artifact_key(ctx.environment, declared.name)
     # In the fleet's order, as every later reading: the gate's threads filled `read` as they went.
     first = {**_histories(ctx, skip=read), **read}
     histories = {d: first[d] for d in ctx.databases}
-    approved: tuple[Decision, str, dict[str, str]] | None = None
-    while True:
-        ctx = _pinned(ctx, declared, get_settings(), pins)
-        template = next(iter(ctx.databases.values()))
-        groups = fleet.group_by_state(template, histories)
-        plan_id = fleet.groups_digest(groups)
-        changes = None
-        if approved is not None:
-            decision, approved_id, files = approved
-            if plan_id == approved_id:
-                return decision, ctx, histories
-            changes = plan.file_changes(approved_id, files, fleet.files_of_groups(groups))
-            get_run_logger().warning(
-                "%s; asking for the new plan %s",
-                changes
-                or f"plan {approved_id} was approved, but the targets' states changed since",
-                plan_id,
-            )
-        if not groups:
-            return None, ctx, histories
+    again = False
+
+    def propose() -> approval.Proposal[list[fleet.StateGroup]]:
+        nonlocal ctx, histories, again
+        settings = get_settings()
+        fresh = environments.fleet_template(ctx.environment, declared, settings)
+        ctx = approval.pinned(ctx, dict.fromkeys(ctx.databases, fresh), settings, pins)
+        if again:  # after an approval: the states it must still hold for
+            histories = _histories(ctx)
+        again = True
+        groups = fleet.group_by_state(next(iter(ctx.databases.values())), histories)
+        return approval.Proposal(
+            groups, fleet.groups_digest(groups), fleet.files_of_groups(groups), bool(groups)
+        )
+
+    def publish(
+        proposal: approval.Proposal[list[fleet.StateGroup]], changes: plan.FileChanges | None
+    ) -> None:
         create_markdown_artifact(
             key=f"{key}-plan",
             markdown=report.fleet_plan_markdown(
-                ctx.environment, declared.name, groups, plan_id, changes
+                ctx.environment, declared.name, proposal.planned, proposal.id, changes
             ),
             description=f"What fleet {declared.name} would migrate in {ctx.environment} now",
         )
-        decision = approval.ask(
-            ctx.environment,
-            plan_id,
-            policy,
-            plan_artifact=f"{key}-plan",
-            decision_artifact=f"{key}-decision",
-        )
-        if not decision.approved:
-            return plan.asked_again(decision, changes), ctx, histories
-        approved = (decision, plan_id, fleet.files_of_groups(groups))
-        histories = _histories(ctx)
+
+    decision = approval.decided(
+        ctx.environment,
+        policy,
+        propose,
+        publish,
+        changed_since="the targets' states changed since",
+        plan_artifact=f"{key}-plan",
+        decision_artifact=f"{key}-decision",
+    )
+    return decision, ctx, histories
 
 
 SHARD_FLOW = "fleet-shard"

@@ -22,7 +22,6 @@ from prefect.states import Cancelled
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from ameide_migrate import environments, lint, migrate, plan, recovery, report
-from ameide_migrate.catalog import pinned_copy
 from ameide_migrate.context import RunContext
 from ameide_migrate.environments import ApprovalPolicy
 from ameide_migrate.errors import REJECTED_STATE, MigrateError
@@ -207,18 +206,6 @@ def _outcome(future: Any) -> DatabaseOutcome:
     raise outcome if isinstance(outcome, BaseException) else RuntimeError(repr(outcome))
 
 
-def _pinned(ctx: RunContext, names: list[str], settings: Settings, pins: Path) -> RunContext:
-    """A context on a copy, made now under `pins`, of the databases' folders as the disk holds
-    them (read again, not the catalog in memory): its Flyway reads the copy, so what it applies
-    is what the plan built on this context was made of."""
-    fresh = environments.catalog(ctx.environment, settings).select(names)
-    into = Path(tempfile.mkdtemp(dir=pins))
-    ctx.close()
-    return RunContext.create(
-        ctx.environment, [pinned_copy(db, into) for db in fresh], ctx.credentials, settings
-    )
-
-
 def _approved(
     ctx: RunContext,
     names: list[str],
@@ -228,33 +215,31 @@ def _approved(
     pins: Path,
 ) -> tuple[Decision | None, RunContext]:
     """A person's decision on the plan of what will run (None when nothing is pending), and the
-    context to run it with. An approval holds for the plan approved: after it the tree is read
-    again, into a fresh copy under `pins`, and the plan built again on that copy; when it
-    differs (the run waited while a file or a database changed), the new plan is asked for,
-    naming the files that changed. The context returned runs the copy whose plan was approved."""
-    approved: tuple[Decision, str, dict[str, str]] | None = None
-    while True:
-        ctx = _pinned(ctx, names, settings, pins)
+    context to run it with: on the copy, made under `pins`, whose plan was approved (see
+    approval.decided)."""
+
+    def propose() -> approval.Proposal[list[DatabasePlan]]:
+        nonlocal ctx
+        fresh = environments.catalog(ctx.environment, settings).select(names)
+        ctx = approval.pinned(ctx, {db.name: db for db in fresh}, settings, pins)
         planned = _plans(ctx, names, runner, settings, approving=True)
-        plan_id = plan.digest(planned)
-        changes = None
-        if approved is not None:
-            decision, approved_id, files = approved
-            if plan_id == approved_id:
-                return decision, ctx
-            changes = plan.file_changes(approved_id, files, plan.files_of(planned))
-            get_run_logger().warning(
-                "%s; asking for the new plan %s",
-                changes or f"plan {approved_id} was approved, but what is pending changed since",
-                plan_id,
-            )
-        if not plan.needs_decision(planned):
-            return None, ctx
-        approval.publish_plan(ctx.environment, planned, dry_run=False, changes=changes)
-        decision = approval.ask(ctx.environment, plan_id, policy)
-        if not decision.approved:
-            return plan.asked_again(decision, changes), ctx
-        approved = (decision, plan_id, plan.files_of(planned))
+        return approval.Proposal(
+            planned, plan.digest(planned), plan.files_of(planned), plan.needs_decision(planned)
+        )
+
+    def publish(
+        proposal: approval.Proposal[list[DatabasePlan]], changes: plan.FileChanges | None
+    ) -> None:
+        approval.publish_plan(ctx.environment, proposal.planned, dry_run=False, changes=changes)
+
+    decision = approval.decided(
+        ctx.environment,
+        policy,
+        propose,
+        publish,
+        changed_since="what is pending changed since",
+    )
+    return decision, ctx
 
 
 @flow(name="migrate", log_prints=False, validate_parameters=True)
