@@ -334,9 +334,7 @@ def test_a_canary_whose_undo_failed_leaves_its_place_to_a_pending_target(tmp_pat
     ]
     build = interruption.index_builds(template.migrations[2].text())[0]
     built = postgres.NamedIndex("public", "accounts_email_idx", "accounts", False)
-    cut_short = interruption.Interrupted(
-        "tenant_t000", template.migrations[2], ((build, built),), ()
-    )
+    cut_short = interruption.Interrupted("tenant_t000", template.migrations[2], ((build, built),))
     names = TARGETS[:10]
     histories = {declared.database_of(t): rows for t in names}
 
