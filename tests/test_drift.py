@@ -258,9 +258,6 @@ def test_drift_check_writes_prometheus_metrics(
     assert samples[("ameide_migrate_check_duration_seconds", "graph")] > 0
 
 
-TWO_TENANTS = '\n[fleets.tenants]\ntemplate = "tenant"\ntargets_file = "tenants.txt"\n'
-
-
 def latest_artifact(key: str) -> tuple[object, str]:
     """The flow run that wrote the latest artifact under `key`, and what it holds."""
     with get_client(sync_client=True) as client:
@@ -288,7 +285,7 @@ def test_a_fleets_drift_leaves_its_environments_artifacts_and_metrics_as_they_we
 
     textfile = tmp_path / "metrics" / "ameide.prom"
     monkeypatch.setenv("AMEIDE_METRICS_TEXTFILE", str(textfile))
-    add_fleet(platform, ["t1", "t2"], TWO_TENANTS)
+    add_fleet(platform, ["t1", "t2"])
     seed_local(get_settings(), ["tenant_t1", "tenant_t2"])
     platform.run(databases=["threads"])
     tree = drift_flow(environment="local", databases=["threads"], return_state=True)
@@ -413,7 +410,7 @@ def test_a_fleets_drift_metrics_are_pushed_to_a_group_the_environments_push_leav
     from ameide_migrate.flows.drift import drift_flow
 
     monkeypatch.setenv("AMEIDE_PUSHGATEWAY_URL", pushgateway)
-    add_fleet(platform, ["t1", "t2"], TWO_TENANTS)
+    add_fleet(platform, ["t1", "t2"])
     seed_local(get_settings(), ["tenant_t1", "tenant_t2"])
     platform.run(databases=["threads"])
 

@@ -693,7 +693,10 @@ def made_so_far(platform: Platform) -> dict[str, object]:
 def test_a_fleet_that_cannot_run_as_declared_makes_nothing_before_it_is_refused(
     platform: Platform, declared: str, refusal: str
 ) -> None:
-    add_fleet(platform, ["acme", "globex", "initech"], declared)
+    add_fleet(platform, ["acme", "globex", "initech"])
+    toml = platform.sql_dir / "ameide.toml"
+    toml.write_text(toml.read_text().split("\n[fleets.tenants]")[0] + declared)
+    get_settings.cache_clear()
     before = made_so_far(platform)
 
     refused = ameide("fleet", "run", "--env", "local", "--fleet", "tenants")
