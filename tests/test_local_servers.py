@@ -100,19 +100,24 @@ def test_a_run_given_another_servers_admin_url_migrates_that_server_and_names_it
 
 
 def drift_run_since(since: datetime) -> UUID:
-    """The one run of the drift flow started since `since`: the command's own."""
+    """The one run of the drift flow started since `since` by a command: the command's own (a
+    worker of the session may start another test's nightly drift deployment meanwhile)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowFilter,
         FlowFilterName,
         FlowRunFilter,
+        FlowRunFilterDeploymentId,
         FlowRunFilterStartTime,
     )
 
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=["drift"])),
-            flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since)),
+            flow_run_filter=FlowRunFilter(
+                start_time=FlowRunFilterStartTime(after_=since),
+                deployment_id=FlowRunFilterDeploymentId(is_null_=True),
+            ),
         )
     (run,) = runs
     return run.id
