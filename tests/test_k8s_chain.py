@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,9 +21,11 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import psycopg
 import pytest
+from psycopg import sql
 
-from ameide_migrate import image, local, postgres, secret_sources, vault
+from ameide_migrate import image, local, postgres, prefect_api, secret_sources, vault
 from ameide_migrate import vault as vault_api
 from ameide_migrate.catalog import PLATFORM_DATABASES, load_catalog
 from ameide_migrate.image import BuiltImage, ImageRequest
@@ -33,6 +36,7 @@ from ameide_migrate.settings import get_settings
 from .fix_platform import REPO, admin_url_of, ameide, drop_owners
 from .fix_vault import READ_POLICY, Vault
 from .k8s_cluster import Cluster
+from .test_fleet_shards import _gone, _processes_of_run
 
 pytestmark = [pytest.mark.k8s, pytest.mark.docker, pytest.mark.slow]
 
@@ -552,27 +556,48 @@ canary = 1
 growth = 6
 shards = 3
 parallel = 2
+
+[fleets.overdue]
+template = "tenant"
+targets = ["t8", "t9"]
+
+[fleets.overdue.waves]
+canary = 2
+shards = 1
+parallel = 1
+shard_timeout_minutes = 2
 """
+SETTLE = "ameide.settle_seconds"
 TENANT = {
     "V1__accounts.sql": "CREATE TABLE accounts (id bigint PRIMARY KEY, name text NOT NULL);\n",
     "V2__accounts_email.sql": "ALTER TABLE accounts ADD COLUMN email text;\n",
     "V3__accounts_email_index.sql": (
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS accounts_email_idx ON accounts (email);\n"
     ),
-    # A few seconds a target: the shards' Jobs overlap however slowly their pods start.
-    "V4__settle.sql": "SELECT pg_sleep(6);\n",
+    # A few seconds a target: the shards' Jobs overlap however slowly their pods start. A
+    # database can be told to take longer (ALTER DATABASE ... SET), to outlive a shard timeout.
+    "V4__settle.sql": (
+        f"SELECT pg_sleep(coalesce(nullif(current_setting('{SETTLE}', true), ''), '6')::float);\n"
+    ),
 }
+ALL = ["1", "2", "3", "4"]
 
 
-def test_a_fleet_fans_its_wave_out_over_three_jobs_running_at_once(
-    deployed: Staging, vault: Vault, registry: str, flyway_base: str, tmp_path: Path
-) -> None:
-    """Last in the module: it deploys staging again from a tree that declares a fleet. The
-    fleet's run is a Job; its second wave's six targets are three shard runs of
-    fleet-shard/staging, three more Jobs on the same image, running at once."""
-    from prefect.client.orchestration import get_client
+@dataclass
+class FleetTree:
+    """staging deployed from a tree that declares the fleets, and the image it was built into."""
 
-    sql_dir = tmp_path / "sql"
+    built: BuiltImage
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def fleet_deployed(
+    deployed: Staging, registry: str, flyway_base: str, tmp_path_factory: pytest.TempPathFactory
+) -> FleetTree:
+    """staging deployed again, from a tree that declares two fleets of a tenant template: the
+    tests that use it come last in the module."""
+    sql_dir = tmp_path_factory.mktemp("fleet-tree") / "sql"
     shutil.copytree(REPO / "db" / "flyway" / "sql", sql_dir)
     (sql_dir / "tenant").mkdir()
     for name, text in TENANT.items():
@@ -580,47 +605,72 @@ def test_a_fleet_fans_its_wave_out_over_three_jobs_running_at_once(
     toml = sql_dir / "ameide.toml"
     toml.write_text(toml.read_text() + FLEET)
     built = _push_image(sql_dir, registry, flyway_base)
-    databases = [f"tenant_t{n}" for n in range(1, 8)]
-    tenants = local.up(
-        deployed.work / "fleet-state",
-        databases,
-        admin_url=admin_url_of(deployed.admin),
+    tree = {"AMEIDE_SQL_DIR": str(sql_dir)}
+    done = deployed.ameide(
+        "deploy",
+        "--env",
+        "staging",
+        "--image",
+        built.reference,
+        "--job-variables",
+        str(deployed.work / "staging-job-variables.json"),
+        env=tree,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "fleet-shard/staging" in done.stdout
+    return FleetTree(built, tree)
+
+
+def _tenants(staging: Staging, vault_server: Vault, targets: list[str]) -> dict[str, Credentials]:
+    """The targets' databases and owners, their secrets in Vault where staging reads them."""
+    owners = local.up(
+        staging.work / "fleet-state",
+        [f"tenant_{t}" for t in targets],
+        admin_url=admin_url_of(staging.admin),
         database_prefix=PREFIX,
     ).owners
-    conn = vault.connection()
+    conn = vault_server.connection()
     with vault_api.session(conn) as client:
-        for database, creds in tenants.items():
+        for database, creds in owners.items():
             path = conn.path("staging", database)
             vault_api.write_secret(client, conn, path, secret_sources.secret_of(database, creds))
-    tree = {"AMEIDE_SQL_DIR": str(sql_dir)}
-    try:
-        done = deployed.ameide(
-            "deploy",
-            "--env",
-            "staging",
-            "--image",
-            built.reference,
-            "--job-variables",
-            str(deployed.work / "staging-job-variables.json"),
-            env=tree,
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert "fleet-shard/staging" in done.stdout
+    return dict(owners)
 
+
+def _histories(tenants: dict[str, Credentials]) -> dict[str, list[str]]:
+    return {
+        database: [
+            r.version
+            for r in postgres.read_history(creds, "flyway_schema_history") or []
+            if r.version and r.success
+        ]
+        for database, creds in tenants.items()
+    }
+
+
+def test_a_fleet_fans_its_wave_out_over_three_jobs_running_at_once(
+    deployed: Staging, fleet_deployed: FleetTree, vault: Vault
+) -> None:
+    """The fleet's run is a Job; its second wave's six targets are three shard runs of
+    fleet-shard/staging, three more Jobs on the same image, running at once."""
+    from prefect.client.orchestration import get_client
+
+    built = fleet_deployed.built
+    tenants = _tenants(deployed, vault, [f"t{n}" for n in range(1, 8)])
+    try:
         ran = deployed.ameide(
             "trigger",
             *("--env", "staging", "--flow", "fleet", "--fleet", "tenants"),
             *("--wait", "--timeout", "900"),
-            env=tree,
+            env=fleet_deployed.env,
         )
 
         report = ran.stdout[-6000:] + ran.stderr[-3000:] + _pod_report(deployed)
         assert ran.returncode == 0, report
         assert ran.stdout.strip().splitlines()[-1].startswith("Completed"), report
         assert "wave 2 of 2: 6 target(s) in 3 shard(s), 0 failed" in ran.stdout, report
-        for database, creds in tenants.items():
-            history = postgres.read_history(creds, "flyway_schema_history") or []
-            assert [r.version for r in history if r.success] == ["1", "2", "3", "4"], database
+        for database, versions in _histories(tenants).items():
+            assert versions == ALL, database
 
         with get_client(sync_client=True) as client:
             shard = client.read_deployment_by_name("fleet-shard/staging")
@@ -648,5 +698,174 @@ def test_a_fleet_fans_its_wave_out_over_three_jobs_running_at_once(
             p["status"]["containerStatuses"][0]["imageID"].endswith(built.digest or "?")
             for p in pods
         )
+    finally:
+        drop_owners(deployed.admin, tenants)
+
+
+def _settle(admin: Credentials, database: str, seconds: int | None) -> None:
+    """New sessions on `database` sleep `seconds` in V4 (None: the tree's few seconds)."""
+    with psycopg.connect(**admin.conninfo(5), autocommit=True) as conn:  # type: ignore[arg-type]
+        name = sql.Identifier(database)
+        if seconds is None:
+            conn.execute(sql.SQL("ALTER DATABASE {} RESET {}").format(name, sql.SQL(SETTLE)))
+        else:
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} SET {} = {}").format(
+                    name, sql.SQL(SETTLE), sql.Literal(str(seconds))
+                )
+            )
+
+
+def _sessions(admin: Credentials, databases: list[str]) -> list[tuple[str, str, str]]:
+    """Every session on `databases`: (database, application_name, query); the checker's own is
+    on another database."""
+    with psycopg.connect(**admin.conninfo(5), autocommit=True) as conn:  # type: ignore[arg-type]
+        rows = conn.execute(
+            "SELECT datname, coalesce(application_name, ''), coalesce(query, '') "
+            "FROM pg_stat_activity WHERE datname = ANY(%s)",
+            (databases,),
+        ).fetchall()
+    return [(str(d), str(a), str(q)) for d, a, q in rows]
+
+
+class SleepWatch:
+    """Beside the fleet run: once a session sleeps in V4 on `database`, the shard run that is
+    running it, that run's pods and its processes (on this node: the pod's process, the Flyway
+    JVM it started) as they are at that moment."""
+
+    def __init__(self, staging: Staging, database: str) -> None:
+        self.run_id: str | None = None
+        self.pods: list[dict[str, Any]] = []
+        self.processes: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, args=(staging, database))
+
+    def __enter__(self) -> SleepWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _watch(self, staging: Staging, database: str) -> None:
+        from prefect.client.orchestration import get_client
+
+        while not self._stop.wait(1):
+            sessions = _sessions(staging.admin, [database])
+            if not any("pg_sleep" in query for _, _, query in sessions):
+                continue
+            with get_client(sync_client=True) as client:
+                shard = client.read_deployment_by_name("fleet-shard/staging")
+                running = [
+                    r
+                    for r in client.read_flow_runs()
+                    if r.deployment_id == shard.id and r.state and r.state.is_running()
+                ]
+            if len(running) != 1:
+                continue
+            self.run_id = str(running[0].id)
+            self.pods = _flow_run_pods(staging, self.run_id)
+            self.processes = _processes_of_run(running[0].id)
+            return
+
+
+def _still_running(staging: Staging, flow_run_id: str) -> list[str]:
+    """The run's Jobs with a pod active and its pods not ended, by name: none once its Job is
+    deleted, or has ended with every container of its pod terminated."""
+    jobs = [
+        f"job/{j['metadata']['name']}: {j['status'].get('active')} active"
+        for j in staging.objects("jobs")
+        if j["metadata"].get("labels", {}).get("prefect.io/flow-run-id") == flow_run_id
+        and j["status"].get("active")
+    ]
+    pods = [
+        f"pod/{p['metadata']['name']}: {p['status']['phase']}"
+        for p in _flow_run_pods(staging, flow_run_id)
+        if p["status"]["phase"] not in ("Succeeded", "Failed")
+        or any("terminated" not in c["state"] for c in p["status"].get("containerStatuses", []))
+    ]
+    return jobs + pods
+
+
+@pytest.mark.timeout(1800)  # two fleet runs of two Jobs each, one of them waiting out a timeout
+def test_a_shard_job_past_its_timeout_is_stopped_before_it_is_counted_and_a_rerun_finishes_it(
+    deployed: Staging, fleet_deployed: FleetTree, vault: Vault
+) -> None:
+    """The overdue fleet's one shard migrates t8 to V4, then sleeps in t9's V4 past
+    shard_timeout_minutes: the fleet run cancels the shard run through Prefect, waits until it
+    has stopped (its pod's processes gone, the JVM with them, no session left on t9) and reports
+    t8 migrated and t9 at V3, as they are; the rerun takes t9 to V4."""
+    from prefect.client.orchestration import get_client
+
+    tenants = _tenants(deployed, vault, ["t8", "t9"])
+    slow = tenants["tenant_t9"].database
+    try:
+        _settle(deployed.admin, slow, 900)
+        with SleepWatch(deployed, slow) as watch:
+            ran = deployed.ameide(
+                "trigger",
+                *("--env", "staging", "--flow", "fleet", "--fleet", "overdue"),
+                *("--wait", "--timeout", "900"),
+                env=fleet_deployed.env,
+            )
+        report = ran.stdout[-8000:] + ran.stderr[-3000:] + _pod_report(deployed)
+        assert ran.returncode == 1, report
+        last = ran.stdout.strip().splitlines()[-1]
+        assert last == "Failed: fleet overdue in staging: 1 migrated, 1 failed in 1 wave(s)", report
+        assert "halt_failures = 0: 1 of 2 target(s) failed: tenant_t9" in ran.stdout, report
+        assert (
+            "tenant_t9 message: its shard run overdue wave 1 shard 1 of 1 outlived "
+            "shard_timeout_minutes = 2: cancelled, it stopped Cancelled; its history shows it at "
+            "3 of 4: 3 migration(s) applied, the rest not" in ran.stdout
+        ), report
+        # The check holds only if the timeout caught the shard's pod mid-migration, JVM and all.
+        assert watch.run_id is not None, "the shard never reached t9's V4: " + report
+        assert [p["status"]["phase"] for p in watch.pods] == ["Running"], watch.pods
+        assert "java" in watch.processes.values(), watch.processes
+        with get_client(sync_client=True) as client:
+            shard = client.read_flow_run(UUID(watch.run_id))
+        assert shard.state is not None
+        assert shard.state.is_cancelled(), shard.state
+        # Stopped: no process of the shard left on the node, its pod ended (Prefect 3's
+        # `flow-run execute` in the pod ends the flow's process when the run is Cancelling; the
+        # worker deletes the Job only of a run that has not started), nothing of its Job running.
+        alive = {pid: name for pid, name in watch.processes.items() if not _gone(pid)}
+        assert alive == {}, alive
+        deadline = time.monotonic() + 60
+        while left := _still_running(deployed, watch.run_id):
+            assert time.monotonic() < deadline, f"{left}{_pod_report(deployed)}"
+            time.sleep(1)
+        # Nothing left that could commit later: no session on either target.
+        assert _sessions(deployed.admin, [c.database for c in tenants.values()]) == []
+        assert _histories(tenants) == {"tenant_t8": ALL, "tenant_t9": ALL[:3]}
+
+        ledger = {row["target"]: row for row in prefect_api.latest_table("fleet-staging-overdue")}
+        done = ledger["tenant_t8"]
+        assert (done["state"], done["after"], done["applied"]) == ("migrated", "4", "4"), ledger
+        assert (
+            "outlived shard_timeout_minutes = 2: cancelled, it stopped Cancelled"
+            in (done["message"])
+        )
+        failed = ledger["tenant_t9"]
+        assert (failed["state"], failed["before"], failed["after"], failed["applied"]) == (
+            "failed", "empty", "3", "3"
+        ), failed  # fmt: skip
+        assert "shows it at 3 of 4: 3 migration(s) applied, the rest not" in failed["message"]
+
+        _settle(deployed.admin, slow, None)
+        rerun = deployed.ameide(
+            "trigger",
+            *("--env", "staging", "--flow", "fleet", "--fleet", "overdue"),
+            *("--wait", "--timeout", "900"),
+            env=fleet_deployed.env,
+        )
+
+        assert rerun.returncode == 0, rerun.stdout[-6000:] + _pod_report(deployed)
+        assert rerun.stdout.strip().splitlines()[-1].startswith("Completed"), rerun.stdout
+        assert _histories(tenants) == {"tenant_t8": ALL, "tenant_t9": ALL}
+        ledger = {row["target"]: row for row in prefect_api.latest_table("fleet-staging-overdue")}
+        assert ledger["tenant_t8"]["state"] == "up to date", ledger
+        assert (ledger["tenant_t9"]["state"], ledger["tenant_t9"]["before"]) == ("migrated", "3")
     finally:
         drop_owners(deployed.admin, tenants)

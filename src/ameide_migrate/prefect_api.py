@@ -791,9 +791,11 @@ def _shard_table(client: Any, flow_run_id: UUID) -> list[dict[str, str]]:
 
 
 STOP_GRACE_SECONDS = 150.0
-"""How long a cancelled run may take to stop: its worker sees Cancelling at once (an event) or
-within its polling; a process worker's SIGTERM is followed by SIGKILL 30 s later, a Kubernetes
-Job's pod gets its termination grace (30 s by default) once the worker deletes the Job."""
+"""How long a cancelled run may take to stop: what stops it sees Cancelling at once (an event)
+or within its polling, and follows its SIGTERM with SIGKILL 30 s later. A process worker stops
+the run's process; on Kubernetes, Prefect's `flow-run execute` in the run's pod stops the flow's
+process, and the worker deletes the Job only of a run not started yet (its pod then gets its
+termination grace, 30 s by default)."""
 
 
 @dataclass(frozen=True)
@@ -822,10 +824,10 @@ def await_runs(
     grace: float = STOP_GRACE_SECONDS,
 ) -> None:
     """Wait for every run to end, `on_end` called as each does. A run still going after
-    `timeout` seconds is cancelled through Prefect's own cancellation (Cancelling: its worker
-    kills its process, or deletes its Job, and sets it Cancelled), and handed on once it has
-    stopped; one still not in a final state `grace` seconds later is handed on as it is, not
-    stopped."""
+    `timeout` seconds is cancelled through Prefect's own cancellation (Cancelling: its worker,
+    or on Kubernetes the runner in its pod, kills its process and sets it Cancelled), and
+    handed on once it has stopped; one still not in a final state `grace` seconds later is
+    handed on as it is, not stopped."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import State, StateType
 
@@ -872,9 +874,9 @@ def await_runs(
 
 
 def cancel_flow_run(flow_run_id: UUID, message: str, wait: float) -> str:
-    """Cancel a run through Prefect's own cancellation (Cancelling: its worker kills its process
-    or deletes its Job, then sets it Cancelled); the name of the state it reached within `wait`
-    seconds (`Cancelling` when its worker has not stopped it yet)."""
+    """Cancel a run through Prefect's own cancellation (Cancelling: its worker, or on Kubernetes
+    the runner in its pod, kills its process, then sets it Cancelled); the name of the state it
+    reached within `wait` seconds (`Cancelling` when nothing has stopped it yet)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import State, StateType
 

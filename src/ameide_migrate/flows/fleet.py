@@ -390,9 +390,9 @@ def _shards_on_deployment(
     approved_files: dict[str, str] | None,
 ) -> list[DatabaseOutcome]:
     """The wave's shards as runs of `fleet-shard/<env>`, all at once, collected from their
-    artifacts. A shard run that outlives `shard_timeout_minutes` is cancelled (its worker stops
-    its process, or deletes its Job) and waited for until it has stopped; the targets a shard
-    run ended without reporting (cancelled, crashed, its credentials missing) are read back
+    artifacts. A shard run that outlives `shard_timeout_minutes` is cancelled (its worker, or
+    the runner in its pod, stops its process) and waited for until it has stopped; the targets
+    a shard run ended without reporting (cancelled, crashed, its credentials missing) are read back
     from their own histories (`before` is what the gate read), with the run's state."""
     from prefect.deployments import run_deployment
 
