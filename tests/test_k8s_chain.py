@@ -34,9 +34,10 @@ from ameide_migrate.prefect_api import Server
 from ameide_migrate.settings import get_settings
 
 from .fix_platform import REPO, admin_url_of, ameide, drop_owners
+from .fix_processes import gone
 from .fix_vault import READ_POLICY, Vault
 from .k8s_cluster import Cluster
-from .test_fleet_shards import _gone, _processes_of_run
+from .test_fleet_shards import _processes_of_run
 
 pytestmark = [pytest.mark.k8s, pytest.mark.docker, pytest.mark.slow]
 
@@ -830,7 +831,7 @@ def test_a_shard_job_past_its_timeout_is_stopped_before_it_is_counted_and_a_reru
         # Stopped: no process of the shard left on the node, its pod ended (Prefect 3's
         # `flow-run execute` in the pod ends the flow's process when the run is Cancelling; the
         # worker deletes the Job only of a run that has not started), nothing of its Job running.
-        alive = {pid: name for pid, name in watch.processes.items() if not _gone(pid)}
+        alive = {pid: name for pid, name in watch.processes.items() if not gone(pid)}
         assert alive == {}, alive
         deadline = time.monotonic() + 60
         while left := _still_running(deployed, watch.run_id):
