@@ -28,6 +28,7 @@ from pydantic import SecretStr
 
 from ameide_migrate import credential_gate, environments, local, postgres, secret_sources
 from ameide_migrate.catalog import PLATFORM_DATABASES
+from ameide_migrate.config.vault_settings import VaultSettings
 from ameide_migrate.errors import (
     CredentialsMissing,
     DatabaseRefusedConnection,
@@ -40,7 +41,6 @@ from ameide_migrate.errors import (
 from ameide_migrate.ports import free_port
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import Settings, get_settings
-from ameide_migrate.vault import VaultSettings
 
 from .fix_platform import REPO, Platform
 from .fix_prefect import SERVER_HOME

@@ -3,14 +3,17 @@ defaults, and which Vault layout wins when the environments file declares one.""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 
 from ameide_migrate.blocks import VaultDatabaseSecrets
+from ameide_migrate.config.vault_settings import VaultLayout, VaultSettings
 from ameide_migrate.errors import SettingInvalid
 from ameide_migrate.settings import Settings, get_settings
-from ameide_migrate.vault import VaultLayout, VaultSettings
 
 
 @pytest.fixture(autouse=True)
@@ -109,3 +112,22 @@ def test_every_vault_field_has_its_variable(monkeypatch: pytest.MonkeyPatch) -> 
     assert set(VaultDatabaseSecrets.model_fields) >= set(VaultSettings.model_fields)
     block = VaultDatabaseSecrets(**vault.model_dump())
     assert block.get_connection() == vault
+
+
+def test_reading_the_settings_imports_no_client_of_an_external_system() -> None:
+    """`--help`, a worker and every command read the settings first: a Vault client (hvac and
+    requests, about a second here), a database driver or Prefect come in only when used."""
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json, sys; from ameide_migrate.settings import get_settings; get_settings(); "
+            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("AMEIDE_", "VAULT_"))},
+    ).stdout
+    clients = {"hvac", "requests", "psycopg", "prefect", "docker", "rich", "typer"}
+    assert clients.isdisjoint(json.loads(loaded)), loaded

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prefect.blocks.core import Block
 
-from ameide_migrate.vault import VaultSettings
+from ameide_migrate.config.vault_settings import VaultSettings
 
 
 class VaultDatabaseSecrets(Block, VaultSettings):

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ameide_migrate import local, vault
 from ameide_migrate.catalog import Catalog, DatabaseCatalog, load_catalog
+from ameide_migrate.config.vault_settings import VaultLayout, VaultSettings
 from ameide_migrate.errors import (
     CatalogError,
     CredentialsMissing,
@@ -38,7 +39,6 @@ from ameide_migrate.fleet import Fleet
 from ameide_migrate.lint import LintRules
 from ameide_migrate.secret_sources import SecretSource, VaultSource
 from ameide_migrate.settings import Settings
-from ameide_migrate.vault import VaultLayout
 
 FILE_NAME = "ameide.toml"
 
@@ -382,7 +382,7 @@ def catalog(environment: str, settings: Settings) -> Catalog:
 
 @contextmanager
 def secret_source(
-    environment: str, settings: Settings, conn: vault.VaultSettings | None = None
+    environment: str, settings: Settings, conn: VaultSettings | None = None
 ) -> Iterator[SecretSource]:
     """Vault when a connection is given or configured; for the local environment only, else
     the local store's entries of the local environment's server (`local.store_source`). Every

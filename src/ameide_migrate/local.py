@@ -22,6 +22,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from ameide_migrate import postgres, prefect_api, secret_sources, state, vault
+from ameide_migrate.config.vault_settings import VaultSettings
 from ameide_migrate.errors import (
     CredentialsMissing,
     DatabaseUrlInvalid,
@@ -30,7 +31,6 @@ from ameide_migrate.errors import (
 )
 from ameide_migrate.pg_cluster import Cluster
 from ameide_migrate.postgres import Credentials
-from ameide_migrate.vault import VaultSettings
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from pydantic import SecretStr
 
 from ameide_migrate import vault
 from ameide_migrate.catalog import key_prefix
+from ameide_migrate.config.vault_settings import VaultSettings
 from ameide_migrate.errors import LocalStoreExposed, LocalStoreInvalid, SecretMissing
 from ameide_migrate.postgres import Credentials
 
@@ -245,7 +246,7 @@ class VaultSource:
     def __init__(
         self,
         environment: str,
-        conn: vault.VaultSettings,
+        conn: VaultSettings,
         client: object,
         path_of: Callable[[str], str | None] = lambda _database: None,
     ) -> None:
