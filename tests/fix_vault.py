@@ -80,6 +80,19 @@ class Vault:
         options.update(overrides)
         return VaultSettings(**options)
 
+    def set_for_runs(
+        self, monkeypatch: pytest.MonkeyPatch, path_template: str | None = None
+    ) -> None:
+        """The settings of this process (and of the commands it starts) point at this Vault, with
+        its root token, the database secrets under `path_template` when given."""
+        from ameide_migrate.settings import get_settings
+
+        monkeypatch.setenv("VAULT_ADDR", self.address)
+        monkeypatch.setenv("VAULT_TOKEN", self.root_token.get_secret_value())
+        if path_template is not None:
+            monkeypatch.setenv("AMEIDE_VAULT_PATH_TEMPLATE", path_template)
+        get_settings.cache_clear()
+
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()

@@ -15,6 +15,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -554,12 +555,7 @@ def targets_in_vault(
     """The targets' databases made, and their secrets in `vault` under the test's prefix, where
     a fleet's `vault_path = "{prefix}{environment}/tenants/{target}"` has qa read them (by the
     target's name); the settings point at that Vault. Their owners, by database."""
-    monkeypatch.setenv("VAULT_ADDR", vault.address)
-    monkeypatch.setenv("VAULT_TOKEN", vault.root_token.get_secret_value())
-    monkeypatch.setenv(
-        "AMEIDE_VAULT_PATH_TEMPLATE", f"{platform.prefix}{{environment}}/{{database}}"
-    )
-    get_settings.cache_clear()
+    vault.set_for_runs(monkeypatch, f"{platform.prefix}{{environment}}/{{database}}")
     owners = seed_local(get_settings(), [f"tenant_{t}" for t in targets])[0].owners
     conn = get_settings().vault_connection()
     assert conn is not None
@@ -1029,9 +1025,7 @@ def test_a_target_refusing_connect_is_quarantined_and_more_than_the_limit_touche
 ) -> None:
     five = TARGETS[:5]
     add_fleet(platform, five, "canary = 1\ngrowth = 4\n", vault_path=tenants_vault_path(platform))
-    monkeypatch.setenv("VAULT_ADDR", vault.address)
-    monkeypatch.setenv("VAULT_TOKEN", vault.root_token.get_secret_value())
-    get_settings.cache_clear()
+    vault.set_for_runs(monkeypatch)
     owners = seed_local(get_settings(), [f"tenant_{t}" for t in five])[0].owners
     try:
         refuse_connect(platform, "t002")
@@ -1205,20 +1199,40 @@ def applied_counts(platform: Platform, targets: list[str]) -> dict[str, dict[str
     return {t: counts(t) for t in targets}
 
 
-@pytest.mark.slow
-def test_a_second_run_of_a_running_fleet_is_refused_naming_it_or_waits_for_its_end(
-    platform: Platform, tmp_path: Path
-) -> None:
-    three = ["acme", "globex", "initech"]
-    add_fleet(platform, three, SETTLING_WAVES, {"V4__settle.sql": "SELECT pg_sleep(12);\n"})
-    first = start_fleet_run(tmp_path / "first.log")
+SETTLED = ["acme", "globex", "initech"]
+"""The targets of a fleet run whose canary settles."""
+
+
+@contextmanager
+def a_fleet_run_settling(
+    platform: Platform, log: Path, seconds: int
+) -> Iterator[tuple[subprocess.Popen[bytes], Any]]:
+    """A fleet run of three tenants started in a process of its own, its canary's V4 sleeping
+    `seconds`: the process and its flow run, once the canary sleeps. However the test ends, the
+    process is gone and the tenants' databases dropped."""
+    add_fleet(
+        platform, SETTLED, SETTLING_WAVES, {"V4__settle.sql": f"SELECT pg_sleep({seconds});\n"}
+    )
+    first = start_fleet_run(log)
     try:
         wait_for(
             "the first run's canary to migrate",
             lambda: sleeping(platform.admin, platform.prefix),
             timeout=300,
         )
-        holder = the_running_fleet_run()
+        yield first, the_running_fleet_run()
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+        drop_owners(platform.admin, {t: tenant(platform, t) for t in SETTLED})
+
+
+@pytest.mark.slow
+def test_a_second_run_of_a_running_fleet_is_refused_naming_it_or_waits_for_its_end(
+    platform: Platform, tmp_path: Path
+) -> None:
+    with a_fleet_run_settling(platform, tmp_path / "first.log", 12) as (first, holder):
         made = made_so_far(platform)
         runs = set(fleet_runs())
 
@@ -1258,30 +1272,15 @@ def test_a_second_run_of_a_running_fleet_is_refused_naming_it_or_waits_for_its_e
         ended = fleet_runs()
         second = ended[run_named_in(waited.stderr)]
         assert ended[str(holder.id)].end_time <= second.start_time
-        assert applied_counts(platform, three) == {t: dict.fromkeys("1234", 1) for t in three}
+        assert applied_counts(platform, SETTLED) == {t: dict.fromkeys("1234", 1) for t in SETTLED}
         assert "up to date already: in no wave" in waited.stdout, waited.stdout
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
-        drop_owners(platform.admin, {t: tenant(platform, t) for t in three})
 
 
 @pytest.mark.slow
 def test_a_killed_fleet_run_holds_the_fleet_until_it_is_crashed_then_the_next_one_runs(
     platform: Platform, tmp_path: Path
 ) -> None:
-    three = ["acme", "globex", "initech"]
-    add_fleet(platform, three, SETTLING_WAVES, {"V4__settle.sql": "SELECT pg_sleep(15);\n"})
-    first = start_fleet_run(tmp_path / "first.log")
-    try:
-        wait_for(
-            "the first run's canary to migrate",
-            lambda: sleeping(platform.admin, platform.prefix),
-            timeout=300,
-        )
-        holder = the_running_fleet_run()
-
+    with a_fleet_run_settling(platform, tmp_path / "first.log", 15) as (first, holder):
         first.send_signal(signal.SIGKILL)
         first.wait()
         # Its process is gone, but nothing has told Prefect yet: the fleet is still its.
@@ -1301,9 +1300,4 @@ def test_a_killed_fleet_run_holds_the_fleet_until_it_is_crashed_then_the_next_on
         assert killed.state.name == "Crashed", killed.state
         second = ended[run_named_in(waited.stderr)]
         assert killed.state.timestamp <= second.start_time
-        assert applied_counts(platform, three) == {t: dict.fromkeys("1234", 1) for t in three}
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
-        drop_owners(platform.admin, {t: tenant(platform, t) for t in three})
+        assert applied_counts(platform, SETTLED) == {t: dict.fromkeys("1234", 1) for t in SETTLED}

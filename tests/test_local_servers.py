@@ -151,10 +151,7 @@ def test_local_secrets_in_vault_naming_another_server_stop_the_run_before_it_mak
 ) -> None:
     here, there = platform.admin.server, spare_cluster.admin.server
     template = f"{platform.prefix}{{environment}}/databases/{{database}}"
-    monkeypatch.setenv("VAULT_ADDR", vault.address)
-    monkeypatch.setenv("VAULT_TOKEN", vault.root_token.get_secret_value())
-    monkeypatch.setenv("AMEIDE_VAULT_PATH_TEMPLATE", template)
-    get_settings.cache_clear()
+    vault.set_for_runs(monkeypatch, template)
     local.seed(platform.state_dir, platform.owners, get_settings().vault_connection())
     graph = platform.owners["graph"].database
     other = admin_url_of(spare_cluster.admin).get_secret_value()

@@ -53,10 +53,7 @@ def vault_platform(
 ) -> Iterator[Platform]:
     """The platform with its credentials in Vault only (the local store is gone)."""
     template = f"{platform.prefix}{{environment}}/databases/{{database}}"
-    monkeypatch.setenv("VAULT_ADDR", vault.address)
-    monkeypatch.setenv("VAULT_TOKEN", vault.root_token.get_secret_value())
-    monkeypatch.setenv("AMEIDE_VAULT_PATH_TEMPLATE", template)
-    get_settings.cache_clear()
+    vault.set_for_runs(monkeypatch, template)
     local.seed(platform.state_dir, platform.owners, get_settings().vault_connection())
     (platform.state_dir / secret_sources.STORE_NAME).unlink()
     yield platform
