@@ -388,7 +388,7 @@ def lint(
         raise SystemExit(ExitCode.FAILED)
 
 
-def _lint_json(linted: commands.Linted) -> dict[str, Any]:
+def _lint_json(linted: commands.LintReport) -> dict[str, Any]:
     return {
         "environment": linted.environment,
         "pending_only": linted.pending_only,
@@ -400,7 +400,7 @@ def _lint_json(linted: commands.Linted) -> dict[str, Any]:
     }
 
 
-def _lint_verdict(linted: commands.Linted) -> str:
+def _lint_verdict(linted: commands.LintReport) -> str:
     what = f"{len(linted.checked)} migration(s)"
     if linted.pending_only:
         what = f"{len(linted.checked)} pending migration(s) in {linted.environment}"

@@ -2,7 +2,7 @@
 
 The command line only parses arguments and prints what these return; the flows add tasks,
 retries and artifacts over the domain modules. Prefect, the flows and the deployment definitions
-are imported inside each verb, after `connect` has chosen the Prefect API: Prefect reads its
+are imported inside each verb, after `choose_api` has chosen the Prefect API: Prefect reads its
 settings once, at import.
 """
 
@@ -89,7 +89,7 @@ def install_flyway(
     )
 
 
-def connect(settings: Settings, env: str, *, deployments: bool = False) -> prefect_api.Api:
+def choose_api(settings: Settings, env: str, *, deployments: bool = False) -> prefect_api.Api:
     """Choose the Prefect API before anything imports Prefect.
 
     PREFECT_API_URL when set. Else the embedded local server, except where the verb works on
@@ -97,7 +97,7 @@ def connect(settings: Settings, env: str, *, deployments: bool = False) -> prefe
     """
     what = f"--env {env}'s deployments" if deployments else "this command"
     is_local = environments.get(env, settings).local
-    return prefect_api.connect(
+    return prefect_api.choose_api(
         settings.state_dir, local_allowed=is_local or not deployments, needed_for=what
     )
 
@@ -223,7 +223,7 @@ def run(
         # Only the targeted databases: `--db X` touches X alone.
         made, _ = seed_local(settings, targets, admin_url, progress)
         server = made.admin.server
-    api = connect(settings, env)
+    api = choose_api(settings, env)
     prefect_api.ensure_heartbeat_guard()
     serves = api.local and target.local
     if serves:
@@ -315,7 +315,7 @@ def fleet_run(
     # A registry is queried on the server the run was given, as the flow will.
     with local.reading_server(local.server_of(admin_url)):
         chosen = check_fleet(settings, env, name, targets)
-    api = connect(settings, env)
+    api = choose_api(settings, env)
     prefect_api.ensure_heartbeat_guard()
     on_api(api)
     from ameide_migrate.flows.fleet import await_the_fleets_turn, fleet_flow
@@ -378,7 +378,7 @@ def fleet_status(settings: Settings, env: str, name: str) -> list[FleetTarget]:
     declared = environments.fleet(name, settings)
     template = environments.fleet_template(env, declared, settings)
     names = [declared.database_of(t) for t in fleet_targets(settings, env, name)]
-    connect(settings, env)
+    choose_api(settings, env)
     from ameide_migrate.flows.fleet import artifact_key
 
     ledger = {
@@ -454,7 +454,7 @@ def drift(
         targets = [d.name for d in catalog.select(databases)] if databases else None
     if engine == "flyway":
         install_flyway(settings, progress=progress)
-    connect(settings, env)
+    choose_api(settings, env)
     from ameide_migrate.flows.drift import drift_flow
 
     outcome, _ = _run_flow(
@@ -469,7 +469,7 @@ def drift(
 
 
 @dataclass(frozen=True)
-class Linted:
+class LintReport:
     """What `lint` checked and found: findings name their files from `root`, the SQL tree."""
 
     root: Path
@@ -497,7 +497,7 @@ def lint(
     *,
     fleet_name: str | None = None,
     targets: list[str] | None = None,
-) -> Linted:
+) -> LintReport:
     """The lint, with no database connection: the given files or folders, else the whole tree
     (as a fresh database would receive it), at the levels of `env` or the file's `[lint]`.
     With `env` and no path: only what is pending in the environment's databases (or in the
@@ -537,7 +537,7 @@ def lint(
                 found += [(name, f) for f in migrate.lint_of(ctx, name, waiting)]
         finally:
             ctx.close()
-        return Linted(catalog.root, checked, found, env, pending_only=True)
+        return LintReport(catalog.root, checked, found, env, pending_only=True)
     if env is not None:
         catalog = environments.catalog(env, settings)
     else:
@@ -559,7 +559,7 @@ def lint(
             checked += [linting.relative_name(m.path, catalog.root) for m in migrations]
             findings = linting.lint_migrations(db, migrations, rules, root=catalog.root)
         found += [(database, f) for f in findings]
-    return Linted(catalog.root, checked, found, env, pending_only=False)
+    return LintReport(catalog.root, checked, found, env, pending_only=False)
 
 
 _Batch = tuple[str | None, "list[Path] | tuple[DatabaseCatalog, list[Migration]]"]
@@ -632,7 +632,7 @@ def deploy(
             f"{env} runs on a Kubernetes work pool: pass --image REPOSITORY@sha256:DIGEST, the "
             "migrations image pinned by digest, so that runs use exactly the image pushed"
         )
-    connect(settings, env, deployments=True)
+    choose_api(settings, env, deployments=True)
     yield from _register(settings, target, catalog, image, job_variables)
 
 
@@ -790,7 +790,7 @@ def trigger(
             f"--image {image} is not pinned by digest: pass REPOSITORY@sha256:DIGEST, as "
             "`ameide-migrate image build --push` prints it"
         )
-    api = connect(settings, env, deployments=True)
+    api = choose_api(settings, env, deployments=True)
     if fleet_name is not None and not wait_for_lock:
         from ameide_migrate.flows.fleet import await_the_fleets_turn
 
@@ -856,7 +856,7 @@ def approve(
 ) -> Approved:
     """Decide on the plan of a protected environment's run that waits for a decision: the
     terminal's counterpart of the Prefect UI's Resume form."""
-    api = prefect_api.connect(settings.state_dir, local_allowed=True, needed_for="approve")
+    api = prefect_api.choose_api(settings.state_dir, local_allowed=True, needed_for="approve")
     who = getpass.getuser()
     given = reason.strip() or ("approved" if approved else "rejected")
     prefect_api.decide(
@@ -1152,7 +1152,7 @@ def build_image(
     base: str | None = None,
 ) -> BuiltImage:
     """The migrations image, built unless its content tag exists (pushed with `push`)."""
-    connect(settings, "local")
+    choose_api(settings, "local")
     from ameide_migrate.flows.image import ImageBuild, build_image_flow
 
     options = ImageBuild(
@@ -1181,7 +1181,7 @@ def release(
     image it ran."""
     catalog = environments.catalog(env, settings)
     targets = [d.name for d in catalog.select(databases)] if databases else None
-    connect(settings, env, deployments=True)
+    choose_api(settings, env, deployments=True)
     from ameide_migrate.flows.release import release_flow
 
     outcome, _ = _run_flow(
@@ -1210,7 +1210,7 @@ def local_up(settings: Settings, progress: Progress = _silent) -> LocalStack:
     catalog = environments.catalog(target.name, settings)
     env, _ = seed_local(settings, catalog.databases, None, progress)
     install_flyway(settings, progress=progress)
-    api = prefect_api.connect(settings.state_dir, local_allowed=True, needed_for="local up")
+    api = prefect_api.choose_api(settings.state_dir, local_allowed=True, needed_for="local up")
     if not api.local:
         raise UsageError(
             f"PREFECT_API_URL is set ({api.api_url}): `local up` starts its own Prefect server; "
@@ -1301,7 +1301,7 @@ def dev(
             "--image pushes the migrations image for a local cluster: give --registry "
             "HOST[:PORT][/PATH] or set AMEIDE_IMAGE_REGISTRY"
         )
-    api = connect(settings, target.name)
+    api = choose_api(settings, target.name)
     # Prefect's console lines repeat, per task, what the table says once; the run's logs stay
     # on the server, behind the link printed with each table.
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")

@@ -228,7 +228,9 @@ def needs_decision(plans: list[DatabasePlan]) -> bool:
     return any(p.outcome.state is OutcomeState.WOULD_APPLY for p in plans)
 
 
-class Verdict(StrEnum):
+class Ruling(StrEnum):
+    """A person's decision on a plan (a drift check's verdict is `drift.Verdict`)."""
+
     APPROVED = "approved"
     REJECTED = "rejected"
     TIMED_OUT = "timed out"
@@ -236,14 +238,14 @@ class Verdict(StrEnum):
 
 @dataclass(frozen=True)
 class Decision:
-    verdict: Verdict
+    verdict: Ruling
     reason: str
     by: str
     """Who decided: the UI, a terminal's user, or the timeout."""
 
     @property
     def approved(self) -> bool:
-        return self.verdict is Verdict.APPROVED
+        return self.verdict is Ruling.APPROVED
 
 
 def asked_again(decision: Decision, changes: FileChanges | None) -> Decision:

@@ -239,7 +239,7 @@ def configured_api_url() -> str | None:
     return str(value) if value is not None else None
 
 
-def connect(state_dir: Path, *, local_allowed: bool, needed_for: str) -> Api:
+def choose_api(state_dir: Path, *, local_allowed: bool, needed_for: str) -> Api:
     """Point this process at the Prefect API it should use, before Prefect is imported.
 
     PREFECT_API_URL (or the active Prefect profile's) when set; else, where `local_allowed`, the

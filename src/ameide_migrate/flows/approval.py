@@ -33,7 +33,7 @@ from ameide_migrate import plan, prefect_api, report
 from ameide_migrate.catalog import DatabaseCatalog, pinned_copy
 from ameide_migrate.context import RunContext
 from ameide_migrate.environments import ApprovalPolicy
-from ameide_migrate.plan import DatabasePlan, Decision, FileChanges, Verdict
+from ameide_migrate.plan import DatabasePlan, Decision, FileChanges, Ruling
 from ameide_migrate.settings import Settings
 
 T = TypeVar("T")
@@ -124,13 +124,13 @@ def ask(
     given = read_flow_run_input(keyset_from_base_key(f"{waited}-{key}")["response"])
     if answer is None or given is None:
         decision = Decision(
-            Verdict.TIMED_OUT,
+            Ruling.TIMED_OUT,
             f"no decision within {policy.timeout_minutes:g} minutes counts as a rejection",
             "the timeout",
         )
     else:
         decision = Decision(
-            Verdict.APPROVED if answer.approve else Verdict.REJECTED,
+            Ruling.APPROVED if answer.approve else Ruling.REJECTED,
             answer.reason.strip() or "no reason given",
             "a person",
         )
