@@ -10,7 +10,6 @@ each: a fleet of a thousand targets would otherwise be thousands of task runs on
 from __future__ import annotations
 
 import contextvars
-import random
 import tempfile
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -47,7 +46,7 @@ from ameide_migrate.errors import (
 from ameide_migrate.fleet import FleetHalted, FleetReport
 from ameide_migrate.flows import approval
 from ameide_migrate.flows.deployment_guard import own_environment, stopped_at_once
-from ameide_migrate.flows.retrying import with_retries
+from ameide_migrate.flows.retrying import retried, with_retries
 from ameide_migrate.flows.secrets import verify_credentials, verify_credentials_reading_histories
 from ameide_migrate.interruption import Interrupted
 from ameide_migrate.migrate import Steps
@@ -124,24 +123,6 @@ def _take_the_fleets_turn(environment: str, name: str, wait: bool) -> None:
         ),
         on_wait=get_run_logger().info,
     )
-
-
-def retried(step: Callable[P, R], settings: Settings) -> Callable[P, R]:
-    """The step, a transient fault retried after the run's delays (doubling, capped), each
-    jittered by up to 20 % as the tasks' retries are: a thousand targets that met the same
-    blocker do not come back at the same instant."""
-
-    def attempt(*args: P.args, **kwargs: P.kwargs) -> R:
-        for delay in [*settings.retry_delays, None]:
-            try:
-                return step(*args, **kwargs)
-            except MigrateError as error:
-                if not error.transient or delay is None:
-                    raise
-                time.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 (no secret)
-        raise AssertionError("unreachable")
-
-    return attempt
 
 
 def _steps(settings: Settings) -> Steps:

@@ -1,13 +1,17 @@
-"""Retry policy shared by every task: transient faults only, with capped exponential backoff,
-and a last failure that says how long it was retried."""
+"""Retry policy shared by every step: transient faults only, with capped exponential backoff
+jittered by up to 20 %, and a last failure that says how long it was retried. A task's attempts
+are Prefect's task retries (each one a state on the server); a step called inside a task (a
+fleet's shard migrates its targets in one) retries through tenacity with the same policy."""
 
 from __future__ import annotations
 
 import functools
+import random
 import time
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
+import tenacity
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.runtime import task_run
@@ -75,3 +79,28 @@ def says_how_long(body: Callable[P, R]) -> Callable[P, R]:
         return result
 
     return attempt
+
+
+def _transient(error: BaseException) -> bool:
+    return isinstance(error, MigrateError) and error.transient
+
+
+def retried(step: Callable[P, R], settings: Settings) -> Callable[P, R]:
+    """The step, a transient fault retried in this process after the run's delays (doubling,
+    capped), each jittered by up to 20 % as the tasks' retries are: a thousand targets that met
+    the same blocker do not come back at the same instant. The last fault is raised as it was."""
+    delays = list(settings.retry_delays)
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        # tenacity asks for the wait before it asks whether to stop: none after the last try.
+        if state.attempt_number > len(delays):
+            return 0.0
+        jitter = random.uniform(0.8, 1.2)  # noqa: S311 (no secret)
+        return delays[state.attempt_number - 1] * jitter
+
+    return tenacity.retry(
+        retry=tenacity.retry_if_exception(_transient),
+        stop=tenacity.stop_after_attempt(len(delays) + 1),
+        wait=wait,
+        reraise=True,
+    )(step)
