@@ -114,14 +114,13 @@ def test_every_vault_field_has_its_variable(monkeypatch: pytest.MonkeyPatch) -> 
     assert block.get_connection() == vault
 
 
-def test_reading_the_settings_imports_no_client_of_an_external_system() -> None:
-    """`--help`, a worker and every command read the settings first: a Vault client (hvac and
-    requests, about a second here), a database driver or Prefect come in only when used."""
+def imported_by(statement: str) -> set[str]:
+    """The top-level packages a fresh interpreter holds after `statement`."""
     loaded = subprocess.run(
         [
             sys.executable,
             "-c",
-            "import json, sys; from ameide_migrate.settings import get_settings; get_settings(); "
+            f"import json, sys; {statement}; "
             "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))",
         ],
         capture_output=True,
@@ -129,5 +128,21 @@ def test_reading_the_settings_imports_no_client_of_an_external_system() -> None:
         check=True,
         env={k: v for k, v in os.environ.items() if not k.startswith(("AMEIDE_", "VAULT_"))},
     ).stdout
+    return set(json.loads(loaded))
+
+
+def test_reading_the_settings_imports_no_client_of_an_external_system() -> None:
+    """`--help`, a worker and every command read the settings first: a Vault client (hvac and
+    requests, about a second here), a database driver or Prefect come in only when used."""
+    loaded = imported_by("from ameide_migrate.settings import get_settings; get_settings()")
     clients = {"hvac", "requests", "psycopg", "prefect", "docker", "rich", "typer"}
-    assert clients.isdisjoint(json.loads(loaded)), loaded
+    assert clients.isdisjoint(loaded), sorted(loaded & clients)
+
+
+def test_a_flow_worker_imports_no_command_line_and_no_file_watcher() -> None:
+    """What a deployment's run process loads for its flows: the flows, not the command line
+    (typer) nor the dev loop's file watcher."""
+    flows = ("migrate", "drift", "fleet", "release", "image")
+    loaded = imported_by("; ".join(f"import ameide_migrate.flows.{flow}" for flow in flows))
+    assert "prefect" in loaded  # the flows themselves were imported
+    assert {"typer", "watchfiles"}.isdisjoint(loaded), sorted(loaded & {"typer", "watchfiles"})
