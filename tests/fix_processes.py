@@ -6,6 +6,7 @@ against what the tool says of them."""
 from __future__ import annotations
 
 from pathlib import Path
+from uuid import UUID
 
 PROC = Path("/proc")
 
@@ -54,3 +55,34 @@ def command_line(pid: int) -> str:
         return (PROC / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+def process_table() -> dict[int, tuple[int, str, bytes]]:
+    """Every process: pid -> (parent, command, environment)."""
+    found = {}
+    for entry in PROC.glob("[0-9]*"):
+        try:
+            status = dict(
+                line.split(":\t", 1)
+                for line in (entry / "status").read_text().splitlines()
+                if ":\t" in line
+            )
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        found[int(entry.name)] = (int(status["PPid"]), status["Name"].strip(), environ)
+    return found
+
+
+def processes_of_run(run_id: UUID) -> dict[int, str]:
+    """The processes a flow run's worker started for it (the run's id in their environment)
+    and all they started in turn (the Flyway JVM keeps none of that environment): pid -> name."""
+    table = process_table()
+    marker = f"PREFECT__FLOW_RUN_ID={run_id}".encode()
+    found = {pid: name for pid, (_, name, env) in table.items() if marker in env.split(b"\0")}
+    grew = True
+    while grew:
+        more = {pid: name for pid, (ppid, name, _) in table.items() if ppid in found}
+        grew = not more.keys() <= found.keys()
+        found |= more
+    return found

@@ -20,7 +20,7 @@ import pytest
 from ameide_migrate import prefect_api
 
 from .fix_platform import REPO, Platform, ameide, drop_owners
-from .fix_processes import gone
+from .fix_processes import gone, process_table, processes_of_run
 from .fix_vault import Vault
 from .fix_worker import start_worker
 from .test_fleet import (
@@ -128,37 +128,6 @@ def _read_flow_run(run_id: UUID) -> Any:
         return client.read_flow_run(run_id)
 
 
-def _processes() -> dict[int, tuple[int, str, bytes]]:
-    """Every process: pid -> (parent, command, environment)."""
-    found = {}
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            status = dict(
-                line.split(":\t", 1)
-                for line in (entry / "status").read_text().splitlines()
-                if ":\t" in line
-            )
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        found[int(entry.name)] = (int(status["PPid"]), status["Name"].strip(), environ)
-    return found
-
-
-def _processes_of_run(run_id: UUID) -> dict[int, str]:
-    """The processes a flow run's worker started for it (the run's id in their environment)
-    and all they started in turn (the Flyway JVM keeps none of that environment): pid -> name."""
-    table = _processes()
-    marker = f"PREFECT__FLOW_RUN_ID={run_id}".encode()
-    found = {pid: name for pid, (_, name, env) in table.items() if marker in env.split(b"\0")}
-    grew = True
-    while grew:
-        more = {pid: name for pid, (ppid, name, _) in table.items() if ppid in found}
-        grew = not more.keys() <= found.keys()
-        found |= more
-    return found
-
-
 class ShardWatch:
     """Waits, beside the fleet run, until the shard's migration sleeps in `database`; then
     notes the shard run and its processes, and does `then` to them."""
@@ -188,7 +157,7 @@ class ShardWatch:
             self.run_id = _running_shard_run()
             if self.run_id is None:
                 continue
-            self.processes = _processes_of_run(self.run_id)
+            self.processes = processes_of_run(self.run_id)
             then(self.processes)
             return
 
@@ -260,7 +229,7 @@ def test_a_shard_killed_mid_wave_fails_its_targets_with_the_versions_they_hold_a
     slow = tenant(platform, "t001").database
 
     def kill_the_shard(processes: dict[int, str]) -> None:
-        table = _processes()
+        table = process_table()
         jvm_parents = {table[pid][0] for pid, name in processes.items() if name == "java"}
         for pid in jvm_parents & processes.keys():
             os.kill(pid, signal.SIGKILL)

@@ -34,10 +34,9 @@ from ameide_migrate.prefect_api import Server
 from ameide_migrate.settings import get_settings
 
 from .fix_platform import REPO, admin_url_of, ameide, drop_owners
-from .fix_processes import gone
+from .fix_processes import gone, processes_of_run
 from .fix_vault import READ_POLICY, Vault
 from .k8s_cluster import Cluster
-from .test_fleet_shards import _processes_of_run
 
 pytestmark = [pytest.mark.k8s, pytest.mark.docker, pytest.mark.slow]
 
@@ -767,7 +766,7 @@ class SleepWatch:
                 continue
             self.run_id = str(running[0].id)
             self.pods = _flow_run_pods(staging, self.run_id)
-            self.processes = _processes_of_run(running[0].id)
+            self.processes = processes_of_run(running[0].id)
             return
 
 
