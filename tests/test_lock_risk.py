@@ -186,7 +186,10 @@ def test_a_session_holding_a_lock_is_named_and_the_run_blocks_nobody(
     assert f"pid {pid}, user {owner.user} (ameide-migrate), idle in transaction" in outcome.message
     assert "holds AccessShareLock on graph_nodes" in outcome.message
     assert "pg_terminate_backend" in outcome.recovery
-    assert "kept trying for" in outcome.message
+    # Four attempts after waits of about 1, 2 and 2 s (20 % jitter): the time since the first.
+    kept = re.search(r"kept trying for (\d+)s, 4 attempts", outcome.message)
+    assert kept, outcome.message
+    assert int(kept[1]) >= 4, outcome.message
     # Nothing applied, and the application's reads never queued behind an ALTER TABLE.
     assert platform.versions("graph") == before
     assert not platform.query(

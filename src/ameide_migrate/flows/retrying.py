@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import functools
 import random
-import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
 import tenacity
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
+from prefect.context import TaskRunContext
 from prefect.runtime import task_run
 from prefect.tasks import Task
 
@@ -22,10 +23,6 @@ from ameide_migrate.settings import Settings, get_settings
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-# The first attempt of each task run still retrying, by task-run id.
-_first_attempt: dict[str, float] = {}
-
 
 def only_transient(_task: Task[..., Any], _run: TaskRun, state: State[Any]) -> bool:
     """Retry connection refused/reset, lock waits, Vault down; a validation or SQL error fails
@@ -58,27 +55,28 @@ def says_how_long(body: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(body)
     def attempt(*args: P.args, **kwargs: P.kwargs) -> R:
         settings = get_settings()
-        run_id = str(task_run.id)
-        first = _first_attempt.setdefault(run_id, time.monotonic())
         try:
-            result = body(*args, **kwargs)
+            return body(*args, **kwargs)
         except MigrateError as error:
             last = task_run.run_count > settings.retries or not error.transient
-            if last:
-                _first_attempt.pop(run_id, None)
             if last and error.transient and settings.retries and error.args:
                 error.args = (
-                    f"{error.args[0]} (kept trying for {time.monotonic() - first:.0f}s, "
+                    f"{error.args[0]} (kept trying for {_seconds_since_first_attempt():.0f}s, "
                     f"{task_run.run_count} attempts: the retry budget is about "
                     f"{settings.retry_budget_seconds:.0f}s, AMEIDE_RETRIES and "
                     "AMEIDE_RETRY_MAX_DELAY_SECONDS widen it)",
                     *error.args[1:],
                 )
             raise
-        _first_attempt.pop(run_id, None)
-        return result
 
     return attempt
+
+
+def _seconds_since_first_attempt() -> float:
+    # Prefect keeps the start of a task run's first attempt across its retries.
+    context = TaskRunContext.get()
+    started = context.task_run.start_time if context else None
+    return (datetime.now(UTC) - started).total_seconds() if started else 0.0
 
 
 def _transient(error: BaseException) -> bool:
