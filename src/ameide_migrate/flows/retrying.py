@@ -24,6 +24,7 @@ from ameide_migrate.settings import Settings, get_settings
 P = ParamSpec("P")
 R = TypeVar("R")
 
+
 def only_transient(_task: Task[..., Any], _run: TaskRun, state: State[Any]) -> bool:
     """Retry connection refused/reset, lock waits, Vault down; a validation or SQL error fails
     at once."""
