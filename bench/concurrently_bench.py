@@ -23,7 +23,7 @@ import psycopg
 from psycopg import sql
 
 from ameide_migrate import flyway
-from ameide_migrate.errors import MigrateError
+from ameide_migrate.core.errors import MigrateError
 from ameide_migrate.postgres import Credentials
 from bench.common import pinned_flyway, throwaway_cluster
 

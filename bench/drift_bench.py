@@ -22,8 +22,9 @@ from pathlib import Path
 
 from psycopg import sql
 
-from ameide_migrate import drift, environments, flyway, postgres, recovery
-from ameide_migrate.catalog import DatabaseCatalog, load_catalog
+from ameide_migrate import drift, environments, flyway, postgres
+from ameide_migrate.core import recovery
+from ameide_migrate.core.catalog import DatabaseCatalog, load_catalog
 from ameide_migrate.flyway import FlywayEngine, Request, Target
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import Settings

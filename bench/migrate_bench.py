@@ -26,7 +26,7 @@ from functools import partial
 from pathlib import Path
 
 from ameide_migrate import environments, flyway, local, prefect_api
-from ameide_migrate.catalog import PLATFORM_DATABASES, load_catalog
+from ameide_migrate.core.catalog import PLATFORM_DATABASES, load_catalog
 from ameide_migrate.pg_cluster import Cluster
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import Settings

@@ -20,9 +20,10 @@ from psycopg import sql
 from pydantic import SecretStr
 
 from ameide_migrate import local, pg_cluster, postgres, secret_sources
-from ameide_migrate.catalog import PLATFORM_DATABASES
+from ameide_migrate.core.catalog import PLATFORM_DATABASES
+from ameide_migrate.core.history import HistoryRow
+from ameide_migrate.core.outcomes import RunReport
 from ameide_migrate.flyway import Installation
-from ameide_migrate.outcomes import RunReport
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.prefect_api import Server
 from ameide_migrate.settings import get_settings
@@ -52,7 +53,7 @@ class Platform:
         assert isinstance(report, RunReport), f"the flow ended without a report: {result!r}"
         return state, report
 
-    def history(self, database: str) -> list[postgres.HistoryRow] | None:
+    def history(self, database: str) -> list[HistoryRow] | None:
         return postgres.read_history(self.owners[database], "flyway_schema_history")
 
     def versions(self, database: str) -> list[str]:

@@ -25,7 +25,7 @@ from typer.main import get_command
 
 from ameide_migrate import commands, environments, fleet
 from ameide_migrate.cli import app
-from ameide_migrate.errors import MigrateError
+from ameide_migrate.core.errors import MigrateError
 from ameide_migrate.settings import Settings, get_settings
 
 QUOTED_COMMAND = re.compile(r"`(ameide-migrate [^`\n]+)`")

@@ -27,8 +27,8 @@ from typing import Any, LiteralString
 from pydantic import SecretStr
 
 from ameide_migrate import flyway, ports, postgres
-from ameide_migrate.catalog import load_catalog
-from ameide_migrate.errors import FlywayCommandFailed
+from ameide_migrate.core.catalog import load_catalog
+from ameide_migrate.core.errors import FlywayCommandFailed
 from ameide_migrate.flyway import FlywayEngine, Request, Target
 from ameide_migrate.pg_cluster import Cluster
 from ameide_migrate.postgres import Credentials

@@ -25,11 +25,12 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.states import Cancelled
 
-from ameide_migrate import commands, environments, locking, migrate, plan, report
-from ameide_migrate.catalog import DatabaseCatalog, pinned_copy
+from ameide_migrate import commands, environments, migrate, plan, report
 from ameide_migrate.context import RunContext
-from ameide_migrate.errors import REJECTED_STATE, ExitCode, RunNotAwaitingApproval
-from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState
+from ameide_migrate.core import locking
+from ameide_migrate.core.catalog import DatabaseCatalog, pinned_copy
+from ameide_migrate.core.errors import REJECTED_STATE, ExitCode, RunNotAwaitingApproval
+from ameide_migrate.core.outcomes import DatabaseOutcome, OutcomeState
 from ameide_migrate.plan import DatabasePlan, PlannedMigration
 from ameide_migrate.prefect_api import Server
 from ameide_migrate.settings import get_settings

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from ameide_migrate import flyway, postgres
-from ameide_migrate.catalog import PLATFORM_DATABASES, Kind, Version, load_catalog
-from ameide_migrate.errors import CatalogError, UnknownDatabase
+from ameide_migrate.core.catalog import PLATFORM_DATABASES, Kind, Version, load_catalog
+from ameide_migrate.core.errors import CatalogError, UnknownDatabase
 from ameide_migrate.flyway import FlywayEngine, Installation, Request, Target
 from ameide_migrate.postgres import Credentials
 

@@ -32,7 +32,7 @@ import yaml
 
 from ameide_migrate import environments, local, ports, postgres, prefect_api, secret_sources
 from ameide_migrate import vault as vault_api
-from ameide_migrate.catalog import load_catalog
+from ameide_migrate.core.catalog import load_catalog
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.prefect_api import Server
 from ameide_migrate.settings import Settings

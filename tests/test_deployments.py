@@ -8,7 +8,7 @@ from uuid import UUID
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 
-from ameide_migrate.catalog import PLATFORM_DATABASES
+from ameide_migrate.core.catalog import PLATFORM_DATABASES
 from ameide_migrate.prefect_api import Server
 
 from .fix_platform import Platform, ameide

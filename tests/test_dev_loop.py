@@ -25,9 +25,9 @@ import pytest
 import watchfiles
 
 from ameide_migrate import dev_loop, local
-from ameide_migrate.catalog import load_catalog
-from ameide_migrate.errors import CatalogError, ExitCode
-from ameide_migrate.postgres import HistoryRow
+from ameide_migrate.core.catalog import load_catalog
+from ameide_migrate.core.errors import CatalogError, ExitCode
+from ameide_migrate.core.history import HistoryRow
 
 from .fix_user import REPO, clean_environment
 

@@ -21,8 +21,9 @@ from uuid import UUID
 import pytest
 
 from ameide_migrate import commands, dev_loop, postgres, prefect_api, secret_sources
-from ameide_migrate.catalog import load_catalog
-from ameide_migrate.errors import DatabaseUnreachable, ExitCode
+from ameide_migrate.core.catalog import load_catalog
+from ameide_migrate.core.errors import DatabaseUnreachable, ExitCode
+from ameide_migrate.core.history import HistoryRow
 from ameide_migrate.pg_cluster import Cluster
 from ameide_migrate.postgres import Credentials
 
@@ -630,9 +631,7 @@ def test_the_dev_loop_offers_git_restore_only_for_a_file_git_tracks(tmp_path: Pa
     shutil.copytree(REPO / "db" / "flyway" / "sql", sql_dir)
     graph = load_catalog(sql_dir).databases["graph"]
     first = graph.versioned[0]
-    edited = [
-        postgres.HistoryRow(1, str(first.version), first.description, "SQL", first.script, 1, True)
-    ]
+    edited = [HistoryRow(1, str(first.version), first.description, "SQL", first.script, 1, True)]
 
     (migration,) = dev_loop.edited_migrations(graph, edited)
     untracked = migration.message(cwd=tmp_path)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from ameide_migrate import environments
-from ameide_migrate.errors import EnvironmentsFileInvalid, UnknownEnvironment
-from ameide_migrate.lint import Level
+from ameide_migrate.core.errors import EnvironmentsFileInvalid, UnknownEnvironment
+from ameide_migrate.core.findings import Level
 from ameide_migrate.settings import Settings
 
 from .fix_platform import REPO, ameide

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from ameide_migrate import environments, lint, recovery
-from ameide_migrate.catalog import Kind, Migration, Version
-from ameide_migrate.errors import (
+from ameide_migrate import environments
+from ameide_migrate.core import recovery
+from ameide_migrate.core.catalog import Kind, Migration, Version
+from ameide_migrate.core.errors import (
     ChecksumMismatch,
     DatabaseRefusedConnection,
     DatabaseUnreachable,
@@ -26,11 +27,12 @@ from ameide_migrate.errors import (
     UnknownDatabase,
     ValidationFailed,
 )
-from ameide_migrate.interruption import IndexBuild, Interrupted
-from ameide_migrate.postgres import InvalidIndex, NamedIndex
-from ameide_migrate.recovery import Subject
+from ameide_migrate.core.findings import Finding, Level
+from ameide_migrate.core.indexes import InvalidIndex, NamedIndex
+from ameide_migrate.core.interruption import IndexBuild, Interrupted
+from ameide_migrate.core.recovery import Subject
+from ameide_migrate.core.statements import Statement
 from ameide_migrate.settings import Settings
-from ameide_migrate.statements import Statement
 
 from .fixes import commands_in, parsed, refusal
 
@@ -76,9 +78,7 @@ def _cut_short() -> Interrupted:
 def every_fix(subject: Subject) -> dict[str, list[str]]:
     """Each public function of `recovery`, with the texts it words for `subject` over its cases."""
     index = InvalidIndex("public", "accounts_email_idx", "accounts", "CREATE INDEX ...")
-    finding = lint.Finding(
-        "V2__x.sql", 1, "require-concurrent-index-creation", lint.Level.ERROR, "m", None
-    )
+    finding = Finding("V2__x.sql", 1, "require-concurrent-index-creation", Level.ERROR, "m", None)
     errors: list[MigrateError] = [
         _flyway_error(ChecksumMismatch),
         _flyway_error(HistoryMissing),

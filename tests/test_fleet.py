@@ -28,7 +28,6 @@ from ameide_migrate import (
     commands,
     environments,
     fleet,
-    interruption,
     plan,
     postgres,
     prefect_api,
@@ -37,16 +36,19 @@ from ameide_migrate import (
 )
 from ameide_migrate import vault as vault_api
 from ameide_migrate.commands import seed_local
-from ameide_migrate.credential_gate import Unreachable
-from ameide_migrate.errors import (
+from ameide_migrate.core import interruption
+from ameide_migrate.core.errors import (
     ApprovedFilesChanged,
     DatabaseRefusedConnection,
     DatabaseUnreachable,
     EnvironmentsFileInvalid,
     FleetInvalid,
 )
+from ameide_migrate.core.history import HistoryRow
+from ameide_migrate.core.indexes import NamedIndex
+from ameide_migrate.core.outcomes import DatabaseOutcome, OutcomeState
+from ameide_migrate.credential_gate import Unreachable
 from ameide_migrate.fleet import Fleet, FleetReport, Waves
-from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import Settings, get_settings
 
@@ -296,7 +298,7 @@ def test_a_target_its_shard_run_never_reported_is_what_its_history_says(tmp_path
         "local", environments.fleet("tenants", settings), settings
     )
     rows = [
-        postgres.HistoryRow(n, str(m.version), m.description, "SQL", m.script, m.checksum, True)
+        HistoryRow(n, str(m.version), m.description, "SQL", m.script, m.checksum, True)
         for n, m in enumerate(template.migrations, start=1)
     ]
     why = "its shard run s1 ended Crashed"
@@ -330,11 +332,11 @@ def test_a_canary_whose_undo_failed_leaves_its_place_to_a_pending_target(tmp_pat
     declared = environments.fleet("tenants", settings)
     template = environments.fleet_template("local", declared, settings)
     rows = [
-        postgres.HistoryRow(n, str(m.version), m.description, "SQL", m.script, m.checksum, True)
+        HistoryRow(n, str(m.version), m.description, "SQL", m.script, m.checksum, True)
         for n, m in enumerate(template.migrations[:2], start=1)
     ]
     build = interruption.index_builds(template.migrations[2].text())[0]
-    built = postgres.NamedIndex("public", "accounts_email_idx", "accounts", False)
+    built = NamedIndex("public", "accounts_email_idx", "accounts", False)
     cut_short = interruption.Interrupted("tenant_t000", template.migrations[2], ((build, built),))
     names = TARGETS[:10]
     histories = {declared.database_of(t): rows for t in names}
@@ -493,7 +495,7 @@ def test_a_tree_with_fleets_deploys_a_fleet_form_and_a_shard_deployment(tmp_path
 
 
 def test_trigger_names_what_a_fleet_run_needs_before_it_calls_the_api(tmp_path: Path) -> None:
-    from ameide_migrate.errors import UsageError
+    from ameide_migrate.core.errors import UsageError
 
     fleet_tree(tmp_path, 'targets = ["acme"]\n')
     settings = Settings(sql_dir=tmp_path)

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from ameide_migrate import drift, flyway, migrate, recovery
-from ameide_migrate.catalog import DatabaseCatalog, Kind, Version, load_catalog
-from ameide_migrate.drift import Verdict
-from ameide_migrate.errors import (
+from ameide_migrate import drift, flyway, migrate
+from ameide_migrate.core import recovery
+from ameide_migrate.core.catalog import DatabaseCatalog, Kind, Version, load_catalog
+from ameide_migrate.core.errors import (
     ChecksumMismatch,
     FlywayCommandFailed,
     MigrationFailed,
@@ -26,8 +26,9 @@ from ameide_migrate.errors import (
     TransientFlywayFault,
     ValidationFailed,
 )
+from ameide_migrate.core.history import HistoryRow
+from ameide_migrate.drift import Verdict
 from ameide_migrate.flyway import Request
-from ameide_migrate.postgres import HistoryRow
 
 ANSWERS: dict[str, Any] = json.loads(
     (Path(__file__).parent / "data" / "flyway_answers.json").read_text(encoding="utf-8")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ameide_migrate.catalog import load_catalog
-from ameide_migrate.errors import FlywayConfigInvalid
+from ameide_migrate.core.catalog import load_catalog
+from ameide_migrate.core.errors import FlywayConfigInvalid
 
 
 def tree(tmp_path: Path, root_toml: str = "", folder_file: tuple[str, str] | None = None) -> Path:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from ameide_migrate import image
-from ameide_migrate.catalog import load_catalog
-from ameide_migrate.errors import CatalogError, ImageBuildFailed, UsageError
+from ameide_migrate.core.catalog import load_catalog
+from ameide_migrate.core.errors import CatalogError, ImageBuildFailed, UsageError
 from ameide_migrate.flyway import Installation
 from ameide_migrate.image import BuiltImage, ImageRequest
 from ameide_migrate.prefect_api import Server

@@ -27,7 +27,7 @@ from psycopg import sql
 
 from ameide_migrate import image, local, postgres, prefect_api, secret_sources, vault
 from ameide_migrate import vault as vault_api
-from ameide_migrate.catalog import PLATFORM_DATABASES, load_catalog
+from ameide_migrate.core.catalog import PLATFORM_DATABASES, load_catalog
 from ameide_migrate.image import BuiltImage, ImageRequest
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.prefect_api import Server

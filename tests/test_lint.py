@@ -17,11 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from ameide_migrate import commands, environments, lint, locking, postgres, secret_sources
-from ameide_migrate.catalog import PLATFORM_DATABASES
-from ameide_migrate.errors import EnvironmentsFileInvalid, LinterNotInstalled
-from ameide_migrate.lint import Finding, Level, LintRules
-from ameide_migrate.outcomes import OutcomeState
+from ameide_migrate import commands, environments, lint, postgres, secret_sources
+from ameide_migrate.core import locking
+from ameide_migrate.core.catalog import PLATFORM_DATABASES
+from ameide_migrate.core.errors import EnvironmentsFileInvalid, LinterNotInstalled
+from ameide_migrate.core.findings import Finding, Level
+from ameide_migrate.core.outcomes import OutcomeState
+from ameide_migrate.lint import LintRules
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import Settings
 

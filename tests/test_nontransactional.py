@@ -24,11 +24,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from ameide_migrate import interruption, postgres, recovery, statements
-from ameide_migrate.catalog import DatabaseCatalog, Version, load_folder
-from ameide_migrate.errors import NonTransactionalMigrationFailed
+from ameide_migrate import postgres
+from ameide_migrate.core import interruption, recovery, statements
+from ameide_migrate.core.catalog import DatabaseCatalog, Version, load_folder
+from ameide_migrate.core.errors import NonTransactionalMigrationFailed
+from ameide_migrate.core.history import HistoryRow
+from ameide_migrate.core.indexes import IndexOnTable, NamedIndex
+from ameide_migrate.core.outcomes import OutcomeState
 from ameide_migrate.flyway import Installation, Request, classify
-from ameide_migrate.outcomes import OutcomeState
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import get_settings
 
@@ -250,7 +253,7 @@ def prepare_table(platform: Platform) -> None:
     (platform.sql_dir / "graph" / CANCELLED_SCRIPT).write_text(CANCELLED_SQL + ";\n")
 
 
-def success_rows_of_10(platform: Platform) -> list[postgres.HistoryRow]:
+def success_rows_of_10(platform: Platform) -> list[HistoryRow]:
     return [r for r in platform.history("graph") or [] if r.version == "10" and r.success]
 
 
@@ -415,10 +418,10 @@ def tenant_template(root: Path, second: str) -> DatabaseCatalog:
     return template
 
 
-def applied_up_to(template: DatabaseCatalog, version: str) -> list[postgres.HistoryRow]:
+def applied_up_to(template: DatabaseCatalog, version: str) -> list[HistoryRow]:
     """The history Flyway writes for the template's migrations up to `version`."""
     return [
-        postgres.HistoryRow(rank, str(m.version), m.description, "SQL", m.script, m.checksum, True)
+        HistoryRow(rank, str(m.version), m.description, "SQL", m.script, m.checksum, True)
         for rank, m in enumerate(template.migrations, start=1)
         if m.version is not None and m.version <= Version.parse(version)
     ]
@@ -429,12 +432,12 @@ def test_a_migration_cut_short_is_found_by_the_index_its_first_statement_built(
 ) -> None:
     template = tenant_template(tmp_path, TWO_INDEXES)
     at_v1 = applied_up_to(template, "1")
-    built = postgres.NamedIndex("public", "accounts_name_idx", "accounts", True)
-    asked: list[list[postgres.IndexOnTable]] = []
+    built = NamedIndex("public", "accounts_name_idx", "accounts", True)
+    asked: list[list[IndexOnTable]] = []
 
     def lookup(
-        wanted: Sequence[postgres.IndexOnTable],
-    ) -> dict[postgres.IndexOnTable, postgres.NamedIndex]:
+        wanted: Sequence[IndexOnTable],
+    ) -> dict[IndexOnTable, NamedIndex]:
         asked.append(list(wanted))
         return {w: built for w in wanted if w[0] == "accounts_name_idx"}
 
@@ -470,8 +473,8 @@ def test_what_if_not_exists_makes_safe_is_left_to_the_rerun_and_never_what_is_in
         tmp_path, TWO_INDEXES.replace("CONCURRENTLY ", "CONCURRENTLY IF NOT EXISTS ")
     )
     at_v1 = applied_up_to(template, "1")
-    valid = postgres.NamedIndex("public", "accounts_name_idx", "accounts", True)
-    half = postgres.NamedIndex("public", "accounts_name_idx", "accounts", False)
+    valid = NamedIndex("public", "accounts_name_idx", "accounts", True)
+    half = NamedIndex("public", "accounts_name_idx", "accounts", False)
 
     complete = interruption.find("tenant_t1", template, at_v1, lambda names: {names[0]: valid})
     cut_in_its_build = interruption.find(
@@ -486,11 +489,11 @@ def test_what_if_not_exists_makes_safe_is_left_to_the_rerun_and_never_what_is_in
 
 def test_a_transactional_migration_is_never_taken_for_one_cut_short(tmp_path: Path) -> None:
     template = tenant_template(tmp_path, "CREATE INDEX accounts_name_idx ON accounts (name);\n")
-    asked: list[Sequence[postgres.IndexOnTable]] = []
+    asked: list[Sequence[IndexOnTable]] = []
 
     def lookup(
-        wanted: Sequence[postgres.IndexOnTable],
-    ) -> dict[postgres.IndexOnTable, postgres.NamedIndex]:
+        wanted: Sequence[IndexOnTable],
+    ) -> dict[IndexOnTable, NamedIndex]:
         asked.append(wanted)
         return {}
 
@@ -536,15 +539,15 @@ def test_an_index_cut_short_is_found_in_its_tables_schema_whatever_the_search_pa
             conn.execute("CREATE INDEX accounts_name_idx ON public.other (name)")
 
         def lookup(
-            wanted: Sequence[postgres.IndexOnTable],
-        ) -> dict[postgres.IndexOnTable, postgres.NamedIndex]:
+            wanted: Sequence[IndexOnTable],
+        ) -> dict[IndexOnTable, NamedIndex]:
             return postgres.indexes_named(creds, wanted)
 
         found = interruption.find("tenant_t1", template, applied_up_to(template, "1"), lookup)
 
         assert found is not None
         assert [index for _, index in found.built] == [
-            postgres.NamedIndex("app", "accounts_name_idx", "accounts", True)
+            NamedIndex("app", "accounts_name_idx", "accounts", True)
         ]
         assert [st.line for st in found.remaining()] == [2]
         assert found.undo() == ['DROP INDEX CONCURRENTLY IF EXISTS "app"."accounts_name_idx";']

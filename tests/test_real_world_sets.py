@@ -21,9 +21,9 @@ from psycopg import sql
 
 from ameide_migrate import environments, flyway, migrate, postgres
 from ameide_migrate.context import RunContext
+from ameide_migrate.core.outcomes import DatabaseOutcome, OutcomeState
 from ameide_migrate.flyway import Installation
 from ameide_migrate.migrate import Steps
-from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import Settings
 

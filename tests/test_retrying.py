@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from ameide_migrate.errors import DatabaseUnreachable, MigrateError
+from ameide_migrate.core.errors import DatabaseUnreachable, MigrateError
 from ameide_migrate.flows.retrying import retried
 from ameide_migrate.settings import Settings
 

@@ -27,9 +27,9 @@ from psycopg import sql
 from pydantic import SecretStr
 
 from ameide_migrate import credential_gate, environments, local, postgres, secret_sources
-from ameide_migrate.catalog import PLATFORM_DATABASES
 from ameide_migrate.config.vault_settings import VaultSettings
-from ameide_migrate.errors import (
+from ameide_migrate.core.catalog import PLATFORM_DATABASES
+from ameide_migrate.core.errors import (
     CredentialsMissing,
     DatabaseRefusedConnection,
     DatabaseUnreachable,

@@ -12,7 +12,7 @@ import pytest
 
 from ameide_migrate.blocks import VaultDatabaseSecrets
 from ameide_migrate.config.vault_settings import VaultLayout, VaultSettings
-from ameide_migrate.errors import SettingInvalid
+from ameide_migrate.core.errors import SettingInvalid
 from ameide_migrate.settings import Settings, get_settings
 
 

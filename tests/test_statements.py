@@ -10,8 +10,9 @@ import re
 import pytest
 from rich.console import Console
 
-from ameide_migrate import locking, report, statements, terminal
-from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState
+from ameide_migrate import report, terminal
+from ameide_migrate.core import locking, statements
+from ameide_migrate.core.outcomes import DatabaseOutcome, OutcomeState
 from ameide_migrate.plan import DatabasePlan, PlannedMigration
 
 # (script, [(text, words, line)]) as the splitter before the linear one gave them.

@@ -43,7 +43,7 @@ def test_an_import_against_the_layers_breaks_the_contracts(tmp_path: Path) -> No
     importing the commands) is refused, as a new one would be in CI."""
     shutil.copytree(REPO / "src", tmp_path / "src")
     shutil.copy(REPO / "pyproject.toml", tmp_path)
-    catalog = tmp_path / "src" / "ameide_migrate" / "catalog.py"
+    catalog = tmp_path / "src" / "ameide_migrate" / "core" / "catalog.py"
     catalog.write_text(catalog.read_text() + "\nfrom ameide_migrate import commands  # noqa\n")
 
     done = subprocess.run(
@@ -58,4 +58,4 @@ def test_an_import_against_the_layers_breaks_the_contracts(tmp_path: Path) -> No
     assert done.returncode == 1, done.stdout + done.stderr
     assert "No circle between siblings" in done.stdout
     assert "BROKEN" in done.stdout
-    assert "ameide_migrate.catalog -> ameide_migrate.commands" in done.stdout
+    assert "ameide_migrate.core.catalog -> ameide_migrate.commands" in done.stdout

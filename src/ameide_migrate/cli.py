@@ -20,13 +20,13 @@ from rich.markup import escape
 from typer._click.exceptions import NoArgsIsHelpError
 from typer.exceptions import Abort
 
-from ameide_migrate.errors import DatabaseUrlInvalid, ExitCode, MigrateError, UsageError
+from ameide_migrate.core.errors import DatabaseUrlInvalid, ExitCode, MigrateError, UsageError
 
 if TYPE_CHECKING:
     from pydantic import SecretStr
 
     from ameide_migrate import commands
-    from ameide_migrate.lint import Finding
+    from ameide_migrate.core.findings import Finding
     from ameide_migrate.prefect_api import Api
 
 app = typer.Typer(
@@ -664,7 +664,7 @@ def baseline(
 def _fleet_chore(done: commands.FleetChore) -> None:
     """Every target's outcome, then the summary; exit 1 when one failed."""
     from ameide_migrate import terminal
-    from ameide_migrate.errors import FleetTargetsFailed
+    from ameide_migrate.core.errors import FleetTargetsFailed
 
     terminal.print_fleet_chore(done, console)
     if done.failed:

@@ -31,38 +31,37 @@ from ameide_migrate import (
     environments,
     fleet,
     flyway,
-    interruption,
     local,
     migrate,
     postgres,
     prefect_api,
-    recovery,
     stopping,
 )
 from ameide_migrate import lint as linting
-from ameide_migrate.catalog import Catalog, DatabaseCatalog, Version, load_catalog, load_folder
 from ameide_migrate.context import RunContext, history_table_of
-from ameide_migrate.drift import DriftFound, DriftReport
-from ameide_migrate.errors import (
+from ameide_migrate.core import interruption, recovery
+from ameide_migrate.core.catalog import Catalog, DatabaseCatalog, Version, load_catalog, load_folder
+from ameide_migrate.core.errors import (
     REJECTED_STATE,
     ApprovalRejected,
     ExitCode,
     MigrateError,
     UsageError,
 )
+from ameide_migrate.core.history import current_version
+from ameide_migrate.core.outcomes import OutcomeState, RunFailed
+from ameide_migrate.drift import DriftFound, DriftReport
 from ameide_migrate.fleet import FleetHalted
-from ameide_migrate.history import current_version
-from ameide_migrate.outcomes import OutcomeState, RunFailed
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.settings import Settings
 
 if TYPE_CHECKING:
-    from ameide_migrate.catalog import DatabaseCatalog, Migration
+    from ameide_migrate.core.catalog import DatabaseCatalog, Migration
+    from ameide_migrate.core.findings import Finding
+    from ameide_migrate.core.outcomes import RunReport
     from ameide_migrate.drift import DriftReport
     from ameide_migrate.fleet import FleetReport
     from ameide_migrate.image import BuiltImage
-    from ameide_migrate.lint import Finding
-    from ameide_migrate.outcomes import RunReport
 
 Progress = Callable[[str], None]
 

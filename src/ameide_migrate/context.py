@@ -8,9 +8,10 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from ameide_migrate import environments, flyway, lint, recovery
-from ameide_migrate.catalog import DatabaseCatalog
-from ameide_migrate.errors import FlywayCommandFailed, FlywayNotInstalled
+from ameide_migrate import environments, flyway, lint
+from ameide_migrate.core import recovery
+from ameide_migrate.core.catalog import DatabaseCatalog
+from ameide_migrate.core.errors import FlywayCommandFailed, FlywayNotInstalled
 from ameide_migrate.fleet import Fleet
 from ameide_migrate.flyway import FlywayEngine, Installation, Request
 from ameide_migrate.postgres import Credentials

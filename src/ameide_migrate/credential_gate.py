@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import psycopg
 
 from ameide_migrate import postgres, secret_sources
-from ameide_migrate.errors import (
+from ameide_migrate.core.errors import (
     DatabaseError,
     DatabaseRefusedConnection,
     DatabaseUnreachable,

@@ -21,15 +21,16 @@ from typing import TYPE_CHECKING, Protocol
 
 import watchfiles
 
-from ameide_migrate import environments, flyway_config, git, history, recovery
-from ameide_migrate.catalog import Catalog, DatabaseCatalog
-from ameide_migrate.errors import MigrateError
-from ameide_migrate.postgres import HistoryRow
+from ameide_migrate import environments, git
+from ameide_migrate.core import flyway_config, history, recovery
+from ameide_migrate.core.catalog import Catalog, DatabaseCatalog
+from ameide_migrate.core.errors import MigrateError
+from ameide_migrate.core.history import HistoryRow
 
 if TYPE_CHECKING:
+    from ameide_migrate.core.findings import Finding
+    from ameide_migrate.core.outcomes import RunReport
     from ameide_migrate.image import BuiltImage
-    from ameide_migrate.lint import Finding
-    from ameide_migrate.outcomes import RunReport
 
 
 class RunResult(Protocol):

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ameide_migrate.errors import (
+from ameide_migrate.core.errors import (
     DockerUnavailable,
     ImageBuildFailed,
     ImagePushFailed,

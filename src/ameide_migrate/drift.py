@@ -11,20 +11,23 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ameide_migrate import migrate, postgres, recovery
-from ameide_migrate.catalog import DatabaseCatalog, Version
+from ameide_migrate import migrate, postgres
 from ameide_migrate.context import RunContext
-from ameide_migrate.errors import ExitCode, MigrateError
-from ameide_migrate.history import (
+from ameide_migrate.core import recovery
+from ameide_migrate.core.catalog import DatabaseCatalog, Version
+from ameide_migrate.core.errors import ExitCode, MigrateError
+from ameide_migrate.core.history import (
     PENDING,
     SETTLED_STATES,
+    HistoryRow,
     MigrationStatus,
     checksum_mismatches,
     native_info,
     validate_problems,
 )
-from ameide_migrate.interruption import Interrupted
-from ameide_migrate.postgres import Fingerprint, HistoryRow, InvalidIndex
+from ameide_migrate.core.indexes import InvalidIndex
+from ameide_migrate.core.interruption import Interrupted
+from ameide_migrate.postgres import Fingerprint
 
 
 class Verdict(StrEnum):

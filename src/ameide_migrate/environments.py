@@ -25,9 +25,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ameide_migrate import local, vault
-from ameide_migrate.catalog import Catalog, DatabaseCatalog, load_catalog
 from ameide_migrate.config.vault_settings import VaultLayout, VaultSettings
-from ameide_migrate.errors import (
+from ameide_migrate.core.catalog import Catalog, DatabaseCatalog, load_catalog
+from ameide_migrate.core.errors import (
     CatalogError,
     CredentialsMissing,
     EnvironmentsFileInvalid,

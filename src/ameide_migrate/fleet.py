@@ -36,14 +36,13 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ameide_migrate import recovery
-from ameide_migrate.catalog import DatabaseCatalog
+from ameide_migrate.core import recovery
+from ameide_migrate.core.catalog import DatabaseCatalog
+from ameide_migrate.core.errors import DatabaseRefusedConnection, FleetInvalid, MigrateError
+from ameide_migrate.core.history import HistoryRow, current_version, pending_migrations
+from ameide_migrate.core.interruption import Interrupted
+from ameide_migrate.core.outcomes import DatabaseOutcome, OutcomeState, servers_of
 from ameide_migrate.credential_gate import Unreachable
-from ameide_migrate.errors import DatabaseRefusedConnection, FleetInvalid, MigrateError
-from ameide_migrate.history import current_version, pending_migrations
-from ameide_migrate.interruption import Interrupted
-from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState, servers_of
-from ameide_migrate.postgres import HistoryRow
 
 _TARGET = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _MAX_DATABASE_NAME = 57

@@ -38,8 +38,8 @@ from xml.etree import ElementTree
 
 from pydantic import SecretStr
 
-from ameide_migrate.catalog import key_prefix
-from ameide_migrate.errors import (
+from ameide_migrate.core.catalog import key_prefix
+from ameide_migrate.core.errors import (
     ChecksumMismatch,
     FlywayCommandFailed,
     FlywayEngineCrashed,

@@ -26,12 +26,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ameide_migrate import docker_engine, flyway, git
-from ameide_migrate.catalog import load_catalog
-from ameide_migrate.errors import (
-    ImageBuildFailed,
-    ImagePushFailed,
-    UsageError,
-)
+from ameide_migrate.core.catalog import load_catalog
+from ameide_migrate.core.errors import ImageBuildFailed, ImagePushFailed, UsageError
 from ameide_migrate.settings import DEFAULT_FLYWAY_BASE, Settings
 
 Flavor = Literal["dev", "release"]

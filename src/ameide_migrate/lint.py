@@ -28,23 +28,16 @@ import sys
 import tempfile
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from ameide_migrate import locking, statements
-from ameide_migrate.catalog import DatabaseCatalog, Migration
-from ameide_migrate.errors import LinterNotInstalled, LintFailed
-
-
-class Level(StrEnum):
-    ERROR = "error"
-    WARNING = "warning"
-    OFF = "off"
-
+from ameide_migrate.core import locking, statements
+from ameide_migrate.core.catalog import DatabaseCatalog, Migration
+from ameide_migrate.core.errors import LinterNotInstalled, LintFailed
+from ameide_migrate.core.findings import Finding, Level
 
 # The rules of squawk 2.70, as its --exclude and --include accept them.
 SQUAWK_RULES: tuple[str, ...] = (
@@ -293,33 +286,6 @@ _SEVERITY = {Level.OFF: 0, Level.WARNING: 1, Level.ERROR: 2}
 def _hint(name: str) -> str:
     close = difflib.get_close_matches(name, sorted(RULES), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-@dataclass(frozen=True)
-class Finding:
-    file: str
-    """The script, relative to the SQL tree's root (POSIX)."""
-    line: int
-    """Counted from 1, in the file as written."""
-    rule: str
-    level: Level
-    message: str
-    fix: str | None
-    """What squawk (or this module) suggests doing instead."""
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "file": self.file,
-            "line": self.line,
-            "rule": self.rule,
-            "level": self.level.value,
-            "message": self.message,
-            "fix": self.fix,
-        }
-
-    def describe(self) -> str:
-        fix = f". Fix: {self.fix}" if self.fix else ""
-        return f"{self.file} line {self.line}: {self.rule} ({self.level}): {self.message}{fix}"
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from pydantic import SecretStr
 
 from ameide_migrate import postgres, prefect_api, secret_sources, state, vault
 from ameide_migrate.config.vault_settings import VaultSettings
-from ameide_migrate.errors import (
+from ameide_migrate.core.errors import (
     CredentialsMissing,
     DatabaseUrlInvalid,
     LocalServerMismatch,

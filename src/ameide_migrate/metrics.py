@@ -11,7 +11,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
 
-from ameide_migrate.catalog import Version
+from ameide_migrate.core.catalog import Version
 from ameide_migrate.drift import DriftReport, Verdict
 
 JOB = "ameide_migrate_drift"

@@ -12,10 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ameide_migrate import flyway, interruption, lint, locking, postgres, recovery, statements
-from ameide_migrate.catalog import DatabaseCatalog, Migration, Version
+from ameide_migrate import flyway, lint, postgres
 from ameide_migrate.context import RunContext
-from ameide_migrate.errors import (
+from ameide_migrate.core import interruption, locking, recovery, statements
+from ameide_migrate.core.catalog import DatabaseCatalog, Migration, Version
+from ameide_migrate.core.errors import (
     FlywayCommandFailed,
     HistoryMissing,
     LeftoversFound,
@@ -27,23 +28,25 @@ from ameide_migrate.errors import (
     TablesBusy,
     TransientFlywayFault,
 )
-from ameide_migrate.flyway import LogSink
-from ameide_migrate.history import (
+from ameide_migrate.core.findings import Finding, Level
+from ameide_migrate.core.history import (
     PENDING,
     SETTLED_STATES,
+    HistoryRow,
     current_version,
     native_info,
     pending_migrations,
     validate_problems,
 )
-from ameide_migrate.outcomes import (
+from ameide_migrate.core.indexes import InvalidIndex
+from ameide_migrate.core.outcomes import (
     DatabaseFailed,
     DatabaseOutcome,
     Inspection,
     OutcomeState,
     SmokeResult,
 )
-from ameide_migrate.postgres import HistoryRow, InvalidIndex
+from ameide_migrate.flyway import LogSink
 
 # History rows the native check understands; any other (DELETE after a repair, UNDO, JDBC...)
 # sends the database to Flyway.
@@ -210,7 +213,7 @@ def pending(ctx: RunContext, database: str) -> list[Migration]:
     return pending_migrations(ctx.databases[database], history)
 
 
-def lint_pending(ctx: RunContext, database: str) -> list[lint.Finding]:
+def lint_pending(ctx: RunContext, database: str) -> list[Finding]:
     """The lint's findings on what a migrate would apply to the database now, at the
     environment's levels."""
     return lint_of(ctx, database, pending(ctx, database))
@@ -218,11 +221,11 @@ def lint_pending(ctx: RunContext, database: str) -> list[lint.Finding]:
 
 def lint_of_pending(
     ctx: RunContext, database: str, history: list[HistoryRow] | None
-) -> list[lint.Finding]:
+) -> list[Finding]:
     return lint_of(ctx, database, pending_migrations(ctx.databases[database], history))
 
 
-def lint_of(ctx: RunContext, database: str, migrations: list[Migration]) -> list[lint.Finding]:
+def lint_of(ctx: RunContext, database: str, migrations: list[Migration]) -> list[Finding]:
     """The lint of `migrations`, judged against what the database holds now."""
     scripts = scripts_of(ctx, database, migrations)
     return lint.lint_scripts(scripts, ctx.lint_rules, relation_facts(ctx, database, scripts))
@@ -349,12 +352,10 @@ def lock_timed_out(ctx: RunContext, database: str, error: FlywayCommandFailed) -
     )
 
 
-def lint_stop(
-    environment: str, database: str, findings: list[lint.Finding]
-) -> LintErrorsFound | None:
+def lint_stop(environment: str, database: str, findings: list[Finding]) -> LintErrorsFound | None:
     """The error that stops the database before Flyway, when a finding is at level error: each
     such finding with its file, line, rule and fix, and how to accept a rule here instead."""
-    errors = [f for f in findings if f.level is lint.Level.ERROR]
+    errors = [f for f in findings if f.level is Level.ERROR]
     if not errors:
         return None
     listed = "\n".join(f"- {f.describe()}" for f in errors)
@@ -373,7 +374,7 @@ class Steps:
     inspect: Callable[[RunContext, str], Inspection]
     validate: Callable[[RunContext, str], None]
     migrate: Callable[[RunContext, str], MigrateSummary]
-    lint: Callable[[RunContext, str], list[lint.Finding]] = lint_pending
+    lint: Callable[[RunContext, str], list[Finding]] = lint_pending
     preflight: Callable[[RunContext, str], None] = preflight
 
 
@@ -402,7 +403,7 @@ def migrate_database(
     latest = ctx.databases[database].latest_version
     latest_text = str(latest) if latest else None
     before: Inspection | None = None
-    findings: list[lint.Finding] = []
+    findings: list[Finding] = []
     try:
         before = steps.inspect(ctx, database)
         if before.up_to_date:
@@ -489,7 +490,7 @@ def _joined(*parts: str) -> str:
     return "; ".join(p for p in parts if p)
 
 
-_LOG_LEVEL = {lint.Level.ERROR: logging.ERROR, lint.Level.WARNING: logging.WARNING}
+_LOG_LEVEL = {Level.ERROR: logging.ERROR, Level.WARNING: logging.WARNING}
 
 
 def _unversioned(ctx: RunContext, database: str) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from ameide_migrate.errors import LocalClusterFailed
+from ameide_migrate.core.errors import LocalClusterFailed
 from ameide_migrate.ports import free_port
 from ameide_migrate.postgres import Credentials
 

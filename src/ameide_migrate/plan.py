@@ -16,14 +16,15 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
-from ameide_migrate import drift, locking, postgres, recovery
-from ameide_migrate.catalog import DatabaseCatalog, pinned_copy
+from ameide_migrate import drift, postgres
 from ameide_migrate.context import RunContext
-from ameide_migrate.errors import ApprovedFilesChanged
+from ameide_migrate.core import locking, recovery
+from ameide_migrate.core.catalog import DatabaseCatalog, pinned_copy
+from ameide_migrate.core.errors import ApprovedFilesChanged
+from ameide_migrate.core.history import PENDING, pending_migrations
+from ameide_migrate.core.outcomes import DatabaseOutcome, OutcomeState
 from ameide_migrate.fleet import Fleet
-from ameide_migrate.history import PENDING, pending_migrations
 from ameide_migrate.migrate import lint_of_pending, lint_stop, statement_locks
-from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState
 
 
 @dataclass(frozen=True)

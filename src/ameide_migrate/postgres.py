@@ -21,13 +21,15 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from pydantic import SecretStr
 
-from ameide_migrate.errors import (
+from ameide_migrate.core.errors import (
     DatabaseError,
     DatabaseRefusedConnection,
     DatabaseUnreachable,
     DatabaseUrlInvalid,
 )
-from ameide_migrate.locking import RelationFacts
+from ameide_migrate.core.history import HistoryRow
+from ameide_migrate.core.indexes import IndexOnTable, InvalidIndex, NamedIndex, drop_index_sql
+from ameide_migrate.core.locking import RelationFacts
 
 
 @dataclass(frozen=True)
@@ -202,19 +204,6 @@ def connect(
         ) from None
     finally:
         conn.close()
-
-
-@dataclass(frozen=True)
-class HistoryRow:
-    installed_rank: int
-    version: str | None
-    description: str
-    type: str
-    script: str
-    checksum: int | None
-    success: bool
-    installed_on: datetime | None = None
-    """When Flyway applied it (the dev loop names since when an applied file was edited)."""
 
 
 def read_history(creds: Credentials, table: str, *, timeout: int = 5) -> list[HistoryRow] | None:
@@ -401,49 +390,6 @@ ORDER BY 1, 2
 """
 
 
-@dataclass(frozen=True)
-class InvalidIndex:
-    schema: str
-    name: str
-    table: str
-    definition: str
-
-    @property
-    def qualified(self) -> str:
-        return f"{self.schema}.{self.name}"
-
-    def drop(self) -> str:
-        """The statement that removes it without blocking writes to its table."""
-        return drop_index_concurrently(self.schema, self.name)
-
-
-def _drop_index(schema: str, name: str) -> sql.Composed:
-    return sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(schema, name))
-
-
-def drop_index_concurrently(schema: str, name: str) -> str:
-    """The statement as a person runs it (the fixes print it)."""
-    return _drop_index(schema, name).as_string(None) + ";"
-
-
-@dataclass(frozen=True)
-class NamedIndex:
-    """An index found under a name a migration gives it."""
-
-    schema: str
-    name: str
-    table: str
-    valid: bool
-    """False for an index whose CREATE INDEX CONCURRENTLY did not finish (or is still running)."""
-
-    @property
-    def qualified(self) -> str:
-        return f"{self.schema}.{self.name}"
-
-    def drop(self) -> str:
-        return drop_index_concurrently(self.schema, self.name)
-
-
 # An index is created in its table's schema whatever the search_path says: each name is looked
 # for there, the table resolved as the migration's session resolves it.
 _NAMED_INDEX_SQL = """
@@ -455,9 +401,6 @@ JOIN pg_index i ON i.indexrelid = c.oid
 JOIN pg_class t ON t.oid = i.indrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 """
-
-IndexOnTable = tuple[str, str]
-"""An index's name and its table's, as a CREATE INDEX statement writes them (`"Idx"`, `s.t`)."""
 
 
 def indexes_named(
@@ -485,7 +428,7 @@ def drop_indexes_concurrently(
     DROP INDEX CONCURRENTLY in a transaction)."""
     with connect(creds, timeout=timeout) as conn, _reading(creds, "its indexes, dropping them"):
         for index in indexes:
-            conn.execute(_drop_index(index.schema, index.name))
+            conn.execute(drop_index_sql(index.schema, index.name))
 
 
 def _invalid_indexes(conn: psycopg.Connection) -> list[InvalidIndex]:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from prefect.automations import Automation
 
 from ameide_migrate import state
-from ameide_migrate.errors import (
+from ameide_migrate.core.errors import (
     REJECTED_STATE,
     DeploymentNotRegistered,
     ExitCode,

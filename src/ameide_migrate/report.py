@@ -6,12 +6,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from ameide_migrate import locking
+from ameide_migrate.core import locking
+from ameide_migrate.core.history import SETTLED_STATES
+from ameide_migrate.core.outcomes import DatabaseOutcome, OutcomeState, RunReport
 from ameide_migrate.drift import DriftReport, Verdict
-from ameide_migrate.history import SETTLED_STATES
 from ameide_migrate.image import BuiltImage
 from ameide_migrate.lint import counts
-from ameide_migrate.outcomes import DatabaseOutcome, OutcomeState, RunReport
 from ameide_migrate.plan import DatabasePlan, Decision, FileChanges
 
 if TYPE_CHECKING:

@@ -23,9 +23,9 @@ from typing import Protocol
 from pydantic import SecretStr
 
 from ameide_migrate import vault
-from ameide_migrate.catalog import key_prefix
 from ameide_migrate.config.vault_settings import VaultSettings
-from ameide_migrate.errors import LocalStoreExposed, LocalStoreInvalid, SecretMissing
+from ameide_migrate.core.catalog import key_prefix
+from ameide_migrate.core.errors import LocalStoreExposed, LocalStoreInvalid, SecretMissing
 from ameide_migrate.postgres import Credentials
 
 STORE_NAME = "local-secrets.json"

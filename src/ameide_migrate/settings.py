@@ -20,7 +20,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ameide_migrate.config.vault_settings import VaultLayout, VaultSettings
-from ameide_migrate.errors import SettingInvalid
+from ameide_migrate.core.errors import SettingInvalid
 
 DEFAULT_FLYWAY_VERSION = "10.17.0"
 DEFAULT_POSTGRESQL_DRIVER_VERSION = "42.7.4"

@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ameide_migrate.errors import StateDirUnwritable
+from ameide_migrate.core.errors import StateDirUnwritable
 
 
 def writable(directory: Path) -> Path:

@@ -18,7 +18,7 @@ import hvac.exceptions
 import requests
 
 from ameide_migrate.config.vault_settings import VaultSettings
-from ameide_migrate.errors import (
+from ameide_migrate.core.errors import (
     SecretMissing,
     VaultAuthFailed,
     VaultError,

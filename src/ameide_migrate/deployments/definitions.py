@@ -17,7 +17,7 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.types.entrypoint import EntrypointType
 
 from ameide_migrate import environments
-from ameide_migrate.catalog import Catalog
+from ameide_migrate.core.catalog import Catalog
 from ameide_migrate.flows.drift import drift_flow
 from ameide_migrate.flows.fleet import fleet_flow, fleet_shard_flow
 from ameide_migrate.flows.migrate import migrate_flow

@@ -12,7 +12,7 @@ from uuid import UUID
 from prefect.runtime import deployment, flow_run
 
 from ameide_migrate import prefect_api, stopping
-from ameide_migrate.errors import UsageError
+from ameide_migrate.core.errors import UsageError
 
 
 def own_environment(requested: str) -> str:

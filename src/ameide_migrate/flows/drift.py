@@ -13,10 +13,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from ameide_migrate import drift, environments, metrics, postgres
 from ameide_migrate import fleet as fleets
 from ameide_migrate import report as rendering
-from ameide_migrate.catalog import DatabaseCatalog
 from ameide_migrate.context import RunContext
+from ameide_migrate.core.catalog import DatabaseCatalog
+from ameide_migrate.core.errors import MigrateError
 from ameide_migrate.drift import DatabaseDrift, DriftFound, DriftReport, Verdict
-from ameide_migrate.errors import MigrateError
 from ameide_migrate.flows.deployment_guard import own_environment, stopped_at_once
 from ameide_migrate.flows.retrying import step_options, with_retries
 from ameide_migrate.flows.secrets import verify_credentials

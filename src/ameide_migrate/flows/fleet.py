@@ -25,34 +25,21 @@ from prefect.client.schemas.objects import FlowRun, State
 from prefect.runtime import deployment, flow_run
 from prefect.states import Cancelled, Completed, Failed
 
-from ameide_migrate import (
-    environments,
-    fleet,
-    migrate,
-    plan,
-    postgres,
-    prefect_api,
-    report,
-)
-from ameide_migrate.catalog import DatabaseCatalog
+from ameide_migrate import environments, fleet, migrate, plan, postgres, prefect_api, report
 from ameide_migrate.context import RunContext, history_table_of
+from ameide_migrate.core.catalog import DatabaseCatalog
+from ameide_migrate.core.errors import REJECTED_STATE, FleetBusy, MigrateError, UsageError
+from ameide_migrate.core.history import HistoryRow
+from ameide_migrate.core.interruption import Interrupted
+from ameide_migrate.core.outcomes import DatabaseFailed, DatabaseOutcome, OutcomeState
 from ameide_migrate.environments import ApprovalPolicy
-from ameide_migrate.errors import (
-    REJECTED_STATE,
-    FleetBusy,
-    MigrateError,
-    UsageError,
-)
 from ameide_migrate.fleet import FleetHalted, FleetReport
 from ameide_migrate.flows import approval
 from ameide_migrate.flows.deployment_guard import own_environment, stopped_at_once
 from ameide_migrate.flows.retrying import retried, with_retries
 from ameide_migrate.flows.secrets import verify_credentials, verify_credentials_reading_histories
-from ameide_migrate.interruption import Interrupted
 from ameide_migrate.migrate import Steps
-from ameide_migrate.outcomes import DatabaseFailed, DatabaseOutcome, OutcomeState
 from ameide_migrate.plan import Decision
-from ameide_migrate.postgres import HistoryRow
 from ameide_migrate.settings import Settings, get_settings
 
 P = ParamSpec("P")

@@ -21,17 +21,12 @@ from prefect.client.schemas.objects import State
 from prefect.states import Cancelled
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from ameide_migrate import environments, lint, migrate, plan, recovery, report
+from ameide_migrate import environments, migrate, plan, report
 from ameide_migrate.context import RunContext
-from ameide_migrate.environments import ApprovalPolicy
-from ameide_migrate.errors import REJECTED_STATE, MigrateError
-from ameide_migrate.flows import approval
-from ameide_migrate.flows.deployment_guard import own_environment, stopped_at_once
-from ameide_migrate.flows.image import ImageBuild, build_image_flow
-from ameide_migrate.flows.retrying import says_how_long, step_options, with_retries
-from ameide_migrate.flows.secrets import verify_credentials
-from ameide_migrate.migrate import Steps
-from ameide_migrate.outcomes import (
+from ameide_migrate.core import recovery
+from ameide_migrate.core.errors import REJECTED_STATE, MigrateError
+from ameide_migrate.core.findings import Finding
+from ameide_migrate.core.outcomes import (
     DatabaseFailed,
     DatabaseOutcome,
     Inspection,
@@ -40,6 +35,13 @@ from ameide_migrate.outcomes import (
     RunReport,
     SmokeResult,
 )
+from ameide_migrate.environments import ApprovalPolicy
+from ameide_migrate.flows import approval
+from ameide_migrate.flows.deployment_guard import own_environment, stopped_at_once
+from ameide_migrate.flows.image import ImageBuild, build_image_flow
+from ameide_migrate.flows.retrying import says_how_long, step_options, with_retries
+from ameide_migrate.flows.secrets import verify_credentials
+from ameide_migrate.migrate import Steps
 from ameide_migrate.plan import DatabasePlan, Decision
 from ameide_migrate.settings import Settings, get_settings
 
@@ -52,7 +54,7 @@ def inspect_history(ctx: RunContext, database: str) -> Inspection:
 
 @task(**step_options("lint"), task_run_name="lint {database}")
 @says_how_long
-def lint_pending(ctx: RunContext, database: str) -> list[lint.Finding]:
+def lint_pending(ctx: RunContext, database: str) -> list[Finding]:
     """squawk and the transaction checks over what is pending, before Flyway starts."""
     return migrate.lint_pending(ctx, database)
 

@@ -12,9 +12,10 @@ from prefect import get_run_logger, task
 from ameide_migrate import credential_gate, environments, postgres
 from ameide_migrate.blocks import VaultDatabaseSecrets
 from ameide_migrate.config.vault_settings import VaultSettings
+from ameide_migrate.core.history import HistoryRow
 from ameide_migrate.credential_gate import GateResult
 from ameide_migrate.flows.retrying import step_options
-from ameide_migrate.postgres import Credentials, HistoryRow
+from ameide_migrate.postgres import Credentials
 from ameide_migrate.secret_sources import SecretSource
 from ameide_migrate.settings import get_settings
 

@@ -7,8 +7,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from ameide_migrate import lint, locking
-from ameide_migrate.errors import MigrateError
+from ameide_migrate.core import locking
+from ameide_migrate.core.errors import MigrateError
+from ameide_migrate.core.findings import Finding
 
 
 class OutcomeState(StrEnum):
@@ -42,7 +43,7 @@ class DatabaseOutcome:
     duration_s: float
     message: str = ""
     recovery: str = ""
-    findings: list[lint.Finding] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
     """The lint's findings on the migrations that were pending."""
     pending: list[str] = field(default_factory=list)
     """A dry run's (and a plan's): the scripts a migrate would apply now, in Flyway's order."""

@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from ameide_migrate import lint
-from ameide_migrate.errors import (
+from ameide_migrate.core.errors import (
     ChecksumMismatch,
     DatabaseRefusedConnection,
     DatabaseUnreachable,
@@ -25,8 +24,9 @@ from ameide_migrate.errors import (
     TablesBusy,
     ValidationFailed,
 )
-from ameide_migrate.interruption import Interrupted
-from ameide_migrate.postgres import InvalidIndex
+from ameide_migrate.core.findings import Finding
+from ameide_migrate.core.indexes import InvalidIndex
+from ameide_migrate.core.interruption import Interrupted
 
 # --- The commands ------------------------------------------------------------------------------
 
@@ -136,7 +136,7 @@ def after_unexpected(subject: Subject) -> str:
 
 def after_lint(subject: Subject, error: LintErrorsFound) -> str:
     """A lint error stopped the database before Flyway: change the file, or accept the rule."""
-    rules = sorted({f.rule for f in error.findings if isinstance(f, lint.Finding)})
+    rules = sorted({f.rule for f in error.findings if isinstance(f, Finding)})
     example = rules[0] if rules else "RULE"
     return (
         "Change the pending migration as each fix says (it was not applied, so it may still be "

@@ -17,11 +17,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ameide_migrate import locking, statements
-from ameide_migrate.catalog import DatabaseCatalog, Migration
-from ameide_migrate.errors import LeftoversFound
-from ameide_migrate.history import pending_migrations
-from ameide_migrate.postgres import HistoryRow, IndexOnTable, NamedIndex
+from ameide_migrate.core import locking, statements
+from ameide_migrate.core.catalog import DatabaseCatalog, Migration
+from ameide_migrate.core.errors import LeftoversFound
+from ameide_migrate.core.history import HistoryRow, pending_migrations
+from ameide_migrate.core.indexes import IndexOnTable, NamedIndex
 
 
 @dataclass(frozen=True)

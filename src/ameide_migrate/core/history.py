@@ -13,9 +13,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
-from ameide_migrate.catalog import DatabaseCatalog, Migration, Version
-from ameide_migrate.postgres import HistoryRow
+from ameide_migrate.core.catalog import DatabaseCatalog, Migration, Version
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    installed_rank: int
+    version: str | None
+    description: str
+    type: str
+    script: str
+    checksum: int | None
+    success: bool
+    installed_on: datetime | None = None
+    """When Flyway applied it (the dev loop names since when an applied file was edited)."""
+
 
 PENDING = frozenset({"Pending", "Outdated"})
 # The states of a migration that needs nothing more; "Ignored (Baseline)" is Flyway's name for

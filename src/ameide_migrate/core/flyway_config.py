@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ameide_migrate.errors import FlywayConfigInvalid
+from ameide_migrate.core.errors import FlywayConfigInvalid
 
 TOML_FILE = "flyway.toml"
 CONF_FILE = "flyway.conf"

@@ -23,9 +23,9 @@ from enum import StrEnum
 from functools import total_ordering
 from pathlib import Path
 
-from ameide_migrate import flyway_config
-from ameide_migrate.errors import CatalogError, UnknownDatabase
-from ameide_migrate.flyway_config import FlywayConfig
+from ameide_migrate.core import flyway_config
+from ameide_migrate.core.errors import CatalogError, UnknownDatabase
+from ameide_migrate.core.flyway_config import FlywayConfig
 
 PLATFORM_DATABASES = (
     "platform",

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ameide_migrate import statements
+from ameide_migrate.core import statements
 
 # Any non-ASCII character may be part of a name: [^\x00-\x7f\w] says so, where a range up to
 # \uffff would cost each pattern tens of milliseconds to compile with IGNORECASE. It leaves out
