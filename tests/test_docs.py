@@ -4,6 +4,7 @@ does not), and the README's links and command table agree with the pages."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import shutil
@@ -163,3 +164,37 @@ def test_the_readme_command_table_is_the_command_line_page_and_names_every_verb(
     assert rows == _command_rows((DOCS / "command-line.md").read_text())
     named = {verb for verb in verbs if any(f"`{verb} " in r or f"`{verb}`" in r for r in rows)}
     assert verbs - named == set(), "verbs missing from the command table"
+
+
+# Dotted names in the pages that are no module: the metrics' file name, the fingerprint's table.
+NOT_MODULES = {"ameide_migrate.prom", "ameide_migrate.schema_fingerprint"}
+
+
+def _named(pattern: str) -> set[str]:
+    pages = [README, *sorted(DOCS.glob("*.md"))]
+    spans = {span for page in pages for span in re.findall(r"`([^`\n]+)`", page.read_text())}
+    return {found for span in spans for found in re.findall(pattern, span)}
+
+
+def test_every_file_and_module_the_pages_name_exists() -> None:
+    """Modules move into their layers: a page that names a path or a dotted name from before the
+    move would send a reader nowhere."""
+    paths = _named(r"^([\w.-]+/[\w./-]+\.(?:py|java|ya?ml|toml|sh|json))$")
+    bases = [REPO, REPO / "src", REPO / "src" / "ameide_migrate"]
+    missing = {path for path in paths if not any((base / path).exists() for base in bases)}
+    assert missing == set()
+
+    unresolved = set()
+    for dotted in _named(r"\b(ameide_migrate(?:\.\w+)+)") - NOT_MODULES:
+        parts = dotted.split(".")
+        for cut in range(len(parts), 0, -1):
+            try:
+                found: object = importlib.import_module(".".join(parts[:cut]))
+            except ModuleNotFoundError:
+                continue
+            for attribute in parts[cut:]:
+                found = getattr(found, attribute, None)
+            if found is None:
+                unresolved.add(dotted)
+            break
+    assert unresolved == set()
