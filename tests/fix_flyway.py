@@ -11,7 +11,7 @@ import os
 import pytest
 
 from ameide_migrate import flyway
-from ameide_migrate.settings import Settings
+from ameide_migrate.config.settings import Settings
 from tests.fix_tiers import mark_if_uses, register
 
 NEWER_FLYWAY = os.environ.get("AMEIDE_TEST_NEWER_FLYWAY", "12.5.0")

@@ -20,13 +20,13 @@ from psycopg import sql
 from pydantic import SecretStr
 
 from ameide_migrate import local, pg_cluster, postgres, secret_sources
+from ameide_migrate.config.settings import get_settings
 from ameide_migrate.core.catalog import PLATFORM_DATABASES
 from ameide_migrate.core.history import HistoryRow
 from ameide_migrate.core.outcomes import RunReport
 from ameide_migrate.flyway import Installation
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.prefect_api import Server
-from ameide_migrate.settings import get_settings
 
 from . import fixes
 

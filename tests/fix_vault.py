@@ -85,7 +85,7 @@ class Vault:
     ) -> None:
         """The settings of this process (and of the commands it starts) point at this Vault, with
         its root token, the database secrets under `path_template` when given."""
-        from ameide_migrate.settings import get_settings
+        from ameide_migrate.config.settings import get_settings
 
         monkeypatch.setenv("VAULT_ADDR", self.address)
         monkeypatch.setenv("VAULT_TOKEN", self.root_token.get_secret_value())

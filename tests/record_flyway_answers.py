@@ -27,12 +27,12 @@ from typing import Any, LiteralString
 from pydantic import SecretStr
 
 from ameide_migrate import flyway, ports, postgres
+from ameide_migrate.config.settings import Settings
 from ameide_migrate.core.catalog import load_catalog
 from ameide_migrate.core.errors import FlywayCommandFailed
 from ameide_migrate.flyway import FlywayEngine, Request, Target
 from ameide_migrate.pg_cluster import Cluster
 from ameide_migrate.postgres import Credentials
-from ameide_migrate.settings import Settings
 from tests.fix_flyway import install
 
 OUT = Path(__file__).resolve().parent / "data" / "flyway_answers.json"

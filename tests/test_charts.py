@@ -10,7 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from ameide_migrate import environments
+from ameide_migrate.config import environments
 
 from .fix_platform import REPO, ameide
 

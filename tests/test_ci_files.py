@@ -30,12 +30,13 @@ import pytest
 import requests
 import yaml
 
-from ameide_migrate import environments, local, ports, postgres, prefect_api, secret_sources
+from ameide_migrate import local, ports, postgres, prefect_api, secret_sources
 from ameide_migrate import vault as vault_api
+from ameide_migrate.config import environments
+from ameide_migrate.config.settings import Settings
 from ameide_migrate.core.catalog import load_catalog
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.prefect_api import Server
-from ameide_migrate.settings import Settings
 
 from .fix_actionlint import run_actionlint
 from .fix_docker import DockerEngine

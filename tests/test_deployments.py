@@ -165,8 +165,9 @@ def test_a_local_run_registers_the_local_deployments_again_only_when_they_change
 ) -> None:
     """Every local run and dev-loop save asks for the local deployments: registered once, then
     again only when their definition changed (here the environments file's drift schedule)."""
-    from ameide_migrate import commands, environments, prefect_api
-    from ameide_migrate.settings import get_settings
+    from ameide_migrate import commands, prefect_api
+    from ameide_migrate.config import environments
+    from ameide_migrate.config.settings import get_settings
 
     settings = get_settings()
     api = prefect_api.Api(prefect_server.api_url, prefect_server.ui_url, local=True)

@@ -17,11 +17,11 @@ import typer
 from pydantic import BaseModel
 
 from ameide_migrate.cli import app
+from ameide_migrate.config.environments import ApprovalPolicy, Environment
+from ameide_migrate.config.fleets import Fleet, Waves
+from ameide_migrate.config.lint_rules import LintRules
+from ameide_migrate.config.settings import Settings
 from ameide_migrate.config.vault_settings import VaultLayout, VaultSettings
-from ameide_migrate.environments import ApprovalPolicy, Environment
-from ameide_migrate.fleet import Fleet, Waves
-from ameide_migrate.lint import LintRules
-from ameide_migrate.settings import Settings
 
 from .fix_platform import REPO
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from ameide_migrate import environments
+from ameide_migrate.config import environments
+from ameide_migrate.config.settings import Settings
 from ameide_migrate.core.errors import EnvironmentsFileInvalid, UnknownEnvironment
 from ameide_migrate.core.findings import Level
-from ameide_migrate.settings import Settings
 
 from .fix_platform import REPO, ameide
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ameide_migrate import environments
+from ameide_migrate.config import environments
+from ameide_migrate.config.settings import Settings
 from ameide_migrate.core import recovery
 from ameide_migrate.core.catalog import Kind, Migration, Version
 from ameide_migrate.core.errors import (
@@ -32,7 +33,6 @@ from ameide_migrate.core.indexes import InvalidIndex, NamedIndex
 from ameide_migrate.core.interruption import IndexBuild, Interrupted
 from ameide_migrate.core.recovery import Subject
 from ameide_migrate.core.statements import Statement
-from ameide_migrate.settings import Settings
 
 from .fixes import commands_in, parsed, refusal
 

@@ -24,18 +24,12 @@ import pytest
 from psycopg import sql
 from rich.console import Console
 
-from ameide_migrate import (
-    commands,
-    environments,
-    fleet,
-    plan,
-    postgres,
-    prefect_api,
-    secret_sources,
-    terminal,
-)
+from ameide_migrate import commands, fleet, plan, postgres, prefect_api, secret_sources, terminal
 from ameide_migrate import vault as vault_api
 from ameide_migrate.commands import seed_local
+from ameide_migrate.config import environments
+from ameide_migrate.config.fleets import Fleet, Waves, targets_of_file
+from ameide_migrate.config.settings import Settings, get_settings
 from ameide_migrate.core import interruption
 from ameide_migrate.core.errors import (
     ApprovedFilesChanged,
@@ -48,9 +42,8 @@ from ameide_migrate.core.history import HistoryRow
 from ameide_migrate.core.indexes import NamedIndex
 from ameide_migrate.core.outcomes import DatabaseOutcome, OutcomeState
 from ameide_migrate.credential_gate import Unreachable
-from ameide_migrate.fleet import Fleet, FleetReport, Waves
+from ameide_migrate.fleet import FleetReport
 from ameide_migrate.postgres import Credentials
-from ameide_migrate.settings import Settings, get_settings
 
 from .fix_platform import REPO, Platform, ameide, drop_owners, sleeping, wait_for
 from .fix_vault import Vault
@@ -175,7 +168,7 @@ def test_targets_unreachable_at_the_gate_are_quarantined_up_to_the_fleets_limit(
             "`ameide-migrate fleet run --env local --fleet tenants --target t2`",
         ),
     ]
-    assert fleet.Waves().quarantine_max == 1
+    assert Waves().quarantine_max == 1
     assert fleet.quarantine_reason([refused], Waves()) is None
     assert fleet.quarantine_reason([refused, down], Waves()) == (
         "quarantine_max = 1: 2 target(s) unreachable at the gate: tenant_t1, tenant_t2; no "
@@ -232,15 +225,15 @@ def test_a_fleet_takes_its_targets_one_way_with_names_a_database_can_have(
     listed = tmp_path / "tenants.txt"
     listed.write_text("# active tenants\nacme\n\nglobex  # since 2024\n")
     declared = Fleet(name="tenants", template="tenant", targets_file="tenants.txt")
-    assert fleet.targets_of_file(declared, listed) == ["acme", "globex"]
+    assert targets_of_file(declared, listed) == ["acme", "globex"]
     # A target listed twice is a mistake in the list (a tenant pasted twice, or two tenants
     # given one slug): named, not tidied away.
     listed.write_text("acme\nglobex\nacme\ninitech\nglobex\n")
     with pytest.raises(FleetInvalid, match=r"acme, globex named more than once \(.*tenants.txt\)"):
-        fleet.targets_of_file(declared, listed)
+        targets_of_file(declared, listed)
     listed.write_text("acme\ndrop table x;--\n")
     with pytest.raises(FleetInvalid, match=r"target 'drop table x;--' \(.*tenants.txt\)"):
-        fleet.targets_of_file(declared, listed)
+        targets_of_file(declared, listed)
 
 
 def fleet_tree(root: Path, fleet_table: str) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from ameide_migrate import postgres
 from ameide_migrate.commands import seed_local
-from ameide_migrate.settings import get_settings
+from ameide_migrate.config.settings import get_settings
 
 from .fix_platform import Platform, ameide, drop_owners
 from .fixes import commands_in

@@ -17,15 +17,22 @@ from pathlib import Path
 
 import pytest
 
-from ameide_migrate import commands, environments, lint, postgres, secret_sources
+from ameide_migrate import commands, lint, postgres, secret_sources
+from ameide_migrate.config import environments
+from ameide_migrate.config.lint_rules import (
+    MIXED_TRANSACTION,
+    NON_TRANSACTIONAL_IN_TRANSACTION,
+    SQUAWK_RULES,
+    SYNTAX_ERROR,
+    LintRules,
+)
+from ameide_migrate.config.settings import Settings
 from ameide_migrate.core import locking
 from ameide_migrate.core.catalog import PLATFORM_DATABASES
 from ameide_migrate.core.errors import EnvironmentsFileInvalid, LinterNotInstalled
 from ameide_migrate.core.findings import Finding, Level
 from ameide_migrate.core.outcomes import OutcomeState
-from ameide_migrate.lint import LintRules
 from ameide_migrate.postgres import Credentials
-from ameide_migrate.settings import Settings
 
 from .fix_actionlint import run_actionlint
 from .fix_platform import REPO, Platform, admin_url_of, ameide, drop_owners
@@ -55,12 +62,12 @@ UNSAFE = {
     ),
     "CONCURRENTLY mixed with transactional statements": (
         "V5__concurrently_mixed_with_transactional.sql",
-        lint.MIXED_TRANSACTION,
+        MIXED_TRANSACTION,
         3,
     ),
     "DROP INDEX CONCURRENTLY inside BEGIN ... COMMIT": (
         "V6__concurrently_in_begin_commit.sql",
-        lint.NON_TRANSACTIONAL_IN_TRANSACTION,
+        NON_TRANSACTIONAL_IN_TRANSACTION,
         2,
     ),
     "CREATE INDEX CONCURRENTLY inside BEGIN ... COMMIT (squawk's rule)": (
@@ -103,10 +110,10 @@ def test_each_unsafe_pattern_is_found_with_its_rule_and_line(pattern: str) -> No
 def test_placeholders_are_replaced_before_squawk_parses() -> None:
     found = lint_one("V7__placeholders.sql")
 
-    assert lint.SYNTAX_ERROR not in {f.rule for f in found}
+    assert SYNTAX_ERROR not in {f.rule for f in found}
     # Without its values, an unknown placeholder still parses (its name stands in).
     bare = lint.lint_files([SHOP / "V7__placeholders.sql"], LintRules(), root=DATA)
-    assert lint.SYNTAX_ERROR not in {f.rule for f in bare}
+    assert SYNTAX_ERROR not in {f.rule for f in bare}
 
 
 def test_work_on_a_table_the_same_file_creates_is_not_flagged() -> None:
@@ -200,7 +207,7 @@ def test_a_syntax_error_is_one_finding_at_its_line(tmp_path: Path) -> None:
 
     found = lint.lint_files([broken], LintRules(), root=tmp_path)
 
-    assert [(f.rule, f.line, f.level) for f in found] == [(lint.SYNTAX_ERROR, 2, Level.ERROR)]
+    assert [(f.rule, f.line, f.level) for f in found] == [(SYNTAX_ERROR, 2, Level.ERROR)]
 
 
 def test_the_lock_level_is_the_strongest_on_tables_that_exist_before() -> None:
@@ -246,8 +253,8 @@ def test_the_lock_rules_are_errors_by_default_and_style_rules_off() -> None:
         "renaming-column",
         "ban-drop-column",
         "ban-drop-table",
-        lint.MIXED_TRANSACTION,
-        lint.NON_TRANSACTIONAL_IN_TRANSACTION,
+        MIXED_TRANSACTION,
+        NON_TRANSACTIONAL_IN_TRANSACTION,
     ):
         assert rules.level(rule) is Level.ERROR, rule
     for rule in ("prefer-bigint-over-int", "prefer-text-field", "require-lock-timeout"):
@@ -300,7 +307,7 @@ def test_each_environment_has_its_own_levels(tmp_path: Path) -> None:
     # The file's [lint] is under every environment's: prefer-robust-stmts is off in all.
     mixed = settings.sql_dir / "shop" / "V5__concurrently_mixed_with_transactional.sql"
     rules = {f.rule for _, f in commands.lint(settings, "prod", paths=[mixed]).findings}
-    assert rules == {lint.MIXED_TRANSACTION}
+    assert rules == {MIXED_TRANSACTION}
 
 
 @pytest.mark.parametrize(
@@ -344,7 +351,7 @@ def test_an_unknown_rule_or_level_names_the_file_the_key_and_the_choices(
 
 
 def test_squawk_accepts_every_rule_name_this_module_knows(tmp_path: Path) -> None:
-    excludable = [r for r in lint.SQUAWK_RULES if r != "unused-ignore"]
+    excludable = [r for r in SQUAWK_RULES if r != "unused-ignore"]
     sql = tmp_path / "one.sql"
     sql.write_text("SELECT 1;\n")
 

@@ -25,6 +25,7 @@ import pytest
 from psycopg import sql
 
 from ameide_migrate import postgres
+from ameide_migrate.config.settings import get_settings
 from ameide_migrate.core import interruption, recovery, statements
 from ameide_migrate.core.catalog import DatabaseCatalog, Version, load_folder
 from ameide_migrate.core.errors import NonTransactionalMigrationFailed
@@ -33,7 +34,6 @@ from ameide_migrate.core.indexes import IndexOnTable, NamedIndex
 from ameide_migrate.core.outcomes import OutcomeState
 from ameide_migrate.flyway import Installation, Request, classify
 from ameide_migrate.postgres import Credentials
-from ameide_migrate.settings import get_settings
 
 from .fix_platform import REPO, Platform, ameide, drop_owners, wait_for
 from .fix_processes import children, gone

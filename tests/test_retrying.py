@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import pytest
 
+from ameide_migrate.config.settings import Settings
 from ameide_migrate.core.errors import DatabaseUnreachable, MigrateError
 from ameide_migrate.flows.retrying import retried
-from ameide_migrate.settings import Settings
 
 SETTINGS = Settings(retries=3, retry_delay_seconds=0.01, retry_max_delay_seconds=0.02)
 

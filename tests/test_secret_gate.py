@@ -26,7 +26,8 @@ from prefect.client.schemas.filters import (
 from psycopg import sql
 from pydantic import SecretStr
 
-from ameide_migrate import credential_gate, environments, local, postgres, secret_sources
+from ameide_migrate import credential_gate, local, postgres, secret_sources
+from ameide_migrate.config.settings import Settings, get_settings
 from ameide_migrate.config.vault_settings import VaultSettings
 from ameide_migrate.core.catalog import PLATFORM_DATABASES
 from ameide_migrate.core.errors import (
@@ -40,7 +41,6 @@ from ameide_migrate.core.errors import (
 )
 from ameide_migrate.ports import free_port
 from ameide_migrate.postgres import Credentials
-from ameide_migrate.settings import Settings, get_settings
 
 from .fix_platform import REPO, Platform
 from .fix_prefect import SERVER_HOME
@@ -145,7 +145,7 @@ def test_staging_accepts_vault_only(monkeypatch: pytest.MonkeyPatch, tmp_path: P
         pytest.raises(
             CredentialsMissing, match="staging reads its database credentials from Vault only"
         ),
-        environments.secret_source("staging", settings),
+        credential_gate.secret_source("staging", settings),
     ):
         pass
 
@@ -159,7 +159,7 @@ def test_approle_login_reads_the_secrets(vault_platform: Platform, vault: Vault)
         secret_id=secret_id,
         path_template=f"{vault_platform.prefix}{{environment}}/databases/{{database}}",
     )
-    with environments.secret_source("local", Settings(), conn) as source:
+    with credential_gate.secret_source("local", Settings(), conn) as source:
         found = credential_gate.verify_secrets(source, ["threads", "graph"])
     assert found["threads"].user == vault_platform.owners["threads"].user
 
@@ -174,7 +174,7 @@ def test_a_wrong_approle_secret_names_the_role(vault: Vault) -> None:
     )
     with (
         pytest.raises(VaultAuthFailed) as caught,
-        environments.secret_source("local", Settings(), conn),
+        credential_gate.secret_source("local", Settings(), conn),
     ):
         pass
     assert f"AppRole role_id {role_id}" in str(caught.value)
@@ -209,7 +209,7 @@ def test_an_expired_token_says_to_log_in_again(vault: Vault) -> None:
     conn = VaultSettings(address=vault.address, token=SecretStr(token))
     with (
         pytest.raises(VaultAuthFailed, match="expired or revoked"),
-        environments.secret_source("local", Settings(), conn),
+        credential_gate.secret_source("local", Settings(), conn),
     ):
         pass
 
@@ -256,7 +256,7 @@ def test_a_sealed_vault_says_to_unseal(own_vault: Vault) -> None:
     own_vault.client().sys.seal()
     with (
         pytest.raises(VaultSealed, match=r"is sealed .*unseal it"),
-        environments.secret_source("local", Settings(), own_vault.connection()) as source,
+        credential_gate.secret_source("local", Settings(), own_vault.connection()) as source,
     ):
         source.fetch("threads")
 
@@ -292,7 +292,7 @@ def test_kubernetes_auth_logs_in_with_the_service_account_token(
             path_template=template,
         )
 
-    with environments.secret_source(
+    with credential_gate.secret_source(
         "local", Settings(), connect_as("ameide", "migrator")
     ) as source:
         found = credential_gate.verify_secrets(source, ["threads"])
@@ -301,7 +301,7 @@ def test_kubernetes_auth_logs_in_with_the_service_account_token(
     intruder = connect_as("ameide", "intruder")
     with (
         pytest.raises(VaultAuthFailed) as caught,
-        environments.secret_source("local", Settings(), intruder),
+        credential_gate.secret_source("local", Settings(), intruder),
     ):
         pass
     message = str(caught.value)

@@ -11,9 +11,9 @@ import sys
 import pytest
 
 from ameide_migrate.blocks import VaultDatabaseSecrets
+from ameide_migrate.config.settings import Settings, get_settings
 from ameide_migrate.config.vault_settings import VaultLayout, VaultSettings
 from ameide_migrate.core.errors import SettingInvalid
-from ameide_migrate.settings import Settings, get_settings
 
 
 @pytest.fixture(autouse=True)
@@ -134,7 +134,7 @@ def imported_by(statement: str) -> set[str]:
 def test_reading_the_settings_imports_no_client_of_an_external_system() -> None:
     """`--help`, a worker and every command read the settings first: a Vault client (hvac and
     requests, about a second here), a database driver or Prefect come in only when used."""
-    loaded = imported_by("from ameide_migrate.settings import get_settings; get_settings()")
+    loaded = imported_by("from ameide_migrate.config.settings import get_settings; get_settings()")
     clients = {"hvac", "requests", "psycopg", "prefect", "docker", "rich", "typer"}
     assert clients.isdisjoint(loaded), sorted(loaded & clients)
 

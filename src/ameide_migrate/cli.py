@@ -158,7 +158,7 @@ def _usage_message(error: typer.TyperException) -> str:
 @app.callback()
 def _check_settings() -> None:
     """Every AMEIDE_* variable is checked before a command starts anything."""
-    from ameide_migrate.settings import get_settings
+    from ameide_migrate.config.settings import get_settings
 
     get_settings()
 
@@ -224,7 +224,7 @@ def run(
     """(Build and push the migrations image,) verify the credentials, migrate the environment's
     databases to the latest version, then prove it (flyway info)."""
     from ameide_migrate import commands, terminal
-    from ameide_migrate.settings import get_settings
+    from ameide_migrate.config.settings import get_settings
 
     if concurrency is not None and concurrency < 1:
         raise UsageError(
@@ -289,7 +289,7 @@ def dev(
     130 on Ctrl-C, leaving no run Running.
     """
     from ameide_migrate import commands, terminal
-    from ameide_migrate.settings import get_settings
+    from ameide_migrate.config.settings import get_settings
 
     commands.dev(
         get_settings(),
@@ -321,7 +321,7 @@ def drift(
     1 on an error (an unreachable database, a Vault fault).
     """
     from ameide_migrate import commands, terminal
-    from ameide_migrate.settings import get_settings
+    from ameide_migrate.config.settings import get_settings
 
     if engine not in ("native", "flyway"):
         raise UsageError(f"unknown engine {engine!r}: choose native or flyway")
@@ -368,7 +368,7 @@ def lint(
     Exits 0 clean or warnings only, 1 an error finding, 2 a usage mistake.
     """
     from ameide_migrate import commands, terminal
-    from ameide_migrate.settings import get_settings
+    from ameide_migrate.config.settings import get_settings
 
     if output_format not in ("table", "json", "github"):
         raise UsageError(f"unknown format {output_format!r}: choose table, json or github")
@@ -457,7 +457,7 @@ def deploy(
     Idempotent: running it again updates the same two deployments.
     """
     from ameide_migrate import commands
-    from ameide_migrate.settings import get_settings
+    from ameide_migrate.config.settings import get_settings
 
     overrides = _job_variables_file(job_variables) if job_variables else {}
     for name, deployment_id in commands.deploy(get_settings(), env, image, overrides):
@@ -520,7 +520,7 @@ def trigger(
     going), 5 a protected environment's plan rejected or not approved in time.
     """
     from ameide_migrate import commands, terminal
-    from ameide_migrate.settings import get_settings
+    from ameide_migrate.config.settings import get_settings
 
     started = commands.trigger(
         get_settings(),
@@ -566,7 +566,7 @@ def approve(
 ) -> None:
     """Approve (or reject) the plan of a protected environment's run, as the UI's Resume does."""
     from ameide_migrate import commands
-    from ameide_migrate.settings import get_settings
+    from ameide_migrate.config.settings import get_settings
 
     if reject and not reason.strip():
         raise UsageError("--reject needs --reason TEXT: say why, it is recorded with the run")
@@ -622,7 +622,7 @@ def repair(
     """Flyway repair: remove failed rows and realign checksums of the named databases (or of a
     fleet's named targets)."""
     from ameide_migrate import commands
-    from ameide_migrate.settings import get_settings
+    from ameide_migrate.config.settings import get_settings
 
     _one_of_db_or_fleet("repair", db, fleet, target)
     if fleet is not None:
@@ -649,7 +649,7 @@ def baseline(
     """Flyway baseline of a database that has a schema and no history table (or of a fleet's
     named targets): the next run applies only the migrations above VERSION."""
     from ameide_migrate import commands
-    from ameide_migrate.settings import get_settings
+    from ameide_migrate.config.settings import get_settings
 
     _one_of_db_or_fleet("baseline", [db] if db else None, fleet, target)
     if fleet is not None:
@@ -684,8 +684,8 @@ def chart_values(
     `helm upgrade --install ... -f values-staging.yaml -f <(ameide-migrate chart-values ...)`."""
     import yaml
 
-    from ameide_migrate import environments
-    from ameide_migrate.settings import get_settings
+    from ameide_migrate.config import environments
+    from ameide_migrate.config.settings import get_settings
 
     values = environments.get(env, get_settings()).chart_values(chart)
     typer.echo(yaml.safe_dump(values, sort_keys=False), nl=False)
@@ -696,8 +696,8 @@ def show_catalog(env: EnvOption = "local") -> None:
     """List the databases of the SQL tree with their migrations and latest version."""
     from rich.table import Table
 
-    from ameide_migrate import environments
-    from ameide_migrate.settings import get_settings
+    from ameide_migrate.config import environments
+    from ameide_migrate.config.settings import get_settings
 
     settings = get_settings()
     catalog = environments.catalog(env, settings)
@@ -734,7 +734,7 @@ def image_build(
     dependencies and the project's code. With --push, the last line is REPOSITORY@sha256:DIGEST.
     """
     from ameide_migrate import commands, terminal
-    from ameide_migrate.settings import get_settings
+    from ameide_migrate.config.settings import get_settings
 
     built = commands.build_image(
         get_settings(), push=push, registry=registry, release=release, base=base
@@ -754,7 +754,7 @@ def release(
     """Build and push the image of REF, then run the environment's migrate deployment on exactly
     that digest and wait for it. Exits 0 when the run completed, 1 otherwise."""
     from ameide_migrate import commands
-    from ameide_migrate.settings import get_settings
+    from ameide_migrate.config.settings import get_settings
 
     outcome = commands.release(get_settings(), env, db, ref=ref, registry=registry, timeout=timeout)
     typer.echo(f"{env} migrated with {outcome}")
@@ -769,7 +769,7 @@ def flyway_install(
 ) -> None:
     """Resolve Flyway from Maven Central into the git-ignored cache; quick when already there."""
     from ameide_migrate import commands
-    from ameide_migrate.settings import get_settings
+    from ameide_migrate.config.settings import get_settings
 
     inst, changed = commands.install_flyway(get_settings(), version, _progress)
     if changed:
@@ -790,7 +790,7 @@ def secrets_verify(
     Vault, the local store. Exits 1 listing every problem, each with its fix.
     """
     from ameide_migrate import commands
-    from ameide_migrate.settings import get_settings
+    from ameide_migrate.config.settings import get_settings
 
     if db and fleet is not None:
         raise UsageError("give --db (databases of the tree) or --fleet (a fleet's), not both")
@@ -813,8 +813,9 @@ def secrets_seed_local(
 ) -> None:
     """Create the local roles and databases with deterministic credentials and store them: in
     Vault when VAULT_ADDR is set, else in the local store (mode 0600). Idempotent."""
-    from ameide_migrate import commands, environments
-    from ameide_migrate.settings import get_settings
+    from ameide_migrate import commands
+    from ameide_migrate.config import environments
+    from ameide_migrate.config.settings import get_settings
 
     settings = get_settings()
     catalog = environments.catalog("local", settings)
@@ -854,7 +855,7 @@ def fleet_run(
     refused (exit 2) naming the running one, or waits for it with --wait-for-lock. Exits 0 when
     every target migrated, 1 when a target failed or is interrupted, or the fleet halted."""
     from ameide_migrate import commands, terminal
-    from ameide_migrate.settings import get_settings
+    from ameide_migrate.config.settings import get_settings
 
     with terminal.wave_bars(err_console) as on_target:
         done = commands.fleet_run(
@@ -881,7 +882,7 @@ def fleet_status(fleet: FleetOption, env: EnvOption = "local") -> None:
     """Every target of a fleet, read-only: the version its history is at, and its last outcome
     in the fleet's ledger (the latest run's artifact)."""
     from ameide_migrate import commands, terminal
-    from ameide_migrate.settings import get_settings
+    from ameide_migrate.config.settings import get_settings
 
     terminal.print_fleet_status(fleet, commands.fleet_status(get_settings(), env, fleet), console)
 
@@ -905,7 +906,7 @@ def fleet_baseline(
     A target with a history, or an empty one, is left as it is. Exits 0 when no target failed,
     1 otherwise."""
     from ameide_migrate import commands
-    from ameide_migrate.settings import get_settings
+    from ameide_migrate.config.settings import get_settings
 
     _fleet_chore(
         commands.fleet_baseline(get_settings(), env, fleet, target, version, _on_flyway_log)
@@ -917,7 +918,7 @@ def fleet_repair(fleet: FleetOption, env: EnvOption = "local", target: TargetOpt
     """Flyway repair of a fleet's targets (all, or the named ones), the fleet's `parallel` at
     once: failed rows removed, checksums realigned. Exits 0 when no target failed, 1 otherwise."""
     from ameide_migrate import commands
-    from ameide_migrate.settings import get_settings
+    from ameide_migrate.config.settings import get_settings
 
     _fleet_chore(commands.fleet_repair(get_settings(), env, fleet, target, _on_flyway_log))
 
@@ -927,7 +928,7 @@ def local_up() -> None:
     """Start everything a run from the Prefect UI needs: the local PostgreSQL with the local
     credentials, the Prefect server, migrate/local and drift/local, and a process worker."""
     from ameide_migrate import commands
-    from ameide_migrate.settings import get_settings
+    from ameide_migrate.config.settings import get_settings
 
     stack = commands.local_up(get_settings(), _progress)
     env, api = stack.environment, stack.api
@@ -944,7 +945,7 @@ def local_up() -> None:
 def local_down() -> None:
     """Stop the local worker, Prefect server and PostgreSQL; their data stays for the next run."""
     from ameide_migrate import commands
-    from ameide_migrate.settings import get_settings
+    from ameide_migrate.config.settings import get_settings
 
     stopped = commands.local_down(get_settings())
     console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")

@@ -28,7 +28,6 @@ from pydantic import SecretStr
 from ameide_migrate import (
     credential_gate,
     dev_loop,
-    environments,
     fleet,
     flyway,
     local,
@@ -38,6 +37,9 @@ from ameide_migrate import (
     stopping,
 )
 from ameide_migrate import lint as linting
+from ameide_migrate.config import environments
+from ameide_migrate.config.fleets import Fleet
+from ameide_migrate.config.settings import Settings
 from ameide_migrate.context import RunContext, history_table_of
 from ameide_migrate.core import interruption, recovery
 from ameide_migrate.core.catalog import Catalog, DatabaseCatalog, Version, load_catalog, load_folder
@@ -53,7 +55,6 @@ from ameide_migrate.core.outcomes import OutcomeState, RunFailed
 from ameide_migrate.drift import DriftFound, DriftReport
 from ameide_migrate.fleet import FleetHalted
 from ameide_migrate.postgres import Credentials
-from ameide_migrate.settings import Settings
 
 if TYPE_CHECKING:
     from ameide_migrate.core.catalog import DatabaseCatalog, Migration
@@ -1020,7 +1021,7 @@ class FleetChore:
 
 def _fleet_databases(
     settings: Settings, env: str, name: str, targets: list[str] | None
-) -> tuple[fleet.Fleet, dict[str, DatabaseCatalog]]:
+) -> tuple[Fleet, dict[str, DatabaseCatalog]]:
     """The fleet's chosen targets (all when `targets` is empty), each a database of its
     template, in the fleet's order."""
     declared = environments.fleet(name, settings)
@@ -1031,7 +1032,7 @@ def _fleet_databases(
 
 def _fleet_context(
     settings: Settings, env: str, name: str, targets: list[str] | None
-) -> tuple[fleet.Fleet, RunContext]:
+) -> tuple[Fleet, RunContext]:
     """The fleet's chosen targets (all when `targets` is empty) with their credentials verified
     through the secret gate before any is touched (for the local environment, their databases
     and owners made first, as a fleet run makes them), in a context of their own."""
@@ -1045,7 +1046,7 @@ def _fleet_context(
 
 def _over_targets(
     verb: str,
-    declared: fleet.Fleet,
+    declared: Fleet,
     ctx: RunContext,
     chore: Callable[[str], tuple[str, str | None, str]],
 ) -> FleetChore:
@@ -1136,7 +1137,7 @@ def _verified(
     settings: Settings, env: str, names: list[str], *, login: bool = True
 ) -> dict[str, Credentials]:
     """The secret gate over `names` from where `env` keeps its secrets; `login`: each logs in."""
-    with environments.secret_source(env, settings) as source:
+    with credential_gate.secret_source(env, settings) as source:
         return credential_gate.verify_secrets(
             source, names, connect_timeout=settings.connect_timeout_seconds, login=login
         )

@@ -8,14 +8,16 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from ameide_migrate import environments, flyway, lint
+from ameide_migrate import flyway
+from ameide_migrate.config import environments
+from ameide_migrate.config.fleets import Fleet
+from ameide_migrate.config.lint_rules import LintRules
+from ameide_migrate.config.settings import Settings
 from ameide_migrate.core import recovery
 from ameide_migrate.core.catalog import DatabaseCatalog
 from ameide_migrate.core.errors import FlywayCommandFailed, FlywayNotInstalled
-from ameide_migrate.fleet import Fleet
 from ameide_migrate.flyway import FlywayEngine, Installation, Request
 from ameide_migrate.postgres import Credentials
-from ameide_migrate.settings import Settings
 
 
 class RunContext:
@@ -37,7 +39,7 @@ class RunContext:
         connect_timeout: int,
         lock_retry_count: int,
         lock_timeout_seconds: float,
-        lint_rules: lint.LintRules | None = None,
+        lint_rules: LintRules | None = None,
         long_transaction_seconds: float = 2.0,
         session_name: str | None = None,
         fleet: Fleet | None = None,
@@ -53,7 +55,7 @@ class RunContext:
         self.connect_timeout = connect_timeout
         self.lock_retry_count = lock_retry_count
         self.lock_timeout_seconds = lock_timeout_seconds
-        self.lint_rules = lint_rules or lint.LintRules()
+        self.lint_rules = lint_rules or LintRules()
         self.long_transaction_seconds = long_transaction_seconds
         self.session_name = session_name
         """The application_name of the engine's sessions, when they must be found again."""

@@ -1,4 +1,5 @@
-"""The secret gate: every targeted database's credentials are verified before Flyway runs.
+"""The secret gate: every targeted database's credentials are read from the environment's secret
+source and verified before Flyway runs.
 
 The seed's rule: secrets originate from Vault (or, for the local environment without Vault, the
 local store); this only reads and verifies them. Every database is checked and every problem
@@ -8,15 +9,19 @@ reported at once, each naming the environment, the database, the path, the key a
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 import psycopg
 
-from ameide_migrate import postgres, secret_sources
+from ameide_migrate import local, postgres, secret_sources, vault
+from ameide_migrate.config import environments
+from ameide_migrate.config.settings import Settings
+from ameide_migrate.config.vault_settings import VaultSettings
 from ameide_migrate.core.errors import (
+    CredentialsMissing,
     DatabaseError,
     DatabaseRefusedConnection,
     DatabaseUnreachable,
@@ -26,7 +31,7 @@ from ameide_migrate.core.errors import (
     VaultPermissionDenied,
 )
 from ameide_migrate.postgres import Credentials
-from ameide_migrate.secret_sources import SecretSource
+from ameide_migrate.secret_sources import SecretSource, VaultSource
 
 
 @dataclass(frozen=True)
@@ -204,3 +209,27 @@ def verify_reachable(
         unreachable,
         {db: creds.server for db, creds in found.items()},
     )
+
+
+@contextmanager
+def secret_source(
+    environment: str, settings: Settings, conn: VaultSettings | None = None
+) -> Iterator[SecretSource]:
+    """Vault when a connection is given or configured; for the local environment only, else
+    the local store's entries of the local environment's server (`local.store_source`). Every
+    other environment accepts Vault only."""
+    env = environments.get(environment, settings)
+    conn = conn or settings.vault_connection(env.vault)
+    if conn is None:
+        if env.local:
+            yield local.store_source(settings.state_dir, settings.local_admin_url)
+            return
+        raise CredentialsMissing(
+            f"environment {environment} reads its database credentials from Vault only, and no "
+            f"Vault is configured: save the Prefect block vault-{environment} "
+            "(blocks/vault.py), or set VAULT_ADDR with VAULT_TOKEN (or AMEIDE_VAULT_AUTH_METHOD)"
+        )
+    with vault.session(conn) as client:
+        yield VaultSource(
+            environment, conn, client, environments.vault_path_of(environment, settings)
+        )

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import watchfiles
 
-from ameide_migrate import environments, git
+from ameide_migrate import git
+from ameide_migrate.config import environments
 from ameide_migrate.core import flyway_config, history, recovery
 from ameide_migrate.core.catalog import Catalog, DatabaseCatalog
 from ameide_migrate.core.errors import MigrateError

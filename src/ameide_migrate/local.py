@@ -21,7 +21,8 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from ameide_migrate import postgres, prefect_api, secret_sources, state, vault
+from ameide_migrate import postgres, prefect_api, secret_sources, vault
+from ameide_migrate.config import state
 from ameide_migrate.config.vault_settings import VaultSettings
 from ameide_migrate.core.errors import (
     CredentialsMissing,

@@ -23,7 +23,7 @@ from uuid import UUID
 if TYPE_CHECKING:
     from prefect.automations import Automation
 
-from ameide_migrate import state
+from ameide_migrate.config import state
 from ameide_migrate.core.errors import (
     REJECTED_STATE,
     DeploymentNotRegistered,

@@ -16,12 +16,12 @@ from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import RunnerDeployment
 from prefect.types.entrypoint import EntrypointType
 
-from ameide_migrate import environments
+from ameide_migrate.config import environments
+from ameide_migrate.config.settings import Settings
 from ameide_migrate.core.catalog import Catalog
 from ameide_migrate.flows.drift import drift_flow
 from ameide_migrate.flows.fleet import fleet_flow, fleet_shard_flow
 from ameide_migrate.flows.migrate import migrate_flow
-from ameide_migrate.settings import Settings
 
 
 def _form(deployment: RunnerDeployment, catalog: Catalog, fleets: list[str]) -> RunnerDeployment:

@@ -30,11 +30,11 @@ from prefect.utilities.urls import url_for
 from pydantic import Field
 
 from ameide_migrate import plan, prefect_api, report
+from ameide_migrate.config.environments import ApprovalPolicy
+from ameide_migrate.config.settings import Settings
 from ameide_migrate.context import RunContext
 from ameide_migrate.core.catalog import DatabaseCatalog, pinned_copy
-from ameide_migrate.environments import ApprovalPolicy
 from ameide_migrate.plan import DatabasePlan, Decision, FileChanges, Ruling
-from ameide_migrate.settings import Settings
 
 T = TypeVar("T")
 

@@ -10,9 +10,12 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from ameide_migrate import drift, environments, metrics, postgres
+from ameide_migrate import drift, metrics, postgres
 from ameide_migrate import fleet as fleets
 from ameide_migrate import report as rendering
+from ameide_migrate.config import environments
+from ameide_migrate.config.fleets import Fleet
+from ameide_migrate.config.settings import get_settings
 from ameide_migrate.context import RunContext
 from ameide_migrate.core.catalog import DatabaseCatalog
 from ameide_migrate.core.errors import MigrateError
@@ -21,7 +24,6 @@ from ameide_migrate.flows.deployment_guard import own_environment, stopped_at_on
 from ameide_migrate.flows.retrying import step_options, with_retries
 from ameide_migrate.flows.secrets import verify_credentials
 from ameide_migrate.prefect_api import DRIFTED_STATE
-from ameide_migrate.settings import get_settings
 
 
 @task(**step_options("check"), task_run_name="check {database}")
@@ -29,7 +31,7 @@ def check_database(ctx: RunContext, database: str, engine: str) -> DatabaseDrift
     return drift.check_database(ctx, database, engine)
 
 
-def _fleet_targets(environment: str, name: str) -> tuple[fleets.Fleet, dict[str, DatabaseCatalog]]:
+def _fleet_targets(environment: str, name: str) -> tuple[Fleet, dict[str, DatabaseCatalog]]:
     """The fleet, and its target databases, each a database of its template."""
     settings = get_settings()
     declared = environments.fleet(name, settings)
@@ -68,7 +70,7 @@ def drift_flow(
     own_environment(environment)
     stopped_at_once()
     settings = get_settings()
-    declared: fleets.Fleet | None = None
+    declared: Fleet | None = None
     if fleet:
         declared, targets = _fleet_targets(environment, fleet)
     else:

@@ -25,14 +25,17 @@ from prefect.client.schemas.objects import FlowRun, State
 from prefect.runtime import deployment, flow_run
 from prefect.states import Cancelled, Completed, Failed
 
-from ameide_migrate import environments, fleet, migrate, plan, postgres, prefect_api, report
+from ameide_migrate import fleet, migrate, plan, postgres, prefect_api, report
+from ameide_migrate.config import environments
+from ameide_migrate.config.environments import ApprovalPolicy
+from ameide_migrate.config.fleets import Fleet, Waves, checked_targets
+from ameide_migrate.config.settings import Settings, get_settings
 from ameide_migrate.context import RunContext, history_table_of
 from ameide_migrate.core.catalog import DatabaseCatalog
 from ameide_migrate.core.errors import REJECTED_STATE, FleetBusy, MigrateError, UsageError
 from ameide_migrate.core.history import HistoryRow
 from ameide_migrate.core.interruption import Interrupted
 from ameide_migrate.core.outcomes import DatabaseFailed, DatabaseOutcome, OutcomeState
-from ameide_migrate.environments import ApprovalPolicy
 from ameide_migrate.fleet import FleetHalted, FleetReport
 from ameide_migrate.flows import approval
 from ameide_migrate.flows.deployment_guard import own_environment, stopped_at_once
@@ -40,7 +43,6 @@ from ameide_migrate.flows.retrying import retried, with_retries
 from ameide_migrate.flows.secrets import verify_credentials, verify_credentials_reading_histories
 from ameide_migrate.migrate import Steps
 from ameide_migrate.plan import Decision
-from ameide_migrate.settings import Settings, get_settings
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -130,7 +132,7 @@ def _steps(settings: Settings) -> Steps:
     )
 
 
-def _targets(environment: str, declared: fleet.Fleet, settings: Settings) -> list[str]:
+def _targets(environment: str, declared: Fleet, settings: Settings) -> list[str]:
     """The fleet's targets, from its list, its file, or its query on the registry."""
 
     def query(registry: str, sql: str) -> list[str]:
@@ -160,7 +162,7 @@ def _histories(
 
 def _approved(
     ctx: RunContext,
-    declared: fleet.Fleet,
+    declared: Fleet,
     policy: ApprovalPolicy,
     read: dict[str, list[HistoryRow] | None],
     pins: Path,
@@ -267,7 +269,7 @@ def _undo(ctx: RunContext, interrupted: Mapping[str, Interrupted]) -> dict[str, 
 
 
 def _migrate_targets(
-    ctx: RunContext, declared: fleet.Fleet, wave: int, size: int, databases: list[str], steps: Steps
+    ctx: RunContext, declared: Fleet, wave: int, size: int, databases: list[str], steps: Steps
 ) -> list[DatabaseOutcome]:
     """The targets' databases, `parallel` at once, each as a run migrates a database."""
     logger = get_run_logger()
@@ -304,7 +306,7 @@ def _shard_ended(environment: str, name: str, outcomes: list[DatabaseOutcome]) -
 
 def _shards_in_process(
     ctx: RunContext,
-    declared: fleet.Fleet,
+    declared: Fleet,
     wave: int,
     parts: list[list[str]],
     steps: Steps,
@@ -351,7 +353,7 @@ def _shard_deployment(environment: str) -> tuple[str, dict[str, Any]] | None:
 def _shards_on_deployment(
     shard_deployment: tuple[str, dict[str, Any]],
     ctx: RunContext,
-    declared: fleet.Fleet,
+    declared: Fleet,
     wave: int,
     parts: list[list[str]],
     before: Mapping[str, list[HistoryRow] | None],
@@ -411,7 +413,7 @@ def _collected(
     run: prefect_api.EndedRun,
     databases: list[str],
     before: Mapping[str, list[HistoryRow] | None],
-    waves: fleet.Waves,
+    waves: Waves,
 ) -> list[DatabaseOutcome]:
     """The shard run's outcomes, from its artifact; the targets it has none for, as their
     histories say once the run has ended: what it committed before it stopped is applied."""
@@ -503,7 +505,7 @@ def fleet_shard_flow(
     settings = get_settings()
     declared = environments.fleet(name, settings)
     template = environments.fleet_template(environment, declared, settings)
-    names = fleet.checked_targets(declared, targets or [], "the shard's targets")
+    names = checked_targets(declared, targets or [], "the shard's targets")
     with ExitStack() as stack:
         if approved_files is not None:
             pins = stack.enter_context(tempfile.TemporaryDirectory(prefix="ameide-approved-"))
@@ -555,7 +557,7 @@ def _ledger(found: FleetReport) -> None:
 
 def _sorted(
     ctx: RunContext,
-    declared: fleet.Fleet,
+    declared: Fleet,
     template: DatabaseCatalog,
     names: list[str],
     histories: Mapping[str, list[HistoryRow] | None],
@@ -584,7 +586,7 @@ def _sorted(
 
 def _run_waves(
     ctx: RunContext,
-    declared: fleet.Fleet,
+    declared: Fleet,
     found: FleetReport,
     waves: list[list[str]],
     histories: Mapping[str, list[HistoryRow] | None],

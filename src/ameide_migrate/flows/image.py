@@ -11,9 +11,9 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
 from ameide_migrate import image, report
+from ameide_migrate.config.settings import get_settings
 from ameide_migrate.flows.retrying import step_options, with_retries
 from ameide_migrate.image import BuiltImage, Flavor, ImageRequest
-from ameide_migrate.settings import get_settings
 
 
 class ImageBuild(BaseModel):

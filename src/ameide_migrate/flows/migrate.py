@@ -21,7 +21,10 @@ from prefect.client.schemas.objects import State
 from prefect.states import Cancelled
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from ameide_migrate import environments, migrate, plan, report
+from ameide_migrate import migrate, plan, report
+from ameide_migrate.config import environments
+from ameide_migrate.config.environments import ApprovalPolicy
+from ameide_migrate.config.settings import Settings, get_settings
 from ameide_migrate.context import RunContext
 from ameide_migrate.core import recovery
 from ameide_migrate.core.errors import REJECTED_STATE, MigrateError
@@ -35,7 +38,6 @@ from ameide_migrate.core.outcomes import (
     RunReport,
     SmokeResult,
 )
-from ameide_migrate.environments import ApprovalPolicy
 from ameide_migrate.flows import approval
 from ameide_migrate.flows.deployment_guard import own_environment, stopped_at_once
 from ameide_migrate.flows.image import ImageBuild, build_image_flow
@@ -43,7 +45,6 @@ from ameide_migrate.flows.retrying import says_how_long, step_options, with_retr
 from ameide_migrate.flows.secrets import verify_credentials
 from ameide_migrate.migrate import Steps
 from ameide_migrate.plan import DatabasePlan, Decision
-from ameide_migrate.settings import Settings, get_settings
 
 
 @task(**step_options("inspect"), task_run_name="inspect {database}")

@@ -10,10 +10,10 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.deployments import run_deployment
 
-from ameide_migrate import environments
+from ameide_migrate.config import environments
+from ameide_migrate.config.settings import get_settings
 from ameide_migrate.core.errors import DeploymentRunFailed
 from ameide_migrate.flows.image import ImageBuild, build_image_flow
-from ameide_migrate.settings import get_settings
 
 
 @flow(name="release", validate_parameters=True)

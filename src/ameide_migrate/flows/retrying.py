@@ -18,8 +18,8 @@ from prefect.context import TaskRunContext
 from prefect.runtime import task_run
 from prefect.tasks import Task
 
+from ameide_migrate.config.settings import Settings, get_settings
 from ameide_migrate.core.errors import MigrateError
-from ameide_migrate.settings import Settings, get_settings
 
 P = ParamSpec("P")
 R = TypeVar("R")

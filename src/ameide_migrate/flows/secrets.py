@@ -9,15 +9,15 @@ from typing import cast
 import psycopg
 from prefect import get_run_logger, task
 
-from ameide_migrate import credential_gate, environments, postgres
+from ameide_migrate import credential_gate, postgres
 from ameide_migrate.blocks import VaultDatabaseSecrets
+from ameide_migrate.config.settings import get_settings
 from ameide_migrate.config.vault_settings import VaultSettings
 from ameide_migrate.core.history import HistoryRow
 from ameide_migrate.credential_gate import GateResult
 from ameide_migrate.flows.retrying import step_options
 from ameide_migrate.postgres import Credentials
 from ameide_migrate.secret_sources import SecretSource
-from ameide_migrate.settings import get_settings
 
 
 def vault_block_connection(environment: str) -> VaultSettings | None:
@@ -69,7 +69,7 @@ def verify_credentials_reading_histories(
 @contextmanager
 def _source(environment: str, count: int, shown_as: str) -> Iterator[SecretSource]:
     conn = vault_block_connection(environment)
-    with environments.secret_source(environment, get_settings(), conn) as source:
+    with credential_gate.secret_source(environment, get_settings(), conn) as source:
         get_run_logger().info(
             "verifying %d databases' credentials in %s", count, source.location(shown_as)
         )

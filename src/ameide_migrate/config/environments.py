@@ -16,29 +16,25 @@ Without the file, the one environment is the embedded local default, `local`.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ameide_migrate import local, vault
-from ameide_migrate.config.vault_settings import VaultLayout, VaultSettings
+from ameide_migrate.config.fleets import Fleet
+from ameide_migrate.config.lint_rules import LintRules
+from ameide_migrate.config.settings import Settings
+from ameide_migrate.config.vault_settings import VaultLayout
 from ameide_migrate.core.catalog import Catalog, DatabaseCatalog, load_catalog
 from ameide_migrate.core.errors import (
     CatalogError,
-    CredentialsMissing,
     EnvironmentsFileInvalid,
     FleetInvalid,
     UnknownEnvironment,
     UsageError,
 )
-from ameide_migrate.fleet import Fleet
-from ameide_migrate.lint import LintRules
-from ameide_migrate.secret_sources import SecretSource, VaultSource
-from ameide_migrate.settings import Settings
 
 FILE_NAME = "ameide.toml"
 
@@ -378,28 +374,6 @@ def catalog(environment: str, settings: Settings) -> Catalog:
                 "database"
             )
     return loaded
-
-
-@contextmanager
-def secret_source(
-    environment: str, settings: Settings, conn: VaultSettings | None = None
-) -> Iterator[SecretSource]:
-    """Vault when a connection is given or configured; for the local environment only, else
-    the local store's entries of the local environment's server (`local.store_source`). Every
-    other environment accepts Vault only."""
-    env = get(environment, settings)
-    conn = conn or settings.vault_connection(env.vault)
-    if conn is None:
-        if env.local:
-            yield local.store_source(settings.state_dir, settings.local_admin_url)
-            return
-        raise CredentialsMissing(
-            f"environment {environment} reads its database credentials from Vault only, and no "
-            f"Vault is configured: save the Prefect block vault-{environment} "
-            "(blocks/vault.py), or set VAULT_ADDR with VAULT_TOKEN (or AMEIDE_VAULT_AUTH_METHOD)"
-        )
-    with vault.session(conn) as client:
-        yield VaultSource(environment, conn, client, vault_path_of(environment, settings))
 
 
 def vault_path_of(environment: str, settings: Settings) -> Callable[[str], str | None]:
