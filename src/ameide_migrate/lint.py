@@ -410,11 +410,9 @@ def _transaction_findings(
         kinds.setdefault(r.statement.line, r.kind)
     in_block = False
     for statement in parsed:
-        word = statement.words.split(" ", 1)[0].upper()
-        if word in ("BEGIN", "START"):
-            in_block = True
-        elif word in ("COMMIT", "END", "ROLLBACK", "ABORT"):
-            in_block = False
+        control = statements.transaction_control(statement)
+        if control is not None:
+            in_block = control == "BEGIN"
         kind = kinds.get(statement.line)
         if in_block and kind is not None and kind != "CREATE INDEX CONCURRENTLY":
             found.append(

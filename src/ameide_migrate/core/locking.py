@@ -2,9 +2,10 @@
 says about each of them: whether it exists before the statement, how many rows and bytes it
 holds, and whether CONCURRENTLY would spare its readers and writers.
 
-The statements are read from their text: PostgreSQL documents the lock each command takes
-(CREATE INDEX: SHARE; CONCURRENTLY: SHARE UPDATE EXCLUSIVE; most ALTER TABLE: ACCESS
-EXCLUSIVE, ...). What the tables hold comes from the database (`postgres.relation_facts`): a
+The statements are read from their syntax tree (`statements`; from their words by patterns when
+the fallback splitter read them): PostgreSQL documents the lock each command takes (CREATE INDEX:
+SHARE; CONCURRENTLY: SHARE UPDATE EXCLUSIVE; most ALTER TABLE: ACCESS EXCLUSIVE, ...).
+What the tables hold comes from the database (`postgres.relation_facts`): a
 lock on a table that does not exist yet, or is empty, is nobody's problem; one on a large,
 busy table is. The lint (`lint`), the plan (`plan`) and the pre-flight check before Flyway
 (`migrate.preflight`) read both from here.
@@ -12,10 +13,14 @@ busy table is. The lint (`lint`), the plan (`plan`) and the pre-flight check bef
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
+
+from pglast.keywords import RESERVED_KEYWORDS, TYPE_FUNC_NAME_KEYWORDS
 
 from ameide_migrate.core import statements
 
@@ -157,6 +162,8 @@ class Concurrently(StrEnum):
 
 
 def concurrently(statement: statements.Statement) -> Concurrently:
+    if statement.tree is not None:
+        return _tree_concurrently(statement.tree)
     for plain, concurrent in _CONCURRENT_FORMS:
         if concurrent.search(statement.words):
             return Concurrently.USED
@@ -211,6 +218,8 @@ class Creation:
 
 
 def created(statement: statements.Statement) -> Creation | None:
+    if statement.tree is not None:
+        return _tree_created(statement.tree)
     match = _CREATES.match(statement.words)
     if match:
         return Creation(written(match.group(2)), bool(match.group(1)))
@@ -222,6 +231,8 @@ def created(statement: statements.Statement) -> Creation | None:
 
 def locks(statement: statements.Statement) -> list[LockTarget]:
     """Each relation the statement locks beyond ACCESS SHARE; its first is the one it works on."""
+    if statement.tree is not None:
+        return _tree_locks(statement.tree)
     words = statement.words
     index = CREATES_INDEX.match(words)
     if index:
@@ -247,6 +258,196 @@ def locks(statement: statements.Statement) -> list[LockTarget]:
         return []
     mode = _STATEMENT_LOCKS[int(match.lastgroup.removeprefix("p"))][1]
     return [LockTarget(written(match.group(match.lastindex + 1)), mode)]
+
+
+# --- The same, from the statement's syntax tree ------------------------------------------------
+
+_SUE, _SRE = "SHARE UPDATE EXCLUSIVE", "SHARE ROW EXCLUSIVE"
+# ALTER TABLE subcommands weaker than ACCESS EXCLUSIVE (PostgreSQL's ALTER TABLE page), by the
+# parser's name of each.
+_SUBCOMMAND_MODES: Mapping[str, str] = {
+    "AT_ValidateConstraint": _SUE,
+    "AT_SetStatistics": _SUE,
+    "AT_SetRelOptions": _SUE,
+    "AT_ResetRelOptions": _SUE,
+    "AT_ClusterOn": _SUE,
+    "AT_DropCluster": _SUE,
+    "AT_AttachPartition": _SUE,
+    **dict.fromkeys(
+        (
+            "AT_EnableTrig",
+            "AT_EnableAlwaysTrig",
+            "AT_EnableReplicaTrig",
+            "AT_EnableTrigAll",
+            "AT_EnableTrigUser",
+            "AT_DisableTrig",
+            "AT_DisableTrigAll",
+            "AT_DisableTrigUser",
+        ),
+        _SRE,
+    ),
+}
+_RENAMES_TABLE = frozenset({"OBJECT_TABLE", "OBJECT_INDEX", "OBJECT_TABCONSTRAINT"})
+_DROPS = {"OBJECT_INDEX", "OBJECT_TABLE", "OBJECT_MATVIEW"}
+_DML = frozenset({"InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"})
+# Names that need no quotes (PostgreSQL folds unquoted ASCII letters to lower case, and reserves
+# some words).
+_PLAIN_NAME = re.compile(r"[^\W\dA-Z][^\WA-Z]*")
+_RESERVED = frozenset(RESERVED_KEYWORDS) | frozenset(TYPE_FUNC_NAME_KEYWORDS)
+
+
+# A seed file names its table in each of its statements.
+@functools.lru_cache(maxsize=1024)
+def quoted(part: str) -> str:
+    """One part of a name as PostgreSQL reads it back: quoted unless plain."""
+    if _PLAIN_NAME.fullmatch(part) and part not in _RESERVED:
+        return part
+    return '"' + part.replace('"', '""') + '"'
+
+
+def _range_name(range_var: Mapping[str, Any]) -> str:
+    """A RangeVar's name, schema-qualified as written."""
+    parts = (range_var.get(k) for k in ("catalogname", "schemaname", "relname"))
+    return ".".join(quoted(p) for p in parts if p)
+
+
+def _list_name(items: Sequence[Mapping[str, Any]]) -> str:
+    """A name the tree gives as a list of strings (DROP's, COMMENT's)."""
+    return ".".join(quoted(item["String"]["sval"]) for item in items)
+
+
+def _relation(fields: Mapping[str, Any], key: str = "relation") -> Mapping[str, Any]:
+    """A RangeVar, whether the tree wraps it in a node or not."""
+    value: Mapping[str, Any] = fields[key]
+    wrapped: Mapping[str, Any] = value.get("RangeVar", value)
+    return wrapped
+
+
+def _referenced(fields: Any) -> list[LockTarget]:
+    """The tables a CREATE or ALTER TABLE's foreign keys reference: SHARE ROW EXCLUSIVE each."""
+    found: list[LockTarget] = []
+    if isinstance(fields, Mapping):
+        for key, value in fields.items():
+            if key == "pktable":
+                found.append(LockTarget(_range_name(_relation(fields, key)), _SRE))
+            else:
+                found += _referenced(value)
+    elif isinstance(fields, list):
+        for value in fields:
+            found += _referenced(value)
+    return found
+
+
+def _subcommand_mode(command: Mapping[str, Any]) -> str:
+    cmd = command["AlterTableCmd"]
+    subtype = cmd.get("subtype", "")
+    definition = cmd.get("def", {})
+    if subtype == "AT_DetachPartition" and definition.get("PartitionCmd", {}).get("concurrent"):
+        return _SUE
+    foreign = definition.get("Constraint", {}).get("contype") == "CONSTR_FOREIGN"
+    if subtype == "AT_AddConstraint" and foreign:
+        return _SRE
+    return _SUBCOMMAND_MODES.get(subtype, ACCESS_EXCLUSIVE)
+
+
+def _tree_locks(tree: statements.Tree) -> list[LockTarget]:
+    name, fields = statements.node(tree)
+    if name in _DML:
+        return [LockTarget(_range_name(_relation(fields)), "ROW EXCLUSIVE")]
+    if name == "IndexStmt":
+        mode = _SUE if fields.get("concurrent") else "SHARE"
+        return [LockTarget(_range_name(_relation(fields)), mode)]
+    if name == "CreateStmt":
+        return _referenced(fields)
+    if name == "AlterTableStmt" and fields.get("objtype") in ("OBJECT_TABLE", "OBJECT_INDEX"):
+        modes = [_subcommand_mode(c) for c in fields.get("cmds", ())]
+        strongest = max(modes, key=LOCK_MODES.index, default=ACCESS_EXCLUSIVE)
+        return [LockTarget(_range_name(_relation(fields)), strongest), *_referenced(fields)]
+    return _other_locks(name, fields)
+
+
+def _other_locks(name: str, fields: Mapping[str, Any]) -> list[LockTarget]:
+    """`_tree_locks` of the statements that are neither DML, CREATE nor ALTER TABLE."""
+    rename = fields.get("renameType")
+    if name == "RenameStmt" and "relation" in fields and rename in _RENAMES_TABLE:
+        return [LockTarget(_range_name(_relation(fields)), ACCESS_EXCLUSIVE)]
+    of_table = rename == "OBJECT_COLUMN" and fields.get("relationType") == "OBJECT_TABLE"
+    if name == "RenameStmt" and of_table:
+        return [LockTarget(_range_name(_relation(fields)), ACCESS_EXCLUSIVE)]
+    moved = fields.get("objectType") in ("OBJECT_TABLE", "OBJECT_INDEX")
+    if name == "AlterObjectSchemaStmt" and "relation" in fields and moved:
+        return [LockTarget(_range_name(_relation(fields)), ACCESS_EXCLUSIVE)]
+    if name == "LockStmt":
+        mode = LOCK_MODES[int(fields.get("mode", len(LOCK_MODES))) - 1]
+        return [LockTarget(_range_name(r["RangeVar"]), mode) for r in fields["relations"]]
+    if name == "TruncateStmt":
+        return [
+            LockTarget(_range_name(r["RangeVar"]), ACCESS_EXCLUSIVE) for r in fields["relations"]
+        ]
+    if name == "DropStmt":
+        return _dropped(fields)
+    if name == "ReindexStmt" and "relation" in fields:
+        concurrent = "concurrently" in statements.options(fields, "params")
+        mode = _SUE if concurrent else ACCESS_EXCLUSIVE
+        return [LockTarget(_range_name(_relation(fields)), mode)]
+    if name == "ClusterStmt" and "relation" in fields:
+        return [LockTarget(_range_name(_relation(fields)), ACCESS_EXCLUSIVE)]
+    if name == "VacuumStmt":
+        full = fields.get("is_vacuumcmd") and "full" in statements.options(fields, "options")
+        mode = ACCESS_EXCLUSIVE if full else _SUE
+        return [
+            LockTarget(_range_name(r["VacuumRelation"]["relation"]), mode)
+            for r in fields.get("rels", ())
+        ]
+    if name == "RefreshMatViewStmt":
+        mode = "EXCLUSIVE" if fields.get("concurrent") else ACCESS_EXCLUSIVE
+        return [LockTarget(_range_name(_relation(fields)), mode)]
+    if name == "CreateTrigStmt":
+        return [LockTarget(_range_name(_relation(fields)), _SRE)]
+    if name == "CommentStmt" and fields.get("objtype") in ("OBJECT_TABLE", "OBJECT_COLUMN"):
+        items = fields["object"]["List"]["items"]
+        table = items if fields["objtype"] == "OBJECT_TABLE" else items[:-1]
+        return [LockTarget(_list_name(table), _SUE)]
+    return []
+
+
+def _dropped(fields: Mapping[str, Any]) -> list[LockTarget]:
+    """DROP INDEX, TABLE, MATERIALIZED VIEW: each relation dropped; DROP TRIGGER: its table."""
+    kind = fields.get("removeType")
+    names = [o["List"]["items"] for o in fields.get("objects", ()) if "List" in o]
+    if kind == "OBJECT_TRIGGER":
+        return [LockTarget(_list_name(items[:-1]), ACCESS_EXCLUSIVE) for items in names]
+    if kind not in _DROPS:
+        return []
+    mode = _SUE if fields.get("concurrent") else ACCESS_EXCLUSIVE
+    return [LockTarget(_list_name(items), mode) for items in names]
+
+
+def _tree_created(tree: statements.Tree) -> Creation | None:
+    name, fields = statements.node(tree)
+    if name == "CreateStmt":
+        return Creation(_range_name(_relation(fields)), bool(fields.get("if_not_exists")))
+    if name == "CreateTableAsStmt" and fields.get("objtype") in ("OBJECT_TABLE", "OBJECT_MATVIEW"):
+        made = _range_name(fields["into"]["rel"])
+        return Creation(made, bool(fields.get("if_not_exists")))
+    if name == "IndexStmt" and fields.get("idxname"):
+        return Creation(quoted(fields["idxname"]), bool(fields.get("if_not_exists")))
+    return None
+
+
+def _tree_concurrently(tree: statements.Tree) -> Concurrently:
+    name, fields = statements.node(tree)
+    used: bool | None = None
+    drops_index = name == "DropStmt" and fields.get("removeType") == "OBJECT_INDEX"
+    if name in ("IndexStmt", "RefreshMatViewStmt") or drops_index:
+        used = bool(fields.get("concurrent"))
+    elif name == "ReindexStmt":
+        used = "concurrently" in statements.options(fields, "params")
+    elif name == "AlterTableStmt":
+        used = statements.detaches_concurrently(fields)
+    if used is None:
+        return Concurrently.NONE
+    return Concurrently.USED if used else Concurrently.POSSIBLE
 
 
 def _subcommands(text: str) -> list[str]:

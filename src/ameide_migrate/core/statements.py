@@ -4,17 +4,25 @@ Flyway runs a migration holding such a statement outside a transaction: a failur
 behind whatever the statements before it did (and a CREATE INDEX CONCURRENTLY leaves an INVALID
 index), so the run must know these migrations before it applies them.
 
-The SQL text is read as PostgreSQL's lexer reads it: `--` and nested `/* */` comments, quoted
-strings (E'' with backslash escapes), quoted identifiers and dollar-quoted bodies never count,
-so a function body or a comment that mentions CREATE INDEX CONCURRENTLY is not flagged.
+The SQL text is read by PostgreSQL's own parser (libpg_query, through pglast): each statement's
+syntax tree says what it is, so a function body or a comment that mentions CREATE INDEX
+CONCURRENTLY is not flagged, and a BEGIN ATOMIC body's semicolons end no statement. What the
+parser rejects (a Flyway placeholder left in the text, a psql meta-command) is read by the
+fallback splitter, a hand lexer that knows PostgreSQL's comments, quotes and dollar-quoted bodies
+but not its grammar; each statement it reads says so (`Statement.fallback`), and so does every
+finding or lock drawn from it.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pglast.parser
 
 _DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_\u0080-\uffff][\w\u0080-\uffff]*)?\$")
 _IDENTIFIER_CHAR = re.compile(r"[\w$\u0080-\uffff]")
@@ -51,14 +59,42 @@ _NON_TRANSACTIONAL: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 _ADD_ENUM_VALUE = re.compile(r"ALTER TYPE .* ADD VALUE\b", re.IGNORECASE)
 
 
+Tree = Mapping[str, Any]
+"""A statement's syntax tree as libpg_query's JSON gives it: {"IndexStmt": {...}}."""
+
+
 @dataclass(frozen=True)
 class Statement:
     text: str
     """The statement as written, comments included, without its terminating semicolon."""
-    words: str
-    """Its code alone: comments dropped, strings and bodies emptied, whitespace collapsed."""
+    code: str | None
+    """Its words (below) when the fallback splitter read them; None: read from `text` on demand."""
     line: int
     """The line its first word is on, counted from 1 (Flyway's "Line" in its messages)."""
+    fallback: str | None = field(default=None, compare=False)
+    """Why the fallback splitter read it ("the parser rejected line 3: ..."); None: the parser
+    read it, and `tree` is its syntax tree."""
+
+    @functools.cached_property
+    def words(self) -> str:
+        """Its code alone: comments dropped, strings and bodies emptied, whitespace collapsed."""
+        if self.code is not None:
+            return self.code
+        return "; ".join(piece.words for piece in _lex(self.text))
+
+    @functools.cached_property
+    def tree(self) -> Tree | None:
+        """The parser's syntax tree of the statement; None when the fallback splitter read it."""
+        if self.fallback is not None:
+            return None
+        return _tree(self.text)
+
+    @property
+    def reading(self) -> str:
+        """Which reading this is, for a person: the parser's or the fallback's, and why."""
+        if self.fallback is None:
+            return "read by the PostgreSQL parser"
+        return f"read by the fallback splitter: {self.fallback}"
 
 
 @dataclass(frozen=True)
@@ -78,8 +114,72 @@ def split(sql_text: str) -> list[Statement]:
 # scripts are kept, not all: each costs about three times its text.
 @functools.lru_cache(maxsize=8)
 def _split(sql_text: str) -> tuple[Statement, ...]:
-    """One pass over the text, in time proportional to it: the runs of plain code between two
-    places where the lexer's state may change (`_TURNS`) are taken whole."""
+    """The parser's statements; the fallback splitter's when the parser rejects the text."""
+    try:
+        # Its pieces, not its slices: pglast finds a slice's place in the text in time growing
+        # with the text before it, so a seed file's slices take minutes.
+        pieces = pglast.parser.split(sql_text, with_parser=True)
+    except pglast.parser.ParseError as e:
+        message, at = e.args
+        line = sql_text.count("\n", 0, at) + 1
+        why = f"the parser rejected line {line}: {message}"
+        return tuple(Statement(s.text, s.words, s.line, fallback=why) for s in _lex(sql_text))
+    found: list[Statement] = []
+    line, counted, after = 1, 0, 0
+    for piece in pieces:
+        # The text starts after the `;` that ended the statement before, as the fallback's does:
+        # the comments in between are this statement's.
+        begins, code = _gap(sql_text, after)
+        start = sql_text.find(piece, code)
+        line += sql_text.count("\n", counted, start)
+        counted = start
+        after = start + len(piece)
+        found.append(Statement(sql_text[begins:after].strip(), None, line))
+    return tuple(found)
+
+
+_BLANKS = re.compile(r"\s*")
+
+
+def _gap(text: str, i: int) -> tuple[int, int]:
+    """From the end of a statement (or the text's start), over blanks, comments and `;`: where
+    the next statement's text begins (past the last `;`) and where its code does."""
+    begins = i
+    while True:
+        i = _BLANKS.match(text, i).end()  # type: ignore[union-attr]
+        if text.startswith(";", i):
+            begins = i = i + 1
+        elif text.startswith("--", i):
+            newline = text.find("\n", i)
+            i = len(text) if newline < 0 else newline
+        elif text.startswith("/*", i):
+            i = _end_of_block_comment(text, i)
+        else:
+            return begins, i
+
+
+# What the statements of a seed file are: their kind and relation lead the tree's JSON, and the
+# rest of it (a VALUES list) need not become Python objects.
+_HEAD = re.compile(r'\{"version":\d+,"stmts":\[\{"stmt":\{"(\w+)":\{"relation":')
+_DML = frozenset({"InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"})
+_DECODER = json.JSONDecoder()
+
+
+def _tree(text: str) -> Tree:
+    parsed = pglast.parser.parse_sql_json(text)
+    head = _HEAD.match(parsed)
+    if head is not None and head.group(1) in _DML:
+        relation, _ = _DECODER.raw_decode(parsed, head.end())
+        return {head.group(1): {"relation": relation}}
+    stmts = json.loads(parsed)["stmts"]
+    tree: Tree = stmts[0]["stmt"]
+    return tree
+
+
+def _lex(sql_text: str) -> list[Statement]:
+    """The fallback splitter: one pass over the text, in time proportional to it: the runs of
+    plain code between two places where the lexer's state may change (`_TURNS`) are taken
+    whole."""
     statements: list[Statement] = []
     code: list[str] = []
     start = 0
@@ -156,7 +256,7 @@ def _split(sql_text: str) -> tuple[Statement, ...]:
             code.append(" ")
             last = " "
     finish(n)
-    return tuple(statements)
+    return statements
 
 
 def _continues_name(last: str) -> bool:
@@ -193,11 +293,97 @@ def non_transactional_among(
 ) -> list[NonTransactional]:
     """Of a script's statements (`split`), those PostgreSQL refuses inside a transaction block."""
     found = []
+    too_old = server_major is not None and server_major < 12
     for statement in parsed:
-        kind = next((k for p, k in _NON_TRANSACTIONAL if p.match(statement.words)), None)
-        too_old = server_major is not None and server_major < 12
-        if kind is None and too_old and _ADD_ENUM_VALUE.match(statement.words):
-            kind = "ALTER TYPE ... ADD VALUE (before PostgreSQL 12)"
+        tree = statement.tree
+        if tree is None:
+            kind = next((k for p, k in _NON_TRANSACTIONAL if p.match(statement.words)), None)
+            if kind is None and too_old and _ADD_ENUM_VALUE.match(statement.words):
+                kind = _ADD_ENUM_VALUE_KIND
+        else:
+            kind = _refused_in_transaction(tree, too_old)
         if kind is not None:
             found.append(NonTransactional(statement, kind))
     return found
+
+
+_ADD_ENUM_VALUE_KIND = "ALTER TYPE ... ADD VALUE (before PostgreSQL 12)"
+
+
+def node(tree: Tree) -> tuple[str, Mapping[str, Any]]:
+    """A statement's tree as (its node's name, its fields)."""
+    ((name, fields),) = tree.items()
+    return name, fields
+
+
+def options(fields: Mapping[str, Any], key: str) -> set[str]:
+    """The names of a node's DefElem options under `key` (VACUUM's, REINDEX's)."""
+    return {item["DefElem"]["defname"] for item in fields.get(key, ()) if "DefElem" in item}
+
+
+def detaches_concurrently(fields: Mapping[str, Any]) -> bool | None:
+    """An ALTER TABLE's DETACH PARTITION: whether CONCURRENTLY; None when it detaches none."""
+    for command in fields.get("cmds", ()):
+        cmd = command["AlterTableCmd"]
+        if cmd.get("subtype") == "AT_DetachPartition":
+            return bool(cmd.get("def", {}).get("PartitionCmd", {}).get("concurrent"))
+    return None
+
+
+def _refused_in_transaction(tree: Tree, too_old: bool) -> str | None:
+    """What PostgreSQL calls the statement it refuses inside a transaction block, from its tree."""
+    name, fields = node(tree)
+    kind: str | None = None
+    if name == "IndexStmt" and fields.get("concurrent"):
+        kind = "CREATE INDEX CONCURRENTLY"
+    elif name == "DropStmt" and fields.get("concurrent"):
+        kind = "DROP INDEX CONCURRENTLY"
+    elif name == "ReindexStmt":
+        if "concurrently" in options(fields, "params"):
+            kind = "REINDEX CONCURRENTLY"
+        elif fields.get("kind") in _REINDEX_MANY:
+            kind = "REINDEX SCHEMA/DATABASE/SYSTEM"
+    elif name == "AlterTableStmt" and detaches_concurrently(fields):
+        kind = "DETACH PARTITION CONCURRENTLY"
+    elif name == "AlterDatabaseStmt" and "tablespace" in options(fields, "options"):
+        kind = "ALTER DATABASE SET TABLESPACE"
+    elif name == "VacuumStmt" and fields.get("is_vacuumcmd"):
+        kind = "VACUUM"
+    elif name == "ClusterStmt" and "relation" not in fields:
+        kind = "CLUSTER of every table"
+    elif name == "DiscardStmt" and fields.get("target") == "DISCARD_ALL":
+        kind = "DISCARD ALL"
+    elif name == "AlterEnumStmt" and too_old and "oldVal" not in fields:
+        kind = _ADD_ENUM_VALUE_KIND
+    return kind or _ALWAYS_REFUSED.get(name)
+
+
+_REINDEX_MANY = frozenset(
+    {"REINDEX_OBJECT_SCHEMA", "REINDEX_OBJECT_DATABASE", "REINDEX_OBJECT_SYSTEM"}
+)
+_ALWAYS_REFUSED: Mapping[str, str] = {
+    "CreatedbStmt": "CREATE/DROP DATABASE",
+    "DropdbStmt": "CREATE/DROP DATABASE",
+    "CreateTableSpaceStmt": "CREATE/DROP TABLESPACE",
+    "DropTableSpaceStmt": "CREATE/DROP TABLESPACE",
+    "AlterSystemStmt": "ALTER SYSTEM",
+    "CreateSubscriptionStmt": "CREATE/DROP SUBSCRIPTION",
+    "DropSubscriptionStmt": "CREATE/DROP SUBSCRIPTION",
+}
+
+
+def transaction_control(statement: Statement) -> str | None:
+    """ "BEGIN" when the statement opens a transaction block, "END" when it ends one (COMMIT,
+    ROLLBACK and their synonyms; not ROLLBACK TO SAVEPOINT), else None."""
+    if statement.tree is None:
+        word = statement.words.split(" ", 1)[0].upper()
+        if word in ("BEGIN", "START"):
+            return "BEGIN"
+        return "END" if word in ("COMMIT", "END", "ROLLBACK", "ABORT") else None
+    name, fields = node(statement.tree)
+    if name != "TransactionStmt":
+        return None
+    kind = fields.get("kind")
+    if kind in ("TRANS_STMT_BEGIN", "TRANS_STMT_START"):
+        return "BEGIN"
+    return "END" if kind in ("TRANS_STMT_COMMIT", "TRANS_STMT_ROLLBACK") else None
