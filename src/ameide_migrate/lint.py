@@ -223,6 +223,7 @@ def lint_scripts(
     with tempfile.TemporaryDirectory(prefix="ameide-lint-") as elsewhere:
         for script in scripts:
             parsed = statements.split(script.text)
+            before = len(findings)
             refused = statements.non_transactional_among(parsed)
             starts = [statement.line for statement in parsed]
             worked_on = []
@@ -239,6 +240,12 @@ def lint_scripts(
                 else:
                     findings.append(finding)
             findings += _transaction_findings(script, parsed, refused, rules)
+            if parsed and parsed[0].fallback is not None:
+                # The script's own checks read it without PostgreSQL's grammar: say so.
+                findings[before:] = [
+                    replace(f, message=f"{f.message} [{parsed[0].reading}]")
+                    for f in findings[before:]
+                ]
     findings.sort(key=lambda f: (order[f.file], f.line))
     return [f for f in findings if f.level is not Level.OFF]
 

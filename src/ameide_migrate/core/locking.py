@@ -605,7 +605,7 @@ def statement_locks(text: str, batch: Batch) -> list[StatementLock]:
             found.append(
                 StatementLock(
                     statement.line,
-                    statement.words[:80],
+                    _shown(statement),
                     facts.qualified if facts else target.name,
                     target.mode,
                     facts,
@@ -615,6 +615,13 @@ def statement_locks(text: str, batch: Batch) -> list[StatementLock]:
             )
         batch.after(statement)
     return found
+
+
+def _shown(statement: statements.Statement) -> str:
+    """A statement's first words, and which reading they come from when not the parser's."""
+    if statement.fallback is None:
+        return statement.words[:80]
+    return f"{statement.words[:80]} [{statement.reading}]"
 
 
 def strongest(found: Iterable[StatementLock]) -> str:
