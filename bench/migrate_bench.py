@@ -12,8 +12,9 @@ In one run, on one throwaway PostgreSQL and the same Flyway:
       (no-op, bare, no-op, bare ...: `--pairs` per round), so each ratio compares neighbours.
 It prints the median of each, the ratios a/b, a/c and (pair by pair) no-op/d, and the peak memory
 of each whole process tree (the CLI and the Flyway JVM it starts; the PostgreSQL and Prefect servers
-are shared by all and not counted), read from /proc every 20 ms. Databases are created before each
-timed step, so no step pays for CREATE DATABASE. `--skip-seed` leaves (b) and (c) out.
+are shared by all and not counted): the sum of its processes' proportional set sizes, read from
+/proc every 20 ms. Databases are created before each timed step, so no step pays for CREATE
+DATABASE. `--skip-seed` leaves (b) and (c) out.
 Python's bytecode is compiled first (the project's and its packages', as `./dev` and the image's pip
 install do): where PYTHONDONTWRITEBYTECODE is set, each start would otherwise compile Prefect again,
 seconds that neither a user nor a pod pays, and more for the side that imports more.
@@ -59,18 +60,22 @@ BARE_FLOW = [sys.executable, "-m", "bench.bare_flow"]
 
 
 def _tree_rss_bytes(root: int) -> int:
-    """Resident memory of a process and all its descendants."""
+    """Resident memory of a process and all its descendants, each page once: the sum of their
+    proportional set sizes (a page shared by n of them counts 1/n to each). Their VmRSS summed
+    would count twice the pages a child forked to start the JVM shares with the CLI until it
+    executes java, and the CLI's 120 MiB with them. A library page shared with a process outside
+    the tree (another JVM's libjvm) counts in part: a few MiB at most."""
     total, stack = 0, [root]
     while stack:
         pid = stack.pop()
         try:
-            status = Path(f"/proc/{pid}/status").read_text()
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
             for task in Path(f"/proc/{pid}/task").iterdir():
                 stack += [int(c) for c in (task / "children").read_text().split()]
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
+        for line in rollup.splitlines():
+            if line.startswith("Pss:"):
                 total += int(line.split()[1]) * 1024
     return total
 
