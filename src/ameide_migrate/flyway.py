@@ -56,7 +56,7 @@ ENGINE_CLASS = "ameide.FlywayEngine"
 CLI_CLASS = "org.flywaydb.commandline.Main"
 _INSTALL_LAYOUT = 4  # bump when what `install` puts in the cache changes
 GSON_VERSION = "2.11.0"  # the engine's JSON library; Flyway's own changed between releases
-JVM_OPTIONS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xmx256m", "-Xss1m")
+JVM_OPTIONS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xms16m", "-Xmx256m", "-Xss1m")
 
 # SQLSTATE classes and codes that say "try again": connection trouble, the server starting or
 # shutting down, too many clients, a lock wait or a deadlock.
