@@ -160,20 +160,25 @@ def _gap(text: str, i: int) -> tuple[int, int]:
 
 # What the statements of a seed file are: their kind and relation lead the tree's JSON, and the
 # rest of it (a VALUES list) need not become Python objects.
-_HEAD = re.compile(r'\{"version":\d+,"stmts":\[\{"stmt":\{"(\w+)":\{"relation":')
+_HEAD = re.compile(r'\{"version":\d+,"stmts":\[\{"stmt":\{"(\w+)":\{"relation":(\{[^{}]*\})')
 _DML = frozenset({"InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"})
-_DECODER = json.JSONDecoder()
 
 
 def _tree(text: str) -> Tree:
     parsed = pglast.parser.parse_sql_json(text)
     head = _HEAD.match(parsed)
     if head is not None and head.group(1) in _DML:
-        relation, _ = _DECODER.raw_decode(parsed, head.end())
-        return {head.group(1): {"relation": relation}}
+        return _dml_tree(head.group(1), head.group(2))
     stmts = json.loads(parsed)["stmts"]
     tree: Tree = stmts[0]["stmt"]
     return tree
+
+
+# A seed file's thousands of INSERTs into one table share one tree (each statement keeps its
+# own: a dict each would double the memory a large seed file takes).
+@functools.lru_cache(maxsize=256)
+def _dml_tree(kind: str, relation: str) -> Tree:
+    return {kind: {"relation": json.loads(relation)}}
 
 
 def _lex(sql_text: str) -> list[Statement]:
