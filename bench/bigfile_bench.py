@@ -26,7 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-from ameide_migrate import local, plan, prefect_api
+from ameide_migrate import local, plan
+from ameide_migrate.adapters import prefect_api
 from ameide_migrate.config import environments
 from ameide_migrate.config.settings import Settings
 from ameide_migrate.context import RunContext

@@ -22,9 +22,9 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from ameide_migrate import flyway
+from ameide_migrate.adapters import flyway
+from ameide_migrate.adapters.postgres import Credentials
 from ameide_migrate.core.errors import MigrateError
-from ameide_migrate.postgres import Credentials
 from bench.common import pinned_flyway, throwaway_cluster
 
 MIGRATIONS = {

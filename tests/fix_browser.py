@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Locator, Page, ViewportSize, expect, sync_playwright
 
-from ameide_migrate.ports import free_port
+from ameide_migrate.adapters.ports import free_port
 from tests.fix_tiers import mark_if_uses, register
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from ameide_migrate import flyway
-from ameide_migrate.ports import free_port
+from ameide_migrate.adapters import flyway
+from ameide_migrate.adapters.ports import free_port
 from tests.fix_tiers import mark_if_uses, register
 
 ROOT = Path(__file__).resolve().parent.parent

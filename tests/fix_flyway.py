@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from ameide_migrate import flyway
+from ameide_migrate.adapters import flyway
 from ameide_migrate.config.settings import Settings
 from tests.fix_tiers import mark_if_uses, register
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from ameide_migrate.pg_cluster import Cluster
-from ameide_migrate.postgres import Credentials
+from ameide_migrate.adapters.pg_cluster import Cluster
+from ameide_migrate.adapters.postgres import Credentials
 from tests.fix_tiers import mark_if_uses, register
 
 _prefixes = itertools.count(1)

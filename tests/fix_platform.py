@@ -19,14 +19,15 @@ import pytest
 from psycopg import sql
 from pydantic import SecretStr
 
-from ameide_migrate import local, pg_cluster, postgres, secret_sources
+from ameide_migrate import local
+from ameide_migrate.adapters import pg_cluster, postgres, secret_sources
+from ameide_migrate.adapters.flyway import Installation
+from ameide_migrate.adapters.postgres import Credentials
+from ameide_migrate.adapters.prefect_api import Server
 from ameide_migrate.config.settings import get_settings
 from ameide_migrate.core.catalog import PLATFORM_DATABASES
 from ameide_migrate.core.history import HistoryRow
 from ameide_migrate.core.outcomes import RunReport
-from ameide_migrate.flyway import Installation
-from ameide_migrate.postgres import Credentials
-from ameide_migrate.prefect_api import Server
 
 from . import fixes
 

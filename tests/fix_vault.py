@@ -37,8 +37,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
+from ameide_migrate.adapters.ports import free_port
 from ameide_migrate.config.vault_settings import VaultSettings
-from ameide_migrate.ports import free_port
 from tests.fix_tiers import mark_if_uses, register
 
 READ_POLICY = "db-read"

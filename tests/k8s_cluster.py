@@ -33,7 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ameide_migrate.ports import free_port
+from ameide_migrate.adapters.ports import free_port
 
 KUBERNETES_VERSION = "v1.34.4"
 KINE_MODULE = "github.com/k3s-io/kine"

@@ -26,13 +26,13 @@ from typing import Any, LiteralString
 
 from pydantic import SecretStr
 
-from ameide_migrate import flyway, ports, postgres
+from ameide_migrate.adapters import flyway, ports, postgres
+from ameide_migrate.adapters.flyway import FlywayEngine, Request, Target
+from ameide_migrate.adapters.pg_cluster import Cluster
+from ameide_migrate.adapters.postgres import Credentials
 from ameide_migrate.config.settings import Settings
 from ameide_migrate.core.catalog import load_catalog
 from ameide_migrate.core.errors import FlywayCommandFailed
-from ameide_migrate.flyway import FlywayEngine, Request, Target
-from ameide_migrate.pg_cluster import Cluster
-from ameide_migrate.postgres import Credentials
 from tests.fix_flyway import install
 
 OUT = Path(__file__).resolve().parent / "data" / "flyway_answers.json"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from ameide_migrate import postgres
+from ameide_migrate.adapters import postgres
 
 from .fix_platform import Platform, ameide
 

@@ -14,9 +14,9 @@ from prefect.client.orchestration import get_client
 from prefect.testing.standard_test_suites.blocks import BlockStandardTestSuite
 from pydantic import SecretStr
 
+from ameide_migrate.adapters.prefect_api import Server
 from ameide_migrate.blocks import VaultDatabaseSecrets
 from ameide_migrate.flows.secrets import vault_block_connection
-from ameide_migrate.prefect_api import Server
 
 from .fix_platform import REPO
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from ameide_migrate import flyway, postgres
+from ameide_migrate.adapters import flyway, postgres
+from ameide_migrate.adapters.flyway import FlywayEngine, Installation, Request, Target
+from ameide_migrate.adapters.postgres import Credentials
 from ameide_migrate.core.catalog import PLATFORM_DATABASES, Kind, Version, load_catalog
 from ameide_migrate.core.errors import CatalogError, UnknownDatabase
-from ameide_migrate.flyway import FlywayEngine, Installation, Request, Target
-from ameide_migrate.postgres import Credentials
 
 from .fix_platform import REPO
 

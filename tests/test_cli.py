@@ -13,9 +13,9 @@ import typer
 from psycopg import sql
 from typer.testing import CliRunner
 
+from ameide_migrate.adapters.postgres import Credentials
+from ameide_migrate.adapters.prefect_api import Server
 from ameide_migrate.cli import app
-from ameide_migrate.postgres import Credentials
-from ameide_migrate.prefect_api import Server
 
 from .fix_platform import Platform, admin_url_of, ameide
 

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page
 
+from ameide_migrate.adapters.ports import free_port
 from ameide_migrate.core.catalog import PLATFORM_DATABASES
-from ameide_migrate.ports import free_port
 
 from .fix_browser import run_deployment_from_ui, wait_for_final_state
 from .fix_user import UserMachine

@@ -24,8 +24,10 @@ import pytest
 from psycopg import sql
 from rich.console import Console
 
-from ameide_migrate import commands, fleet, plan, postgres, prefect_api, secret_sources, terminal
-from ameide_migrate import vault as vault_api
+from ameide_migrate import commands, fleet, plan, terminal
+from ameide_migrate.adapters import postgres, prefect_api, secret_sources
+from ameide_migrate.adapters import vault as vault_api
+from ameide_migrate.adapters.postgres import Credentials
 from ameide_migrate.commands import seed_local
 from ameide_migrate.config import environments
 from ameide_migrate.config.fleets import Fleet, Waves, targets_of_file
@@ -43,7 +45,6 @@ from ameide_migrate.core.indexes import NamedIndex
 from ameide_migrate.core.outcomes import DatabaseOutcome, OutcomeState
 from ameide_migrate.credential_gate import Unreachable
 from ameide_migrate.fleet import FleetReport
-from ameide_migrate.postgres import Credentials
 
 from .fix_platform import REPO, Platform, ameide, drop_owners, sleeping, wait_for
 from .fix_vault import Vault

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from ameide_migrate import postgres
+from ameide_migrate.adapters import postgres
 from ameide_migrate.commands import seed_local
 from ameide_migrate.config.settings import get_settings
 

@@ -17,7 +17,7 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from ameide_migrate import prefect_api
+from ameide_migrate.adapters import prefect_api
 
 from .fix_platform import REPO, Platform, ameide, drop_owners
 from .fix_processes import gone, process_table, processes_of_run

@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
-from ameide_migrate import drift, flyway, migrate
+from ameide_migrate import drift, migrate
+from ameide_migrate.adapters import flyway
+from ameide_migrate.adapters.flyway import Request
 from ameide_migrate.core import recovery
 from ameide_migrate.core.catalog import DatabaseCatalog, Kind, Version, load_catalog
 from ameide_migrate.core.errors import (
@@ -28,7 +30,6 @@ from ameide_migrate.core.errors import (
 )
 from ameide_migrate.core.history import HistoryRow
 from ameide_migrate.drift import Verdict
-from ameide_migrate.flyway import Request
 
 ANSWERS: dict[str, Any] = json.loads(
     (Path(__file__).parent / "data" / "flyway_answers.json").read_text(encoding="utf-8")

@@ -18,9 +18,9 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
 
+from ameide_migrate.adapters.prefect_api import Server
 from ameide_migrate.config import environments
 from ameide_migrate.deployments.kubernetes import RUN_AS_USER, job_template
-from ameide_migrate.prefect_api import Server
 
 from .fix_platform import ameide
 from .k8s_cluster import build

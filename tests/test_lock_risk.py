@@ -29,10 +29,10 @@ from prefect.client.schemas.objects import TaskRun
 from psycopg import sql
 from rich.console import Console
 
-from ameide_migrate import postgres
+from ameide_migrate.adapters import postgres
+from ameide_migrate.adapters.postgres import Credentials
 from ameide_migrate.config.settings import get_settings
 from ameide_migrate.core.outcomes import DatabaseOutcome, OutcomeState, RunReport
-from ameide_migrate.postgres import Credentials
 from ameide_migrate.terminal import print_run
 
 from .fix_platform import Platform, wait_for

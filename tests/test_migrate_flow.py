@@ -13,11 +13,11 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
+from ameide_migrate.adapters.flyway import Installation
+from ameide_migrate.adapters.pg_cluster import Cluster
 from ameide_migrate.config.settings import get_settings
 from ameide_migrate.core.catalog import PLATFORM_DATABASES, load_catalog
 from ameide_migrate.core.outcomes import OutcomeState
-from ameide_migrate.flyway import Installation
-from ameide_migrate.pg_cluster import Cluster
 
 from .fix_platform import REPO, Platform
 

@@ -24,7 +24,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from ameide_migrate import postgres
+from ameide_migrate.adapters import postgres
+from ameide_migrate.adapters.flyway import Installation, Request, classify
+from ameide_migrate.adapters.postgres import Credentials
 from ameide_migrate.config.settings import get_settings
 from ameide_migrate.core import interruption, recovery, statements
 from ameide_migrate.core.catalog import DatabaseCatalog, Version, load_folder
@@ -32,8 +34,6 @@ from ameide_migrate.core.errors import NonTransactionalMigrationFailed
 from ameide_migrate.core.history import HistoryRow
 from ameide_migrate.core.indexes import IndexOnTable, NamedIndex
 from ameide_migrate.core.outcomes import OutcomeState
-from ameide_migrate.flyway import Installation, Request, classify
-from ameide_migrate.postgres import Credentials
 
 from .fix_platform import REPO, Platform, ameide, drop_owners, wait_for
 from .fix_processes import children, gone

@@ -26,7 +26,10 @@ from prefect.client.schemas.filters import (
 from psycopg import sql
 from pydantic import SecretStr
 
-from ameide_migrate import credential_gate, local, postgres, secret_sources
+from ameide_migrate import credential_gate, local
+from ameide_migrate.adapters import postgres, secret_sources
+from ameide_migrate.adapters.ports import free_port
+from ameide_migrate.adapters.postgres import Credentials
 from ameide_migrate.config.settings import Settings, get_settings
 from ameide_migrate.config.vault_settings import VaultSettings
 from ameide_migrate.core.catalog import PLATFORM_DATABASES
@@ -39,8 +42,6 @@ from ameide_migrate.core.errors import (
     VaultSealed,
     VaultUnreachable,
 )
-from ameide_migrate.ports import free_port
-from ameide_migrate.postgres import Credentials
 
 from .fix_platform import REPO, Platform
 from .fix_prefect import SERVER_HOME

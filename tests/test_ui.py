@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Page, expect
 
+from ameide_migrate.adapters.prefect_api import Server
 from ameide_migrate.core.catalog import PLATFORM_DATABASES
-from ameide_migrate.prefect_api import Server
 
 from .fix_browser import (
     artifact_table,

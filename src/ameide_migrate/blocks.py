@@ -1,6 +1,6 @@
 """The Vault connection of one environment, as a Prefect block (saved as `vault-<env>`).
 
-Connection data only: `get_connection()` hands it to `ameide_migrate.vault`, which logs in.
+Connection data only: `get_connection()` hands it to `ameide_migrate.adapters.vault`, which logs in.
 Register the block type with `prefect block register -m ameide_migrate.blocks`.
 """
 

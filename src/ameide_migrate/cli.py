@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from pydantic import SecretStr
 
     from ameide_migrate import commands
+    from ameide_migrate.adapters.prefect_api import Api
     from ameide_migrate.core.findings import Finding
-    from ameide_migrate.prefect_api import Api
 
 app = typer.Typer(
     help="Run, verify and watch every schema change of every database, with Prefect and Flyway.",
@@ -167,7 +167,7 @@ def _admin_url(value: str | None) -> SecretStr | None:
     """--admin-url read before anything starts; its text is never echoed (it holds a password)."""
     from pydantic import SecretStr
 
-    from ameide_migrate.postgres import Credentials
+    from ameide_migrate.adapters.postgres import Credentials
 
     if value is None:
         return None

@@ -25,18 +25,10 @@ from uuid import UUID, uuid4
 
 from pydantic import SecretStr
 
-from ameide_migrate import (
-    credential_gate,
-    dev_loop,
-    fleet,
-    flyway,
-    local,
-    migrate,
-    postgres,
-    prefect_api,
-    stopping,
-)
+from ameide_migrate import credential_gate, dev_loop, fleet, local, migrate
 from ameide_migrate import lint as linting
+from ameide_migrate.adapters import flyway, postgres, prefect_api, stopping
+from ameide_migrate.adapters.postgres import Credentials
 from ameide_migrate.config import environments
 from ameide_migrate.config.fleets import Fleet
 from ameide_migrate.config.settings import Settings
@@ -54,7 +46,6 @@ from ameide_migrate.core.history import current_version
 from ameide_migrate.core.outcomes import OutcomeState, RunFailed
 from ameide_migrate.drift import DriftFound, DriftReport
 from ameide_migrate.fleet import FleetHalted
-from ameide_migrate.postgres import Credentials
 
 if TYPE_CHECKING:
     from ameide_migrate.core.catalog import DatabaseCatalog, Migration

@@ -8,7 +8,9 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from ameide_migrate import flyway
+from ameide_migrate.adapters import flyway
+from ameide_migrate.adapters.flyway import FlywayEngine, Installation, Request
+from ameide_migrate.adapters.postgres import Credentials
 from ameide_migrate.config import environments
 from ameide_migrate.config.fleets import Fleet
 from ameide_migrate.config.lint_rules import LintRules
@@ -16,8 +18,6 @@ from ameide_migrate.config.settings import Settings
 from ameide_migrate.core import recovery
 from ameide_migrate.core.catalog import DatabaseCatalog
 from ameide_migrate.core.errors import FlywayCommandFailed, FlywayNotInstalled
-from ameide_migrate.flyway import FlywayEngine, Installation, Request
-from ameide_migrate.postgres import Credentials
 
 
 class RunContext:

@@ -16,7 +16,10 @@ from dataclasses import dataclass
 
 import psycopg
 
-from ameide_migrate import local, postgres, secret_sources, vault
+from ameide_migrate import local
+from ameide_migrate.adapters import postgres, secret_sources, vault
+from ameide_migrate.adapters.postgres import Credentials
+from ameide_migrate.adapters.secret_sources import SecretSource, VaultSource
 from ameide_migrate.config import environments
 from ameide_migrate.config.settings import Settings
 from ameide_migrate.config.vault_settings import VaultSettings
@@ -30,8 +33,6 @@ from ameide_migrate.core.errors import (
     SecretsInvalid,
     VaultPermissionDenied,
 )
-from ameide_migrate.postgres import Credentials
-from ameide_migrate.secret_sources import SecretSource, VaultSource
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import watchfiles
 
-from ameide_migrate import git
+from ameide_migrate.adapters import git
 from ameide_migrate.config import environments
 from ameide_migrate.core import flyway_config, history, recovery
 from ameide_migrate.core.catalog import Catalog, DatabaseCatalog

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from ameide_migrate import docker_engine, flyway, git
+from ameide_migrate.adapters import docker_engine, flyway, git
 from ameide_migrate.config.settings import DEFAULT_FLYWAY_BASE, Settings
 from ameide_migrate.core.catalog import load_catalog
 from ameide_migrate.core.errors import ImageBuildFailed, ImagePushFailed, UsageError

@@ -21,7 +21,9 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from ameide_migrate import postgres, prefect_api, secret_sources, vault
+from ameide_migrate.adapters import postgres, prefect_api, secret_sources, vault
+from ameide_migrate.adapters.pg_cluster import Cluster
+from ameide_migrate.adapters.postgres import Credentials
 from ameide_migrate.config import state
 from ameide_migrate.config.vault_settings import VaultSettings
 from ameide_migrate.core.errors import (
@@ -30,8 +32,6 @@ from ameide_migrate.core.errors import (
     LocalServerMismatch,
     SecretMissing,
 )
-from ameide_migrate.pg_cluster import Cluster
-from ameide_migrate.postgres import Credentials
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
-from ameide_migrate import drift, postgres
+from ameide_migrate import drift
+from ameide_migrate.adapters import postgres
 from ameide_migrate.config.fleets import Fleet
 from ameide_migrate.context import RunContext
 from ameide_migrate.core import locking, recovery

@@ -24,13 +24,13 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ameide_migrate.adapters.prefect_api import ArtifactTable
 from ameide_migrate.core import locking
 from ameide_migrate.core.findings import Finding, Level
 from ameide_migrate.core.outcomes import DatabaseOutcome, OutcomeState, RunReport
 from ameide_migrate.drift import DriftReport, Verdict
 from ameide_migrate.fleet import STANDINGS
 from ameide_migrate.image import BuiltImage
-from ameide_migrate.prefect_api import ArtifactTable
 from ameide_migrate.report import lock_runs, noted, on_servers, rows_of, size_of
 
 if TYPE_CHECKING:

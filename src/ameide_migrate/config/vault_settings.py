@@ -1,5 +1,5 @@
 """Where Vault is, how to log in, and where an environment's secrets live in it: settings only,
-read and validated without hvac (which `ameide_migrate.vault`, the client, imports)."""
+read and validated without hvac (which `ameide_migrate.adapters.vault`, the client, imports)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from uuid import UUID
 
 from prefect.runtime import deployment, flow_run
 
-from ameide_migrate import prefect_api, stopping
+from ameide_migrate.adapters import prefect_api, stopping
 from ameide_migrate.core.errors import UsageError
 
 

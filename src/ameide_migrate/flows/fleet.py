@@ -25,7 +25,8 @@ from prefect.client.schemas.objects import FlowRun, State
 from prefect.runtime import deployment, flow_run
 from prefect.states import Cancelled, Completed, Failed
 
-from ameide_migrate import fleet, migrate, plan, postgres, prefect_api, report
+from ameide_migrate import fleet, migrate, plan, report
+from ameide_migrate.adapters import postgres, prefect_api
 from ameide_migrate.config import environments
 from ameide_migrate.config.environments import ApprovalPolicy
 from ameide_migrate.config.fleets import Fleet, Waves, checked_targets

@@ -23,6 +23,7 @@ from uuid import UUID
 if TYPE_CHECKING:
     from prefect.automations import Automation
 
+from ameide_migrate.adapters.ports import free_port
 from ameide_migrate.config import state
 from ameide_migrate.core.errors import (
     REJECTED_STATE,
@@ -33,7 +34,6 @@ from ameide_migrate.core.errors import (
     PrefectServerFailed,
     RunNotAwaitingApproval,
 )
-from ameide_migrate.ports import free_port
 
 QUIET_ENV = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from ameide_migrate.adapters.ports import free_port
+from ameide_migrate.adapters.postgres import Credentials
 from ameide_migrate.core.errors import LocalClusterFailed
-from ameide_migrate.ports import free_port
-from ameide_migrate.postgres import Credentials
 
 _SERVER_DIRS = ("/usr/lib/postgresql",)
 

@@ -22,11 +22,11 @@ from typing import Protocol
 
 from pydantic import SecretStr
 
-from ameide_migrate import vault
+from ameide_migrate.adapters import vault
+from ameide_migrate.adapters.postgres import Credentials
 from ameide_migrate.config.vault_settings import VaultSettings
 from ameide_migrate.core.catalog import key_prefix
 from ameide_migrate.core.errors import LocalStoreExposed, LocalStoreInvalid, SecretMissing
-from ameide_migrate.postgres import Credentials
 
 STORE_NAME = "local-secrets.json"
 STORE_VERSION = 2
