@@ -26,12 +26,12 @@ import sys
 import time
 from pathlib import Path
 
-from ameide_migrate import local, plan
 from ameide_migrate.adapters import prefect_api
 from ameide_migrate.config import environments
 from ameide_migrate.config.settings import Settings
-from ameide_migrate.context import RunContext
-from ameide_migrate.lint import squawk_binary
+from ameide_migrate.services import local, plan
+from ameide_migrate.services.context import RunContext
+from ameide_migrate.services.lint import squawk_binary
 from bench.common import RUN_LOCAL, admin_url, cli_environment, throwaway_cluster
 
 DATABASE = "seed"

@@ -22,7 +22,6 @@ from pathlib import Path
 
 from psycopg import sql
 
-from ameide_migrate import drift
 from ameide_migrate.adapters import flyway, postgres
 from ameide_migrate.adapters.flyway import FlywayEngine, Request, Target
 from ameide_migrate.adapters.postgres import Credentials
@@ -30,6 +29,7 @@ from ameide_migrate.config import environments
 from ameide_migrate.config.settings import Settings
 from ameide_migrate.core import recovery
 from ameide_migrate.core.catalog import DatabaseCatalog, load_catalog
+from ameide_migrate.services import drift
 from bench.common import pinned_flyway, throwaway_cluster
 
 REPO = Path(__file__).resolve().parent.parent

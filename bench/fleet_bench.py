@@ -22,9 +22,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ameide_migrate import local
 from ameide_migrate.adapters import postgres, prefect_api
 from ameide_migrate.adapters.postgres import Credentials
+from ameide_migrate.services import local
 from bench.common import admin_url, cli_environment, pinned_flyway, throwaway_cluster
 from bench.migrate_bench import run_measured
 

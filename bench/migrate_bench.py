@@ -35,13 +35,13 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from ameide_migrate import local
 from ameide_migrate.adapters import flyway, prefect_api
 from ameide_migrate.adapters.pg_cluster import Cluster
 from ameide_migrate.adapters.postgres import Credentials
 from ameide_migrate.config import environments
 from ameide_migrate.config.settings import Settings
 from ameide_migrate.core.catalog import PLATFORM_DATABASES, load_catalog
+from ameide_migrate.services import local
 from bench.common import RUN_LOCAL, admin_url, cli_environment, pinned_flyway, throwaway_cluster
 
 REPO = Path(__file__).resolve().parent.parent

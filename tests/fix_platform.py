@@ -19,7 +19,6 @@ import pytest
 from psycopg import sql
 from pydantic import SecretStr
 
-from ameide_migrate import local
 from ameide_migrate.adapters import pg_cluster, postgres, secret_sources
 from ameide_migrate.adapters.flyway import Installation
 from ameide_migrate.adapters.postgres import Credentials
@@ -28,6 +27,7 @@ from ameide_migrate.config.settings import get_settings
 from ameide_migrate.core.catalog import PLATFORM_DATABASES
 from ameide_migrate.core.history import HistoryRow
 from ameide_migrate.core.outcomes import RunReport
+from ameide_migrate.services import local
 
 from . import fixes
 

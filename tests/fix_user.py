@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ameide_migrate import local
+from ameide_migrate.services import local
 from tests.fix_tiers import mark_if_uses, register
 
 REPO = Path(__file__).resolve().parent.parent

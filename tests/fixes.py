@@ -23,11 +23,12 @@ from typer._click.exceptions import BadParameter, ClickException
 from typer.core import TyperGroup
 from typer.main import get_command
 
-from ameide_migrate import commands, fleet
+from ameide_migrate import commands
 from ameide_migrate.cli import app
 from ameide_migrate.config import environments
 from ameide_migrate.config.settings import Settings, get_settings
 from ameide_migrate.core.errors import MigrateError
+from ameide_migrate.services import fleet
 
 QUOTED_COMMAND = re.compile(r"`(ameide-migrate [^`\n]+)`")
 _PLACEHOLDER = re.compile(r"[A-Z][A-Z0-9_]*")

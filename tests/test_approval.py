@@ -25,16 +25,17 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.states import Cancelled
 
-from ameide_migrate import commands, migrate, plan, report
+from ameide_migrate import commands
 from ameide_migrate.adapters.prefect_api import Server
 from ameide_migrate.config import environments
 from ameide_migrate.config.settings import get_settings
-from ameide_migrate.context import RunContext
 from ameide_migrate.core import locking
 from ameide_migrate.core.catalog import DatabaseCatalog, pinned_copy
 from ameide_migrate.core.errors import REJECTED_STATE, ExitCode, RunNotAwaitingApproval
 from ameide_migrate.core.outcomes import DatabaseOutcome, OutcomeState
-from ameide_migrate.plan import DatabasePlan, PlannedMigration
+from ameide_migrate.services import migrate, plan, report
+from ameide_migrate.services.context import RunContext
+from ameide_migrate.services.plan import DatabasePlan, PlannedMigration
 
 from .fix_browser import wait_for_final_state
 from .fix_platform import REPO, Platform, ameide, wait_for

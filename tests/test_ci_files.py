@@ -30,7 +30,6 @@ import pytest
 import requests
 import yaml
 
-from ameide_migrate import local
 from ameide_migrate.adapters import ports, postgres, prefect_api, secret_sources
 from ameide_migrate.adapters import vault as vault_api
 from ameide_migrate.adapters.postgres import Credentials
@@ -38,6 +37,7 @@ from ameide_migrate.adapters.prefect_api import Server
 from ameide_migrate.config import environments
 from ameide_migrate.config.settings import Settings
 from ameide_migrate.core.catalog import load_catalog
+from ameide_migrate.services import local
 
 from .fix_actionlint import run_actionlint
 from .fix_docker import DockerEngine

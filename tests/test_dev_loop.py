@@ -24,10 +24,10 @@ import psycopg
 import pytest
 import watchfiles
 
-from ameide_migrate import dev_loop, local
 from ameide_migrate.core.catalog import load_catalog
 from ameide_migrate.core.errors import CatalogError, ExitCode
 from ameide_migrate.core.history import HistoryRow
+from ameide_migrate.services import dev_loop, local
 
 from .fix_user import REPO, clean_environment
 

@@ -17,7 +17,6 @@ from prefect.client.schemas.sorting import ArtifactSort
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
-from ameide_migrate import drift
 from ameide_migrate.adapters import postgres
 from ameide_migrate.adapters.flyway import Installation
 from ameide_migrate.adapters.pg_cluster import Cluster
@@ -25,9 +24,10 @@ from ameide_migrate.adapters.ports import free_port
 from ameide_migrate.commands import seed_local
 from ameide_migrate.config import environments
 from ameide_migrate.config.settings import get_settings
-from ameide_migrate.context import RunContext
 from ameide_migrate.core import recovery
-from ameide_migrate.drift import Verdict
+from ameide_migrate.services import drift
+from ameide_migrate.services.context import RunContext
+from ameide_migrate.services.drift import Verdict
 
 from .fix_platform import REPO, Platform
 from .test_fleet import add_fleet

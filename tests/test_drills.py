@@ -20,13 +20,14 @@ from uuid import UUID
 
 import pytest
 
-from ameide_migrate import commands, dev_loop
+from ameide_migrate import commands
 from ameide_migrate.adapters import postgres, prefect_api, secret_sources
 from ameide_migrate.adapters.pg_cluster import Cluster
 from ameide_migrate.adapters.postgres import Credentials
 from ameide_migrate.core.catalog import load_catalog
 from ameide_migrate.core.errors import DatabaseUnreachable, ExitCode
 from ameide_migrate.core.history import HistoryRow
+from ameide_migrate.services import dev_loop
 
 from .fix_platform import REPO, Platform, admin_url_of, ameide, sleeping, wait_for
 from .fix_processes import all_processes, children, command_line, descendants, gone

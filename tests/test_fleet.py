@@ -24,7 +24,7 @@ import pytest
 from psycopg import sql
 from rich.console import Console
 
-from ameide_migrate import commands, fleet, plan, terminal
+from ameide_migrate import commands, terminal
 from ameide_migrate.adapters import postgres, prefect_api, secret_sources
 from ameide_migrate.adapters import vault as vault_api
 from ameide_migrate.adapters.postgres import Credentials
@@ -43,8 +43,9 @@ from ameide_migrate.core.errors import (
 from ameide_migrate.core.history import HistoryRow
 from ameide_migrate.core.indexes import NamedIndex
 from ameide_migrate.core.outcomes import DatabaseOutcome, OutcomeState
-from ameide_migrate.credential_gate import Unreachable
-from ameide_migrate.fleet import FleetReport
+from ameide_migrate.services import fleet, plan
+from ameide_migrate.services.credential_gate import Unreachable
+from ameide_migrate.services.fleet import FleetReport
 
 from .fix_platform import REPO, Platform, ameide, drop_owners, sleeping, wait_for
 from .fix_vault import Vault

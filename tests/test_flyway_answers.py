@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from ameide_migrate import drift, migrate
 from ameide_migrate.adapters import flyway
 from ameide_migrate.adapters.flyway import Request
 from ameide_migrate.core import recovery
@@ -29,7 +28,8 @@ from ameide_migrate.core.errors import (
     ValidationFailed,
 )
 from ameide_migrate.core.history import HistoryRow
-from ameide_migrate.drift import Verdict
+from ameide_migrate.services import drift, migrate
+from ameide_migrate.services.drift import Verdict
 
 ANSWERS: dict[str, Any] = json.loads(
     (Path(__file__).parent / "data" / "flyway_answers.json").read_text(encoding="utf-8")

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from ameide_migrate import image
 from ameide_migrate.adapters.flyway import Installation
 from ameide_migrate.adapters.prefect_api import Server
 from ameide_migrate.config.settings import Settings, get_settings
 from ameide_migrate.core.catalog import load_catalog
 from ameide_migrate.core.errors import CatalogError, ImageBuildFailed, UsageError
-from ameide_migrate.image import BuiltImage, ImageRequest
+from ameide_migrate.services import image
+from ameide_migrate.services.image import BuiltImage, ImageRequest
 
 from .fix_docker import DockerEngine
 from .fix_platform import REPO, Platform, admin_url_of, ameide

@@ -25,14 +25,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from ameide_migrate import image, local
 from ameide_migrate.adapters import postgres, prefect_api, secret_sources, vault
 from ameide_migrate.adapters import vault as vault_api
 from ameide_migrate.adapters.postgres import Credentials
 from ameide_migrate.adapters.prefect_api import Server
 from ameide_migrate.config.settings import get_settings
 from ameide_migrate.core.catalog import PLATFORM_DATABASES, load_catalog
-from ameide_migrate.image import BuiltImage, ImageRequest
+from ameide_migrate.services import image, local
+from ameide_migrate.services.image import BuiltImage, ImageRequest
 
 from .fix_platform import REPO, admin_url_of, ameide, drop_owners
 from .fix_processes import gone, processes_of_run

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ameide_migrate import commands, lint
+from ameide_migrate import commands
 from ameide_migrate.adapters import postgres, secret_sources
 from ameide_migrate.adapters.postgres import Credentials
 from ameide_migrate.config import environments
@@ -34,6 +34,7 @@ from ameide_migrate.core.catalog import PLATFORM_DATABASES
 from ameide_migrate.core.errors import EnvironmentsFileInvalid, LinterNotInstalled
 from ameide_migrate.core.findings import Finding, Level
 from ameide_migrate.core.outcomes import OutcomeState
+from ameide_migrate.services import lint
 
 from .fix_actionlint import run_actionlint
 from .fix_platform import REPO, Platform, admin_url_of, ameide, drop_owners

@@ -18,13 +18,13 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from ameide_migrate import local
 from ameide_migrate.adapters import prefect_api, secret_sources
 from ameide_migrate.adapters.pg_cluster import Cluster
 from ameide_migrate.config.settings import get_settings
 from ameide_migrate.core.errors import ExitCode
 from ameide_migrate.core.outcomes import DatabaseOutcome, OutcomeState, RunReport
-from ameide_migrate.fleet import FleetReport
+from ameide_migrate.services import local
+from ameide_migrate.services.fleet import FleetReport
 from ameide_migrate.terminal import print_run
 
 from .fix_platform import Platform, admin_url_of, ameide, drop_owners

@@ -19,15 +19,15 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from ameide_migrate import migrate
 from ameide_migrate.adapters import flyway, postgres
 from ameide_migrate.adapters.flyway import Installation
 from ameide_migrate.adapters.postgres import Credentials
 from ameide_migrate.config import environments
 from ameide_migrate.config.settings import Settings
-from ameide_migrate.context import RunContext
 from ameide_migrate.core.outcomes import DatabaseOutcome, OutcomeState
-from ameide_migrate.migrate import Steps
+from ameide_migrate.services import migrate
+from ameide_migrate.services.context import RunContext
+from ameide_migrate.services.migrate import Steps
 
 from .evolving_set import write_evolving_set
 from .fix_platform import REPO

@@ -26,7 +26,6 @@ from prefect.client.schemas.filters import (
 from psycopg import sql
 from pydantic import SecretStr
 
-from ameide_migrate import credential_gate, local
 from ameide_migrate.adapters import postgres, secret_sources
 from ameide_migrate.adapters.ports import free_port
 from ameide_migrate.adapters.postgres import Credentials
@@ -42,6 +41,7 @@ from ameide_migrate.core.errors import (
     VaultSealed,
     VaultUnreachable,
 )
+from ameide_migrate.services import credential_gate, local
 
 from .fix_platform import REPO, Platform
 from .fix_prefect import SERVER_HOME

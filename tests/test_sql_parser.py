@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from ameide_migrate import lint
 from ameide_migrate.config.lint_rules import NON_TRANSACTIONAL_IN_TRANSACTION, LintRules
 from ameide_migrate.core import locking, statements
 from ameide_migrate.core.findings import Level
+from ameide_migrate.services import lint
 
 REPO = Path(__file__).resolve().parent.parent
 SHOP = REPO / "tests/data/lint/shop"

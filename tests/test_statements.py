@@ -10,10 +10,11 @@ import re
 import pytest
 from rich.console import Console
 
-from ameide_migrate import report, terminal
+from ameide_migrate import terminal
 from ameide_migrate.core import locking, statements
 from ameide_migrate.core.outcomes import DatabaseOutcome, OutcomeState
-from ameide_migrate.plan import DatabasePlan, PlannedMigration
+from ameide_migrate.services import report
+from ameide_migrate.services.plan import DatabasePlan, PlannedMigration
 
 # (script, [(text, words, line)]) as the splitter before the linear one gave them.
 TRICKY = [

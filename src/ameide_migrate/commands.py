@@ -25,14 +25,11 @@ from uuid import UUID, uuid4
 
 from pydantic import SecretStr
 
-from ameide_migrate import credential_gate, dev_loop, fleet, local, migrate
-from ameide_migrate import lint as linting
 from ameide_migrate.adapters import flyway, postgres, prefect_api, stopping
 from ameide_migrate.adapters.postgres import Credentials
 from ameide_migrate.config import environments
 from ameide_migrate.config.fleets import Fleet
 from ameide_migrate.config.settings import Settings
-from ameide_migrate.context import RunContext, history_table_of
 from ameide_migrate.core import interruption, recovery
 from ameide_migrate.core.catalog import Catalog, DatabaseCatalog, Version, load_catalog, load_folder
 from ameide_migrate.core.errors import (
@@ -44,16 +41,19 @@ from ameide_migrate.core.errors import (
 )
 from ameide_migrate.core.history import current_version
 from ameide_migrate.core.outcomes import OutcomeState, RunFailed
-from ameide_migrate.drift import DriftFound, DriftReport
-from ameide_migrate.fleet import FleetHalted
+from ameide_migrate.services import credential_gate, dev_loop, fleet, local, migrate
+from ameide_migrate.services import lint as linting
+from ameide_migrate.services.context import RunContext, history_table_of
+from ameide_migrate.services.drift import DriftFound, DriftReport
+from ameide_migrate.services.fleet import FleetHalted
 
 if TYPE_CHECKING:
     from ameide_migrate.core.catalog import DatabaseCatalog, Migration
     from ameide_migrate.core.findings import Finding
     from ameide_migrate.core.outcomes import RunReport
-    from ameide_migrate.drift import DriftReport
-    from ameide_migrate.fleet import FleetReport
-    from ameide_migrate.image import BuiltImage
+    from ameide_migrate.services.drift import DriftReport
+    from ameide_migrate.services.fleet import FleetReport
+    from ameide_migrate.services.image import BuiltImage
 
 Progress = Callable[[str], None]
 

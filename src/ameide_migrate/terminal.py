@@ -28,15 +28,15 @@ from ameide_migrate.adapters.prefect_api import ArtifactTable
 from ameide_migrate.core import locking
 from ameide_migrate.core.findings import Finding, Level
 from ameide_migrate.core.outcomes import DatabaseOutcome, OutcomeState, RunReport
-from ameide_migrate.drift import DriftReport, Verdict
-from ameide_migrate.fleet import STANDINGS
-from ameide_migrate.image import BuiltImage
-from ameide_migrate.report import lock_runs, noted, on_servers, rows_of, size_of
+from ameide_migrate.services.drift import DriftReport, Verdict
+from ameide_migrate.services.fleet import STANDINGS
+from ameide_migrate.services.image import BuiltImage
+from ameide_migrate.services.report import lock_runs, noted, on_servers, rows_of, size_of
 
 if TYPE_CHECKING:
-    from ameide_migrate import dev_loop
     from ameide_migrate.commands import FleetChore, FleetTarget
-    from ameide_migrate.fleet import FleetReport, WaveProgress
+    from ameide_migrate.services import dev_loop
+    from ameide_migrate.services.fleet import FleetReport, WaveProgress
 
 
 _STYLE = {
@@ -347,7 +347,7 @@ def print_dev_event(event: dev_loop.Event, console: Console) -> None:
     """What `ameide-migrate dev` shows as it goes: one row per database of each run, with the
     run's link; an edited applied migration with its two fixes; the image kept in step."""
     # Here, not at the top: every flow imports this module, and none needs the file watcher.
-    from ameide_migrate import dev_loop
+    from ameide_migrate.services import dev_loop
 
     stamp = datetime.now().strftime("%H:%M:%S")
     if isinstance(event, dev_loop.Watching):

@@ -29,13 +29,13 @@ from prefect.runtime import deployment, flow_run
 from prefect.utilities.urls import url_for
 from pydantic import Field
 
-from ameide_migrate import plan, report
 from ameide_migrate.adapters import prefect_api
 from ameide_migrate.config.environments import ApprovalPolicy
 from ameide_migrate.config.settings import Settings
-from ameide_migrate.context import RunContext
 from ameide_migrate.core.catalog import DatabaseCatalog, pinned_copy
-from ameide_migrate.plan import DatabasePlan, Decision, FileChanges, Ruling
+from ameide_migrate.services import plan, report
+from ameide_migrate.services.context import RunContext
+from ameide_migrate.services.plan import DatabasePlan, Decision, FileChanges, Ruling
 
 T = TypeVar("T")
 

@@ -10,21 +10,21 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from ameide_migrate import drift, metrics
-from ameide_migrate import fleet as fleets
-from ameide_migrate import report as rendering
 from ameide_migrate.adapters import postgres
 from ameide_migrate.adapters.prefect_api import DRIFTED_STATE
 from ameide_migrate.config import environments
 from ameide_migrate.config.fleets import Fleet
 from ameide_migrate.config.settings import get_settings
-from ameide_migrate.context import RunContext
 from ameide_migrate.core.catalog import DatabaseCatalog
 from ameide_migrate.core.errors import MigrateError
-from ameide_migrate.drift import DatabaseDrift, DriftFound, DriftReport, Verdict
 from ameide_migrate.flows.deployment_guard import own_environment, stopped_at_once
 from ameide_migrate.flows.retrying import step_options, with_retries
 from ameide_migrate.flows.secrets import verify_credentials
+from ameide_migrate.services import drift, metrics
+from ameide_migrate.services import fleet as fleets
+from ameide_migrate.services import report as rendering
+from ameide_migrate.services.context import RunContext
+from ameide_migrate.services.drift import DatabaseDrift, DriftFound, DriftReport, Verdict
 
 
 @task(**step_options("check"), task_run_name="check {database}")

@@ -25,25 +25,25 @@ from prefect.client.schemas.objects import FlowRun, State
 from prefect.runtime import deployment, flow_run
 from prefect.states import Cancelled, Completed, Failed
 
-from ameide_migrate import fleet, migrate, plan, report
 from ameide_migrate.adapters import postgres, prefect_api
 from ameide_migrate.config import environments
 from ameide_migrate.config.environments import ApprovalPolicy
 from ameide_migrate.config.fleets import Fleet, Waves, checked_targets
 from ameide_migrate.config.settings import Settings, get_settings
-from ameide_migrate.context import RunContext, history_table_of
 from ameide_migrate.core.catalog import DatabaseCatalog
 from ameide_migrate.core.errors import REJECTED_STATE, FleetBusy, MigrateError, UsageError
 from ameide_migrate.core.history import HistoryRow
 from ameide_migrate.core.interruption import Interrupted
 from ameide_migrate.core.outcomes import DatabaseFailed, DatabaseOutcome, OutcomeState
-from ameide_migrate.fleet import FleetHalted, FleetReport
 from ameide_migrate.flows import approval
 from ameide_migrate.flows.deployment_guard import own_environment, stopped_at_once
 from ameide_migrate.flows.retrying import retried, with_retries
 from ameide_migrate.flows.secrets import verify_credentials, verify_credentials_reading_histories
-from ameide_migrate.migrate import Steps
-from ameide_migrate.plan import Decision
+from ameide_migrate.services import fleet, migrate, plan, report
+from ameide_migrate.services.context import RunContext, history_table_of
+from ameide_migrate.services.fleet import FleetHalted, FleetReport
+from ameide_migrate.services.migrate import Steps
+from ameide_migrate.services.plan import Decision
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -1,7 +1,7 @@
 """The build flow: the migrations image built once per content, pushed, known by its digest.
 
-Thin orchestration over `ameide_migrate.image.build_image`; the build's output streams into the
-run's logs, and the result is an artifact that names the image by digest.
+Thin orchestration over `ameide_migrate.services.image.build_image`; the build's output streams
+into the run's logs, and the result is an artifact that names the image by digest.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
-from ameide_migrate import image, report
 from ameide_migrate.config.settings import get_settings
 from ameide_migrate.flows.retrying import step_options, with_retries
-from ameide_migrate.image import BuiltImage, Flavor, ImageRequest
+from ameide_migrate.services import image, report
+from ameide_migrate.services.image import BuiltImage, Flavor, ImageRequest
 
 
 class ImageBuild(BaseModel):

@@ -2,7 +2,7 @@
 then per database inspect -> lint -> validate -> migrate, then a read-only smoke step and the
 results artifact.
 
-Thin orchestration over `ameide_migrate.migrate`: tasks add retries, run records, logs and
+Thin orchestration over `ameide_migrate.services.migrate`: tasks add retries, run records, logs and
 concurrency; the verbs hold the logic.
 """
 
@@ -21,11 +21,9 @@ from prefect.client.schemas.objects import State
 from prefect.states import Cancelled
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from ameide_migrate import migrate, plan, report
 from ameide_migrate.config import environments
 from ameide_migrate.config.environments import ApprovalPolicy
 from ameide_migrate.config.settings import Settings, get_settings
-from ameide_migrate.context import RunContext
 from ameide_migrate.core import recovery
 from ameide_migrate.core.errors import REJECTED_STATE, MigrateError
 from ameide_migrate.core.findings import Finding
@@ -43,8 +41,10 @@ from ameide_migrate.flows.deployment_guard import own_environment, stopped_at_on
 from ameide_migrate.flows.image import ImageBuild, build_image_flow
 from ameide_migrate.flows.retrying import says_how_long, step_options, with_retries
 from ameide_migrate.flows.secrets import verify_credentials
-from ameide_migrate.migrate import Steps
-from ameide_migrate.plan import DatabasePlan, Decision
+from ameide_migrate.services import migrate, plan, report
+from ameide_migrate.services.context import RunContext
+from ameide_migrate.services.migrate import Steps
+from ameide_migrate.services.plan import DatabasePlan, Decision
 
 
 @task(**step_options("inspect"), task_run_name="inspect {database}")

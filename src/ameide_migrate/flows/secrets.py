@@ -9,7 +9,6 @@ from typing import cast
 import psycopg
 from prefect import get_run_logger, task
 
-from ameide_migrate import credential_gate
 from ameide_migrate.adapters import postgres
 from ameide_migrate.adapters.postgres import Credentials
 from ameide_migrate.adapters.secret_sources import SecretSource
@@ -17,8 +16,9 @@ from ameide_migrate.blocks import VaultDatabaseSecrets
 from ameide_migrate.config.settings import get_settings
 from ameide_migrate.config.vault_settings import VaultSettings
 from ameide_migrate.core.history import HistoryRow
-from ameide_migrate.credential_gate import GateResult
 from ameide_migrate.flows.retrying import step_options
+from ameide_migrate.services import credential_gate
+from ameide_migrate.services.credential_gate import GateResult
 
 
 def vault_block_connection(environment: str) -> VaultSettings | None:

@@ -11,10 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ameide_migrate import migrate
 from ameide_migrate.adapters import postgres
 from ameide_migrate.adapters.postgres import Fingerprint
-from ameide_migrate.context import RunContext
 from ameide_migrate.core import recovery
 from ameide_migrate.core.catalog import DatabaseCatalog, Version
 from ameide_migrate.core.errors import ExitCode, MigrateError
@@ -29,6 +27,8 @@ from ameide_migrate.core.history import (
 )
 from ameide_migrate.core.indexes import InvalidIndex
 from ameide_migrate.core.interruption import Interrupted
+from ameide_migrate.services import migrate
+from ameide_migrate.services.context import RunContext
 
 
 class Verdict(StrEnum):

@@ -16,16 +16,16 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
-from ameide_migrate import drift
 from ameide_migrate.adapters import postgres
 from ameide_migrate.config.fleets import Fleet
-from ameide_migrate.context import RunContext
 from ameide_migrate.core import locking, recovery
 from ameide_migrate.core.catalog import DatabaseCatalog, pinned_copy
 from ameide_migrate.core.errors import ApprovedFilesChanged
 from ameide_migrate.core.history import PENDING, pending_migrations
 from ameide_migrate.core.outcomes import DatabaseOutcome, OutcomeState
-from ameide_migrate.migrate import lint_of_pending, lint_stop, statement_locks
+from ameide_migrate.services import drift
+from ameide_migrate.services.context import RunContext
+from ameide_migrate.services.migrate import lint_of_pending, lint_stop, statement_locks
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ameide_migrate import lint
 from ameide_migrate.adapters import flyway, postgres
 from ameide_migrate.adapters.flyway import LogSink
-from ameide_migrate.context import RunContext
 from ameide_migrate.core import interruption, locking, recovery, statements
 from ameide_migrate.core.catalog import DatabaseCatalog, Migration, Version
 from ameide_migrate.core.errors import (
@@ -48,6 +46,8 @@ from ameide_migrate.core.outcomes import (
     OutcomeState,
     SmokeResult,
 )
+from ameide_migrate.services import lint
+from ameide_migrate.services.context import RunContext
 
 # History rows the native check understands; any other (DELETE after a repair, UNDO, JDBC...)
 # sends the database to Flyway.

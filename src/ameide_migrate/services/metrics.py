@@ -12,7 +12,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
 
 from ameide_migrate.core.catalog import Version
-from ameide_migrate.drift import DriftReport, Verdict
+from ameide_migrate.services.drift import DriftReport, Verdict
 
 JOB = "ameide_migrate_drift"
 _DRIFTED = (Verdict.DRIFTED, Verdict.NO_HISTORY, Verdict.UNREACHABLE, Verdict.INTERRUPTED)

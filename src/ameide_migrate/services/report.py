@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 from ameide_migrate.core import locking
 from ameide_migrate.core.history import SETTLED_STATES
 from ameide_migrate.core.outcomes import DatabaseOutcome, OutcomeState, RunReport
-from ameide_migrate.drift import DriftReport, Verdict
-from ameide_migrate.image import BuiltImage
-from ameide_migrate.lint import counts
-from ameide_migrate.plan import DatabasePlan, Decision, FileChanges
+from ameide_migrate.services.drift import DriftReport, Verdict
+from ameide_migrate.services.image import BuiltImage
+from ameide_migrate.services.lint import counts
+from ameide_migrate.services.plan import DatabasePlan, Decision, FileChanges
 
 if TYPE_CHECKING:
-    from ameide_migrate.fleet import StateGroup
+    from ameide_migrate.services.fleet import StateGroup
 
 
 def artifact_key(environment: str, *, dry_run: bool) -> str:

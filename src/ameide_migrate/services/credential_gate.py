@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import psycopg
 
-from ameide_migrate import local
 from ameide_migrate.adapters import postgres, secret_sources, vault
 from ameide_migrate.adapters.postgres import Credentials
 from ameide_migrate.adapters.secret_sources import SecretSource, VaultSource
@@ -33,6 +32,7 @@ from ameide_migrate.core.errors import (
     SecretsInvalid,
     VaultPermissionDenied,
 )
+from ameide_migrate.services import local
 
 
 @dataclass(frozen=True)

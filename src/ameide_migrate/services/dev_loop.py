@@ -31,7 +31,7 @@ from ameide_migrate.core.history import HistoryRow
 if TYPE_CHECKING:
     from ameide_migrate.core.findings import Finding
     from ameide_migrate.core.outcomes import RunReport
-    from ameide_migrate.image import BuiltImage
+    from ameide_migrate.services.image import BuiltImage
 
 
 class RunResult(Protocol):

@@ -39,7 +39,7 @@ from ameide_migrate.core.errors import DatabaseRefusedConnection, FleetInvalid, 
 from ameide_migrate.core.history import HistoryRow, current_version, pending_migrations
 from ameide_migrate.core.interruption import Interrupted
 from ameide_migrate.core.outcomes import DatabaseOutcome, OutcomeState, servers_of
-from ameide_migrate.credential_gate import Unreachable
+from ameide_migrate.services.credential_gate import Unreachable
 
 
 def resolve_targets(
