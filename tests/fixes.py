@@ -23,8 +23,8 @@ from typer._click.exceptions import BadParameter, ClickException
 from typer.core import TyperGroup
 from typer.main import get_command
 
-from ameide_migrate import commands
 from ameide_migrate.cli import app
+from ameide_migrate.commands.fleet import fleet_targets
 from ameide_migrate.config import environments
 from ameide_migrate.config.settings import Settings, get_settings
 from ameide_migrate.core.errors import MigrateError
@@ -77,7 +77,7 @@ def resolve_names(params: dict[str, Any], settings: Settings) -> None:
         declared = environments.fleet(name, settings)
         targets = _given(params.get("target"))
         if targets:
-            fleet.chosen_targets(declared, commands.fleet_targets(settings, env, name), targets)
+            fleet.chosen_targets(declared, fleet_targets(settings, env, name), targets)
 
 
 def _given_placeholder(command: str, error: BadParameter) -> bool:

@@ -25,8 +25,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.states import Cancelled
 
-from ameide_migrate import commands
 from ameide_migrate.adapters.prefect_api import Server
+from ameide_migrate.commands.approval import approve
 from ameide_migrate.config import environments
 from ameide_migrate.config.settings import get_settings
 from ameide_migrate.core import locking
@@ -205,7 +205,7 @@ def test_approval_pauses_the_run_and_an_approval_through_the_api_resumes_it(
     assert "graph/V1__graph_initial_schema.sql" in text
     assert all(platform.history(db) is None for db in DATABASES)
 
-    done = commands.approve(get_settings(), str(run_id), reason="read the plan, go")
+    done = approve(get_settings(), str(run_id), reason="read the plan, go")
     assert done.approved
     approved_and_migrated(platform, thread, ended, run_id, "read the plan, go")
 
@@ -221,14 +221,14 @@ def test_approval_holds_for_the_plan_approved_only(platform: Platform) -> None:
         "ALTER TABLE graph_nodes ADD COLUMN note text;\n"
     )
 
-    commands.approve(get_settings(), str(first), reason="the first plan")
+    approve(get_settings(), str(first), reason="the first plan")
     # Asked again, for the plan that now holds V4, with nothing migrated in between.
     wait_for("second plan", lambda: artifact("migrate-local-plan", first) != first_plan)
     assert "graph/V4__graph_note.sql" in artifact("migrate-local-plan", first)
     wait_for("paused again", paused_run)
     assert all(platform.history(db) is None for db in DATABASES)
 
-    commands.approve(get_settings(), str(first), reason="the second plan")
+    approve(get_settings(), str(first), reason="the second plan")
     thread.join(timeout=300)
     assert ended["state"].is_completed(), ended["state"].message
     assert platform.versions("graph")[-1] == "4"
@@ -272,7 +272,7 @@ def test_approval_covers_the_files_it_showed_an_edited_and_an_added_file_are_ask
     assert f"graph/{GRAPH_V3}" in first_plan
     edit_and_add(platform)
 
-    commands.approve(get_settings(), str(run_id), reason="the plan as shown")
+    approve(get_settings(), str(run_id), reason="the plan as shown")
     wait_for("second plan", lambda: artifact("migrate-local-plan", run_id) != first_plan)
     second_plan = artifact("migrate-local-plan", run_id)
     assert f"since plan {approved} was approved, the files it listed changed" in second_plan
@@ -285,7 +285,7 @@ def test_approval_covers_the_files_it_showed_an_edited_and_an_added_file_are_ask
     assert not platform.table_exists("graph", "graph_v3_edited")
     assert not platform.table_exists("graph", "graph_audit")
 
-    commands.approve(get_settings(), str(run_id), reason="the plan with V4")
+    approve(get_settings(), str(run_id), reason="the plan with V4")
     thread.join(timeout=300)
     assert ended["state"].is_completed(), ended["state"].message
     assert platform.versions("graph") == ["1", "2", "3", "4"]
@@ -312,7 +312,7 @@ def test_approval_of_files_changed_since_with_no_decision_on_them_exits_5_naming
     try:
         run_id = wait_for("paused run", paused_run)
         edit_and_add(platform)
-        commands.approve(get_settings(), str(run_id), reason="the plan as shown")
+        approve(get_settings(), str(run_id), reason="the plan as shown")
         out, err = run.communicate(timeout=300)
     finally:
         if run.poll() is None:
@@ -355,7 +355,7 @@ def test_approval_rejected_ends_cancelled_with_nothing_migrated_and_the_reason(
     thread, ended = run_in_thread(databases=DATABASES)
     run_id = wait_for("paused run", paused_run)
 
-    commands.approve(get_settings(), str(run_id), approved=False, reason="not during the sale")
+    approve(get_settings(), str(run_id), approved=False, reason="not during the sale")
     thread.join(timeout=120)
 
     state = ended["state"]
@@ -369,7 +369,7 @@ def test_approval_rejected_ends_cancelled_with_nothing_migrated_and_the_reason(
     )
     # The run waits no more: a second decision is refused, naming the run's state.
     with pytest.raises(RunNotAwaitingApproval, match="is Rejected, not waiting"):
-        commands.approve(get_settings(), str(run_id))
+        approve(get_settings(), str(run_id))
 
 
 def test_approval_timeout_counts_as_a_rejection(platform: Platform) -> None:
@@ -567,10 +567,10 @@ def test_approval_in_the_prefect_ui_resumes_the_run_and_it_migrates(
     page.get_by_role("button", name="Resume").click()
     form = page.get_by_role("dialog").filter(has_text="Resume Flow Run")
     expect(form).to_contain_text("read the artifact migrate-local-plan")
-    approve = form.locator(".schema-form-property").filter(has_text="Approve").get_by_role("switch")
-    expect(approve).to_have_attribute("aria-checked", "false")
-    approve.click()
-    expect(approve).to_have_attribute("aria-checked", "true")
+    switch = form.locator(".schema-form-property").filter(has_text="Approve").get_by_role("switch")
+    expect(switch).to_have_attribute("aria-checked", "false")
+    switch.click()
+    expect(switch).to_have_attribute("aria-checked", "true")
     form.get_by_role("textbox").fill("checked the plan in the UI")
     form.get_by_role("button", name="Submit").click()
     expect(form).to_be_hidden()

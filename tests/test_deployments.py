@@ -165,8 +165,8 @@ def test_a_local_run_registers_the_local_deployments_again_only_when_they_change
 ) -> None:
     """Every local run and dev-loop save asks for the local deployments: registered once, then
     again only when their definition changed (here the environments file's drift schedule)."""
-    from ameide_migrate import commands
     from ameide_migrate.adapters import prefect_api
+    from ameide_migrate.commands.deploy import serve_local_deployments
     from ameide_migrate.config import environments
     from ameide_migrate.config.settings import get_settings
 
@@ -175,7 +175,7 @@ def test_a_local_run_registers_the_local_deployments_again_only_when_they_change
 
     def serve() -> dict[str, object]:
         catalog = environments.catalog("local", settings)
-        commands.serve_local_deployments(settings, api, catalog)
+        serve_local_deployments(settings, api, catalog)
         with get_client(sync_client=True) as client:
             return {
                 n: client.read_deployment_by_name(n).updated

@@ -21,7 +21,7 @@ from ameide_migrate.adapters import postgres
 from ameide_migrate.adapters.flyway import Installation
 from ameide_migrate.adapters.pg_cluster import Cluster
 from ameide_migrate.adapters.ports import free_port
-from ameide_migrate.commands import seed_local
+from ameide_migrate.commands.shared import seed_local
 from ameide_migrate.config import environments
 from ameide_migrate.config.settings import get_settings
 from ameide_migrate.core import recovery

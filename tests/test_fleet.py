@@ -24,11 +24,13 @@ import pytest
 from psycopg import sql
 from rich.console import Console
 
-from ameide_migrate import commands, terminal
+from ameide_migrate import terminal
 from ameide_migrate.adapters import postgres, prefect_api, secret_sources
 from ameide_migrate.adapters import vault as vault_api
 from ameide_migrate.adapters.postgres import Credentials
-from ameide_migrate.commands import seed_local
+from ameide_migrate.commands.fleet import FleetTarget, check_fleet, fleet_run
+from ameide_migrate.commands.shared import seed_local
+from ameide_migrate.commands.trigger import follow, trigger
 from ameide_migrate.config import environments
 from ameide_migrate.config.fleets import Fleet, Waves, targets_of_file
 from ameide_migrate.config.settings import Settings, get_settings
@@ -208,7 +210,7 @@ def test_fleet_status_counts_failed_quarantined_not_started_and_behind_apart() -
     assert at("never run", history=False) == "no history"
     shown = Console(record=True, width=200)
     targets = [
-        commands.FleetTarget(f"tenant_t{i}", "1", "2", state, "", "", "127.0.0.1:5432")
+        FleetTarget(f"tenant_t{i}", "1", "2", state, "", "", "127.0.0.1:5432")
         for i, state in enumerate(["behind", "not started", "failed", "behind", "unreachable"])
     ]
     terminal.print_fleet_status("tenants", targets, shown)
@@ -416,7 +418,7 @@ def test_a_fleet_run_checks_template_registry_targets_and_secret_paths_before_an
 
     def checked(table: str, targets: list[str] | None = None) -> list[str]:
         toml.write_text(base.replace('targets = ["acme", "globex"]\n', table))
-        return commands.check_fleet(Settings(sql_dir=tmp_path), "local", "tenants", targets)
+        return check_fleet(Settings(sql_dir=tmp_path), "local", "tenants", targets)
 
     assert checked('targets = ["acme", "globex"]\n') == ["acme", "globex"]
     assert checked('targets = ["acme", "globex"]\n', ["globex"]) == ["globex"]
@@ -426,9 +428,9 @@ def test_a_fleet_run_checks_template_registry_targets_and_secret_paths_before_an
         checked('targets = ["acme", "globex", "acme"]\n')
     toml.write_text(base.replace('template = "tenant"', 'template = "tenants"'))
     with pytest.raises(FleetInvalid, match=r"template 'tenants' is no folder .* platform, tenant"):
-        commands.check_fleet(Settings(sql_dir=tmp_path), "local", "tenants")
+        check_fleet(Settings(sql_dir=tmp_path), "local", "tenants")
     with pytest.raises(FleetInvalid, match=r"template 'tenants' is no folder"):  # no run started
-        commands.trigger(Settings(sql_dir=tmp_path), "local", flow="fleet", fleet_name="tenants")
+        trigger(Settings(sql_dir=tmp_path), "local", flow="fleet", fleet_name="tenants")
     with pytest.raises(
         FleetInvalid, match=r"registry 'billing' is no database of local .*platform"
     ):
@@ -452,7 +454,7 @@ def test_a_fleet_run_checks_template_registry_targets_and_secret_paths_before_an
         match=r"fleet eu: the secret of its target acme would be read at local/tenants/eu_acme, "
         r"by the vault_path of fleet tenants .* not at local/eu/acme",
     ):
-        commands.check_fleet(Settings(sql_dir=tmp_path), "local", "eu")
+        check_fleet(Settings(sql_dir=tmp_path), "local", "eu")
 
 
 def test_a_tree_with_fleets_deploys_a_fleet_form_and_a_shard_deployment(tmp_path: Path) -> None:
@@ -495,17 +497,17 @@ def test_trigger_names_what_a_fleet_run_needs_before_it_calls_the_api(tmp_path: 
     fleet_tree(tmp_path, 'targets = ["acme"]\n')
     settings = Settings(sql_dir=tmp_path)
     with pytest.raises(UsageError, match="--flow fleet needs --fleet"):
-        commands.trigger(settings, "local", flow="fleet")
+        trigger(settings, "local", flow="fleet")
     with pytest.raises(UsageError, match="--fleet NAME goes with --flow fleet"):
-        commands.trigger(settings, "local", fleet_name="tenants")
+        trigger(settings, "local", fleet_name="tenants")
     with pytest.raises(FleetInvalid, match=r"unknown fleet 'vendors'.*declares tenants"):
-        commands.trigger(settings, "local", flow="fleet", fleet_name="vendors")
+        trigger(settings, "local", flow="fleet", fleet_name="vendors")
     with pytest.raises(UsageError, match="--db does not apply to a fleet"):
-        commands.trigger(settings, "local", ["platform"], flow="fleet", fleet_name="tenants")
+        trigger(settings, "local", ["platform"], flow="fleet", fleet_name="tenants")
     with pytest.raises(UsageError, match="unknown flow 'fleets': choose migrate, drift or fleet"):
-        commands.trigger(settings, "local", flow="fleets")
+        trigger(settings, "local", flow="fleets")
     with pytest.raises(UsageError, match="--wait-for-lock goes with --flow fleet"):
-        commands.trigger(settings, "local", wait_for_lock=True)
+        trigger(settings, "local", wait_for_lock=True)
 
 
 # --- With a real PostgreSQL, Flyway and Prefect --------------------------------------------------
@@ -763,7 +765,7 @@ def test_one_approval_covers_the_targets_of_each_state_in_a_protected_environmen
         protect(platform)
         ended: list[Any] = []
         runner = threading.Thread(
-            target=lambda: ended.append(commands.fleet_run(get_settings(), "local", "tenants"))
+            target=lambda: ended.append(fleet_run(get_settings(), "local", "tenants"))
         )
         runner.start()
         run_id = wait_for("paused fleet run", paused_run)
@@ -818,7 +820,7 @@ def test_a_fleets_approval_covers_the_files_it_showed_an_edited_and_an_added_fil
         protect(platform)
         ended: list[Any] = []
         runner = threading.Thread(
-            target=lambda: ended.append(commands.fleet_run(get_settings(), "local", "tenants"))
+            target=lambda: ended.append(fleet_run(get_settings(), "local", "tenants"))
         )
         runner.start()
         run_id = wait_for("paused fleet run", paused_run)
@@ -953,7 +955,7 @@ def test_a_deployments_fleet_runs_each_shard_as_a_run_of_the_shard_deployment_at
         alone = prefect_api.start_deployment(
             "fleet-shard/qa", {"name": "tenants", "targets": ["t000"]}
         )
-        refused = commands.follow(alone, 300, on_line=lambda _line: None)
+        refused = follow(alone, 300, on_line=lambda _line: None)
         assert refused.state == "Failed", refused
         assert "runs a shard of a running fleet run only" in refused.message
         assert histories(platform, ["t000"]) == {"t000": []}

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from ameide_migrate.adapters import postgres
-from ameide_migrate.commands import seed_local
+from ameide_migrate.commands.shared import seed_local
 from ameide_migrate.config.settings import get_settings
 
 from .fix_platform import Platform, ameide, drop_owners

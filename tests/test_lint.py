@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from ameide_migrate import commands
 from ameide_migrate.adapters import postgres, secret_sources
 from ameide_migrate.adapters.postgres import Credentials
+from ameide_migrate.commands.lint import lint as lint_command
 from ameide_migrate.config import environments
 from ameide_migrate.config.lint_rules import (
     MIXED_TRANSACTION,
@@ -238,7 +238,7 @@ def test_the_shipped_sample_has_no_error_in_any_environment() -> None:
     assert set(declared) == {"local", "staging", "prod"}
 
     for name in [None, *declared]:
-        linted = commands.lint(settings, name, paths=[settings.sql_dir])
+        linted = lint_command(settings, name, paths=[settings.sql_dir])
         assert linted.errors == 0, (name, [f.describe() for _, f in linted.findings])
         assert len(linted.checked) == 30
 
@@ -299,7 +299,7 @@ def test_each_environment_has_its_own_levels(tmp_path: Path) -> None:
     index = settings.sql_dir / "shop" / "V1__index_on_existing_table.sql"
 
     def levels(env: str | None) -> list[tuple[str, str]]:
-        linted = commands.lint(settings, env, paths=[index])
+        linted = lint_command(settings, env, paths=[index])
         return [(f.rule, f.level.value) for _, f in linted.findings]
 
     assert levels("prod") == [("require-concurrent-index-creation", "error")]
@@ -308,7 +308,7 @@ def test_each_environment_has_its_own_levels(tmp_path: Path) -> None:
     assert levels("local") == [("require-concurrent-index-creation", "warning")]
     # The file's [lint] is under every environment's: prefer-robust-stmts is off in all.
     mixed = settings.sql_dir / "shop" / "V5__concurrently_mixed_with_transactional.sql"
-    rules = {f.rule for _, f in commands.lint(settings, "prod", paths=[mixed]).findings}
+    rules = {f.rule for _, f in lint_command(settings, "prod", paths=[mixed]).findings}
     assert rules == {MIXED_TRANSACTION}
 
 

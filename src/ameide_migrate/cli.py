@@ -25,8 +25,9 @@ from ameide_migrate.core.errors import DatabaseUrlInvalid, ExitCode, MigrateErro
 if TYPE_CHECKING:
     from pydantic import SecretStr
 
-    from ameide_migrate import commands
     from ameide_migrate.adapters.prefect_api import Api
+    from ameide_migrate.commands.lint import LintReport
+    from ameide_migrate.commands.repair import FleetChore
     from ameide_migrate.core.findings import Finding
 
 app = typer.Typer(
@@ -223,7 +224,8 @@ def run(
 ) -> None:
     """(Build and push the migrations image,) verify the credentials, migrate the environment's
     databases to the latest version, then prove it (flyway info)."""
-    from ameide_migrate import commands, terminal
+    from ameide_migrate import terminal
+    from ameide_migrate.commands import run as verbs
     from ameide_migrate.config.settings import get_settings
 
     if concurrency is not None and concurrency < 1:
@@ -231,7 +233,7 @@ def run(
             f"--concurrency {concurrency}: give 1 or more databases migrated at once, or leave it "
             "out for AMEIDE_MAX_CONCURRENCY (default 8)"
         )
-    done = commands.run(
+    done = verbs.run(
         get_settings(),
         env,
         db,
@@ -288,10 +290,11 @@ def dev(
     An applied migration edited since is named with its two fixes, neither done unasked. Exits
     130 on Ctrl-C, leaving no run Running.
     """
-    from ameide_migrate import commands, terminal
+    from ameide_migrate import terminal
+    from ameide_migrate.commands import dev as verbs
     from ameide_migrate.config.settings import get_settings
 
-    commands.dev(
+    verbs.dev(
         get_settings(),
         reset=reset,
         image=image,
@@ -320,12 +323,13 @@ def drift(
     Exits 0 when every database is in sync, 3 when any has drifted or has pending migrations,
     1 on an error (an unreachable database, a Vault fault).
     """
-    from ameide_migrate import commands, terminal
+    from ameide_migrate import terminal
+    from ameide_migrate.commands import drift as verbs
     from ameide_migrate.config.settings import get_settings
 
     if engine not in ("native", "flyway"):
         raise UsageError(f"unknown engine {engine!r}: choose native or flyway")
-    found = commands.drift(get_settings(), env, db, engine, _progress, fleet)  # type: ignore[arg-type]
+    found = verbs.drift(get_settings(), env, db, engine, _progress, fleet)  # type: ignore[arg-type]
     if json_output:
         typer.echo(json.dumps([d.as_json() for d in found.databases], indent=2))
     else:
@@ -367,12 +371,13 @@ def lint(
 
     Exits 0 clean or warnings only, 1 an error finding, 2 a usage mistake.
     """
-    from ameide_migrate import commands, terminal
+    from ameide_migrate import terminal
+    from ameide_migrate.commands import lint as verbs
     from ameide_migrate.config.settings import get_settings
 
     if output_format not in ("table", "json", "github"):
         raise UsageError(f"unknown format {output_format!r}: choose table, json or github")
-    linted = commands.lint(get_settings(), env, db, paths, fleet_name=fleet, targets=target)
+    linted = verbs.lint(get_settings(), env, db, paths, fleet_name=fleet, targets=target)
     if output_format == "json":
         typer.echo(json.dumps(_lint_json(linted), indent=2, ensure_ascii=False))
     elif output_format == "github":
@@ -388,7 +393,7 @@ def lint(
         raise SystemExit(ExitCode.FAILED)
 
 
-def _lint_json(linted: commands.LintReport) -> dict[str, Any]:
+def _lint_json(linted: LintReport) -> dict[str, Any]:
     return {
         "environment": linted.environment,
         "pending_only": linted.pending_only,
@@ -400,7 +405,7 @@ def _lint_json(linted: commands.LintReport) -> dict[str, Any]:
     }
 
 
-def _lint_verdict(linted: commands.LintReport) -> str:
+def _lint_verdict(linted: LintReport) -> str:
     what = f"{len(linted.checked)} migration(s)"
     if linted.pending_only:
         what = f"{len(linted.checked)} pending migration(s) in {linted.environment}"
@@ -456,11 +461,11 @@ def deploy(
 
     Idempotent: running it again updates the same two deployments.
     """
-    from ameide_migrate import commands
+    from ameide_migrate.commands import deploy as verbs
     from ameide_migrate.config.settings import get_settings
 
     overrides = _job_variables_file(job_variables) if job_variables else {}
-    for name, deployment_id in commands.deploy(get_settings(), env, image, overrides):
+    for name, deployment_id in verbs.deploy(get_settings(), env, image, overrides):
         console.print(f"{name}: {deployment_id}", highlight=False)
 
 
@@ -519,10 +524,11 @@ def trigger(
     Exits 0 completed, 1 failed, crashed or cancelled, 3 drift found, 4 timed out (the run keeps
     going), 5 a protected environment's plan rejected or not approved in time.
     """
-    from ameide_migrate import commands, terminal
+    from ameide_migrate import terminal
+    from ameide_migrate.commands import trigger as verbs
     from ameide_migrate.config.settings import get_settings
 
-    started = commands.trigger(
+    started = verbs.trigger(
         get_settings(),
         env,
         db,
@@ -544,7 +550,7 @@ def trigger(
         line(f"waiting for a decision on the plan: approve or reject it at {ui}")
         line(f"  or: ameide-migrate approve {flow_run_id} [--reject --reason TEXT]")
 
-    outcome = commands.follow(
+    outcome = verbs.follow(
         flow_run_id, timeout or started.wait_seconds, on_line=line, on_waiting=waiting
     )
     for table in outcome.tables:
@@ -565,12 +571,12 @@ def approve(
     ] = "",
 ) -> None:
     """Approve (or reject) the plan of a protected environment's run, as the UI's Resume does."""
-    from ameide_migrate import commands
+    from ameide_migrate.commands import approval as verbs
     from ameide_migrate.config.settings import get_settings
 
     if reject and not reason.strip():
         raise UsageError("--reject needs --reason TEXT: say why, it is recorded with the run")
-    done = commands.approve(get_settings(), run_id, approved=not reject, reason=reason)
+    done = verbs.approve(get_settings(), run_id, approved=not reject, reason=reason)
     verdict = "approved" if done.approved else "rejected"
     console.print(
         f"{verdict} the plan of flow run {done.flow_run_id}: {done.url}",
@@ -621,14 +627,14 @@ def repair(
 ) -> None:
     """Flyway repair: remove failed rows and realign checksums of the named databases (or of a
     fleet's named targets)."""
-    from ameide_migrate import commands
+    from ameide_migrate.commands import repair as verbs
     from ameide_migrate.config.settings import get_settings
 
     _one_of_db_or_fleet("repair", db, fleet, target)
     if fleet is not None:
-        _fleet_chore(commands.fleet_repair(get_settings(), env, fleet, target, _on_flyway_log))
+        _fleet_chore(verbs.fleet_repair(get_settings(), env, fleet, target, _on_flyway_log))
         return
-    for done in commands.repair(get_settings(), env, db or [], on_log=_on_flyway_log):
+    for done in verbs.repair(get_settings(), env, db or [], on_log=_on_flyway_log):
         console.print(done.summary(), highlight=False, soft_wrap=True)
 
 
@@ -648,20 +654,20 @@ def baseline(
 ) -> None:
     """Flyway baseline of a database that has a schema and no history table (or of a fleet's
     named targets): the next run applies only the migrations above VERSION."""
-    from ameide_migrate import commands
+    from ameide_migrate.commands import repair as verbs
     from ameide_migrate.config.settings import get_settings
 
     _one_of_db_or_fleet("baseline", [db] if db else None, fleet, target)
     if fleet is not None:
         _fleet_chore(
-            commands.fleet_baseline(get_settings(), env, fleet, target, version, _on_flyway_log)
+            verbs.fleet_baseline(get_settings(), env, fleet, target, version, _on_flyway_log)
         )
         return
-    at = commands.baseline(get_settings(), env, db or "", version, on_log=_on_flyway_log)
+    at = verbs.baseline(get_settings(), env, db or "", version, on_log=_on_flyway_log)
     console.print(f"{db}: baselined at version {at}", highlight=False)
 
 
-def _fleet_chore(done: commands.FleetChore) -> None:
+def _fleet_chore(done: FleetChore) -> None:
     """Every target's outcome, then the summary; exit 1 when one failed."""
     from ameide_migrate import terminal
     from ameide_migrate.core.errors import FleetTargetsFailed
@@ -733,10 +739,11 @@ def image_build(
     The tag is a hash of the SQL, the Dockerfile, the base, the Flyway version, the locked
     dependencies and the project's code. With --push, the last line is REPOSITORY@sha256:DIGEST.
     """
-    from ameide_migrate import commands, terminal
+    from ameide_migrate import terminal
+    from ameide_migrate.commands import image as verbs
     from ameide_migrate.config.settings import get_settings
 
-    built = commands.build_image(
+    built = verbs.build_image(
         get_settings(), push=push, registry=registry, release=release, base=base
     )
     terminal.print_image(built, err_console)
@@ -753,10 +760,10 @@ def release(
 ) -> None:
     """Build and push the image of REF, then run the environment's migrate deployment on exactly
     that digest and wait for it. Exits 0 when the run completed, 1 otherwise."""
-    from ameide_migrate import commands
+    from ameide_migrate.commands import image as verbs
     from ameide_migrate.config.settings import get_settings
 
-    outcome = commands.release(get_settings(), env, db, ref=ref, registry=registry, timeout=timeout)
+    outcome = verbs.release(get_settings(), env, db, ref=ref, registry=registry, timeout=timeout)
     typer.echo(f"{env} migrated with {outcome}")
 
 
@@ -768,10 +775,10 @@ def flyway_install(
     ] = None,
 ) -> None:
     """Resolve Flyway from Maven Central into the git-ignored cache; quick when already there."""
-    from ameide_migrate import commands
+    from ameide_migrate.commands import shared as verbs
     from ameide_migrate.config.settings import get_settings
 
-    inst, changed = commands.install_flyway(get_settings(), version, _progress)
+    inst, changed = verbs.install_flyway(get_settings(), version, _progress)
     if changed:
         err_console.print(f"Flyway {inst.version} installed in {inst.home}")
     console.print(
@@ -789,14 +796,14 @@ def secrets_verify(
     Reads Vault (VAULT_ADDR, VAULT_TOKEN or AMEIDE_VAULT_AUTH_METHOD...); for local without
     Vault, the local store. Exits 1 listing every problem, each with its fix.
     """
-    from ameide_migrate import commands
+    from ameide_migrate.commands import secrets as verbs
     from ameide_migrate.config.settings import get_settings
 
     if db and fleet is not None:
         raise UsageError("give --db (databases of the tree) or --fleet (a fleet's), not both")
     if target and fleet is None:
         raise UsageError("--target names a fleet's target: give its --fleet NAME too")
-    found = commands.verify_secrets(get_settings(), env, db, fleet_name=fleet, targets=target)
+    found = verbs.verify_secrets(get_settings(), env, db, fleet_name=fleet, targets=target)
     for name, creds in found.items():
         console.print(f"[green]ok[/] {name}: {creds.user} @ {creds.url}")
 
@@ -813,14 +820,14 @@ def secrets_seed_local(
 ) -> None:
     """Create the local roles and databases with deterministic credentials and store them: in
     Vault when VAULT_ADDR is set, else in the local store (mode 0600). Idempotent."""
-    from ameide_migrate import commands
+    from ameide_migrate.commands import shared as verbs
     from ameide_migrate.config import environments
     from ameide_migrate.config.settings import get_settings
 
     settings = get_settings()
     catalog = environments.catalog("local", settings)
     secret = _admin_url(admin_url)
-    _, where = commands.seed_local(settings, catalog.databases, secret, _progress)
+    _, where = verbs.seed_local(settings, catalog.databases, secret, _progress)
     console.print(f"local credentials of {len(catalog.databases)} databases written to {where}")
 
 
@@ -854,11 +861,12 @@ def fleet_run(
     those a crash left interrupted. One run of a fleet in an environment at a time: another is
     refused (exit 2) naming the running one, or waits for it with --wait-for-lock. Exits 0 when
     every target migrated, 1 when a target failed or is interrupted, or the fleet halted."""
-    from ameide_migrate import commands, terminal
+    from ameide_migrate import terminal
+    from ameide_migrate.commands import fleet as verbs
     from ameide_migrate.config.settings import get_settings
 
     with terminal.wave_bars(err_console) as on_target:
-        done = commands.fleet_run(
+        done = verbs.fleet_run(
             get_settings(),
             env,
             fleet,
@@ -881,10 +889,11 @@ def fleet_run(
 def fleet_status(fleet: FleetOption, env: EnvOption = "local") -> None:
     """Every target of a fleet, read-only: the version its history is at, and its last outcome
     in the fleet's ledger (the latest run's artifact)."""
-    from ameide_migrate import commands, terminal
+    from ameide_migrate import terminal
+    from ameide_migrate.commands import fleet as verbs
     from ameide_migrate.config.settings import get_settings
 
-    terminal.print_fleet_status(fleet, commands.fleet_status(get_settings(), env, fleet), console)
+    terminal.print_fleet_status(fleet, verbs.fleet_status(get_settings(), env, fleet), console)
 
 
 @fleet_app.command("baseline")
@@ -905,32 +914,30 @@ def fleet_baseline(
     VERSION (the fleet's `parallel` at once), so that `fleet run` applies only what is above it.
     A target with a history, or an empty one, is left as it is. Exits 0 when no target failed,
     1 otherwise."""
-    from ameide_migrate import commands
+    from ameide_migrate.commands import repair as verbs
     from ameide_migrate.config.settings import get_settings
 
-    _fleet_chore(
-        commands.fleet_baseline(get_settings(), env, fleet, target, version, _on_flyway_log)
-    )
+    _fleet_chore(verbs.fleet_baseline(get_settings(), env, fleet, target, version, _on_flyway_log))
 
 
 @fleet_app.command("repair")
 def fleet_repair(fleet: FleetOption, env: EnvOption = "local", target: TargetOption = None) -> None:
     """Flyway repair of a fleet's targets (all, or the named ones), the fleet's `parallel` at
     once: failed rows removed, checksums realigned. Exits 0 when no target failed, 1 otherwise."""
-    from ameide_migrate import commands
+    from ameide_migrate.commands import repair as verbs
     from ameide_migrate.config.settings import get_settings
 
-    _fleet_chore(commands.fleet_repair(get_settings(), env, fleet, target, _on_flyway_log))
+    _fleet_chore(verbs.fleet_repair(get_settings(), env, fleet, target, _on_flyway_log))
 
 
 @local_app.command("up")
 def local_up() -> None:
     """Start everything a run from the Prefect UI needs: the local PostgreSQL with the local
     credentials, the Prefect server, migrate/local and drift/local, and a process worker."""
-    from ameide_migrate import commands
+    from ameide_migrate.commands import local as verbs
     from ameide_migrate.config.settings import get_settings
 
-    stack = commands.local_up(get_settings(), _progress)
+    stack = verbs.local_up(get_settings(), _progress)
     env, api = stack.environment, stack.api
     console.print(f"PostgreSQL: {env.admin.host}:{env.admin.port}", highlight=False)
     console.print(
@@ -944,10 +951,10 @@ def local_up() -> None:
 @local_app.command("down")
 def local_down() -> None:
     """Stop the local worker, Prefect server and PostgreSQL; their data stays for the next run."""
-    from ameide_migrate import commands
+    from ameide_migrate.commands import local as verbs
     from ameide_migrate.config.settings import get_settings
 
-    stopped = commands.local_down(get_settings())
+    stopped = verbs.local_down(get_settings())
     console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 

@@ -1,7 +1,7 @@
 """What the command line prints: rich tables of runs, fleets, drift, lint findings, images and a
 triggered run's artifacts, the dev loop's events and the fleet's progress bars. The flows'
 artifacts are `report`'s; this module serves the terminal alone, so it may know the verbs' own
-results (`commands`) and the dev loop's events."""
+results (the `commands` package) and the dev loop's events."""
 
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ from ameide_migrate.services.image import BuiltImage
 from ameide_migrate.services.report import lock_runs, noted, on_servers, rows_of, size_of
 
 if TYPE_CHECKING:
-    from ameide_migrate.commands import FleetChore, FleetTarget
+    from ameide_migrate.commands.fleet import FleetTarget
+    from ameide_migrate.commands.repair import FleetChore
     from ameide_migrate.services import dev_loop
     from ameide_migrate.services.fleet import FleetReport, WaveProgress
 

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 
 class RunResult(Protocol):
-    """What the loop reads of a migrate run (`commands.RunResult`, which runs it, is one)."""
+    """What the loop reads of a migrate run (`commands.run.RunResult`, which runs it, is one)."""
 
     @property
     def report(self) -> RunReport | None: ...
