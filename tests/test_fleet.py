@@ -317,6 +317,13 @@ def test_a_target_its_shard_run_never_reported_is_what_its_history_says(tmp_path
     assert "shows it at empty of 3: 0 migration(s) applied" in untouched.message
     assert (unread.state, unread.before, unread.after) == (OutcomeState.FAILED, "1", None)
     assert unread.message == f"{why}; its history: refused"
+    # Prefect's words on a crash come after where the target stands: a ledger row is cut short.
+    said = "Flow run infrastructure exited with non-zero status code -9. " * 5
+    crashed = fleet.read_back("tenant_b", template, rows[:1], rows[:2], why, 4.0, said)
+    assert crashed.message.startswith(
+        f"{why}; its history shows it at 2 of 3: 1 migration(s) applied, the rest not; "
+        "the run's state said: Flow run infrastructure exited"
+    ), crashed.message
 
 
 def test_a_canary_whose_undo_failed_leaves_its_place_to_a_pending_target(tmp_path: Path) -> None:

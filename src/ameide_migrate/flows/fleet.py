@@ -422,7 +422,7 @@ def _collected(
     missing = [d for d in databases if d not in found]
     if not missing:
         return [found[d] for d in databases]
-    reason = " ".join(run.message.split())[:300]
+    said = ""
     if run.overdue and run.stopped:
         why = (
             f"its shard run {run.name} outlived shard_timeout_minutes = "
@@ -436,11 +436,18 @@ def _collected(
             "(`fleet status` reads where each target stands)"
         )
     else:
-        why = f"its shard run {run.name} ended {run.state} before reporting it: {reason}"
+        why = f"its shard run {run.name} ended {run.state} before reporting it"
+        said = " ".join(run.message.split())[:300]
     now = _histories_once_stopped(ctx, missing, shard_session_name(str(run.flow_run_id)))
     for database in missing:
         found[database] = fleet.read_back(
-            database, ctx.databases[database], before.get(database), now[database], why, run.seconds
+            database,
+            ctx.databases[database],
+            before.get(database),
+            now[database],
+            why,
+            run.seconds,
+            said,
         )
     return [found[d] for d in databases]
 

@@ -300,13 +300,16 @@ def read_back(
     now: Sequence[HistoryRow] | str | None,
     why: str,
     seconds: float,
+    said: str = "",
 ) -> DatabaseOutcome:
     """A target whose shard run ended without reporting it (crashed, cancelled), as its own
     history says now: what the run committed counts as applied, and a target it brought to the
     latest version is migrated, whatever became of the run. `now` is why its state cannot be
-    known, when it cannot."""
+    known, when it cannot. What the run's state `said` (Prefect's words on a crash run long)
+    comes last, so that a ledger cut to its first characters still says where the target is."""
     latest = str(template.latest_version) if template.latest_version else None
     was = current_version(list(before or []))
+    said = f"; the run's state said: {said}" if said else ""
     if isinstance(now, str):
         return DatabaseOutcome(
             database=database,
@@ -316,7 +319,7 @@ def read_back(
             latest=latest,
             applied=0,
             duration_s=seconds,
-            message=f"{why}; {now}",
+            message=f"{why}; {now}{said}",
         )
     rows = list(now or [])
     version = current_version(rows)
@@ -324,12 +327,12 @@ def read_back(
     reached = now is not None and not pending_migrations(template, rows)
     if reached:
         state = OutcomeState.MIGRATED if applied else OutcomeState.UP_TO_DATE
-        message = f"{why}; its history shows it at {version}, the latest"
+        message = f"{why}; its history shows it at {version}, the latest{said}"
     else:
         state = OutcomeState.FAILED
         message = (
             f"{why}; its history shows it at {version or 'empty'} of {latest}: "
-            f"{applied} migration(s) applied, the rest not"
+            f"{applied} migration(s) applied, the rest not{said}"
         )
     return DatabaseOutcome(
         database=database,
