@@ -18,15 +18,18 @@ import psycopg
 import pytest
 
 from ameide_migrate.adapters import prefect_api
+from ameide_migrate.flows.fleet import shard_session_name
 
 from .fix_platform import REPO, Platform, ameide, drop_owners
 from .fix_processes import gone, process_table, processes_of_run
 from .fix_vault import Vault
 from .fix_worker import start_worker
+from .test_deployments import flow_run_id
 from .test_fleet import (
     QA_ENVIRONMENT,
     add_fleet,
     histories,
+    shard_runs,
     targets_in_vault,
     tenant,
     tenants_vault_path,
@@ -36,6 +39,7 @@ QA_WAVES = "canary = 2\nshards = 1\nparallel = 1\n"
 
 TWO = ["t000", "t001"]
 ALL = ["1", "2", "3", "4"]
+SHARD_SESSION = shard_session_name("")
 
 
 @contextmanager
@@ -47,9 +51,12 @@ def qa_fleet(
     waves: str,
     slow_target: str,
     seconds: int,
+    targets: list[str] = TWO,
+    planned: str = QA_WAVES,
 ) -> Iterator[None]:
-    """qa on a process work pool with a real worker, its two targets' secrets in Vault, and a
-    V4 that sleeps `seconds` on `slow_target` alone (t000 goes through at once, then t001)."""
+    """qa on a process work pool with a real worker, its targets' secrets in Vault, its waves
+    as `planned` (t000 and t001 in one) and `waves` say, and a V4 that sleeps `seconds` on
+    `slow_target` alone."""
     pool = f"{platform.prefix}shards-qa".replace("_", "-")
     sleepy = tenant(platform, slow_target).database
     extra = {
@@ -60,13 +67,13 @@ def qa_fleet(
     }
     add_fleet(
         platform,
-        TWO,
-        QA_WAVES + waves,
+        targets,
+        planned + waves,
         extra,
         vault_path=tenants_vault_path(platform),
         environments=QA_ENVIRONMENT.format(pool=pool),
     )
-    owners = targets_in_vault(platform, vault, monkeypatch, TWO)
+    owners = targets_in_vault(platform, vault, monkeypatch, targets)
     out = log.open("w")
     worker = None
     try:
@@ -82,13 +89,21 @@ def qa_fleet(
         drop_owners(platform.admin, owners)
 
 
-def _sleeping_in(platform: Platform, database: str) -> bool:
+def _run_sleeping_in(platform: Platform, database: str) -> UUID | None:
+    """The shard run whose Flyway session sleeps in `database`, by its application_name (the
+    fleet's shard_session_name), or None while none does."""
     with psycopg.connect(**platform.admin.conninfo(5), autocommit=True) as conn:  # type: ignore[arg-type]
         row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND query LIKE %s",
+            "SELECT application_name FROM pg_stat_activity WHERE datname = %s AND query LIKE %s",
             (database, "%pg_sleep%"),
         ).fetchone()
-    return bool(row and row[0])
+    if row is None:
+        return None
+    named = str(row[0])
+    assert named.startswith(SHARD_SESSION), (
+        f"a session not of a shard sleeps in {database}: {named}"
+    )
+    return UUID(named.removeprefix(SHARD_SESSION))
 
 
 def _sessions_on(platform: Platform, database: str) -> list[str]:
@@ -98,27 +113,6 @@ def _sessions_on(platform: Platform, database: str) -> list[str]:
             "SELECT coalesce(query, '') FROM pg_stat_activity WHERE datname = %s", (database,)
         ).fetchall()
     return [str(r[0]) for r in rows]
-
-
-def _running_shard_run() -> UUID | None:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterDeploymentId,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-
-    with get_client(sync_client=True) as client:
-        shard = client.read_deployment_by_name("fleet-shard/qa")
-        runs = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(
-                deployment_id=FlowRunFilterDeploymentId(any_=[shard.id]),
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING])),
-            )
-        )
-    return runs[0].id if runs else None
 
 
 def _read_flow_run(run_id: UUID) -> Any:
@@ -152,9 +146,7 @@ class ShardWatch:
         self, platform: Platform, database: str, then: Callable[[dict[int, str]], None]
     ) -> None:
         while not self._stop.wait(0.5):
-            if not _sleeping_in(platform, database):
-                continue
-            self.run_id = _running_shard_run()
+            self.run_id = _run_sleeping_in(platform, database)
             if self.run_id is None:
                 continue
             self.processes = processes_of_run(self.run_id)
@@ -268,6 +260,105 @@ def test_a_shard_killed_mid_wave_fails_its_targets_with_the_versions_they_hold_a
             "migrated",
             "3",
         )
+
+
+SIX = ["t000", "t001", "t002", "t003", "t004", "t005"]
+# t000 the canary; t001-t004 the second wave in two shards (t001 and t002, t003 and t004),
+# one target at a time in each; t005 the third wave.
+THREE_WAVES = "canary = 1\ngrowth = 4\nmax_wave = 4\nshards = 2\nparallel = 1\n"
+
+
+@pytest.mark.slow
+def test_a_shard_whose_process_tree_is_killed_fails_its_targets_halts_the_fleet_and_a_rerun_ends_it(
+    platform: Platform, vault: Vault, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """kill -9 of every process of wave 2's second shard run (the flow run's and its JVM) while
+    t004's V4 sleeps, its other shard beside it: that run ends Crashed, t004 counts as failed at
+    V3 with that state, t003 (committed before) as migrated, the other shard's as migrated; the
+    halt rule stops the fleet before wave 3 (t005 untouched) and the run fails saying so. The
+    rerun takes t004 and t005 alone to V4."""
+    log = tmp_path / "worker.log"
+    slow = tenant(platform, "t004").database
+
+    def kill_the_run(processes: dict[int, str]) -> None:
+        for pid in processes:
+            os.kill(pid, signal.SIGKILL)
+
+    with qa_fleet(
+        platform, vault, monkeypatch, log, "", "t004", 20, targets=SIX, planned=THREE_WAVES
+    ):
+        with ShardWatch(platform, slow, then=kill_the_run) as watch:
+            crashed = ameide(
+                "trigger", "--env", "qa", "--flow", "fleet", "--fleet", "tenants",
+                "--wait", "--timeout", "900", timeout=1200,
+            )  # fmt: skip
+        report = crashed.stdout[-8000:] + crashed.stderr[-3000:] + log.read_text()[-6000:]
+
+        assert crashed.returncode == 1, report
+        assert watch.run_id is not None, "the shard never reached t004's V4: " + report
+        assert "java" in watch.processes.values(), watch.processes
+        assert all(gone(pid) for pid in watch.processes), watch.processes
+        killed = _read_flow_run(watch.run_id)
+        assert killed.name == "tenants wave 2 shard 2 of 2", killed.name
+        assert killed.state.is_crashed(), killed.state
+        shards = shard_runs("fleet-shard/qa", since=str(flow_run_id(crashed.stdout)))
+        states = {r.name: r.state.type.value for r in shards}
+        assert states == {
+            "tenants wave 1 shard 1 of 1": "COMPLETED",
+            "tenants wave 2 shard 1 of 2": "COMPLETED",
+            "tenants wave 2 shard 2 of 2": "CRASHED",
+        }, states
+        # What the databases hold: wave 3 untouched, t004's V4 rolled back with its session.
+        assert histories(platform, SIX) == {
+            "t000": ALL, "t001": ALL, "t002": ALL, "t003": ALL, "t004": ALL[:3], "t005": [],
+        }  # fmt: skip
+        assert _sessions_on(platform, slow) == []
+
+        ledger = _fleet_ledger()
+        states_in_ledger = {t: row["state"] for t, row in ledger.items()}
+        assert states_in_ledger == {
+            "tenant_t000": "migrated",
+            "tenant_t001": "migrated",
+            "tenant_t002": "migrated",
+            "tenant_t003": "migrated",
+            "tenant_t004": "failed",
+            "tenant_t005": "not started",
+        }, ledger
+        failed = ledger["tenant_t004"]
+        assert (failed["wave"], failed["after"], failed["applied"]) == ("2", "3", "3"), failed
+        crash = f"its shard run {killed.name} ended Crashed before reporting it"
+        assert crash in failed["message"], failed
+        assert "shows it at 3 of 4" in failed["message"], failed
+        assert crash in ledger["tenant_t003"]["message"], ledger["tenant_t003"]
+
+        # What the person following the run reads: the wave, the halt, the crashed shard's
+        # targets where they stand, the run's end.
+        printed = crashed.stdout
+        assert f"tenant_t004 message: {crash}; its history shows it at 3 of 4" in printed, report
+        assert f"tenant_t003 message: {crash}; its history shows it at 4, the latest" in printed
+        assert "wave 2 of 3: 4 target(s) in 2 shard(s), 1 failed" in printed, report
+        assert "halted after wave 2: halt_failures = 0: 1 of 4 target(s) failed: tenant_t004" in (
+            printed
+        ), report
+        last = printed.strip().splitlines()[-1]
+        assert last.startswith(
+            "Failed: fleet tenants in qa: 4 migrated, 1 failed in 2 wave(s), 1 not started"
+        ), report
+
+        rerun = ameide(
+            "trigger", "--env", "qa", "--flow", "fleet", "--fleet", "tenants",
+            "--wait", "--timeout", "900", timeout=1200,
+        )  # fmt: skip
+
+        assert rerun.returncode == 0, rerun.stdout[-6000:] + rerun.stderr[-3000:]
+        assert rerun.stdout.strip().splitlines()[-1].startswith("Completed"), rerun.stdout
+        assert histories(platform, SIX) == dict.fromkeys(SIX, ALL)
+        again = {t: (row["state"], row["before"]) for t, row in _fleet_ledger().items()}
+        assert again == {
+            **{f"tenant_{t}": ("up to date", "4") for t in SIX[:4]},
+            "tenant_t004": ("migrated", "3"),
+            "tenant_t005": ("migrated", "empty"),
+        }, again
 
 
 def test_an_overdue_run_is_cancelled_through_prefect_and_one_nobody_stops_is_said_so(
