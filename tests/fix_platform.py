@@ -172,7 +172,7 @@ def ameide(
     process's environment). Every fix it printed is a command the tool accepts, or the test
     fails (tests/fixes.py)."""
     done = subprocess.run(
-        [sys.executable, "-m", "ameide_migrate.cli", *args],
+        [sys.executable, "-m", "ameide_migrate.cli.main", *args],
         capture_output=True,
         text=True,
         cwd=cwd,

@@ -23,7 +23,7 @@ from typer._click.exceptions import BadParameter, ClickException
 from typer.core import TyperGroup
 from typer.main import get_command
 
-from ameide_migrate.cli import app
+from ameide_migrate.cli.main import app
 from ameide_migrate.commands.fleet import fleet_targets
 from ameide_migrate.config import environments
 from ameide_migrate.config.settings import Settings, get_settings

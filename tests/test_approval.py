@@ -303,7 +303,7 @@ def test_approval_of_files_changed_since_with_no_decision_on_them_exits_5_naming
     on the new plan in time: exit 5, the files named, nothing migrated."""
     protect(platform, timeout_minutes=0.5)
     run = subprocess.Popen(
-        [sys.executable, "-m", "ameide_migrate.cli", "run", "--env", "local", "--db", "graph"],
+        [sys.executable, "-m", "ameide_migrate.cli.main", "run", "--env", "local", "--db", "graph"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -434,7 +434,7 @@ def _trigger() -> subprocess.Popen[str]:
         [
             sys.executable,
             "-m",
-            "ameide_migrate.cli",
+            "ameide_migrate.cli.main",
             "trigger",
             "--env",
             "local",

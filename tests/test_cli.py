@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from ameide_migrate.adapters.postgres import Credentials
 from ameide_migrate.adapters.prefect_api import Server
-from ameide_migrate.cli import app
+from ameide_migrate.cli.main import app
 
 from .fix_platform import Platform, admin_url_of, ameide
 

@@ -16,7 +16,7 @@ import pytest
 import typer
 from pydantic import BaseModel
 
-from ameide_migrate.cli import app
+from ameide_migrate.cli.main import app
 from ameide_migrate.config.environments import ApprovalPolicy, Environment
 from ameide_migrate.config.fleets import Fleet, Waves
 from ameide_migrate.config.lint_rules import LintRules

@@ -162,7 +162,7 @@ def test_a_database_never_migrated_is_behind(platform: Platform) -> None:
 
 def drift_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ameide_migrate.cli", "drift", "--env", "local", *args],
+        [sys.executable, "-m", "ameide_migrate.cli.main", "drift", "--env", "local", *args],
         capture_output=True,
         text=True,
         cwd=REPO,

@@ -247,7 +247,7 @@ def _sleeping_migration(platform: Platform, seconds: int) -> None:
 def _start_run(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "ameide_migrate.cli", "run", "--env", "local", *args],
+            [sys.executable, "-m", "ameide_migrate.cli.main", "run", "--env", "local", *args],
             cwd=REPO,
             env=env,
             stdout=out,

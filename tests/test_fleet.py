@@ -1164,7 +1164,7 @@ def start_fleet_run(log: Path, *args: str) -> subprocess.Popen[bytes]:
     command = ["fleet", "run", "--env", "local", "--fleet", "tenants", *args]
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "ameide_migrate.cli", *command],
+            [sys.executable, "-m", "ameide_migrate.cli.main", *command],
             cwd=REPO,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -300,7 +300,7 @@ def _time_local_default(staging: Staging) -> float:
     }
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "ameide_migrate.cli", "run", "--env", "local", "--skip-build"],
+        [sys.executable, "-m", "ameide_migrate.cli.main", "run", "--env", "local", "--skip-build"],
         capture_output=True,
         text=True,
         cwd=REPO,

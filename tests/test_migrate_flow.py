@@ -179,7 +179,7 @@ def test_two_runs_at_once_apply_each_migration_exactly_once(
     command = [
         sys.executable,
         "-m",
-        "ameide_migrate.cli",
+        "ameide_migrate.cli.main",
         "run",
         "--env",
         "local",

@@ -629,7 +629,7 @@ def test_a_fleet_killed_between_two_index_builds_names_its_interrupted_targets_a
             }
             with (tmp_path / "killed.log").open("wb") as log:
                 cli = subprocess.Popen(
-                    [sys.executable, "-m", "ameide_migrate.cli", *fleet_run],
+                    [sys.executable, "-m", "ameide_migrate.cli.main", *fleet_run],
                     cwd=REPO,
                     env=env,
                     stdout=log,

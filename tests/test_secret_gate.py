@@ -128,7 +128,7 @@ def test_every_problem_is_reported_at_once_and_nothing_is_migrated(
     assert task_run_counts(state.state_details.flow_run_id)["verify credentials"] == 1
 
     done = subprocess.run(
-        [sys.executable, "-m", "ameide_migrate.cli", "secrets", "verify", "--env", "local"],
+        [sys.executable, "-m", "ameide_migrate.cli.main", "secrets", "verify", "--env", "local"],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -314,7 +314,7 @@ def test_kubernetes_auth_logs_in_with_the_service_account_token(
 def test_seed_local_writes_the_same_values_to_vault_every_time(
     vault_platform: Platform, vault: Vault
 ) -> None:
-    command = [sys.executable, "-m", "ameide_migrate.cli", "secrets", "seed-local"]
+    command = [sys.executable, "-m", "ameide_migrate.cli.main", "secrets", "seed-local"]
 
     def stored() -> dict[str, str]:
         response = vault.client().secrets.kv.v2.read_secret_version(
@@ -340,7 +340,7 @@ def test_seed_local_without_vault_writes_a_0600_file(
     store.unlink()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_")}
     done = subprocess.run(
-        [sys.executable, "-m", "ameide_migrate.cli", "secrets", "seed-local"],
+        [sys.executable, "-m", "ameide_migrate.cli.main", "secrets", "seed-local"],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -376,7 +376,7 @@ def test_no_password_reaches_logs_artifacts_parameters_or_the_prefect_database(
     ok_state, _ = flow_outcome(["threads"])
     failed_state, failure = flow_outcome(["threads", "graph"])
     cli = subprocess.run(
-        [sys.executable, "-m", "ameide_migrate.cli", "run", "--env", "local", "--db", "graph"],
+        [sys.executable, "-m", "ameide_migrate.cli.main", "run", "--env", "local", "--db", "graph"],
         capture_output=True,
         text=True,
         cwd=REPO,
