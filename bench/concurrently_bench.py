@@ -23,7 +23,7 @@ import psycopg
 from psycopg import sql
 
 from ameide_migrate.adapters import flyway
-from ameide_migrate.adapters.postgres import Credentials
+from ameide_migrate.adapters.postgres.connection import Credentials
 from ameide_migrate.core.errors import MigrateError
 from bench.common import pinned_flyway, throwaway_cluster
 

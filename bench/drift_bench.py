@@ -22,9 +22,10 @@ from pathlib import Path
 
 from psycopg import sql
 
-from ameide_migrate.adapters import flyway, postgres
+from ameide_migrate.adapters import flyway
 from ameide_migrate.adapters.flyway import FlywayEngine, Request, Target
-from ameide_migrate.adapters.postgres import Credentials
+from ameide_migrate.adapters.postgres.connection import Credentials, connect
+from ameide_migrate.adapters.postgres.fingerprint import read_schema_state, record_fingerprint
 from ameide_migrate.config import environments
 from ameide_migrate.config.settings import Settings
 from ameide_migrate.core import recovery
@@ -43,7 +44,7 @@ def create_databases(
     admin: Credentials, db: DatabaseCatalog, inst: flyway.Installation, n: int
 ) -> list[Credentials]:
     template = admin.with_database(f"bench_{n}_template")
-    with postgres.connect(admin) as conn:
+    with connect(admin) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(template.database)))
     engine = FlywayEngine(inst, {"t": Target(template.jdbc_url, admin.user, admin.password)})
     try:
@@ -59,9 +60,9 @@ def create_databases(
     finally:
         engine.close()
     # As after a migrate by the flow: the clones carry the fingerprint the drift check compares.
-    postgres.record_fingerprint(template, str(db.latest_version), TABLE)
+    record_fingerprint(template, str(db.latest_version), TABLE)
     targets = [admin.with_database(f"bench_{n}_{i}") for i in range(n)]
-    with postgres.connect(admin) as conn:
+    with connect(admin) as conn:
         for target in targets:
             conn.execute(
                 sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
@@ -76,7 +77,7 @@ def native_check(db: DatabaseCatalog, targets: list[Credentials]) -> tuple[float
 
     def one(creds: Credentials) -> drift.DatabaseDrift:
         # What the drift flow does per database: the history, and the schema's fingerprint.
-        state = postgres.read_schema_state(creds, TABLE)
+        state = read_schema_state(creds, TABLE)
         subject = recovery.Subject("bench", creds.database)
         return drift.check(subject, db, state.history, state.recorded, state.live)
 

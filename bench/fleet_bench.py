@@ -27,9 +27,10 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
-from ameide_migrate.adapters import postgres, prefect_api, secret_sources, vault
+from ameide_migrate.adapters import prefect_api, secret_sources, vault
 from ameide_migrate.adapters.pg_cluster import Cluster
-from ameide_migrate.adapters.postgres import Credentials
+from ameide_migrate.adapters.postgres.connection import Credentials, connect
+from ameide_migrate.adapters.postgres.schema_history import read_history
 from ameide_migrate.config.vault_settings import VaultSettings
 from ameide_migrate.services import local
 from bench.common import admin_url, cli_environment, pinned_flyway, throwaway_cluster
@@ -144,7 +145,7 @@ def at_latest_by_server(owners: list[Credentials]) -> dict[str, int]:
     latest = sorted(TEMPLATE)[-1].split("__")[0].removeprefix("V")
 
     def version(owner: Credentials) -> str | None:
-        rows = postgres.read_history(owner, "flyway_schema_history") or []
+        rows = read_history(owner, "flyway_schema_history") or []
         return max((r.version for r in rows if r.success and r.version), key=int, default=None)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -162,7 +163,7 @@ def at_latest_by_server(owners: list[Credentials]) -> dict[str, int]:
 
 def emptied(owners: list[Credentials]) -> None:
     def empty(owner: Credentials) -> None:
-        with postgres.connect(owner) as conn:
+        with connect(owner) as conn:
             conn.execute("DROP SCHEMA public CASCADE")
             conn.execute("CREATE SCHEMA public")
 

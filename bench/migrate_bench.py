@@ -37,7 +37,7 @@ from pathlib import Path
 
 from ameide_migrate.adapters import flyway, prefect_api
 from ameide_migrate.adapters.pg_cluster import Cluster
-from ameide_migrate.adapters.postgres import Credentials
+from ameide_migrate.adapters.postgres.connection import Credentials
 from ameide_migrate.config import environments
 from ameide_migrate.config.settings import Settings
 from ameide_migrate.core.catalog import PLATFORM_DATABASES, load_catalog

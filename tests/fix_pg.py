@@ -16,7 +16,7 @@ import pytest
 from pydantic import SecretStr
 
 from ameide_migrate.adapters.pg_cluster import Cluster
-from ameide_migrate.adapters.postgres import Credentials
+from ameide_migrate.adapters.postgres.connection import Credentials
 from tests.fix_tiers import mark_if_uses, register
 
 _prefixes = itertools.count(1)

@@ -19,9 +19,10 @@ import pytest
 from psycopg import sql
 from pydantic import SecretStr
 
-from ameide_migrate.adapters import pg_cluster, postgres, secret_sources
+from ameide_migrate.adapters import pg_cluster, secret_sources
 from ameide_migrate.adapters.flyway import Installation
-from ameide_migrate.adapters.postgres import Credentials
+from ameide_migrate.adapters.postgres.connection import Credentials, connect
+from ameide_migrate.adapters.postgres.schema_history import read_history
 from ameide_migrate.adapters.prefect_api import Server
 from ameide_migrate.config.settings import get_settings
 from ameide_migrate.core.catalog import PLATFORM_DATABASES
@@ -55,13 +56,13 @@ class Platform:
         return state, report
 
     def history(self, database: str) -> list[HistoryRow] | None:
-        return postgres.read_history(self.owners[database], "flyway_schema_history")
+        return read_history(self.owners[database], "flyway_schema_history")
 
     def versions(self, database: str) -> list[str]:
         return [r.version for r in self.history(database) or [] if r.version and r.success]
 
     def query(self, database: str, statement: str) -> list[tuple[Any, ...]]:
-        with postgres.connect(self.owners[database]) as conn:
+        with connect(self.owners[database]) as conn:
             return conn.execute(statement).fetchall()
 
     def move_to(self, database: str, cluster: pg_cluster.Cluster) -> None:
@@ -87,7 +88,7 @@ class Platform:
         return dict(json.loads(store.read_text())["servers"][self.admin.server])
 
     def table_exists(self, database: str, table: str) -> bool:
-        with postgres.connect(self.owners[database]) as conn:
+        with connect(self.owners[database]) as conn:
             row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
         return bool(row and row[0])
 

@@ -26,10 +26,12 @@ from typing import Any, LiteralString
 
 from pydantic import SecretStr
 
-from ameide_migrate.adapters import flyway, ports, postgres
+from ameide_migrate.adapters import flyway, ports
 from ameide_migrate.adapters.flyway import FlywayEngine, Request, Target
 from ameide_migrate.adapters.pg_cluster import Cluster
-from ameide_migrate.adapters.postgres import Credentials
+from ameide_migrate.adapters.postgres.connection import Credentials, connect, server_major
+from ameide_migrate.adapters.postgres.provisioning import ensure_roles_and_databases
+from ameide_migrate.adapters.postgres.schema_history import read_history
 from ameide_migrate.config.settings import Settings
 from ameide_migrate.core.catalog import load_catalog
 from ameide_migrate.core.errors import FlywayCommandFailed
@@ -91,7 +93,7 @@ class Recorder:
         owner = Credentials(
             self.admin.host, self.admin.port, name, f"{name}_owner", self.admin.password
         )
-        postgres.ensure_roles_and_databases(self.admin, [owner])
+        ensure_roles_and_databases(self.admin, [owner])
         return owner
 
     def tree(self, name: str, files: Mapping[str, str]) -> Path:
@@ -129,7 +131,7 @@ class Recorder:
         )
 
     def answers(self, engine: FlywayEngine, owner: Credentials, folder: Path) -> dict[str, Any]:
-        history = postgres.read_history(owner, TABLE)
+        history = read_history(owner, TABLE)
         info = engine.run(self.request("info", folder))
         validation = engine.run(
             self.request("validate", folder, ignore_migration_patterns=IGNORE_PENDING)
@@ -161,12 +163,12 @@ class Recorder:
 
 
 def _sql(owner: Credentials, statement: LiteralString) -> None:
-    with postgres.connect(owner) as conn:
+    with connect(owner) as conn:
         conn.execute(statement)
 
 
 def _insert_row(owner: Credentials, version: str, script: str, *, success: bool) -> None:
-    with postgres.connect(owner) as conn:
+    with connect(owner) as conn:
         conn.execute(
             "INSERT INTO flyway_schema_history (installed_rank, version, description, type, "
             "script, checksum, installed_by, execution_time, success) "
@@ -296,7 +298,7 @@ def record_checksums(rec: Recorder) -> dict[str, Any]:
         folder = rec.tree(name, files)
         with rec.engine(owner) as engine:
             engine.run(rec.request("migrate", folder))
-        history = postgres.read_history(owner, TABLE) or []
+        history = read_history(owner, TABLE) or []
         out[name] = {
             "files": files,
             "placeholders": PLACEHOLDERS,
@@ -329,7 +331,7 @@ def record_errors(rec: Recorder) -> None:
     )
     with (
         rec.engine(owner, "?options=-c%20lock_timeout%3D1s") as engine,
-        postgres.connect(owner) as holder,
+        connect(owner) as holder,
         holder.transaction(),
     ):
         holder.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
@@ -356,7 +358,7 @@ def main() -> None:
         cluster.start()
         try:
             rec = Recorder(cluster.admin, inst, Path(scratch) / "trees")
-            server = postgres.server_major(cluster.admin)
+            server = server_major(cluster.admin)
             answers = {
                 "recorded": {
                     "how": "uv run python -m tests.record_flyway_answers",

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 
-from ameide_migrate.adapters import postgres
+from ameide_migrate.adapters.postgres.connection import connect
 
 from .fix_platform import Platform, ameide
 
 
 def _apply_by_hand(platform: Platform, database: str, *scripts: str) -> None:
     """The schema as another tool left it: the migrations' SQL run without Flyway."""
-    with postgres.connect(platform.owners[database]) as conn:
+    with connect(platform.owners[database]) as conn:
         for script in scripts:
             conn.execute((platform.sql_dir / database / script).read_text())
         conn.commit()

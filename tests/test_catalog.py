@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from ameide_migrate.adapters import flyway, postgres
+from ameide_migrate.adapters import flyway
 from ameide_migrate.adapters.flyway import FlywayEngine, Installation, Request, Target
-from ameide_migrate.adapters.postgres import Credentials
+from ameide_migrate.adapters.postgres.connection import Credentials
+from ameide_migrate.adapters.postgres.provisioning import ensure_roles_and_databases
+from ameide_migrate.adapters.postgres.schema_history import read_history
 from ameide_migrate.core.catalog import PLATFORM_DATABASES, Kind, Version, load_catalog
 from ameide_migrate.core.errors import CatalogError, UnknownDatabase
 
@@ -107,7 +109,7 @@ def test_checksums_equal_what_real_flyway_records(
         f"{db_prefix}tricky_owner",
         pg_admin.password,
     )
-    postgres.ensure_roles_and_databases(pg_admin, [owner])
+    ensure_roles_and_databases(pg_admin, [owner])
     placeholders = {"environment": "staging"}
     engine = FlywayEngine(
         flyway_installation, {"tricky": Target(owner.jdbc_url, owner.user, owner.password)}
@@ -122,9 +124,7 @@ def test_checksums_equal_what_real_flyway_records(
         engine.close()
     assert result["migrationsExecuted"] == len(TRICKY_FILES)
 
-    recorded = {
-        r.script: r.checksum for r in postgres.read_history(owner, "flyway_schema_history") or []
-    }
+    recorded = {r.script: r.checksum for r in read_history(owner, "flyway_schema_history") or []}
     catalog = load_catalog(
         tmp_path / "sql", placeholders=placeholders, table="flyway_schema_history"
     )

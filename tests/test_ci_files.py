@@ -30,9 +30,10 @@ import pytest
 import requests
 import yaml
 
-from ameide_migrate.adapters import ports, postgres, prefect_api, secret_sources
+from ameide_migrate.adapters import ports, prefect_api, secret_sources
 from ameide_migrate.adapters import vault as vault_api
-from ameide_migrate.adapters.postgres import Credentials
+from ameide_migrate.adapters.postgres.connection import Credentials
+from ameide_migrate.adapters.postgres.schema_history import read_history
 from ameide_migrate.adapters.prefect_api import Server
 from ameide_migrate.config import environments
 from ameide_migrate.config.settings import Settings
@@ -321,7 +322,7 @@ class DockerTarget:
     reviewer: Reviewer
 
     def versions(self, database: str) -> list[str]:
-        history = postgres.read_history(self.owners[database], "flyway_schema_history") or []
+        history = read_history(self.owners[database], "flyway_schema_history") or []
         return [r.version for r in history if r.version and r.success]
 
 

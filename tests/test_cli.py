@@ -13,7 +13,7 @@ import typer
 from psycopg import sql
 from typer.testing import CliRunner
 
-from ameide_migrate.adapters.postgres import Credentials
+from ameide_migrate.adapters.postgres.connection import Credentials
 from ameide_migrate.adapters.prefect_api import Server
 from ameide_migrate.cli.main import app
 

@@ -17,10 +17,11 @@ from prefect.client.schemas.sorting import ArtifactSort
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
-from ameide_migrate.adapters import postgres
 from ameide_migrate.adapters.flyway import Installation
 from ameide_migrate.adapters.pg_cluster import Cluster
 from ameide_migrate.adapters.ports import free_port
+from ameide_migrate.adapters.postgres.connection import connect
+from ameide_migrate.adapters.postgres.schema_history import read_history
 from ameide_migrate.commands.shared import seed_local
 from ameide_migrate.config import environments
 from ameide_migrate.config.settings import get_settings
@@ -36,7 +37,7 @@ Tamper = Callable[[Platform], None]
 
 
 def _history_sql(platform: Platform, database: str, statement: str, *params: object) -> None:
-    with postgres.connect(platform.owners[database]) as conn:
+    with connect(platform.owners[database]) as conn:
         conn.execute(statement, params)
 
 
@@ -118,7 +119,7 @@ def test_native_report_agrees_with_flyway(platform: Platform, tampering: str) ->
     native = drift.check(
         recovery.Subject("local", "threads"),
         db,
-        postgres.read_history(platform.owners["threads"], "flyway_schema_history"),
+        read_history(platform.owners["threads"], "flyway_schema_history"),
     )
     ctx = RunContext.create("local", [db], {"threads": platform.owners["threads"]}, get_settings())
     try:
@@ -145,7 +146,7 @@ def test_fix_names_the_file_to_restore_and_repair(platform: Platform) -> None:
     report = drift.check(
         recovery.Subject("local", "threads"),
         catalog.databases["threads"],
-        postgres.read_history(platform.owners["threads"], "flyway_schema_history"),
+        read_history(platform.owners["threads"], "flyway_schema_history"),
     )
     assert report.verdict is Verdict.DRIFTED
     assert "restore V2__threads_message_attachments_and_triggers.sql" in report.fix
@@ -321,7 +322,7 @@ def test_changes_made_outside_flyway_are_named(platform: Platform) -> None:
     platform.run(databases=["threads"])
     creds = platform.owners["threads"]
     index = "threads_agent_id_idx"
-    with postgres.connect(creds) as conn:
+    with connect(creds) as conn:
         conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(index)))
         conn.execute("ALTER TABLE threads ADD COLUMN added_by_hand text")
 

@@ -20,9 +20,9 @@ from uuid import UUID
 
 import pytest
 
-from ameide_migrate.adapters import postgres, prefect_api, secret_sources
+from ameide_migrate.adapters import prefect_api, secret_sources
 from ameide_migrate.adapters.pg_cluster import Cluster
-from ameide_migrate.adapters.postgres import Credentials
+from ameide_migrate.adapters.postgres.connection import Credentials, connect
 from ameide_migrate.commands.trigger import follow
 from ameide_migrate.core.catalog import load_catalog
 from ameide_migrate.core.errors import DatabaseUnreachable, ExitCode
@@ -499,7 +499,7 @@ def test_a_server_restart_while_a_connection_is_in_use_is_a_transient_fault(
     like one that could not connect, not failed as unexpected."""
     with (
         pytest.raises(DatabaseUnreachable, match="went away while in use"),
-        postgres.connect(pg_admin) as conn,
+        connect(pg_admin) as conn,
     ):
         conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
 
@@ -559,7 +559,7 @@ def test_a_dropped_history_gets_the_fix_drift_gives_a_baseline_not_a_fix_forward
     platform: Platform,
 ) -> None:
     platform.run(["threads"])
-    with postgres.connect(platform.owners["threads"]) as conn:
+    with connect(platform.owners["threads"]) as conn:
         conn.execute("DROP TABLE flyway_schema_history")
 
     run = ameide("run", "--env", "local", "--db", "threads")

@@ -25,9 +25,10 @@ from psycopg import sql
 from rich.console import Console
 
 from ameide_migrate import terminal
-from ameide_migrate.adapters import postgres, prefect_api, secret_sources
+from ameide_migrate.adapters import prefect_api, secret_sources
 from ameide_migrate.adapters import vault as vault_api
-from ameide_migrate.adapters.postgres import Credentials
+from ameide_migrate.adapters.postgres.connection import Credentials, connect
+from ameide_migrate.adapters.postgres.schema_history import read_history
 from ameide_migrate.commands.fleet import FleetTarget, check_fleet, fleet_run
 from ameide_migrate.commands.shared import seed_local
 from ameide_migrate.commands.trigger import follow, trigger
@@ -601,7 +602,7 @@ def histories(platform: Platform, targets: list[str] = TARGETS) -> dict[str, lis
 
     def versions(target: str) -> list[str]:
         creds = tenant(platform, target)
-        rows = postgres.read_history(creds, "flyway_schema_history") or []
+        rows = read_history(creds, "flyway_schema_history") or []
         return [r.version for r in rows if r.version and r.success]
 
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -804,7 +805,7 @@ def relations(platform: Platform, targets: list[str], *names: str) -> dict[str, 
     """Per target, which of the relations `names` its database holds."""
     found = {}
     for target in targets:
-        with postgres.connect(tenant(platform, target)) as conn:
+        with connect(tenant(platform, target)) as conn:
             found[target] = [
                 n
                 for n in names
@@ -1021,7 +1022,7 @@ def refuse_connect(platform: Platform, target: str) -> None:
 def versions_as_admin(platform: Platform, target: str) -> list[str] | None:
     """The target's applied versions read as the superuser, past a refused CONNECT."""
     on = platform.admin.with_database(tenant(platform, target).database)
-    rows = postgres.read_history(on, "flyway_schema_history")
+    rows = read_history(on, "flyway_schema_history")
     return None if rows is None else [r.version for r in rows if r.version and r.success]
 
 
@@ -1197,7 +1198,7 @@ def applied_counts(platform: Platform, targets: list[str]) -> dict[str, dict[str
 
     def counts(target: str) -> dict[str, int]:
         found: dict[str, int] = {}
-        for row in postgres.read_history(tenant(platform, target), "flyway_schema_history") or []:
+        for row in read_history(tenant(platform, target), "flyway_schema_history") or []:
             if row.version and row.success:
                 found[row.version] = found.get(row.version, 0) + 1
         return found

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from ameide_migrate.adapters import postgres
+from ameide_migrate.adapters.postgres.schema_history import read_history
 from ameide_migrate.commands.shared import seed_local
 from ameide_migrate.config.settings import get_settings
 
@@ -25,7 +25,7 @@ WAVES = "canary = 1\ngrowth = 4\nparallel = 2\n"
 
 def history(platform: Platform, target: str) -> list[tuple[str | None, str, bool]] | None:
     """(version, type, success) of each row of the target's history; None without one."""
-    rows = postgres.read_history(tenant(platform, target), "flyway_schema_history")
+    rows = read_history(tenant(platform, target), "flyway_schema_history")
     return None if rows is None else [(r.version, r.type, r.success) for r in rows]
 
 

@@ -25,9 +25,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from ameide_migrate.adapters import postgres, prefect_api, secret_sources, vault
+from ameide_migrate.adapters import prefect_api, secret_sources, vault
 from ameide_migrate.adapters import vault as vault_api
-from ameide_migrate.adapters.postgres import Credentials
+from ameide_migrate.adapters.postgres.connection import Credentials
+from ameide_migrate.adapters.postgres.schema_history import read_history
 from ameide_migrate.adapters.prefect_api import Server
 from ameide_migrate.config.settings import get_settings
 from ameide_migrate.core.catalog import PLATFORM_DATABASES, load_catalog
@@ -95,7 +96,7 @@ class Staging:
         return list(json.loads(done.stdout)["items"])
 
     def versions(self, database: str) -> list[str]:
-        history = postgres.read_history(self.owners[database], "flyway_schema_history") or []
+        history = read_history(self.owners[database], "flyway_schema_history") or []
         return [r.version for r in history if r.version and r.success]
 
 
@@ -642,7 +643,7 @@ def _histories(tenants: dict[str, Credentials]) -> dict[str, list[str]]:
     return {
         database: [
             r.version
-            for r in postgres.read_history(creds, "flyway_schema_history") or []
+            for r in read_history(creds, "flyway_schema_history") or []
             if r.version and r.success
         ]
         for database, creds in tenants.items()

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from ameide_migrate.adapters import postgres, secret_sources
-from ameide_migrate.adapters.postgres import Credentials
+from ameide_migrate.adapters import secret_sources
+from ameide_migrate.adapters.postgres.connection import Credentials, connect
 from ameide_migrate.commands.lint import lint as lint_command
 from ameide_migrate.config import environments
 from ameide_migrate.config.lint_rules import (
@@ -598,6 +598,6 @@ def test_lint_of_the_local_environment_sets_it_up_as_a_run_would(
 
 
 def databases_named(admin: Credentials, name: str) -> list[str]:
-    with postgres.connect(admin, timeout=5) as conn:
+    with connect(admin, timeout=5) as conn:
         rows = conn.execute("SELECT datname FROM pg_database WHERE datname = %s", (name,))
         return [str(datname) for (datname,) in rows.fetchall()]

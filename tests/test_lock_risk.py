@@ -29,8 +29,7 @@ from prefect.client.schemas.objects import TaskRun
 from psycopg import sql
 from rich.console import Console
 
-from ameide_migrate.adapters import postgres
-from ameide_migrate.adapters.postgres import Credentials
+from ameide_migrate.adapters.postgres.connection import Credentials, connect
 from ameide_migrate.config.settings import get_settings
 from ameide_migrate.core.outcomes import DatabaseOutcome, OutcomeState, RunReport
 from ameide_migrate.terminal import print_run
@@ -248,7 +247,7 @@ def test_the_run_goes_on_once_the_session_ends_and_says_what_it_waited_for(
     )
     assert said, outcome.message
     waited = int(said[1])
-    with postgres.connect(owner) as conn:
+    with connect(owner) as conn:
         row = conn.execute("SELECT at FROM v9_started").fetchone()
     assert row
     assert preflight.start_time

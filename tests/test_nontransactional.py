@@ -24,9 +24,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from ameide_migrate.adapters import postgres
 from ameide_migrate.adapters.flyway import Installation, Request, classify
-from ameide_migrate.adapters.postgres import Credentials
+from ameide_migrate.adapters.postgres.connection import Credentials, connect
+from ameide_migrate.adapters.postgres.index_catalog import (
+    drop_indexes_concurrently,
+    indexes_named,
+    invalid_indexes,
+)
 from ameide_migrate.config.settings import get_settings
 from ameide_migrate.core import interruption, recovery, statements
 from ameide_migrate.core.catalog import DatabaseCatalog, Version, load_folder
@@ -131,7 +135,7 @@ HISTORY_COLUMNS = "version, description, type, script, checksum, success"
 
 
 def history_rows(creds: Credentials) -> list[tuple[Any, ...]]:
-    with postgres.connect(creds) as conn:
+    with connect(creds) as conn:
         return conn.execute(
             sql.SQL("SELECT {} FROM flyway_schema_history ORDER BY installed_rank").format(
                 sql.SQL(HISTORY_COLUMNS)
@@ -140,7 +144,7 @@ def history_rows(creds: Credentials) -> list[tuple[Any, ...]]:
 
 
 def invalid_index_names(creds: Credentials) -> list[str]:
-    return [i.qualified for i in postgres.invalid_indexes(creds)]
+    return [i.qualified for i in invalid_indexes(creds)]
 
 
 @contextmanager
@@ -314,7 +318,7 @@ def test_a_cancelled_concurrently_migration_stops_names_its_invalid_index_and_is
         assert drop in verdict["fix"], engine
 
     # The recovery, exactly as printed, then the rerun.
-    with postgres.connect(graph) as conn:
+    with connect(graph) as conn:
         for statement in re.findall(r"`(DROP INDEX CONCURRENTLY [^`]*)`", outcome.recovery):
             conn.execute(statement)
     if failed_row:
@@ -378,7 +382,7 @@ def test_a_lock_wait_while_applying_a_non_transactional_migration_is_not_transie
 
 def test_drift_sees_a_disabled_trigger_and_a_constraint_made_not_valid(platform: Platform) -> None:
     platform.run(databases=["threads"])
-    with postgres.connect(platform.owners["threads"]) as conn:
+    with connect(platform.owners["threads"]) as conn:
         conn.execute("ALTER TABLE threads DISABLE TRIGGER threads_set_updated_at")
         conn.execute("ALTER TABLE messages DROP CONSTRAINT messages_role_chk")
         conn.execute(
@@ -529,7 +533,7 @@ def test_an_index_cut_short_is_found_in_its_tables_schema_whatever_the_search_pa
         "CREATE INDEX CONCURRENTLY accounts_body_idx ON app.accounts (body);\n",
     )
     with scratch_database(pg_admin, f"{db_prefix}tenant_t1", pg_admin) as creds:
-        with postgres.connect(creds) as conn:
+        with connect(creds) as conn:
             # What the crash left in app, and an index of the same name in public (first on
             # the search path) that the migration never touched.
             conn.execute("CREATE SCHEMA app")
@@ -541,7 +545,7 @@ def test_an_index_cut_short_is_found_in_its_tables_schema_whatever_the_search_pa
         def lookup(
             wanted: Sequence[IndexOnTable],
         ) -> dict[IndexOnTable, NamedIndex]:
-            return postgres.indexes_named(creds, wanted)
+            return indexes_named(creds, wanted)
 
         found = interruption.find("tenant_t1", template, applied_up_to(template, "1"), lookup)
 
@@ -551,8 +555,8 @@ def test_an_index_cut_short_is_found_in_its_tables_schema_whatever_the_search_pa
         ]
         assert [st.line for st in found.remaining()] == [2]
         assert found.undo() == ['DROP INDEX CONCURRENTLY IF EXISTS "app"."accounts_name_idx";']
-        postgres.drop_indexes_concurrently(creds, [index for _, index in found.built])
-        with postgres.connect(creds) as conn:
+        drop_indexes_concurrently(creds, [index for _, index in found.built])
+        with connect(creds) as conn:
             left = conn.execute(
                 "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n "
                 "ON n.oid = c.relnamespace WHERE c.relname LIKE 'accounts_%_idx'"
@@ -569,7 +573,7 @@ NOTES = {"V4__notes.sql": "CREATE TABLE notes (id bigint PRIMARY KEY, body text)
 
 def waiting_on_notes_lock(admin: Credentials) -> set[str]:
     """The databases where the second index's build waits for the lock the test holds."""
-    with postgres.connect(admin, timeout=5) as conn:
+    with connect(admin, timeout=5) as conn:
         rows = conn.execute(
             "SELECT datname FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
             "AND query ILIKE '%%CREATE INDEX CONCURRENTLY notes_body_idx%%'"
@@ -579,7 +583,7 @@ def waiting_on_notes_lock(admin: Credentials) -> set[str]:
 
 def building_notes_index(admin: Credentials) -> set[int]:
     """The backends still running the second index's build, waiting or not."""
-    with postgres.connect(admin, timeout=5) as conn:
+    with connect(admin, timeout=5) as conn:
         rows = conn.execute(
             "SELECT pid FROM pg_stat_activity WHERE state = 'active' "
             "AND pid <> pg_backend_pid() "
@@ -589,7 +593,7 @@ def building_notes_index(admin: Credentials) -> set[int]:
 
 
 def index_states(creds: Credentials) -> dict[str, bool]:
-    with postgres.connect(creds) as conn:
+    with connect(creds) as conn:
         rows = conn.execute(
             "SELECT c.relname, i.indisvalid FROM pg_index i "
             "JOIN pg_class c ON c.oid = i.indexrelid "
@@ -707,7 +711,7 @@ def test_a_fleet_killed_between_two_index_builds_names_its_interrupted_targets_a
         rerun, undo_and_rerun = commands["tenant_t1"]
         assert rerun == "fleet run --env local --fleet tenants --target t1"
         assert undo_and_rerun == f"{rerun} --undo-interrupted"
-        with postgres.connect(targets["t1"]) as conn:
+        with connect(targets["t1"]) as conn:
             for statement in re.findall(r"`(DROP INDEX CONCURRENTLY [^`]*)`", fixes["tenant_t1"]):
                 conn.execute(statement.encode())
         done = ameide(*rerun.split(), timeout=600)
@@ -722,7 +726,7 @@ def test_a_fleet_killed_between_two_index_builds_names_its_interrupted_targets_a
         }
         for creds in targets.values():
             assert index_states(creds) == {"accounts_name_idx": True, "notes_body_idx": True}
-            assert postgres.invalid_indexes(creds) == []
+            assert invalid_indexes(creds) == []
         status = ameide("fleet", "status", "--env", "local", "--fleet", "tenants")
         assert status.stdout.strip().splitlines()[-1] == "5 up to date", status.stdout
         drift = ameide("drift", "--env", "local", "--fleet", "tenants", "--json")
@@ -742,7 +746,7 @@ def test_run_and_drift_name_a_database_a_crash_left_between_two_index_builds(
         "CREATE INDEX CONCURRENTLY cic_items_tenant_idx ON cic_items (tenant);\n"
     )
     graph = platform.owners["graph"]
-    with postgres.connect(graph) as conn:
+    with connect(graph) as conn:
         conn.execute(f"CREATE INDEX CONCURRENTLY {CANCELLED_INDEX} ON cic_items (code)".encode())
     drop = f'DROP INDEX CONCURRENTLY IF EXISTS "public"."{CANCELLED_INDEX}";'
 
@@ -762,7 +766,7 @@ def test_run_and_drift_name_a_database_a_crash_left_between_two_index_builds(
     assert verdict["verdict"] == "interrupted"
     assert drop in verdict["fix"]
 
-    with postgres.connect(graph) as conn:
+    with connect(graph) as conn:
         conn.execute(drop.encode())
     state, report = platform.run(databases=["graph"])
     assert state.is_completed(), report.summary()

@@ -19,9 +19,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from ameide_migrate.adapters import flyway, postgres
+from ameide_migrate.adapters import flyway
 from ameide_migrate.adapters.flyway import Installation
-from ameide_migrate.adapters.postgres import Credentials
+from ameide_migrate.adapters.postgres.connection import Credentials, connect
+from ameide_migrate.adapters.postgres.fingerprint import live_fingerprint
+from ameide_migrate.adapters.postgres.index_catalog import invalid_indexes
+from ameide_migrate.adapters.postgres.provisioning import ensure_roles_and_databases
+from ameide_migrate.adapters.postgres.schema_history import read_history
 from ameide_migrate.config import environments
 from ameide_migrate.config.settings import Settings
 from ameide_migrate.core.outcomes import DatabaseOutcome, OutcomeState
@@ -156,7 +160,7 @@ def owner(pg_admin: Credentials, db_prefix: str) -> Iterator[Callable[[str], Cre
             f"{db_prefix}{name}_owner",
             pg_admin.password,
         )
-        postgres.ensure_roles_and_databases(pg_admin, [creds])
+        ensure_roles_and_databases(pg_admin, [creds])
         made.append(creds)
         return creds
 
@@ -222,13 +226,13 @@ def run_command_line(
 
 
 def history(creds: Credentials, table: str) -> list[tuple[object, ...]]:
-    rows = postgres.read_history(creds, table) or []
+    rows = read_history(creds, table) or []
     return [(r.version, r.description, r.script, r.checksum, r.success) for r in rows]
 
 
 def fingerprint(creds: Credentials, table: str) -> dict[str, str]:
-    with postgres.connect(creds) as conn:
-        return postgres.live_fingerprint(conn, table)
+    with connect(creds) as conn:
+        return live_fingerprint(conn, table)
 
 
 TABLES = {"shop": "app.flyway_schema_history", "legacy": "schema_version"}
@@ -259,7 +263,7 @@ def test_each_set_migrates_as_flyways_command_line_does_and_reruns_without_a_jvm
     assert history(product, table) == history(command_line, table)
     assert fingerprint(product, table) == fingerprint(command_line, table)
     assert all(row[-1] for row in history(product, table))
-    assert not postgres.invalid_indexes(product)
+    assert not invalid_indexes(product)
     if database == "shop":
         assert_shop(product, environment)
     else:
@@ -276,7 +280,7 @@ def assert_shop(product: Credentials, environment: str) -> None:
     scripts = {r[2] for r in history(product, TABLES["shop"])}
     assert f"V4__{CAFE_NFC}_nfc.sql" in scripts
     assert f"V5__{CAFE_NFD}_nfd.sql" in scripts
-    with postgres.connect(product) as conn:
+    with connect(product) as conn:
         # ${ignoreIfProd}: the seed row is there everywhere but prod.
         seeded = conn.execute("SELECT name, region FROM app.account").fetchall()
         view = conn.execute("SELECT DISTINCT greeting, env, schema FROM app.account_view")
@@ -286,7 +290,7 @@ def assert_shop(product: Credentials, environment: str) -> None:
 
 
 def assert_legacy(product: Credentials) -> None:
-    with postgres.connect(product) as conn:
+    with connect(product) as conn:
         assert conn.execute("SELECT name FROM tenant").fetchall() == [("acme",)]
         comment = conn.execute("SELECT obj_description('tenant'::regclass)").fetchone()
     assert comment == ("na\u00efve",)

@@ -26,9 +26,9 @@ from prefect.client.schemas.filters import (
 from psycopg import sql
 from pydantic import SecretStr
 
-from ameide_migrate.adapters import postgres, secret_sources
+from ameide_migrate.adapters import secret_sources
 from ameide_migrate.adapters.ports import free_port
-from ameide_migrate.adapters.postgres import Credentials
+from ameide_migrate.adapters.postgres.connection import Credentials, connect
 from ameide_migrate.config.settings import Settings, get_settings
 from ameide_migrate.config.vault_settings import VaultSettings
 from ameide_migrate.core.catalog import PLATFORM_DATABASES
@@ -359,7 +359,7 @@ def test_no_password_reaches_logs_artifacts_parameters_or_the_prefect_database(
     known = "Kn0wn-Pa55word-" + p.prefix
     for database in ("threads", "graph"):
         owner = p.owners[database]
-        with postgres.connect(p.admin) as conn:
+        with connect(p.admin) as conn:
             conn.execute(
                 sql.SQL("ALTER ROLE {} PASSWORD {}").format(
                     sql.Identifier(owner.user), sql.Literal(known)
@@ -422,7 +422,7 @@ def test_a_database_turned_away_is_named_with_its_own_fix_not_the_credentials(
     entry["GRAPH_DATABASE_URL"] = down.url.replace(f":{down.port}/", f":{nowhere}/")
     store.write_text(json.dumps(stored))
     closed, revoked = platform.owners["threads"], platform.owners["agents"]
-    with postgres.connect(platform.admin) as conn:
+    with connect(platform.admin) as conn:
         conn.execute(
             sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(
                 sql.Identifier(closed.database)
@@ -462,7 +462,7 @@ def test_a_database_turned_away_is_named_with_its_own_fix_not_the_credentials(
 
     # The fixes as printed, run as an administrator, let the logins in: the gate hands the
     # databases back among the credentials.
-    with postgres.connect(platform.admin) as conn:
+    with connect(platform.admin) as conn:
         for fix in (threads.fix, agents.fix):
             (statement,) = re.findall(r"`([^`]*;)`", fix)
             conn.execute(statement.encode())

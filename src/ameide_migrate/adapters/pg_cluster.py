@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from ameide_migrate.adapters.ports import free_port
-from ameide_migrate.adapters.postgres import Credentials
+from ameide_migrate.adapters.postgres.connection import Credentials
 from ameide_migrate.core.errors import LocalClusterFailed
 
 _SERVER_DIRS = ("/usr/lib/postgresql",)

@@ -23,7 +23,7 @@ from typing import Protocol
 from pydantic import SecretStr
 
 from ameide_migrate.adapters import vault
-from ameide_migrate.adapters.postgres import Credentials
+from ameide_migrate.adapters.postgres.connection import Credentials
 from ameide_migrate.config.vault_settings import VaultSettings
 from ameide_migrate.core.catalog import key_prefix
 from ameide_migrate.core.errors import LocalStoreExposed, LocalStoreInvalid, SecretMissing

@@ -106,7 +106,7 @@ def checked_admin_url(value: str | None) -> SecretStr | None:
     """--admin-url read before anything starts; its text is never echoed (it holds a password)."""
     from pydantic import SecretStr
 
-    from ameide_migrate.adapters.postgres import Credentials
+    from ameide_migrate.adapters.postgres.connection import Credentials
 
     if value is None:
         return None

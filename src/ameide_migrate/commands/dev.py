@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from uuid import uuid4
 
-from ameide_migrate.adapters import postgres, prefect_api, stopping
+from ameide_migrate.adapters import prefect_api, stopping
+from ameide_migrate.adapters.postgres.provisioning import drop_database
+from ameide_migrate.adapters.postgres.schema_history import read_history
 from ameide_migrate.commands.image import build_image
 from ameide_migrate.commands.lint import lint
 from ameide_migrate.commands.run import RunResult, run
@@ -52,7 +54,7 @@ def reset_local_database(settings: Settings, database: str, progress: Progress =
     (db,) = environments.catalog(target.name, settings).select([database])
     env, _ = seed_local(settings, [db.name], progress=progress)
     physical = env.owners[db.name].database
-    postgres.drop_database(env.admin, physical)
+    drop_database(env.admin, physical)
     seed_local(settings, [db.name], progress=progress)
     return physical
 
@@ -69,7 +71,7 @@ def edited_local_migrations(
     found = []
     try:
         for db in targets:
-            rows = postgres.read_history(
+            rows = read_history(
                 credentials[db.name],
                 ctx.history_table(db.name),
                 timeout=settings.connect_timeout_seconds,

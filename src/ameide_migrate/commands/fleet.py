@@ -9,7 +9,10 @@ from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
-from ameide_migrate.adapters import postgres, prefect_api
+from ameide_migrate.adapters import prefect_api
+from ameide_migrate.adapters.postgres.connection import first_column
+from ameide_migrate.adapters.postgres.index_catalog import indexes_named
+from ameide_migrate.adapters.postgres.schema_history import read_history
 from ameide_migrate.commands.shared import (
     Progress,
     choose_api,
@@ -52,7 +55,7 @@ def fleet_targets(settings: Settings, env: str, name: str) -> list[str]:
 
     def query(registry: str, sql: str) -> list[str]:
         creds = verify_databases(settings, env, [registry])[registry]
-        return postgres.first_column(creds, sql, timeout=settings.connect_timeout_seconds)
+        return first_column(creds, sql, timeout=settings.connect_timeout_seconds)
 
     environments.fleet_registry(env, declared, settings)
     return fleet.resolve_targets(
@@ -176,7 +179,7 @@ def fleet_status(settings: Settings, env: str, name: str) -> list[FleetTarget]:
         last = row.get("state", "never run"), row.get("message", "")
         server = found[database].server
         try:
-            history = postgres.read_history(
+            history = read_history(
                 found[database], history_table, timeout=settings.connect_timeout_seconds
             )
         except MigrateError:
@@ -206,7 +209,7 @@ def fleet_status(settings: Settings, env: str, name: str) -> list[FleetTarget]:
         return FleetTarget(database, inspection.version, latest, state, *last, server=server)
 
     def indexes_of(database: str) -> interruption.IndexLookup:
-        return lambda wanted: postgres.indexes_named(
+        return lambda wanted: indexes_named(
             found[database], wanted, timeout=settings.connect_timeout_seconds
         )
 

@@ -7,7 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ameide_migrate.adapters import flyway, postgres
+from ameide_migrate.adapters import flyway
+from ameide_migrate.adapters.postgres.fingerprint import read_schema_state
 from ameide_migrate.commands.fleet import fleet_context
 from ameide_migrate.commands.shared import install_flyway, verify_databases
 from ameide_migrate.config import environments
@@ -126,7 +127,7 @@ def _adopt(
 ) -> tuple[str, str | None, str]:
     """A database with a schema and no history baselined at `version`; (outcome, version,
     what was done). One with a history, or an empty one, is left as it is."""
-    state = postgres.read_schema_state(
+    state = read_schema_state(
         ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
     )
     if state.history is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ameide_migrate.adapters.postgres import Credentials
+from ameide_migrate.adapters.postgres.connection import Credentials
 from ameide_migrate.commands.fleet import fleet_databases
 from ameide_migrate.commands.shared import verified, verify_databases
 from ameide_migrate.config.settings import Settings

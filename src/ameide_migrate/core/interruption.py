@@ -100,7 +100,7 @@ class Interrupted:
 
 IndexLookup = Callable[[Sequence[IndexOnTable]], dict[IndexOnTable, NamedIndex]]
 """Of the indexes given (each by its name and its table's), those in the database
-(`postgres.indexes_named`)."""
+(`adapters.postgres.index_catalog.indexes_named`)."""
 
 
 def find(

@@ -5,7 +5,7 @@ holds, and whether CONCURRENTLY would spare its readers and writers.
 The statements are read from their syntax tree (`statements`; from their words by patterns when
 the fallback splitter read them): PostgreSQL documents the lock each command takes (CREATE INDEX:
 SHARE; CONCURRENTLY: SHARE UPDATE EXCLUSIVE; most ALTER TABLE: ACCESS EXCLUSIVE, ...).
-What the tables hold comes from the database (`postgres.relation_facts`): a
+What the tables hold comes from the database (`adapters.postgres.relations`): a
 lock on a table that does not exist yet, or is empty, is nobody's problem; one on a large,
 busy table is. The lint (`lint`), the plan (`plan`) and the pre-flight check before Flyway
 (`migrate.preflight`) read both from here.

@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from ameide_migrate.adapters import postgres
+from ameide_migrate.adapters.postgres.connection import first_column
 from ameide_migrate.adapters.prefect_api import DRIFTED_STATE
 from ameide_migrate.config import environments
 from ameide_migrate.config.fleets import Fleet
@@ -40,7 +40,7 @@ def _fleet_targets(environment: str, name: str) -> tuple[Fleet, dict[str, Databa
 
     def query(registry: str, sql: str) -> list[str]:
         creds = with_retries(verify_credentials, settings)(environment, [registry])[registry]
-        return postgres.first_column(creds, sql, timeout=settings.connect_timeout_seconds)
+        return first_column(creds, sql, timeout=settings.connect_timeout_seconds)
 
     targets = fleets.resolve_targets(
         declared, environments.fleet_targets_file(declared, settings), query

@@ -25,7 +25,11 @@ from prefect.client.schemas.objects import FlowRun, State
 from prefect.runtime import deployment, flow_run
 from prefect.states import Cancelled, Completed, Failed
 
-from ameide_migrate.adapters import postgres, prefect_api
+from ameide_migrate.adapters import prefect_api
+from ameide_migrate.adapters.postgres.connection import first_column
+from ameide_migrate.adapters.postgres.index_catalog import drop_indexes_concurrently
+from ameide_migrate.adapters.postgres.schema_history import read_history
+from ameide_migrate.adapters.postgres.sessions import end_sessions
 from ameide_migrate.config import environments
 from ameide_migrate.config.environments import ApprovalPolicy
 from ameide_migrate.config.fleets import Fleet, Waves, checked_targets
@@ -138,7 +142,7 @@ def _targets(environment: str, declared: Fleet, settings: Settings) -> list[str]
 
     def query(registry: str, sql: str) -> list[str]:
         creds = with_retries(verify_credentials, settings)(environment, [registry])[registry]
-        return postgres.first_column(creds, sql, timeout=settings.connect_timeout_seconds)
+        return first_column(creds, sql, timeout=settings.connect_timeout_seconds)
 
     environments.fleet_registry(environment, declared, settings)
     return fleet.resolve_targets(
@@ -152,7 +156,7 @@ def _histories(
     """Every target's history (but those in `skip`), read-only, 8 at once."""
 
     def read(database: str) -> list[HistoryRow] | None:
-        return retried(postgres.read_history, get_settings())(
+        return retried(read_history, get_settings())(
             ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
         )
 
@@ -259,7 +263,7 @@ def _undo(ctx: RunContext, interrupted: Mapping[str, Interrupted]) -> dict[str, 
             " ".join(found.undo()),
         )
         try:
-            retried(postgres.drop_indexes_concurrently, get_settings())(
+            retried(drop_indexes_concurrently, get_settings())(
                 ctx.credentials[database],
                 [index for _, index in found.built],
                 timeout=ctx.connect_timeout,
@@ -467,15 +471,13 @@ def _histories_once_stopped(
     def read(database: str) -> list[HistoryRow] | str | None:
         creds = ctx.credentials[database]
         try:
-            left = retried(postgres.end_sessions, settings)(
-                creds, session_name, timeout=ctx.connect_timeout
-            )
+            left = retried(end_sessions, settings)(creds, session_name, timeout=ctx.connect_timeout)
             if left:
                 return (
                     f"{left} session(s) of the run still open on it after it was ended: "
                     "it may yet commit (`fleet status` reads where it stands)"
                 )
-            return retried(postgres.read_history, settings)(
+            return retried(read_history, settings)(
                 creds, ctx.history_table(database), timeout=ctx.connect_timeout
             )
         except MigrateError as error:

@@ -9,8 +9,8 @@ from typing import cast
 import psycopg
 from prefect import get_run_logger, task
 
-from ameide_migrate.adapters import postgres
-from ameide_migrate.adapters.postgres import Credentials
+from ameide_migrate.adapters.postgres.connection import Credentials
+from ameide_migrate.adapters.postgres.schema_history import history_on
 from ameide_migrate.adapters.secret_sources import SecretSource
 from ameide_migrate.blocks import VaultDatabaseSecrets
 from ameide_migrate.config.settings import get_settings
@@ -57,7 +57,7 @@ def verify_credentials_reading_histories(
     histories: dict[str, list[HistoryRow] | None] = {}
 
     def read(database: str, creds: Credentials, conn: psycopg.Connection) -> None:
-        histories[database] = postgres.history_on(conn, creds, history_table)
+        histories[database] = history_on(conn, creds, history_table)
 
     settings = get_settings()
     with _source(environment, len(databases), shown_as) as source:

@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from ameide_migrate.adapters import flyway
 from ameide_migrate.adapters.flyway import FlywayEngine, Installation, Request
-from ameide_migrate.adapters.postgres import Credentials
+from ameide_migrate.adapters.postgres.connection import Credentials
 from ameide_migrate.config import environments
 from ameide_migrate.config.fleets import Fleet
 from ameide_migrate.config.lint_rules import LintRules

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import psycopg
 
-from ameide_migrate.adapters import postgres, secret_sources, vault
-from ameide_migrate.adapters.postgres import Credentials
+from ameide_migrate.adapters import secret_sources, vault
+from ameide_migrate.adapters.postgres.connection import Credentials, connect
 from ameide_migrate.adapters.secret_sources import SecretSource, VaultSource
 from ameide_migrate.config import environments
 from ameide_migrate.config.settings import Settings
@@ -176,7 +176,7 @@ def verify_reachable(
     def try_login(item: tuple[str, Credentials]) -> Problem | Unreachable | None:
         database, creds = item
         try:
-            with postgres.connect(creds, timeout=connect_timeout) as conn:
+            with connect(creds, timeout=connect_timeout) as conn:
                 if on_login is not None:
                     with suppress(MigrateError):
                         on_login(database, creds, conn)

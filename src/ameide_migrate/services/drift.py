@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ameide_migrate.adapters import postgres
-from ameide_migrate.adapters.postgres import Fingerprint
+from ameide_migrate.adapters.postgres.connection import server_major
+from ameide_migrate.adapters.postgres.fingerprint import Fingerprint, read_schema_state
+from ameide_migrate.adapters.postgres.index_catalog import invalid_indexes
+from ameide_migrate.adapters.postgres.schema_history import read_history
 from ameide_migrate.core import recovery
 from ameide_migrate.core.catalog import DatabaseCatalog, Version
 from ameide_migrate.core.errors import ExitCode, MigrateError
@@ -345,10 +347,10 @@ def check_database(ctx: RunContext, database: str, engine: str = "native") -> Da
             ctx.request("validate", database, ignore_migration_patterns=("*:pending", "*:future"))
         )
         # Flyway knows nothing of index validity: PostgreSQL is asked either way.
-        invalid = postgres.invalid_indexes(ctx.credentials[database], timeout=ctx.connect_timeout)
+        invalid = invalid_indexes(ctx.credentials[database], timeout=ctx.connect_timeout)
         report = from_flyway(ctx.subject(database), db, info, validation, invalid)
     else:
-        state = postgres.read_schema_state(
+        state = read_schema_state(
             ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
         )
         report = check(
@@ -362,7 +364,7 @@ def check_database(ctx: RunContext, database: str, engine: str = "native") -> Da
     if report.verdict in (Verdict.BEHIND, Verdict.DRIFTED) and report.pending:
         # The native check read the history already; Flyway's engine gave only its view of it.
         if engine == "flyway":
-            history = postgres.read_history(
+            history = read_history(
                 ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
             )
         else:
@@ -386,7 +388,7 @@ def server_support(ctx: RunContext, reachable: list[str]) -> list[ServerSupport]
     return [
         ServerSupport(
             server,
-            postgres.server_major(ctx.credentials[database], timeout=ctx.connect_timeout),
+            server_major(ctx.credentials[database], timeout=ctx.connect_timeout),
             flyway_version,
             supported,
         )

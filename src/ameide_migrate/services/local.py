@@ -21,9 +21,10 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from ameide_migrate.adapters import postgres, prefect_api, secret_sources, vault
+from ameide_migrate.adapters import prefect_api, secret_sources, vault
 from ameide_migrate.adapters.pg_cluster import Cluster
-from ameide_migrate.adapters.postgres import Credentials
+from ameide_migrate.adapters.postgres.connection import Credentials
+from ameide_migrate.adapters.postgres.provisioning import ensure_roles_and_databases
 from ameide_migrate.config import state
 from ameide_migrate.config.vault_settings import VaultSettings
 from ameide_migrate.core.errors import (
@@ -117,7 +118,7 @@ def _up(
         )
         for db in databases
     }
-    if postgres.ensure_roles_and_databases(admin, list(owners.values())):
+    if ensure_roles_and_databases(admin, list(owners.values())):
         progress(f"created databases and owners on {admin.host}:{admin.port}")
     return LocalEnvironment(admin=admin, owners=owners, cluster_dir=directory)
 

@@ -12,8 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ameide_migrate.adapters import flyway, postgres
+from ameide_migrate.adapters import flyway
 from ameide_migrate.adapters.flyway import LogSink
+from ameide_migrate.adapters.postgres import relations
+from ameide_migrate.adapters.postgres.fingerprint import read_schema_state, record_fingerprint
+from ameide_migrate.adapters.postgres.index_catalog import indexes_named, invalid_indexes
+from ameide_migrate.adapters.postgres.read_session import read_only_session
+from ameide_migrate.adapters.postgres.schema_history import read_history
+from ameide_migrate.adapters.postgres.sessions import LockHolder, lock_holders
 from ameide_migrate.core import interruption, locking, recovery, statements
 from ameide_migrate.core.catalog import DatabaseCatalog, Migration, Version
 from ameide_migrate.core.errors import (
@@ -89,7 +95,7 @@ def compare(db: DatabaseCatalog, history: list[HistoryRow] | None) -> Inspection
 
 
 def inspect(ctx: RunContext, database: str) -> Inspection:
-    history = postgres.read_history(
+    history = read_history(
         ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
     )
     return compare(ctx.databases[database], history)
@@ -103,9 +109,7 @@ def validate(ctx: RunContext, database: str, on_log: LogSink) -> None:
     and Flyway record the migration as a success, and over an index an interrupted migration
     built, applying it again fails on "already exists".
     """
-    with postgres.read_only_session(
-        ctx.credentials[database], timeout=ctx.connect_timeout
-    ) as session:
+    with read_only_session(ctx.credentials[database], timeout=ctx.connect_timeout) as session:
         history = session.history(ctx.history_table(database))
         found = interruption.find(database, ctx.databases[database], history, session.indexes_named)
         leftovers = session.invalid_indexes()
@@ -134,7 +138,7 @@ def interrupted(
         database,
         ctx.databases[database],
         history,
-        lambda names: postgres.indexes_named(creds, names, timeout=ctx.connect_timeout),
+        lambda names: indexes_named(creds, names, timeout=ctx.connect_timeout),
     )
 
 
@@ -168,7 +172,7 @@ def pending_non_transactional(
 
 
 def migrate(ctx: RunContext, database: str, on_log: LogSink) -> MigrateSummary:
-    history = postgres.read_history(
+    history = read_history(
         ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
     )
     for migration, refused in pending_non_transactional(ctx.databases[database], history):
@@ -195,7 +199,7 @@ def migrate(ctx: RunContext, database: str, on_log: LogSink) -> MigrateSummary:
     after = result.get("targetSchemaVersion") or before
     # The schema as Flyway left it: the drift check names what changes outside Flyway later.
     version = str(Version.parse(after)) if after else None
-    postgres.record_fingerprint(
+    record_fingerprint(
         ctx.credentials[database], version, ctx.history_table(database), timeout=ctx.connect_timeout
     )
     return MigrateSummary(
@@ -208,7 +212,7 @@ def migrate(ctx: RunContext, database: str, on_log: LogSink) -> MigrateSummary:
 
 def pending(ctx: RunContext, database: str) -> list[Migration]:
     """What a migrate would apply to the database now, read from its history (no Flyway)."""
-    history = postgres.read_history(
+    history = read_history(
         ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
     )
     return pending_migrations(ctx.databases[database], history)
@@ -240,7 +244,7 @@ def scripts_of(ctx: RunContext, database: str, migrations: list[Migration]) -> l
 
 def relation_facts(ctx: RunContext, database: str, scripts: list[lint.Script]) -> locking.Facts:
     """What the database holds now under each name the scripts lock or create."""
-    return postgres.relation_facts(
+    return relations.relation_facts(
         ctx.credentials[database],
         locking.referenced(s.text for s in scripts),
         schema=ctx.databases[database].flyway.schema,
@@ -305,11 +309,9 @@ def _wanted(ctx: RunContext, database: str) -> dict[int, tuple[str, str]]:
 
 def _in_the_way(
     ctx: RunContext, database: str, wanted: dict[int, tuple[str, str]]
-) -> list[postgres.LockHolder]:
+) -> list[LockHolder]:
     """Every other session holding or waiting for a lock that the statements would wait for."""
-    sessions = postgres.lock_holders(
-        ctx.credentials[database], list(wanted), timeout=ctx.connect_timeout
-    )
+    sessions = lock_holders(ctx.credentials[database], list(wanted), timeout=ctx.connect_timeout)
     return [
         session
         for oid, session in sessions
@@ -317,9 +319,7 @@ def _in_the_way(
     ]
 
 
-def _waited_for(
-    ctx: RunContext, database: str, sessions: list[postgres.LockHolder]
-) -> tuple[str, ...]:
+def _waited_for(ctx: RunContext, database: str, sessions: list[LockHolder]) -> tuple[str, ...]:
     """The sessions, described, and remembered as what this run waited for."""
     ctx.waiting_since.setdefault(database, time.monotonic())
     seen = ctx.waited_for.setdefault(database, {})
@@ -328,7 +328,7 @@ def _waited_for(
     return tuple(session.describe() for session in sessions)
 
 
-def _pids(sessions: list[postgres.LockHolder]) -> tuple[int, ...]:
+def _pids(sessions: list[LockHolder]) -> tuple[int, ...]:
     return tuple(dict.fromkeys(s.pid for s in sessions))
 
 
@@ -497,7 +497,7 @@ _LOG_LEVEL = {Level.ERROR: logging.ERROR, Level.WARNING: logging.WARNING}
 def _unversioned(ctx: RunContext, database: str) -> str:
     """How a schema with no history stands: its objects counted, where they can be read."""
     try:
-        state = postgres.read_schema_state(
+        state = read_schema_state(
             ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
         )
     except MigrateError:
@@ -584,8 +584,8 @@ def _leftovers_failure(
     """(message, recovery) when a non-transactional migration failed or left something behind:
     what it left, by name, and the exact statements that clean it up."""
     try:
-        leftovers = postgres.invalid_indexes(ctx.credentials[database], timeout=ctx.connect_timeout)
-        history = postgres.read_history(
+        leftovers = invalid_indexes(ctx.credentials[database], timeout=ctx.connect_timeout)
+        history = read_history(
             ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
         )
     except MigrateError as unreachable:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
-from ameide_migrate.adapters import postgres
+from ameide_migrate.adapters.postgres.index_catalog import invalid_indexes
+from ameide_migrate.adapters.postgres.schema_history import read_history
 from ameide_migrate.config.fleets import Fleet
 from ameide_migrate.core import locking, recovery
 from ameide_migrate.core.catalog import DatabaseCatalog, pinned_copy
@@ -68,10 +69,10 @@ def dry_run(ctx: RunContext, database: str) -> DatabaseOutcome:
     """A dry run: what a migrate would apply to this database, read-only and without Flyway."""
     started = time.monotonic()
     db = ctx.databases[database]
-    history = postgres.read_history(
+    history = read_history(
         ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
     )
-    invalid = postgres.invalid_indexes(ctx.credentials[database], timeout=ctx.connect_timeout)
+    invalid = invalid_indexes(ctx.credentials[database], timeout=ctx.connect_timeout)
     report = drift.check(ctx.subject(database), db, history, invalid_indexes=invalid)
     pending = [m.script for m in report.migrations if m.state in PENDING]
     would_apply = [m.script for m in pending_migrations(db, history)]
