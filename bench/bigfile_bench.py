@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from ameide_migrate.adapters import prefect_api
+from ameide_migrate.adapters.prefect import local_server as prefect_api
 from ameide_migrate.config import environments
 from ameide_migrate.config.settings import Settings
 from ameide_migrate.services import local, plan

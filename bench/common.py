@@ -13,8 +13,9 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from ameide_migrate.adapters import flyway, prefect_api
+from ameide_migrate.adapters import flyway
 from ameide_migrate.adapters.pg_cluster import Cluster
+from ameide_migrate.adapters.prefect import local_server as prefect_api
 from ameide_migrate.config.settings import Settings
 
 ADMIN_PASSWORD = secrets.token_urlsafe(12)  # a throwaway cluster's, new every run

@@ -27,10 +27,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
-from ameide_migrate.adapters import prefect_api, secret_sources, vault
+from ameide_migrate.adapters import secret_sources, vault
 from ameide_migrate.adapters.pg_cluster import Cluster
 from ameide_migrate.adapters.postgres.connection import Credentials, connect
 from ameide_migrate.adapters.postgres.schema_history import read_history
+from ameide_migrate.adapters.prefect import local_server as prefect_api
 from ameide_migrate.config.vault_settings import VaultSettings
 from ameide_migrate.services import local
 from bench.common import admin_url, cli_environment, pinned_flyway, throwaway_cluster

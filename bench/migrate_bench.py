@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from ameide_migrate.adapters import flyway, prefect_api
+from ameide_migrate.adapters import flyway
 from ameide_migrate.adapters.pg_cluster import Cluster
 from ameide_migrate.adapters.postgres.connection import Credentials
 from ameide_migrate.config import environments

@@ -17,7 +17,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from ameide_migrate.adapters import prefect_api
+from ameide_migrate.adapters.prefect import local_server as prefect_api
 from ameide_migrate.core.catalog import PLATFORM_DATABASES
 from ameide_migrate.services import local
 from bench.common import RUN_LOCAL, admin_url, cli_environment, pinned_flyway, throwaway_cluster

@@ -23,7 +23,7 @@ from ameide_migrate.adapters import pg_cluster, secret_sources
 from ameide_migrate.adapters.flyway import Installation
 from ameide_migrate.adapters.postgres.connection import Credentials, connect
 from ameide_migrate.adapters.postgres.schema_history import read_history
-from ameide_migrate.adapters.prefect_api import Server
+from ameide_migrate.adapters.prefect.local_server import Server
 from ameide_migrate.config.settings import get_settings
 from ameide_migrate.core.catalog import PLATFORM_DATABASES
 from ameide_migrate.core.history import HistoryRow

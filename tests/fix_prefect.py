@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from ameide_migrate.adapters import prefect_api
 from ameide_migrate.adapters.ports import free_port
+from ameide_migrate.adapters.prefect import local_server as prefect_api
 from tests.fix_tiers import mark_if_uses, register
 
 _HOME = Path(tempfile.mkdtemp(prefix="ameide-prefect-"))

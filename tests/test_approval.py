@@ -25,7 +25,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.states import Cancelled
 
-from ameide_migrate.adapters.prefect_api import Server
+from ameide_migrate.adapters.prefect.local_server import Server
 from ameide_migrate.commands.approval import approve
 from ameide_migrate.config import environments
 from ameide_migrate.config.settings import get_settings

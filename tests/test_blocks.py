@@ -14,7 +14,7 @@ from prefect.client.orchestration import get_client
 from prefect.testing.standard_test_suites.blocks import BlockStandardTestSuite
 from pydantic import SecretStr
 
-from ameide_migrate.adapters.prefect_api import Server
+from ameide_migrate.adapters.prefect.local_server import Server
 from ameide_migrate.blocks import VaultDatabaseSecrets
 from ameide_migrate.flows.secrets import vault_block_connection
 

@@ -30,11 +30,12 @@ import pytest
 import requests
 import yaml
 
-from ameide_migrate.adapters import ports, prefect_api, secret_sources
+from ameide_migrate.adapters import ports, secret_sources
 from ameide_migrate.adapters import vault as vault_api
 from ameide_migrate.adapters.postgres.connection import Credentials
 from ameide_migrate.adapters.postgres.schema_history import read_history
-from ameide_migrate.adapters.prefect_api import Server
+from ameide_migrate.adapters.prefect import local_server as prefect_api
+from ameide_migrate.adapters.prefect.local_server import Server
 from ameide_migrate.config import environments
 from ameide_migrate.config.settings import Settings
 from ameide_migrate.core.catalog import load_catalog

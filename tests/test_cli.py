@@ -14,7 +14,7 @@ from psycopg import sql
 from typer.testing import CliRunner
 
 from ameide_migrate.adapters.postgres.connection import Credentials
-from ameide_migrate.adapters.prefect_api import Server
+from ameide_migrate.adapters.prefect.local_server import Server
 from ameide_migrate.cli.main import app
 
 from .fix_platform import Platform, admin_url_of, ameide

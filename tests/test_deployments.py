@@ -8,7 +8,7 @@ from uuid import UUID
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 
-from ameide_migrate.adapters.prefect_api import Server
+from ameide_migrate.adapters.prefect.local_server import Server
 from ameide_migrate.core.catalog import PLATFORM_DATABASES
 
 from .fix_platform import Platform, ameide
@@ -165,7 +165,7 @@ def test_a_local_run_registers_the_local_deployments_again_only_when_they_change
 ) -> None:
     """Every local run and dev-loop save asks for the local deployments: registered once, then
     again only when their definition changed (here the environments file's drift schedule)."""
-    from ameide_migrate.adapters import prefect_api
+    from ameide_migrate.adapters.prefect import local_server as prefect_api
     from ameide_migrate.commands.deploy import serve_local_deployments
     from ameide_migrate.config import environments
     from ameide_migrate.config.settings import get_settings
@@ -201,7 +201,7 @@ def test_a_local_run_registers_the_local_deployments_again_only_when_they_change
 def test_a_deployment_refuses_a_run_for_another_environment(process_worker: Platform) -> None:
     """The server lays an API caller's parameters over the deployment's: migrate/local asked
     for prod must not migrate prod with local's worker."""
-    from ameide_migrate.adapters import prefect_api
+    from ameide_migrate.adapters.prefect import local_server as prefect_api
 
     run_id = prefect_api.start_deployment("migrate/local", {"environment": "prod"})
     outcome = prefect_api.follow_flow_run(run_id, 300, on_log=print, on_state=print)

@@ -20,9 +20,10 @@ from uuid import UUID
 
 import pytest
 
-from ameide_migrate.adapters import prefect_api, secret_sources
+from ameide_migrate.adapters import secret_sources
 from ameide_migrate.adapters.pg_cluster import Cluster
 from ameide_migrate.adapters.postgres.connection import Credentials, connect
+from ameide_migrate.adapters.prefect import local_server as prefect_api
 from ameide_migrate.commands.trigger import follow
 from ameide_migrate.core.catalog import load_catalog
 from ameide_migrate.core.errors import DatabaseUnreachable, ExitCode

@@ -25,10 +25,11 @@ from psycopg import sql
 from rich.console import Console
 
 from ameide_migrate import terminal
-from ameide_migrate.adapters import prefect_api, secret_sources
+from ameide_migrate.adapters import secret_sources
 from ameide_migrate.adapters import vault as vault_api
 from ameide_migrate.adapters.postgres.connection import Credentials, connect
 from ameide_migrate.adapters.postgres.schema_history import read_history
+from ameide_migrate.adapters.prefect import local_server as prefect_api
 from ameide_migrate.commands.fleet import FleetTarget, check_fleet, fleet_run
 from ameide_migrate.commands.shared import seed_local
 from ameide_migrate.commands.trigger import follow, trigger

@@ -17,7 +17,7 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from ameide_migrate.adapters import prefect_api
+from ameide_migrate.adapters.prefect import local_server as prefect_api
 from ameide_migrate.flows.fleet import shard_session_name
 
 from .fix_platform import REPO, Platform, ameide, drop_owners

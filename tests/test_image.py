@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ameide_migrate.adapters.flyway import Installation
-from ameide_migrate.adapters.prefect_api import Server
+from ameide_migrate.adapters.prefect.local_server import Server
 from ameide_migrate.config.settings import Settings, get_settings
 from ameide_migrate.core.catalog import load_catalog
 from ameide_migrate.core.errors import CatalogError, ImageBuildFailed, UsageError

@@ -25,11 +25,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from ameide_migrate.adapters import prefect_api, secret_sources, vault
+from ameide_migrate.adapters import secret_sources, vault
 from ameide_migrate.adapters import vault as vault_api
 from ameide_migrate.adapters.postgres.connection import Credentials
 from ameide_migrate.adapters.postgres.schema_history import read_history
-from ameide_migrate.adapters.prefect_api import Server
+from ameide_migrate.adapters.prefect import local_server as prefect_api
+from ameide_migrate.adapters.prefect.local_server import Server
 from ameide_migrate.config.settings import get_settings
 from ameide_migrate.core.catalog import PLATFORM_DATABASES, load_catalog
 from ameide_migrate.services import image, local

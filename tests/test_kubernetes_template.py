@@ -18,7 +18,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
 
-from ameide_migrate.adapters.prefect_api import Server
+from ameide_migrate.adapters.prefect.local_server import Server
 from ameide_migrate.config import environments
 from ameide_migrate.deployments.kubernetes import RUN_AS_USER, job_template
 

@@ -18,8 +18,9 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from ameide_migrate.adapters import prefect_api, secret_sources
+from ameide_migrate.adapters import secret_sources
 from ameide_migrate.adapters.pg_cluster import Cluster
+from ameide_migrate.adapters.prefect import local_server as prefect_api
 from ameide_migrate.config.settings import get_settings
 from ameide_migrate.core.errors import ExitCode
 from ameide_migrate.core.outcomes import DatabaseOutcome, OutcomeState, RunReport

@@ -5,7 +5,7 @@ from __future__ import annotations
 import getpass
 from dataclasses import dataclass
 
-from ameide_migrate.adapters import prefect_api
+from ameide_migrate.adapters.prefect import local_server as prefect_api
 from ameide_migrate.config.settings import Settings
 
 

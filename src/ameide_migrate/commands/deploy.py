@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
 
-from ameide_migrate.adapters import prefect_api
+from ameide_migrate.adapters.prefect import local_server as prefect_api
 from ameide_migrate.commands.shared import choose_api
 from ameide_migrate.config import environments
 from ameide_migrate.config.settings import Settings

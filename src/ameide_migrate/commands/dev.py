@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from uuid import uuid4
 
-from ameide_migrate.adapters import prefect_api, stopping
+from ameide_migrate.adapters import stopping
 from ameide_migrate.adapters.postgres.provisioning import drop_database
 from ameide_migrate.adapters.postgres.schema_history import read_history
+from ameide_migrate.adapters.prefect import local_server as prefect_api
 from ameide_migrate.commands.image import build_image
 from ameide_migrate.commands.lint import lint
 from ameide_migrate.commands.run import RunResult, run

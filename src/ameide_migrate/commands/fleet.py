@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
-from ameide_migrate.adapters import prefect_api
 from ameide_migrate.adapters.postgres.connection import first_column
 from ameide_migrate.adapters.postgres.index_catalog import indexes_named
 from ameide_migrate.adapters.postgres.schema_history import read_history
+from ameide_migrate.adapters.prefect import local_server as prefect_api
 from ameide_migrate.commands.shared import (
     Progress,
     choose_api,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ameide_migrate.adapters import prefect_api
+from ameide_migrate.adapters.prefect import local_server as prefect_api
 from ameide_migrate.commands.deploy import serve_local_deployments
 from ameide_migrate.commands.shared import Progress, install_flyway, seed_local, silent
 from ameide_migrate.config import environments

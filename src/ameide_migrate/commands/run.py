@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
-from ameide_migrate.adapters import prefect_api
+from ameide_migrate.adapters.prefect import local_server as prefect_api
 from ameide_migrate.commands.deploy import serve_local_deployments
 from ameide_migrate.commands.shared import (
     Progress,

@@ -17,8 +17,9 @@ from uuid import UUID, uuid4
 
 from pydantic import SecretStr
 
-from ameide_migrate.adapters import flyway, prefect_api, stopping
+from ameide_migrate.adapters import flyway, stopping
 from ameide_migrate.adapters.postgres.connection import Credentials
+from ameide_migrate.adapters.prefect import local_server as prefect_api
 from ameide_migrate.config import environments
 from ameide_migrate.config.settings import Settings
 from ameide_migrate.core.errors import (

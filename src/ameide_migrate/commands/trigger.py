@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from ameide_migrate.adapters import prefect_api, stopping
+from ameide_migrate.adapters import stopping
+from ameide_migrate.adapters.prefect import local_server as prefect_api
 from ameide_migrate.commands.fleet import fleet_targets
 from ameide_migrate.commands.shared import choose_api, silent
 from ameide_migrate.config import environments

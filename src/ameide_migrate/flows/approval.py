@@ -29,7 +29,7 @@ from prefect.runtime import deployment, flow_run
 from prefect.utilities.urls import url_for
 from pydantic import Field
 
-from ameide_migrate.adapters import prefect_api
+from ameide_migrate.adapters.prefect import local_server as prefect_api
 from ameide_migrate.config.environments import ApprovalPolicy
 from ameide_migrate.config.settings import Settings
 from ameide_migrate.core.catalog import DatabaseCatalog, pinned_copy

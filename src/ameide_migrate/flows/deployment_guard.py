@@ -11,7 +11,8 @@ from uuid import UUID
 
 from prefect.runtime import deployment, flow_run
 
-from ameide_migrate.adapters import prefect_api, stopping
+from ameide_migrate.adapters import stopping
+from ameide_migrate.adapters.prefect import local_server as prefect_api
 from ameide_migrate.core.errors import UsageError
 
 

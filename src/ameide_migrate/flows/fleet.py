@@ -25,11 +25,11 @@ from prefect.client.schemas.objects import FlowRun, State
 from prefect.runtime import deployment, flow_run
 from prefect.states import Cancelled, Completed, Failed
 
-from ameide_migrate.adapters import prefect_api
 from ameide_migrate.adapters.postgres.connection import first_column
 from ameide_migrate.adapters.postgres.index_catalog import drop_indexes_concurrently
 from ameide_migrate.adapters.postgres.schema_history import read_history
 from ameide_migrate.adapters.postgres.sessions import end_sessions
+from ameide_migrate.adapters.prefect import local_server as prefect_api
 from ameide_migrate.config import environments
 from ameide_migrate.config.environments import ApprovalPolicy
 from ameide_migrate.config.fleets import Fleet, Waves, checked_targets

@@ -21,10 +21,11 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from ameide_migrate.adapters import prefect_api, secret_sources, vault
+from ameide_migrate.adapters import secret_sources, vault
 from ameide_migrate.adapters.pg_cluster import Cluster
 from ameide_migrate.adapters.postgres.connection import Credentials
 from ameide_migrate.adapters.postgres.provisioning import ensure_roles_and_databases
+from ameide_migrate.adapters.prefect import local_server as prefect_api
 from ameide_migrate.config import state
 from ameide_migrate.config.vault_settings import VaultSettings
 from ameide_migrate.core.errors import (
