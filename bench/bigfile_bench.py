@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from ameide_migrate.adapters.prefect import local_server as prefect_api
+from ameide_migrate.adapters.prefect import local_server
 from ameide_migrate.config import environments
 from ameide_migrate.config.settings import Settings
 from ameide_migrate.services import local, plan
@@ -110,7 +110,7 @@ def main() -> None:
         made = local.up(
             scratch / "state", [DATABASE], admin_url=admin_url(cluster), database_prefix="big_"
         )
-        server = prefect_api.ensure_server(scratch / "prefect")
+        server = local_server.ensure_server(scratch / "prefect")
         tree = scratch / "sql"
         env = {
             **cli_environment(scratch, cluster, server.api_url),
@@ -138,7 +138,7 @@ def main() -> None:
                     file=sys.stderr,
                 )
         finally:
-            prefect_api.stop_server(scratch / "prefect")
+            local_server.stop_server(scratch / "prefect")
     print("\nOne seed file of INSERTs a size; x: the time over squawk's on the same file.")
     print(
         f"A seed file of a few rows (the command's own cost): lint {lint_cost:.2f} s, "

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from ameide_migrate.adapters import flyway
 from ameide_migrate.adapters.pg_cluster import Cluster
-from ameide_migrate.adapters.prefect import local_server as prefect_api
+from ameide_migrate.adapters.prefect import local_server
 from ameide_migrate.config.settings import Settings
 
 ADMIN_PASSWORD = secrets.token_urlsafe(12)  # a throwaway cluster's, new every run
@@ -58,7 +58,7 @@ def cli_environment(scratch: Path, cluster: Cluster, api_url: str) -> dict[str, 
     PostgreSQL, a state folder in `scratch`, and the Prefect server at `api_url`."""
     return {
         **os.environ,
-        **prefect_api.QUIET_ENV,
+        **local_server.QUIET_ENV,
         "PREFECT_API_URL": api_url,
         "PREFECT_HOME": str(scratch / "prefect-client"),
         "AMEIDE_STATE_DIR": str(scratch / "state"),

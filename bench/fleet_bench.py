@@ -31,7 +31,7 @@ from ameide_migrate.adapters import secret_sources, vault
 from ameide_migrate.adapters.pg_cluster import Cluster
 from ameide_migrate.adapters.postgres.connection import Credentials, connect
 from ameide_migrate.adapters.postgres.schema_history import read_history
-from ameide_migrate.adapters.prefect import local_server as prefect_api
+from ameide_migrate.adapters.prefect import local_server
 from ameide_migrate.config.vault_settings import VaultSettings
 from ameide_migrate.services import local
 from bench.common import admin_url, cli_environment, pinned_flyway, throwaway_cluster
@@ -191,8 +191,8 @@ def main() -> None:
         bao = start_dev_server(scratch)
         stack.callback(bao.stop)
         conn = VaultSettings(address=bao.address, token=bao.root_token)
-        server = prefect_api.ensure_server(scratch / "prefect")
-        stack.callback(prefect_api.stop_server, scratch / "prefect")
+        server = local_server.ensure_server(scratch / "prefect")
+        stack.callback(local_server.stop_server, scratch / "prefect")
         env = {
             **cli_environment(scratch, clusters[0], server.api_url),
             "VAULT_ADDR": bao.address,

@@ -38,6 +38,7 @@ from pathlib import Path
 from ameide_migrate.adapters import flyway
 from ameide_migrate.adapters.pg_cluster import Cluster
 from ameide_migrate.adapters.postgres.connection import Credentials
+from ameide_migrate.adapters.prefect import local_server
 from ameide_migrate.config import environments
 from ameide_migrate.config.settings import Settings
 from ameide_migrate.core.catalog import PLATFORM_DATABASES, load_catalog
@@ -225,7 +226,7 @@ def run_rounds(
 ) -> Measured:
     admin = admin_url(cluster)
     state = scratch / "state"
-    server = prefect_api.ensure_server(scratch / "prefect")
+    server = local_server.ensure_server(scratch / "prefect")
     env = cli_environment(scratch, cluster, server.api_url)
     cli = RUN_LOCAL
     measured = Measured()
@@ -256,7 +257,7 @@ def run_rounds(
             floor_dir.mkdir()
             measured.add("c_floor", timed(partial(psql_floor, owners, floor_dir)))
     finally:
-        prefect_api.stop_server(scratch / "prefect")
+        local_server.stop_server(scratch / "prefect")
     return measured
 
 

@@ -17,7 +17,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from ameide_migrate.adapters.prefect import local_server as prefect_api
+from ameide_migrate.adapters.prefect import local_server
 from ameide_migrate.core.catalog import PLATFORM_DATABASES
 from ameide_migrate.services import local
 from bench.common import RUN_LOCAL, admin_url, cli_environment, pinned_flyway, throwaway_cluster
@@ -45,7 +45,7 @@ def main() -> None:
             admin_url=admin_url(cluster),
             database_prefix="plan_",
         )
-        server = prefect_api.ensure_server(scratch / "prefect")
+        server = local_server.ensure_server(scratch / "prefect")
         env = {
             **cli_environment(scratch, cluster, server.api_url),
             "AMEIDE_LOCAL_DATABASE_PREFIX": "plan_",
@@ -62,7 +62,7 @@ def main() -> None:
                     wall, _ = run_measured(cli, {**env, "AMEIDE_SQL_DIR": str(tree)})
                     times[name].append(wall)
         finally:
-            prefect_api.stop_server(scratch / "prefect")
+            local_server.stop_server(scratch / "prefect")
     median = {name: statistics.median(values) for name, values in times.items()}
     ratio = median["protected"] / median["unprotected"]
     print(f"\nEight databases, no-op runs, {rounds} pairs, Flyway {inst.version}, medians:")

@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 
 from ameide_migrate.adapters.ports import free_port
-from ameide_migrate.adapters.prefect import local_server as prefect_api
+from ameide_migrate.adapters.prefect import local_server
 from tests.fix_tiers import mark_if_uses, register
 
 _HOME = Path(tempfile.mkdtemp(prefix="ameide-prefect-"))
 SERVER_HOME = _HOME / "server"
 """The server's PREFECT_HOME: its SQLite database lives here."""
 _PORT = free_port()
-os.environ.update(prefect_api.QUIET_ENV)
+os.environ.update(local_server.QUIET_ENV)
 os.environ["PREFECT_HOME"] = str(_HOME)
 os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{_PORT}/api"
 os.environ.setdefault("AMEIDE_RETRY_DELAY_SECONDS", "0.5")
@@ -40,8 +40,8 @@ def pytest_itemcollected(item: pytest.Item) -> None:
 
 
 @pytest.fixture(scope="session")
-def prefect_server() -> Iterator[prefect_api.Server]:
-    server = prefect_api.ensure_server(SERVER_HOME, port=_PORT)
+def prefect_server() -> Iterator[local_server.Server]:
+    server = local_server.ensure_server(SERVER_HOME, port=_PORT)
     try:
         yield server
     finally:
@@ -50,5 +50,5 @@ def prefect_server() -> Iterator[prefect_api.Server]:
 
         APILogWorker.drain_all(timeout=10)
         EventsWorker.drain_all(timeout=10)
-        prefect_api.stop_server(SERVER_HOME)
+        local_server.stop_server(SERVER_HOME)
         shutil.rmtree(_HOME, ignore_errors=True)

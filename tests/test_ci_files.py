@@ -34,7 +34,7 @@ from ameide_migrate.adapters import ports, secret_sources
 from ameide_migrate.adapters import vault as vault_api
 from ameide_migrate.adapters.postgres.connection import Credentials
 from ameide_migrate.adapters.postgres.schema_history import read_history
-from ameide_migrate.adapters.prefect import local_server as prefect_api
+from ameide_migrate.adapters.prefect import approvals, local_server, registration
 from ameide_migrate.adapters.prefect.local_server import Server
 from ameide_migrate.config import environments
 from ameide_migrate.config.settings import Settings
@@ -306,7 +306,7 @@ class Reviewer(threading.Thread):
             with get_client(sync_client=True) as client:
                 runs = client.read_flow_runs(flow_run_filter=waiting, deployment_filter=mine)
             for run in runs:
-                prefect_api.decide(str(run.id), approved=True, reason="the test's reviewer")
+                approvals.decide(str(run.id), approved=True, reason="the test's reviewer")
                 self.approved.append(run.id)
 
     def stop(self) -> None:
@@ -361,7 +361,7 @@ def prod_on_a_docker_worker(
         "client_token"
     ]
 
-    prefect_api.ensure_work_pool(CI_POOL, "docker", DockerWorker.get_default_base_job_template())
+    registration.ensure_work_pool(CI_POOL, "docker", DockerWorker.get_default_base_job_template())
     settings = Settings(sql_dir=REPO / "db" / "flyway" / "sql")
     catalog = environments.catalog(PROD, settings)
     migrate, _ = deployments_for(
@@ -654,7 +654,7 @@ def test_curl_recipe_sends_basic_auth_to_a_server_that_requires_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PREFECT_SERVER_API_AUTH_STRING", "ci:s3cret:with colon")
-    server = prefect_api.ensure_server(tmp_path / "prefect-auth")
+    server = local_server.ensure_server(tmp_path / "prefect-auth")
     try:
         refused = curl_recipe("migrate/staging", env={"PREFECT_API_URL": server.api_url})
         wrong = curl_recipe(
@@ -669,7 +669,7 @@ def test_curl_recipe_sends_basic_auth_to_a_server_that_requires_it(
             },
         )
     finally:
-        prefect_api.stop_server(tmp_path / "prefect-auth")
+        local_server.stop_server(tmp_path / "prefect-auth")
 
     for answer in (refused, wrong):
         assert answer.returncode == 2, answer.stdout + answer.stderr

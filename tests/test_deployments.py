@@ -165,13 +165,13 @@ def test_a_local_run_registers_the_local_deployments_again_only_when_they_change
 ) -> None:
     """Every local run and dev-loop save asks for the local deployments: registered once, then
     again only when their definition changed (here the environments file's drift schedule)."""
-    from ameide_migrate.adapters.prefect import local_server as prefect_api
+    from ameide_migrate.adapters.prefect import api_choice, local_server
     from ameide_migrate.commands.deploy import serve_local_deployments
     from ameide_migrate.config import environments
     from ameide_migrate.config.settings import get_settings
 
     settings = get_settings()
-    api = prefect_api.Api(prefect_server.api_url, prefect_server.ui_url, local=True)
+    api = api_choice.Api(prefect_server.api_url, prefect_server.ui_url, local=True)
 
     def serve() -> dict[str, object]:
         catalog = environments.catalog("local", settings)
@@ -195,16 +195,16 @@ def test_a_local_run_registers_the_local_deployments_again_only_when_they_change
             drift = client.read_deployment_by_name("drift/local")
         assert [s.schedule.cron for s in drift.schedules] == ["0 4 * * *"]  # type: ignore[union-attr]
     finally:
-        prefect_api.stop_worker(platform.state_dir / "prefect")
+        local_server.stop_worker(platform.state_dir / "prefect")
 
 
 def test_a_deployment_refuses_a_run_for_another_environment(process_worker: Platform) -> None:
     """The server lays an API caller's parameters over the deployment's: migrate/local asked
     for prod must not migrate prod with local's worker."""
-    from ameide_migrate.adapters.prefect import local_server as prefect_api
+    from ameide_migrate.adapters.prefect import following
 
-    run_id = prefect_api.start_deployment("migrate/local", {"environment": "prod"})
-    outcome = prefect_api.follow_flow_run(run_id, 300, on_log=print, on_state=print)
+    run_id = following.start_deployment("migrate/local", {"environment": "prod"})
+    outcome = following.follow_flow_run(run_id, 300, on_log=print, on_state=print)
 
     assert outcome.state == "Failed"
     assert "deployment migrate/local asked for environment 'prod'" in outcome.message

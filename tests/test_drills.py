@@ -23,7 +23,7 @@ import pytest
 from ameide_migrate.adapters import secret_sources
 from ameide_migrate.adapters.pg_cluster import Cluster
 from ameide_migrate.adapters.postgres.connection import Credentials, connect
-from ameide_migrate.adapters.prefect import local_server as prefect_api
+from ameide_migrate.adapters.prefect import automations
 from ameide_migrate.commands.trigger import follow
 from ameide_migrate.core.catalog import load_catalog
 from ameide_migrate.core.errors import DatabaseUnreachable, ExitCode
@@ -322,7 +322,7 @@ def test_a_run_killed_while_another_starts_leaves_no_jvm_ends_crashed_and_a_reru
     assert rerun.returncode == 0, rerun.stderr
     assert _applied_once(platform, "threads") == {v: 1 for v in ("1", "2", "3", "4", "5")}
     assert platform.table_exists("threads", "threads_drill_done")
-    followed = follow(flow_run_id, prefect_api.CRASHED_WITHIN_SECONDS + 15, on_line=lambda _: None)
+    followed = follow(flow_run_id, automations.CRASHED_WITHIN_SECONDS + 15, on_line=lambda _: None)
     assert followed.state == "Crashed", followed.summary
     assert followed.exit_code == ExitCode.FAILED
 

@@ -29,7 +29,7 @@ from ameide_migrate.adapters import secret_sources
 from ameide_migrate.adapters import vault as vault_api
 from ameide_migrate.adapters.postgres.connection import Credentials, connect
 from ameide_migrate.adapters.postgres.schema_history import read_history
-from ameide_migrate.adapters.prefect import local_server as prefect_api
+from ameide_migrate.adapters.prefect import following
 from ameide_migrate.commands.fleet import FleetTarget, check_fleet, fleet_run
 from ameide_migrate.commands.shared import seed_local
 from ameide_migrate.commands.trigger import follow, trigger
@@ -961,7 +961,7 @@ def test_a_deployments_fleet_runs_each_shard_as_a_run_of_the_shard_deployment_at
         worker = start_worker(pool, "process", log, REPO)
 
         # A shard started alone, past the fleet's waves and halt rules, is refused.
-        alone = prefect_api.start_deployment(
+        alone = following.start_deployment(
             "fleet-shard/qa", {"name": "tenants", "targets": ["t000"]}
         )
         refused = follow(alone, 300, on_line=lambda _line: None)

@@ -17,7 +17,7 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from ameide_migrate.adapters.prefect import local_server as prefect_api
+from ameide_migrate.adapters.prefect import artifacts, flow_runs, local_server
 from ameide_migrate.flows.fleet import shard_session_name
 
 from .fix_platform import REPO, Platform, ameide, drop_owners
@@ -155,7 +155,7 @@ class ShardWatch:
 
 
 def _fleet_ledger() -> dict[str, dict[str, str]]:
-    return {row["target"]: row for row in prefect_api.latest_table("fleet-qa-tenants")}
+    return {row["target"]: row for row in artifacts.latest_table("fleet-qa-tenants")}
 
 
 def _t000_migrated_t001_failed_at_v3() -> tuple[dict[str, str], dict[str, str]]:
@@ -362,7 +362,7 @@ def test_a_shard_whose_process_tree_is_killed_fails_its_targets_halts_the_fleet_
 
 
 def test_an_overdue_run_is_cancelled_through_prefect_and_one_nobody_stops_is_said_so(
-    prefect_server: prefect_api.Server,
+    prefect_server: local_server.Server,
 ) -> None:
     """A run no worker has taken goes straight to Cancelled (nothing to stop); a running one is
     asked to stop (Cancelling) and, with no worker to stop it, handed on as not stopped."""
@@ -377,9 +377,9 @@ def test_an_overdue_run_is_cancelled_through_prefect_and_one_nobody_stops_is_sai
     with get_client(sync_client=True) as client:
         waiting = client.create_flow_run(overdue, state=Scheduled()).id
         running = client.create_flow_run(overdue, state=Running()).id
-    ended: list[prefect_api.EndedRun] = []
+    ended: list[flow_runs.EndedRun] = []
 
-    prefect_api.await_runs([waiting, running], 0, ended.append, grace=3)
+    flow_runs.await_runs([waiting, running], 0, ended.append, grace=3)
 
     by_id = {run.flow_run_id: run for run in ended}
     assert (by_id[waiting].state, by_id[waiting].overdue, by_id[waiting].stopped) == (

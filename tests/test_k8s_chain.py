@@ -29,7 +29,7 @@ from ameide_migrate.adapters import secret_sources, vault
 from ameide_migrate.adapters import vault as vault_api
 from ameide_migrate.adapters.postgres.connection import Credentials
 from ameide_migrate.adapters.postgres.schema_history import read_history
-from ameide_migrate.adapters.prefect import local_server as prefect_api
+from ameide_migrate.adapters.prefect.artifacts import latest_table
 from ameide_migrate.adapters.prefect.local_server import Server
 from ameide_migrate.config.settings import get_settings
 from ameide_migrate.core.catalog import PLATFORM_DATABASES, load_catalog
@@ -843,7 +843,7 @@ def test_a_shard_job_past_its_timeout_is_stopped_before_it_is_counted_and_a_reru
         assert _sessions(deployed.admin, [c.database for c in tenants.values()]) == []
         assert _histories(tenants) == {"tenant_t8": ALL, "tenant_t9": ALL[:3]}
 
-        ledger = {row["target"]: row for row in prefect_api.latest_table("fleet-staging-overdue")}
+        ledger = {row["target"]: row for row in latest_table("fleet-staging-overdue")}
         done = ledger["tenant_t8"]
         assert (done["state"], done["after"], done["applied"]) == ("migrated", "4", "4"), ledger
         assert (
@@ -867,7 +867,7 @@ def test_a_shard_job_past_its_timeout_is_stopped_before_it_is_counted_and_a_reru
         assert rerun.returncode == 0, rerun.stdout[-6000:] + _pod_report(deployed)
         assert rerun.stdout.strip().splitlines()[-1].startswith("Completed"), rerun.stdout
         assert _histories(tenants) == {"tenant_t8": ALL, "tenant_t9": ALL}
-        ledger = {row["target"]: row for row in prefect_api.latest_table("fleet-staging-overdue")}
+        ledger = {row["target"]: row for row in latest_table("fleet-staging-overdue")}
         assert ledger["tenant_t8"]["state"] == "up to date", ledger
         assert (ledger["tenant_t9"]["state"], ledger["tenant_t9"]["before"]) == ("migrated", "3")
     finally:

@@ -20,7 +20,7 @@ import pytest
 
 from ameide_migrate.adapters import secret_sources
 from ameide_migrate.adapters.pg_cluster import Cluster
-from ameide_migrate.adapters.prefect import local_server as prefect_api
+from ameide_migrate.adapters.prefect import artifacts
 from ameide_migrate.config.settings import get_settings
 from ameide_migrate.core.errors import ExitCode
 from ameide_migrate.core.outcomes import DatabaseOutcome, OutcomeState, RunReport
@@ -78,7 +78,7 @@ def test_a_run_given_another_servers_admin_url_migrates_that_server_and_names_it
     assert re.search(r"│ graph\s+│ empty\s+│ 3\s+│.*│ migrated", done.stdout), done.stdout
     assert here not in done.stdout
     assert spare_cluster.password.get_secret_value() not in done.stdout + done.stderr
-    rows = prefect_api.latest_table("migrate-local")
+    rows = artifacts.latest_table("migrate-local")
     assert [(r["database"], r["server"], r["state"]) for r in rows] == [
         ("graph", there, "migrated")
     ]
@@ -260,7 +260,7 @@ def test_a_fleet_run_given_another_servers_admin_url_migrates_its_targets_there(
         for target in targets:
             assert applied_on(spare_cluster, tenant(platform, target).database) == ["1", "2", "3"]
         assert f"Fleet tenants: local on {there}" in done.stdout
-        ledger = prefect_api.latest_table("fleet-local-tenants")
+        ledger = artifacts.latest_table("fleet-local-tenants")
         assert sorted((r["target"], r["server"], r["state"]) for r in ledger) == [
             (f"tenant_{t}", there, "migrated") for t in targets
         ]

@@ -24,7 +24,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ameide_migrate.adapters.prefect.local_server import ArtifactTable
+from ameide_migrate.adapters.prefect.artifacts import ArtifactTable
 from ameide_migrate.core import locking
 from ameide_migrate.core.findings import Finding, Level
 from ameide_migrate.core.outcomes import DatabaseOutcome, OutcomeState, RunReport

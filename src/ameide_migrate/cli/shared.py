@@ -16,7 +16,7 @@ from ameide_migrate.core.errors import DatabaseUrlInvalid
 if TYPE_CHECKING:
     from pydantic import SecretStr
 
-    from ameide_migrate.adapters.prefect.local_server import Api
+    from ameide_migrate.adapters.prefect.api_choice import Api
 
 # A CI log is no 80-column terminal: tables keep their rows on one line there.
 _LOG_WIDTH = 120

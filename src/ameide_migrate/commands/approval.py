@@ -5,7 +5,7 @@ from __future__ import annotations
 import getpass
 from dataclasses import dataclass
 
-from ameide_migrate.adapters.prefect import local_server as prefect_api
+from ameide_migrate.adapters.prefect import api_choice, approvals
 from ameide_migrate.config.settings import Settings
 
 
@@ -24,10 +24,10 @@ def approve(
 ) -> Approved:
     """Decide on the plan of a protected environment's run that waits for a decision: the
     terminal's counterpart of the Prefect UI's Resume form."""
-    api = prefect_api.choose_api(settings.state_dir, local_allowed=True, needed_for="approve")
+    api = api_choice.choose_api(settings.state_dir, local_allowed=True, needed_for="approve")
     who = getpass.getuser()
     given = reason.strip() or ("approved" if approved else "rejected")
-    prefect_api.decide(
+    approvals.decide(
         run_id, approved=approved, reason=f"{given} (`ameide-migrate approve {run_id}`, {who})"
     )
-    return Approved(run_id, approved, given, prefect_api.ui_address_of_flow_run(api.ui_url, run_id))
+    return Approved(run_id, approved, given, api_choice.ui_address_of_flow_run(api.ui_url, run_id))

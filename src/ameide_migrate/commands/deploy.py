@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
 
-from ameide_migrate.adapters.prefect import local_server as prefect_api
+from ameide_migrate.adapters.prefect import (
+    api_choice,
+    approvals,
+    automations,
+    local_server,
+    registration,
+)
 from ameide_migrate.commands.shared import choose_api
 from ameide_migrate.config import environments
 from ameide_migrate.config.settings import Settings
@@ -77,23 +83,23 @@ def _register(
     ).hexdigest()
     if record is not None:
         registered = _registered(record, fingerprint)
-        if registered and prefect_api.deployments_exist(list(registered.values())):
+        if registered and registration.deployments_exist(list(registered.values())):
             yield from registered.items()
             return
     template = job_template() if target.pool_type == "kubernetes" else None
-    prefect_api.ensure_work_pool(target.work_pool, target.pool_type, template)
-    prefect_api.ensure_heartbeat_guard()
+    registration.ensure_work_pool(target.work_pool, target.pool_type, template)
+    automations.ensure_heartbeat_guard()
     if target.pool_type == "kubernetes":
-        prefect_api.ensure_image_pull_guard()
+        automations.ensure_image_pull_guard()
     done: dict[str, str] = {}
     for deployment in deployments:
         deployment_id = cast(UUID, deployment.apply())  # sync here: no event loop runs
         if deployment.flow_name == "migrate" and target.approval.required:
-            prefect_api.ensure_approval_timeout(
+            approvals.ensure_approval_timeout(
                 target.name, deployment_id, target.approval.timeout_minutes
             )
         elif deployment.flow_name == "migrate":
-            prefect_api.remove_approval_timeout(target.name)
+            approvals.remove_approval_timeout(target.name)
         done[f"{deployment.flow_name}/{deployment.name}"] = str(deployment_id)
         yield f"{deployment.flow_name}/{deployment.name}", str(deployment_id)
     if record is not None:
@@ -124,12 +130,12 @@ def _process_job_variables(settings: Settings) -> dict[str, Any]:
             "AMEIDE_STATE_DIR": str(settings.state_dir.resolve()),
             "AMEIDE_PROJECT_DIR": str(settings.project_dir.resolve()),
             "AMEIDE_FLYWAY_VERSION": settings.flyway_version,
-            **prefect_api.HEARTBEAT_ENV,
+            **automations.HEARTBEAT_ENV,
         },
     }
 
 
-def serve_local_deployments(settings: Settings, api: prefect_api.Api, catalog: Catalog) -> int:
+def serve_local_deployments(settings: Settings, api: api_choice.Api, catalog: Catalog) -> int:
     """The local environment's deployments registered on the local server, and a process
     worker of their pool running (started when none is); the worker's pid.
 
@@ -141,4 +147,4 @@ def serve_local_deployments(settings: Settings, api: prefect_api.Api, catalog: C
     record = settings.state_dir / "prefect" / "registered.json"
     for _ in _register(settings, target, catalog, None, None, record=record, api_url=api.api_url):
         pass
-    return prefect_api.ensure_worker(settings.state_dir / "prefect", target.work_pool, api.api_url)
+    return local_server.ensure_worker(settings.state_dir / "prefect", target.work_pool, api.api_url)

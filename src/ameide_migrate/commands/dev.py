@@ -13,7 +13,7 @@ from uuid import uuid4
 from ameide_migrate.adapters import stopping
 from ameide_migrate.adapters.postgres.provisioning import drop_database
 from ameide_migrate.adapters.postgres.schema_history import read_history
-from ameide_migrate.adapters.prefect import local_server as prefect_api
+from ameide_migrate.adapters.prefect import flow_runs
 from ameide_migrate.commands.image import build_image
 from ameide_migrate.commands.lint import lint
 from ameide_migrate.commands.run import RunResult, run
@@ -118,7 +118,7 @@ def dev(
     runs = 0
 
     def stopped() -> dev_loop.Stopped:
-        ended = prefect_api.end_unfinished_runs(session, "stopped by Ctrl-C (ameide-migrate dev)")
+        ended = flow_runs.end_unfinished_runs(session, "stopped by Ctrl-C (ameide-migrate dev)")
         return dev_loop.Stopped(runs, tuple(ended))
 
     def on_interrupt(_signal: int) -> None:

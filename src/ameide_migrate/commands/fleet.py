@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from ameide_migrate.adapters.postgres.connection import first_column
 from ameide_migrate.adapters.postgres.index_catalog import indexes_named
 from ameide_migrate.adapters.postgres.schema_history import read_history
-from ameide_migrate.adapters.prefect import local_server as prefect_api
+from ameide_migrate.adapters.prefect import api_choice, artifacts, automations
 from ameide_migrate.commands.shared import (
     Progress,
     choose_api,
@@ -89,7 +89,7 @@ def fleet_run(
     admin_url: SecretStr | None = None,
     wait_for_lock: bool = False,
     progress: Progress = silent,
-    on_api: Callable[[prefect_api.Api], None] = lambda _: None,
+    on_api: Callable[[api_choice.Api], None] = lambda _: None,
     on_target: fleet.WaveProgress = lambda _wave, _size, _outcome: None,
     undo_interrupted: bool = False,
 ) -> FleetRun:
@@ -102,7 +102,7 @@ def fleet_run(
     with local.reading_server(local.server_of(admin_url)):
         chosen = check_fleet(settings, env, name, targets)
     api = choose_api(settings, env)
-    prefect_api.ensure_heartbeat_guard()
+    automations.ensure_heartbeat_guard()
     on_api(api)
     from ameide_migrate.flows.fleet import await_the_fleets_turn, fleet_flow
 
@@ -132,7 +132,7 @@ def fleet_run(
             wait_for_lock=wait_for_lock,
             undo_interrupted=undo_interrupted,
         )
-    url = prefect_api.ui_address_of_flow_run(api.ui_url, str(flow_run_id))
+    url = api_choice.ui_address_of_flow_run(api.ui_url, str(flow_run_id))
     if isinstance(outcome, FleetHalted):
         return FleetRun(outcome.report, url, outcome)
     if isinstance(outcome, MigrateError):
@@ -167,9 +167,7 @@ def fleet_status(settings: Settings, env: str, name: str) -> list[FleetTarget]:
     choose_api(settings, env)
     from ameide_migrate.flows.fleet import artifact_key
 
-    ledger = {
-        row.get("target", ""): row for row in prefect_api.latest_table(artifact_key(env, name))
-    }
+    ledger = {row.get("target", ""): row for row in artifacts.latest_table(artifact_key(env, name))}
     found = verified(settings, env, names, login=False)
     latest = str(template.latest_version) if template.latest_version else None
     history_table = history_table_of(template, settings.flyway_table)

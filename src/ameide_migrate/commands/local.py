@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ameide_migrate.adapters.prefect import local_server as prefect_api
+from ameide_migrate.adapters.prefect import api_choice
 from ameide_migrate.commands.deploy import serve_local_deployments
 from ameide_migrate.commands.shared import Progress, install_flyway, seed_local, silent
 from ameide_migrate.config import environments
@@ -16,7 +16,7 @@ from ameide_migrate.services import local
 @dataclass(frozen=True)
 class LocalStack:
     environment: local.LocalEnvironment
-    api: prefect_api.Api
+    api: api_choice.Api
 
 
 def local_up(settings: Settings, progress: Progress = silent) -> LocalStack:
@@ -26,7 +26,7 @@ def local_up(settings: Settings, progress: Progress = silent) -> LocalStack:
     catalog = environments.catalog(target.name, settings)
     env, _ = seed_local(settings, catalog.databases, None, progress)
     install_flyway(settings, progress=progress)
-    api = prefect_api.choose_api(settings.state_dir, local_allowed=True, needed_for="local up")
+    api = api_choice.choose_api(settings.state_dir, local_allowed=True, needed_for="local up")
     if not api.local:
         raise UsageError(
             f"PREFECT_API_URL is set ({api.api_url}): `local up` starts its own Prefect server; "

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
-from ameide_migrate.adapters.prefect import local_server as prefect_api
+from ameide_migrate.adapters.prefect import api_choice, automations
 from ameide_migrate.commands.deploy import serve_local_deployments
 from ameide_migrate.commands.shared import (
     Progress,
@@ -34,7 +34,7 @@ class RunResult:
     command ends with (None when every database is where it should be)."""
 
     report: RunReport | None
-    api: prefect_api.Api
+    api: api_choice.Api
     flow_run_url: str
     failure: MigrateError | None
     ui_serves_runs: bool
@@ -52,7 +52,7 @@ def run(
     build: bool | None = None,
     registry: str | None = None,
     progress: Progress = silent,
-    on_api: Callable[[prefect_api.Api], None] = lambda _: None,
+    on_api: Callable[[api_choice.Api], None] = lambda _: None,
 ) -> RunResult:
     """(Build and push the image,) verify the credentials, migrate, prove it (flyway info)."""
     target = environments.get(env, settings)
@@ -65,7 +65,7 @@ def run(
         made, _ = seed_local(settings, targets, admin_url, progress)
         server = made.admin.server
     api = choose_api(settings, env)
-    prefect_api.ensure_heartbeat_guard()
+    automations.ensure_heartbeat_guard()
     serves = api.local and target.local
     if serves:
         serve_local_deployments(settings, api, catalog)
@@ -85,7 +85,7 @@ def run(
             if (build is None and not target.local) or build
             else None,
         )
-    url = prefect_api.ui_address_of_flow_run(api.ui_url, str(flow_run_id))
+    url = api_choice.ui_address_of_flow_run(api.ui_url, str(flow_run_id))
     if isinstance(outcome, RunFailed):
         return RunResult(outcome.report, api, url, outcome, serves)
     if isinstance(outcome, MigrateError):

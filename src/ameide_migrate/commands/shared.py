@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from ameide_migrate.adapters import flyway, stopping
 from ameide_migrate.adapters.postgres.connection import Credentials
-from ameide_migrate.adapters.prefect import local_server as prefect_api
+from ameide_migrate.adapters.prefect import api_choice, flow_runs
 from ameide_migrate.config import environments
 from ameide_migrate.config.settings import Settings
 from ameide_migrate.core.errors import (
@@ -51,7 +51,7 @@ def install_flyway(
     )
 
 
-def choose_api(settings: Settings, env: str, *, deployments: bool = False) -> prefect_api.Api:
+def choose_api(settings: Settings, env: str, *, deployments: bool = False) -> api_choice.Api:
     """Choose the Prefect API before anything imports Prefect.
 
     PREFECT_API_URL when set. Else the embedded local server, except where the verb works on
@@ -59,7 +59,7 @@ def choose_api(settings: Settings, env: str, *, deployments: bool = False) -> pr
     """
     what = f"--env {env}'s deployments" if deployments else "this command"
     is_local = environments.get(env, settings).local
-    return prefect_api.choose_api(
+    return api_choice.choose_api(
         settings.state_dir, local_allowed=is_local or not deployments, needed_for=what
     )
 
@@ -125,7 +125,7 @@ def _stopped_by_signals(flow_name: str) -> Iterator[None]:
 
     def on_interrupt(signum: int) -> None:
         name = signal.Signals(signum).name
-        ended = prefect_api.end_unfinished_runs(session, f"stopped by {name}")
+        ended = flow_runs.end_unfinished_runs(session, f"stopped by {name}")
         runs = f"{flow_name} run {', '.join(ended)} cancelled" if ended else "no run was left open"
         sys.stderr.write(
             f"FAILED: stopped by {name}: {runs}; a Flyway JVM it started ends with this process\n"

@@ -11,7 +11,7 @@ from typing import Any
 from uuid import UUID
 
 from ameide_migrate.adapters import stopping
-from ameide_migrate.adapters.prefect import local_server as prefect_api
+from ameide_migrate.adapters.prefect import api_choice, flow_runs, following
 from ameide_migrate.commands.fleet import fleet_targets
 from ameide_migrate.commands.shared import choose_api, silent
 from ameide_migrate.config import environments
@@ -84,12 +84,12 @@ def trigger(
             on_wait=silent,
         )
     job_variables = {"image": image} if image else None
-    flow_run_id = prefect_api.start_deployment(f"{flow}/{env}", parameters, job_variables)
+    flow_run_id = following.start_deployment(f"{flow}/{env}", parameters, job_variables)
     policy = environments.get(env, settings).approval
     asks = flow in ("migrate", "fleet") and not dry_run and policy.required
     return Triggered(
         flow_run_id,
-        prefect_api.ui_address_of_flow_run(api.ui_url, str(flow_run_id)),
+        api_choice.ui_address_of_flow_run(api.ui_url, str(flow_run_id)),
         3600 + (policy.timeout_minutes * 60 if asks else 0),
     )
 
@@ -100,7 +100,7 @@ def follow(
     *,
     on_line: Callable[[str], None],
     on_waiting: Callable[[], None] | None = None,
-) -> prefect_api.Outcome:
+) -> following.Outcome:
     """Follow a triggered run to its end: its state, its tasks' states and its logs as lines,
     `on_waiting` when it waits for a decision on its plan. Ctrl-C or SIGTERM (a CI job's
     timeout or cancel) cancels the run through Prefect, so its worker stops it, and ends this
@@ -109,13 +109,13 @@ def follow(
     def on_interrupt(signum: int) -> None:
         name = signal.Signals(signum).name
         # At most 8 s: a CI runner sends SIGKILL soon after its SIGTERM (GitHub: 10 s in all).
-        reached = prefect_api.cancel_flow_run(
+        reached = flow_runs.cancel_flow_run(
             flow_run_id, f"stopped by {name} (ameide-migrate trigger)", wait=8
         )
         tail = "" if reached != "Cancelling" else ": its worker has not stopped it yet"
         sys.stderr.write(f"FAILED: stopped by {name}: flow run {flow_run_id} {reached}{tail}\n")
 
     with stopping.stopping_at_once(on_interrupt):
-        return prefect_api.follow_flow_run(
+        return following.follow_flow_run(
             flow_run_id, timeout, on_log=on_line, on_state=on_line, on_waiting=on_waiting
         )

@@ -8,7 +8,7 @@ this process (`ameide-migrate run`) is paused (`pause_flow_run`) and waits where
 
 No decision within the environment's `approval.timeout_minutes` counts as a rejection: a paused
 run says so itself; a suspended one, whose process is gone, is resumed with no input by the
-automation `deploy` registers for the environment (`prefect_api.ensure_approval_timeout`), and
+automation `deploy` registers for the environment (`approvals.ensure_approval_timeout`), and
 then records the timeout like a paused one.
 """
 
@@ -29,7 +29,7 @@ from prefect.runtime import deployment, flow_run
 from prefect.utilities.urls import url_for
 from pydantic import Field
 
-from ameide_migrate.adapters.prefect import local_server as prefect_api
+from ameide_migrate.adapters.prefect import approvals
 from ameide_migrate.config.environments import ApprovalPolicy
 from ameide_migrate.config.settings import Settings
 from ameide_migrate.core.catalog import DatabaseCatalog, pinned_copy
@@ -117,7 +117,7 @@ def ask(
         else:
             answer = pause_flow_run(wait_for_input=form, timeout=timeout, key=key)
     except FlowPauseTimeout:
-        prefect_api.end_expired_pause(flow_run.id)
+        approvals.end_expired_pause(flow_run.id)
         answer = None
     # A suspended run nobody decided on is resumed by the timeout's automation with no input:
     # Prefect then hands the form's defaults back, which are no one's decision.

@@ -12,7 +12,7 @@ from uuid import UUID
 from prefect.runtime import deployment, flow_run
 
 from ameide_migrate.adapters import stopping
-from ameide_migrate.adapters.prefect import local_server as prefect_api
+from ameide_migrate.adapters.prefect import flow_runs
 from ameide_migrate.core.errors import UsageError
 
 
@@ -39,5 +39,5 @@ def stopped_at_once() -> None:
     elif deployment.id and flow_run.id:
         run_id = UUID(str(flow_run.id))
         stopping.for_the_rest_of_the_process(
-            lambda signum: prefect_api.end_this_run_on_signal(run_id, signum)
+            lambda signum: flow_runs.end_this_run_on_signal(run_id, signum)
         )

@@ -11,7 +11,7 @@ from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from ameide_migrate.adapters.postgres.connection import first_column
-from ameide_migrate.adapters.prefect.local_server import DRIFTED_STATE
+from ameide_migrate.adapters.prefect.following import DRIFTED_STATE
 from ameide_migrate.config import environments
 from ameide_migrate.config.fleets import Fleet
 from ameide_migrate.config.settings import get_settings

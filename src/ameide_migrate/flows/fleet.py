@@ -29,7 +29,7 @@ from ameide_migrate.adapters.postgres.connection import first_column
 from ameide_migrate.adapters.postgres.index_catalog import drop_indexes_concurrently
 from ameide_migrate.adapters.postgres.schema_history import read_history
 from ameide_migrate.adapters.postgres.sessions import end_sessions
-from ameide_migrate.adapters.prefect import local_server as prefect_api
+from ameide_migrate.adapters.prefect import flow_runs, turns
 from ameide_migrate.config import environments
 from ameide_migrate.config.environments import ApprovalPolicy
 from ameide_migrate.config.fleets import Fleet, Waves, checked_targets
@@ -81,7 +81,7 @@ def await_the_fleets_turn(
     first, with its address, unless `wait`: then `on_wait` is told of each run waited for."""
     key = turn_key(environment, name)
     told: UUID | None = None
-    while ahead := prefect_api.runs_before(key, FLEET_FLOW, own):
+    while ahead := turns.runs_before(key, FLEET_FLOW, own):
         holder = ahead[0]
         if not wait:
             raise FleetBusy(
@@ -98,7 +98,7 @@ def await_the_fleets_turn(
 
 def _take_the_fleets_turn(environment: str, name: str, wait: bool) -> None:
     """This run's turn at the fleet, taken before it reads or touches anything; held until the
-    run ends (see prefect_api.runs_before)."""
+    run ends (see turns.runs_before)."""
     create_markdown_artifact(
         key=turn_key(environment, name),
         markdown=f"Flow run `{flow_run.name}` took its turn at fleet `{name}` in "
@@ -351,7 +351,7 @@ def _shard_deployment(environment: str) -> tuple[str, dict[str, Any]] | None:
     deployment (on Kubernetes, a Job each), on the image this run has."""
     if not deployment.id or environments.get(environment, get_settings()).local:
         return None
-    image = prefect_api.job_variables_of(str(flow_run.id)).get("image")
+    image = flow_runs.job_variables_of(str(flow_run.id)).get("image")
     return f"{SHARD_FLOW}/{environment}", ({"image": image} if image else {})
 
 
@@ -399,7 +399,7 @@ def _shards_on_deployment(
     shard_of = {run.id: databases for run, databases in zip(runs, parts, strict=True)}
     outcomes: list[DatabaseOutcome] = []
 
-    def ended(run: prefect_api.EndedRun) -> None:
+    def ended(run: flow_runs.EndedRun) -> None:
         got = _collected(ctx, run, shard_of[run.flow_run_id], before, declared.waves)
         for outcome in got:
             fleet.target_done(wave, size, outcome)
@@ -408,14 +408,14 @@ def _shards_on_deployment(
             "wave %d: shard run %s ended %s (%d target(s))", wave, run.name, run.state, len(got)
         )
 
-    prefect_api.await_runs(list(shard_of), declared.waves.shard_timeout_minutes * 60, ended)
+    flow_runs.await_runs(list(shard_of), declared.waves.shard_timeout_minutes * 60, ended)
     order = {d: i for i, d in enumerate(d for p in parts for d in p)}
     return sorted(outcomes, key=lambda o: order.get(o.database, len(order)))
 
 
 def _collected(
     ctx: RunContext,
-    run: prefect_api.EndedRun,
+    run: flow_runs.EndedRun,
     databases: list[str],
     before: Mapping[str, list[HistoryRow] | None],
     waves: Waves,
@@ -436,7 +436,7 @@ def _collected(
         why = (
             f"its shard run {run.name} outlived shard_timeout_minutes = "
             f"{waves.shard_timeout_minutes:g} and was cancelled, but is still {run.state} "
-            f"{prefect_api.STOP_GRACE_SECONDS:g}s later: its process may still be migrating "
+            f"{flow_runs.STOP_GRACE_SECONDS:g}s later: its process may still be migrating "
             "(`fleet status` reads where each target stands)"
         )
     else:
@@ -547,7 +547,7 @@ def started_by_a_fleet() -> None:
     if not deployment.id:
         return
     parent = flow_run.parent_flow_run_id
-    if parent and prefect_api.running_flow_name(str(parent)) in ("fleet", "fleet wave"):
+    if parent and flow_runs.running_flow_name(str(parent)) in ("fleet", "fleet wave"):
         return
     raise UsageError(
         f"{SHARD_FLOW}/{deployment.name} runs a shard of a running fleet run only: start the "

@@ -25,7 +25,7 @@ from ameide_migrate.adapters import secret_sources, vault
 from ameide_migrate.adapters.pg_cluster import Cluster
 from ameide_migrate.adapters.postgres.connection import Credentials
 from ameide_migrate.adapters.postgres.provisioning import ensure_roles_and_databases
-from ameide_migrate.adapters.prefect import local_server as prefect_api
+from ameide_migrate.adapters.prefect import local_server
 from ameide_migrate.config import state
 from ameide_migrate.config.vault_settings import VaultSettings
 from ameide_migrate.core.errors import (
@@ -288,9 +288,9 @@ def _embedded_server(state_dir: Path) -> str | None:
 def down(state_dir: Path) -> list[str]:
     """Stop the local worker, Prefect server and PostgreSQL; data stays for the next `up`."""
     stopped = []
-    if prefect_api.stop_worker(state_dir / "prefect"):
+    if local_server.stop_worker(state_dir / "prefect"):
         stopped.append("Prefect worker")
-    if prefect_api.stop_server(state_dir / "prefect"):
+    if local_server.stop_server(state_dir / "prefect"):
         stopped.append("Prefect server")
     cluster = local_cluster(state_dir)
     if cluster.initialised() and cluster.running():
