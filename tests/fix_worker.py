@@ -3,7 +3,9 @@ their pool that runs them (shared by the deployment tests and the CI recipe's)."
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,6 +15,7 @@ from typing import IO
 import pytest
 
 from .fix_platform import REPO, Platform, ameide
+from .fix_processes import command_line, descendants
 
 BIN = Path(sys.executable).parent
 
@@ -32,8 +35,7 @@ def process_worker(deployed: Platform, tmp_path: Path) -> Iterator[Platform]:
     try:
         yield deployed
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        stop_worker(worker)
         log.close()
 
 
@@ -50,3 +52,21 @@ def start_worker(pool: str, kind: str, log: IO[str], cwd: Path) -> subprocess.Po
         stderr=subprocess.STDOUT,
         cwd=cwd,
     )
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    """The worker and every flow-run process it started are gone. Prefect's worker lets its
+    runs end on SIGTERM first; on a loaded machine that outlasts a test, and a worker left polling
+    the shared pool would pick up the next test's runs with this test's environment."""
+    started = {pid: command_line(pid) for pid in descendants(worker.pid)}
+    worker.terminate()
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait(timeout=30)
+    # Its flow runs run in sessions of their own: a SIGKILL to the worker does not reach them.
+    for pid, command in started.items():
+        if command and command_line(pid) == command:  # not a new process under a reused pid
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -45,7 +45,7 @@ from .fix_actionlint import run_actionlint
 from .fix_docker import DockerEngine
 from .fix_platform import REPO, Platform, admin_url_of, drop_owners
 from .fix_vault import READ_POLICY, Vault
-from .fix_worker import start_worker
+from .fix_worker import start_worker, stop_worker
 
 WORKFLOW = REPO / ".github" / "workflows" / "migrate.yml"
 CURL_RECIPE = REPO / "deployments" / "ci" / "trigger.sh"
@@ -387,8 +387,7 @@ def prod_on_a_docker_worker(
         yield DockerTarget(dict(env.owners), deployment_id, reviewer)
     finally:
         reviewer.stop()
-        worker.terminate()
-        worker.wait(timeout=30)
+        stop_worker(worker)
         log.close()
         with get_client(sync_client=True) as prefect:
             prefect.delete_deployment(deployment_id)

@@ -53,7 +53,7 @@ from ameide_migrate.services.fleet import FleetReport
 
 from .fix_platform import REPO, Platform, ameide, drop_owners, sleeping, wait_for
 from .fix_vault import Vault
-from .fix_worker import start_worker
+from .fix_worker import start_worker, stop_worker
 from .test_approval import artifact, paused_run, protect
 
 TARGETS = [f"t{n:03d}" for n in range(200)]
@@ -1004,8 +1004,7 @@ def test_a_deployments_fleet_runs_each_shard_as_a_run_of_the_shard_deployment_at
         )
     finally:
         if worker is not None:
-            worker.terminate()
-            worker.wait(timeout=30)
+            stop_worker(worker)
         log.close()
         drop_owners(platform.admin, owners)
 

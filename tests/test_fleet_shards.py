@@ -23,7 +23,7 @@ from ameide_migrate.flows.fleet import shard_session_name
 from .fix_platform import REPO, Platform, ameide, drop_owners
 from .fix_processes import gone, process_table, processes_of_run
 from .fix_vault import Vault
-from .fix_worker import start_worker
+from .fix_worker import start_worker, stop_worker
 from .test_deployments import flow_run_id
 from .test_fleet import (
     QA_ENVIRONMENT,
@@ -83,8 +83,7 @@ def qa_fleet(
         yield
     finally:
         if worker is not None:
-            worker.terminate()
-            worker.wait(timeout=60)
+            stop_worker(worker)
         out.close()
         drop_owners(platform.admin, owners)
 
