@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from ameide_migrate.adapters.flyway import FlywayEngine, Installation, Request, 
 from ameide_migrate.adapters.postgres.connection import Credentials
 from ameide_migrate.adapters.postgres.provisioning import ensure_roles_and_databases
 from ameide_migrate.adapters.postgres.schema_history import read_history
+from ameide_migrate.config.settings import Settings
 from ameide_migrate.core.catalog import PLATFORM_DATABASES, Kind, Version, load_catalog
 from ameide_migrate.core.errors import CatalogError, UnknownDatabase
 
@@ -158,3 +160,27 @@ def test_flyway_command_line_is_the_real_one(flyway_installation: Installation) 
         check=True,
     )
     assert re.search(rf"Flyway \w+ Edition {re.escape(flyway_installation.version)}", done.stdout)
+
+
+def test_flyway_install_brings_a_stale_launcher_up_to_date(
+    flyway_installation: Installation, tmp_path: Path
+) -> None:
+    home = tmp_path / flyway_installation.version
+    shutil.copytree(flyway_installation.home, home, symlinks=True)
+    launcher = home / "bin" / "flyway"
+    # What an install from before a change to JVM_OPTIONS left behind.
+    launcher.write_text(launcher.read_text().replace(" -Xms16m", ""))
+    settings = Settings()
+
+    _, changed = flyway.install(
+        home,
+        flyway_installation.version,
+        driver_version=settings.postgresql_driver_version,
+        java=flyway_installation.java,
+        maven=settings.maven,
+    )
+
+    assert changed
+    assert " ".join(flyway.JVM_OPTIONS) in launcher.read_text()
+    done = subprocess.run([launcher, "--version"], capture_output=True, text=True, check=True)
+    assert flyway_installation.version in done.stdout

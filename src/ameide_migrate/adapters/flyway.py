@@ -166,12 +166,14 @@ def install(
     """Resolve Flyway's jars with Maven into `home` and compile the engine; (installation, changed).
 
     Idempotent: when `home` already holds this version built from the same engine source, it
-    returns at once.
+    returns at once, its launcher brought up to date.
     """
     marker = home / "installed.json"
     fingerprint = _fingerprint(version, driver_version)
     if marker.is_file() and json.loads(marker.read_text()).get("fingerprint") == fingerprint:
-        return Installation(home=home, version=version, java=java), False
+        # The launcher is derived from `java` and JVM_OPTIONS, neither in the fingerprint:
+        # rewritten here, a flag change reaches an installed cache without resolving the jars.
+        return Installation(home=home, version=version, java=java), _write_launcher(home, java)
 
     for tool in (maven, java):
         if shutil.which(tool) is None:
@@ -230,20 +232,32 @@ def install(
             if target.exists():
                 shutil.rmtree(target)
             (work / name).rename(target)
-    launcher = home / "bin" / "flyway"
-    launcher.parent.mkdir(exist_ok=True)
-    # Relative to itself: the migrations image carries this folder to another path.
-    launcher.write_text(
-        "#!/bin/sh\n# Flyway's own command line, on the jars resolved by ameide-migrate.\n"
-        f'exec "{java}" {" ".join(JVM_OPTIONS)} -cp "$(dirname "$0")/../lib/*" {CLI_CLASS} '
-        '-skipCheckForUpdate "$@"\n'
-    )
-    launcher.chmod(0o755)
+    _write_launcher(home, java)
     support = _postgresql_support(home / "lib", javac)
     marker.write_text(
         json.dumps({"version": version, "fingerprint": fingerprint, "postgresql": support})
     )
     return Installation(home=home, version=version, java=java), True
+
+
+def _write_launcher(home: Path, java: str) -> bool:
+    """`home/bin/flyway`, Flyway's own command line; True when it was missing or out of date."""
+    launcher = home / "bin" / "flyway"
+    # Relative to itself: the migrations image carries this folder to another path.
+    text = (
+        "#!/bin/sh\n# Flyway's own command line, on the jars resolved by ameide-migrate.\n"
+        f'exec "{java}" {" ".join(JVM_OPTIONS)} -cp "$(dirname "$0")/../lib/*" {CLI_CLASS} '
+        '-skipCheckForUpdate "$@"\n'
+    )
+    if launcher.is_file() and launcher.read_text() == text:
+        return False
+    launcher.parent.mkdir(exist_ok=True)
+    # Renamed into place: another process may be running the old launcher from a shared cache.
+    fresh = launcher.with_name(f".flyway-{os.getpid()}")
+    fresh.write_text(text)
+    fresh.chmod(0o755)
+    fresh.replace(launcher)
+    return True
 
 
 def _run(command: list[str], failure: str) -> None:
