@@ -38,6 +38,7 @@ from ameide_migrate.core.errors import NonTransactionalMigrationFailed
 from ameide_migrate.core.history import HistoryRow
 from ameide_migrate.core.indexes import IndexOnTable, NamedIndex
 from ameide_migrate.core.outcomes import OutcomeState
+from ameide_migrate.services import migrate
 
 from .fix_platform import REPO, Platform, ameide, drop_owners, wait_for
 from .fix_processes import children, gone
@@ -521,6 +522,31 @@ def test_index_names_are_read_as_postgresql_reads_them() -> None:
     assert [b.looked_for for b in interruption.index_builds(script, "tenant")] == [
         ('"Odd ""name"""', '"tenant".t'),
         ("by_b", "app.t"),
+    ]
+
+
+def test_a_pending_migration_run_outside_a_transaction_is_noted_with_the_reading_it_comes_from(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "parsed").mkdir()
+    (tmp_path / "meta").mkdir()
+    # Read with its placeholders replaced, as Flyway runs it: the parser reads it.
+    parsed = tenant_template(
+        tmp_path / "parsed",
+        "VACUUM ${flyway:defaultSchema}.accounts;\n"
+        "CREATE INDEX CONCURRENTLY i ON accounts (name);\n",
+    )
+    # A psql meta-command is no SQL: the parser rejects the file, the fallback reads it.
+    meta = tenant_template(tmp_path / "meta", "VACUUM accounts;\n\\echo done\n")
+    assert migrate.outside_a_transaction(parsed, applied_up_to(parsed, "1")) == [
+        "V2__two_indexes.sql runs outside a transaction (CREATE INDEX CONCURRENTLY (line 2), "
+        "VACUUM (line 1)): if it fails, what it did stays, and it is not retried"
+    ]
+    assert migrate.outside_a_transaction(parsed, applied_up_to(parsed, "2")) == []
+    assert migrate.outside_a_transaction(meta, applied_up_to(meta, "1")) == [
+        "V2__two_indexes.sql runs outside a transaction (VACUUM (line 1)) [read by the fallback "
+        'splitter: the parser rejected line 2: syntax error at or near "\\"]: if it fails, '
+        "what it did stays, and it is not retried"
     ]
 
 

@@ -152,36 +152,32 @@ class MigrateSummary:
     other sessions' locks ended there."""
 
 
-def pending_non_transactional(
-    db: DatabaseCatalog, history: list[HistoryRow] | None
-) -> list[tuple[Migration, list[statements.NonTransactional]]]:
-    """The migrations still to apply that PostgreSQL cannot run in a transaction."""
-    applied = {
-        (r.version and str(Version.parse(r.version)), r.checksum)
-        for r in history or []
-        if r.success
-    }
-    found = []
-    for m in db.migrations:
-        if (m.version and str(m.version), m.checksum) in applied:
+def outside_a_transaction(db: DatabaseCatalog, history: list[HistoryRow] | None) -> list[str]:
+    """A note per pending migration PostgreSQL cannot run in a transaction: its statements
+    refused in one, and the reading they come from when the parser rejected the file. Each is
+    read as Flyway runs it, placeholders replaced, as the lint and the locks read it."""
+    notes = []
+    for m in pending_migrations(db, history):
+        refused = statements.non_transactional(lint.script_of_migration(db, m, db.directory).text)
+        if not refused:
             continue
-        refused = statements.non_transactional(m.text())
-        if refused:
-            found.append((m, refused))
-    return found
+        kinds = ", ".join(sorted({f"{r.kind} (line {r.statement.line})" for r in refused}))
+        # A file is read whole by the parser or whole by the fallback: its first says which.
+        reading = refused[0].statement
+        how = "" if reading.fallback is None else f" [{reading.reading}]"
+        notes.append(
+            f"{m.script} runs outside a transaction ({kinds}){how}: if it fails, what it did "
+            "stays, and it is not retried"
+        )
+    return notes
 
 
 def migrate(ctx: RunContext, database: str, on_log: LogSink) -> MigrateSummary:
     history = read_history(
         ctx.credentials[database], ctx.history_table(database), timeout=ctx.connect_timeout
     )
-    for migration, refused in pending_non_transactional(ctx.databases[database], history):
-        kinds = ", ".join(sorted({f"{r.kind} (line {r.statement.line})" for r in refused}))
-        on_log(
-            "info",
-            f"{migration.script} runs outside a transaction ({kinds}): if it fails, what it did "
-            "stays, and it is not retried",
-        )
+    for note in outside_a_transaction(ctx.databases[database], history):
+        on_log("info", note)
     request = ctx.request("migrate", database, lock_retry_count=ctx.lock_retry_count)
     started = time.monotonic()
     try:
