@@ -525,6 +525,24 @@ def test_index_names_are_read_as_postgresql_reads_them() -> None:
     ]
 
 
+def test_index_names_the_parser_reads_are_folded_as_postgresql_folds_them() -> None:
+    script = (
+        "CREATE INDEX CONCURRENTLY By_B ON App.T (b);\n"
+        'CREATE INDEX CONCURRENTLY "Odd" ON t (a);\n'
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS c ON ONLY t (c);\n"
+        "CREATE INDEX d ON t (d);\n"
+        "CREATE INDEX CONCURRENTLY ON t (e);\n"
+    )
+    builds = interruption.index_builds(script, "tenant")
+    assert {s.fallback for s in statements.split(script)} == {None}
+    # The words as written would look for "By_B" on "App.T": the tree gives what PostgreSQL made.
+    assert [(b.looked_for, b.if_not_exists, b.statement.line) for b in builds] == [
+        (("by_b", "app.t"), False, 1),
+        (('"Odd"', '"tenant".t'), False, 2),
+        (("c", '"tenant".t'), True, 3),
+    ]
+
+
 def test_a_pending_migration_run_outside_a_transaction_is_noted_with_the_reading_it_comes_from(
     tmp_path: Path,
 ) -> None:

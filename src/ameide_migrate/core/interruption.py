@@ -31,9 +31,10 @@ class IndexBuild:
 
     statement: statements.Statement
     name: str
-    """As written: `idx`, `"Idx"`; PostgreSQL creates it in its table's schema."""
+    """As PostgreSQL reads it back (`idx`, `"Idx"`); PostgreSQL creates it in its table's
+    schema."""
     table: str
-    """As written (`t`, `s.t`), in Flyway's default schema when written unqualified."""
+    """As the statement names it (`t`, `s.t`), in Flyway's default schema when unqualified."""
     if_not_exists: bool
 
     @property
@@ -48,15 +49,15 @@ def index_builds(sql_text: str, schema: str | None = None) -> list[IndexBuild]:
     Flyway runs the script with it as its default schema."""
     found = []
     for statement in statements.split(sql_text):
-        match = locking.CREATES_INDEX.match(statement.words)
-        if match is None or not match["concurrently"] or not match["index"]:
+        build = locking.index_creation(statement)
+        if build is None or not build.concurrently or build.name is None:
             continue
-        name, table = locking.written(match["index"]), locking.written(match["table"])
-        if not locking.unqualified(name):
+        if not locking.unqualified(build.name):
             continue
+        table = build.table
         if schema and locking.unqualified(table):
             table = '"{}".{}'.format(schema.replace('"', '""'), table)
-        found.append(IndexBuild(statement, name, table, bool(match["if_not_exists"])))
+        found.append(IndexBuild(statement, build.name, table, build.if_not_exists))
     return found
 
 

@@ -82,13 +82,11 @@ _CREATES = re.compile(
     rf"(IF NOT EXISTS )?{_NAME}",
     re.IGNORECASE,
 )
-CREATES_INDEX = re.compile(
+_CREATES_INDEX = re.compile(
     r"^CREATE (?:UNIQUE )?INDEX (?P<concurrently>CONCURRENTLY )?(?P<if_not_exists>IF NOT EXISTS )?"
     rf"(?:(?P<index>{_NAME}) )?ON (?:ONLY )?(?P<table>{_NAME})",
     re.IGNORECASE,
 )
-"""A CREATE INDEX statement's words: its index's name (none when PostgreSQL makes one up), its
-table's, whether CONCURRENTLY and IF NOT EXISTS."""
 _REFERENCES = re.compile(rf"\bREFERENCES {_NAME}", re.IGNORECASE)
 # (pattern, lock mode): the first to match a statement's words names the table it works on.
 _STATEMENT_LOCKS: tuple[tuple[str, str], ...] = (
@@ -217,15 +215,50 @@ class Creation:
         return bare(self.name)
 
 
+@dataclass(frozen=True)
+class IndexCreation:
+    """A CREATE INDEX statement: the names it gives its index and its table, as written."""
+
+    name: str | None
+    """None when PostgreSQL makes one up."""
+    table: str
+    concurrently: bool
+    if_not_exists: bool
+
+
+def index_creation(statement: statements.Statement) -> IndexCreation | None:
+    """The statement's index build; None when it is no CREATE INDEX."""
+    if statement.tree is not None:
+        kind, fields = statements.node(statement.tree)
+        if kind != "IndexStmt":
+            return None
+        name = fields.get("idxname")
+        return IndexCreation(
+            quoted(name) if name else None,
+            _range_name(_relation(fields)),
+            bool(fields.get("concurrent")),
+            bool(fields.get("if_not_exists")),
+        )
+    index = _CREATES_INDEX.match(statement.words)
+    if index is None:
+        return None
+    return IndexCreation(
+        written(index["index"]) if index["index"] else None,
+        written(index["table"]),
+        bool(index["concurrently"]),
+        bool(index["if_not_exists"]),
+    )
+
+
 def created(statement: statements.Statement) -> Creation | None:
     if statement.tree is not None:
         return _tree_created(statement.tree)
     match = _CREATES.match(statement.words)
     if match:
         return Creation(written(match.group(2)), bool(match.group(1)))
-    index = CREATES_INDEX.match(statement.words)
-    if index and index["index"]:
-        return Creation(written(index["index"]), bool(index["if_not_exists"]))
+    index = index_creation(statement)
+    if index and index.name:
+        return Creation(index.name, index.if_not_exists)
     return None
 
 
@@ -234,10 +267,10 @@ def locks(statement: statements.Statement) -> list[LockTarget]:
     if statement.tree is not None:
         return _tree_locks(statement.tree)
     words = statement.words
-    index = CREATES_INDEX.match(words)
+    index = index_creation(statement)
     if index:
-        mode = "SHARE UPDATE EXCLUSIVE" if index["concurrently"] else "SHARE"
-        return [LockTarget(written(index["table"]), mode)]
+        mode = "SHARE UPDATE EXCLUSIVE" if index.concurrently else "SHARE"
+        return [LockTarget(index.table, mode)]
     if _CREATES.match(words):
         return [LockTarget(written(r), "SHARE ROW EXCLUSIVE") for r in _REFERENCES.findall(words)]
     alter = _ALTER_TABLE.match(words)
