@@ -251,26 +251,23 @@ def index_creation(statement: statements.Statement) -> IndexCreation | None:
 
 
 def created(statement: statements.Statement) -> Creation | None:
+    index = index_creation(statement)
+    if index is not None:
+        return None if index.name is None else Creation(index.name, index.if_not_exists)
     if statement.tree is not None:
         return _tree_created(statement.tree)
     match = _CREATES.match(statement.words)
-    if match:
-        return Creation(written(match.group(2)), bool(match.group(1)))
-    index = index_creation(statement)
-    if index and index.name:
-        return Creation(index.name, index.if_not_exists)
-    return None
+    return Creation(written(match.group(2)), bool(match.group(1))) if match else None
 
 
 def locks(statement: statements.Statement) -> list[LockTarget]:
     """Each relation the statement locks beyond ACCESS SHARE; its first is the one it works on."""
+    index = index_creation(statement)
+    if index is not None:
+        return [LockTarget(index.table, _SUE if index.concurrently else "SHARE")]
     if statement.tree is not None:
         return _tree_locks(statement.tree)
     words = statement.words
-    index = index_creation(statement)
-    if index:
-        mode = "SHARE UPDATE EXCLUSIVE" if index.concurrently else "SHARE"
-        return [LockTarget(index.table, mode)]
     if _CREATES.match(words):
         return [LockTarget(written(r), "SHARE ROW EXCLUSIVE") for r in _REFERENCES.findall(words)]
     alter = _ALTER_TABLE.match(words)
@@ -387,9 +384,6 @@ def _tree_locks(tree: statements.Tree) -> list[LockTarget]:
     name, fields = statements.node(tree)
     if name in _DML:
         return [LockTarget(_range_name(_relation(fields)), "ROW EXCLUSIVE")]
-    if name == "IndexStmt":
-        mode = _SUE if fields.get("concurrent") else "SHARE"
-        return [LockTarget(_range_name(_relation(fields)), mode)]
     if name == "CreateStmt":
         return _referenced(fields)
     if name == "AlterTableStmt" and fields.get("objtype") in ("OBJECT_TABLE", "OBJECT_INDEX"):
@@ -463,8 +457,6 @@ def _tree_created(tree: statements.Tree) -> Creation | None:
     if name == "CreateTableAsStmt" and fields.get("objtype") in ("OBJECT_TABLE", "OBJECT_MATVIEW"):
         made = _range_name(fields["into"]["rel"])
         return Creation(made, bool(fields.get("if_not_exists")))
-    if name == "IndexStmt" and fields.get("idxname"):
-        return Creation(quoted(fields["idxname"]), bool(fields.get("if_not_exists")))
     return None
 
 
