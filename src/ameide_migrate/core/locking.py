@@ -121,9 +121,8 @@ _LOCK_TABLE = re.compile(
 )
 _ALTER_TABLE = re.compile(rf"^ALTER TABLE (?:IF EXISTS )?(?:ONLY )?{_NAME} (.*)$", re.IGNORECASE)
 # ALTER TABLE subcommands weaker than ACCESS EXCLUSIVE (PostgreSQL's ALTER TABLE page).
-_ALTER_TABLE_WEAKER: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern, re.IGNORECASE), mode)
-    for pattern, mode in (
+_ALTER_TABLE_WEAKER = statements.ignoring_case(
+    (
         (r"^VALIDATE CONSTRAINT\b", "SHARE UPDATE EXCLUSIVE"),
         (r"^ALTER (?:COLUMN )?\S+ SET STATISTICS\b", "SHARE UPDATE EXCLUSIVE"),
         (r"^(?:SET|RESET) \(", "SHARE UPDATE EXCLUSIVE"),
@@ -171,17 +170,21 @@ def concurrently(statement: statements.Statement) -> Concurrently:
 
 
 @dataclass(frozen=True)
-class LockTarget:
-    """A relation a statement locks beyond ACCESS SHARE."""
-
+class _Named:
     name: str
     """As written (schema-qualified and quoted as it is), what the database resolves."""
-    mode: str
 
     @property
     def table(self) -> str:
         """Its own name as PostgreSQL folds it, schema left out: what the batch tracks."""
         return bare(self.name)
+
+
+@dataclass(frozen=True)
+class LockTarget(_Named):
+    """A relation a statement locks beyond ACCESS SHARE."""
+
+    mode: str
 
 
 def bare(name: str) -> str:
@@ -204,15 +207,10 @@ def written(name: str) -> str:
 
 
 @dataclass(frozen=True)
-class Creation:
+class Creation(_Named):
     """A table (or materialized view, or index) a statement creates."""
 
-    name: str
     if_not_exists: bool
-
-    @property
-    def table(self) -> str:
-        return bare(self.name)
 
 
 @dataclass(frozen=True)

@@ -35,10 +35,16 @@ _STRING_REST = re.compile(r"[^']*(?:''[^']*)*'?")
 _ESCAPED_STRING_REST = re.compile(r"(?:[^'\\]+|\\.?|'')*'?", re.DOTALL)
 _QUOTED_REST = re.compile(r'[^"]*(?:""[^"]*)*"?')
 
+
+def ignoring_case(pairs: Iterable[tuple[str, str]]) -> tuple[tuple[re.Pattern[str], str], ...]:
+    """A table of (pattern over a statement's words, what it says), each pattern compiled to
+    match its keywords in any case, as PostgreSQL reads them."""
+    return tuple((re.compile(pattern, re.IGNORECASE), said) for pattern, said in pairs)
+
+
 # (pattern over a statement's words, what PostgreSQL calls it); matched from the statement's start.
-_NON_TRANSACTIONAL: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern, re.IGNORECASE), name)
-    for pattern, name in (
+_NON_TRANSACTIONAL = ignoring_case(
+    (
         (r"CREATE (UNIQUE )?INDEX CONCURRENTLY\b", "CREATE INDEX CONCURRENTLY"),
         (r"DROP INDEX CONCURRENTLY\b", "DROP INDEX CONCURRENTLY"),
         (r"REINDEX (\([^)]*\) )?\w+ CONCURRENTLY\b", "REINDEX CONCURRENTLY"),
