@@ -61,7 +61,7 @@ TARGETS = {
 BARE_FLOW = [sys.executable, "-m", "bench.bare_flow"]
 
 
-def _tree_rss_bytes(root: int) -> int:
+def _tree_pss_bytes(root: int) -> int:
     """Resident memory of a process and all its descendants, each page once: the sum of their
     proportional set sizes (a page shared by n of them counts 1/n to each). Their VmRSS summed
     would count twice the pages a child forked to start the JVM shares with the CLI until it
@@ -83,7 +83,8 @@ def _tree_rss_bytes(root: int) -> int:
 
 
 def run_measured(command: list[str], env: dict[str, str]) -> tuple[float, int]:
-    """(wall seconds, peak resident bytes of the process tree); fails loudly on a non-zero exit."""
+    """(wall seconds, peak memory of the process tree as _tree_pss_bytes reads it); fails
+    loudly on a non-zero exit."""
     started = time.perf_counter()
     process = subprocess.Popen(
         command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
@@ -94,7 +95,7 @@ def run_measured(command: list[str], env: dict[str, str]) -> tuple[float, int]:
     def sample() -> None:
         nonlocal peak
         while not done.is_set():
-            peak = max(peak, _tree_rss_bytes(process.pid))
+            peak = max(peak, _tree_pss_bytes(process.pid))
             time.sleep(0.02)
 
     sampler = threading.Thread(target=sample)
