@@ -33,6 +33,7 @@ from ameide_migrate.adapters.postgres.connection import Credentials, connect
 from ameide_migrate.adapters.postgres.schema_history import read_history
 from ameide_migrate.adapters.prefect import local_server
 from ameide_migrate.config.vault_settings import VaultSettings
+from ameide_migrate.core.history import current_version
 from ameide_migrate.services import local
 from bench.common import admin_url, cli_environment, pinned_flyway, throwaway_cluster
 from bench.migrate_bench import run_measured
@@ -146,8 +147,7 @@ def at_latest_by_server(owners: list[Credentials]) -> dict[str, int]:
     latest = sorted(TEMPLATE)[-1].split("__")[0].removeprefix("V")
 
     def version(owner: Credentials) -> str | None:
-        rows = read_history(owner, "flyway_schema_history") or []
-        return max((r.version for r in rows if r.success and r.version), key=int, default=None)
+        return current_version(read_history(owner, "flyway_schema_history") or [])
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         found = list(pool.map(version, owners))
