@@ -16,6 +16,7 @@ from ameide_migrate.cli.shared import (
     announce_local_server,
     checked_admin_url,
     console,
+    end_of_flow_run,
     err_console,
     flyway_version,
     on_flyway_log,
@@ -70,9 +71,7 @@ def fleet_run(
         )
     if done.report is not None:
         terminal.print_fleet(done.report, console)
-    err_console.print(f"Flow run: {done.flow_run_url}", soft_wrap=True, highlight=False)
-    if done.failure is not None:
-        raise done.failure
+    end_of_flow_run(done.flow_run_url, done.failure)
 
 
 def fleet_status(fleet: FleetOption, env: EnvOption = "local") -> None:

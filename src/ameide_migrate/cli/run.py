@@ -14,6 +14,7 @@ from ameide_migrate.cli.shared import (
     announce_local_server,
     checked_admin_url,
     console,
+    end_of_flow_run,
     err_console,
     progress,
 )
@@ -64,9 +65,7 @@ def run(
     )
     if done.report is not None:
         terminal.print_run(done.report, console)
-    err_console.print(f"Flow run: {done.flow_run_url}", soft_wrap=True, highlight=False)
-    if done.failure is not None:
-        raise done.failure
+    end_of_flow_run(done.flow_run_url, done.failure)
     if done.ui_serves_runs:
         err_console.print(
             f"Prefect UI: {done.api.ui_url} (Deployments, migrate/{env}, Run: the same migration "

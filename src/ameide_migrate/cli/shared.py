@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ameide_migrate.core.errors import DatabaseUrlInvalid
+from ameide_migrate.core.errors import DatabaseUrlInvalid, MigrateError
 
 if TYPE_CHECKING:
     from pydantic import SecretStr
@@ -123,6 +123,14 @@ def checked_admin_url(value: str | None) -> SecretStr | None:
 def announce_local_server(api: Api) -> None:
     if api.local:
         err_console.print(f"Prefect UI: {api.ui_url}", highlight=False)
+
+
+def end_of_flow_run(flow_run_url: str, failure: MigrateError | None) -> None:
+    """After a flow run's table: where the run is recorded, then the failure the command ends
+    with (its `FAILED:` line and exit code), if any."""
+    err_console.print(f"Flow run: {flow_run_url}", soft_wrap=True, highlight=False)
+    if failure is not None:
+        raise failure
 
 
 def progress(message: str) -> None:
