@@ -193,7 +193,7 @@ def fleet_status(settings: Settings, env: str, name: str) -> list[FleetTarget]:
                 database, inspection.version, latest, "unreachable", *last, server=server
             )
         if cut_short is not None:
-            subject = recovery.Subject(env, database, name, database[len(prefix) :])
+            subject = recovery.Subject(env, database, name, declared.target_of(database))
             fix = recovery.after_interrupted(cut_short, subject)
             return FleetTarget(
                 database,
@@ -210,8 +210,6 @@ def fleet_status(settings: Settings, env: str, name: str) -> list[FleetTarget]:
         return lambda wanted: indexes_named(
             found[database], wanted, timeout=settings.connect_timeout_seconds
         )
-
-    prefix = declared.database_of("")
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         return list(pool.map(one, names))
