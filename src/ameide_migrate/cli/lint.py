@@ -4,6 +4,7 @@ annotations, and the verdict."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -97,8 +98,6 @@ def _lint_verdict(linted: LintReport) -> str:
 def _annotation(root: Path, finding: Finding) -> str:
     """A GitHub Actions workflow command: the finding shown on its line of the pull request
     (the file relative to the working directory, the repository's root in a workflow)."""
-    import os
-
     where = os.path.relpath(root / finding.file)
     command = "error" if finding.level == "error" else "warning"
     text = finding.message + (f" Fix: {finding.fix}" if finding.fix else "")

@@ -16,7 +16,7 @@ from ameide_migrate.cli.shared import (
     named_databases,
     on_flyway_log,
 )
-from ameide_migrate.core.errors import UsageError
+from ameide_migrate.core.errors import FleetTargetsFailed, UsageError
 
 if TYPE_CHECKING:
     from ameide_migrate.commands.repair import FleetChore
@@ -101,7 +101,6 @@ def baseline(
 def fleet_chore(done: FleetChore) -> None:
     """Every target's outcome, then the summary; exit 1 when one failed."""
     from ameide_migrate import terminal
-    from ameide_migrate.core.errors import FleetTargetsFailed
 
     terminal.print_fleet_chore(done, console)
     if done.failed:
