@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -153,6 +154,30 @@ class ShardWatch:
             return
 
 
+def _fleet_run(log: Path) -> tuple[subprocess.CompletedProcess[str], str]:
+    """The tenants fleet run in qa as a user triggers it, and what a failed check shows: the
+    ends of its output and of the worker's log."""
+    done = ameide(
+        "trigger", "--env", "qa", "--flow", "fleet", "--fleet", "tenants",
+        "--wait", "--timeout", "900", timeout=1200,
+    )  # fmt: skip
+    return done, done.stdout[-8000:] + done.stderr[-3000:] + log.read_text()[-6000:]
+
+
+def _stopped_mid_migration(
+    platform: Platform, slow: str, then: Callable[[dict[int, str]], None], log: Path
+) -> tuple[subprocess.CompletedProcess[str], ShardWatch, str]:
+    """The fleet run, failed, whose shard was caught sleeping in `slow`'s V4 with its JVM
+    running, and `then` done to the shard's processes."""
+    with ShardWatch(platform, slow, then=then) as watch:
+        done, report = _fleet_run(log)
+
+    assert done.returncode == 1, report
+    assert watch.run_id is not None, f"the shard never reached {slow}'s V4: " + report
+    assert "java" in watch.processes.values(), watch.processes
+    return done, watch, report
+
+
 def _fleet_ledger() -> dict[str, dict[str, str]]:
     return {row["target"]: row for row in artifacts.latest_table("fleet-qa-tenants")}
 
@@ -179,17 +204,9 @@ def test_a_shard_past_its_timeout_is_stopped_before_it_is_counted_and_its_commit
     log = tmp_path / "worker.log"
     slow = tenant(platform, "t001").database
     with qa_fleet(platform, vault, monkeypatch, log, "shard_timeout_minutes = 1\n", "t001", 900):
-        with ShardWatch(platform, slow, then=lambda _processes: None) as watch:
-            done = ameide(
-                "trigger", "--env", "qa", "--flow", "fleet", "--fleet", "tenants",
-                "--wait", "--timeout", "900", timeout=1200,
-            )  # fmt: skip
-        report = done.stdout[-6000:] + done.stderr[-3000:] + log.read_text()[-6000:]
-
-        assert done.returncode == 1, report
-        # The check holds only if the timeout caught the shard mid-migration, JVM and all.
-        assert watch.run_id is not None, "the shard never reached t001's V4: " + report
-        assert "java" in watch.processes.values(), watch.processes
+        # The checks hold only if the timeout caught the shard mid-migration, JVM and all.
+        done, watch, report = _stopped_mid_migration(platform, slow, lambda _processes: None, log)
+        assert watch.run_id is not None
         shard = _read_flow_run(watch.run_id)
         assert shard.state.is_cancelled(), shard.state
         # Stopped, and nothing left that could commit later: no process of the shard, no
@@ -226,16 +243,8 @@ def test_a_shard_killed_mid_wave_fails_its_targets_with_the_versions_they_hold_a
             os.kill(pid, signal.SIGKILL)
 
     with qa_fleet(platform, vault, monkeypatch, log, "", "t001", 15):
-        with ShardWatch(platform, slow, then=kill_the_shard) as watch:
-            crashed = ameide(
-                "trigger", "--env", "qa", "--flow", "fleet", "--fleet", "tenants",
-                "--wait", "--timeout", "900", timeout=1200,
-            )  # fmt: skip
-        report = crashed.stdout[-6000:] + crashed.stderr[-3000:] + log.read_text()[-6000:]
-
-        assert crashed.returncode == 1, report
-        assert watch.run_id is not None, "the shard never reached t001's V4: " + report
-        assert "java" in watch.processes.values(), watch.processes
+        _, watch, _ = _stopped_mid_migration(platform, slow, kill_the_shard, log)
+        assert watch.run_id is not None
         shard = _read_flow_run(watch.run_id)
         assert shard.state.is_crashed(), shard.state
         assert all(gone(pid) for pid in watch.processes), watch.processes
@@ -243,12 +252,9 @@ def test_a_shard_killed_mid_wave_fails_its_targets_with_the_versions_they_hold_a
         _, failed = _t000_migrated_t001_failed_at_v3()
         assert "ended Crashed before reporting it" in failed["message"], failed
 
-        rerun = ameide(
-            "trigger", "--env", "qa", "--flow", "fleet", "--fleet", "tenants",
-            "--wait", "--timeout", "900", timeout=1200,
-        )  # fmt: skip
+        rerun, rerun_report = _fleet_run(log)
 
-        assert rerun.returncode == 0, rerun.stdout[-6000:] + rerun.stderr[-3000:]
+        assert rerun.returncode == 0, rerun_report
         assert histories(platform, TWO) == {
             "t000": ["1", "2", "3", "4"],
             "t001": ["1", "2", "3", "4"],
@@ -286,16 +292,8 @@ def test_a_shard_whose_process_tree_is_killed_fails_its_targets_halts_the_fleet_
     with qa_fleet(
         platform, vault, monkeypatch, log, "", "t004", 20, targets=SIX, planned=THREE_WAVES
     ):
-        with ShardWatch(platform, slow, then=kill_the_run) as watch:
-            crashed = ameide(
-                "trigger", "--env", "qa", "--flow", "fleet", "--fleet", "tenants",
-                "--wait", "--timeout", "900", timeout=1200,
-            )  # fmt: skip
-        report = crashed.stdout[-8000:] + crashed.stderr[-3000:] + log.read_text()[-6000:]
-
-        assert crashed.returncode == 1, report
-        assert watch.run_id is not None, "the shard never reached t004's V4: " + report
-        assert "java" in watch.processes.values(), watch.processes
+        crashed, watch, report = _stopped_mid_migration(platform, slow, kill_the_run, log)
+        assert watch.run_id is not None
         assert all(gone(pid) for pid in watch.processes), watch.processes
         killed = _read_flow_run(watch.run_id)
         assert killed.name == "tenants wave 2 shard 2 of 2", killed.name
@@ -344,12 +342,9 @@ def test_a_shard_whose_process_tree_is_killed_fails_its_targets_halts_the_fleet_
             "Failed: fleet tenants in qa: 4 migrated, 1 failed in 2 wave(s), 1 not started"
         ), report
 
-        rerun = ameide(
-            "trigger", "--env", "qa", "--flow", "fleet", "--fleet", "tenants",
-            "--wait", "--timeout", "900", timeout=1200,
-        )  # fmt: skip
+        rerun, rerun_report = _fleet_run(log)
 
-        assert rerun.returncode == 0, rerun.stdout[-6000:] + rerun.stderr[-3000:]
+        assert rerun.returncode == 0, rerun_report
         assert rerun.stdout.strip().splitlines()[-1].startswith("Completed"), rerun.stdout
         assert histories(platform, SIX) == dict.fromkeys(SIX, ALL)
         again = {t: (row["state"], row["before"]) for t, row in _fleet_ledger().items()}
