@@ -1,7 +1,8 @@
 """Every statement of the sample tree (db/flyway/sql) and of the lint's fixture files, read by
 PostgreSQL's parser, gets the split and the lock modes the hand splitter gave before it (frozen
-below as that splitter gave them), or a better reading each named in BETTER; what the parser
-rejects is read by the fallback splitter, and the lint's findings and the plan's locks say so."""
+below as that splitter gave them, and as the fallback splitter still gives them), or a better
+reading each named in BETTER; what the parser rejects is read by the fallback splitter, and the
+lint's findings and the plan's locks say so."""
 
 from __future__ import annotations
 
@@ -586,6 +587,27 @@ def test_the_parser_reads_better_where_the_hand_splitter_guessed(
 ) -> None:
     assert before != now
     assert readings(script) == now
+
+
+def fallback_readings(text: str) -> list[Reading]:
+    """The readings of the fallback splitter: a psql meta-command at the end (after a `;`, so it
+    ends the last statement) makes the parser reject the whole file."""
+    forced = text + "\n;\n\\echo forced\n"
+    assert {s.fallback is not None for s in statements.split(forced)} == {True}
+    return readings(forced)[:-1]
+
+
+@pytest.mark.parametrize("name", fixture_files())
+def test_the_fallback_splitter_still_reads_each_fixture_file_as_frozen(name: str) -> None:
+    text = (REPO / name).read_text(encoding="utf-8").removeprefix("\ufeff")
+    assert fallback_readings(text) == BEFORE[name]
+
+
+@pytest.mark.parametrize(("script", "before", "now"), BETTER_INLINE)
+def test_the_fallback_splitter_still_reads_each_inline_script_as_frozen(
+    script: str, before: list[Reading], now: list[Reading]
+) -> None:
+    assert fallback_readings(script) == before
 
 
 def test_rollback_to_a_savepoint_leaves_the_transaction_block_open() -> None:
