@@ -525,6 +525,32 @@ def test_index_names_are_read_as_postgresql_reads_them() -> None:
     ]
 
 
+def test_a_migration_cut_short_is_found_by_the_names_its_placeholders_give(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "tenant").mkdir()
+    (tmp_path / "tenant" / "flyway.conf").write_text(
+        "flyway.schemas=tenant\nflyway.placeholders.suffix=_v2\n"
+    )
+    template = tenant_template(
+        tmp_path,
+        "CREATE INDEX CONCURRENTLY accounts${suffix} ON ${flyway:defaultSchema}.accounts (name);\n"
+        "CREATE INDEX CONCURRENTLY notes_body_idx ON notes (body);\n",
+    )
+    built = NamedIndex("tenant", "accounts_v2", "accounts", True)
+    asked: list[list[IndexOnTable]] = []
+
+    def lookup(wanted: Sequence[IndexOnTable]) -> dict[IndexOnTable, NamedIndex]:
+        asked.append(list(wanted))
+        return {w: built for w in wanted if w[0] == "accounts_v2"}
+
+    found = interruption.find("tenant_t1", template, applied_up_to(template, "1"), lookup)
+    # Read as Flyway runs it: the raw text named the table `$`, and no index was found.
+    assert asked == [[("accounts_v2", "tenant.accounts"), ("notes_body_idx", '"tenant".notes')]]
+    assert found is not None
+    assert [(b.statement.line, b.statement.fallback) for b, _ in found.built] == [(1, None)]
+
+
 def test_index_names_the_parser_reads_are_folded_as_postgresql_folds_them() -> None:
     script = (
         "CREATE INDEX CONCURRENTLY By_B ON App.T (b);\n"

@@ -22,6 +22,7 @@ from ameide_migrate.core.catalog import DatabaseCatalog, Migration
 from ameide_migrate.core.errors import LeftoversFound
 from ameide_migrate.core.history import HistoryRow, pending_migrations
 from ameide_migrate.core.indexes import IndexOnTable, NamedIndex
+from ameide_migrate.core.placeholders import as_run
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ def find(
     if not pending:
         return None
     first = pending[0]
-    text = first.text()
+    text = as_run(template, first)
     if not statements.non_transactional(text):
         return None  # run in one transaction: PostgreSQL rolled all of it back
     builds = index_builds(text, template.flyway.schema)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import bisect
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from ameide_migrate.core import locking, statements
 from ameide_migrate.core.catalog import DatabaseCatalog, Migration
 from ameide_migrate.core.errors import LinterNotInstalled, LintFailed
 from ameide_migrate.core.findings import Finding, Level
+from ameide_migrate.core.placeholders import as_run, substitute
 
 # Rules about a lock on a busy table: how long it is held depends on the table's size, so the
 # target's facts decide (no risk on an absent or empty table, at most a warning on a small one).
@@ -94,49 +94,6 @@ class Script:
     """Its SQL with the placeholders replaced, line for line."""
 
 
-@dataclass(frozen=True)
-class PlaceholderSyntax:
-    """How a migration writes its placeholders (Flyway's placeholderPrefix/Suffix/Separator)."""
-
-    prefix: str = "${"
-    suffix: str = "}"
-    separator: str = ":"
-    enabled: bool = True
-
-
-def substitute(
-    text: str,
-    placeholders: Mapping[str, str],
-    *,
-    script: str = "",
-    syntax: PlaceholderSyntax = PlaceholderSyntax(),
-) -> str:
-    """`text` with its placeholders replaced, keeping its lines: a value's line breaks become
-    spaces. Flyway's own (`${flyway:defaultSchema}`, `${flyway:user}`, ...) get a stand-in when
-    not given, and an unknown one its name, so that squawk can parse the statement."""
-    if not syntax.enabled:
-        return text
-    own = f"flyway{syntax.separator}"
-    known = {
-        f"{own}defaultschema": "public",
-        f"{own}user": "flyway",
-        f"{own}database": "flyway",
-        f"{own}timestamp": "2000-01-01 00:00:00",
-        f"{own}filename": Path(script).name,
-        f"{own}workingdirectory": ".",
-        f"{own}table": "flyway_schema_history",
-        f"{own}environment": "default",
-    }
-    known |= {name.lower(): value for name, value in placeholders.items()}
-    pattern = re.compile(re.escape(syntax.prefix) + "(.+?)" + re.escape(syntax.suffix))
-
-    def replace(match: re.Match[str]) -> str:
-        value = known.get(match.group(1).lower(), match.group(1))
-        return value.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
-
-    return pattern.sub(replace, text)
-
-
 def script_of_file(path: Path, root: Path, placeholders: Mapping[str, str]) -> Script:
     """A file as UTF-8, its `${name}` placeholders replaced."""
     name = relative_name(path, root)
@@ -154,20 +111,7 @@ def script_of_file(path: Path, root: Path, placeholders: Mapping[str, str]) -> S
 
 def script_of_migration(db: DatabaseCatalog, migration: Migration, root: Path) -> Script:
     """A catalog's migration, read in its encoding with its database's placeholders and syntax."""
-    config = db.flyway
-    syntax = PlaceholderSyntax(
-        config.placeholder_prefix,
-        config.placeholder_suffix,
-        config.placeholder_separator,
-        config.placeholder_replacement,
-    )
-    given = dict(config.placeholders)
-    given.setdefault(f"flyway{syntax.separator}table", config.table)
-    given.setdefault(f"flyway{syntax.separator}database", db.name)
-    if config.settings.get("defaultSchema"):
-        given[f"flyway{syntax.separator}defaultSchema"] = config.settings["defaultSchema"]
-    name = relative_name(migration.path, root)
-    return Script(name, substitute(migration.text(), given, script=name, syntax=syntax))
+    return Script(relative_name(migration.path, root), as_run(db, migration))
 
 
 def relative_name(path: Path, root: Path) -> str:

@@ -52,6 +52,7 @@ from ameide_migrate.core.outcomes import (
     OutcomeState,
     SmokeResult,
 )
+from ameide_migrate.core.placeholders import as_run
 from ameide_migrate.services import lint
 from ameide_migrate.services.context import RunContext
 
@@ -158,7 +159,7 @@ def outside_a_transaction(db: DatabaseCatalog, history: list[HistoryRow] | None)
     read as Flyway runs it, placeholders replaced, as the lint and the locks read it."""
     notes = []
     for m in pending_migrations(db, history):
-        refused = statements.non_transactional(lint.script_of_migration(db, m, db.directory).text)
+        refused = statements.non_transactional(as_run(db, m))
         if not refused:
             continue
         kinds = ", ".join(sorted({f"{r.kind} (line {r.statement.line})" for r in refused}))
