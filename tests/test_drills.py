@@ -25,6 +25,7 @@ from ameide_migrate.adapters.pg_cluster import Cluster
 from ameide_migrate.adapters.postgres.connection import Credentials, connect
 from ameide_migrate.adapters.prefect import automations
 from ameide_migrate.commands.trigger import follow
+from ameide_migrate.config import environments
 from ameide_migrate.core.catalog import load_catalog
 from ameide_migrate.core.errors import DatabaseUnreachable, ExitCode
 from ameide_migrate.core.history import HistoryRow
@@ -164,6 +165,33 @@ def test_bad_input_is_one_failed_line_and_a_usage_exit_never_a_traceback(
     assert fix in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     assert "hunter2" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("command", [["local", "up"], ["dev"]])
+def test_a_command_of_the_local_environment_where_none_is_declared_is_one_failed_line(
+    tmp_path: Path, command: list[str]
+) -> None:
+    environments_file = tmp_path / "ameide.toml"
+    environments_file.write_text('[environments.staging]\nwork_pool = "migrations"\n')
+    state_dir = tmp_path / "state"
+    env = _user_environment(state_dir, AMEIDE_ENVIRONMENTS_FILE=str(environments_file))
+
+    done = ameide(*command, env=env, timeout=120)
+
+    assert done.returncode == ExitCode.USAGE, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    (last,) = done.stderr.strip().splitlines()
+    assert last == (
+        f"FAILED: {environments_file} declares no local environment (staging): "
+        f"`ameide-migrate {' '.join(command)}` works on the embedded local one only; add "
+        "[environments.local] with local = true"
+    )
+    assert not state_dir.exists()
+    # The fix it prints is a file the tool reads: with it, a local environment is declared.
+    environments_file.write_text(
+        environments_file.read_text() + "[environments.local]\nlocal = true\n"
+    )
+    assert [e.name for e in environments.load(environments_file).values() if e.local] == ["local"]
 
 
 @pytest.mark.parametrize("command", [["run", "--env", "local"], ["local", "up"], ["dev"]])

@@ -20,6 +20,7 @@ from ameide_migrate.commands.run import RunResult, run
 from ameide_migrate.commands.shared import (
     Progress,
     choose_api,
+    local_environment,
     seed_local,
     silent,
     verify_databases,
@@ -34,24 +35,11 @@ if TYPE_CHECKING:
     from ameide_migrate.services.image import BuiltImage
 
 
-def _dev_environment(settings: Settings) -> environments.Environment:
-    """The environment the dev loop works on: the one marked `local = true`, and no other."""
-    declared = environments.all_of(settings)
-    local_ones = [e for e in declared.values() if e.local]
-    if not local_ones:
-        raise UsageError(
-            f"{environments.file_of(settings)} declares no local environment "
-            f"({', '.join(declared)}): `ameide-migrate dev` migrates the embedded local one "
-            "only; add [environments.local] with local = true"
-        )
-    return local_ones[0]
-
-
 def reset_local_database(settings: Settings, database: str, progress: Progress = silent) -> str:
     """One database of the local environment rebuilt from empty: dropped, then made again with
     its owner and credentials as seeding makes it (the next run migrates it from empty). Local
     only: no other environment's database is ever dropped. Its physical name."""
-    target = _dev_environment(settings)
+    target = local_environment(settings, "dev")
     (db,) = environments.catalog(target.name, settings).select([database])
     env, _ = seed_local(settings, [db.name], progress=progress)
     physical = env.owners[db.name].database
@@ -65,7 +53,7 @@ def edited_local_migrations(
 ) -> list[dev_loop.EditedMigration]:
     """The local databases' applied migrations edited since, read from their history tables."""
 
-    target = _dev_environment(settings)
+    target = local_environment(settings, "dev")
     targets = environments.catalog(target.name, settings).select(databases)
     credentials = verify_databases(settings, target.name, [d.name for d in targets])
     ctx = RunContext.create(target.name, targets, credentials, settings)
@@ -97,7 +85,7 @@ def dev(
     one Prefect run each time; with `image`, the migrations image built and pushed after each
     run that succeeded. Returns on Ctrl-C, having said so (`Stopped`); Ctrl-C during a run exits
     the process at once (exit 130) once the run is ended on the server."""
-    target = _dev_environment(settings)
+    target = local_environment(settings, "dev")
     catalog = environments.catalog(target.name, settings)
     if reset is not None:
         catalog.select([reset])  # an unknown name is a usage error before anything starts

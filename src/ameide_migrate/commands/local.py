@@ -6,7 +6,13 @@ from dataclasses import dataclass
 
 from ameide_migrate.adapters.prefect import api_choice
 from ameide_migrate.commands.deploy import serve_local_deployments
-from ameide_migrate.commands.shared import Progress, install_flyway, seed_local, silent
+from ameide_migrate.commands.shared import (
+    Progress,
+    install_flyway,
+    local_environment,
+    seed_local,
+    silent,
+)
 from ameide_migrate.config import environments
 from ameide_migrate.config.settings import Settings
 from ameide_migrate.core.errors import UsageError
@@ -22,7 +28,7 @@ class LocalStack:
 def local_up(settings: Settings, progress: Progress = silent) -> LocalStack:
     """Everything a run from the Prefect UI needs: the local PostgreSQL with the local
     credentials, the Prefect server, the local deployments and a process worker."""
-    target = next(e for e in environments.all_of(settings).values() if e.local)
+    target = local_environment(settings, "local up")
     catalog = environments.catalog(target.name, settings)
     env, _ = seed_local(settings, catalog.databases, None, progress)
     install_flyway(settings, progress=progress)

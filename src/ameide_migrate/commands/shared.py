@@ -26,6 +26,7 @@ from ameide_migrate.core.errors import (
     REJECTED_STATE,
     ApprovalRejected,
     MigrateError,
+    UsageError,
 )
 from ameide_migrate.services import credential_gate, local
 
@@ -62,6 +63,19 @@ def choose_api(settings: Settings, env: str, *, deployments: bool = False) -> ap
     return api_choice.choose_api(
         settings.state_dir, local_allowed=is_local or not deployments, needed_for=what
     )
+
+
+def local_environment(settings: Settings, command: str) -> environments.Environment:
+    """The environment `command` works on: the one marked `local = true`, and no other."""
+    declared = environments.all_of(settings)
+    local_ones = [e for e in declared.values() if e.local]
+    if not local_ones:
+        raise UsageError(
+            f"{environments.file_of(settings)} declares no local environment "
+            f"({', '.join(declared)}): `ameide-migrate {command}` works on the embedded local "
+            "one only; add [environments.local] with local = true"
+        )
+    return local_ones[0]
 
 
 def seed_local(
