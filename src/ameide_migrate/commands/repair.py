@@ -21,6 +21,13 @@ from ameide_migrate.core.history import current_version
 from ameide_migrate.services import migrate
 from ameide_migrate.services.context import RunContext
 
+FlywayLog = Callable[[str, str, str], None]
+"""(database, level, message): a line Flyway logged while it worked on a database."""
+
+
+def _no_flyway_log(_database: str, _level: str, _message: str) -> None:
+    return None
+
 
 @dataclass(frozen=True)
 class Repaired:
@@ -57,7 +64,7 @@ def repair(
     settings: Settings,
     env: str,
     databases: list[str],
-    on_log: Callable[[str, str, str], None] = lambda _db, _level, _message: None,
+    on_log: FlywayLog = _no_flyway_log,
 ) -> list[Repaired]:
     """Flyway repair of each named database, and what it changed there."""
 
@@ -87,7 +94,7 @@ def baseline(
     env: str,
     database: str,
     version: str | None = None,
-    on_log: Callable[[str, str, str], None] = lambda _db, _level, _message: None,
+    on_log: FlywayLog = _no_flyway_log,
 ) -> str:
     """Flyway baseline of a database that has a schema and no history: a history table whose
     one row says the schema is at `version` (Flyway's default, 1, when None); that version. An
@@ -123,7 +130,7 @@ def _at_most_latest(version: str | None, template: DatabaseCatalog, whose: str) 
 
 
 def _adopt(
-    ctx: RunContext, database: str, version: str | None, on_log: Callable[[str, str, str], None]
+    ctx: RunContext, database: str, version: str | None, on_log: FlywayLog
 ) -> tuple[str, str | None, str]:
     """A database with a schema and no history baselined at `version`; (outcome, version,
     what was done). One with a history, or an empty one, is left as it is."""
@@ -206,7 +213,7 @@ def fleet_baseline(
     name: str,
     targets: list[str] | None = None,
     version: str | None = None,
-    on_log: Callable[[str, str, str], None] = lambda _db, _level, _message: None,
+    on_log: FlywayLog = _no_flyway_log,
 ) -> FleetChore:
     """A fleet adopted: each target with a schema and no history baselined at `version`
     (Flyway's default, 1, when None), so that a fleet run applies only what is above it. A
@@ -227,7 +234,7 @@ def fleet_repair(
     env: str,
     name: str,
     targets: list[str] | None = None,
-    on_log: Callable[[str, str, str], None] = lambda _db, _level, _message: None,
+    on_log: FlywayLog = _no_flyway_log,
 ) -> FleetChore:
     """Flyway repair of a fleet's targets (all when `targets` is empty): failed rows removed,
     checksums realigned; what it changed on each."""
@@ -243,5 +250,5 @@ def fleet_repair(
     return _over_targets("repair", declared, ctx, repair_one)
 
 
-def _log_of(database: str, on_log: Callable[[str, str, str], None]) -> flyway.LogSink:
+def _log_of(database: str, on_log: FlywayLog) -> flyway.LogSink:
     return lambda level, message: on_log(database, level, message)
